@@ -1,0 +1,220 @@
+//! The coordinator's configuration: a plain struct with defaults and `validate()`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
+
+/// How the coordinator moves partitions when workers join or leave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebalanceStrategy {
+    /// Every move a join or leave needs, at once, in one generation.
+    Immediate,
+    /// One partition at a time: revoke it, wait until its old owner confirms it stopped (or is
+    /// declared dead), grant it to the new owner, wait for the grant to be applied, then the next.
+    #[default]
+    Gradual,
+    /// Nothing moves by itself; `assign_partitions` and `rebalance` decide. Failed workers'
+    /// partitions are still reassigned when failover is enabled.
+    Manual,
+}
+
+impl RebalanceStrategy {
+    /// The strategy's name as the CLI and status spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RebalanceStrategy::Immediate => "immediate",
+            RebalanceStrategy::Gradual => "gradual",
+            RebalanceStrategy::Manual => "manual",
+        }
+    }
+}
+
+impl FromStr for RebalanceStrategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "immediate" => Ok(RebalanceStrategy::Immediate),
+            "gradual" => Ok(RebalanceStrategy::Gradual),
+            "manual" => Ok(RebalanceStrategy::Manual),
+            other => Err(format!(
+                "unknown rebalance strategy {other:?} (expected immediate, gradual or manual)"
+            )),
+        }
+    }
+}
+
+/// The coordinator's configuration.
+///
+/// ```
+/// use std::time::Duration;
+/// use streamweave_distributed::{CoordinatorConfig, RebalanceStrategy};
+///
+/// let config = CoordinatorConfig {
+///     bind_address: "127.0.0.1:0".parse().unwrap(),
+///     heartbeat_timeout: Duration::from_millis(500),
+///     health_check_interval: Duration::from_millis(100),
+///     num_partitions: 12,
+///     rebalance_strategy: RebalanceStrategy::Gradual,
+///     ..Default::default()
+/// };
+/// assert!(config.validate().is_ok());
+///
+/// let bad = CoordinatorConfig { num_partitions: 0, ..config };
+/// assert_eq!(bad.validate().unwrap_err().field, "num_partitions");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CoordinatorConfig {
+    /// Where to listen for workers and clients.
+    pub bind_address: SocketAddr,
+    /// A worker not heard from for this long is failed.
+    pub heartbeat_timeout: Duration,
+    /// How often the coordinator checks for failed workers.
+    pub health_check_interval: Duration,
+    /// Workers beyond this many are refused.
+    pub max_workers: usize,
+    /// How partitions move on joins and leaves.
+    pub rebalance_strategy: RebalanceStrategy,
+    /// Whether a failed worker's partitions are reassigned (always, except in Manual mode with
+    /// this off, where they stay unassigned).
+    pub enable_failover: bool,
+    /// The number of partitions `P` (Flink's key groups, Kafka's partitions).
+    pub num_partitions: usize,
+    /// Where the coordinator keeps its files (the event log today; checkpoints later).
+    pub data_dir: Option<PathBuf>,
+    /// The cluster's name; peers naming another cluster are refused at the handshake.
+    pub cluster_name: String,
+    /// The largest frame accepted from a peer, in bytes.
+    pub max_frame_size: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            heartbeat_timeout: Duration::from_secs(2),
+            health_check_interval: Duration::from_millis(200),
+            max_workers: 100,
+            rebalance_strategy: RebalanceStrategy::Gradual,
+            enable_failover: true,
+            num_partitions: 128,
+            data_dir: None,
+            cluster_name: "default".to_string(),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Checks that the values can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.num_partitions == 0 {
+            return Err(ConfigError::new("num_partitions", "must be at least 1"));
+        }
+        if self.max_workers == 0 {
+            return Err(ConfigError::new("max_workers", "must be at least 1"));
+        }
+        if self.health_check_interval.is_zero() {
+            return Err(ConfigError::new("health_check_interval", "must be above zero"));
+        }
+        if self.heartbeat_timeout <= self.health_check_interval {
+            return Err(ConfigError::new(
+                "heartbeat_timeout",
+                format!(
+                    "must be above health_check_interval ({} <= {})",
+                    humantime::format_duration(self.heartbeat_timeout),
+                    humantime::format_duration(self.health_check_interval)
+                ),
+            ));
+        }
+        if self.cluster_name.is_empty() {
+            return Err(ConfigError::new("cluster_name", "must not be empty"));
+        }
+        if self.max_frame_size < 1024 {
+            return Err(ConfigError::new("max_frame_size", "must be at least 1024 bytes"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_field() {
+        let ok = CoordinatorConfig::default();
+        assert_eq!(ok.validate(), Ok(()));
+        let cases: Vec<(CoordinatorConfig, &str)> = vec![
+            (
+                CoordinatorConfig {
+                    num_partitions: 0,
+                    ..ok.clone()
+                },
+                "num_partitions",
+            ),
+            (
+                CoordinatorConfig {
+                    max_workers: 0,
+                    ..ok.clone()
+                },
+                "max_workers",
+            ),
+            (
+                CoordinatorConfig {
+                    health_check_interval: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "health_check_interval",
+            ),
+            (
+                CoordinatorConfig {
+                    heartbeat_timeout: Duration::from_millis(200),
+                    health_check_interval: Duration::from_millis(200),
+                    ..ok.clone()
+                },
+                "heartbeat_timeout",
+            ),
+            (
+                CoordinatorConfig {
+                    cluster_name: String::new(),
+                    ..ok.clone()
+                },
+                "cluster_name",
+            ),
+            (
+                CoordinatorConfig {
+                    max_frame_size: 10,
+                    ..ok.clone()
+                },
+                "max_frame_size",
+            ),
+        ];
+        for (config, field) in cases {
+            assert_eq!(config.validate().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn strategy_parses_its_names() {
+        for s in [
+            RebalanceStrategy::Immediate,
+            RebalanceStrategy::Gradual,
+            RebalanceStrategy::Manual,
+        ] {
+            assert_eq!(s.as_str().parse::<RebalanceStrategy>(), Ok(s));
+        }
+        assert!("sometimes"
+            .parse::<RebalanceStrategy>()
+            .unwrap_err()
+            .contains("sometimes"));
+    }
+}

@@ -1,0 +1,37 @@
+//! Errors of the coordinator layer.
+
+use std::path::PathBuf;
+
+use crate::error::ConfigError;
+use crate::types::WorkerId;
+
+/// What a coordinator operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// A worker could not be registered (for example the `max_workers` limit).
+    #[error("registration failed: {0}")]
+    RegistrationFailed(String),
+    /// No worker with this id is a member.
+    #[error("worker not found: {0}")]
+    WorkerNotFound(WorkerId),
+    /// The coordinator could not be reached or could not serve (socket errors, not started).
+    #[error("communication error: {0}")]
+    Communication(String),
+    /// A partition number or set that cannot be assigned.
+    #[error("invalid partition: {0}")]
+    InvalidPartition(String),
+    /// A rebalance could not be carried out.
+    #[error("rebalance failed: {0}")]
+    RebalanceFailed(String),
+    /// The data directory cannot be created or written.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The configuration cannot work.
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+}

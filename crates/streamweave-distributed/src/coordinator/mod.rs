@@ -1,0 +1,26 @@
+//! The coordinator: membership, failure detection, partition assignment and rebalancing.
+//!
+//! ```text
+//!             TCP listener (server.rs)
+//!   worker conn --Register/Heartbeat/Ack/Leave--+
+//!   worker conn ------------------------------- +--> actor task --> Engine (engine.rs, pure)
+//!   client conn --Status/Assign/Rebalance-------+        |            uses assignment.rs
+//!   CoordinatorImpl (handle.rs) --calls---------+        v
+//!                                          outboxes per connection, event log (event_log.rs)
+//! ```
+//!
+//! Every decision is made by [`engine::Engine`], a synchronous state machine tested without
+//! sockets. The actor in `server.rs` is its only owner; connections and the public
+//! [`CoordinatorImpl`] talk to it through a channel.
+
+pub mod assignment;
+mod config;
+pub mod engine;
+mod error;
+mod event_log;
+mod handle;
+mod server;
+
+pub use config::{CoordinatorConfig, RebalanceStrategy};
+pub use error::CoordinatorError;
+pub use handle::{Coordinator, CoordinatorHandle, CoordinatorImpl};

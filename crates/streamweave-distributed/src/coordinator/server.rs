@@ -1,0 +1,303 @@
+//! The coordinator's async shell: accepts connections, runs the handshake, and feeds one actor
+//! task that owns the [`Engine`] and executes its [`Action`]s.
+//!
+//! ```text
+//! accept loop --spawn--> serve_connection --handshake--> serve_worker | serve_client
+//!                                                              |               |
+//!                  Command::Connected / Command::Input  <------+               |
+//!                  Command::Call(closure over Engine)   <----------------------+
+//!                                  |
+//!                           actor (run) --Send--> outbox of that connection --> socket
+//! ```
+//!
+//! A connection that misbehaves (wrong protocol, oversized or undecodable frame) is logged and
+//! closed; nothing else is affected.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::engine::{Action, ConnId, Engine, Input};
+use super::event_log::EventLog;
+use crate::network::Connection;
+use crate::protocol::{
+    accept_handshake, ClientRequest, ClientResponse, CoordinatorMessage, Role, WorkerMessage,
+};
+
+/// How long a new connection may take to introduce itself.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages queued for one connection before it is considered stuck and closed.
+const OUTBOX_CAPACITY: usize = 256;
+
+/// A request to the actor: a closure run against the engine, which replies through a channel
+/// it captured and returns the actions to execute.
+pub(crate) type Call = Box<dyn FnOnce(&mut Engine, Instant) -> Vec<Action> + Send>;
+
+pub(crate) enum Command {
+    Connected {
+        conn: ConnId,
+        request: crate::protocol::RegisterRequest,
+        outbox: mpsc::Sender<CoordinatorMessage>,
+    },
+    Input(Input),
+    Call(Call),
+}
+
+/// What connection tasks need to reach the actor.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) cluster: Arc<str>,
+    pub(crate) max_frame_size: usize,
+    pub(crate) shutdown: CancellationToken,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        cluster: &str,
+        max_frame_size: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Shared {
+            commands,
+            cluster: Arc::from(cluster),
+            max_frame_size,
+            shutdown,
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+/// The actor: the only owner of the engine.
+pub(crate) struct Actor {
+    pub(crate) engine: Engine,
+    pub(crate) events: Option<EventLog>,
+    pub(crate) health_check_interval: Duration,
+    outboxes: HashMap<ConnId, mpsc::Sender<CoordinatorMessage>>,
+}
+
+impl Actor {
+    pub(crate) fn new(engine: Engine, events: Option<EventLog>, health_check_interval: Duration) -> Self {
+        Actor {
+            engine,
+            events,
+            health_check_interval,
+            outboxes: HashMap::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.health_check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let actions = self.engine.shutdown("the coordinator is shutting down");
+                    self.execute(actions);
+                    break;
+                }
+                _ = tick.tick() => {
+                    let actions = self.engine.handle(Input::Tick, Instant::now());
+                    self.execute(actions);
+                }
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    let now = Instant::now();
+                    let actions = match command {
+                        Command::Connected { conn, request, outbox } => {
+                            self.outboxes.insert(conn, outbox);
+                            self.engine.handle(Input::Register { conn, request }, now)
+                        }
+                        Command::Input(input) => {
+                            if let Input::Disconnected { conn } = input {
+                                self.outboxes.remove(&conn);
+                            }
+                            self.engine.handle(input, now)
+                        }
+                        Command::Call(call) => call(&mut self.engine, now),
+                    };
+                    self.execute(actions);
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send { conn, message } => {
+                    let Some(outbox) = self.outboxes.get(&conn) else {
+                        continue;
+                    };
+                    if let Err(e) = outbox.try_send(message) {
+                        // A connection that cannot keep up with control messages is stuck;
+                        // dropping its outbox closes it and the worker reconnects.
+                        tracing::warn!(conn, error = %e, "closing a connection whose outbox is full");
+                        self.outboxes.remove(&conn);
+                    }
+                }
+                Action::Close { conn } => {
+                    self.outboxes.remove(&conn);
+                }
+                Action::Event(event) => {
+                    tracing::info!(generation = %self.engine.generation(), ?event, "cluster event");
+                    if let Some(log) = &mut self.events {
+                        log.append(self.engine.generation(), &event);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Accepts connections until shutdown.
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Shared, tracker: TaskTracker) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+                    tracker.spawn(serve_connection(stream, peer, conn, shared.clone()));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, conn: ConnId, shared: Shared) {
+    let hello =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, &shared.cluster)).await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, error = %e, "closing connection: handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "closing connection: no handshake within {HANDSHAKE_TIMEOUT:?}");
+                return;
+            }
+        };
+    tracing::debug!(%peer, conn, role = ?hello.role, "connection accepted");
+    match hello.role {
+        Role::Worker => {
+            serve_worker(Connection::new(stream, shared.max_frame_size), peer, conn, shared).await
+        }
+        Role::Client => serve_client(Connection::new(stream, shared.max_frame_size), peer, shared).await,
+    }
+}
+
+async fn serve_worker(
+    connection: Connection<CoordinatorMessage, WorkerMessage>,
+    peer: SocketAddr,
+    conn: ConnId,
+    shared: Shared,
+) {
+    let (mut reader, mut writer) = connection.split();
+    let request = match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.recv()).await {
+        Ok(Ok(Some(WorkerMessage::Register(request)))) => request,
+        Ok(Ok(Some(other))) => {
+            tracing::warn!(%peer, message = ?other, "closing connection: expected Register first");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "closing connection");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "closing connection: no registration within {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
+    };
+    let (outbox, mut outgoing) = mpsc::channel(OUTBOX_CAPACITY);
+    if shared
+        .commands
+        .send(Command::Connected {
+            conn,
+            request,
+            outbox,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            message = outgoing.recv() => match message {
+                Some(message) => {
+                    if let Err(e) = writer.send(message).await {
+                        tracing::warn!(%peer, error = %e, "closing worker connection: write failed");
+                        break;
+                    }
+                }
+                // The actor closed this connection; everything it queued has been written.
+                None => break,
+            },
+            frame = reader.recv() => {
+                let input = match frame {
+                    Ok(Some(WorkerMessage::Heartbeat { running })) => Input::Heartbeat { conn, running },
+                    Ok(Some(WorkerMessage::Ack { generation, running })) => Input::Ack { conn, generation, running },
+                    Ok(Some(WorkerMessage::Leave)) => Input::Leave { conn },
+                    Ok(Some(WorkerMessage::Register(_))) => {
+                        tracing::warn!(%peer, "closing worker connection: registered twice");
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "closing worker connection");
+                        break;
+                    }
+                };
+                if shared.commands.send(Command::Input(input)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = shared
+        .commands
+        .send(Command::Input(Input::Disconnected { conn }))
+        .await;
+}
+
+async fn serve_client(
+    mut connection: Connection<ClientResponse, ClientRequest>,
+    peer: SocketAddr,
+    shared: Shared,
+) {
+    loop {
+        let request = match connection.recv().await {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing client connection");
+                return;
+            }
+        };
+        let response = match super::handle::answer(&shared.commands, request).await {
+            Some(response) => response,
+            None => return,
+        };
+        if let Err(e) = connection.send(response).await {
+            tracing::debug!(%peer, error = %e, "client went away");
+            return;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! A typed, framed TCP connection: send `Out` messages, receive `In` messages.
+
+use std::net::SocketAddr;
+
+use futures::{SinkExt, StreamExt};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::protocol::{MessageCodec, ProtocolError};
+
+/// A duplex connection after the handshake. Dropping it closes the socket.
+#[derive(Debug)]
+pub struct Connection<Out, In> {
+    reader: ConnectionReader<In>,
+    writer: ConnectionWriter<Out>,
+}
+
+/// The receiving half of a [`Connection`].
+#[derive(Debug)]
+pub struct ConnectionReader<In> {
+    frames: FramedRead<OwnedReadHalf, MessageCodec<(), In>>,
+    peer: SocketAddr,
+}
+
+/// The sending half of a [`Connection`]. Holds the pool slot, if any, so the slot is freed when
+/// the socket closes.
+#[derive(Debug)]
+pub struct ConnectionWriter<Out> {
+    frames: FramedWrite<OwnedWriteHalf, MessageCodec<Out, ()>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
+    /// Wraps a stream whose handshake is done.
+    pub fn new(stream: TcpStream, max_frame_size: usize) -> Self {
+        Self::with_permit(stream, max_frame_size, None)
+    }
+
+    pub(crate) fn with_permit(
+        stream: TcpStream,
+        max_frame_size: usize,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        // Control messages are small and latency matters more than batching for them.
+        let _ = stream.set_nodelay(true);
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (read, write) = stream.into_split();
+        Connection {
+            reader: ConnectionReader {
+                frames: FramedRead::new(read, MessageCodec::new(max_frame_size)),
+                peer,
+            },
+            writer: ConnectionWriter {
+                frames: FramedWrite::new(write, MessageCodec::new(max_frame_size)),
+                _permit: permit,
+            },
+        }
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.reader.peer
+    }
+
+    /// Sends one message and flushes it.
+    pub async fn send(&mut self, message: Out) -> Result<(), ProtocolError> {
+        self.writer.send(message).await
+    }
+
+    /// The next message; `Ok(None)` when the peer closed the connection cleanly.
+    pub async fn recv(&mut self) -> Result<Option<In>, ProtocolError> {
+        self.reader.recv().await
+    }
+
+    /// Splits into halves that can be used from different tasks.
+    pub fn split(self) -> (ConnectionReader<In>, ConnectionWriter<Out>) {
+        (self.reader, self.writer)
+    }
+}
+
+impl<In: DeserializeOwned> ConnectionReader<In> {
+    /// The next message; `Ok(None)` when the peer closed the connection cleanly.
+    pub async fn recv(&mut self) -> Result<Option<In>, ProtocolError> {
+        self.frames.next().await.transpose()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+impl<Out: Serialize> ConnectionWriter<Out> {
+    /// Sends one message and flushes it.
+    pub async fn send(&mut self, message: Out) -> Result<(), ProtocolError> {
+        self.frames.send(message).await
+    }
+
+    /// Queues one message without flushing; call [`ConnectionWriter::flush`] after a batch.
+    pub async fn feed(&mut self, message: Out) -> Result<(), ProtocolError> {
+        self.frames.feed(message).await
+    }
+
+    /// Flushes queued messages.
+    pub async fn flush(&mut self) -> Result<(), ProtocolError> {
+        self.frames.flush().await
+    }
+}

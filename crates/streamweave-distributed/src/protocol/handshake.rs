@@ -1,0 +1,243 @@
+//! The versioned handshake that opens every connection: magic bytes, protocol version, the
+//! dialer's role and the cluster name. The listener answers with its own magic and version and
+//! then accepts or rejects with a reason, so a mismatched peer learns why it was turned away.
+
+use bytes::BytesMut;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::codec::{decode_frame, encode_frame};
+use super::ProtocolError;
+
+/// The first four bytes of every connection.
+pub const MAGIC: [u8; 4] = *b"SWDP";
+/// The protocol version this build speaks. Peers must speak the same one.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Handshakes are tiny; a larger frame at this stage is not our protocol.
+const MAX_HANDSHAKE_FRAME: usize = 4096;
+
+/// What the dialer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A worker: registers, heartbeats, receives assignments.
+    Worker,
+    /// An admin client: status, assign, rebalance.
+    Client,
+}
+
+/// The dialer's introduction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The dialer's role.
+    pub role: Role,
+    /// The cluster the dialer means to join; a coordinator of another cluster rejects it.
+    pub cluster: String,
+}
+
+/// The listener's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Go ahead.
+    Accepted,
+    /// Refused, with the reason; the listener closes the connection.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Runs the dialer's side of the handshake on a fresh stream.
+pub async fn dial_handshake<S>(stream: &mut S, hello: &Hello) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    write_preamble(stream).await?;
+    write_frame(stream, hello).await?;
+    stream.flush().await?;
+    read_preamble(stream).await?;
+    match read_frame::<_, HelloReply>(stream).await? {
+        HelloReply::Accepted => Ok(()),
+        HelloReply::Rejected { reason } => Err(ProtocolError::Rejected(reason)),
+    }
+}
+
+/// Runs the listener's side of the handshake; returns the dialer's [`Hello`] when it is
+/// accepted. On a version or cluster mismatch the dialer is told why before the error returns.
+pub async fn accept_handshake<S>(stream: &mut S, cluster: &str) -> Result<Hello, ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let version = match read_preamble(stream).await {
+        Ok(()) => PROTOCOL_VERSION,
+        Err(ProtocolError::VersionMismatch { ours, theirs }) => {
+            write_preamble(stream).await?;
+            let reason =
+                format!("protocol version {theirs} is not supported (this coordinator speaks {ours})");
+            reject(stream, reason).await?;
+            return Err(ProtocolError::VersionMismatch { ours, theirs });
+        }
+        Err(e) => return Err(e),
+    };
+    debug_assert_eq!(version, PROTOCOL_VERSION);
+    write_preamble(stream).await?;
+    let hello: Hello = read_frame(stream).await?;
+    if hello.cluster != cluster {
+        let reason = format!(
+            "cluster name mismatch: this coordinator serves cluster {cluster:?}, peer asked for {:?}",
+            hello.cluster
+        );
+        reject(stream, reason.clone()).await?;
+        return Err(ProtocolError::Rejected(reason));
+    }
+    write_frame(stream, &HelloReply::Accepted).await?;
+    stream.flush().await?;
+    Ok(hello)
+}
+
+async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, reason: String) -> Result<(), ProtocolError> {
+    write_frame(stream, &HelloReply::Rejected { reason }).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+async fn write_preamble<S: AsyncWrite + Unpin>(stream: &mut S) -> Result<(), ProtocolError> {
+    let mut preamble = [0u8; 6];
+    preamble[..4].copy_from_slice(&MAGIC);
+    preamble[4..].copy_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    stream.write_all(&preamble).await?;
+    Ok(())
+}
+
+async fn read_preamble<S: AsyncRead + Unpin>(stream: &mut S) -> Result<(), ProtocolError> {
+    let mut preamble = [0u8; 6];
+    read_exact(stream, &mut preamble).await?;
+    let got = [preamble[0], preamble[1], preamble[2], preamble[3]];
+    if got != MAGIC {
+        return Err(ProtocolError::NotOurProtocol { got });
+    }
+    let theirs = u16::from_be_bytes([preamble[4], preamble[5]]);
+    if theirs != PROTOCOL_VERSION {
+        return Err(ProtocolError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        });
+    }
+    Ok(())
+}
+
+async fn write_frame<S: AsyncWrite + Unpin, T: Serialize>(
+    stream: &mut S,
+    item: &T,
+) -> Result<(), ProtocolError> {
+    let mut buf = BytesMut::new();
+    encode_frame(item, MAX_HANDSHAKE_FRAME, &mut buf)?;
+    stream.write_all(&buf).await?;
+    Ok(())
+}
+
+async fn read_frame<S: AsyncRead + Unpin, T: DeserializeOwned>(stream: &mut S) -> Result<T, ProtocolError> {
+    let mut len = [0u8; 4];
+    read_exact(stream, &mut len).await?;
+    let size = u32::from_be_bytes(len) as usize;
+    if size > MAX_HANDSHAKE_FRAME {
+        return Err(ProtocolError::FrameTooLarge {
+            size,
+            max: MAX_HANDSHAKE_FRAME,
+        });
+    }
+    let mut buf = BytesMut::with_capacity(4 + size);
+    buf.extend_from_slice(&len);
+    buf.resize(4 + size, 0);
+    read_exact(stream, &mut buf[4..]).await?;
+    decode_frame(MAX_HANDSHAKE_FRAME, &mut buf)?.ok_or(ProtocolError::Truncated)
+}
+
+async fn read_exact<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> Result<(), ProtocolError> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ProtocolError::Closed),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(cluster: &str) -> Hello {
+        Hello {
+            role: Role::Worker,
+            cluster: cluster.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn matching_peers_shake_hands() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let h = hello("c");
+        let (dial, accept) = tokio::join!(dial_handshake(&mut a, &h), accept_handshake(&mut b, "c"));
+        dial.unwrap();
+        assert_eq!(accept.unwrap(), hello("c"));
+    }
+
+    #[tokio::test]
+    async fn cluster_mismatch_is_rejected_with_reason_on_both_sides() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let h = hello("x");
+        let (dial, accept) = tokio::join!(dial_handshake(&mut a, &h), accept_handshake(&mut b, "c"));
+        match dial {
+            Err(ProtocolError::Rejected(reason)) => {
+                assert!(reason.contains("cluster name mismatch"), "{reason}")
+            }
+            other => panic!("expected rejection, got {other:?}"),
+        }
+        assert!(matches!(accept, Err(ProtocolError::Rejected(_))));
+    }
+
+    #[tokio::test]
+    async fn other_version_is_told_and_refused() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let accept = tokio::spawn(async move { accept_handshake(&mut b, "c").await });
+        let mut preamble = MAGIC.to_vec();
+        preamble.extend_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+        a.write_all(&preamble).await.unwrap();
+        let err = accept.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::VersionMismatch { theirs, .. } if theirs == PROTOCOL_VERSION + 1)
+        );
+        // The dialer receives our preamble and a rejection naming the versions.
+        read_preamble(&mut a).await.unwrap();
+        match read_frame::<_, HelloReply>(&mut a).await.unwrap() {
+            HelloReply::Rejected { reason } => assert!(reason.contains("not supported"), "{reason}"),
+            HelloReply::Accepted => panic!("accepted a wrong version"),
+        }
+    }
+
+    #[tokio::test]
+    async fn http_request_is_not_our_protocol() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let err = accept_handshake(&mut b, "c").await.unwrap_err();
+        assert!(matches!(err, ProtocolError::NotOurProtocol { got } if &got == b"GET "));
+    }
+
+    #[tokio::test]
+    async fn dialing_something_else_is_an_error() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        b.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await.unwrap();
+        let err = dial_handshake(&mut a, &hello("c")).await.unwrap_err();
+        assert!(matches!(err, ProtocolError::NotOurProtocol { .. }));
+    }
+
+    #[tokio::test]
+    async fn early_close_is_closed_not_panic() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        a.write_all(&MAGIC[..2]).await.unwrap();
+        drop(a);
+        assert!(matches!(
+            accept_handshake(&mut b, "c").await,
+            Err(ProtocolError::Closed)
+        ));
+    }
+}

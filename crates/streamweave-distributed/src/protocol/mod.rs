@@ -1,0 +1,25 @@
+//! The wire protocol: every byte that crosses a socket is defined here and nowhere else.
+//!
+//! ```text
+//!  dialer                                   listener
+//!    | -- "SWDP" | version u16 | frame(Hello) -->  |   handshake: magic, version, role, cluster
+//!    | <-- "SWDP" | version u16 | frame(HelloReply) |   Accepted, or Rejected(reason) then close
+//!    | == frame(message) ... both ways ==========>  |   u32 big-endian length + postcard body
+//! ```
+//!
+//! A peer that does not start with the magic bytes, speaks another version, names another
+//! cluster, sends a frame above the size limit, a truncated frame or bytes that do not decode, gets
+//! a [`ProtocolError`]; the caller closes that one connection and carries on.
+
+mod codec;
+mod error;
+mod handshake;
+mod message;
+
+pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
+pub use error::ProtocolError;
+pub use handshake::{accept_handshake, dial_handshake, Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
+pub use message::{
+    ClientRequest, ClientResponse, ClusterStatus, CoordinatorMessage, ErrorKind, MovingPartition,
+    RegisterRequest, WorkerMessage, WorkerStatus,
+};

@@ -1,0 +1,23 @@
+//! The worker: registers with the coordinator, heartbeats, and runs one task per partition it
+//! owns, starting and stopping them as assignments arrive.
+//!
+//! ```text
+//! WorkerImpl::register --Transport--> coordinator: Register -> Registered
+//! WorkerImpl::start    --spawn-->     session loop (session.rs)
+//!     Assignment{generation, partitions} -> TaskSet::apply (tasks.rs): stop revoked, start
+//!     granted -> Ack{generation, running};  Heartbeat every heartbeat_interval
+//!     connection lost -> capped exponential backoff, register again (same incarnation);
+//!     unreachable longer than heartbeat_timeout -> stop tasks (the coordinator moved them)
+//! WorkerImpl::stop     --> stop tasks, Leave -> LeaveAck
+//! ```
+
+mod config;
+mod error;
+mod session;
+mod tasks;
+mod worker_impl;
+
+pub use config::WorkerConfig;
+pub use error::WorkerError;
+pub use tasks::{IdleTask, PartitionTask, TaskFuture};
+pub use worker_impl::{Worker, WorkerImpl, WorkerSnapshot};

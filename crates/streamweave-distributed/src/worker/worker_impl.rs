@@ -1,0 +1,185 @@
+//! [`WorkerImpl`]: the public face of a worker node.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use super::session::WorkerSnapshot;
+use super::session::{Session, WorkerConnection};
+use super::tasks::{IdleTask, PartitionTask, TaskSet};
+use super::{WorkerConfig, WorkerError};
+use crate::network::{describe_io_error, ConnectionPool, Transport};
+use crate::types::Generation;
+
+/// The seed's worker API.
+pub trait Worker {
+    /// Connects to the coordinator and registers.
+    fn register(&mut self) -> impl Future<Output = Result<(), WorkerError>> + Send;
+    /// Starts heartbeats and partition tasks on background tasks; returns at once.
+    fn start(&mut self) -> impl Future<Output = Result<(), WorkerError>> + Send;
+}
+
+struct Running {
+    leave: CancellationToken,
+    session: JoinHandle<()>,
+}
+
+/// A worker node.
+///
+/// ```no_run
+/// use streamweave_distributed::{Worker, WorkerConfig, WorkerId, WorkerImpl};
+///
+/// # async fn demo() -> Result<(), streamweave_distributed::WorkerError> {
+/// let config = WorkerConfig {
+///     worker_id: WorkerId::new("worker-1".to_string()),
+///     coordinator_address: "127.0.0.1:8080".parse().unwrap(),
+///     max_concurrent_tasks: 10,
+///     ..Default::default()
+/// };
+/// let mut worker = WorkerImpl::new(config);
+/// worker.register().await?;
+/// worker.start().await?;
+/// // ... later, leave gracefully so the partitions move at once:
+/// worker.stop().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct WorkerImpl {
+    session: Option<Session>,
+    connection: Option<WorkerConnection>,
+    listener: Option<TcpListener>,
+    snapshot: watch::Receiver<WorkerSnapshot>,
+    running: Option<Running>,
+}
+
+impl WorkerImpl {
+    /// A worker whose partition tasks are [`IdleTask`]s.
+    pub fn new(config: WorkerConfig) -> Self {
+        Self::with_task(config, Arc::new(IdleTask))
+    }
+
+    /// A worker running `task` for each partition it owns.
+    pub fn with_task(config: WorkerConfig, task: Arc<dyn PartitionTask>) -> Self {
+        let (sender, snapshot) = watch::channel(WorkerSnapshot::default());
+        let transport = Transport::new(ConnectionPool::new().with_timeout(config.communication_timeout))
+            .with_max_frame_size(config.max_frame_size);
+        let session = Session {
+            incarnation: incarnation(),
+            address: config.bind_address.to_string(),
+            transport,
+            tasks: TaskSet::new(task),
+            generation: Generation::default(),
+            presumed_dead_after: Duration::from_secs(2),
+            snapshot: sender,
+            config,
+        };
+        WorkerImpl {
+            session: Some(session),
+            connection: None,
+            listener: None,
+            snapshot,
+            running: None,
+        }
+    }
+
+    /// What the worker runs now.
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that sees every change of [`WorkerImpl::snapshot`].
+    pub fn watch(&self) -> watch::Receiver<WorkerSnapshot> {
+        self.snapshot.clone()
+    }
+
+    /// The data-plane address it announced, once registered.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Leaves gracefully: stops the tasks, tells the coordinator, waits for its answer.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.leave.cancel();
+            let _ = running.session.await;
+        }
+    }
+
+    /// Waits until the session ends (after [`WorkerImpl::stop`] from another handle, never
+    /// otherwise: a lost coordinator is retried forever).
+    pub async fn wait(&mut self) {
+        if let Some(running) = &mut self.running {
+            let _ = (&mut running.session).await;
+        }
+    }
+
+    /// A token that, when cancelled, makes the running worker leave gracefully.
+    pub fn leave_token(&self) -> Option<CancellationToken> {
+        self.running.as_ref().map(|r| r.leave.clone())
+    }
+}
+
+impl Worker for WorkerImpl {
+    async fn register(&mut self) -> Result<(), WorkerError> {
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        session.config.validate()?;
+        if self.listener.is_none() {
+            // The data-plane address: bound now so the port is ours and the real one is announced.
+            let bind = session.config.bind_address;
+            let listener = TcpListener::bind(bind).await.map_err(|e| {
+                WorkerError::Communication(format!("cannot listen on {bind}: {}", describe_io_error(&e)))
+            })?;
+            if let Ok(addr) = listener.local_addr() {
+                session.address = addr.to_string();
+            }
+            self.listener = Some(listener);
+        }
+        self.connection = Some(session.connect_and_register().await?);
+        Ok(())
+    }
+
+    async fn start(&mut self) -> Result<(), WorkerError> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        if self.connection.is_none() {
+            self.register().await?;
+        }
+        let (Some(session), Some(connection)) = (self.session.take(), self.connection.take()) else {
+            return Err(WorkerError::Communication(
+                "the worker is not registered".to_string(),
+            ));
+        };
+        let leave = CancellationToken::new();
+        let handle = tokio::spawn(session.run(connection, leave.clone()));
+        self.running = Some(Running {
+            leave,
+            session: handle,
+        });
+        Ok(())
+    }
+}
+
+impl Drop for WorkerImpl {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.leave.cancel();
+        }
+    }
+}
+
+/// A number that differs between runs of the same worker id, so the coordinator can tell a
+/// reconnect (same run) from a restart (new run, old session fenced).
+fn incarnation() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
