@@ -1,1 +1,48 @@
-pub fn y() {}
+//! The `swd` command line as a library: [`main`] parses the arguments, sets up logging to stderr
+//! and runs one command. A user's own binary gets the whole command line by calling it.
+//!
+//! ```text
+//! main -> cli::Cli (clap) -> commands::{coordinator, worker, status, assign, rebalance, local}
+//!                                  |            |
+//!                          CoordinatorImpl   WorkerImpl     Client (admin requests)
+//! ```
+//! stdout carries only command output; logs go to stderr (`RUST_LOG`, default `info`).
+
+pub mod cli;
+mod commands;
+mod signals;
+pub mod table;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Runs `swd` with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -14,7 +14,8 @@ use crate::types::{Generation, PartitionId};
 
 pub(crate) type WorkerConnection = Connection<WorkerMessage, CoordinatorMessage>;
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// The first wait before retrying an unreachable coordinator; it doubles up to the configured cap.
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the worker's owner can observe of the session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use super::session::WorkerSnapshot;
-use super::session::{Session, WorkerConnection};
+use super::session::{Session, WorkerConnection, FIRST_BACKOFF};
 use super::tasks::{IdleTask, PartitionTask, TaskSet};
 use super::{WorkerConfig, WorkerError};
 use crate::network::{describe_io_error, ConnectionPool, Transport};
@@ -115,6 +115,31 @@ impl WorkerImpl {
     pub async fn wait(&mut self) {
         if let Some(running) = &mut self.running {
             let _ = (&mut running.session).await;
+        }
+    }
+
+    /// Registers like [`Worker::register`], but keeps retrying an unreachable coordinator with
+    /// capped exponential backoff. Returns `Ok(false)` if `cancel` fires first; a refusal or a
+    /// bad configuration returns at once.
+    pub async fn register_retrying(&mut self, cancel: &CancellationToken) -> Result<bool, WorkerError> {
+        let max = self
+            .session
+            .as_ref()
+            .map_or(Duration::from_secs(5), |s| s.config.max_reconnect_backoff);
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.register().await {
+                Ok(()) => return Ok(true),
+                Err(WorkerError::Communication(reason)) => {
+                    tracing::warn!(%reason, retry_in = ?backoff, "coordinator not reachable yet");
+                }
+                Err(other) => return Err(other),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(max);
         }
     }
 

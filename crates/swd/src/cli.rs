@@ -1,0 +1,196 @@
+//! The command-line grammar (clap derive). Flag names are part of our interface: tests and users
+//! rely on them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use streamweave_distributed::{PartitionId, RebalanceStrategy};
+
+/// streamweave-distributed: run stream-processing jobs across worker processes.
+#[derive(Debug, Parser)]
+#[command(name = "swd", version, about)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a coordinator.
+    Coordinator(CoordinatorArgs),
+    /// Run a worker.
+    Worker(WorkerArgs),
+    /// Show the cluster's status.
+    Status(StatusArgs),
+    /// Move partitions to a worker.
+    Assign(AssignArgs),
+    /// Recompute a balanced assignment and move towards it.
+    Rebalance(RebalanceArgs),
+    /// Run a coordinator and N worker processes on loopback.
+    Local(LocalArgs),
+}
+
+/// `swd coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub bind: SocketAddr,
+    /// Number of partitions P.
+    #[arg(long, default_value_t = 128)]
+    pub partitions: usize,
+    /// Directory for the coordinator's files (event log).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A worker not heard from for this long is failed.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub heartbeat_timeout: Duration,
+    /// How often to check for failed workers.
+    #[arg(long, value_parser = parse_duration, default_value = "200ms")]
+    pub health_check_interval: Duration,
+    /// Refuse workers beyond this many.
+    #[arg(long, default_value_t = 100)]
+    pub max_workers: usize,
+    /// How partitions move when workers join or leave: immediate, gradual or manual.
+    #[arg(long, default_value = "gradual")]
+    pub rebalance: RebalanceStrategy,
+    /// Leave a failed worker's partitions unassigned instead of moving them.
+    #[arg(long)]
+    pub no_failover: bool,
+    /// The cluster's name (workers and clients must name the same).
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+}
+
+/// `swd worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The coordinator's address.
+    #[arg(long)]
+    pub coordinator: SocketAddr,
+    /// The worker's id (default: worker-<pid>).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Address for the worker's data plane.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: SocketAddr,
+    /// How often to heartbeat.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    pub heartbeat_interval: Duration,
+    /// How many partitions this worker may run at once.
+    #[arg(long, default_value_t = 128)]
+    pub max_tasks: usize,
+    /// Partitions to ask for when registering, e.g. 0,1,2 or 0-3,8.
+    #[arg(long, value_parser = parse_partitions)]
+    pub partitions: Option<Vec<PartitionId>>,
+    /// The cluster's name.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+}
+
+/// The coordinator an admin command talks to.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The coordinator's address.
+    #[arg(long)]
+    pub coordinator: SocketAddr,
+    /// The cluster's name.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+}
+
+/// `swd status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `swd assign`.
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// The worker to give the partitions to.
+    #[arg(long)]
+    pub worker: String,
+    /// The partitions, e.g. 0,1,2 or 0-3,8.
+    #[arg(long, value_parser = parse_partitions)]
+    pub partitions: Vec<PartitionId>,
+}
+
+/// `swd rebalance`.
+#[derive(Debug, Args)]
+pub struct RebalanceArgs {
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// `swd local`.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Number of worker processes.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+    /// Number of partitions P.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: usize,
+    /// Coordinator address (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: SocketAddr,
+    /// How partitions move when workers join or leave.
+    #[arg(long, default_value = "gradual")]
+    pub rebalance: RebalanceStrategy,
+    /// Workers' heartbeat interval.
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub heartbeat_interval: Duration,
+    /// The coordinator's heartbeat timeout.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    pub heartbeat_timeout: Duration,
+    /// Directory for the coordinator's files.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the cluster running until Ctrl-C instead of stopping once it has settled.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+/// Parses a human duration such as `100ms` or `2s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 100ms or 2s)"))
+}
+
+/// Parses a partition list such as `0,1,2` or `0-3,8`.
+///
+/// ```
+/// assert_eq!(swd::cli::parse_partitions("0-2,5").unwrap(), vec![0, 1, 2, 5]);
+/// assert!(swd::cli::parse_partitions("1,x").is_err());
+/// ```
+pub fn parse_partitions(s: &str) -> Result<Vec<PartitionId>, String> {
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let number = |n: &str| {
+            n.trim()
+                .parse::<PartitionId>()
+                .map_err(|_| format!("{n:?} is not a partition number"))
+        };
+        match item.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("range {item:?} is backwards"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(number(item)?),
+        }
+    }
+    Ok(out)
+}

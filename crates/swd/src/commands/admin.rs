@@ -1,0 +1,41 @@
+//! `swd status`, `swd assign`, `swd rebalance`: one request to the coordinator each.
+
+use std::process::ExitCode;
+
+use streamweave_distributed::{Client, WorkerId};
+
+use crate::cli::{AssignArgs, RebalanceArgs, StatusArgs, Target};
+use crate::table::{ranges, status_table};
+
+async fn connect(target: &Target) -> anyhow::Result<Client> {
+    Ok(Client::connect(target.coordinator, &target.cluster).await?)
+}
+
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let status = connect(&args.target).await?.status().await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&status)?);
+    } else {
+        print!("{}", status_table(&status));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn assign(args: AssignArgs) -> anyhow::Result<ExitCode> {
+    let mut client = connect(&args.target).await?;
+    let generation = client
+        .assign(WorkerId::new(args.worker.clone()), args.partitions.clone())
+        .await?;
+    println!(
+        "assigned partitions {} to {} (generation {generation})",
+        ranges(&args.partitions),
+        args.worker
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
+    let generation = connect(&args.target).await?.rebalance().await?;
+    println!("rebalance started (generation {generation})");
+    Ok(ExitCode::SUCCESS)
+}

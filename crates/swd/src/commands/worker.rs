@@ -1,0 +1,53 @@
+//! `swd worker`: register (retrying until the coordinator is reachable), run until SIGINT or
+//! SIGTERM, then leave gracefully so the partitions move at once.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use streamweave_distributed::{Worker, WorkerConfig, WorkerError, WorkerId, WorkerImpl};
+use tokio_util::sync::CancellationToken;
+
+use super::flag_error;
+use crate::cli::WorkerArgs;
+use crate::signals::shutdown_requested;
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let mut config = WorkerConfig {
+        coordinator_address: args.coordinator,
+        bind_address: args.bind,
+        heartbeat_interval: args.heartbeat_interval,
+        max_concurrent_tasks: args.max_tasks,
+        assigned_partitions: args.partitions.unwrap_or_default(),
+        cluster_name: args.cluster,
+        ..Default::default()
+    };
+    if let Some(id) = args.id {
+        config.worker_id = WorkerId::new(id);
+    }
+    let id = config.worker_id.clone();
+    let mut worker = WorkerImpl::new(config);
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_requested().await;
+        signal.cancel();
+    });
+    match worker.register_retrying(&stop).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(ExitCode::SUCCESS),
+        Err(WorkerError::InvalidConfig(e)) => return Err(flag_error(&e)),
+        Err(e) => return Err(e.into()),
+    }
+    worker.start().await?;
+    let address = worker.address().map(|a| a.to_string()).unwrap_or_default();
+    let mut stdout = std::io::stdout();
+    writeln!(
+        stdout,
+        "worker {id} registered with {}, data plane on {address}",
+        args.coordinator
+    )?;
+    stdout.flush()?;
+    stop.cancelled().await;
+    worker.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
