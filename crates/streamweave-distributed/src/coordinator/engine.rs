@@ -656,10 +656,8 @@ impl Engine {
                         partition: p,
                         generation: next,
                     }));
-                    self.out.push(Action::Event(ClusterEvent::Released {
-                        worker: from.clone(),
-                        partition: p,
-                    }));
+                    // No `Released`: under Immediate the new owner starts without waiting for the
+                    // old one to confirm; generations fence the overlap.
                     self.owner[p] = None;
                     changed.insert(from);
                     if let Some(to) = self.target[p].clone() {

@@ -150,7 +150,8 @@ impl Actor {
                     self.outboxes.remove(&conn);
                 }
                 Action::Event(event) => {
-                    tracing::info!(generation = %self.engine.generation(), ?event, "cluster event");
+                    let text = serde_json::to_string(&event).unwrap_or_else(|_| format!("{event:?}"));
+                    tracing::info!(generation = %self.engine.generation(), event = %text, "cluster event");
                     if let Some(log) = &mut self.events {
                         log.append(self.engine.generation(), &event);
                     }

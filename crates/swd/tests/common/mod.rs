@@ -1,0 +1,346 @@
+//! A cluster of real `swd` processes on loopback for integration tests: a coordinator on an
+//! ephemeral port, workers by id, status through `swd status --json`, the coordinator's event
+//! log, and real signals. Every process is killed when the test ends, even on panic.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Generous: CI machines are shared and slow; conditions are polled, so passing runs are fast.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn swd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_swd"));
+    command.stdin(Stdio::null());
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "info");
+    }
+    command
+}
+
+/// Runs `swd ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    swd().args(args).output().expect("run swd")
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on a child we have not reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill {} {}", signal, self.name);
+    }
+
+    /// Waits for the process to exit, up to the deadline.
+    pub fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "{} did not exit within {deadline:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Options for the coordinator.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub partitions: usize,
+    pub heartbeat_timeout: &'static str,
+    pub health_check_interval: &'static str,
+    pub heartbeat_interval: &'static str,
+    pub rebalance: &'static str,
+    pub extra: Vec<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            partitions: 12,
+            heartbeat_timeout: "500ms",
+            health_check_interval: "50ms",
+            heartbeat_interval: "100ms",
+            rebalance: "gradual",
+            extra: Vec::new(),
+        }
+    }
+}
+
+pub struct Cluster {
+    pub opts: Opts,
+    pub addr: SocketAddr,
+    pub coordinator: Proc,
+    pub workers: Vec<Proc>,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts a coordinator on an ephemeral port and waits for its address.
+    pub fn start(opts: Opts) -> Cluster {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let (coordinator, addr) = start_coordinator(&opts, "127.0.0.1:0", data_dir.path());
+        Cluster {
+            opts,
+            addr,
+            coordinator,
+            workers: Vec::new(),
+            data_dir,
+        }
+    }
+
+    /// Starts a coordinator and `n` workers `w1..wn`, and waits until every partition is owned.
+    pub fn with_workers(opts: Opts, n: usize) -> Cluster {
+        let mut cluster = Cluster::start(opts);
+        for i in 1..=n {
+            cluster.add_worker(&format!("w{i}"), &[]);
+        }
+        cluster.wait_settled(n);
+        cluster
+    }
+
+    /// Starts a worker process with this id and extra flags.
+    pub fn add_worker(&mut self, id: &str, extra: &[&str]) {
+        let child = swd()
+            .args(["worker", "--coordinator", &self.addr.to_string(), "--id", id])
+            .args(["--heartbeat-interval", self.opts.heartbeat_interval])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn worker");
+        self.workers.push(Proc {
+            name: id.to_string(),
+            child,
+        });
+    }
+
+    pub fn worker(&mut self, id: &str) -> &mut Proc {
+        self.workers
+            .iter_mut()
+            .find(|w| w.name == id)
+            .unwrap_or_else(|| panic!("no worker {id}"))
+    }
+
+    /// Removes the worker's process from the cluster (it is killed when dropped).
+    pub fn take_worker(&mut self, id: &str) -> Proc {
+        let i = self
+            .workers
+            .iter()
+            .position(|w| w.name == id)
+            .unwrap_or_else(|| panic!("no worker {id}"));
+        self.workers.remove(i)
+    }
+
+    /// `swd status --json`, parsed.
+    pub fn status(&self) -> Value {
+        status_at(self.addr)
+    }
+
+    /// Polls the status until `done` holds, or panics with the last status after the deadline.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + DEADLINE;
+        let mut last = Value::Null;
+        while Instant::now() < end {
+            if let Some(status) = try_status_at(self.addr) {
+                if done(&status) {
+                    return status;
+                }
+                last = status;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("timed out waiting for {what}; last status: {last:#}");
+    }
+
+    /// Waits until `n` workers own every partition, nothing is moving, and each worker runs
+    /// exactly what it owns.
+    pub fn wait_settled(&self, n: usize) -> Value {
+        self.wait_for(&format!("{n} workers owning every partition"), |s| settled(s, n))
+    }
+
+    /// The coordinator's event log.
+    pub fn events(&self) -> Vec<Value> {
+        read_events(self.data_dir.path())
+    }
+}
+
+pub fn start_coordinator(opts: &Opts, bind: &str, data_dir: &Path) -> (Proc, SocketAddr) {
+    let mut child = swd()
+        .args([
+            "coordinator",
+            "--bind",
+            bind,
+            "--partitions",
+            &opts.partitions.to_string(),
+        ])
+        .args(["--heartbeat-timeout", opts.heartbeat_timeout])
+        .args(["--health-check-interval", opts.health_check_interval])
+        .args(["--rebalance", opts.rebalance])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(&opts.extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn coordinator");
+    let stdout = child.stdout.take().expect("coordinator stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read coordinator stdout");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("coordinator printed {line:?} instead of its address"))
+        .parse()
+        .expect("coordinator address");
+    (
+        Proc {
+            name: "coordinator".to_string(),
+            child,
+        },
+        addr,
+    )
+}
+
+pub fn try_status_at(addr: SocketAddr) -> Option<Value> {
+    let out = run(&["status", "--coordinator", &addr.to_string(), "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+pub fn status_at(addr: SocketAddr) -> Value {
+    let out = run(&["status", "--coordinator", &addr.to_string(), "--json"]);
+    assert!(
+        out.status.success(),
+        "swd status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+pub fn read_events(dir: &Path) -> Vec<Value> {
+    let path: PathBuf = dir.join("events.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("event line is JSON"))
+        .collect()
+}
+
+pub fn workers(status: &Value) -> &Vec<Value> {
+    status["workers"].as_array().expect("workers array")
+}
+
+pub fn partitions_of(status: &Value, id: &str) -> BTreeSet<u64> {
+    workers(status)
+        .iter()
+        .find(|w| w["id"] == id)
+        .map(|w| {
+            w["partitions"]
+                .as_array()
+                .expect("partitions")
+                .iter()
+                .filter_map(Value::as_u64)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn worker_ids(status: &Value) -> Vec<String> {
+    workers(status)
+        .iter()
+        .filter_map(|w| w["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Every partition owned by exactly one worker: the sets are disjoint and cover 0..P.
+pub fn assert_exclusive_and_complete(status: &Value) {
+    let p = status["partitions"].as_u64().expect("partitions");
+    let mut seen = BTreeSet::new();
+    for w in workers(status) {
+        for part in w["partitions"].as_array().expect("partitions") {
+            let part = part.as_u64().expect("partition number");
+            assert!(seen.insert(part), "partition {part} owned twice: {status:#}");
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..p).collect::<BTreeSet<_>>(),
+        "not every partition is owned: {status:#}"
+    );
+}
+
+/// `n` healthy workers, all partitions owned, nothing moving, and each worker's reported load
+/// equal to what it owns (it has applied its assignment).
+pub fn settled(status: &Value, n: usize) -> bool {
+    let ws = workers(status);
+    ws.len() == n
+        && status["unassigned"].as_array().is_some_and(|u| u.is_empty())
+        && status["moving"].as_array().is_some_and(|m| m.is_empty())
+        && ws.iter().all(|w| {
+            w["healthy"] == true && w["load"].as_u64() == w["partitions"].as_array().map(|p| p.len() as u64)
+        })
+}
+
+/// Replays the event log and checks that no partition ever had two owners: a grant only goes
+/// to a partition that has no owner and no unconfirmed revocation.
+pub fn assert_never_owned_twice(events: &[Value]) {
+    use std::collections::BTreeMap;
+    let mut owner: BTreeMap<u64, String> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let kind = e["event"].as_str().unwrap_or_default();
+        let Some(p) = e["partition"].as_u64() else {
+            continue;
+        };
+        let w = e["worker"].as_str().unwrap_or_default().to_string();
+        match kind {
+            "granted" => {
+                if let Some(prev) = owner.get(&p) {
+                    panic!("event {i}: partition {p} granted to {w} while {prev} still held it; events: {events:#?}");
+                }
+                owner.insert(p, w);
+            }
+            "released" => {
+                assert_eq!(
+                    owner.remove(&p).as_deref(),
+                    Some(w.as_str()),
+                    "event {i}: release of {p} by a non-owner"
+                );
+            }
+            _ => {}
+        }
+    }
+}
