@@ -344,3 +344,102 @@ pub fn assert_never_owned_twice(events: &[Value]) {
         }
     }
 }
+
+/// Worker partition sets are pairwise disjoint (nothing is owned twice; some may be unowned).
+pub fn assert_disjoint(status: &Value) {
+    let mut seen = BTreeSet::new();
+    for w in workers(status) {
+        for part in w["partitions"].as_array().expect("partitions") {
+            let part = part.as_u64().expect("partition number");
+            assert!(seen.insert(part), "partition {part} owned twice: {status:#}");
+        }
+    }
+}
+
+/// Each worker's partitions, by id: what must not change when nothing should move.
+pub fn ownership(status: &Value) -> std::collections::BTreeMap<String, BTreeSet<u64>> {
+    worker_ids(status)
+        .into_iter()
+        .map(|id| {
+            let parts = partitions_of(status, &id);
+            (id, parts)
+        })
+        .collect()
+}
+
+/// The events after the first one matching `from` (exclusive); panics if none matches.
+pub fn events_after(events: &[Value], from: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let i = events
+        .iter()
+        .position(from)
+        .unwrap_or_else(|| panic!("no such event in {events:#?}"));
+    events[i + 1..].to_vec()
+}
+
+/// Whether `e` is a `kind` event for `worker`.
+pub fn is_event(e: &Value, kind: &str, worker: &str) -> bool {
+    e["event"] == kind && e["worker"] == worker
+}
+
+impl Cluster {
+    /// Polls the status until worker `id` has been seen healthy with `n` fresh heartbeats (its
+    /// `last_heartbeat_ms` went down between two snapshots), running `check` on every snapshot.
+    /// Time passes by the worker's own clock, not by a sleep.
+    pub fn watch_heartbeats(&self, id: &str, n: usize, check: impl Fn(&Value)) -> Value {
+        let end = Instant::now() + DEADLINE;
+        let mut previous: Option<u64> = None;
+        let mut fresh = 0;
+        loop {
+            let status = self.status();
+            check(&status);
+            let w = workers(&status).iter().find(|w| w["id"] == id);
+            let ms = w.and_then(|w| w["last_heartbeat_ms"].as_u64());
+            let healthy = w.is_some_and(|w| w["healthy"] == true);
+            if let (Some(ms), Some(prev)) = (ms, previous) {
+                if healthy && ms < prev {
+                    fresh += 1;
+                }
+            }
+            previous = ms;
+            if fresh >= n {
+                return status;
+            }
+            assert!(
+                Instant::now() < end,
+                "{id} was not seen with {n} fresh heartbeats; last status: {status:#}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs `swd ARGS` with output captured, killing it and panicking if it is still running after
+/// `deadline` (a command line that should fail but parses would otherwise run forever).
+pub fn run_bounded(args: &[&str], deadline: Duration) -> Output {
+    use std::io::Read;
+    let mut child = swd()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn swd");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let mut proc = Proc {
+        name: format!("swd {}", args.join(" ")),
+        child,
+    };
+    let status = proc.wait_exit(deadline);
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}

@@ -1,0 +1,167 @@
+//! Failures with real `swd` processes: a worker killed outright, a worker restarted under the
+//! same id, a coordinator restarted under the same address, and failover switched off.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+
+#[test]
+fn a_killed_workers_partitions_move_to_the_survivors() {
+    let mut cluster = Cluster::with_workers(Opts::default(), 3);
+    let before = cluster.status();
+    let mut w2 = cluster.take_worker("w2");
+    w2.signal(libc::SIGKILL);
+    w2.wait_exit(DEADLINE);
+    let after = cluster.wait_for("w2 to be failed and its partitions to move", |s| {
+        !worker_ids(s).contains(&"w2".to_string()) && settled(s, 2)
+    });
+    assert_exclusive_and_complete(&after);
+    assert_eq!(worker_ids(&after), ["w1", "w3"]);
+    for id in ["w1", "w3"] {
+        assert!(
+            partitions_of(&before, id).is_subset(&partitions_of(&after, id)),
+            "{id} lost partitions: before {before:#}, after {after:#}"
+        );
+    }
+    let gained: BTreeSet<u64> = ["w1", "w3"]
+        .iter()
+        .flat_map(|id| &partitions_of(&after, id) - &partitions_of(&before, id))
+        .collect();
+    assert_eq!(
+        gained,
+        partitions_of(&before, "w2"),
+        "exactly w2's partitions moved"
+    );
+    let events = cluster.events();
+    assert!(
+        events.iter().any(|e| is_event(e, "failed", "w2")),
+        "no failed event for w2: {events:#?}"
+    );
+    assert_never_owned_twice(&events);
+}
+
+#[test]
+fn a_worker_restarted_under_the_same_id_fences_its_old_session() {
+    let mut cluster = Cluster::with_workers(Opts::default(), 3);
+    let before = cluster.status();
+    let mut old = cluster.take_worker("w2");
+    old.signal(libc::SIGKILL);
+    old.wait_exit(DEADLINE);
+    cluster.add_worker("w2", &[]);
+    let after = cluster.wait_for("the new w2 to register and the cluster to settle", |s| {
+        let events = cluster.events();
+        events.iter().filter(|e| is_event(e, "joined", "w2")).count() == 2 && settled(s, 3)
+    });
+    assert_exclusive_and_complete(&after);
+    assert_eq!(worker_ids(&after), ["w1", "w2", "w3"]);
+    assert!(cluster.worker("w2").is_running(), "the new w2 is still running");
+    let events = cluster.events();
+    // The old session ends (fenced by the new run, or failed if the timeout came first) before
+    // the new run joins.
+    let first_join = events
+        .iter()
+        .position(|e| is_event(e, "joined", "w2"))
+        .expect("first join");
+    let rejoin = first_join
+        + 1
+        + events[first_join + 1..]
+            .iter()
+            .position(|e| is_event(e, "joined", "w2"))
+            .expect("second join");
+    let ended = events[first_join + 1..rejoin]
+        .iter()
+        .filter(|e| is_event(e, "fenced", "w2") || is_event(e, "failed", "w2"))
+        .count();
+    assert_eq!(
+        ended, 1,
+        "the old session of w2 ends exactly once before the new one joins: {events:#?}"
+    );
+    assert_never_owned_twice(&events);
+    // Survivors kept what they had.
+    for id in ["w1", "w3"] {
+        assert!(
+            partitions_of(&before, id).is_subset(&partitions_of(&after, id)),
+            "{id} lost partitions: before {before:#}, after {after:#}"
+        );
+    }
+}
+
+#[test]
+fn workers_survive_a_coordinator_restart_and_register_with_the_new_one() {
+    let mut cluster = Cluster::with_workers(Opts::default(), 3);
+    let addr = cluster.addr;
+    cluster.coordinator.signal(libc::SIGTERM);
+    let code = cluster.coordinator.wait_exit(DEADLINE);
+    assert!(
+        code.success(),
+        "a coordinator stopped by SIGTERM exits 0, got {code}"
+    );
+    for w in &mut cluster.workers {
+        assert!(w.is_running(), "{} exited with the coordinator", w.name);
+    }
+    assert!(try_status_at(addr).is_none(), "something still answers at {addr}");
+    let (coordinator, new_addr) =
+        start_coordinator(&cluster.opts, &addr.to_string(), cluster.data_dir.path());
+    assert_eq!(new_addr, addr, "the new coordinator listens on the old address");
+    cluster.coordinator = coordinator;
+    let after = cluster.wait_settled(3);
+    assert_exclusive_and_complete(&after);
+    assert_eq!(worker_ids(&after), ["w1", "w2", "w3"]);
+    for w in &mut cluster.workers {
+        assert!(w.is_running(), "{} exited", w.name);
+    }
+    // The same three processes registered again with the new coordinator.
+    let events = cluster.events();
+    for id in ["w1", "w2", "w3"] {
+        assert_eq!(
+            events.iter().filter(|e| is_event(e, "joined", id)).count(),
+            2,
+            "{id} joined the first and the second coordinator: {events:#?}"
+        );
+    }
+}
+
+#[test]
+fn without_failover_a_killed_workers_partitions_stay_unassigned() {
+    let opts = Opts {
+        rebalance: "manual",
+        extra: vec!["--no-failover".into()],
+        ..Opts::default()
+    };
+    let mut cluster = Cluster::start(opts);
+    cluster.add_worker("w1", &["--partitions", "0-3"]);
+    cluster.add_worker("w2", &["--partitions", "4-7"]);
+    cluster.add_worker("w3", &["--partitions", "8-11"]);
+    let before = cluster.wait_settled(3);
+    assert_eq!(partitions_of(&before, "w2"), (4..8).collect());
+    let mut w2 = cluster.take_worker("w2");
+    w2.signal(libc::SIGKILL);
+    w2.wait_exit(DEADLINE);
+    let after = cluster.wait_for("w2 to be dropped from the workers", |s| {
+        !worker_ids(s).contains(&"w2".to_string())
+    });
+    let unassigned: BTreeSet<u64> = after["unassigned"]
+        .as_array()
+        .expect("unassigned")
+        .iter()
+        .filter_map(|p| p.as_u64())
+        .collect();
+    assert_eq!(unassigned, partitions_of(&before, "w2"), "{after:#}");
+    // And they stay unassigned while the survivors keep heartbeating.
+    let check = |s: &serde_json::Value| {
+        assert_eq!(s["unassigned"], after["unassigned"], "{s:#}");
+        for id in ["w1", "w3"] {
+            assert_eq!(partitions_of(s, id), partitions_of(&before, id), "{s:#}");
+        }
+    };
+    cluster.watch_heartbeats("w1", 3, check);
+    let events = cluster.events();
+    assert!(events.iter().any(|e| is_event(e, "failed", "w2")), "{events:#?}");
+    let granted_after_failure = events_after(&events, |e| is_event(e, "failed", "w2"))
+        .into_iter()
+        .filter(|e| e["event"] == "granted")
+        .count();
+    assert_eq!(granted_after_failure, 0, "{events:#?}");
+}
