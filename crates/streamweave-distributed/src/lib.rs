@@ -20,6 +20,8 @@
 //! partition accordingly and acknowledges; the coordinator only grants a revoked partition to its
 //! new owner after that acknowledgement (or the old owner's death).
 
+#![warn(missing_docs)]
+
 /// The README's Rust examples compile (checked by `cargo test --doc`).
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

@@ -106,6 +106,7 @@ pub struct Target {
 /// `swd status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// The coordinator to talk to.
     #[command(flatten)]
     pub target: Target,
     /// Print one JSON object instead of a table.
@@ -116,6 +117,7 @@ pub struct StatusArgs {
 /// `swd assign`.
 #[derive(Debug, Args)]
 pub struct AssignArgs {
+    /// The coordinator to talk to.
     #[command(flatten)]
     pub target: Target,
     /// The worker to give the partitions to.
@@ -129,6 +131,7 @@ pub struct AssignArgs {
 /// `swd rebalance`.
 #[derive(Debug, Args)]
 pub struct RebalanceArgs {
+    /// The coordinator to talk to.
     #[command(flatten)]
     pub target: Target,
 }

@@ -8,6 +8,8 @@
 //! ```
 //! stdout carries only command output; logs go to stderr (`RUST_LOG`, default `info`).
 
+#![warn(missing_docs)]
+
 pub mod cli;
 mod commands;
 mod signals;
