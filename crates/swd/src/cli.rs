@@ -86,7 +86,7 @@ pub struct WorkerArgs {
     pub max_tasks: usize,
     /// Partitions to ask for when registering, e.g. 0,1,2 or 0-3,8.
     #[arg(long, value_parser = parse_partitions)]
-    pub partitions: Option<Vec<PartitionId>>,
+    pub partitions: Option<::std::vec::Vec<PartitionId>>,
     /// The cluster's name.
     #[arg(long, default_value = "default")]
     pub cluster: String,
@@ -124,8 +124,9 @@ pub struct AssignArgs {
     #[arg(long)]
     pub worker: String,
     /// The partitions, e.g. 0,1,2 or 0-3,8.
-    #[arg(long, value_parser = parse_partitions)]
-    pub partitions: Vec<PartitionId>,
+    // `::std::vec::Vec` so clap takes the whole list from one value instead of repeating the flag.
+    #[arg(long, required = true, value_parser = parse_partitions)]
+    pub partitions: ::std::vec::Vec<PartitionId>,
 }
 
 /// `swd rebalance`.

@@ -83,8 +83,9 @@ pub struct CoordinatorConfig {
     pub max_workers: usize,
     /// How partitions move on joins and leaves.
     pub rebalance_strategy: RebalanceStrategy,
-    /// Whether a failed worker's partitions are reassigned (always, except in Manual mode with
-    /// this off, where they stay unassigned).
+    /// Whether a failed worker's partitions are reassigned at once. Off: they stay unassigned
+    /// until the next change of the assignment (a join, a leave, `assign_partitions` or
+    /// `rebalance`; under Manual only the last two).
     pub enable_failover: bool,
     /// The number of partitions `P` (Flink's key groups, Kafka's partitions).
     pub num_partitions: usize,

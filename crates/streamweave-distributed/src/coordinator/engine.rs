@@ -16,8 +16,9 @@
 //! Ownership moves towards the target according to the strategy. `Immediate` swaps owners in
 //! one generation. `Gradual` revokes one partition, waits for the old owner's ack (or its
 //! death), grants it, waits for the new owner's ack, then starts the next. `Manual` revokes all
-//! requested moves at once and grants each as soon as its old owner confirmed. Partitions
-//! without an owner (after a failure or leave) are granted at once under every strategy.
+//! requested moves at once and grants each as soon as its old owner confirmed. A partition
+//! without an owner whose target is a live worker with room (after a failure, a leave or a
+//! confirmed revocation) is granted at once under every strategy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -154,8 +155,17 @@ struct Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Departure {
     Left,
-    Failed,
+    /// No heartbeat within the timeout.
+    TimedOut,
+    /// Declared failed by an admin (`handle_worker_failure`).
+    Declared,
     Fenced,
+}
+
+impl Departure {
+    fn is_failure(self) -> bool {
+        matches!(self, Departure::TimedOut | Departure::Declared)
+    }
 }
 
 /// The coordinator's state machine. See the module documentation.
@@ -245,7 +255,7 @@ impl Engine {
                     .cloned()
                     .collect();
                 for id in failed {
-                    self.depart(&id, Departure::Failed);
+                    self.depart(&id, Departure::TimedOut);
                 }
             }
         }
@@ -339,7 +349,7 @@ impl Engine {
         if !self.workers.contains_key(worker) {
             return Err(CoordinatorError::WorkerNotFound(worker.clone()));
         }
-        self.depart(worker, Departure::Failed);
+        self.depart(worker, Departure::Declared);
         Ok(std::mem::take(&mut self.out))
     }
 
@@ -407,6 +417,21 @@ impl Engine {
             return;
         }
         let id = request.worker_id.clone();
+        let older_run = self
+            .workers
+            .get(&id)
+            .is_some_and(|e| request.incarnation < e.incarnation);
+        if older_run {
+            // Runs are ordered by start time: a paused old run that wakes up after a newer run
+            // took its id over must not take it back.
+            let reason = format!("a newer run of worker {id} is registered");
+            self.out.push(Action::Send {
+                conn,
+                message: CoordinatorMessage::Fenced { reason },
+            });
+            self.out.push(Action::Close { conn });
+            return;
+        }
         let mut requested = request.requested.clone();
         if let Some(existing) = self.workers.get_mut(&id) {
             if existing.incarnation == request.incarnation {
@@ -534,14 +559,17 @@ impl Engine {
             self.conns.remove(&conn);
             let message = match how {
                 Departure::Left => CoordinatorMessage::LeaveAck,
-                Departure::Failed => CoordinatorMessage::Shutdown {
+                Departure::TimedOut => CoordinatorMessage::Shutdown {
                     reason: format!(
                         "declared failed: no heartbeat for {}",
                         humantime::format_duration(self.config.heartbeat_timeout)
                     ),
                 },
-                Departure::Fenced => CoordinatorMessage::Shutdown {
-                    reason: "fenced: a new run of this worker id registered".to_string(),
+                Departure::Declared => CoordinatorMessage::Shutdown {
+                    reason: "declared failed by an administrator".to_string(),
+                },
+                Departure::Fenced => CoordinatorMessage::Fenced {
+                    reason: format!("a newer run of worker {id} registered"),
                 },
             };
             self.out.push(Action::Send { conn, message });
@@ -549,7 +577,7 @@ impl Engine {
         }
         self.out.push(Action::Event(match how {
             Departure::Left => ClusterEvent::Left { worker: id.clone() },
-            Departure::Failed => ClusterEvent::Failed { worker: id.clone() },
+            Departure::TimedOut | Departure::Declared => ClusterEvent::Failed { worker: id.clone() },
             Departure::Fenced => ClusterEvent::Fenced { worker: id.clone() },
         }));
         let mut orphans = owned_by(&self.owner, id);
@@ -586,7 +614,7 @@ impl Engine {
     }
 
     fn retarget_after_departure(&mut self, id: &WorkerId, orphans: &[PartitionId], how: Departure) {
-        let failover = how == Departure::Failed && self.config.enable_failover;
+        let failover = how.is_failure() && self.config.enable_failover;
         match self.config.rebalance_strategy {
             RebalanceStrategy::Manual => {
                 for t in self.target.iter_mut().filter(|t| t.as_ref() == Some(id)) {
@@ -598,7 +626,7 @@ impl Engine {
             }
             RebalanceStrategy::Immediate | RebalanceStrategy::Gradual => {
                 self.target = balanced(self.config.num_partitions, &self.members(), &self.view());
-                if how == Departure::Failed && !self.config.enable_failover {
+                if how.is_failure() && !self.config.enable_failover {
                     for &p in orphans {
                         self.target[p] = None;
                     }

@@ -17,7 +17,9 @@ pub const EVENT_LOG_FILE: &str = "events.jsonl";
 #[derive(Serialize)]
 struct Line<'a> {
     ts_ms: u128,
-    generation: Generation,
+    /// The cluster's generation when the event was recorded (events that carry their own,
+    /// grants and revocations, name the generation they create).
+    cluster_generation: Generation,
     #[serde(flatten)]
     event: &'a ClusterEvent,
 }
@@ -43,7 +45,7 @@ impl EventLog {
             .map_or(0, |d| d.as_millis());
         let line = Line {
             ts_ms,
-            generation,
+            cluster_generation: generation,
             event,
         };
         let result = serde_json::to_vec(&line)

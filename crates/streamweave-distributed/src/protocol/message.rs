@@ -7,7 +7,8 @@
 //! worker  --Ack{generation, running}-->             once tasks are stopped/started accordingly
 //! worker  --Heartbeat{running}-->                   every heartbeat_interval
 //! worker  --Leave--> / <--LeaveAck--                graceful shutdown
-//! worker  <--Shutdown--                             the coordinator is stopping
+//! worker  <--Shutdown--                             the coordinator is stopping, or failed us
+//! worker  <--Fenced--                               a newer run of this id replaced us: exit
 //! client  --ClientRequest--> / <--ClientResponse--  status, assign, rebalance, fail-worker
 //! ```
 
@@ -20,8 +21,9 @@ use crate::types::{Generation, PartitionId, WorkerId, WorkerState};
 pub struct RegisterRequest {
     /// The worker's id.
     pub worker_id: WorkerId,
-    /// Distinguishes runs of the same worker id: a reconnect of the same run keeps its session,
-    /// a new run (after a crash) replaces and fences the old one.
+    /// Orders runs of the same worker id (start time): a reconnect of the same run keeps its
+    /// session, a later run (after a crash) replaces and fences the old one, an earlier run is
+    /// refused.
     pub incarnation: u64,
     /// The worker's data-plane address.
     pub address: String,
@@ -81,8 +83,14 @@ pub enum CoordinatorMessage {
     },
     /// The graceful leave is done; the worker may exit.
     LeaveAck,
-    /// The coordinator is shutting down (or fenced this session): stop all tasks.
+    /// The coordinator is shutting down, or declared this worker failed: stop all tasks, then
+    /// register again.
     Shutdown {
+        /// Why.
+        reason: String,
+    },
+    /// A newer run of this worker id replaced this one: stop all tasks and do not come back.
+    Fenced {
         /// Why.
         reason: String,
     },

@@ -15,6 +15,8 @@ mod codec;
 mod error;
 mod handshake;
 mod message;
+#[cfg(test)]
+mod proptests;
 
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use error::ProtocolError;

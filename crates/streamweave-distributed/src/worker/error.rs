@@ -11,6 +11,9 @@ pub enum WorkerError {
     /// The coordinator could not be reached or the connection broke.
     #[error("communication error: {0}")]
     Communication(String),
+    /// A newer run of this worker id registered; this run must stop.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A task was asked for a partition this worker does not own.
     #[error("invalid task: {0}")]
     InvalidTask(String),

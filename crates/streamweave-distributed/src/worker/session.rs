@@ -31,6 +31,7 @@ pub struct WorkerSnapshot {
 enum Outcome {
     Left,
     Lost,
+    Fenced(String),
 }
 
 pub(crate) struct Session {
@@ -103,25 +104,38 @@ impl Session {
         }
     }
 
-    /// Runs until a graceful leave completes.
-    pub(crate) async fn run(mut self, first: WorkerConnection, leave: CancellationToken) {
+    /// Runs until a graceful leave completes, or until a newer run of this worker id fences
+    /// this one (the only error).
+    pub(crate) async fn run(
+        mut self,
+        first: WorkerConnection,
+        leave: CancellationToken,
+    ) -> Result<(), WorkerError> {
         let mut connection = Some(first);
         loop {
             let current = match connection.take() {
                 Some(c) => c,
-                None => match self.reconnect(&leave).await {
+                None => match self.reconnect(&leave).await? {
                     Some(c) => c,
-                    None => return,
+                    None => return Ok(()),
                 },
             };
             match self.serve(current, &leave).await {
-                Outcome::Left => return,
+                Outcome::Left => return Ok(()),
                 Outcome::Lost => {
                     self.publish(false);
                     tracing::warn!(worker = %self.config.worker_id, "lost the coordinator; reconnecting");
                 }
+                Outcome::Fenced(reason) => return Err(self.fenced(reason).await),
             }
         }
+    }
+
+    async fn fenced(&mut self, reason: String) -> WorkerError {
+        tracing::error!(worker = %self.config.worker_id, %reason, "fenced by the coordinator; stopping all tasks");
+        self.tasks.stop_all().await;
+        self.publish(false);
+        WorkerError::Fenced(reason)
     }
 
     async fn serve(&mut self, connection: WorkerConnection, leave: &CancellationToken) -> Outcome {
@@ -178,6 +192,7 @@ impl Session {
                         self.tasks.stop_all().await;
                         return Outcome::Lost;
                     }
+                    Ok(Some(CoordinatorMessage::Fenced { reason })) => return Outcome::Fenced(reason),
                     Ok(Some(other)) => tracing::debug!(message = ?other, "ignoring an unexpected message"),
                     Ok(None) => return Outcome::Lost,
                     Err(e) => {
@@ -190,7 +205,10 @@ impl Session {
     }
 
     /// Retries with capped exponential backoff until registered again, or `None` on leave.
-    async fn reconnect(&mut self, leave: &CancellationToken) -> Option<WorkerConnection> {
+    async fn reconnect(
+        &mut self,
+        leave: &CancellationToken,
+    ) -> Result<Option<WorkerConnection>, WorkerError> {
         let lost_at = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0u32;
@@ -214,13 +232,14 @@ impl Session {
                 _ = leave.cancelled() => {
                     self.tasks.stop_all().await;
                     self.publish(false);
-                    return None;
+                    return Ok(None);
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
             attempt += 1;
             match self.connect_and_register().await {
-                Ok(connection) => return Some(connection),
+                Ok(connection) => return Ok(Some(connection)),
+                Err(WorkerError::Fenced(reason)) => return Err(self.fenced(reason).await),
                 Err(e) => {
                     tracing::warn!(worker = %self.config.worker_id, attempt, error = %e, retry_in = ?backoff, "registration failed");
                     backoff = (backoff * 2).min(self.config.max_reconnect_backoff);

@@ -26,7 +26,7 @@ pub trait Worker {
 
 struct Running {
     leave: CancellationToken,
-    session: JoinHandle<()>,
+    session: JoinHandle<Result<(), WorkerError>>,
 }
 
 /// A worker node.
@@ -110,12 +110,21 @@ impl WorkerImpl {
         }
     }
 
-    /// Waits until the session ends (after [`WorkerImpl::stop`] from another handle, never
-    /// otherwise: a lost coordinator is retried forever).
-    pub async fn wait(&mut self) {
-        if let Some(running) = &mut self.running {
-            let _ = (&mut running.session).await;
-        }
+    /// Waits until the session ends: after [`WorkerImpl::stop`] from another handle (`Ok`), or
+    /// when a newer run of this worker id fenced this one (`Err(WorkerError::Fenced)`). A lost
+    /// coordinator is retried forever and does not end the session.
+    pub async fn wait(&mut self) -> Result<(), WorkerError> {
+        let Some(running) = &mut self.running else {
+            return Ok(());
+        };
+        let result = match (&mut running.session).await {
+            Ok(result) => result,
+            Err(e) => Err(WorkerError::PipelineError(format!(
+                "the worker session panicked: {e}"
+            ))),
+        };
+        self.running = None;
+        result
     }
 
     /// Registers like [`Worker::register`], but keeps retrying an unreachable coordinator with
@@ -200,11 +209,11 @@ impl Drop for WorkerImpl {
     }
 }
 
-/// A number that differs between runs of the same worker id, so the coordinator can tell a
-/// reconnect (same run) from a restart (new run, old session fenced).
+/// Orders runs of the same worker id: the start time in nanoseconds since the Unix epoch. The
+/// coordinator tells a reconnect (same run) from a restart (a later run, which fences the old
+/// session) and refuses an earlier run that comes back after a later one took over.
 fn incarnation() -> u64 {
-    let nanos = SystemTime::now()
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

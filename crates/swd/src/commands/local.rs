@@ -72,21 +72,18 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     }
     let started = Instant::now();
     let outcome = settle(addr, args.workers, &mut coordinator, &mut workers).await;
-    match &outcome {
-        Ok(status) => {
-            println!(
-                "local cluster at {addr}: {} workers own all {} partitions (settled in {} ms)",
-                status.workers.len(),
-                status.partitions,
-                started.elapsed().as_millis()
-            );
-            print!("{}", status_table(status));
-            if args.keep_running {
-                println!("running; press Ctrl-C to stop");
-                shutdown_requested().await;
-            }
+    if let Ok(status) = &outcome {
+        println!(
+            "local cluster at {addr}: {} workers own all {} partitions (settled in {} ms)",
+            status.workers.len(),
+            status.partitions,
+            started.elapsed().as_millis()
+        );
+        print!("{}", status_table(status));
+        if args.keep_running {
+            println!("running; press Ctrl-C to stop");
+            shutdown_requested().await;
         }
-        Err(_) => {}
     }
     for worker in &mut workers {
         terminate(worker);

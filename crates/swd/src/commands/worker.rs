@@ -47,7 +47,15 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         args.coordinator
     )?;
     stdout.flush()?;
-    stop.cancelled().await;
-    worker.stop().await;
-    Ok(ExitCode::SUCCESS)
+    tokio::select! {
+        _ = stop.cancelled() => {
+            worker.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        // Only a fence ends the session on its own: a newer run of this id took over.
+        ended = worker.wait() => {
+            ended?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
