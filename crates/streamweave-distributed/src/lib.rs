@@ -29,6 +29,7 @@ pub struct ReadmeDoctests;
 
 pub mod client;
 pub mod coordinator;
+pub mod dataflow;
 mod error;
 pub mod fault_tolerance;
 pub mod network;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataflow::JobSpec;
 use crate::error::ConfigError;
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
 
@@ -95,6 +96,10 @@ pub struct CoordinatorConfig {
     pub cluster_name: String,
     /// The largest frame accepted from a peer, in bytes.
     pub max_frame_size: usize,
+    /// The job to run on the workers, if any.
+    pub job: Option<JobSpec>,
+    /// Aborted attempts after which the job is declared failed.
+    pub max_job_restarts: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -110,6 +115,8 @@ impl Default for CoordinatorConfig {
             data_dir: None,
             cluster_name: "default".to_string(),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            job: None,
+            max_job_restarts: 10,
         }
     }
 }

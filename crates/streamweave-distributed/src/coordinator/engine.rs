@@ -26,9 +26,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::assignment::{balanced, owned_by, Member, Ownership};
+use super::job_control::JobControl;
 use super::{CoordinatorConfig, CoordinatorError, RebalanceStrategy};
 use crate::fault_tolerance::FailureDetector;
-use crate::protocol::{ClusterStatus, CoordinatorMessage, MovingPartition, RegisterRequest, WorkerStatus};
+use crate::protocol::{
+    ClusterStatus, CoordinatorMessage, JobProgress, JobState, MovingPartition, RegisterRequest, WorkerStatus,
+};
 use crate::types::{Generation, PartitionId, WorkerId, WorkerInfo, WorkerState};
 
 /// Identifies one connection of the shell.
@@ -70,8 +73,38 @@ pub enum Input {
         /// The connection.
         conn: ConnId,
     },
+    /// A worker reported on the job.
+    Job {
+        /// The connection.
+        conn: ConnId,
+        /// The report.
+        report: JobReport,
+    },
     /// Time passed: check for failed workers.
     Tick,
+}
+
+/// What a worker says about the job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobReport {
+    /// Progress of its tasks in an attempt (sent with heartbeats).
+    Progress(JobProgress),
+    /// A partition committed its output.
+    PartitionDone {
+        /// The attempt.
+        attempt: u64,
+        /// The partition.
+        partition: PartitionId,
+        /// Records written.
+        records_out: u64,
+    },
+    /// A task failed.
+    Failed {
+        /// The attempt.
+        attempt: u64,
+        /// What went wrong.
+        error: String,
+    },
 }
 
 /// What the shell must do.
@@ -142,6 +175,18 @@ pub enum ClusterEvent {
         /// The partition.
         partition: PartitionId,
     },
+    /// A job attempt started on a stable assignment.
+    JobStarted {
+        /// The attempt.
+        attempt: u64,
+    },
+    /// A job attempt was stopped: finished, aborted for a restart, or the job failed.
+    JobStopped {
+        /// The attempt.
+        attempt: u64,
+        /// The job's state after it (`finished`, `restarting`, `failed`).
+        state: JobState,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -149,6 +194,8 @@ struct Entry {
     info: WorkerInfo,
     conn: Option<ConnId>,
     incarnation: u64,
+    /// Partitions it reported running in its last ack or heartbeat, ascending.
+    running: Vec<PartitionId>,
 }
 
 /// Why a worker stops being a member.
@@ -185,12 +232,19 @@ pub struct Engine {
     /// Gradual and Manual: grants not yet acknowledged: (new owner, generation).
     granting: BTreeMap<PartitionId, (WorkerId, Generation)>,
     out: Vec<Action>,
+    job: Option<JobControl>,
+    /// The latest time the shell passed in, for calls that do not carry one.
+    clock: Option<Instant>,
 }
 
 impl Engine {
     /// A coordinator with no workers; every partition unassigned.
     pub fn new(config: CoordinatorConfig) -> Self {
         let p = config.num_partitions;
+        let job = config
+            .job
+            .clone()
+            .map(|spec| JobControl::new(spec, p, config.max_job_restarts));
         Engine {
             detector: FailureDetector::new(config.heartbeat_timeout),
             config,
@@ -202,6 +256,8 @@ impl Engine {
             revoking: BTreeMap::new(),
             granting: BTreeMap::new(),
             out: Vec::new(),
+            job,
+            clock: None,
         }
     }
 
@@ -224,8 +280,10 @@ impl Engine {
                     entry.info.last_heartbeat = now;
                     entry.info.load = running.len();
                     entry.info.state = WorkerState::Active;
+                    entry.running = sorted(running);
                 }
             }
+            Input::Job { conn, report } => self.on_job_report(conn, report, now),
             Input::Ack {
                 conn,
                 generation,
@@ -259,6 +317,13 @@ impl Engine {
                 }
             }
         }
+        self.clock = Some(now);
+        self.take_out()
+    }
+
+    /// Drives the job after a change and hands the actions over.
+    fn take_out(&mut self) -> Vec<Action> {
+        self.drive_job();
         std::mem::take(&mut self.out)
     }
 
@@ -269,6 +334,7 @@ impl Engine {
         info: WorkerInfo,
         now: Instant,
     ) -> Result<Vec<Action>, CoordinatorError> {
+        self.clock = Some(now);
         if self.workers.contains_key(&info.id) {
             return Err(CoordinatorError::RegistrationFailed(format!(
                 "worker {} is already registered",
@@ -290,10 +356,11 @@ impl Engine {
                 info,
                 conn: None,
                 incarnation: 0,
+                running: Vec::new(),
             },
         );
         self.join(&id, &requested);
-        Ok(std::mem::take(&mut self.out))
+        Ok(self.take_out())
     }
 
     /// Moves `partitions` to `worker` (it keeps its other partitions).
@@ -334,14 +401,14 @@ impl Engine {
             self.target[part] = Some(worker.clone());
         }
         self.reconcile();
-        Ok(std::mem::take(&mut self.out))
+        Ok(self.take_out())
     }
 
     /// Recomputes a balanced, sticky target and moves towards it.
     pub fn rebalance(&mut self) -> Vec<Action> {
         self.target = balanced(self.config.num_partitions, &self.members(), &self.view());
         self.reconcile();
-        std::mem::take(&mut self.out)
+        self.take_out()
     }
 
     /// Treats a worker as failed, as if its heartbeats had stopped.
@@ -350,7 +417,7 @@ impl Engine {
             return Err(CoordinatorError::WorkerNotFound(worker.clone()));
         }
         self.depart(worker, Departure::Declared);
-        Ok(std::mem::take(&mut self.out))
+        Ok(self.take_out())
     }
 
     /// Tells every connected worker that the coordinator is going away.
@@ -409,6 +476,7 @@ impl Engine {
                     last_heartbeat_ms: duration_ms(now.saturating_duration_since(e.info.last_heartbeat)),
                 })
                 .collect(),
+            job: self.job.as_ref().map(|job| job.status(now)),
         }
     }
 
@@ -428,6 +496,14 @@ impl Engine {
             self.out.push(Action::Send {
                 conn,
                 message: CoordinatorMessage::Fenced { reason },
+            });
+            self.out.push(Action::Close { conn });
+            return;
+        }
+        if let Some(reason) = self.job_refusal(&request) {
+            self.out.push(Action::Send {
+                conn,
+                message: CoordinatorMessage::RegistrationRefused { reason },
             });
             self.out.push(Action::Close { conn });
             return;
@@ -453,6 +529,8 @@ impl Engine {
                         partitions,
                     },
                 });
+                // It may have missed the start of the running attempt while it was away.
+                self.resend_job(conn);
                 self.reconcile();
                 return;
             }
@@ -477,6 +555,7 @@ impl Engine {
                 info,
                 conn: Some(conn),
                 incarnation: request.incarnation,
+                running: Vec::new(),
             },
         );
         self.conns.insert(conn, id.clone());
@@ -531,6 +610,7 @@ impl Engine {
         if let Some(entry) = self.workers.get_mut(&id) {
             entry.info.last_heartbeat = now;
             entry.info.load = running.len();
+            entry.running = sorted(running.clone());
         }
         let running: BTreeSet<PartitionId> = running.into_iter().collect();
         let released: Vec<PartitionId> = self
@@ -786,9 +866,18 @@ impl Engine {
     }
 }
 
+fn sorted(mut partitions: Vec<PartitionId>) -> Vec<PartitionId> {
+    partitions.sort_unstable();
+    partitions.dedup();
+    partitions
+}
+
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[path = "engine_job.rs"]
+mod job;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

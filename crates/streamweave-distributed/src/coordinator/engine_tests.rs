@@ -51,6 +51,7 @@ fn request(id: &str, incarnation: u64, capacity: usize, requested: &[PartitionId
         address: format!("{id}.local:9000"),
         capacity,
         requested: requested.to_vec(),
+        jobs: Vec::new(),
     }
 }
 
@@ -1375,6 +1376,9 @@ impl World {
                             proc_.inbox.push_back((generation, partitions));
                         }
                         CoordinatorMessage::Registered { .. } => {}
+                        CoordinatorMessage::StartJob { .. } | CoordinatorMessage::StopJob { .. } => {
+                            unreachable!("no job is configured in this simulation")
+                        }
                         CoordinatorMessage::RegistrationRefused { .. }
                         | CoordinatorMessage::LeaveAck
                         | CoordinatorMessage::Shutdown { .. }
@@ -1410,6 +1414,7 @@ impl World {
             address: format!("w{i}.local:9000"),
             capacity: p.capacity,
             requested,
+            jobs: Vec::new(),
         };
         self.input(Input::Register { conn, request });
     }

@@ -19,6 +19,7 @@ pub mod engine;
 mod error;
 mod event_log;
 mod handle;
+pub mod job_control;
 mod server;
 
 pub use config::{CoordinatorConfig, RebalanceStrategy};

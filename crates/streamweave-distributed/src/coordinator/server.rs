@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::engine::{Action, ConnId, Engine, Input};
+use super::engine::{Action, ConnId, Engine, Input, JobReport};
 use super::event_log::EventLog;
 use crate::network::Connection;
 use crate::protocol::{
@@ -200,6 +200,9 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, conn: ConnId,
             serve_worker(Connection::new(stream, shared.max_frame_size), peer, conn, shared).await
         }
         Role::Client => serve_client(Connection::new(stream, shared.max_frame_size), peer, shared).await,
+        Role::Peer => {
+            tracing::warn!(%peer, "closing connection: a worker's data connection reached the coordinator")
+        }
     }
 }
 
@@ -252,10 +255,28 @@ async fn serve_worker(
                 None => break,
             },
             frame = reader.recv() => {
-                let input = match frame {
-                    Ok(Some(WorkerMessage::Heartbeat { running })) => Input::Heartbeat { conn, running },
-                    Ok(Some(WorkerMessage::Ack { generation, running })) => Input::Ack { conn, generation, running },
-                    Ok(Some(WorkerMessage::Leave)) => Input::Leave { conn },
+                let inputs = match frame {
+                    Ok(Some(WorkerMessage::Heartbeat { running, job })) => {
+                        let mut inputs = vec![Input::Heartbeat { conn, running }];
+                        if let Some(progress) = job {
+                            inputs.push(Input::Job { conn, report: JobReport::Progress(progress) });
+                        }
+                        inputs
+                    }
+                    Ok(Some(WorkerMessage::Ack { generation, running })) => {
+                        vec![Input::Ack { conn, generation, running }]
+                    }
+                    Ok(Some(WorkerMessage::Leave)) => vec![Input::Leave { conn }],
+                    Ok(Some(WorkerMessage::PartitionDone { attempt, partition, records_out })) => {
+                        vec![Input::Job { conn, report: JobReport::PartitionDone { attempt, partition, records_out } }]
+                    }
+                    Ok(Some(WorkerMessage::JobFailed { attempt, partition, error })) => {
+                        let error = match partition {
+                            Some(p) => format!("partition {p}: {error}"),
+                            None => error,
+                        };
+                        vec![Input::Job { conn, report: JobReport::Failed { attempt, error } }]
+                    }
                     Ok(Some(WorkerMessage::Register(_))) => {
                         tracing::warn!(%peer, "closing worker connection: registered twice");
                         break;
@@ -266,7 +287,11 @@ async fn serve_worker(
                         break;
                     }
                 };
-                if shared.commands.send(Command::Input(input)).await.is_err() {
+                let mut gone = false;
+                for input in inputs {
+                    gone |= shared.commands.send(Command::Input(input)).await.is_err();
+                }
+                if gone {
                     break;
                 }
             }

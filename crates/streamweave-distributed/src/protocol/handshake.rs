@@ -24,6 +24,8 @@ pub enum Role {
     Worker,
     /// An admin client: status, assign, rebalance.
     Client,
+    /// Another worker, for the data plane.
+    Peer,
 }
 
 /// The dialer's introduction.

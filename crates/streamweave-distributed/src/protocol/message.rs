@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataflow::JobSpec;
 use crate::types::{Generation, PartitionId, WorkerId, WorkerState};
 
 /// A worker's registration.
@@ -32,6 +33,29 @@ pub struct RegisterRequest {
     /// Partitions the worker asks for (honoured when free): its configured
     /// `assigned_partitions`, or what it was running before a reconnect.
     pub requested: Vec<PartitionId>,
+    /// The jobs this worker's binary can build; a coordinator running another job refuses it.
+    pub jobs: Vec<String>,
+}
+
+/// A worker's progress on the current job attempt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// The attempt.
+    pub attempt: u64,
+    /// Records its source tasks have read in this attempt.
+    pub records_in: u64,
+    /// Records its sinks have committed in this attempt.
+    pub records_out: u64,
+}
+
+/// Where partition `p`'s task of a job attempt runs: index `p` of [`CoordinatorMessage::StartJob`]'s
+/// `owners`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOwner {
+    /// The worker.
+    pub worker: WorkerId,
+    /// Its data-plane address.
+    pub address: String,
 }
 
 /// Worker to coordinator.
@@ -43,6 +67,26 @@ pub enum WorkerMessage {
     Heartbeat {
         /// Partitions with a running task.
         running: Vec<PartitionId>,
+        /// Progress on the current job attempt, if one runs here.
+        job: Option<JobProgress>,
+    },
+    /// A partition of a job attempt is complete: its sink committed.
+    PartitionDone {
+        /// The attempt.
+        attempt: u64,
+        /// The partition.
+        partition: PartitionId,
+        /// Records its sink wrote.
+        records_out: u64,
+    },
+    /// A task of a job attempt failed.
+    JobFailed {
+        /// The attempt.
+        attempt: u64,
+        /// The partition, when one task failed (none: the attempt could not start here).
+        partition: Option<PartitionId>,
+        /// What went wrong.
+        error: String,
     },
     /// The worker applied the assignment of `generation`: these tasks are running, all others
     /// are stopped.
@@ -83,6 +127,21 @@ pub enum CoordinatorMessage {
     },
     /// The graceful leave is done; the worker may exit.
     LeaveAck,
+    /// Run attempt `attempt` of a job: the worker runs the tasks of the partitions `owners` says
+    /// it owns, and exchanges records with the other owners directly.
+    StartJob {
+        /// The attempt (it grows with every restart).
+        attempt: u64,
+        /// The job.
+        spec: JobSpec,
+        /// Owner of each partition, by partition.
+        owners: Vec<PartitionOwner>,
+    },
+    /// Stop the tasks of this attempt (and any older one).
+    StopJob {
+        /// The attempt.
+        attempt: u64,
+    },
     /// The coordinator is shutting down, or declared this worker failed: stop all tasks, then
     /// register again.
     Shutdown {
@@ -166,6 +225,88 @@ pub struct ClusterStatus {
     pub moving: Vec<MovingPartition>,
     /// Member workers, by id.
     pub workers: Vec<WorkerStatus>,
+    /// The job, when the coordinator runs one.
+    pub job: Option<JobStatus>,
+}
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for workers to own every partition before the first attempt.
+    Waiting,
+    /// An attempt is running.
+    Running,
+    /// An attempt was aborted (a worker failed or the assignment changed); the next starts once
+    /// every partition has an owner again.
+    Restarting,
+    /// Every partition committed its output.
+    Finished,
+    /// Too many attempts failed.
+    Failed,
+}
+
+/// The job in a [`ClusterStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job's name.
+    pub name: String,
+    /// Its state.
+    pub state: JobState,
+    /// The current attempt (0 before the first).
+    pub attempt: u64,
+    /// Attempts aborted so far.
+    pub restarts: u64,
+    /// Records read by the sources in the current attempt.
+    pub records_in: u64,
+    /// Records committed by the sinks in the current attempt.
+    pub records_out: u64,
+    /// Partitions whose output is committed in the current attempt.
+    pub partitions_done: usize,
+    /// Milliseconds since the first attempt started, frozen when the job ends.
+    pub elapsed_ms: u64,
+    /// Why the job failed, or why the last attempt was aborted.
+    pub error: Option<String>,
+    /// The job's output, as given.
+    pub output: Option<String>,
+}
+
+/// Worker to worker, on the data plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    /// First message of a data connection: who is dialing.
+    Hello {
+        /// The dialing worker.
+        worker: WorkerId,
+    },
+    /// Records for partition `partition` (a postcard-encoded `Vec` of the job's exchange type).
+    Batch {
+        /// The job attempt; batches of older attempts are dropped.
+        attempt: u64,
+        /// The destination partition.
+        partition: u32,
+        /// The encoded records.
+        #[serde(with = "serde_bytes")]
+        records: Vec<u8>,
+    },
+    /// Source partition `from` has sent everything it will send to `partition`.
+    EndOfStream {
+        /// The job attempt.
+        attempt: u64,
+        /// The destination partition.
+        partition: u32,
+        /// The source partition that ended.
+        from: u32,
+    },
+    /// The receiver of `partition` consumed `credits` batches: the sender may send as many more.
+    Credit {
+        /// The job attempt.
+        attempt: u64,
+        /// The partition.
+        partition: u32,
+        /// How many.
+        credits: u32,
+    },
 }
 
 /// One partition in the middle of a move.

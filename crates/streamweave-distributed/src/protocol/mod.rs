@@ -22,6 +22,6 @@ pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use error::ProtocolError;
 pub use handshake::{accept_handshake, dial_handshake, Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
 pub use message::{
-    ClientRequest, ClientResponse, ClusterStatus, CoordinatorMessage, ErrorKind, MovingPartition,
-    RegisterRequest, WorkerMessage, WorkerStatus,
+    ClientRequest, ClientResponse, ClusterStatus, CoordinatorMessage, ErrorKind, JobProgress, JobState,
+    JobStatus, MovingPartition, PartitionOwner, PeerMessage, RegisterRequest, WorkerMessage, WorkerStatus,
 };

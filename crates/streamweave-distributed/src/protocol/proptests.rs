@@ -11,6 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::*;
+use crate::dataflow::JobSpec;
 use crate::{Generation, PartitionId, WorkerId, WorkerState};
 
 const MAX: usize = DEFAULT_MAX_FRAME_SIZE;
@@ -46,14 +47,84 @@ fn register_request() -> impl Strategy<Value = RegisterRequest> {
                 address,
                 capacity,
                 requested,
+                jobs: vec!["wordcount".to_string(), "repartition".to_string()],
             },
         )
+}
+
+fn job_progress() -> impl Strategy<Value = JobProgress> {
+    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(attempt, records_in, records_out)| JobProgress {
+        attempt,
+        records_in,
+        records_out,
+    })
+}
+
+fn job_spec() -> impl Strategy<Value = JobSpec> {
+    (
+        any::<String>(),
+        proptest::option::of(any::<String>()),
+        vec((any::<String>(), any::<String>()), 0..3),
+    )
+        .prop_map(|(name, input, params)| JobSpec {
+            name,
+            input: input.map(Into::into),
+            output: Some("out".into()),
+            params: params.into_iter().collect(),
+        })
+}
+
+fn peer_message() -> impl Strategy<Value = PeerMessage> {
+    prop_oneof![
+        any::<String>().prop_map(|w| PeerMessage::Hello {
+            worker: WorkerId::new(w)
+        }),
+        (any::<u64>(), any::<u32>(), vec(any::<u8>(), 0..300)).prop_map(|(attempt, partition, records)| {
+            PeerMessage::Batch {
+                attempt,
+                partition,
+                records,
+            }
+        }),
+        (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(attempt, partition, from)| {
+            PeerMessage::EndOfStream {
+                attempt,
+                partition,
+                from,
+            }
+        }),
+        (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(attempt, partition, credits)| {
+            PeerMessage::Credit {
+                attempt,
+                partition,
+                credits,
+            }
+        }),
+    ]
 }
 
 fn worker_message() -> impl Strategy<Value = WorkerMessage> {
     prop_oneof![
         register_request().prop_map(WorkerMessage::Register),
-        partitions().prop_map(|running| WorkerMessage::Heartbeat { running }),
+        (partitions(), proptest::option::of(job_progress()))
+            .prop_map(|(running, job)| WorkerMessage::Heartbeat { running, job }),
+        (any::<u64>(), any::<usize>(), any::<u64>()).prop_map(|(attempt, partition, records_out)| {
+            WorkerMessage::PartitionDone {
+                attempt,
+                partition,
+                records_out,
+            }
+        }),
+        (
+            any::<u64>(),
+            proptest::option::of(any::<usize>()),
+            any::<String>()
+        )
+            .prop_map(|(attempt, partition, error)| WorkerMessage::JobFailed {
+                attempt,
+                partition,
+                error
+            }),
         (generation(), partitions())
             .prop_map(|(generation, running)| WorkerMessage::Ack { generation, running }),
         Just(WorkerMessage::Leave),
@@ -77,6 +148,23 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
         Just(CoordinatorMessage::LeaveAck),
         any::<String>().prop_map(|reason| CoordinatorMessage::Shutdown { reason }),
         any::<String>().prop_map(|reason| CoordinatorMessage::Fenced { reason }),
+        (
+            any::<u64>(),
+            job_spec(),
+            vec((any::<String>(), any::<String>()), 0..4)
+        )
+            .prop_map(|(attempt, spec, owners)| CoordinatorMessage::StartJob {
+                attempt,
+                spec,
+                owners: owners
+                    .into_iter()
+                    .map(|(w, address)| PartitionOwner {
+                        worker: WorkerId::new(w),
+                        address
+                    })
+                    .collect(),
+            }),
+        any::<u64>().prop_map(|attempt| CoordinatorMessage::StopJob { attempt }),
     ]
 }
 
@@ -151,6 +239,7 @@ fn cluster_status() -> impl Strategy<Value = ClusterStatus> {
                 unassigned,
                 moving,
                 workers,
+                job: None,
             },
         )
 }
@@ -190,6 +279,7 @@ struct Batches {
     response: Vec<ClientResponse>,
     hello: Vec<Hello>,
     reply: Vec<HelloReply>,
+    peer: Vec<PeerMessage>,
 }
 
 fn batches() -> impl Strategy<Value = Batches> {
@@ -200,15 +290,19 @@ fn batches() -> impl Strategy<Value = Batches> {
         vec(client_response(), 0..3),
         vec(hello(), 0..3),
         vec(hello_reply(), 0..3),
+        vec(peer_message(), 0..4),
     )
-        .prop_map(|(worker, coordinator, request, response, hello, reply)| Batches {
-            worker,
-            coordinator,
-            request,
-            response,
-            hello,
-            reply,
-        })
+        .prop_map(
+            |(worker, coordinator, request, response, hello, reply, peer)| Batches {
+                worker,
+                coordinator,
+                request,
+                response,
+                hello,
+                reply,
+                peer,
+            },
+        )
 }
 
 /// Runs a check that is generic over the message type on each batch of `batches`.
@@ -221,6 +315,7 @@ macro_rules! for_each_type {
         $check(&b.response);
         $check(&b.hello);
         $check(&b.reply);
+        $check(&b.peer);
     }};
 }
 
@@ -233,6 +328,7 @@ macro_rules! for_each_decoded_type {
         $check::<ClientResponse>($($arg),*);
         $check::<Hello>($($arg),*);
         $check::<HelloReply>($($arg),*);
+        $check::<PeerMessage>($($arg),*);
     }};
 }
 

@@ -13,6 +13,8 @@
 
 mod config;
 mod error;
+pub(crate) mod exchange;
+mod job_runner;
 mod session;
 mod tasks;
 mod worker_impl;

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::job_runner::JobRunner;
 use super::tasks::TaskSet;
 use super::{WorkerConfig, WorkerError};
 use crate::network::{Connection, Transport};
@@ -44,6 +45,10 @@ pub(crate) struct Session {
     /// After this long without the coordinator, it has declared us failed: stop the tasks.
     pub(crate) presumed_dead_after: Duration,
     pub(crate) snapshot: watch::Sender<WorkerSnapshot>,
+    /// The jobs this worker's binary can build, announced at registration.
+    pub(crate) job_names: Vec<String>,
+    /// Runs job attempts; set when the worker starts.
+    pub(crate) jobs: Option<JobRunner>,
 }
 
 impl Session {
@@ -67,6 +72,7 @@ impl Session {
             address: self.address.clone(),
             capacity: self.config.max_concurrent_tasks,
             requested,
+            jobs: self.job_names.clone(),
         };
         let communication = |e: crate::protocol::ProtocolError| {
             WorkerError::Communication(format!("coordinator at {addr}: {e}"))
@@ -110,6 +116,7 @@ impl Session {
         mut self,
         first: WorkerConnection,
         leave: CancellationToken,
+        mut reports: mpsc::UnboundedReceiver<WorkerMessage>,
     ) -> Result<(), WorkerError> {
         let mut connection = Some(first);
         loop {
@@ -120,7 +127,7 @@ impl Session {
                     None => return Ok(()),
                 },
             };
-            match self.serve(current, &leave).await {
+            match self.serve(current, &leave, &mut reports).await {
                 Outcome::Left => return Ok(()),
                 Outcome::Lost => {
                     self.publish(false);
@@ -133,12 +140,17 @@ impl Session {
 
     async fn fenced(&mut self, reason: String) -> WorkerError {
         tracing::error!(worker = %self.config.worker_id, %reason, "fenced by the coordinator; stopping all tasks");
-        self.tasks.stop_all().await;
+        self.stop_everything().await;
         self.publish(false);
         WorkerError::Fenced(reason)
     }
 
-    async fn serve(&mut self, connection: WorkerConnection, leave: &CancellationToken) -> Outcome {
+    async fn serve(
+        &mut self,
+        connection: WorkerConnection,
+        leave: &CancellationToken,
+        reports: &mut mpsc::UnboundedReceiver<WorkerMessage>,
+    ) -> Outcome {
         let (mut reader, mut writer) = connection.split();
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -147,7 +159,7 @@ impl Session {
                 biased;
                 _ = leave.cancelled() => {
                     // Stop first, so the coordinator can hand the partitions on at once.
-                    self.tasks.stop_all().await;
+                    self.stop_everything().await;
                     self.publish(false);
                     if writer.send(WorkerMessage::Leave).await.is_ok() {
                         let wait = async {
@@ -165,9 +177,16 @@ impl Session {
                     }
                     return Outcome::Left;
                 }
+                Some(report) = reports.recv() => {
+                    if let Err(e) = writer.send(report).await {
+                        tracing::warn!(error = %e, "job report failed");
+                        return Outcome::Lost;
+                    }
+                }
                 _ = heartbeat.tick() => {
                     let running = self.tasks.partitions();
-                    if let Err(e) = writer.send(WorkerMessage::Heartbeat { running }).await {
+                    let job = self.jobs.as_ref().and_then(JobRunner::progress);
+                    if let Err(e) = writer.send(WorkerMessage::Heartbeat { running, job }).await {
                         tracing::warn!(error = %e, "heartbeat failed");
                         return Outcome::Lost;
                     }
@@ -189,10 +208,20 @@ impl Session {
                     }
                     Ok(Some(CoordinatorMessage::Shutdown { reason })) => {
                         tracing::warn!(worker = %self.config.worker_id, %reason, "the coordinator ended our session; stopping all tasks");
-                        self.tasks.stop_all().await;
+                        self.stop_everything().await;
                         return Outcome::Lost;
                     }
                     Ok(Some(CoordinatorMessage::Fenced { reason })) => return Outcome::Fenced(reason),
+                    Ok(Some(CoordinatorMessage::StartJob { attempt, spec, owners })) => {
+                        if let Some(jobs) = &mut self.jobs {
+                            jobs.start(attempt, &spec, &owners);
+                        }
+                    }
+                    Ok(Some(CoordinatorMessage::StopJob { attempt })) => {
+                        if let Some(jobs) = &mut self.jobs {
+                            jobs.stop(attempt);
+                        }
+                    }
                     Ok(Some(other)) => tracing::debug!(message = ?other, "ignoring an unexpected message"),
                     Ok(None) => return Outcome::Lost,
                     Err(e) => {
@@ -220,7 +249,7 @@ impl Session {
                     "coordinator unreachable for {}: it has moved our partitions, stopping our tasks",
                     humantime::format_duration(self.presumed_dead_after)
                 );
-                self.tasks.stop_all().await;
+                self.stop_everything().await;
                 self.publish(false);
             }
             let mut wait = backoff;
@@ -230,7 +259,7 @@ impl Session {
             }
             tokio::select! {
                 _ = leave.cancelled() => {
-                    self.tasks.stop_all().await;
+                    self.stop_everything().await;
                     self.publish(false);
                     return Ok(None);
                 }
@@ -246,6 +275,14 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Stops every partition task and the job attempt, if any.
+    async fn stop_everything(&mut self) {
+        if let Some(jobs) = &mut self.jobs {
+            jobs.stop_all();
+        }
+        self.tasks.stop_all().await;
     }
 
     fn publish(&self, connected: bool) {

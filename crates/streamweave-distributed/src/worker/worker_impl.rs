@@ -9,10 +9,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::exchange::DataPlane;
+use super::job_runner::JobRunner;
 pub use super::session::WorkerSnapshot;
 use super::session::{Session, WorkerConnection, FIRST_BACKOFF};
 use super::tasks::{IdleTask, PartitionTask, TaskSet};
 use super::{WorkerConfig, WorkerError};
+use crate::dataflow::JobRegistry;
 use crate::network::{describe_io_error, ConnectionPool, Transport};
 use crate::types::Generation;
 
@@ -53,6 +56,8 @@ pub struct WorkerImpl {
     session: Option<Session>,
     connection: Option<WorkerConnection>,
     listener: Option<TcpListener>,
+    data_address: Option<std::net::SocketAddr>,
+    registry: JobRegistry,
     snapshot: watch::Receiver<WorkerSnapshot>,
     running: Option<Running>,
 }
@@ -76,15 +81,30 @@ impl WorkerImpl {
             generation: Generation::default(),
             presumed_dead_after: Duration::from_secs(2),
             snapshot: sender,
+            job_names: Vec::new(),
+            jobs: None,
             config,
         };
         WorkerImpl {
             session: Some(session),
             connection: None,
             listener: None,
+            data_address: None,
+            registry: JobRegistry::new(),
             snapshot,
             running: None,
         }
+        .with_jobs(crate::dataflow::jobs::builtin())
+    }
+
+    /// Sets the jobs this worker can run (the built-in ones by default). A coordinator running a
+    /// job this registry lacks refuses the worker.
+    pub fn with_jobs(mut self, registry: JobRegistry) -> Self {
+        if let Some(session) = &mut self.session {
+            session.job_names = registry.names();
+        }
+        self.registry = registry;
+        self
     }
 
     /// What the worker runs now.
@@ -99,7 +119,7 @@ impl WorkerImpl {
 
     /// The data-plane address it announced, once registered.
     pub fn address(&self) -> Option<std::net::SocketAddr> {
-        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.data_address
     }
 
     /// Leaves gracefully: stops the tasks, tells the coordinator, waits for its answer.
@@ -172,6 +192,7 @@ impl Worker for WorkerImpl {
             })?;
             if let Ok(addr) = listener.local_addr() {
                 session.address = addr.to_string();
+                self.data_address = Some(addr);
             }
             self.listener = Some(listener);
         }
@@ -192,7 +213,18 @@ impl Worker for WorkerImpl {
             ));
         };
         let leave = CancellationToken::new();
-        let handle = tokio::spawn(session.run(connection, leave.clone()));
+        let mut session = session;
+        let (reports, reports_rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Some(listener) = self.listener.take() {
+            let plane = DataPlane::start(
+                listener,
+                session.config.worker_id.clone(),
+                session.config.cluster_name.clone(),
+                session.config.max_frame_size,
+            );
+            session.jobs = Some(JobRunner::new(self.registry.clone(), plane, reports));
+        }
+        let handle = tokio::spawn(session.run(connection, leave.clone(), reports_rx));
         self.running = Some(Running {
             leave,
             session: handle,

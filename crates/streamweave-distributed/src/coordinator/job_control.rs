@@ -1,0 +1,263 @@
+//! Job bookkeeping on the coordinator, as plain synchronous code: which attempt runs, which
+//! partitions have committed, when to abort and restart. The engine feeds it the cluster's
+//! state and carries out the [`JobStep`]s it returns.
+//!
+//! ```text
+//! Waiting --stable assignment--> Running --every partition done--> Finished
+//!              ^                   |  generation changed / task failed
+//!              +--- Restarting <---+  (after max_restarts failures: Failed)
+//! ```
+//!
+//! Recovery is from the beginning: an aborted attempt is restarted whole on the new
+//! assignment, and its sinks' final files are replaced by the new attempt's.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::dataflow::JobSpec;
+use crate::protocol::{JobProgress, JobState, JobStatus};
+use crate::types::{Generation, PartitionId, WorkerId};
+
+/// What the engine must do for the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStep {
+    /// Nothing.
+    Nothing,
+    /// Tell every worker to run this attempt on the current assignment.
+    Start(u64),
+    /// Tell every worker to stop this attempt.
+    Stop(u64),
+}
+
+/// The coordinator's view of its job.
+#[derive(Debug)]
+pub struct JobControl {
+    spec: JobSpec,
+    num_partitions: usize,
+    max_restarts: u64,
+    state: JobState,
+    attempt: u64,
+    generation: Option<Generation>,
+    restarts: u64,
+    done: BTreeMap<PartitionId, u64>,
+    progress: BTreeMap<WorkerId, JobProgress>,
+    error: Option<String>,
+    started: Option<Instant>,
+    elapsed: Option<Duration>,
+}
+
+impl JobControl {
+    /// A job waiting for its first attempt.
+    pub fn new(spec: JobSpec, num_partitions: usize, max_restarts: u64) -> Self {
+        JobControl {
+            spec,
+            num_partitions,
+            max_restarts,
+            state: JobState::Waiting,
+            attempt: 0,
+            generation: None,
+            restarts: 0,
+            done: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            error: None,
+            started: None,
+            elapsed: None,
+        }
+    }
+
+    /// The job's spec.
+    pub fn spec(&self) -> &JobSpec {
+        &self.spec
+    }
+
+    /// Where the job is.
+    pub fn state(&self) -> JobState {
+        self.state
+    }
+
+    /// The running attempt, if any.
+    pub fn running_attempt(&self) -> Option<u64> {
+        (self.state == JobState::Running).then_some(self.attempt)
+    }
+
+    fn ended(&self) -> bool {
+        matches!(self.state, JobState::Finished | JobState::Failed)
+    }
+
+    /// The assignment is now `generation`; `stable` when every partition has an owner that
+    /// runs it and nothing is moving.
+    pub fn on_cluster(&mut self, generation: Generation, stable: bool, now: Instant) -> JobStep {
+        match self.state {
+            JobState::Running if self.generation != Some(generation) => {
+                self.abort("the assignment changed (a worker failed, left or joined)".to_string())
+            }
+            JobState::Waiting | JobState::Restarting if stable => {
+                self.attempt += 1;
+                self.generation = Some(generation);
+                self.state = JobState::Running;
+                self.done.clear();
+                self.progress.clear();
+                self.started.get_or_insert(now);
+                JobStep::Start(self.attempt)
+            }
+            _ => JobStep::Nothing,
+        }
+    }
+
+    /// A worker reported progress.
+    pub fn on_progress(&mut self, worker: &WorkerId, progress: JobProgress) {
+        if progress.attempt == self.attempt && !self.ended() {
+            self.progress.insert(worker.clone(), progress);
+        }
+    }
+
+    /// A partition committed its output.
+    pub fn on_partition_done(
+        &mut self,
+        attempt: u64,
+        partition: PartitionId,
+        records_out: u64,
+        now: Instant,
+    ) -> JobStep {
+        if attempt != self.attempt || self.state != JobState::Running || partition >= self.num_partitions {
+            return JobStep::Nothing;
+        }
+        self.done.insert(partition, records_out);
+        if self.done.len() < self.num_partitions {
+            return JobStep::Nothing;
+        }
+        self.state = JobState::Finished;
+        self.elapsed = self.started.map(|s| now.saturating_duration_since(s));
+        JobStep::Stop(self.attempt)
+    }
+
+    /// A task failed.
+    pub fn on_failure(&mut self, attempt: u64, error: String) -> JobStep {
+        if attempt != self.attempt || self.state != JobState::Running {
+            return JobStep::Nothing;
+        }
+        self.abort(error)
+    }
+
+    fn abort(&mut self, reason: String) -> JobStep {
+        self.restarts += 1;
+        self.error = Some(reason);
+        self.state = if self.restarts > self.max_restarts {
+            JobState::Failed
+        } else {
+            JobState::Restarting
+        };
+        JobStep::Stop(self.attempt)
+    }
+
+    /// The job's status at `now`.
+    pub fn status(&self, now: Instant) -> JobStatus {
+        let records_in = self.progress.values().map(|p| p.records_in).sum();
+        let elapsed = self
+            .elapsed
+            .or_else(|| self.started.map(|s| now.saturating_duration_since(s)));
+        JobStatus {
+            name: self.spec.name.clone(),
+            state: self.state,
+            attempt: self.attempt,
+            restarts: self.restarts,
+            records_in,
+            records_out: self.done.values().sum(),
+            partitions_done: self.done.len(),
+            elapsed_ms: elapsed.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            error: self.error.clone(),
+            output: self.spec.output.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control() -> (JobControl, Instant) {
+        (JobControl::new(JobSpec::new("wordcount"), 2, 2), Instant::now())
+    }
+
+    #[test]
+    fn starts_when_stable_and_finishes_when_every_partition_is_done() {
+        let (mut job, t) = control();
+        assert_eq!(job.on_cluster(Generation(3), false, t), JobStep::Nothing);
+        assert_eq!(job.on_cluster(Generation(4), true, t), JobStep::Start(1));
+        assert_eq!(job.on_cluster(Generation(4), true, t), JobStep::Nothing);
+        assert_eq!(job.on_partition_done(1, 0, 10, t), JobStep::Nothing);
+        assert_eq!(
+            job.on_partition_done(1, 0, 10, t),
+            JobStep::Nothing,
+            "a duplicate report counts once"
+        );
+        let end = t + Duration::from_millis(250);
+        assert_eq!(job.on_partition_done(1, 1, 5, end), JobStep::Stop(1));
+        let status = job.status(end + Duration::from_secs(9));
+        assert_eq!(
+            (status.state, status.records_out, status.partitions_done),
+            (JobState::Finished, 15, 2)
+        );
+        assert_eq!(status.elapsed_ms, 250, "frozen at the end");
+        // Nothing restarts a finished job.
+        assert_eq!(job.on_cluster(Generation(9), true, end), JobStep::Nothing);
+    }
+
+    #[test]
+    fn an_assignment_change_restarts_from_the_beginning() {
+        let (mut job, t) = control();
+        job.on_cluster(Generation(1), true, t);
+        job.on_progress(
+            &WorkerId::new("w1"),
+            JobProgress {
+                attempt: 1,
+                records_in: 7,
+                records_out: 0,
+            },
+        );
+        assert_eq!(job.on_partition_done(1, 0, 4, t), JobStep::Nothing);
+        assert_eq!(job.on_cluster(Generation(2), false, t), JobStep::Stop(1));
+        assert_eq!(job.status(t).state, JobState::Restarting);
+        assert_eq!(job.on_cluster(Generation(3), true, t), JobStep::Start(2));
+        let status = job.status(t);
+        assert_eq!(
+            (
+                status.attempt,
+                status.restarts,
+                status.partitions_done,
+                status.records_in
+            ),
+            (2, 1, 0, 0)
+        );
+        // Reports of the aborted attempt are ignored.
+        assert_eq!(job.on_partition_done(1, 1, 4, t), JobStep::Nothing);
+        job.on_progress(
+            &WorkerId::new("w1"),
+            JobProgress {
+                attempt: 1,
+                records_in: 99,
+                records_out: 0,
+            },
+        );
+        assert_eq!(job.status(t).records_in, 0);
+    }
+
+    #[test]
+    fn too_many_failures_fail_the_job() {
+        let (mut job, t) = control();
+        for attempt in 1..=3 {
+            assert_eq!(
+                job.on_cluster(Generation(attempt), true, t),
+                JobStep::Start(attempt)
+            );
+            assert_eq!(
+                job.on_failure(attempt, format!("boom {attempt}")),
+                JobStep::Stop(attempt)
+            );
+        }
+        let status = job.status(t);
+        assert_eq!(status.state, JobState::Failed);
+        assert_eq!(status.error.as_deref(), Some("boom 3"));
+        assert_eq!(job.on_cluster(Generation(9), true, t), JobStep::Nothing);
+    }
+}

@@ -1,0 +1,38 @@
+//! Errors of the dataflow layer.
+
+use std::path::PathBuf;
+
+/// What building or running a job can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The job's definition or parameters cannot work (missing input, unknown job, ...).
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+    /// Records could not be encoded or decoded for the exchange.
+    #[error("record encoding: {0}")]
+    Encoding(String),
+    /// The attempt was cancelled (the coordinator moved on).
+    #[error("cancelled")]
+    Cancelled,
+    /// A peer connection failed while the attempt was running.
+    #[error("exchange: {0}")]
+    Exchange(String),
+}
+
+impl DataflowError {
+    /// An i/o error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataflowError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

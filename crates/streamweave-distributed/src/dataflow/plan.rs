@@ -1,0 +1,128 @@
+//! The type-erased form of a job that the worker's runtime executes. A job has one exchange:
+//!
+//! ```text
+//!  source task p:  Source --fused ops--> SendSide (route by key; pre-aggregate for reduce)
+//!                        | Batch::Local(Vec<X>) to partitions on this worker (no encoding)
+//!                        | Batch::Encoded(postcard Vec<X>) to partitions on other workers
+//!                        v
+//!  receiver task q: Receiver (keyed state, or pass-through) --fused ops--> SinkWriter
+//! ```
+//!
+//! `X` is the exchange record type: the record itself for `exchange`/plain jobs, `(K, V)` for
+//! keyed aggregations. The runtime sees only [`ErasedPlan`], [`ExchangeOut`] and [`Receiver`].
+
+use std::any::Any;
+use std::sync::atomic::AtomicU64;
+
+use super::{DataflowError, SinkContext, SourceContext, SourceEnd, SourceOffset};
+
+/// Records a worker moves between tasks: typed when both ends are in this process, encoded
+/// otherwise.
+pub enum Batch {
+    /// A `Vec<X>` for a partition on this worker.
+    Local(Box<dyn Any + Send>),
+    /// A postcard-encoded `Vec<X>` from or for another worker.
+    Encoded(Vec<u8>),
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Batch::Local(_) => f.write_str("Batch::Local"),
+            Batch::Encoded(bytes) => write!(f, "Batch::Encoded({} bytes)", bytes.len()),
+        }
+    }
+}
+
+/// Where a source task sends its batches: the runtime's router.
+pub trait ExchangeOut {
+    /// The number of partitions.
+    fn num_partitions(&self) -> usize;
+    /// Whether partition `q` runs on this worker (then send [`Batch::Local`]).
+    fn is_local(&self, q: usize) -> bool;
+    /// Sends a batch to partition `q`, waiting for credit. An error means the attempt is over.
+    fn send(&mut self, q: usize, batch: Batch) -> Result<(), DataflowError>;
+    /// Whether the attempt has been cancelled.
+    fn cancelled(&self) -> bool;
+}
+
+/// One partition's receiving side: takes batches, then finishes into the sink.
+pub trait Receiver: Send {
+    /// Applies one batch.
+    fn on_batch(&mut self, batch: Batch) -> Result<(), DataflowError>;
+    /// All sources have finished: emits the results through the sink and commits it. Returns
+    /// the number of records written.
+    fn finish(self: Box<Self>) -> Result<u64, DataflowError>;
+}
+
+/// A job as the runtime sees it.
+pub trait ErasedPlan: Send + Sync {
+    /// Reads partition `ctx.partition` of the source from `offset` and sends everything through
+    /// `out`, including a final flush, adding the records read to `records_in` as it goes; the
+    /// runtime sends the end-of-stream markers after.
+    fn run_source(
+        &self,
+        ctx: &SourceContext,
+        offset: SourceOffset,
+        records_in: &AtomicU64,
+        out: &mut dyn ExchangeOut,
+    ) -> Result<SourceEnd, DataflowError>;
+
+    /// Opens partition `ctx.partition`'s receiver and sink for one attempt.
+    fn open_receiver(&self, ctx: &SinkContext) -> Result<Box<dyn Receiver>, DataflowError>;
+
+    /// Checks the source and sink before the job starts.
+    fn validate(&self) -> Result<(), DataflowError>;
+}
+
+/// Records per batch: large enough to amortise channel and framing costs, small enough that
+/// credits bound memory tightly.
+pub const BATCH_RECORDS: usize = 1024;
+
+/// Encoded batches above this size are split in halves, so that a batch of very long records
+/// still fits in data-plane frames (a single record larger than a frame is an error).
+pub const MAX_ENCODED_BATCH: usize = 8 * 1024 * 1024;
+
+/// Turns a typed batch into what the router sends to partition `q`: one typed batch when `q` is
+/// local, otherwise encoded batches of at most [`MAX_ENCODED_BATCH`] bytes where possible.
+pub(crate) fn pack<X>(records: Vec<X>, local: bool) -> Result<Vec<Batch>, DataflowError>
+where
+    X: serde::Serialize + Send + 'static,
+{
+    if local {
+        return Ok(vec![Batch::Local(Box::new(records))]);
+    }
+    let mut out = Vec::new();
+    encode_bounded(records, &mut out)?;
+    Ok(out)
+}
+
+fn encode_bounded<X: serde::Serialize>(
+    mut records: Vec<X>,
+    out: &mut Vec<Batch>,
+) -> Result<(), DataflowError> {
+    let bytes = postcard::to_stdvec(&records).map_err(|e| DataflowError::Encoding(e.to_string()))?;
+    if bytes.len() <= MAX_ENCODED_BATCH || records.len() == 1 {
+        out.push(Batch::Encoded(bytes));
+        return Ok(());
+    }
+    let second = records.split_off(records.len() / 2);
+    encode_bounded(records, out)?;
+    encode_bounded(second, out)
+}
+
+/// The inverse of [`pack`].
+pub(crate) fn unpack<X>(batch: Batch) -> Result<Vec<X>, DataflowError>
+where
+    X: serde::de::DeserializeOwned + Send + 'static,
+{
+    match batch {
+        Batch::Local(any) => any
+            .downcast::<Vec<X>>()
+            .map(|b| *b)
+            .map_err(|_| DataflowError::Encoding("a local batch of another record type".to_string())),
+        Batch::Encoded(bytes) => {
+            postcard::from_bytes(&bytes).map_err(|e| DataflowError::Encoding(e.to_string()))
+        }
+    }
+}

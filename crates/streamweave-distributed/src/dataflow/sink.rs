@@ -1,0 +1,40 @@
+//! Sinks: where a job's results go. Each partition writes through its own [`SinkWriter`] and
+//! commits it once the partition's results are complete; nothing a sink writes before `commit`
+//! may look like final output.
+
+use super::DataflowError;
+
+/// Which partition and attempt a sink writer serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SinkContext {
+    /// The partition, in `0..num_partitions`.
+    pub partition: usize,
+    /// The number of partitions `P`.
+    pub num_partitions: usize,
+    /// The job attempt (it grows with every restart), so attempts never share temporary files.
+    pub attempt: u64,
+}
+
+/// A destination for a job's records.
+pub trait Sink: Send + Sync + 'static {
+    /// The records it takes.
+    type Item: Send + 'static;
+
+    /// Opens the writer of one partition for one attempt.
+    fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<Self::Item>>, DataflowError>;
+
+    /// Checks that the sink can be written (for example that an output directory is empty),
+    /// before a job starts.
+    fn validate(&self) -> Result<(), DataflowError> {
+        Ok(())
+    }
+}
+
+/// Writes one partition's records; runs on a blocking thread.
+pub trait SinkWriter<T>: Send {
+    /// Writes one record.
+    fn write(&mut self, item: T) -> Result<(), DataflowError>;
+
+    /// Makes what was written final (for files: flush, then rename into place).
+    fn commit(self: Box<Self>) -> Result<(), DataflowError>;
+}

@@ -1,0 +1,10 @@
+//! Built-in sinks: part files in a directory ([`TextDirSink`]), standard output
+//! ([`StdoutSink`]) and an in-memory collector for tests ([`CollectorSink`]).
+
+mod collector;
+mod stdout;
+mod text_dir;
+
+pub use collector::CollectorSink;
+pub use stdout::StdoutSink;
+pub use text_dir::{is_final_output, TextDirSink};

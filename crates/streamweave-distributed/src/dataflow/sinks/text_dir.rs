@@ -1,0 +1,273 @@
+//! [`TextDirSink`]: one part file per partition, written under a hidden temporary name and
+//! renamed into place on commit.
+//!
+//! ```text
+//! open(q, attempt)  -> dir/.part-0000q.attempt-{attempt}.tmp   (hidden: not final output)
+//! write(line)       -> line + '\n' through a 256 KiB buffer
+//! commit            -> flush, fsync, rename to dir/part-0000q (replacing an older attempt's),
+//!                      remove older attempts' leftover temporaries of partition q
+//! ```
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::dataflow::{DataflowError, Sink, SinkContext, SinkWriter};
+
+/// Size of each writer's buffer.
+const WRITE_BUFFER: usize = 256 * 1024;
+
+/// Writes each record as a line of the file `part-{q:05}` of a directory, where `q` is the
+/// partition. A partition's file appears only when its writer commits; a later attempt's commit
+/// replaces it.
+///
+/// ```
+/// use streamweave_distributed::dataflow::sinks::TextDirSink;
+/// use streamweave_distributed::dataflow::{Sink, SinkContext};
+///
+/// let dir = tempfile::tempdir()?;
+/// let out = dir.path().join("out");
+/// let sink = TextDirSink::new(&out);
+/// sink.validate()?;
+/// let mut writer = sink.open(&SinkContext { partition: 3, num_partitions: 4, attempt: 1 })?;
+/// writer.write("hello".to_string())?;
+/// writer.commit()?;
+/// assert_eq!(std::fs::read_to_string(out.join("part-00003"))?, "hello\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct TextDirSink {
+    dir: PathBuf,
+}
+
+impl TextDirSink {
+    /// A sink writing into `dir` (created if missing).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory it writes.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Whether a file name in an output directory is final output (temporary files and markers
+/// start with `.` or `_`).
+pub fn is_final_output(name: &str) -> bool {
+    !name.starts_with('.') && !name.starts_with('_')
+}
+
+fn final_name(partition: usize) -> String {
+    format!("part-{partition:05}")
+}
+
+fn temp_prefix(partition: usize) -> String {
+    format!(".part-{partition:05}.attempt-")
+}
+
+impl Sink for TextDirSink {
+    type Item = String;
+
+    fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<String>>, DataflowError> {
+        fs::create_dir_all(&self.dir).map_err(|e| DataflowError::io(&self.dir, e))?;
+        let temp = self
+            .dir
+            .join(format!("{}{}.tmp", temp_prefix(ctx.partition), ctx.attempt));
+        let file = File::create(&temp).map_err(|e| DataflowError::io(&temp, e))?;
+        Ok(Box::new(TextDirWriter {
+            dir: self.dir.clone(),
+            partition: ctx.partition,
+            attempt: ctx.attempt,
+            temp,
+            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+        }))
+    }
+
+    fn validate(&self) -> Result<(), DataflowError> {
+        let shown = self.dir.display();
+        match fs::metadata(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DataflowError::io(&self.dir, e)),
+            Ok(meta) if !meta.is_dir() => Err(DataflowError::InvalidJob(format!(
+                "output path {shown} exists and is not a directory"
+            ))),
+            Ok(_) => {
+                let mut entries = fs::read_dir(&self.dir).map_err(|e| DataflowError::io(&self.dir, e))?;
+                match entries.next() {
+                    None => Ok(()),
+                    Some(Err(e)) => Err(DataflowError::io(&self.dir, e)),
+                    Some(Ok(_)) => Err(DataflowError::InvalidJob(format!(
+                        "output directory {shown} exists and is not empty"
+                    ))),
+                }
+            }
+        }
+    }
+}
+
+/// The writer of one partition and attempt.
+struct TextDirWriter {
+    dir: PathBuf,
+    partition: usize,
+    attempt: u64,
+    temp: PathBuf,
+    /// `None` once committed.
+    out: Option<BufWriter<File>>,
+}
+
+impl SinkWriter<String> for TextDirWriter {
+    fn write(&mut self, item: String) -> Result<(), DataflowError> {
+        let out = self.out.as_mut().expect("written after commit");
+        out.write_all(item.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| DataflowError::io(&self.temp, e))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<(), DataflowError> {
+        let out = self.out.take().expect("committed twice");
+        let temp = &self.temp;
+        let file = out
+            .into_inner()
+            .map_err(|e| DataflowError::io(temp, e.into_error()))?;
+        file.sync_all().map_err(|e| DataflowError::io(temp, e))?;
+        let target = self.dir.join(final_name(self.partition));
+        fs::rename(temp, &target).map_err(|e| DataflowError::io(&target, e))?;
+        // Make the rename durable; some file systems cannot sync a directory, which only
+        // weakens durability after a power loss, so that error is ignored.
+        let _ = File::open(&self.dir).and_then(|dir| dir.sync_all());
+        self.remove_older_temporaries()
+    }
+}
+
+impl TextDirWriter {
+    /// Removes the temporaries that earlier attempts of this partition left behind. A newer
+    /// attempt's file is left alone: it belongs to a live writer, this one being the stale one.
+    fn remove_older_temporaries(&self) -> Result<(), DataflowError> {
+        let prefix = temp_prefix(self.partition);
+        for entry in fs::read_dir(&self.dir).map_err(|e| DataflowError::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| DataflowError::io(&self.dir, e))?;
+            let name = entry.file_name();
+            let attempt = name
+                .to_str()
+                .and_then(|name| name.strip_prefix(&prefix)?.strip_suffix(".tmp"));
+            if attempt
+                .and_then(|a| a.parse::<u64>().ok())
+                .is_some_and(|a| a < self.attempt)
+            {
+                match fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(DataflowError::io(entry.path(), e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TextDirWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            // Abandoned before commit: its output never becomes final; best-effort cleanup.
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(partition: usize, attempt: u64) -> SinkContext {
+        SinkContext {
+            partition,
+            num_partitions: 4,
+            attempt,
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn nothing_is_final_before_commit() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        let sink = TextDirSink::new(&dir);
+        let mut writer = sink.open(&ctx(2, 7)).unwrap();
+        writer.write("a b".into()).unwrap();
+        writer.write(String::new()).unwrap();
+        assert_eq!(names(&dir), [".part-00002.attempt-7.tmp"]);
+        assert!(names(&dir).iter().all(|name| !is_final_output(name)));
+        writer.commit().unwrap();
+        assert_eq!(names(&dir), ["part-00002"]);
+        assert_eq!(fs::read_to_string(dir.join("part-00002")).unwrap(), "a b\n\n");
+    }
+
+    #[test]
+    fn a_later_attempt_replaces_the_final_file_and_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = TextDirSink::new(dir.path());
+        let mut first = sink.open(&ctx(0, 1)).unwrap();
+        first.write("old".into()).unwrap();
+        first.commit().unwrap();
+        fs::write(dir.path().join(".part-00000.attempt-2.tmp"), "crashed").unwrap();
+        fs::write(dir.path().join(".part-00001.attempt-2.tmp"), "other partition").unwrap();
+        let mut third = sink.open(&ctx(0, 3)).unwrap();
+        let fourth = sink.open(&ctx(0, 4)).unwrap(); // A newer, live attempt.
+        third.write("new".into()).unwrap();
+        third.commit().unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("part-00000")).unwrap(),
+            "new\n"
+        );
+        assert_eq!(
+            names(dir.path()),
+            [
+                ".part-00000.attempt-4.tmp",
+                ".part-00001.attempt-2.tmp",
+                "part-00000"
+            ]
+        );
+        drop(fourth);
+        assert_eq!(
+            names(dir.path()),
+            [".part-00001.attempt-2.tmp", "part-00000"],
+            "dropped writers clean up"
+        );
+    }
+
+    #[test]
+    fn validate_wants_a_missing_or_empty_directory() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(TextDirSink::new(root.path().join("missing")).validate().is_ok());
+        assert!(TextDirSink::new(root.path()).validate().is_ok());
+        fs::write(root.path().join(".hidden"), "").unwrap();
+        let err = TextDirSink::new(root.path()).validate().unwrap_err();
+        let expected = format!(
+            "invalid job: output directory {} exists and is not empty",
+            root.path().display()
+        );
+        assert_eq!(err.to_string(), expected);
+        let file = root.path().join(".hidden");
+        assert!(matches!(
+            TextDirSink::new(file).validate(),
+            Err(DataflowError::InvalidJob(_))
+        ));
+    }
+
+    #[test]
+    fn final_output_names() {
+        assert!(is_final_output("part-00000"));
+        assert!(!is_final_output(".part-00000.attempt-1.tmp"));
+        assert!(!is_final_output("_SUCCESS"));
+    }
+}

@@ -1,0 +1,61 @@
+//! Sources: where a job's records come from. A source is partitioned (partition `p` of `P` reads
+//! its own share) and replayable (it can start again from an offset it reported).
+
+use serde::{Deserialize, Serialize};
+
+use super::DataflowError;
+
+/// Which share of a source a task reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceContext {
+    /// The partition this task reads, in `0..num_partitions`.
+    pub partition: usize,
+    /// The number of partitions `P`.
+    pub num_partitions: usize,
+}
+
+/// A position inside one partition's share of a source, from which reading can resume. Its
+/// meaning is the source's own (bytes consumed for files, records for collections); it only
+/// grows while a partition is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceOffset(pub u64);
+
+/// What the consumer of a source's records wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading.
+    Continue,
+    /// Stop now (the attempt was cancelled); the source returns its current offset.
+    Stop,
+}
+
+/// How a call to [`Source::read`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceEnd {
+    /// The share is exhausted: a bounded source has nothing more for this partition.
+    Exhausted(SourceOffset),
+    /// The consumer asked to stop at this offset.
+    Stopped(SourceOffset),
+}
+
+/// A partitioned, replayable source of records. `read` runs on a blocking thread: it may do
+/// blocking I/O and calls `emit` for every record, in order.
+pub trait Source: Send + Sync + 'static {
+    /// The records it produces.
+    type Item: Send + 'static;
+
+    /// Reads the share of `ctx.partition` starting at `offset` (`SourceOffset(0)` is the
+    /// beginning), pushing each record to `emit` until the share ends or `emit` returns
+    /// [`Flow::Stop`].
+    fn read(
+        &self,
+        ctx: &SourceContext,
+        offset: SourceOffset,
+        emit: &mut dyn FnMut(Self::Item) -> Flow,
+    ) -> Result<SourceEnd, DataflowError>;
+
+    /// Checks that the source can be read at all (the input exists, ...), before a job starts.
+    fn validate(&self) -> Result<(), DataflowError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! Built-in sources: the lines of a directory of text files ([`TextDirSource`]), an in-memory
+//! collection ([`CollectionSource`]) and a deterministic generator ([`GeneratorSource`]).
+//!
+//! Every source splits its input into `P` shares the same way on every machine, so the task of
+//! partition `p` can run anywhere and resume from the [`SourceOffset`](super::SourceOffset) it
+//! last reported.
+
+mod collection;
+mod generator;
+mod text_dir;
+
+pub use collection::CollectionSource;
+pub use generator::GeneratorSource;
+pub use text_dir::{plan_splits, Split, TextDirSource};
+
+use super::{DataflowError, SourceContext};
+
+/// Rejects a context whose partition is not in `0..num_partitions`.
+fn check_context(ctx: &SourceContext) -> Result<(), DataflowError> {
+    if ctx.partition < ctx.num_partitions {
+        Ok(())
+    } else {
+        Err(DataflowError::InvalidJob(format!(
+            "source partition {} is not in 0..{}",
+            ctx.partition, ctx.num_partitions
+        )))
+    }
+}

@@ -1,0 +1,698 @@
+//! The typed job builder: a source, fused stateless operators, one exchange (by a partitioner,
+//! or by key with an aggregation), more fused operators, a sink.
+//!
+//! ```
+//! use streamweave_distributed::dataflow::{sinks::CollectorSink, sources::CollectionSource, Stream};
+//!
+//! let lines = CollectionSource::new(vec!["a b".to_string(), "b c".to_string()]);
+//! let counts = CollectorSink::new();
+//! let job = Stream::from_source(lines)
+//!     .flat_map(|line: String| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+//!     .count()
+//!     .map(|(word, n)| format!("{word}\t{n}"))
+//!     .sink(counts.clone());
+//! # let _ = job;
+//! ```
+//!
+//! Stateless operators compose into one closure per task: no channel or thread per operator.
+//! Before the exchange they run in the source task (`run`); after it, in the receiver task
+//! (`Stage`).
+
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::plan::{pack, unpack, Batch, ErasedPlan, ExchangeOut, Receiver, BATCH_RECORDS};
+use super::{
+    DataflowError, Flow, HashPartitioner, Partitioner, Sink, SinkContext, SinkWriter, Source, SourceContext,
+    SourceEnd, SourceOffset, StableHash,
+};
+
+/// Runs a source partition from an offset through the fused operators, counting source records.
+type RunFn<T> = dyn Fn(
+        &SourceContext,
+        SourceOffset,
+        &AtomicU64,
+        &mut dyn FnMut(T) -> Flow,
+    ) -> Result<SourceEnd, DataflowError>
+    + Send
+    + Sync;
+type ValidateFn = Arc<dyn Fn() -> Result<(), DataflowError> + Send + Sync>;
+type SendFn = dyn Fn(&SourceContext, SourceOffset, &AtomicU64, &mut dyn ExchangeOut) -> Result<SourceEnd, DataflowError>
+    + Send
+    + Sync;
+
+/// Publish source record counts in chunks, not per record.
+const COUNT_CHUNK: u64 = 4096;
+/// Entries a pre-aggregation map may hold before it is flushed into the exchange.
+const COMBINE_LIMIT: usize = 200_000;
+
+/// Records of type `T` before the exchange.
+pub struct Stream<T> {
+    run: Arc<RunFn<T>>,
+    validate: Vec<ValidateFn>,
+}
+
+impl<T: Send + 'static> Stream<T> {
+    /// A stream reading `source`.
+    pub fn from_source<S: Source<Item = T>>(source: S) -> Self {
+        let source = Arc::new(source);
+        let check = Arc::clone(&source);
+        Stream {
+            run: Arc::new(move |ctx, offset, counter, emit| {
+                let mut pending = 0u64;
+                let end = source.read(ctx, offset, &mut |item| {
+                    pending += 1;
+                    if pending == COUNT_CHUNK {
+                        counter.fetch_add(pending, Ordering::Relaxed);
+                        pending = 0;
+                    }
+                    emit(item)
+                });
+                counter.fetch_add(pending, Ordering::Relaxed);
+                end
+            }),
+            validate: vec![Arc::new(move || check.validate())],
+        }
+    }
+
+    fn then<U: Send + 'static>(
+        self,
+        op: impl Fn(T, &mut dyn FnMut(U) -> Flow) -> Flow + Send + Sync + 'static,
+    ) -> Stream<U> {
+        let run = self.run;
+        Stream {
+            run: Arc::new(move |ctx, offset, counter, emit| run(ctx, offset, counter, &mut |x| op(x, emit))),
+            validate: self.validate,
+        }
+    }
+
+    /// Transforms each record.
+    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Stream<U> {
+        self.then(move |x, emit| emit(f(x)))
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
+        self.then(move |x, emit| if f(&x) { emit(x) } else { Flow::Continue })
+    }
+
+    /// Replaces each record by zero or more records.
+    pub fn flat_map<U, I>(self, f: impl Fn(T) -> I + Send + Sync + 'static) -> Stream<U>
+    where
+        U: Send + 'static,
+        I: IntoIterator<Item = U>,
+    {
+        self.then(move |x, emit| {
+            for y in f(x) {
+                if emit(y) == Flow::Stop {
+                    return Flow::Stop;
+                }
+            }
+            Flow::Continue
+        })
+    }
+
+    /// Groups records by a key for a keyed aggregation; keys are placed with the stable
+    /// [`HashPartitioner`] unless [`KeyedStream::with_partitioner`] says otherwise.
+    pub fn key_by<K>(self, f: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T>
+    where
+        K: StableHash + Send + Sync + 'static,
+    {
+        KeyedStream {
+            stream: self,
+            key: Arc::new(f),
+            partitioner: Arc::new(HashPartitioner),
+        }
+    }
+
+    /// Sends each record to the partition `partitioner` picks (a repartition).
+    pub fn exchange(self, partitioner: impl Partitioner<T> + 'static) -> Exchanged<T>
+    where
+        T: Serialize + DeserializeOwned + Clone,
+    {
+        let run = self.run;
+        let partitioner: Arc<dyn Partitioner<T>> = Arc::new(partitioner);
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+            let broadcast = partitioner.is_broadcast();
+            let mut router = Router::new(out);
+            let end = run(ctx, offset, counter, &mut |x: T| {
+                let n = router.out.num_partitions();
+                if broadcast {
+                    for q in 1..n {
+                        if router.push(q, x.clone()) == Flow::Stop {
+                            return Flow::Stop;
+                        }
+                    }
+                    router.push(0, x)
+                } else {
+                    let q = partitioner.partition(&x, n);
+                    router.push(q, x)
+                }
+            });
+            router.finish(end)
+        });
+        Exchanged {
+            send,
+            stage: Arc::new(|| Box::new(PassThrough::<T>::default()) as Box<dyn Stage<T>>),
+            validate: self.validate,
+        }
+    }
+
+    /// Counts equal records: `(record, occurrences)`, pre-aggregated before the exchange.
+    pub fn count(self) -> Exchanged<(T, u64)>
+    where
+        T: StableHash + Eq + Hash + Serialize + DeserializeOwned + Send + Sync,
+    {
+        self.map(|x| (x, 1u64))
+            .combine(Arc::new(HashPartitioner), Arc::new(|a: u64, b: u64| a + b))
+    }
+
+    /// Writes to `sink`; each partition's records stay in their partition (no exchange).
+    pub fn sink<S: Sink<Item = T>>(self, sink: S) -> Job {
+        let run = self.run;
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+            let own = ctx.partition;
+            let mut router = Router::local(out);
+            let end = run(ctx, offset, counter, &mut |x: T| router.push(own, x));
+            router.finish(end)
+        });
+        Exchanged {
+            send,
+            stage: Arc::new(|| Box::new(LocalPassThrough::<T>::default()) as Box<dyn Stage<T>>),
+            validate: self.validate,
+        }
+        .sink(sink)
+    }
+}
+
+impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
+    /// Pre-aggregates `(key, value)` pairs with an associative `f` before the exchange and
+    /// merges the partial results after it.
+    fn combine(
+        self,
+        partitioner: Arc<dyn Partitioner<K>>,
+        f: Arc<dyn Fn(V, V) -> V + Send + Sync>,
+    ) -> Exchanged<(K, V)>
+    where
+        K: Eq + Hash + Serialize + DeserializeOwned + Sync,
+        V: Serialize + DeserializeOwned + Sync,
+    {
+        let run = self.run;
+        let merge = Arc::clone(&f);
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+            let mut partial: FxHashMap<K, Option<V>> = FxHashMap::default();
+            let mut router: Router<'_, (K, V)> = Router::new(out);
+            let end = run(ctx, offset, counter, &mut |(k, v): (K, V)| {
+                let slot = partial.entry(k).or_insert(None);
+                *slot = Some(match slot.take() {
+                    Some(old) => merge(old, v),
+                    None => v,
+                });
+                if partial.len() >= COMBINE_LIMIT {
+                    return router.drain(&mut partial, &*partitioner);
+                }
+                Flow::Continue
+            });
+            if matches!(end, Ok(SourceEnd::Exhausted(_))) {
+                router.drain(&mut partial, &*partitioner);
+            }
+            router.finish(end)
+        });
+        let stage = Arc::new(move || {
+            Box::new(Combine {
+                state: FxHashMap::default(),
+                f: Arc::clone(&f),
+            }) as Box<dyn Stage<(K, V)>>
+        });
+        Exchanged {
+            send,
+            stage,
+            validate: self.validate,
+        }
+    }
+}
+
+/// A stream grouped by key, before its aggregation.
+pub struct KeyedStream<K, T> {
+    stream: Stream<T>,
+    key: Arc<dyn Fn(&T) -> K + Send + Sync>,
+    partitioner: Arc<dyn Partitioner<K>>,
+}
+
+impl<K, T> KeyedStream<K, T>
+where
+    K: Eq + Hash + Serialize + DeserializeOwned + Send + Sync + 'static,
+    T: Send + 'static,
+{
+    /// Places keys with `partitioner` instead of the stable hash.
+    pub fn with_partitioner(mut self, partitioner: impl Partitioner<K> + 'static) -> Self {
+        self.partitioner = Arc::new(partitioner);
+        self
+    }
+
+    fn pairs(self) -> (Stream<(K, T)>, Arc<dyn Partitioner<K>>) {
+        let key = self.key;
+        (self.stream.map(move |x| (key(&x), x)), self.partitioner)
+    }
+
+    /// Combines the records of each key with an associative `f`: `(key, result)`.
+    /// Pre-aggregated before the exchange.
+    pub fn reduce(self, f: impl Fn(T, T) -> T + Send + Sync + 'static) -> Exchanged<(K, T)>
+    where
+        T: Serialize + DeserializeOwned + Sync,
+    {
+        let (pairs, partitioner) = self.pairs();
+        pairs.combine(partitioner, Arc::new(f))
+    }
+
+    /// Counts the records of each key: `(key, count)`. Pre-aggregated before the exchange.
+    pub fn count(self) -> Exchanged<(K, u64)> {
+        let key = self.key;
+        self.stream
+            .map(move |x| (key(&x), 1u64))
+            .combine(self.partitioner, Arc::new(|a: u64, b: u64| a + b))
+    }
+
+    /// Folds the records of each key into an accumulator starting at `init`: `(key, acc)`.
+    /// Records travel to their key's partition unaggregated (a fold need not be associative).
+    pub fn fold<A>(self, init: A, f: impl Fn(A, T) -> A + Send + Sync + 'static) -> Exchanged<(K, A)>
+    where
+        A: Clone + Send + Sync + 'static,
+        T: Serialize + DeserializeOwned + Sync,
+    {
+        let (pairs, partitioner) = self.pairs();
+        let run = pairs.run;
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+            let mut router = Router::new(out);
+            let end = run(ctx, offset, counter, &mut |pair: (K, T)| {
+                let q = partitioner.partition(&pair.0, router.out.num_partitions());
+                router.push(q, pair)
+            });
+            router.finish(end)
+        });
+        let f: Arc<dyn Fn(A, T) -> A + Send + Sync> = Arc::new(f);
+        let stage = Arc::new(move || {
+            Box::new(Fold {
+                state: FxHashMap::default(),
+                init: init.clone(),
+                f: Arc::clone(&f),
+            }) as Box<dyn Stage<(K, A)>>
+        });
+        Exchanged {
+            send,
+            stage,
+            validate: pairs.validate,
+        }
+    }
+}
+
+type PackFn<X> = fn(Vec<X>, bool) -> Result<Vec<Batch>, DataflowError>;
+
+/// Buffers records per destination partition and sends full batches.
+struct Router<'a, X> {
+    out: &'a mut dyn ExchangeOut,
+    buffers: Vec<Vec<X>>,
+    pack: PackFn<X>,
+    failure: Option<DataflowError>,
+}
+
+impl<'a, X: Serialize + Send + 'static> Router<'a, X> {
+    fn new(out: &'a mut dyn ExchangeOut) -> Self {
+        Router::with_packing(out, pack::<X>)
+    }
+}
+
+impl<'a, X: Send + 'static> Router<'a, X> {
+    /// For records that never leave their partition's worker: never encoded.
+    fn local(out: &'a mut dyn ExchangeOut) -> Self {
+        Router::with_packing(out, |records, _| Ok(vec![Batch::Local(Box::new(records))]))
+    }
+
+    fn with_packing(out: &'a mut dyn ExchangeOut, pack: PackFn<X>) -> Self {
+        let buffers = (0..out.num_partitions()).map(|_| Vec::new()).collect();
+        Router {
+            out,
+            buffers,
+            pack,
+            failure: None,
+        }
+    }
+
+    fn push(&mut self, q: usize, x: X) -> Flow {
+        self.buffers[q].push(x);
+        if self.buffers[q].len() >= BATCH_RECORDS {
+            return self.flush(q);
+        }
+        Flow::Continue
+    }
+
+    fn flush(&mut self, q: usize) -> Flow {
+        if self.failure.is_some() || self.out.cancelled() {
+            return Flow::Stop;
+        }
+        let records = std::mem::take(&mut self.buffers[q]);
+        if records.is_empty() {
+            return Flow::Continue;
+        }
+        let out = &mut *self.out;
+        let result = (self.pack)(records, out.is_local(q))
+            .and_then(|batches| batches.into_iter().try_for_each(|batch| out.send(q, batch)));
+        match result {
+            Ok(()) => Flow::Continue,
+            Err(e) => {
+                self.failure = Some(e);
+                Flow::Stop
+            }
+        }
+    }
+
+    fn drain<K, V>(&mut self, partial: &mut FxHashMap<K, Option<V>>, partitioner: &dyn Partitioner<K>) -> Flow
+    where
+        X: From<(K, V)>,
+    {
+        let n = self.out.num_partitions();
+        for (k, v) in partial.drain() {
+            let Some(v) = v else { continue };
+            let q = partitioner.partition(&k, n);
+            if self.push(q, X::from((k, v))) == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn finish(mut self, end: Result<SourceEnd, DataflowError>) -> Result<SourceEnd, DataflowError> {
+        let end = end?;
+        if let SourceEnd::Exhausted(_) = end {
+            for q in 0..self.buffers.len() {
+                if self.flush(q) == Flow::Stop {
+                    break;
+                }
+            }
+        }
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
+        if self.out.cancelled() {
+            return Err(DataflowError::Cancelled);
+        }
+        Ok(end)
+    }
+}
+
+/// The receiving half of a pipeline: consumes batches of the exchange type and emits `U`.
+pub trait Stage<U>: Send {
+    /// Applies a batch, emitting what can be emitted now.
+    fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError>;
+    /// Every source has ended: emits what was held back (keyed results).
+    fn finish(self: Box<Self>, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError>;
+}
+
+type StageFactory<U> = Arc<dyn Fn() -> Box<dyn Stage<U>> + Send + Sync>;
+
+struct PassThrough<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for PassThrough<T> {
+    fn default() -> Self {
+        PassThrough(std::marker::PhantomData)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Stage<T> for PassThrough<T> {
+    fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
+        unpack::<T>(batch)?.into_iter().for_each(emit);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
+        Ok(())
+    }
+}
+
+/// Pass-through for records that never leave their partition: no serde bounds needed.
+struct LocalPassThrough<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for LocalPassThrough<T> {
+    fn default() -> Self {
+        LocalPassThrough(std::marker::PhantomData)
+    }
+}
+
+impl<T: Send + 'static> Stage<T> for LocalPassThrough<T> {
+    fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
+        match batch {
+            Batch::Local(any) => match any.downcast::<Vec<T>>() {
+                Ok(records) => {
+                    records.into_iter().for_each(emit);
+                    Ok(())
+                }
+                Err(_) => Err(DataflowError::Encoding(
+                    "a local batch of another record type".to_string(),
+                )),
+            },
+            Batch::Encoded(_) => Err(DataflowError::Exchange(
+                "records of a partition-local stage arrived from another worker".to_string(),
+            )),
+        }
+    }
+
+    fn finish(self: Box<Self>, _emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
+        Ok(())
+    }
+}
+
+struct Combine<K, V> {
+    state: FxHashMap<K, V>,
+    f: Arc<dyn Fn(V, V) -> V + Send + Sync>,
+}
+
+impl<K, V> Stage<(K, V)> for Combine<K, V>
+where
+    K: Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
+    V: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, V))) -> Result<(), DataflowError> {
+        for (k, v) in unpack::<(K, V)>(batch)? {
+            match self.state.remove(&k) {
+                Some(old) => self.state.insert(k, (self.f)(old, v)),
+                None => self.state.insert(k, v),
+            };
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, emit: &mut dyn FnMut((K, V))) -> Result<(), DataflowError> {
+        self.state.into_iter().for_each(emit);
+        Ok(())
+    }
+}
+
+struct Fold<K, A, T> {
+    state: FxHashMap<K, A>,
+    init: A,
+    f: Arc<dyn Fn(A, T) -> A + Send + Sync>,
+}
+
+impl<K, A, T> Stage<(K, A)> for Fold<K, A, T>
+where
+    K: Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
+    A: Clone + Send + 'static,
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        for (k, t) in unpack::<(K, T)>(batch)? {
+            let acc = self.state.remove(&k).unwrap_or_else(|| self.init.clone());
+            self.state.insert(k, (self.f)(acc, t));
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        self.state.into_iter().for_each(emit);
+        Ok(())
+    }
+}
+
+/// Records after the exchange, in the partition that owns them.
+pub struct Exchanged<U> {
+    send: Arc<SendFn>,
+    stage: StageFactory<U>,
+    validate: Vec<ValidateFn>,
+}
+
+struct MapStage<U, V> {
+    inner: Box<dyn Stage<U>>,
+    op: Arc<dyn Fn(U, &mut dyn FnMut(V)) + Send + Sync>,
+}
+
+impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
+    fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {
+        let op = &self.op;
+        self.inner.on_batch(batch, &mut |u| op(u, emit))
+    }
+
+    fn finish(self: Box<Self>, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {
+        let op = self.op;
+        self.inner.finish(&mut |u| op(u, emit))
+    }
+}
+
+impl<U: Send + 'static> Exchanged<U> {
+    fn then<V: Send + 'static>(
+        self,
+        op: impl Fn(U, &mut dyn FnMut(V)) + Send + Sync + 'static,
+    ) -> Exchanged<V> {
+        let inner = self.stage;
+        let op: Arc<dyn Fn(U, &mut dyn FnMut(V)) + Send + Sync> = Arc::new(op);
+        Exchanged {
+            send: self.send,
+            stage: Arc::new(move || {
+                Box::new(MapStage {
+                    inner: inner(),
+                    op: Arc::clone(&op),
+                }) as Box<dyn Stage<V>>
+            }),
+            validate: self.validate,
+        }
+    }
+
+    /// Transforms each record.
+    pub fn map<V: Send + 'static>(self, f: impl Fn(U) -> V + Send + Sync + 'static) -> Exchanged<V> {
+        self.then(move |u, emit| emit(f(u)))
+    }
+
+    /// Keeps the records for which `f` is true.
+    pub fn filter(self, f: impl Fn(&U) -> bool + Send + Sync + 'static) -> Exchanged<U> {
+        self.then(move |u, emit| {
+            if f(&u) {
+                emit(u)
+            }
+        })
+    }
+
+    /// Replaces each record by zero or more records.
+    pub fn flat_map<V, I>(self, f: impl Fn(U) -> I + Send + Sync + 'static) -> Exchanged<V>
+    where
+        V: Send + 'static,
+        I: IntoIterator<Item = V>,
+    {
+        self.then(move |u, emit| f(u).into_iter().for_each(&mut *emit))
+    }
+
+    /// Writes each partition's records to `sink`.
+    pub fn sink<S: Sink<Item = U>>(self, sink: S) -> Job {
+        let sink = Arc::new(sink);
+        let mut validate = self.validate;
+        let check = Arc::clone(&sink);
+        validate.push(Arc::new(move || check.validate()));
+        Job {
+            plan: Arc::new(SinkPlan {
+                send: self.send,
+                stage: self.stage,
+                sink,
+                validate,
+            }),
+        }
+    }
+}
+
+struct SinkPlan<U, S> {
+    send: Arc<SendFn>,
+    stage: StageFactory<U>,
+    sink: Arc<S>,
+    validate: Vec<ValidateFn>,
+}
+
+impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
+    fn run_source(
+        &self,
+        ctx: &SourceContext,
+        offset: SourceOffset,
+        records_in: &AtomicU64,
+        out: &mut dyn ExchangeOut,
+    ) -> Result<SourceEnd, DataflowError> {
+        (self.send)(ctx, offset, records_in, out)
+    }
+
+    fn open_receiver(&self, ctx: &SinkContext) -> Result<Box<dyn Receiver>, DataflowError> {
+        Ok(Box::new(SinkReceiver {
+            stage: (self.stage)(),
+            writer: self.sink.open(ctx)?,
+            written: 0,
+            failure: None,
+        }))
+    }
+
+    fn validate(&self) -> Result<(), DataflowError> {
+        self.validate.iter().try_for_each(|check| check())
+    }
+}
+
+struct SinkReceiver<U> {
+    stage: Box<dyn Stage<U>>,
+    writer: Box<dyn SinkWriter<U>>,
+    written: u64,
+    failure: Option<DataflowError>,
+}
+
+impl<U: Send + 'static> Receiver for SinkReceiver<U> {
+    fn on_batch(&mut self, batch: Batch) -> Result<(), DataflowError> {
+        let (writer, written, failure) = (&mut self.writer, &mut self.written, &mut self.failure);
+        self.stage
+            .on_batch(batch, &mut |u| write(writer, written, failure, u))?;
+        self.failure.take().map_or(Ok(()), Err)
+    }
+
+    fn finish(self: Box<Self>) -> Result<u64, DataflowError> {
+        let SinkReceiver {
+            stage,
+            mut writer,
+            mut written,
+            mut failure,
+        } = *self;
+        stage.finish(&mut |u| write(&mut writer, &mut written, &mut failure, u))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        writer.commit()?;
+        Ok(written)
+    }
+}
+
+fn write<U>(
+    writer: &mut Box<dyn SinkWriter<U>>,
+    written: &mut u64,
+    failure: &mut Option<DataflowError>,
+    u: U,
+) {
+    if failure.is_some() {
+        return;
+    }
+    match writer.write(u) {
+        Ok(()) => *written += 1,
+        Err(e) => *failure = Some(e),
+    }
+}
+
+/// A runnable job: built by a registered job function on every worker.
+#[derive(Clone)]
+pub struct Job {
+    pub(crate) plan: Arc<dyn ErasedPlan>,
+}
+
+impl Job {
+    /// Checks that the job's source can be read and its sink written.
+    pub fn validate(&self) -> Result<(), DataflowError> {
+        self.plan.validate()
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
