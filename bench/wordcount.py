@@ -22,14 +22,21 @@ Measured per run:
   time     wall clock from starting the first process to the exit of the last one, end to end
            (start-up, reading, counting, exchange, writing the output)
   words/s  the corpus's word count / time; the table shows the median over rounds
+  CPU s    user + system CPU time of all the run's processes (median over rounds): less
+           sensitive than wall time to other load on the machine
+  other load  cores kept busy by everything else on the machine during the run (/proc/stat
+           busy time minus the run's own CPU time, over its wall time; median over rounds):
+           on a shared 2-core machine, wall times are only comparable when this is near 0
   memory   the sum over all processes of the run of each process's own peak resident set
            (an upper bound of the simultaneous total, since the peaks need not coincide).
-           Processes started here directly: ru_maxrss from os.wait4, exact. Processes they start
-           themselves (swd local's coordinator and workers): VmHWM from /proc/PID/status,
-           sampled every 50 ms while they live (growth in the last <50 ms of a life may be missed;
-           for swd the larger of that sum and wait4's ru_maxrss, which is a max over the tree, is
-           taken). RUSAGE_CHILDREN is not used: its maxrss is a maximum, not a sum. The table
-           shows the largest value over rounds.
+           Each process started here runs under /usr/bin/time -f %M (GNU time), which reports
+           its peak exactly. Processes that a program starts itself (swd local's coordinator and
+           workers) are sampled every 50 ms from /proc/PID/status (VmHWM, the process's own peak;
+           growth in the last <50 ms of a life may be missed); GNU time's %M for swd, a max over
+           its whole tree, is a floor. Without GNU time, os.wait4's ru_maxrss is used, which on
+           Linux also counts this Python script's own RSS at the moment of the spawn, and so
+           over-estimates small programs. RUSAGE_CHILDREN is not used: its maxrss is a maximum
+           over children, not a sum. The table shows the largest value over rounds.
 Every output is checked against expected.tsv: the output folder's files whose names do not start
 with "." or "_" are concatenated, their lines sorted bytewise and compared. A mismatch or a failed
 run is printed loudly and makes the script exit 1 (after the table).
@@ -186,11 +193,24 @@ class TreeSampler:
 # ---- running one system -----------------------------------------------------------------------
 
 class Run:
-    def __init__(self, seconds, rss_kib, ok, note=""):
-        self.seconds, self.rss_kib, self.ok, self.note = seconds, rss_kib, ok, note
+    def __init__(self, seconds, rss_kib, cpu, others, ok, note=""):
+        self.seconds, self.rss_kib, self.cpu, self.others = seconds, rss_kib, cpu, others
+        self.ok, self.note = ok, note
 
 
 GNU_TIME = "/usr/bin/time"
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_busy_seconds():
+    """CPU seconds the whole machine has spent busy (all but idle and iowait), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
 
 
 def have_gnu_time():
@@ -202,28 +222,33 @@ def have_gnu_time():
 
 
 def read_time_file(path):
-    """The %M value GNU time wrote last into `path` (earlier lines may note an exit status)."""
+    """(peak RSS KiB, CPU s) from the "%M %U %S" line GNU time wrote last into `path` (earlier
+    lines may note an exit status)."""
     try:
         with open(path) as f:
             lines = [x.strip() for x in f if x.strip()]
-        return int(lines[-1])
+        rss, user, system = lines[-1].split()
+        return int(rss), float(user) + float(system)
     except (OSError, ValueError, IndexError):
-        return 0
+        return 0, 0.0
 
 
 def run_processes(cmds, workdir, sample_tree, use_time):
-    """Starts `cmds` at once, waits for all; returns (seconds, summed peak RSS KiB, failures)."""
+    """Starts `cmds` at once, waits for all; returns (seconds, summed peak RSS KiB, CPU seconds,
+    other load in cores, failures). CPU seconds: user + system time of all processes (children
+    included)."""
     outs, procs, time_files = [], [], []
+    busy0 = machine_busy_seconds()
     t0 = time.perf_counter()
     for i, cmd in enumerate(cmds):
         out = open(os.path.join(workdir, "proc%d.log" % i), "w")
         outs.append(out)
         if use_time:
             time_files.append(os.path.join(workdir, "proc%d.maxrss" % i))
-            cmd = [GNU_TIME, "-f", "%M", "-o", time_files[-1]] + cmd
+            cmd = [GNU_TIME, "-f", "%M %U %S", "-o", time_files[-1]] + cmd
         procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
     sampler = TreeSampler([p.pid for p in procs]) if sample_tree else None
-    maxrss, failures = {}, []
+    maxrss, cpu, failures = {}, 0.0, []
     pending = {p.pid: (i, p) for i, p in enumerate(procs)}
     while pending:
         pid, status, usage = os.wait4(-1, 0)
@@ -233,12 +258,19 @@ def run_processes(cmds, workdir, sample_tree, use_time):
         p.returncode = os.waitstatus_to_exitcode(status)
         # Without GNU time: ru_maxrss of a child started from this (large) Python process,
         # which Linux raises to this process's own peak RSS at the exec: an over-estimate.
-        maxrss[i] = read_time_file(time_files[i]) if use_time else usage.ru_maxrss
+        if use_time:
+            maxrss[i], used = read_time_file(time_files[i])
+        else:
+            maxrss[i], used = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+        cpu += used
         if p.returncode != 0:
             failures.append((i, p.returncode))
             for _, q in pending.values():  # do not wait for the peers of a failed process forever
                 q.kill()
     seconds = time.perf_counter() - t0
+    busy1 = machine_busy_seconds()
+    # Cores kept busy by everything else on the machine (other users, steal) during the run.
+    others = None if busy0 is None or busy1 is None else max(0.0, (busy1 - busy0 - cpu) / seconds)
     for out in outs:
         out.close()
     if sampler is not None:
@@ -252,7 +284,7 @@ def run_processes(cmds, workdir, sample_tree, use_time):
         rss = max(rss, max(maxrss.values()))
     else:
         rss = sum(maxrss.values())
-    return seconds, rss, failures
+    return seconds, rss, cpu, others, failures
 
 
 def log_tail(workdir, n=15):
@@ -301,21 +333,21 @@ class System:
         os.makedirs(workdir)
         cmds = self.make_cmds(input_dir, outdir)
         self.example = " & ".join(shlex.join(c) for c in cmds) if len(cmds) > 1 else shlex.join(cmds[0])
-        seconds, rss, failures = run_processes(cmds, workdir, self.sample_tree, use_time)
+        seconds, rss, cpu, others, failures = run_processes(cmds, workdir, self.sample_tree, use_time)
         if failures:
             msg = "FAILED: %s: process(es) %s exited non-zero\n%s" % (self.name, failures, log_tail(workdir))
-            self.runs.append(Run(seconds, rss, False, msg))
+            self.runs.append(Run(seconds, rss, cpu, others, False, msg))
             log("  %-14s %7.2f s  FAILED" % (self.name, seconds))
             log(msg)
             return
         ok, detail = verify(outdir, expected_lines)
         status = "OK" if ok else "MISMATCH"
-        log("  %-14s %7.2f s  peak RSS %8.1f MiB  %s (%s)" % (self.name, seconds, rss / 1024, status,
-                                                             detail.splitlines()[0]))
+        log("  %-14s %7.2f s  CPU %6.2f s  peak RSS %8.1f MiB  other load %s cores  %s (%s)"
+            % (self.name, seconds, cpu, rss / 1024, fmt_load(others), status, detail.splitlines()[0]))
         if not ok:
             log("!" * 78 + "\nMISMATCH: output of %s differs from expected.tsv\n%s\n" % (self.name, detail)
                 + "!" * 78)
-        self.runs.append(Run(seconds, rss, ok, "" if ok else "MISMATCH: " + detail))
+        self.runs.append(Run(seconds, rss, cpu, others, ok, "" if ok else "MISMATCH: " + detail))
         shutil.rmtree(outdir, ignore_errors=True)
 
 
@@ -329,6 +361,10 @@ def swd_supports_job(swd):
     if "--job" not in r.stdout + r.stderr:
         return False, "swd local has no --job option yet"
     return True, ""
+
+
+def fmt_load(x):
+    return "?" if x is None else "%.1f" % x
 
 
 def fmt_rate(x):
@@ -410,8 +446,8 @@ def main():
     log("")
     log("word count, %d words (%.1f MiB, %d files), %d rounds, %d cores (os.cpu_count())"
         % (total_words, input_bytes / 2**20, args.partitions, args.rounds, os.cpu_count()))
-    header = "%-14s %12s %10s %18s %14s  %s" % ("system", "words/s", "median s", "min..max s",
-                                                 "peak RSS MiB", "verified")
+    header = "%-14s %12s %10s %14s %10s %14s %12s  %s" % (
+        "system", "words/s", "median s", "min..max s", "CPU s", "peak RSS MiB", "other load", "verified")
     log(header)
     log("-" * len(header))
     failed = []
@@ -428,9 +464,11 @@ def main():
         secs = [x.seconds for x in good]
         med = statistics.median(secs)
         rates[s.name] = total_words / med
-        log("%-14s %12s %10.2f %18s %14.1f  %d/%d OK" % (
+        loads = [x.others for x in good if x.others is not None]
+        log("%-14s %12s %10.2f %14s %10.2f %14.1f %12s  %d/%d OK" % (
             s.name, fmt_rate(rates[s.name]), med, "%.2f..%.2f" % (min(secs), max(secs)),
-            max(x.rss_kib for x in good) / 1024, len(good), len(s.runs)))
+            statistics.median(x.cpu for x in good), max(x.rss_kib for x in good) / 1024,
+            fmt_load(statistics.median(loads) if loads else None), len(good), len(s.runs)))
     log("")
     if "single-thread" in rates and "timely" in rates:
         log("timely / (%d x single-thread)  = %.2f" % (n, rates["timely"] / (n * rates["single-thread"])))

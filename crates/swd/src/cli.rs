@@ -55,6 +55,9 @@ pub struct CoordinatorArgs {
     /// Refuse workers beyond this many.
     #[arg(long, default_value_t = 100)]
     pub max_workers: usize,
+    /// With a job: wait for this many workers before its first attempt.
+    #[arg(long, default_value_t = 1)]
+    pub min_workers: usize,
     /// How partitions move when workers join or leave: immediate, gradual or manual.
     #[arg(long, default_value = "gradual")]
     pub rebalance: RebalanceStrategy,
@@ -64,6 +67,26 @@ pub struct CoordinatorArgs {
     /// The cluster's name (workers and clients must name the same).
     #[arg(long, default_value = "default")]
     pub cluster: String,
+    #[command(flatten)]
+    /// The job to run, if any.
+    pub job: JobArgs,
+}
+
+/// Which job to run.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// A registered job (the swd binary has `wordcount` and `repartition`).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// The job's input (a directory of text files for the built-in jobs).
+    #[arg(long, requires = "job")]
+    pub input: Option<PathBuf>,
+    /// The job's output directory; it must not exist or be empty.
+    #[arg(long, requires = "job")]
+    pub output: Option<PathBuf>,
+    /// A job parameter, `key=value` (repeatable).
+    #[arg(long = "param", value_parser = parse_param, requires = "job")]
+    pub params: Vec<(String, String)>,
 }
 
 /// `swd worker`.
@@ -144,7 +167,7 @@ pub struct LocalArgs {
     #[arg(long, default_value_t = 3)]
     pub workers: usize,
     /// Number of partitions P.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 8)]
     pub partitions: usize,
     /// Coordinator address (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -161,14 +184,26 @@ pub struct LocalArgs {
     /// Directory for the coordinator's files.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Keep the cluster running until Ctrl-C instead of stopping once it has settled.
+    /// Keep the cluster running until Ctrl-C instead of stopping once it has settled (or the
+    /// job has ended).
     #[arg(long)]
     pub keep_running: bool,
+    #[command(flatten)]
+    /// The job to run, if any.
+    pub job: JobArgs,
 }
 
 /// Parses a human duration such as `100ms` or `2s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 100ms or 2s)"))
+}
+
+/// Parses a `key=value` job parameter.
+pub fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
 }
 
 /// Parses a partition list such as `0,1,2` or `0-3,8`.

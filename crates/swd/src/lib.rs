@@ -19,8 +19,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Runs `swd` with the process's arguments and returns its exit code.
+/// Runs `swd` with the process's arguments and the built-in jobs, and returns its exit code.
 pub fn main() -> ExitCode {
+    main_with(streamweave_distributed::dataflow::jobs::builtin())
+}
+
+/// Runs `swd` with the process's arguments and the jobs in `registry`: a user's own binary
+/// gets the whole command line, with its jobs, from this one call (see `examples/custom_jobs.rs`).
+pub fn main_with(registry: streamweave_distributed::dataflow::JobRegistry) -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -30,7 +36,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(commands::run(cli, registry)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -100,6 +100,9 @@ pub struct CoordinatorConfig {
     pub job: Option<JobSpec>,
     /// Aborted attempts after which the job is declared failed.
     pub max_job_restarts: u64,
+    /// The job's first attempt waits until this many workers have registered (so a cluster
+    /// that is still starting does not begin, then restart at every join).
+    pub min_workers: usize,
 }
 
 impl Default for CoordinatorConfig {
@@ -117,6 +120,7 @@ impl Default for CoordinatorConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             job: None,
             max_job_restarts: 10,
+            min_workers: 1,
         }
     }
 }

@@ -89,6 +89,15 @@ pub enum Input {
 pub enum JobReport {
     /// Progress of its tasks in an attempt (sent with heartbeats).
     Progress(JobProgress),
+    /// A source partition read all its input.
+    SourceDone {
+        /// The attempt.
+        attempt: u64,
+        /// The partition.
+        partition: PartitionId,
+        /// Records read.
+        records_in: u64,
+    },
     /// A partition committed its output.
     PartitionDone {
         /// The attempt.

@@ -46,6 +46,14 @@ impl Engine {
                 job.on_progress(&id, progress);
                 JobStep::Nothing
             }
+            JobReport::SourceDone {
+                attempt,
+                partition,
+                records_in,
+            } => {
+                job.on_source_done(attempt, partition, records_in);
+                JobStep::Nothing
+            }
             JobReport::PartitionDone {
                 attempt,
                 partition,
@@ -64,7 +72,7 @@ impl Engine {
         let (Some(now), true) = (self.clock, self.job.is_some()) else {
             return;
         };
-        let stable = self.stable();
+        let stable = self.stable() && self.workers.len() >= self.config.min_workers;
         let generation = self.generation;
         let Some(job) = self.job.as_mut() else { return };
         let step = job.on_cluster(generation, stable, now);

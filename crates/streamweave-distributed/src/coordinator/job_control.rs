@@ -40,6 +40,7 @@ pub struct JobControl {
     generation: Option<Generation>,
     restarts: u64,
     done: BTreeMap<PartitionId, u64>,
+    sources_done: BTreeMap<PartitionId, u64>,
     progress: BTreeMap<WorkerId, JobProgress>,
     error: Option<String>,
     started: Option<Instant>,
@@ -58,6 +59,7 @@ impl JobControl {
             generation: None,
             restarts: 0,
             done: BTreeMap::new(),
+            sources_done: BTreeMap::new(),
             progress: BTreeMap::new(),
             error: None,
             started: None,
@@ -96,6 +98,7 @@ impl JobControl {
                 self.generation = Some(generation);
                 self.state = JobState::Running;
                 self.done.clear();
+                self.sources_done.clear();
                 self.progress.clear();
                 self.started.get_or_insert(now);
                 JobStep::Start(self.attempt)
@@ -108,6 +111,13 @@ impl JobControl {
     pub fn on_progress(&mut self, worker: &WorkerId, progress: JobProgress) {
         if progress.attempt == self.attempt && !self.ended() {
             self.progress.insert(worker.clone(), progress);
+        }
+    }
+
+    /// A source partition read all its input.
+    pub fn on_source_done(&mut self, attempt: u64, partition: PartitionId, records_in: u64) {
+        if attempt == self.attempt && self.state == JobState::Running && partition < self.num_partitions {
+            self.sources_done.insert(partition, records_in);
         }
     }
 
@@ -152,7 +162,10 @@ impl JobControl {
 
     /// The job's status at `now`.
     pub fn status(&self, now: Instant) -> JobStatus {
-        let records_in = self.progress.values().map(|p| p.records_in).sum();
+        // Exact once every source has reported; live (from heartbeats) until then.
+        let live: u64 = self.progress.values().map(|p| p.records_in).sum();
+        let done: u64 = self.sources_done.values().sum();
+        let records_in = live.max(done);
         let elapsed = self
             .elapsed
             .or_else(|| self.started.map(|s| now.saturating_duration_since(s)));
@@ -199,6 +212,7 @@ mod tests {
             (JobState::Finished, 15, 2)
         );
         assert_eq!(status.elapsed_ms, 250, "frozen at the end");
+        assert_eq!(status.records_in, 42);
         // Nothing restarts a finished job.
         assert_eq!(job.on_cluster(Generation(9), true, end), JobStep::Nothing);
     }

@@ -267,6 +267,9 @@ async fn serve_worker(
                         vec![Input::Ack { conn, generation, running }]
                     }
                     Ok(Some(WorkerMessage::Leave)) => vec![Input::Leave { conn }],
+                    Ok(Some(WorkerMessage::SourceDone { attempt, partition, records_in })) => {
+                        vec![Input::Job { conn, report: JobReport::SourceDone { attempt, partition, records_in } }]
+                    }
                     Ok(Some(WorkerMessage::PartitionDone { attempt, partition, records_out })) => {
                         vec![Input::Job { conn, report: JobReport::PartitionDone { attempt, partition, records_out } }]
                     }

@@ -70,6 +70,15 @@ pub enum WorkerMessage {
         /// Progress on the current job attempt, if one runs here.
         job: Option<JobProgress>,
     },
+    /// A source partition of a job attempt has read all its input and sent it on.
+    SourceDone {
+        /// The attempt.
+        attempt: u64,
+        /// The source partition.
+        partition: PartitionId,
+        /// Records it read.
+        records_in: u64,
+    },
     /// A partition of a job attempt is complete: its sink committed.
     PartitionDone {
         /// The attempt.

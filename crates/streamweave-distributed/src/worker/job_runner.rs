@@ -26,7 +26,8 @@ use crate::protocol::{JobProgress, PartitionOwner, WorkerMessage};
 struct Attempt {
     attempt: u64,
     cancel: CancellationToken,
-    records_in: Arc<AtomicU64>,
+    /// Records read, per owned source partition.
+    records_in: Arc<Vec<AtomicU64>>,
     records_out: Arc<AtomicU64>,
     inboxes: Vec<mpsc::UnboundedSender<Inbound>>,
 }
@@ -57,7 +58,7 @@ impl JobRunner {
     pub(crate) fn progress(&self) -> Option<JobProgress> {
         self.current.as_ref().map(|a| JobProgress {
             attempt: a.attempt,
-            records_in: a.records_in.load(Ordering::Relaxed),
+            records_in: a.records_in.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
             records_out: a.records_out.load(Ordering::Relaxed),
         })
     }
@@ -72,7 +73,7 @@ impl JobRunner {
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
         let cancel = CancellationToken::new();
-        let records_in = Arc::new(AtomicU64::new(0));
+        let records_in = Arc::new(mine.iter().map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
         let records_out = Arc::new(AtomicU64::new(0));
         let inboxes = mine.iter().map(|&q| self.plane.inbox(attempt, q)).collect();
         self.current = Some(Attempt {
@@ -150,7 +151,7 @@ struct Launch {
     plane: DataPlane,
     reports: mpsc::UnboundedSender<WorkerMessage>,
     cancel: CancellationToken,
-    records_in: Arc<AtomicU64>,
+    records_in: Arc<Vec<AtomicU64>>,
     records_out: Arc<AtomicU64>,
 }
 
@@ -205,7 +206,7 @@ impl Launch {
                 Err(e) => report_failure(&reports, attempt, Some(q), &e),
             });
         }
-        for &p in &self.mine {
+        for (task, &p) in self.mine.iter().enumerate() {
             let ctx = SourceContext {
                 partition: p,
                 num_partitions,
@@ -218,12 +219,21 @@ impl Launch {
             );
             let attempt = self.attempt;
             tokio::task::spawn_blocking(move || {
-                let result = plan
-                    .run_source(&ctx, SourceOffset(0), &records_in, &mut out)
-                    .and_then(|end| match end {
-                        SourceEnd::Exhausted(_) => out.end_of_stream(p),
-                        SourceEnd::Stopped(_) => Ok(()),
-                    });
+                let counter = &records_in[task];
+                let result = plan.run_source(&ctx, SourceOffset(0), counter, &mut out);
+                let read = counter.load(Ordering::Relaxed);
+                let result = result.and_then(|end| match end {
+                    SourceEnd::Exhausted(_) => {
+                        out.end_of_stream(p)?;
+                        let _ = reports.send(WorkerMessage::SourceDone {
+                            attempt,
+                            partition: p,
+                            records_in: read,
+                        });
+                        Ok(())
+                    }
+                    SourceEnd::Stopped(_) => Ok(()),
+                });
                 match result {
                     Ok(()) => {}
                     Err(_) if out.cancel.is_cancelled() => {}

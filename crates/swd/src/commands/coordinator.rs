@@ -1,25 +1,30 @@
-//! `swd coordinator`: serve until SIGINT or SIGTERM, then tell the workers and exit 0.
+//! `swd coordinator`: serve until SIGINT or SIGTERM, then tell the workers and exit 0. With a
+//! job, it runs the job on its workers and keeps serving status after the job ends.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use streamweave_distributed::{CoordinatorConfig, CoordinatorError, CoordinatorImpl};
 
-use super::flag_error;
+use super::{flag_error, job_spec};
 use crate::cli::CoordinatorArgs;
 use crate::signals::shutdown_requested;
+use streamweave_distributed::dataflow::JobRegistry;
 
-pub async fn run(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
+    let job = job_spec(&args.job, registry)?;
     let config = CoordinatorConfig {
         bind_address: args.bind,
         heartbeat_timeout: args.heartbeat_timeout,
         health_check_interval: args.health_check_interval,
         max_workers: args.max_workers,
+        min_workers: args.min_workers,
         rebalance_strategy: args.rebalance,
         enable_failover: !args.no_failover,
         num_partitions: args.partitions,
         data_dir: args.data_dir,
         cluster_name: args.cluster,
+        job,
         ..Default::default()
     };
     let mut coordinator = CoordinatorImpl::new(config);

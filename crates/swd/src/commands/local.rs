@@ -1,6 +1,8 @@
 //! `swd local`: a coordinator and N worker processes on loopback, started from this same
-//! binary. It waits until every partition is owned, prints the status, and stops the cluster
-//! (or keeps it running until Ctrl-C with `--keep-running`).
+//! binary (the embedded cluster). Without a job it waits until every partition is owned and
+//! prints the status; with `--job` it follows the job (progress on stderr), prints a summary and
+//! exits 0 when the job finished, 1 when it failed. Then it stops the cluster, unless
+//! `--keep-running` (until Ctrl-C).
 
 use std::net::SocketAddr;
 use std::process::{ExitCode, Stdio};
@@ -11,20 +13,24 @@ use streamweave_distributed::{Client, ClusterStatus};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use streamweave_distributed::dataflow::JobRegistry;
+
+use super::{job_spec, progress};
 use crate::cli::LocalArgs;
 use crate::signals::shutdown_requested;
 use crate::table::status_table;
 
 const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
-const CLUSTER: &str = "default";
+pub(super) const CLUSTER: &str = "default";
 
-pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
     if args.workers == 0 {
         bail!("invalid --workers: must be at least 1");
     }
     if args.partitions == 0 {
         bail!("invalid --partitions: must be at least 1");
     }
+    let job = job_spec(&args.job, registry)?;
     let exe = std::env::current_exe().context("cannot find the swd executable")?;
     let health_check = (args.heartbeat_timeout / 5).max(Duration::from_millis(10));
     let mut coordinator = command(&exe);
@@ -40,9 +46,22 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
             &humantime::format_duration(health_check).to_string(),
         ])
         .args(["--rebalance", args.rebalance.as_str()])
+        .args(["--min-workers", &args.workers.to_string()])
         .stdout(Stdio::piped());
     if let Some(dir) = &args.data_dir {
         coordinator.arg("--data-dir").arg(dir);
+    }
+    if let Some(spec) = &job {
+        coordinator.args(["--job", &spec.name]);
+        if let Some(input) = &spec.input {
+            coordinator.arg("--input").arg(input);
+        }
+        if let Some(output) = &spec.output {
+            coordinator.arg("--output").arg(output);
+        }
+        for (key, value) in &spec.params {
+            coordinator.arg("--param").arg(format!("{key}={value}"));
+        }
     }
     let mut coordinator = coordinator
         .spawn()
@@ -71,19 +90,29 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let started = Instant::now();
-    let outcome = settle(addr, args.workers, &mut coordinator, &mut workers).await;
-    if let Ok(status) = &outcome {
-        println!(
-            "local cluster at {addr}: {} workers own all {} partitions (settled in {} ms)",
-            status.workers.len(),
-            status.partitions,
-            started.elapsed().as_millis()
-        );
-        print!("{}", status_table(status));
-        if args.keep_running {
-            println!("running; press Ctrl-C to stop");
-            shutdown_requested().await;
+    let outcome = match &job {
+        None => settle(addr, args.workers, &mut coordinator, &mut workers)
+            .await
+            .map(|status| {
+                println!(
+                    "local cluster at {addr}: {} workers own all {} partitions (settled in {} ms)",
+                    status.workers.len(),
+                    status.partitions,
+                    started.elapsed().as_millis()
+                );
+                print!("{}", status_table(&status));
+                ExitCode::SUCCESS
+            }),
+        Some(spec) => {
+            let name = spec.name.clone();
+            progress::follow(addr, &mut coordinator, &mut workers)
+                .await
+                .map(|job| progress::summary(&name, &job, args.workers, args.partitions, started.elapsed()))
         }
+    };
+    if outcome.is_ok() && args.keep_running {
+        println!("running; press Ctrl-C to stop");
+        shutdown_requested().await;
     }
     for worker in &mut workers {
         terminate(worker);
@@ -93,7 +122,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     }
     terminate(&mut coordinator);
     wait_or_kill(&mut coordinator).await;
-    outcome.map(|_| ExitCode::SUCCESS)
+    outcome
 }
 
 fn command(exe: &std::path::Path) -> Command {
@@ -125,7 +154,7 @@ async fn read_address(coordinator: &mut Child) -> anyhow::Result<SocketAddr> {
 }
 
 /// Polls the status until every worker is registered and every partition is owned.
-async fn settle(
+pub(super) async fn settle(
     addr: SocketAddr,
     expected_workers: usize,
     coordinator: &mut Child,
@@ -134,14 +163,7 @@ async fn settle(
     let deadline = Instant::now() + SETTLE_DEADLINE;
     let mut last = None;
     while Instant::now() < deadline {
-        if let Some(code) = coordinator.try_wait()? {
-            bail!("the coordinator exited early ({code})");
-        }
-        for (i, worker) in workers.iter_mut().enumerate() {
-            if let Some(code) = worker.try_wait()? {
-                bail!("worker-{} exited early ({code})", i + 1);
-            }
-        }
+        check_alive(coordinator, workers)?;
         if let Ok(mut client) = Client::connect(addr, CLUSTER).await {
             if let Ok(status) = client.status().await {
                 let settled = status.workers.len() == expected_workers
@@ -163,6 +185,19 @@ async fn settle(
         ),
         None => bail!("the coordinator at {addr} did not answer within {SETTLE_DEADLINE:?}"),
     }
+}
+
+/// Fails if the coordinator or any worker process has exited.
+pub(super) fn check_alive(coordinator: &mut Child, workers: &mut [Child]) -> anyhow::Result<()> {
+    if let Some(code) = coordinator.try_wait()? {
+        bail!("the coordinator exited early ({code})");
+    }
+    for (i, worker) in workers.iter_mut().enumerate() {
+        if let Some(code) = worker.try_wait()? {
+            bail!("worker-{} exited early ({code})", i + 1);
+        }
+    }
+    Ok(())
 }
 
 /// Asks a child to stop (SIGTERM), so workers leave gracefully.

@@ -4,24 +4,47 @@
 mod admin;
 mod coordinator;
 mod local;
+mod progress;
 mod worker;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
+use streamweave_distributed::dataflow::{JobRegistry, JobSpec};
 use streamweave_distributed::ConfigError;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, JobArgs};
 
 /// Runs the parsed command.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: Cli, registry: JobRegistry) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Coordinator(args) => coordinator::run(args).await,
-        Command::Worker(args) => worker::run(args).await,
+        Command::Coordinator(args) => coordinator::run(args, &registry).await,
+        Command::Worker(args) => worker::run(args, registry).await,
         Command::Status(args) => admin::status(args).await,
         Command::Assign(args) => admin::assign(args).await,
         Command::Rebalance(args) => admin::rebalance(args).await,
-        Command::Local(args) => local::run(args).await,
+        Command::Local(args) => local::run(args, &registry).await,
     }
+}
+
+/// The job the flags name, checked before anything starts: the job exists in this binary, its
+/// input can be read and its output written. Paths are made absolute so that workers started
+/// elsewhere find them.
+fn job_spec(args: &JobArgs, registry: &JobRegistry) -> anyhow::Result<Option<JobSpec>> {
+    let Some(name) = &args.job else { return Ok(None) };
+    let mut spec = JobSpec::new(name.clone());
+    if let Some(input) = &args.input {
+        spec.input =
+            Some(std::path::absolute(input).with_context(|| format!("bad --input {}", input.display()))?);
+    }
+    if let Some(output) = &args.output {
+        spec.output =
+            Some(std::path::absolute(output).with_context(|| format!("bad --output {}", output.display()))?);
+    }
+    spec.params = args.params.iter().cloned().collect();
+    let job = registry.build(&spec)?;
+    job.validate()?;
+    Ok(Some(spec))
 }
 
 /// A configuration error in the words of the command line: the flag, not the struct field.

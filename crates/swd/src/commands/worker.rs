@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use streamweave_distributed::dataflow::JobRegistry;
 use streamweave_distributed::{Worker, WorkerConfig, WorkerError, WorkerId, WorkerImpl};
 use tokio_util::sync::CancellationToken;
 
@@ -11,7 +12,7 @@ use super::flag_error;
 use crate::cli::WorkerArgs;
 use crate::signals::shutdown_requested;
 
-pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<ExitCode> {
     let mut config = WorkerConfig {
         coordinator_address: args.coordinator,
         bind_address: args.bind,
@@ -25,7 +26,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         config.worker_id = WorkerId::new(id);
     }
     let id = config.worker_id.clone();
-    let mut worker = WorkerImpl::new(config);
+    let mut worker = WorkerImpl::new(config).with_jobs(registry);
     let stop = CancellationToken::new();
     let signal = stop.clone();
     tokio::spawn(async move {

@@ -130,6 +130,11 @@ impl DataPlane {
                         tracing::warn!(%peer_addr, role = ?other.role, "closing data connection: not a worker");
                         return;
                     }
+                    Ok(Err(crate::protocol::ProtocolError::Closed)) => {
+                        // A peer that gave up dialing (its attempt was cancelled).
+                        tracing::debug!(%peer_addr, "data connection closed during the handshake");
+                        return;
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(%peer_addr, error = %e, "closing data connection: handshake failed");
                         return;
