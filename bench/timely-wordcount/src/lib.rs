@@ -11,17 +11,19 @@ pub use rustc_hash::FxHashMap;
 /// Size of the read buffer: text is handed on in blocks of whole lines of about this size.
 pub const BLOCK_BYTES: usize = 1 << 20;
 
-/// The regular files of `dir` whose names do not start with `.` or `_`, sorted by file name.
+/// The regular files (or links to them) in `dir` whose names do not start with `.` or `_`, sorted by file name.
 pub fn list_input_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || name.starts_with('_') || !entry.file_type()?.is_file() {
+        let path = entry.path();
+        // `Path::is_file` follows symbolic links, so a folder of links to the files works too.
+        if name.starts_with('.') || name.starts_with('_') || !path.is_file() {
             continue;
         }
-        files.push(entry.path());
+        files.push(path);
     }
     files.sort();
     Ok(files)

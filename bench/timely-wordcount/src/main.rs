@@ -191,14 +191,24 @@ fn files_of(files: &[PathBuf], index: usize, processes: usize, threads: usize) -
 
 type Pair = (String, u64);
 
-/// The per-worker program: returns (words read, distinct words written).
+/// What one worker did, for the summary line on stderr.
+struct Stats {
+    words: u64,
+    pairs_sent: u64,
+    distinct: usize,
+    count_secs: f64,
+    wait_secs: f64,
+    write_secs: f64,
+}
+
+/// The per-worker program.
 fn worker_main(
     worker: &mut timely::worker::Worker,
     files: &[PathBuf],
     output: &Path,
     processes: usize,
     threads: usize,
-) -> Result<(u64, usize), String> {
+) -> Result<Stats, String> {
     let index = worker.index();
     let mine = files_of(files, index, processes, threads);
 
@@ -221,23 +231,34 @@ fn worker_main(
 
     // Read and pre-aggregate one file at a time, then send that file's pairs.
     let mut local: FxHashMap<String, u64> = FxHashMap::default();
-    let mut words = 0u64;
+    let (mut words, mut pairs_sent) = (0u64, 0u64);
+    let start = Instant::now();
     for path in &mine {
         for_each_text_block(path, |text| count_words(&mut local, text))
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        pairs_sent += local.len() as u64;
         for (word, count) in local.drain() {
             words += count;
             input.send((word, count));
         }
         worker.step();
     }
+    let counted = Instant::now();
     drop(input); // closes the input: the dataflow completes once every worker has done so.
     while worker.step_or_park(None) {}
+    let done = Instant::now();
 
     let sums = sums.borrow();
     let part = output.join(format!("part-{index}"));
     write_counts(&part, sums.iter()).map_err(|e| format!("{}: {e}", part.display()))?;
-    Ok((words, sums.len()))
+    Ok(Stats {
+        words,
+        pairs_sent,
+        distinct: sums.len(),
+        count_secs: (counted - start).as_secs_f64(),
+        wait_secs: (done - counted).as_secs_f64(),
+        write_secs: done.elapsed().as_secs_f64(),
+    })
 }
 
 fn run(args: Args) -> Result<(), String> {
@@ -275,9 +296,13 @@ fn run(args: Args) -> Result<(), String> {
         worker_main(worker, &files, &output, processes, threads)
     })?;
     for (index, result) in guards.join().into_iter().enumerate() {
-        let (words, distinct) = result??;
+        let s = result??;
         let worker = args.process * threads + index;
-        eprintln!("timely-wordcount: worker {worker}: read {words} words, wrote {distinct} distinct words");
+        eprintln!(
+            "timely-wordcount: worker {worker}: read {} words, sent {} pairs, wrote {} words; \
+             read+count {:.3} s, then exchange+sum {:.3} s, write {:.3} s",
+            s.words, s.pairs_sent, s.distinct, s.count_secs, s.wait_secs, s.write_secs
+        );
     }
     Ok(())
 }

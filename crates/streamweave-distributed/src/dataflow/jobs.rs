@@ -2,15 +2,31 @@
 //! files, written with the public builder like any user job.
 
 use super::sinks::TextDirSink;
-use super::sources::TextDirSource;
+use super::sources::{TextDirSource, Throttled};
 use super::{DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, Stream};
 
+/// The job's input with the optional `rate` parameter (lines per second per source partition).
+fn input(spec: &JobSpec) -> Result<Throttled<TextDirSource>, DataflowError> {
+    let rate = match spec.params.get("rate") {
+        Some(rate) => rate.parse().map_err(|_| {
+            DataflowError::InvalidJob(format!(
+                "parameter rate={rate:?} is not a number of records per second"
+            ))
+        })?,
+        None => 0,
+    };
+    Ok(Throttled::new(
+        TextDirSource::new(spec.require_input()?.clone()),
+        rate,
+    ))
+}
+
 /// Word count: words are maximal runs of non-whitespace characters (`char::is_whitespace`);
-/// output lines `word<TAB>count`, one per distinct word, when the input ends.
+/// output lines `word<TAB>count`, one per distinct word, when the input ends. Parameter
+/// `rate`: lines per second per source partition (default unlimited).
 pub fn wordcount(spec: &JobSpec) -> Result<Job, DataflowError> {
-    let input = TextDirSource::new(spec.require_input()?.clone());
     let output = TextDirSink::new(spec.require_output()?.clone());
-    Ok(Stream::from_source(input)
+    Ok(Stream::from_source(input(spec)?)
         .flat_map(|line: String| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
         .count()
         .map(|(word, n)| format!("{word}\t{n}"))
@@ -20,9 +36,10 @@ pub fn wordcount(spec: &JobSpec) -> Result<Job, DataflowError> {
 /// Repartition: every input line goes, by a stable hash of the line, to the partition that owns
 /// it and is written there; the output is the input's lines, reordered.
 pub fn repartition(spec: &JobSpec) -> Result<Job, DataflowError> {
-    let input = TextDirSource::new(spec.require_input()?.clone());
     let output = TextDirSink::new(spec.require_output()?.clone());
-    Ok(Stream::from_source(input).exchange(HashPartitioner).sink(output))
+    Ok(Stream::from_source(input(spec)?)
+        .exchange(HashPartitioner)
+        .sink(output))
 }
 
 /// A registry holding the built-in jobs.

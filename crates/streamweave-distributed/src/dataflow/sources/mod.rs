@@ -1,5 +1,6 @@
 //! Built-in sources: the lines of a directory of text files ([`TextDirSource`]), an in-memory
-//! collection ([`CollectionSource`]) and a deterministic generator ([`GeneratorSource`]).
+//! collection ([`CollectionSource`]), a deterministic generator ([`GeneratorSource`]), and a
+//! rate limit for any of them ([`Throttled`]).
 //!
 //! Every source splits its input into `P` shares the same way on every machine, so the task of
 //! partition `p` can run anywhere and resume from the [`SourceOffset`](super::SourceOffset) it
@@ -8,10 +9,12 @@
 mod collection;
 mod generator;
 mod text_dir;
+mod throttled;
 
 pub use collection::CollectionSource;
 pub use generator::GeneratorSource;
 pub use text_dir::{plan_splits, Split, TextDirSource};
+pub use throttled::Throttled;
 
 use super::{DataflowError, SourceContext};
 
