@@ -11,12 +11,18 @@ Systems, run in turn in every round (so slow drift of the machine hits all of th
                   not build)
   single-thread   target/release/single-thread --input IN --output OUT: one thread, one hash map
                   (the per-core limit; "2 x single" is what two perfectly scaling cores would do)
+  2x-single       2 single-thread processes side by side, each on every 2nd file (--shard i/2),
+                  not merged (the checker adds their counts up): the wall time of 2 perfectly
+                  scaling cores with no exchange, as this machine gives them right now
   timely          2 processes of target/release/timely-wordcount, one worker thread each, talking
                   TCP on two free 127.0.0.1 ports; the sockets are set up by timely-wordcount
-                  itself (polling every 5 ms) and handed to timely
-  timely-stock    the same with --stock-connect: timely's own CommunicationConfig::Cluster
-                  connection setup, whose connect/accept loops sleep 1 s while a peer is not up
-                  (informational; skip with --no-stock)
+                  itself (polling every 5 ms) and handed to timely; every worker sends its
+                  pre-aggregated counts after each file
+  timely-end      (informational) timely with --flush end: each worker sends its pre-aggregated
+                  counts once, after its last file, instead of after every file
+  timely-stock    (informational) timely with --stock-connect: timely's own
+                  CommunicationConfig::Cluster connection setup, whose connect/accept loops sleep
+                  1 s while a peer is not up (skip both variants with --no-variants)
 
 Measured per run:
   time     wall clock from starting the first process to the exit of the last one, end to end
@@ -27,6 +33,7 @@ Measured per run:
   other load  cores kept busy by everything else on the machine during the run (/proc/stat
            busy time minus the run's own CPU time, over its wall time; median over rounds):
            on a shared 2-core machine, wall times are only comparable when this is near 0
+           (coarse for runs shorter than a second: /proc/stat counts in 10 ms ticks)
   memory   the sum over all processes of the run of each process's own peak resident set
            (an upper bound of the simultaneous total, since the peaks need not coincide).
            Each process started here runs under /usr/bin/time -f %M (GNU time), which reports
@@ -235,7 +242,7 @@ def read_time_file(path):
 
 def run_processes(cmds, workdir, sample_tree, use_time):
     """Starts `cmds` at once, waits for all; returns (seconds, summed peak RSS KiB, CPU seconds,
-    other load in cores, failures). CPU seconds: user + system time of all processes (children
+    other load in cores, number of processes seen, failures). CPU seconds: user + system time of all processes (children
     included)."""
     outs, procs, time_files = [], [], []
     busy0 = machine_busy_seconds()
@@ -275,6 +282,8 @@ def run_processes(cmds, workdir, sample_tree, use_time):
         out.close()
     if sampler is not None:
         sampler.stop()
+    nprocs = len(procs) + (len(sampler.peak) if sampler is not None else 0) - (
+        len(procs) if use_time and sampler is not None and sampler.peak else 0)
     if use_time and sampler is not None and sampler.peak:
         # Below each GNU time: the program and whatever it starts, each sampled on its own.
         # %M (a max over that tree, exact) is a floor for the sum.
@@ -284,7 +293,7 @@ def run_processes(cmds, workdir, sample_tree, use_time):
         rss = max(rss, max(maxrss.values()))
     else:
         rss = sum(maxrss.values())
-    return seconds, rss, cpu, others, failures
+    return seconds, rss, cpu, others, nprocs, failures
 
 
 def log_tail(workdir, n=15):
@@ -298,8 +307,9 @@ def log_tail(workdir, n=15):
     return "\n".join(lines)
 
 
-def verify(outdir, expected_lines):
-    """Compares the sorted lines of the output files with expected.tsv; returns (ok, detail)."""
+def verify(outdir, expected_lines, merge=False):
+    """Compares the sorted lines of the output files with expected.tsv; returns (ok, detail).
+    With `merge`, the counts of a word in several lines are added up first."""
     if not os.path.isdir(outdir):
         return False, "no output folder %s" % outdir
     data = []
@@ -308,6 +318,15 @@ def verify(outdir, expected_lines):
     for name in names:
         with open(os.path.join(outdir, name), "rb") as f:
             data.extend(f.read().splitlines())
+    if merge:
+        sums = {}
+        try:
+            for line in data:
+                word, count = line.split(b"\t")
+                sums[word] = sums.get(word, 0) + int(count)
+        except ValueError:
+            return False, "malformed line %r" % line
+        data = [b"%s\t%d" % kv for kv in sums.items()]
     data.sort()
     if data == expected_lines:
         return True, "%d lines in %d files" % (len(data), len(names))
@@ -322,8 +341,8 @@ def verify(outdir, expected_lines):
 
 
 class System:
-    def __init__(self, name, make_cmds, sample_tree=False, available=True, reason=""):
-        self.name, self.make_cmds, self.sample_tree = name, make_cmds, sample_tree
+    def __init__(self, name, make_cmds, sample_tree=False, available=True, reason="", merge=False):
+        self.name, self.make_cmds, self.sample_tree, self.merge = name, make_cmds, sample_tree, merge
         self.available, self.reason = available, reason
         self.runs, self.example = [], None
 
@@ -333,17 +352,18 @@ class System:
         os.makedirs(workdir)
         cmds = self.make_cmds(input_dir, outdir)
         self.example = " & ".join(shlex.join(c) for c in cmds) if len(cmds) > 1 else shlex.join(cmds[0])
-        seconds, rss, cpu, others, failures = run_processes(cmds, workdir, self.sample_tree, use_time)
+        seconds, rss, cpu, others, nprocs, failures = run_processes(cmds, workdir, self.sample_tree, use_time)
         if failures:
             msg = "FAILED: %s: process(es) %s exited non-zero\n%s" % (self.name, failures, log_tail(workdir))
             self.runs.append(Run(seconds, rss, cpu, others, False, msg))
             log("  %-14s %7.2f s  FAILED" % (self.name, seconds))
             log(msg)
             return
-        ok, detail = verify(outdir, expected_lines)
+        ok, detail = verify(outdir, expected_lines, self.merge)
         status = "OK" if ok else "MISMATCH"
-        log("  %-14s %7.2f s  CPU %6.2f s  peak RSS %8.1f MiB  other load %s cores  %s (%s)"
-            % (self.name, seconds, cpu, rss / 1024, fmt_load(others), status, detail.splitlines()[0]))
+        log("  %-14s %7.2f s  CPU %6.2f s  peak RSS %7.1f MiB (%d proc)  other load %s cores  %s (%s)"
+            % (self.name, seconds, cpu, rss / 1024, nprocs, fmt_load(others), status,
+               detail.splitlines()[0]))
         if not ok:
             log("!" * 78 + "\nMISMATCH: output of %s differs from expected.tsv\n%s\n" % (self.name, detail)
                 + "!" * 78)
@@ -384,7 +404,8 @@ def main():
     ap.add_argument("--gen", help="path of gen_corpus.py (default: shared/tools/gen_corpus.py)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already in target/release")
     ap.add_argument("--swd", help="swd binary to run (default: target/release/swd, built here)")
-    ap.add_argument("--no-stock", action="store_true", help="skip timely with its stock connection setup")
+    ap.add_argument("--no-variants", action="store_true",
+                    help="skip the informational timely variants (timely-end, timely-stock)")
     args = ap.parse_args()
     args.cache_dir = os.path.abspath(args.cache_dir)
 
@@ -411,6 +432,9 @@ def main():
     def single_cmds(inp, out):
         return [[single, "--input", inp, "--output", out]]
 
+    def sharded_single_cmds(inp, out):
+        return [[single, "--input", inp, "--output", out, "--shard", "%d/%d" % (i, n)] for i in range(n)]
+
     def timely_cmds(extra):
         def make(inp, out):
             hosts = ",".join("127.0.0.1:%d" % p for p in free_ports(n))
@@ -421,9 +445,11 @@ def main():
     systems = [
         System("swd", swd_cmds, sample_tree=True, available=swd_ok, reason=reason),
         System("single-thread", single_cmds),
+        System("%dx-single" % n, sharded_single_cmds, merge=True),
         System("timely", timely_cmds([])),
     ]
-    if not args.no_stock:
+    if not args.no_variants:
+        systems.append(System("timely-end", timely_cmds(["--flush", "end"])))
         systems.append(System("timely-stock", timely_cmds(["--stock-connect"])))
     for s in systems:
         if not s.available:
@@ -470,16 +496,15 @@ def main():
             statistics.median(x.cpu for x in good), max(x.rss_kib for x in good) / 1024,
             fmt_load(statistics.median(loads) if loads else None), len(good), len(s.runs)))
     log("")
-    if "single-thread" in rates and "timely" in rates:
-        log("timely / (%d x single-thread)  = %.2f" % (n, rates["timely"] / (n * rates["single-thread"])))
-    if "swd" in rates:
-        if "timely" in rates:
-            log("swd / timely                  = %.2f" % (rates["swd"] / rates["timely"]))
-        if "single-thread" in rates:
-            log("swd / (%d x single-thread)     = %.2f" % (n, rates["swd"] / (n * rates["single-thread"])))
-    else:
-        log("swd / timely                  = n/a (swd %s)" % ("failed" if systems[0].available else
-                                                              "not available"))
+    side = "%dx-single" % n
+    ratios = [("swd", "timely", 1), ("swd", "single-thread", n), ("swd", side, 1),
+              ("timely", "single-thread", n), ("timely", side, 1)]
+    for a, b, k in ratios:
+        label = "%s / %s" % (a, b if k == 1 else "(%d x %s)" % (k, b))
+        if a in rates and b in rates:
+            log("%-36s = %.2f" % (label, rates[a] / (k * rates[b])))
+        elif a == "swd" and b == "timely":
+            log("%-36s = n/a (swd %s)" % (label, "failed" if systems[0].available else "not available"))
     log("")
     log("commands (run from %s):" % ROOT)
     for s in systems:

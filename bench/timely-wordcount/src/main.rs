@@ -3,27 +3,29 @@
 //! ```text
 //! timely-wordcount --input DIR --output DIR --process I --processes N
 //!                  [--hosts host:port,host:port,...] [--threads T] [--stock-connect]
+//!                  [--flush file|end]
 //! ```
 //!
 //! Start the same command once per process, with `--process 0` .. `--process N-1` and the same
 //! `--hosts` list (one `host:port` per process, in process order; default `127.0.0.1:2101`,
 //! `127.0.0.1:2102`, ...). Each process runs `--threads` worker threads (default 1).
 //!
-//! Input files (the regular files of DIR whose names do not start with `.` or `_`, sorted by
-//! name) are dealt out by index: process `p` reads the files `i` with `i % N == p`, and
-//! its `T` threads take every `T`-th of those. Each worker splits lines on `char::is_whitespace`
-//! and counts them in a local hash map; at the end of every file it sends its `(word, count)` pairs
-//! into the dataflow, which exchanges them by a hash of the word to the worker owning that word.
-//! That worker sums them and, once all input is done, writes `word\tcount` lines to
+//! Input files (the regular files of DIR, or links to them, whose names do not start with `.` or
+//! `_`, sorted by name) are dealt out by index: process `p` reads the files `i` with
+//! `i % N == p`, and its `T` threads take every `T`-th of those. Each worker splits lines on
+//! `char::is_whitespace` and counts the words in a local hash map. At the end of every file (with
+//! `--flush end`: only after its last file) it sends the map's `(word, count)` pairs into the
+//! dataflow, which routes each pair by a hash of the word to the worker owning that word. That
+//! worker sums the counts and, once all input is done, writes `word\tcount` lines to
 //! `OUTDIR/part-<w>`, where `w` is its global worker index (with one thread per process, the
-//! process index).
+//! process index). A summary line per worker goes to stderr.
 //!
 //! Connections: by default the processes connect to each other here, polling every 5 ms until
 //! the peer listens, and hand the sockets to timely
 //! (`timely_communication::allocator::zero_copy::initialize::initialize_networking_from_sockets`).
 //! `--stock-connect` instead uses timely's own `CommunicationConfig::Cluster`, whose connect and
-//! accept loops sleep one second whenever a peer is not there yet, which usually adds about one
-//! second to a run of processes started at the same time.
+//! accept loops sleep one second whenever a peer is not there yet, which usually adds one to two
+//! seconds to a run of processes started at the same time.
 
 use std::cell::RefCell;
 use std::io::{Read, Write};
@@ -58,15 +60,17 @@ struct Args {
     hosts: Vec<String>,
     threads: usize,
     stock_connect: bool,
+    flush_per_file: bool,
 }
 
 const USAGE: &str = "usage: timely-wordcount --input DIR --output DIR --process I --processes N \
-                     [--hosts host:port,...] [--threads T] [--stock-connect]";
+                     [--hosts host:port,...] [--threads T] [--stock-connect] [--flush file|end]";
 
 fn parse_args() -> Result<Option<Args>, String> {
     let (mut input, mut output, mut process, mut processes, mut hosts) = (None, None, None, None, None);
     let mut threads = 1;
     let mut stock_connect = false;
+    let mut flush_per_file = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -79,6 +83,13 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--threads" => threads = number(value()?)?,
             "--hosts" => hosts = Some(value()?.split(',').map(str::to_owned).collect::<Vec<_>>()),
             "--stock-connect" => stock_connect = true,
+            "--flush" => {
+                flush_per_file = match value()?.as_str() {
+                    "file" => true,
+                    "end" => false,
+                    other => return Err(format!("--flush {other:?}: expected file or end")),
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -115,6 +126,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         hosts,
         threads,
         stock_connect,
+        flush_per_file,
     }))
 }
 
@@ -208,6 +220,7 @@ fn worker_main(
     output: &Path,
     processes: usize,
     threads: usize,
+    flush_per_file: bool,
 ) -> Result<Stats, String> {
     let index = worker.index();
     let mine = files_of(files, index, processes, threads);
@@ -233,9 +246,12 @@ fn worker_main(
     let mut local: FxHashMap<String, u64> = FxHashMap::default();
     let (mut words, mut pairs_sent) = (0u64, 0u64);
     let start = Instant::now();
-    for path in &mine {
+    for (k, path) in mine.iter().enumerate() {
         for_each_text_block(path, |text| count_words(&mut local, text))
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !flush_per_file && k + 1 < mine.len() {
+            continue;
+        }
         pairs_sent += local.len() as u64;
         for (word, count) in local.drain() {
             words += count;
@@ -291,9 +307,9 @@ fn run(args: Args) -> Result<(), String> {
 
     let files = Arc::new(files);
     let output = Arc::new(args.output);
-    let (processes, threads) = (args.processes, args.threads);
+    let (processes, threads, flush_per_file) = (args.processes, args.threads, args.flush_per_file);
     let guards = timely::execute::execute_from(builders, others, WorkerConfig::default(), move |worker| {
-        worker_main(worker, &files, &output, processes, threads)
+        worker_main(worker, &files, &output, processes, threads, flush_per_file)
     })?;
     for (index, result) in guards.join().into_iter().enumerate() {
         let s = result??;

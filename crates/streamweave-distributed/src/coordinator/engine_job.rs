@@ -72,7 +72,9 @@ impl Engine {
         let (Some(now), true) = (self.clock, self.job.is_some()) else {
             return;
         };
-        let stable = self.stable() && self.workers.len() >= self.config.min_workers;
+        // min_workers only holds back the first attempt: after a failure the survivors go on.
+        let first = self.job.as_ref().is_some_and(|j| j.state() == JobState::Waiting);
+        let stable = self.stable() && (!first || self.workers.len() >= self.config.min_workers);
         let generation = self.generation;
         let Some(job) = self.job.as_mut() else { return };
         let step = job.on_cluster(generation, stable, now);

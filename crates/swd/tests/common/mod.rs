@@ -184,6 +184,22 @@ impl Cluster {
         panic!("timed out waiting for {what}; last status: {last:#}");
     }
 
+    /// Like [`Cluster::wait_for`], with a deadline for whole jobs.
+    pub fn wait_for_long(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + DEADLINE * 4;
+        let mut last = Value::Null;
+        while Instant::now() < end {
+            if let Some(status) = try_status_at(self.addr) {
+                if done(&status) {
+                    return status;
+                }
+                last = status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}; last status: {last:#}");
+    }
+
     /// Waits until `n` workers own every partition, nothing is moving, and each worker runs
     /// exactly what it owns.
     pub fn wait_settled(&self, n: usize) -> Value {

@@ -1,0 +1,310 @@
+//! Jobs across real `swd` processes: word count and repartition against known answers, edge
+//! cases of the text input, clear errors for bad job flags, and a worker SIGKILLed mid-job.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Generates a wordcount-zipf corpus with the shared generator (`input/`, `expected.tsv`).
+fn corpus(dir: &Path, words: u64, files: u32) -> PathBuf {
+    let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/gen_corpus.py");
+    let out = dir.join("corpus");
+    let status = Command::new("python3")
+        .arg(&generator)
+        .args(["--out"])
+        .arg(&out)
+        .args(["--words", &words.to_string(), "--partitions", &files.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run gen_corpus.py");
+    assert!(status.success(), "gen_corpus.py failed");
+    out
+}
+
+/// Final output lines (files not starting with `.` or `_`), sorted bytewise.
+fn output_lines(dir: &Path) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).expect("read output");
+        lines.extend(
+            bytes
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec),
+        );
+    }
+    lines.sort();
+    lines
+}
+
+fn sorted_lines(text: &[u8]) -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn local(args: &[&str]) -> std::process::Output {
+    let out = run_bounded(&[&["local"], args].concat(), std::time::Duration::from_secs(300));
+    out
+}
+
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "swd failed: {}\nstdout: {}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn wordcount_on_three_workers_equals_the_expected_counts_with_more_partitions_than_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 300_000, 3);
+    let output = dir.path().join("out");
+    let out = local(&[
+        "--workers",
+        "3",
+        "--partitions",
+        "8",
+        "--job",
+        "wordcount",
+        "--input",
+        corpus.join("input").to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
+    assert_eq!(output_lines(&output), sorted_lines(&expected));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("job wordcount finished"), "{stdout}");
+    assert!(
+        stdout.contains(output.to_str().unwrap()),
+        "the summary names the output: {stdout}"
+    );
+}
+
+#[test]
+fn wordcount_with_fewer_partitions_than_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 100_000, 5);
+    let output = dir.path().join("out");
+    let out = local(&[
+        "--workers",
+        "2",
+        "--partitions",
+        "2",
+        "--job",
+        "wordcount",
+        "--input",
+        corpus.join("input").to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
+    assert_eq!(output_lines(&output), sorted_lines(&expected));
+}
+
+#[test]
+fn wordcount_handles_the_awkward_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let mut long_line = String::new();
+    for i in 0..400_000 {
+        long_line.push_str(&format!("long{} ", i % 1000));
+    }
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("crlf.txt", b"alpha beta\r\nbeta\r\n".to_vec()),
+        ("tabs.txt", b"\tgamma\t\tdelta \t\n\n\n   \n".to_vec()),
+        ("empty.txt", Vec::new()),
+        ("no-final-newline.txt", b"omega omega".to_vec()),
+        (
+            "unicode.txt",
+            "caf\u{e9}\u{a0}na\u{ef}ve\u{2003}caf\u{e9} \u{1f980}\n"
+                .as_bytes()
+                .to_vec(),
+        ),
+        ("invalid-utf8.txt", b"ok \xff\xfe bad\xc3 ok\n".to_vec()),
+        ("long.txt", long_line.clone().into_bytes()),
+        (".hidden", b"never counted\n".to_vec()),
+        ("_SUCCESS", b"never counted\n".to_vec()),
+    ];
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for (name, bytes) in &files {
+        std::fs::write(input.join(name), bytes).unwrap();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        for word in String::from_utf8_lossy(bytes).split_whitespace() {
+            *expected.entry(word.to_string()).or_default() += 1;
+        }
+    }
+    let output = dir.path().join("out");
+    let out = local(&[
+        "--workers",
+        "2",
+        "--partitions",
+        "12",
+        "--job",
+        "wordcount",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let mut want: Vec<Vec<u8>> = expected
+        .iter()
+        .map(|(w, c)| format!("{w}\t{c}").into_bytes())
+        .collect();
+    want.sort();
+    assert_eq!(output_lines(&output), want);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid-utf8.txt"),
+        "the lossy file is named in the log"
+    );
+}
+
+#[test]
+fn repartition_outputs_every_input_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 200_000, 3);
+    let output = dir.path().join("out");
+    let out = local(&[
+        "--workers",
+        "3",
+        "--partitions",
+        "6",
+        "--job",
+        "repartition",
+        "--input",
+        corpus.join("input").to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_success(&out);
+    let mut input = Vec::new();
+    for entry in std::fs::read_dir(corpus.join("input")).unwrap() {
+        input.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        input.push(b'\n');
+    }
+    assert_eq!(output_lines(&output), sorted_lines(&input));
+}
+
+#[test]
+fn bad_job_flags_fail_with_a_clear_message_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope");
+    let out = local(&[
+        "--job",
+        "wordcount",
+        "--input",
+        missing.to_str().unwrap(),
+        "--output",
+        "/tmp/x",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(missing.to_str().unwrap()),
+        "names the missing input: {stderr}"
+    );
+
+    let out = local(&[
+        "--job",
+        "sing",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--output",
+        "/tmp/x",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown job") && stderr.contains("wordcount"),
+        "{stderr}"
+    );
+
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("keep.txt"), "precious").unwrap();
+    let out = local(&[
+        "--job",
+        "wordcount",
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--output",
+        full.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(full.join("keep.txt")).unwrap(),
+        "precious",
+        "nothing was touched"
+    );
+}
+
+#[test]
+fn sigkill_of_a_worker_mid_job_restarts_it_and_the_output_is_still_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 200_000, 4);
+    let output = dir.path().join("out");
+    // 20 000 lines over 8 partitions at 1 000 lines/s per partition: about 2.5 s per attempt,
+    // long enough to kill a worker in the middle.
+    let opts = Opts {
+        partitions: 8,
+        extra: vec![
+            "--job".into(),
+            "wordcount".into(),
+            "--input".into(),
+            corpus.join("input").to_string_lossy().to_string(),
+            "--output".into(),
+            output.to_string_lossy().to_string(),
+            "--param".into(),
+            "rate=1000".into(),
+            "--min-workers".into(),
+            "3".into(),
+        ],
+        ..Opts::default()
+    };
+    let mut cluster = Cluster::start(opts);
+    for id in ["w1", "w2", "w3"] {
+        cluster.add_worker(id, &[]);
+    }
+    cluster.wait_for("the job to be running with records flowing", |s| {
+        s["job"]["state"] == "running" && s["job"]["records_in"].as_u64().is_some_and(|n| n > 0)
+    });
+    let victim = cluster.take_worker("w2");
+    victim.signal(libc::SIGKILL);
+    let finished = cluster.wait_for_long("the job to finish", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    assert!(
+        finished["job"]["restarts"].as_u64().is_some_and(|r| r >= 1),
+        "{finished:#}"
+    );
+    assert_eq!(finished["job"]["records_in"], 20_000);
+    let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
+    assert_eq!(output_lines(&output), sorted_lines(&expected));
+    // A standalone coordinator keeps serving status after the job ends.
+    assert_eq!(cluster.status()["job"]["state"], "finished");
+}
