@@ -115,7 +115,7 @@ impl Client {
     /// The cluster's status.
     pub async fn status(&mut self) -> Result<ClusterStatus, ClientError> {
         match self.request(ClientRequest::Status).await? {
-            ClientResponse::Status(status) => Ok(status),
+            ClientResponse::Status(status) => Ok(*status),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

@@ -107,6 +107,9 @@ pub struct WorkerArgs {
     /// How many partitions this worker may run at once.
     #[arg(long, default_value_t = 128)]
     pub max_tasks: usize,
+    /// Source partitions of a bounded job read at once (default: one per core).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub source_slots: usize,
     /// Partitions to ask for when registering, e.g. 0,1,2 or 0-3,8.
     #[arg(long, value_parser = parse_partitions)]
     pub partitions: Option<::std::vec::Vec<PartitionId>>,

@@ -57,8 +57,7 @@ fn sorted_lines(text: &[u8]) -> Vec<Vec<u8>> {
 }
 
 fn local(args: &[&str]) -> std::process::Output {
-    let out = run_bounded(&[&["local"], args].concat(), std::time::Duration::from_secs(300));
-    out
+    run_bounded(&[&["local"], args].concat(), std::time::Duration::from_secs(300))
 }
 
 fn assert_success(out: &std::process::Output) {

@@ -157,7 +157,13 @@ pub(crate) async fn answer(
         commands: commands.clone(),
     };
     let result = match request {
-        ClientRequest::Status => return handle.status().await.ok().map(ClientResponse::Status),
+        ClientRequest::Status => {
+            return handle
+                .status()
+                .await
+                .ok()
+                .map(|s| ClientResponse::Status(Box::new(s)))
+        }
         ClientRequest::Assign { worker, partitions } => handle.assign_partitions(&worker, partitions).await,
         ClientRequest::Rebalance => handle.rebalance().await,
         ClientRequest::FailWorker { worker } => handle.handle_worker_failure(&worker).await,

@@ -198,6 +198,8 @@ mod tests {
         assert_eq!(job.on_cluster(Generation(3), false, t), JobStep::Nothing);
         assert_eq!(job.on_cluster(Generation(4), true, t), JobStep::Start(1));
         assert_eq!(job.on_cluster(Generation(4), true, t), JobStep::Nothing);
+        job.on_source_done(1, 0, 30);
+        job.on_source_done(1, 1, 12);
         assert_eq!(job.on_partition_done(1, 0, 10, t), JobStep::Nothing);
         assert_eq!(
             job.on_partition_done(1, 0, 10, t),

@@ -27,10 +27,42 @@ fn input(spec: &JobSpec) -> Result<Throttled<TextDirSource>, DataflowError> {
 pub fn wordcount(spec: &JobSpec) -> Result<Job, DataflowError> {
     let output = TextDirSink::new(spec.require_output()?.clone());
     Ok(Stream::from_source(input(spec)?)
-        .flat_map(|line: String| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
-        .count()
+        .count_keys::<String, str>(|line: &String, emit| for_each_word(line, emit))
         .map(|(word, n)| format!("{word}\t{n}"))
         .sink(output))
+}
+
+/// Calls `f` with every word of `line`: the maximal runs of characters that are not
+/// whitespace in the sense of `char::is_whitespace`, exactly as `str::split_whitespace`, with a
+/// byte-level fast path for ASCII lines.
+///
+/// ```
+/// let mut words = Vec::new();
+/// streamweave_distributed::dataflow::jobs::for_each_word("a\tb\u{a0}c  d\r", |w| words.push(w.to_string()));
+/// assert_eq!(words, ["a", "b", "c", "d"]);
+/// ```
+pub fn for_each_word(line: &str, mut f: impl FnMut(&str)) {
+    if !line.is_ascii() {
+        line.split_whitespace().for_each(f);
+        return;
+    }
+    // ASCII whitespace per char::is_whitespace: tab, LF, VT, FF, CR and space.
+    let bytes = line.as_bytes();
+    let mut start = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        let space = matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+        match (space, start) {
+            (true, Some(s)) => {
+                f(&line[s..i]);
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        f(&line[s..]);
+    }
 }
 
 /// Repartition: every input line goes, by a stable hash of the line, to the partition that owns

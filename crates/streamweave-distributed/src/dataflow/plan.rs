@@ -73,6 +73,9 @@ pub trait ErasedPlan: Send + Sync {
 
     /// Checks the source and sink before the job starts.
     fn validate(&self) -> Result<(), DataflowError>;
+
+    /// Whether the source is bounded (see [`crate::dataflow::Source::is_bounded`]).
+    fn bounded(&self) -> bool;
 }
 
 /// Records per batch: large enough to amortise channel and framing costs, small enough that

@@ -58,4 +58,10 @@ pub trait Source: Send + Sync + 'static {
     fn validate(&self) -> Result<(), DataflowError> {
         Ok(())
     }
+
+    /// Whether every partition's share ends. Bounded sources may be read a few partitions at
+    /// a time (as many as the worker has source slots); unbounded ones all run at once.
+    fn is_bounded(&self) -> bool {
+        true
+    }
 }

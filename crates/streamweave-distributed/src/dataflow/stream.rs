@@ -18,11 +18,15 @@
 //! Before the exchange they run in the source task (`run`); after it, in the receiver task
 //! (`Stage`).
 
+use std::borrow::Borrow;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+/// In-process hash maps of keyed state: foldhash, fast and of good quality on short keys (which
+/// FxHash is not: its high bits collide for keys like `w123`, and probing then compares strings).
+/// Placement across processes uses the stable hash of the partitioner, never this one.
+type FxHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::plan::{pack, unpack, Batch, ErasedPlan, ExchangeOut, Receiver, BATCH_RECORDS};
@@ -54,6 +58,7 @@ const COMBINE_LIMIT: usize = 200_000;
 pub struct Stream<T> {
     run: Arc<RunFn<T>>,
     validate: Vec<ValidateFn>,
+    bounded: bool,
 }
 
 impl<T: Send + 'static> Stream<T> {
@@ -61,7 +66,9 @@ impl<T: Send + 'static> Stream<T> {
     pub fn from_source<S: Source<Item = T>>(source: S) -> Self {
         let source = Arc::new(source);
         let check = Arc::clone(&source);
+        let bounded = source.is_bounded();
         Stream {
+            bounded,
             run: Arc::new(move |ctx, offset, counter, emit| {
                 let mut pending = 0u64;
                 let end = source.read(ctx, offset, &mut |item| {
@@ -87,6 +94,7 @@ impl<T: Send + 'static> Stream<T> {
         Stream {
             run: Arc::new(move |ctx, offset, counter, emit| run(ctx, offset, counter, &mut |x| op(x, emit))),
             validate: self.validate,
+            bounded: self.bounded,
         }
     }
 
@@ -159,6 +167,7 @@ impl<T: Send + 'static> Stream<T> {
             send,
             stage: Arc::new(|| Box::new(PassThrough::<T>::default()) as Box<dyn Stage<T>>),
             validate: self.validate,
+            bounded: self.bounded,
         }
     }
 
@@ -169,6 +178,54 @@ impl<T: Send + 'static> Stream<T> {
     {
         self.map(|x| (x, 1u64))
             .combine(Arc::new(HashPartitioner), Arc::new(|a: u64, b: u64| a + b))
+    }
+
+    /// Counts keys extracted from each record: `f` hands every key of a record to `emit` by
+    /// reference, and a key already counted costs a lookup, not an allocation. Pre-aggregated
+    /// before the exchange. Word count is
+    /// `count_keys::<String, str>(|line, emit| line.split_whitespace().for_each(emit))`.
+    pub fn count_keys<K, Q>(
+        self,
+        f: impl Fn(&T, &mut dyn FnMut(&Q)) + Send + Sync + 'static,
+    ) -> Exchanged<(K, u64)>
+    where
+        K: Borrow<Q> + Eq + Hash + StableHash + Serialize + DeserializeOwned + Send + Sync + 'static,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K> + 'static,
+    {
+        let run = self.run;
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+            let mut partial: FxHashMap<K, u64> = FxHashMap::default();
+            let mut router: Router<'_, (K, u64)> = Router::new(out);
+            let end = run(ctx, offset, counter, &mut |x: T| {
+                f(&x, &mut |key: &Q| match partial.get_mut(key) {
+                    Some(n) => *n += 1,
+                    None => {
+                        partial.insert(key.to_owned(), 1);
+                    }
+                });
+                if partial.len() >= COMBINE_LIMIT {
+                    return router.route_all(partial.drain(), &HashPartitioner);
+                }
+                Flow::Continue
+            });
+            if matches!(end, Ok(SourceEnd::Exhausted(_))) {
+                router.route_all(partial.drain(), &HashPartitioner);
+            }
+            router.finish(end)
+        });
+        let add: Arc<dyn Fn(u64, u64) -> u64 + Send + Sync> = Arc::new(|a, b| a + b);
+        let stage = Arc::new(move || {
+            Box::new(Combine {
+                state: FxHashMap::default(),
+                f: Arc::clone(&add),
+            }) as Box<dyn Stage<(K, u64)>>
+        });
+        Exchanged {
+            send,
+            stage,
+            validate: self.validate,
+            bounded: self.bounded,
+        }
     }
 
     /// Writes to `sink`; each partition's records stay in their partition (no exchange).
@@ -184,6 +241,7 @@ impl<T: Send + 'static> Stream<T> {
             send,
             stage: Arc::new(|| Box::new(LocalPassThrough::<T>::default()) as Box<dyn Stage<T>>),
             validate: self.validate,
+            bounded: self.bounded,
         }
         .sink(sink)
     }
@@ -213,12 +271,13 @@ impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
                     None => v,
                 });
                 if partial.len() >= COMBINE_LIMIT {
-                    return router.drain(&mut partial, &*partitioner);
+                    return router
+                        .route_all(partial.drain().filter_map(|(k, v)| Some((k, v?))), &*partitioner);
                 }
                 Flow::Continue
             });
             if matches!(end, Ok(SourceEnd::Exhausted(_))) {
-                router.drain(&mut partial, &*partitioner);
+                router.route_all(partial.drain().filter_map(|(k, v)| Some((k, v?))), &*partitioner);
             }
             router.finish(end)
         });
@@ -232,6 +291,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
             send,
             stage,
             validate: self.validate,
+            bounded: self.bounded,
         }
     }
 }
@@ -306,6 +366,7 @@ where
             send,
             stage,
             validate: pairs.validate,
+            bounded: pairs.bounded,
         }
     }
 }
@@ -370,13 +431,17 @@ impl<'a, X: Send + 'static> Router<'a, X> {
         }
     }
 
-    fn drain<K, V>(&mut self, partial: &mut FxHashMap<K, Option<V>>, partitioner: &dyn Partitioner<K>) -> Flow
+    /// Routes `(key, value)` pairs by the partitioner of their key.
+    fn route_all<K, V>(
+        &mut self,
+        items: impl Iterator<Item = (K, V)>,
+        partitioner: &dyn Partitioner<K>,
+    ) -> Flow
     where
         X: From<(K, V)>,
     {
         let n = self.out.num_partitions();
-        for (k, v) in partial.drain() {
-            let Some(v) = v else { continue };
+        for (k, v) in items {
             let q = partitioner.partition(&k, n);
             if self.push(q, X::from((k, v))) == Flow::Stop {
                 return Flow::Stop;
@@ -411,6 +476,9 @@ pub trait Stage<U>: Send {
     /// Every source has ended: emits what was held back (keyed results).
     fn finish(self: Box<Self>, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError>;
 }
+
+/// A fused post-exchange operator: one record in, any number out.
+type PostOp<U, V> = Arc<dyn Fn(U, &mut dyn FnMut(V)) + Send + Sync>;
 
 type StageFactory<U> = Arc<dyn Fn() -> Box<dyn Stage<U>> + Send + Sync>;
 
@@ -522,11 +590,12 @@ pub struct Exchanged<U> {
     send: Arc<SendFn>,
     stage: StageFactory<U>,
     validate: Vec<ValidateFn>,
+    bounded: bool,
 }
 
 struct MapStage<U, V> {
     inner: Box<dyn Stage<U>>,
-    op: Arc<dyn Fn(U, &mut dyn FnMut(V)) + Send + Sync>,
+    op: PostOp<U, V>,
 }
 
 impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
@@ -547,7 +616,7 @@ impl<U: Send + 'static> Exchanged<U> {
         op: impl Fn(U, &mut dyn FnMut(V)) + Send + Sync + 'static,
     ) -> Exchanged<V> {
         let inner = self.stage;
-        let op: Arc<dyn Fn(U, &mut dyn FnMut(V)) + Send + Sync> = Arc::new(op);
+        let op: PostOp<U, V> = Arc::new(op);
         Exchanged {
             send: self.send,
             stage: Arc::new(move || {
@@ -557,6 +626,7 @@ impl<U: Send + 'static> Exchanged<U> {
                 }) as Box<dyn Stage<V>>
             }),
             validate: self.validate,
+            bounded: self.bounded,
         }
     }
 
@@ -595,6 +665,7 @@ impl<U: Send + 'static> Exchanged<U> {
                 stage: self.stage,
                 sink,
                 validate,
+                bounded: self.bounded,
             }),
         }
     }
@@ -605,6 +676,7 @@ struct SinkPlan<U, S> {
     stage: StageFactory<U>,
     sink: Arc<S>,
     validate: Vec<ValidateFn>,
+    bounded: bool,
 }
 
 impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
@@ -629,6 +701,10 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
 
     fn validate(&self) -> Result<(), DataflowError> {
         self.validate.iter().try_for_each(|check| check())
+    }
+
+    fn bounded(&self) -> bool {
+        self.bounded
     }
 }
 

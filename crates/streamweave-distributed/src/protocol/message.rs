@@ -202,7 +202,7 @@ pub enum ErrorKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientResponse {
     /// The answer to [`ClientRequest::Status`].
-    Status(ClusterStatus),
+    Status(Box<ClusterStatus>),
     /// The request was carried out (moves may still be in progress; watch the status).
     Done {
         /// The generation after the request.

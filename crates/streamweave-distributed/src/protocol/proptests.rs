@@ -252,7 +252,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         Just(ErrorKind::Other),
     ];
     prop_oneof![
-        cluster_status().prop_map(ClientResponse::Status),
+        cluster_status().prop_map(|s| ClientResponse::Status(Box::new(s))),
         generation().prop_map(|generation| ClientResponse::Done { generation }),
         (kind, any::<String>()).prop_map(|(kind, message)| ClientResponse::Error { kind, message }),
     ]

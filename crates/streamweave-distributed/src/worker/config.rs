@@ -45,6 +45,10 @@ pub struct WorkerConfig {
     pub max_frame_size: usize,
     /// The longest wait between two attempts to reach a lost coordinator.
     pub max_reconnect_backoff: Duration,
+    /// How many source partitions of a bounded job this worker reads at once (0: one per
+    /// core). Fewer concurrent readers than partitions keeps their pre-aggregation state in
+    /// cache; unbounded sources always run all at once.
+    pub source_slots: usize,
 }
 
 impl Default for WorkerConfig {
@@ -60,11 +64,20 @@ impl Default for WorkerConfig {
             cluster_name: "default".to_string(),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_reconnect_backoff: Duration::from_secs(5),
+            source_slots: 0,
         }
     }
 }
 
 impl WorkerConfig {
+    /// The effective number of source slots.
+    pub fn effective_source_slots(&self) -> usize {
+        match self.source_slots {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// Checks that the values can work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.worker_id.as_str().is_empty() {

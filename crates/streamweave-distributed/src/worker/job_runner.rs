@@ -35,6 +35,8 @@ struct Attempt {
 /// See the module documentation.
 pub(crate) struct JobRunner {
     registry: JobRegistry,
+    /// Bounded sources read at once on this worker.
+    slots: Arc<Semaphore>,
     plane: DataPlane,
     reports: mpsc::UnboundedSender<WorkerMessage>,
     current: Option<Attempt>,
@@ -45,9 +47,11 @@ impl JobRunner {
         registry: JobRegistry,
         plane: DataPlane,
         reports: mpsc::UnboundedSender<WorkerMessage>,
+        source_slots: usize,
     ) -> Self {
         JobRunner {
             registry,
+            slots: Arc::new(Semaphore::new(source_slots.max(1))),
             plane,
             reports,
             current: None,
@@ -98,6 +102,7 @@ impl JobRunner {
             mine,
             plane: self.plane.clone(),
             reports: self.reports.clone(),
+            slots: Arc::clone(&self.slots),
             cancel,
             records_in,
             records_out,
@@ -150,6 +155,7 @@ struct Launch {
     mine: Vec<usize>,
     plane: DataPlane,
     reports: mpsc::UnboundedSender<WorkerMessage>,
+    slots: Arc<Semaphore>,
     cancel: CancellationToken,
     records_in: Arc<Vec<AtomicU64>>,
     records_out: Arc<AtomicU64>,
@@ -218,7 +224,28 @@ impl Launch {
                 out.clone(),
             );
             let attempt = self.attempt;
+            let (bounded, slots, runtime) = (
+                self.plan.bounded(),
+                Arc::clone(&self.slots),
+                tokio::runtime::Handle::current(),
+            );
             tokio::task::spawn_blocking(move || {
+                // Bounded sources take turns for the worker's slots; unbounded ones must all run.
+                let _slot = if bounded {
+                    let cancel = out.cancel.clone();
+                    let slot = runtime.block_on(async {
+                        tokio::select! {
+                            slot = slots.acquire_owned() => slot.ok(),
+                            _ = cancel.cancelled() => None,
+                        }
+                    });
+                    match slot {
+                        Some(slot) => Some(slot),
+                        None => return,
+                    }
+                } else {
+                    None
+                };
                 let counter = &records_in[task];
                 let result = plan.run_source(&ctx, SourceOffset(0), counter, &mut out);
                 let read = counter.load(Ordering::Relaxed);

@@ -222,7 +222,8 @@ impl Worker for WorkerImpl {
                 session.config.cluster_name.clone(),
                 session.config.max_frame_size,
             );
-            session.jobs = Some(JobRunner::new(self.registry.clone(), plane, reports));
+            let slots = session.config.effective_source_slots();
+            session.jobs = Some(JobRunner::new(self.registry.clone(), plane, reports, slots));
         }
         let handle = tokio::spawn(session.run(connection, leave.clone(), reports_rx));
         self.running = Some(Running {

@@ -67,6 +67,10 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
         .spawn()
         .context("cannot start the coordinator process")?;
     let addr = read_address(&mut coordinator).await?;
+    // The workers share this machine's cores: each reads as many source partitions at once as
+    // its share of them.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = (cores / args.workers).max(1).to_string();
     let mut workers = Vec::with_capacity(args.workers);
     for i in 1..=args.workers {
         let mut worker = command(&exe);
@@ -78,6 +82,7 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
                 "--id",
                 &format!("worker-{i}"),
             ])
+            .args(["--source-slots", &slots])
             .args([
                 "--heartbeat-interval",
                 &humantime::format_duration(args.heartbeat_interval).to_string(),

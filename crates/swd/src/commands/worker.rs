@@ -18,6 +18,7 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
         bind_address: args.bind,
         heartbeat_interval: args.heartbeat_interval,
         max_concurrent_tasks: args.max_tasks,
+        source_slots: args.source_slots,
         assigned_partitions: args.partitions.unwrap_or_default(),
         cluster_name: args.cluster,
         ..Default::default()

@@ -48,6 +48,10 @@ impl<T> fmt::Debug for GeneratorSource<T> {
 impl<T: Send + 'static> Source for GeneratorSource<T> {
     type Item = T;
 
+    fn is_bounded(&self) -> bool {
+        self.records_per_partition.is_some()
+    }
+
     fn read(
         &self,
         ctx: &SourceContext,

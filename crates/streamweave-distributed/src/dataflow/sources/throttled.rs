@@ -60,6 +60,10 @@ impl<S: Source> Source for Throttled<S> {
     fn validate(&self) -> Result<(), DataflowError> {
         self.inner.validate()
     }
+
+    fn is_bounded(&self) -> bool {
+        self.inner.is_bounded()
+    }
 }
 
 #[cfg(test)]
