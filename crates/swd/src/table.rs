@@ -52,6 +52,27 @@ pub fn status_table(status: &ClusterStatus) -> String {
         status.workers.len()
     );
     let _ = writeln!(out, "unassigned: {}", ranges(&status.unassigned));
+    if let Some(job) = &status.job {
+        let _ = writeln!(
+            out,
+            "job {}: {}  attempt {}  restarts {}  records in {}  out {}  partitions done {}/{}{}",
+            job.name,
+            serde_json::to_value(job.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            job.attempt,
+            job.restarts,
+            job.records_in,
+            job.records_out,
+            job.partitions_done,
+            status.partitions,
+            job.error
+                .as_deref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
     if !status.moving.is_empty() {
         let moving: Vec<String> = status
             .moving
