@@ -129,3 +129,29 @@ async fn repartition_outputs_the_input_lines_reordered() {
     assert_eq!(status.records_in, 6000);
     assert_eq!(status.records_out, 6000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_binary_lacks_the_job_is_refused_with_the_reason() {
+    let mut coordinator = CoordinatorImpl::new(CoordinatorConfig {
+        bind_address: "127.0.0.1:0".parse().unwrap(),
+        num_partitions: 4,
+        job: Some(JobSpec::new("sessionize")),
+        ..Default::default()
+    });
+    coordinator.start().await.unwrap();
+    let mut worker = WorkerImpl::new(WorkerConfig {
+        worker_id: WorkerId::new("plain"),
+        coordinator_address: coordinator.local_addr().unwrap(),
+        ..Default::default()
+    });
+    match worker.register().await {
+        Err(streamweave_distributed::WorkerError::RegistrationFailed(reason)) => {
+            assert!(reason.contains("sessionize") && reason.contains("wordcount"), "{reason}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let status = coordinator.status().await.unwrap();
+    assert!(status.workers.is_empty());
+    assert_eq!(status.job.map(|j| j.state), Some(JobState::Waiting));
+    coordinator.stop().await;
+}
