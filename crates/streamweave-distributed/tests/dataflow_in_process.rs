@@ -146,7 +146,10 @@ async fn a_worker_whose_binary_lacks_the_job_is_refused_with_the_reason() {
     });
     match worker.register().await {
         Err(streamweave_distributed::WorkerError::RegistrationFailed(reason)) => {
-            assert!(reason.contains("sessionize") && reason.contains("wordcount"), "{reason}");
+            assert!(
+                reason.contains("sessionize") && reason.contains("wordcount"),
+                "{reason}"
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -61,7 +61,7 @@ impl Engine {
             } => job.on_partition_done(attempt, partition, records_out, now),
             JobReport::Failed { attempt, error } => {
                 tracing::warn!(worker = %id, attempt, %error, "a job task failed");
-                job.on_failure(attempt, format!("worker {id}: {error}"))
+                job.on_failure(attempt, format!("worker {id}: {error}"), now)
             }
         };
         self.execute_job_step(step);

@@ -45,6 +45,17 @@ pub struct JobControl {
     error: Option<String>,
     started: Option<Instant>,
     elapsed: Option<Duration>,
+    /// Task failures so far: each one delays the next attempt a little more.
+    failures: u32,
+    /// After a task failure, no attempt starts before this (a peer that just died has not been
+    /// declared failed yet, and restarting at once would only fail again).
+    not_before: Option<Instant>,
+}
+
+/// The delay before the attempt after the `n`-th task failure: 100 ms doubling, at most 5 s.
+fn restart_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    (Duration::from_millis(100) * 2u32.pow(exp)).min(Duration::from_secs(5))
 }
 
 impl JobControl {
@@ -64,6 +75,8 @@ impl JobControl {
             error: None,
             started: None,
             elapsed: None,
+            failures: 0,
+            not_before: None,
         }
     }
 
@@ -93,7 +106,9 @@ impl JobControl {
             JobState::Running if self.generation != Some(generation) => {
                 self.abort("the assignment changed (a worker failed, left or joined)".to_string())
             }
-            JobState::Waiting | JobState::Restarting if stable => {
+            JobState::Waiting | JobState::Restarting
+                if stable && self.not_before.is_none_or(|t| now >= t) =>
+            {
                 self.attempt += 1;
                 self.generation = Some(generation);
                 self.state = JobState::Running;
@@ -141,11 +156,13 @@ impl JobControl {
         JobStep::Stop(self.attempt)
     }
 
-    /// A task failed.
-    pub fn on_failure(&mut self, attempt: u64, error: String) -> JobStep {
+    /// A task failed at `now`; the next attempt waits a little (more after every failure).
+    pub fn on_failure(&mut self, attempt: u64, error: String, now: Instant) -> JobStep {
         if attempt != self.attempt || self.state != JobState::Running {
             return JobStep::Nothing;
         }
+        self.failures += 1;
+        self.not_before = Some(now + restart_delay(self.failures));
         self.abort(error)
     }
 
@@ -259,17 +276,46 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_task_delays_the_next_attempt_more_each_time() {
+        let (mut job, t) = control();
+        job.on_cluster(Generation(1), true, t);
+        assert_eq!(
+            job.on_failure(1, "peer unreachable".to_string(), t),
+            JobStep::Stop(1)
+        );
+        // Still stable (the dead peer is not declared failed yet): wait 100 ms anyway.
+        assert_eq!(
+            job.on_cluster(Generation(1), true, t + Duration::from_millis(99)),
+            JobStep::Nothing
+        );
+        let t2 = t + Duration::from_millis(100);
+        assert_eq!(job.on_cluster(Generation(1), true, t2), JobStep::Start(2));
+        assert_eq!(job.on_failure(2, "again".to_string(), t2), JobStep::Stop(2));
+        assert_eq!(
+            job.on_cluster(Generation(1), true, t2 + Duration::from_millis(199)),
+            JobStep::Nothing
+        );
+        assert_eq!(
+            job.on_cluster(Generation(2), true, t2 + Duration::from_millis(200)),
+            JobStep::Start(3)
+        );
+        assert_eq!(restart_delay(20), Duration::from_secs(5));
+    }
+
+    #[test]
     fn too_many_failures_fail_the_job() {
         let (mut job, t) = control();
+        let mut now = t;
         for attempt in 1..=3 {
             assert_eq!(
-                job.on_cluster(Generation(attempt), true, t),
+                job.on_cluster(Generation(attempt), true, now),
                 JobStep::Start(attempt)
             );
             assert_eq!(
-                job.on_failure(attempt, format!("boom {attempt}")),
+                job.on_failure(attempt, format!("boom {attempt}"), now),
                 JobStep::Stop(attempt)
             );
+            now += Duration::from_secs(10);
         }
         let status = job.status(t);
         assert_eq!(status.state, JobState::Failed);
