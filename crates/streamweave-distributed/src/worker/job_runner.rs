@@ -133,6 +133,14 @@ impl JobRunner {
     }
 }
 
+impl Drop for JobRunner {
+    fn drop(&mut self) {
+        // The session is over: no attempt may outlive it, and the data plane goes with it.
+        self.stop_all();
+        self.plane.shutdown();
+    }
+}
+
 fn report_failure(
     reports: &mpsc::UnboundedSender<WorkerMessage>,
     attempt: u64,

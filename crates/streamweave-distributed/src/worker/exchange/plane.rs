@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::Link;
 use crate::dataflow::plan::Batch;
@@ -74,6 +75,8 @@ struct Inner {
     inboxes: Mutex<HashMap<(u64, usize), Inbox>>,
     /// Messages of attempts below this are dropped.
     floor: AtomicU64,
+    /// Cancelled when the worker stops: the listener and every link close.
+    shutdown: CancellationToken,
 }
 
 /// See the module documentation. Cloning shares it.
@@ -100,6 +103,7 @@ impl DataPlane {
             link_added: Notify::new(),
             inboxes: Mutex::new(HashMap::new()),
             floor: AtomicU64::new(0),
+            shutdown: CancellationToken::new(),
         });
         let plane = DataPlane { inner };
         let accepting = plane.clone();
@@ -109,7 +113,11 @@ impl DataPlane {
 
     async fn accept_loop(self, listener: TcpListener) {
         loop {
-            let (mut stream, peer_addr) = match listener.accept().await {
+            let accepted = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (mut stream, peer_addr) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "data plane accept failed");
@@ -290,6 +298,15 @@ impl DataPlane {
         self.inner.floor.fetch_max(attempt, Ordering::AcqRel);
         let mut inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
         inboxes.retain(|(a, _), _| *a >= attempt);
+    }
+
+    /// Closes the listener and every link.
+    pub(crate) fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
+        for link in links.values() {
+            link.closed.cancel();
+        }
     }
 
     /// This worker's id.
