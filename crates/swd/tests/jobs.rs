@@ -60,6 +60,27 @@ fn local(args: &[&str]) -> std::process::Output {
     run_bounded(&[&["local"], args].concat(), std::time::Duration::from_secs(300))
 }
 
+/// `swd local` running `job` on `workers` worker processes and `partitions` partitions.
+fn local_job(job: &str, workers: u32, partitions: u32, input: &Path, output: &Path) -> std::process::Output {
+    let (workers, partitions) = (workers.to_string(), partitions.to_string());
+    let (input, output) = (
+        input.to_str().expect("utf-8 path"),
+        output.to_str().expect("utf-8 path"),
+    );
+    local(&[
+        "--workers",
+        &workers,
+        "--partitions",
+        &partitions,
+        "--job",
+        job,
+        "--input",
+        input,
+        "--output",
+        output,
+    ])
+}
+
 fn assert_success(out: &std::process::Output) {
     assert!(
         out.status.success(),
@@ -74,18 +95,7 @@ fn wordcount_on_three_workers_equals_the_expected_counts_with_more_partitions_th
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path(), 300_000, 3);
     let output = dir.path().join("out");
-    let out = local(&[
-        "--workers",
-        "3",
-        "--partitions",
-        "8",
-        "--job",
-        "wordcount",
-        "--input",
-        corpus.join("input").to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = local_job("wordcount", 3, 8, &corpus.join("input"), &output);
     assert_success(&out);
     let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
     assert_eq!(output_lines(&output), sorted_lines(&expected));
@@ -102,18 +112,7 @@ fn wordcount_with_fewer_partitions_than_files() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path(), 100_000, 5);
     let output = dir.path().join("out");
-    let out = local(&[
-        "--workers",
-        "2",
-        "--partitions",
-        "2",
-        "--job",
-        "wordcount",
-        "--input",
-        corpus.join("input").to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = local_job("wordcount", 2, 2, &corpus.join("input"), &output);
     assert_success(&out);
     let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
     assert_eq!(output_lines(&output), sorted_lines(&expected));
@@ -155,18 +154,7 @@ fn wordcount_handles_the_awkward_inputs() {
         }
     }
     let output = dir.path().join("out");
-    let out = local(&[
-        "--workers",
-        "2",
-        "--partitions",
-        "12",
-        "--job",
-        "wordcount",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = local_job("wordcount", 2, 12, &input, &output);
     assert_success(&out);
     let mut want: Vec<Vec<u8>> = expected
         .iter()
@@ -185,18 +173,7 @@ fn repartition_outputs_every_input_line_once() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path(), 200_000, 3);
     let output = dir.path().join("out");
-    let out = local(&[
-        "--workers",
-        "3",
-        "--partitions",
-        "6",
-        "--job",
-        "repartition",
-        "--input",
-        corpus.join("input").to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = local_job("repartition", 3, 6, &corpus.join("input"), &output);
     assert_success(&out);
     let mut input = Vec::new();
     for entry in std::fs::read_dir(corpus.join("input")).unwrap() {

@@ -120,12 +120,22 @@ where
     X: serde::de::DeserializeOwned + Send + 'static,
 {
     match batch {
+        Batch::Encoded(bytes) => {
+            postcard::from_bytes(&bytes).map_err(|e| DataflowError::Encoding(e.to_string()))
+        }
+        local => unpack_local(local),
+    }
+}
+
+/// The records of a batch that never left this worker (so never needed serde).
+pub(crate) fn unpack_local<X: Send + 'static>(batch: Batch) -> Result<Vec<X>, DataflowError> {
+    match batch {
         Batch::Local(any) => any
             .downcast::<Vec<X>>()
             .map(|b| *b)
             .map_err(|_| DataflowError::Encoding("a local batch of another record type".to_string())),
-        Batch::Encoded(bytes) => {
-            postcard::from_bytes(&bytes).map_err(|e| DataflowError::Encoding(e.to_string()))
-        }
+        Batch::Encoded(_) => Err(DataflowError::Exchange(
+            "records of a partition-local stage arrived from another worker".to_string(),
+        )),
     }
 }

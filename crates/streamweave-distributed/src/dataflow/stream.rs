@@ -29,7 +29,7 @@ use std::sync::Arc;
 type FxHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::plan::{pack, unpack, Batch, ErasedPlan, ExchangeOut, Receiver, BATCH_RECORDS};
+use super::plan::{pack, unpack, unpack_local, Batch, ErasedPlan, ExchangeOut, Receiver, BATCH_RECORDS};
 use super::{
     DataflowError, Flow, HashPartitioner, Partitioner, Sink, SinkContext, SinkWriter, Source, SourceContext,
     SourceEnd, SourceOffset, StableHash,
@@ -512,20 +512,8 @@ impl<T> Default for LocalPassThrough<T> {
 
 impl<T: Send + 'static> Stage<T> for LocalPassThrough<T> {
     fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
-        match batch {
-            Batch::Local(any) => match any.downcast::<Vec<T>>() {
-                Ok(records) => {
-                    records.into_iter().for_each(emit);
-                    Ok(())
-                }
-                Err(_) => Err(DataflowError::Encoding(
-                    "a local batch of another record type".to_string(),
-                )),
-            },
-            Batch::Encoded(_) => Err(DataflowError::Exchange(
-                "records of a partition-local stage arrived from another worker".to_string(),
-            )),
-        }
+        unpack_local::<T>(batch)?.into_iter().for_each(emit);
+        Ok(())
     }
 
     fn finish(self: Box<Self>, _emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {

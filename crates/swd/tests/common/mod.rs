@@ -170,7 +170,16 @@ impl Cluster {
 
     /// Polls the status until `done` holds, or panics with the last status after the deadline.
     pub fn wait_for(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + DEADLINE;
+        self.wait_within(DEADLINE, what, done)
+    }
+
+    /// Like [`Cluster::wait_for`], with a deadline for whole jobs.
+    pub fn wait_for_long(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.wait_within(DEADLINE * 4, what, done)
+    }
+
+    fn wait_within(&self, deadline: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + deadline;
         let mut last = Value::Null;
         while Instant::now() < end {
             if let Some(status) = try_status_at(self.addr) {
@@ -180,22 +189,6 @@ impl Cluster {
                 last = status;
             }
             std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("timed out waiting for {what}; last status: {last:#}");
-    }
-
-    /// Like [`Cluster::wait_for`], with a deadline for whole jobs.
-    pub fn wait_for_long(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + DEADLINE * 4;
-        let mut last = Value::Null;
-        while Instant::now() < end {
-            if let Some(status) = try_status_at(self.addr) {
-                if done(&status) {
-                    return status;
-                }
-                last = status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
         panic!("timed out waiting for {what}; last status: {last:#}");
     }
