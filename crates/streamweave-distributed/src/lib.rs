@@ -27,6 +27,7 @@
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod checkpoint;
 pub mod client;
 pub mod coordinator;
 pub mod dataflow;

@@ -14,6 +14,7 @@
 //! [`CoordinatorImpl`] talk to it through a channel.
 
 pub mod assignment;
+pub mod checkpoints;
 mod config;
 pub mod engine;
 mod error;

@@ -1,0 +1,91 @@
+//! Errors of the checkpoint store.
+
+use std::path::PathBuf;
+
+use super::CheckpointId;
+
+/// What storing, reading or cleaning up a checkpoint can fail with.
+///
+/// [`Corrupt`](CheckpointError::Corrupt) and [`NotFound`](CheckpointError::NotFound) describe
+/// a damaged checkpoint: recovery skips it and uses the previous one (see
+/// [`CheckpointError::is_damage`]). The other variants are failures of the storage itself or of
+/// the caller, and are passed on.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path (or object key).
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A stored file is torn, truncated or altered, or does not match the manifest.
+    #[error("checkpoint {id}: {name} is corrupt: {reason}")]
+    Corrupt {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// The file's name within the checkpoint.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file of the checkpoint is missing.
+    #[error("checkpoint {id}: {name} not found")]
+    NotFound {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// The file's name within the checkpoint.
+        name: String,
+    },
+    /// A file name that the store cannot use (empty, too long, a path, or reserved).
+    #[error("invalid checkpoint file name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// `abort` was asked to delete a checkpoint that is already committed.
+    #[error("checkpoint {0} is committed and cannot be aborted")]
+    AlreadyCommitted(CheckpointId),
+    /// A manifest could not be encoded.
+    #[error("checkpoint encoding: {0}")]
+    Encoding(String),
+}
+
+impl CheckpointError {
+    /// An i/o error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CheckpointError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A corrupt file.
+    pub fn corrupt(id: CheckpointId, name: &str, reason: impl Into<String>) -> Self {
+        CheckpointError::Corrupt {
+            id,
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the error means the checkpoint itself is damaged (a file is corrupt or
+    /// missing), so that recovery should fall back to an older one; false for failures of the
+    /// storage (which may be transient) or of the caller.
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::{CheckpointError, CheckpointId};
+    /// let e = CheckpointError::NotFound { id: CheckpointId(3), name: "state-p0001".into() };
+    /// assert!(e.is_damage());
+    /// assert!(!CheckpointError::Encoding("x".into()).is_damage());
+    /// ```
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            CheckpointError::Corrupt { .. } | CheckpointError::NotFound { .. }
+        )
+    }
+}

@@ -1,0 +1,160 @@
+//! Unit tests of recovery: which checkpoint [`restore_latest`] picks when the newer ones are
+//! damaged, and that it says so. Every scenario runs against both stores.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::frame::HEADER_LEN;
+use super::tests::{both, checkpoint, ids, Damage, Damageable};
+use super::*;
+
+#[test]
+fn restore_latest_of_an_empty_store_is_none() {
+    both(|s| {
+        assert_eq!(restore_latest(s.store()).unwrap(), None);
+        s.put(CheckpointId(1), "state-p0000", b"uncommitted").unwrap();
+        assert_eq!(restore_latest(s.store()).unwrap(), None);
+    });
+}
+
+/// Damages `name` of the newest of three checkpoints and expects recovery to use the second.
+fn assert_falls_back(s: &dyn Damageable, name: &str, damage: Damage) {
+    checkpoint(s.store(), 1);
+    let second = checkpoint(s.store(), 2);
+    checkpoint(s.store(), 3);
+    assert!(s.damage(CheckpointId(3), name, damage), "{name} {damage:?}");
+    let recovery = scan_latest(s.store()).unwrap();
+    assert_eq!(recovery.manifest, Some(second), "{name} {damage:?}");
+    assert_eq!(recovery.skipped.len(), 1, "{name} {damage:?}");
+    let skipped = &recovery.skipped[0];
+    assert_eq!(skipped.id, CheckpointId(3));
+    assert!(skipped.error.is_damage(), "{}", skipped.error);
+    match &skipped.error {
+        CheckpointError::Corrupt { id, name: n, .. } | CheckpointError::NotFound { id, name: n } => {
+            assert_eq!((*id, n.as_str()), (CheckpointId(3), name), "{}", skipped.error)
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn restore_falls_back_when_a_data_file_is_damaged() {
+    let damages = [
+        Damage::Flip(0),
+        Damage::Flip(5),
+        Damage::Flip(13),
+        Damage::Flip(HEADER_LEN),
+        Damage::Flip(usize::MAX),
+        Damage::Truncate(0),
+        Damage::Truncate(HEADER_LEN),
+        Damage::Truncate(usize::MAX),
+        Damage::Delete,
+    ];
+    for damage in damages {
+        for name in ["state-p0000", "offsets-p0000"] {
+            both(|s| assert_falls_back(s, name, damage));
+        }
+    }
+}
+
+#[test]
+fn restore_falls_back_when_the_manifest_is_damaged() {
+    for damage in [
+        Damage::Flip(0),
+        Damage::Flip(HEADER_LEN + 3),
+        Damage::Truncate(HEADER_LEN + 10),
+    ] {
+        both(|s| assert_falls_back(s, MANIFEST_NAME, damage));
+    }
+    // Without its manifest the checkpoint is simply uncommitted.
+    both(|s| {
+        checkpoint(s.store(), 1);
+        checkpoint(s.store(), 2);
+        assert!(s.damage(CheckpointId(2), MANIFEST_NAME, Damage::Delete));
+        assert_eq!(s.completed().unwrap(), ids(&[1]));
+        let recovery = scan_latest(s.store()).unwrap();
+        assert_eq!(recovery.manifest.unwrap().id, CheckpointId(1));
+        assert!(recovery.skipped.is_empty());
+    });
+}
+
+#[test]
+fn restore_detects_a_file_replaced_after_commit() {
+    both(|s| {
+        checkpoint(s.store(), 1);
+        checkpoint(s.store(), 2);
+        // Intact framing, but not what the manifest lists.
+        s.put(CheckpointId(2), "state-p0000", b"other state").unwrap();
+        let recovery = scan_latest(s.store()).unwrap();
+        assert_eq!(recovery.manifest.unwrap().id, CheckpointId(1));
+        assert!(matches!(
+            recovery.skipped[0].error,
+            CheckpointError::Corrupt { .. }
+        ));
+    });
+}
+
+#[test]
+fn a_manifest_naming_another_checkpoint_is_corrupt() {
+    both(|s| {
+        let m = checkpoint(s.store(), 2);
+        s.write_object(CheckpointId(3), MANIFEST_NAME, &m.encode().unwrap())
+            .unwrap();
+        assert!(matches!(
+            s.manifest(CheckpointId(3)),
+            Err(CheckpointError::Corrupt { .. })
+        ));
+        assert_eq!(restore_latest(s.store()).unwrap().unwrap().id, CheckpointId(2));
+    });
+}
+
+#[test]
+fn restore_returns_none_when_every_checkpoint_is_damaged() {
+    both(|s| {
+        for n in 1..=3 {
+            checkpoint(s.store(), n);
+            assert!(s.damage(CheckpointId(n), "state-p0000", Damage::Flip(HEADER_LEN)));
+        }
+        let recovery = scan_latest(s.store()).unwrap();
+        assert_eq!(recovery.manifest, None);
+        let skipped: Vec<_> = recovery.skipped.iter().map(|k| k.id).collect();
+        assert_eq!(skipped, ids(&[3, 2, 1]));
+    });
+}
+
+/// Counts the WARN events it sees.
+struct CountWarnings(Arc<AtomicUsize>);
+
+impl tracing::Subscriber for CountWarnings {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn a_damaged_checkpoint_is_logged_as_a_warning() {
+    let store = MemoryStore::new();
+    for n in 1..=3 {
+        checkpoint(&store, n);
+    }
+    store.corrupt(CheckpointId(3), "offsets-p0000");
+    store.truncate(CheckpointId(2), MANIFEST_NAME, 3);
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let restored = tracing::subscriber::with_default(CountWarnings(warnings.clone()), || {
+        restore_latest(&store).unwrap()
+    });
+    assert_eq!(restored.unwrap().id, CheckpointId(1));
+    assert_eq!(warnings.load(Ordering::SeqCst), 2);
+}

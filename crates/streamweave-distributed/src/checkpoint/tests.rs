@@ -1,0 +1,352 @@
+//! Unit tests of the checkpoint stores, and the harness shared with the other test modules:
+//! every store-level scenario runs against both [`MemoryStore`] and [`LocalDirStore`].
+
+use std::fs;
+use std::sync::Arc;
+
+use super::frame::{frame, unframe, HEADER_LEN};
+use super::*;
+
+/// A way to damage one stored object.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Damage {
+    /// Change stored byte `i % len` by adding 1 (nothing if the object is empty); unlike a bit
+    /// flip, doing it twice does not restore the byte.
+    Flip(usize),
+    /// Cut to `n % len` stored bytes (always shorter).
+    Truncate(usize),
+    /// Remove it.
+    Delete,
+}
+
+/// A store whose objects a test can damage behind its back.
+pub(super) trait Damageable: CheckpointStore {
+    /// Applies `damage` to object `name` of checkpoint `id`; false if there is no such object.
+    fn damage(&self, id: CheckpointId, name: &str, damage: Damage) -> bool;
+    /// The store as a plain [`CheckpointStore`].
+    fn store(&self) -> &dyn CheckpointStore;
+}
+
+impl Damageable for MemoryStore {
+    fn damage(&self, id: CheckpointId, name: &str, damage: Damage) -> bool {
+        let Some(len) = self.object_len(id, name) else {
+            return false;
+        };
+        match damage {
+            // An empty object (cut to nothing before) has no byte left to flip.
+            Damage::Flip(_) if len == 0 => true,
+            Damage::Flip(i) => self.corrupt_at(id, name, i),
+            Damage::Truncate(n) => self.truncate(id, name, n % len.max(1)),
+            Damage::Delete => self.remove(id, name),
+        }
+    }
+
+    fn store(&self) -> &dyn CheckpointStore {
+        self
+    }
+}
+
+impl Damageable for LocalDirStore {
+    fn damage(&self, id: CheckpointId, name: &str, damage: Damage) -> bool {
+        let path = self.object_path(id, name);
+        let Ok(mut bytes) = fs::read(&path) else {
+            return false;
+        };
+        let len = bytes.len().max(1);
+        match damage {
+            Damage::Flip(i) if !bytes.is_empty() => bytes[i % len] = bytes[i % len].wrapping_add(1),
+            Damage::Flip(_) => {}
+            Damage::Truncate(n) => bytes.truncate(n % len),
+            Damage::Delete => {
+                fs::remove_file(&path).unwrap();
+                // Like the memory store: a checkpoint without objects does not exist.
+                let _ = fs::remove_dir(self.checkpoint_dir(id));
+                return true;
+            }
+        }
+        fs::write(&path, bytes).unwrap();
+        true
+    }
+
+    fn store(&self) -> &dyn CheckpointStore {
+        self
+    }
+}
+
+/// Runs `scenario` against a fresh memory store and a fresh local store.
+pub(super) fn both(scenario: impl Fn(&dyn Damageable)) {
+    scenario(&MemoryStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    scenario(&LocalDirStore::new(dir.path().join("checkpoints")).unwrap());
+}
+
+/// Stores a state and an offsets file for checkpoint `n` and commits it.
+pub(super) fn checkpoint(store: &dyn CheckpointStore, n: u64) -> Manifest {
+    let id = CheckpointId(n);
+    let mut m = Manifest::new(id, "wordcount", 1, 1_000 * n, 1);
+    m.files.push(
+        store
+            .put(id, "state-p0000", format!("state {n}").as_bytes())
+            .unwrap(),
+    );
+    m.files
+        .push(store.put(id, "offsets-p0000", &n.to_le_bytes()).unwrap());
+    m.extra.insert("sink-epoch".into(), n.to_string());
+    store.commit(&m).unwrap();
+    m
+}
+
+pub(super) fn ids(ns: &[u64]) -> Vec<CheckpointId> {
+    ns.iter().copied().map(CheckpointId).collect()
+}
+
+#[test]
+fn checkpoint_id_orders_displays_and_serializes() {
+    assert!(CheckpointId(9) < CheckpointId(10));
+    assert_eq!(CheckpointId(9).next(), CheckpointId(10));
+    assert_eq!(CheckpointId(42).to_string(), "42");
+    assert_eq!(serde_json::to_string(&CheckpointId(42)).unwrap(), "42");
+    assert_eq!(
+        serde_json::from_str::<CheckpointId>("42").unwrap(),
+        CheckpointId(42)
+    );
+}
+
+#[test]
+fn names_are_validated() {
+    let store = MemoryStore::new();
+    let long = "a".repeat(MAX_NAME_LEN + 1);
+    for bad in [
+        "",
+        MANIFEST_NAME,
+        ".hidden",
+        "a/b",
+        "../x",
+        "a b",
+        "é",
+        long.as_str(),
+    ] {
+        let err = store.put(CheckpointId(1), bad, b"x").unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::InvalidName { .. }),
+            "{bad:?}: {err}"
+        );
+        assert!(matches!(
+            store.get(CheckpointId(1), bad),
+            Err(CheckpointError::InvalidName { .. })
+        ));
+    }
+    for good in [
+        "state-p0003",
+        "offsets-p0003",
+        "sink_epoch.7",
+        &"a".repeat(MAX_NAME_LEN),
+    ] {
+        store.put(CheckpointId(1), good, b"x").unwrap();
+    }
+    let mut m = Manifest::new(CheckpointId(1), "job", 1, 0, 1);
+    m.files = vec![
+        StoredFile::of("state-p0000", b"x"),
+        StoredFile::of("state-p0000", b"x"),
+    ];
+    assert!(matches!(
+        store.commit(&m),
+        Err(CheckpointError::InvalidName { .. })
+    ));
+    assert!(store.completed().unwrap().is_empty());
+}
+
+#[test]
+fn frame_detects_every_flip_truncation_and_extension() {
+    let framed = frame(b"hello");
+    assert_eq!(framed.len(), HEADER_LEN + 5);
+    assert_eq!(unframe(framed.clone()).unwrap(), b"hello");
+    assert_eq!(unframe(frame(b"")).unwrap(), b"");
+    for i in 0..framed.len() {
+        let mut bad = framed.clone();
+        bad[i] ^= 0x01;
+        assert!(unframe(bad).is_err(), "flip at {i}");
+        assert!(unframe(framed[..i].to_vec()).is_err(), "truncation to {i}");
+    }
+    let mut longer = framed.clone();
+    longer.push(0);
+    assert!(unframe(longer).is_err());
+}
+
+#[test]
+fn files_and_manifests_round_trip() {
+    both(|s| {
+        let id = CheckpointId(3);
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let f1 = s.put(id, "state-p0003", &big).unwrap();
+        let f2 = s.put(id, "offsets-p0003", b"").unwrap();
+        assert_eq!((f1.size, f1.crc32), (big.len() as u64, crc32fast::hash(&big)));
+        assert_eq!(f2.size, 0);
+        assert_eq!(s.get(id, "state-p0003").unwrap(), big);
+        assert_eq!(s.get(id, "offsets-p0003").unwrap(), b"");
+        // A second put replaces the file.
+        s.put(id, "offsets-p0003", b"17").unwrap();
+        assert_eq!(s.get(id, "offsets-p0003").unwrap(), b"17");
+
+        let m = checkpoint(s.store(), 3);
+        assert_eq!(s.manifest(id).unwrap(), m);
+        assert_eq!(s.verify(id).unwrap(), m);
+        assert_eq!(s.completed().unwrap(), ids(&[3]));
+    });
+}
+
+#[test]
+fn a_missing_file_is_not_found() {
+    both(|s| {
+        let err = s.get(CheckpointId(1), "state-p0000").unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::NotFound { id: CheckpointId(1), ref name } if name == "state-p0000")
+        );
+        assert!(matches!(
+            s.manifest(CheckpointId(1)),
+            Err(CheckpointError::NotFound { .. })
+        ));
+    });
+}
+
+#[test]
+fn completed_ignores_checkpoints_without_a_manifest() {
+    both(|s| {
+        checkpoint(s.store(), 2);
+        s.put(CheckpointId(1), "state-p0000", b"left over").unwrap();
+        checkpoint(s.store(), 10);
+        s.put(CheckpointId(11), "state-p0000", b"in progress").unwrap();
+        assert_eq!(s.completed().unwrap(), ids(&[2, 10]));
+        assert_eq!(restore_latest(s.store()).unwrap().unwrap().id, CheckpointId(10));
+    });
+}
+
+#[test]
+fn retain_keeps_the_newest_and_removes_leftovers() {
+    both(|s| {
+        for n in [1, 2, 4, 5] {
+            checkpoint(s.store(), n);
+        }
+        s.put(CheckpointId(0), "state-p0000", b"aborted").unwrap();
+        s.put(CheckpointId(3), "state-p0000", b"aborted").unwrap();
+        s.put(CheckpointId(6), "state-p0000", b"in progress").unwrap();
+        assert_eq!(s.retain(2).unwrap(), ids(&[0, 1, 2, 3]));
+        assert_eq!(s.completed().unwrap(), ids(&[4, 5]));
+        let mut present: Vec<_> = s.list().unwrap().into_iter().map(|l| l.id).collect();
+        present.sort();
+        assert_eq!(present, ids(&[4, 5, 6]));
+        assert_eq!(s.get(CheckpointId(6), "state-p0000").unwrap(), b"in progress");
+        assert_eq!(s.retain(2).unwrap(), vec![]);
+        assert_eq!(s.retain(1).unwrap(), ids(&[4]));
+        assert_eq!(restore_latest(s.store()).unwrap().unwrap().id, CheckpointId(5));
+    });
+}
+
+#[test]
+fn retain_without_a_committed_checkpoint_deletes_nothing() {
+    both(|s| {
+        s.put(CheckpointId(1), "state-p0000", b"in progress").unwrap();
+        assert_eq!(s.retain(0).unwrap(), vec![]);
+        assert_eq!(s.list().unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn abort_deletes_an_uncommitted_checkpoint_only() {
+    both(|s| {
+        checkpoint(s.store(), 1);
+        s.put(CheckpointId(2), "state-p0000", b"x").unwrap();
+        s.put(CheckpointId(2), "offsets-p0000", b"y").unwrap();
+        s.abort(CheckpointId(2)).unwrap();
+        assert!(matches!(
+            s.get(CheckpointId(2), "state-p0000"),
+            Err(CheckpointError::NotFound { .. })
+        ));
+        assert_eq!(
+            s.list().unwrap(),
+            vec![Listed {
+                id: CheckpointId(1),
+                committed: true
+            }]
+        );
+        s.abort(CheckpointId(7)).unwrap();
+        assert!(matches!(
+            s.abort(CheckpointId(1)),
+            Err(CheckpointError::AlreadyCommitted(CheckpointId(1)))
+        ));
+        assert!(s.verify(CheckpointId(1)).is_ok());
+    });
+}
+
+#[test]
+fn local_store_layout_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::new(dir.path()).unwrap();
+    let m = checkpoint(&store, 42);
+    let chk = dir.path().join("chk-0000000042");
+    let mut names: Vec<_> = fs::read_dir(&chk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["_MANIFEST", "offsets-p0000", "state-p0000"],
+        "no temporary files are left"
+    );
+    assert_eq!(
+        store.object_path(CheckpointId(42), "state-p0000"),
+        chk.join("state-p0000")
+    );
+    assert_eq!(&fs::read(chk.join("state-p0000")).unwrap()[..4], b"SWCK");
+
+    // Entries that are not canonical checkpoint directories are ignored.
+    fs::create_dir(dir.path().join("chk-42")).unwrap();
+    fs::create_dir(dir.path().join("chk-x")).unwrap();
+    fs::write(dir.path().join("chk-0000000043"), b"a file").unwrap();
+    fs::write(dir.path().join("README"), b"").unwrap();
+
+    let reopened = LocalDirStore::new(dir.path()).unwrap();
+    assert_eq!(reopened.completed().unwrap(), ids(&[42]));
+    assert_eq!(restore_latest(&reopened).unwrap(), Some(m));
+    assert_eq!(reopened.retain(1).unwrap(), vec![]);
+}
+
+#[test]
+fn local_store_errors_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    fs::write(&file, b"").unwrap();
+    let err = LocalDirStore::new(file.join("checkpoints")).unwrap_err();
+    assert!(matches!(err, CheckpointError::Io { .. }));
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+
+    let store = LocalDirStore::new(dir.path().join("store")).unwrap();
+    fs::write(store.checkpoint_dir(CheckpointId(5)), b"in the way").unwrap();
+    let err = store.put(CheckpointId(5), "state-p0000", b"x").unwrap_err();
+    assert!(err.to_string().contains("chk-0000000005"), "{err}");
+}
+
+#[test]
+fn memory_store_clones_share_state() {
+    let a = MemoryStore::new();
+    let b = a.clone();
+    checkpoint(&a, 1);
+    assert_eq!(b.completed().unwrap(), ids(&[1]));
+    assert!(b.remove(CheckpointId(1), MANIFEST_NAME));
+    assert!(a.completed().unwrap().is_empty());
+    assert!(!a.corrupt(CheckpointId(9), "state-p0000"));
+}
+
+#[test]
+fn stores_are_usable_as_trait_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<Arc<dyn CheckpointStore>> = vec![
+        Arc::new(MemoryStore::new()),
+        Arc::new(LocalDirStore::new(dir.path()).unwrap()),
+    ];
+    for store in stores {
+        let m = checkpoint(store.as_ref(), 1);
+        assert_eq!(restore_latest(store.as_ref()).unwrap(), Some(m));
+    }
+}

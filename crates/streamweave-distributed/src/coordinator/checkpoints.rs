@@ -1,0 +1,407 @@
+//! Checkpoint bookkeeping on the coordinator, as plain synchronous code (Flink's
+//! `CheckpointCoordinator`, Arroyo's `checkpoint_state.rs`, but small): when to trigger the next
+//! asynchronous barrier checkpoint, which partitions have acknowledged it, when it is complete,
+//! committed, timed out or aborted, and which completed checkpoints to keep. The engine feeds it
+//! events with the time and carries out the [`CheckpointAction`]s it returns; it does no I/O and
+//! reads no clock.
+//!
+//! ```text
+//!         tick: interval passed since the last trigger (or start / abort / restore)
+//!   idle ------------------------------------------------------------> in flight  [Trigger]
+//!    ^  ^                                                                  |  |
+//!    |  +-- tick past timeout / worker_lost / assignment_changed [Abort] --+  |
+//!    |                                                                        |
+//!    +--------------- every partition acked [Complete] <----------------------+
+//!                              |
+//!                              v   the shell writes the manifest, then calls committed(id)
+//!                          completed --committed(id)--> committed [NotifySinks, Retain]
+//! ```
+//!
+//! Every triggered id ends in exactly one [`CheckpointAction::Abort`] or
+//! [`CheckpointAction::Complete`]. A completed id is either committed, or superseded (a newer one
+//! was committed first, or recovery discarded it) and then listed in a
+//! [`CheckpointAction::Retain`]'s `delete`. Ids start at 1, strictly increase and are never
+//! reused, not even after an abort or a restore.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::types::PartitionId;
+
+/// A checkpoint's number (epoch). The first is 1; 0 is never used.
+pub use crate::checkpoint::CheckpointId;
+
+/// How often to checkpoint, how long to wait, how many to keep.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointConfig {
+    /// The time from one trigger (or from the start, an abort or a restore) to the next.
+    pub interval: Duration,
+    /// A checkpoint pending longer than this is aborted.
+    pub timeout: Duration,
+    /// How many committed checkpoints to keep (`K`); older ones are deleted.
+    pub retain: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+            retain: 3,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    /// Checks that the values can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval.is_zero() {
+            return Err(ConfigError::new("checkpoint_interval", "must be above zero"));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("checkpoint_timeout", "must be above zero"));
+        }
+        if self.retain == 0 {
+            return Err(ConfigError::new("checkpoint_retain", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What one partition wrote for one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    /// Where the partition's state was written (a path or key in the checkpoint store).
+    pub state_file: String,
+    /// The state's size in bytes.
+    pub state_bytes: u64,
+    /// The offset the partition's source had reached at the barrier, if it has a source.
+    pub source_offset: Option<u64>,
+}
+
+/// Why a checkpoint was aborted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortReason {
+    /// It was pending longer than the timeout.
+    Timeout,
+    /// A worker was lost, so some partitions' snapshots may never come.
+    WorkerLost,
+    /// Partitions changed owners while it was pending.
+    AssignmentChanged,
+    /// The job was restored from an earlier checkpoint.
+    Restored,
+}
+
+impl fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AbortReason::Timeout => "timed out",
+            AbortReason::WorkerLost => "a worker was lost",
+            AbortReason::AssignmentChanged => "the assignment changed",
+            AbortReason::Restored => "the job was restored",
+        })
+    }
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointAction {
+    /// Tell every source to inject barrier `id`.
+    Trigger {
+        /// The new checkpoint.
+        id: CheckpointId,
+    },
+    /// Checkpoint `id` will never complete: tell the workers, delete whatever it wrote.
+    Abort {
+        /// The aborted checkpoint.
+        id: CheckpointId,
+        /// Why.
+        reason: AbortReason,
+    },
+    /// Every partition has snapshotted `id`: write its manifest, then call
+    /// [`CheckpointCoordinator::committed`].
+    Complete {
+        /// The completed checkpoint.
+        id: CheckpointId,
+        /// Every partition's snapshot.
+        snapshots: BTreeMap<PartitionId, PartitionSnapshot>,
+        /// From the trigger to the last acknowledgement.
+        duration: Duration,
+        /// The sum of the partitions' state sizes.
+        size_bytes: u64,
+    },
+    /// `id` is durably committed: tell every sink to commit epoch `id` (which includes every
+    /// earlier epoch not committed yet).
+    NotifySinks {
+        /// The committed checkpoint.
+        id: CheckpointId,
+    },
+    /// The checkpoints to keep (the newest `retain` committed ones, ascending) and the ones whose
+    /// files to delete (ascending): committed ones beyond `retain`, and completed ones that will
+    /// never be committed.
+    Retain {
+        /// Kept, oldest first.
+        keep: Vec<CheckpointId>,
+        /// To delete, oldest first.
+        delete: Vec<CheckpointId>,
+    },
+}
+
+/// A summary for status and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Checkpoints committed so far.
+    pub completed: u64,
+    /// Checkpoints aborted so far.
+    pub aborted: u64,
+    /// The newest committed checkpoint.
+    pub last_completed: Option<CheckpointId>,
+    /// How long the newest committed checkpoint took from trigger to last acknowledgement.
+    pub last_duration: Option<Duration>,
+    /// The newest committed checkpoint's size in bytes.
+    pub last_size_bytes: Option<u64>,
+    /// The checkpoint in flight.
+    pub in_flight: Option<CheckpointId>,
+}
+
+/// The checkpoint in flight.
+#[derive(Debug)]
+struct InFlight {
+    id: CheckpointId,
+    triggered_at: Instant,
+    acks: BTreeMap<PartitionId, PartitionSnapshot>,
+}
+
+/// A checkpoint every partition acknowledged.
+#[derive(Clone, Debug)]
+struct Done {
+    snapshots: BTreeMap<PartitionId, PartitionSnapshot>,
+    duration: Duration,
+    size_bytes: u64,
+}
+
+/// The coordinator's checkpoint bookkeeping: at most one checkpoint in flight.
+#[derive(Debug)]
+pub struct CheckpointCoordinator {
+    config: CheckpointConfig,
+    num_partitions: usize,
+    /// The id the next trigger uses; above every id used so far.
+    next_id: CheckpointId,
+    /// The interval is measured from here; `None` until [`Self::start`] or [`Self::restored`].
+    baseline: Option<Instant>,
+    in_flight: Option<InFlight>,
+    /// Complete, waiting for the manifest (all newer than every committed one).
+    completed: BTreeMap<CheckpointId, Done>,
+    /// Committed and retained: at most `retain`.
+    committed: BTreeMap<CheckpointId, Done>,
+    committed_count: u64,
+    aborted_count: u64,
+}
+
+impl CheckpointCoordinator {
+    /// Bookkeeping for a job of `num_partitions` partitions; nothing triggers before
+    /// [`Self::start`] or [`Self::restored`]. `config` is expected to pass
+    /// [`CheckpointConfig::validate`].
+    ///
+    /// # Panics
+    /// If `num_partitions` is 0.
+    pub fn new(config: CheckpointConfig, num_partitions: usize) -> Self {
+        assert!(num_partitions > 0, "a job has at least one partition");
+        CheckpointCoordinator {
+            config,
+            num_partitions,
+            next_id: CheckpointId(1),
+            baseline: None,
+            in_flight: None,
+            completed: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            committed_count: 0,
+            aborted_count: 0,
+        }
+    }
+
+    /// The job started at `now`: the first checkpoint triggers one interval later.
+    pub fn start(&mut self, now: Instant) {
+        self.baseline = Some(now);
+    }
+
+    /// Time passed: abort the checkpoint in flight if it timed out, or trigger the next one if
+    /// none is in flight and the interval has passed. One tick does at most one of the two.
+    pub fn tick(&mut self, now: Instant) -> Vec<CheckpointAction> {
+        let Some(baseline) = self.baseline else {
+            return Vec::new();
+        };
+        if let Some(in_flight) = &self.in_flight {
+            if now.saturating_duration_since(in_flight.triggered_at) > self.config.timeout {
+                return self.abort_in_flight(AbortReason::Timeout, now);
+            }
+            return Vec::new();
+        }
+        if now.saturating_duration_since(baseline) < self.config.interval {
+            return Vec::new();
+        }
+        let id = self.next_id;
+        self.next_id = id.next();
+        self.baseline = Some(now);
+        self.in_flight = Some(InFlight {
+            id,
+            triggered_at: now,
+            acks: BTreeMap::new(),
+        });
+        vec![CheckpointAction::Trigger { id }]
+    }
+
+    /// Partition `partition` snapshotted checkpoint `id`. Ignored unless `id` is in flight and
+    /// `partition` has not acknowledged it yet (the first acknowledgement counts).
+    pub fn ack(
+        &mut self,
+        id: CheckpointId,
+        partition: PartitionId,
+        snapshot: PartitionSnapshot,
+        now: Instant,
+    ) -> Vec<CheckpointAction> {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return Vec::new();
+        };
+        if in_flight.id != id || partition >= self.num_partitions || in_flight.acks.contains_key(&partition) {
+            return Vec::new();
+        }
+        in_flight.acks.insert(partition, snapshot);
+        if in_flight.acks.len() < self.num_partitions {
+            return Vec::new();
+        }
+        let InFlight {
+            triggered_at, acks, ..
+        } = self.in_flight.take().expect("in flight: acknowledged above");
+        let done = Done {
+            size_bytes: acks.values().map(|s| s.state_bytes).sum(),
+            duration: now.saturating_duration_since(triggered_at),
+            snapshots: acks,
+        };
+        let action = CheckpointAction::Complete {
+            id,
+            snapshots: done.snapshots.clone(),
+            duration: done.duration,
+            size_bytes: done.size_bytes,
+        };
+        self.completed.insert(id, done);
+        vec![action]
+    }
+
+    /// The store durably committed `id` (its manifest is written): tell the sinks, and say which
+    /// checkpoints to keep and delete. Ignored unless `id` completed and is not committed.
+    /// Completed checkpoints older than `id` are superseded and deleted, so commit in id order.
+    pub fn committed(&mut self, id: CheckpointId) -> Vec<CheckpointAction> {
+        let Some(done) = self.completed.remove(&id) else {
+            return Vec::new();
+        };
+        let newer = self.completed.split_off(&id);
+        let mut delete: Vec<CheckpointId> = std::mem::replace(&mut self.completed, newer)
+            .into_keys()
+            .collect();
+        self.committed.insert(id, done);
+        self.committed_count += 1;
+        while self.committed.len() > self.config.retain {
+            if let Some((old, _)) = self.committed.pop_first() {
+                delete.push(old);
+            }
+        }
+        delete.sort_unstable();
+        vec![
+            CheckpointAction::NotifySinks { id },
+            CheckpointAction::Retain {
+                keep: self.retained(),
+                delete,
+            },
+        ]
+    }
+
+    /// A worker was lost: abort the checkpoint in flight, if any.
+    pub fn worker_lost(&mut self, now: Instant) -> Vec<CheckpointAction> {
+        self.abort_in_flight(AbortReason::WorkerLost, now)
+    }
+
+    /// Partitions changed owners: abort the checkpoint in flight, if any.
+    pub fn assignment_changed(&mut self, now: Instant) -> Vec<CheckpointAction> {
+        self.abort_in_flight(AbortReason::AssignmentChanged, now)
+    }
+
+    /// The job recovered from checkpoint `id` at `now`. Aborts the checkpoint in flight; forgets
+    /// (and lists for deletion) the completed but uncommitted ones and any committed one newer
+    /// than `id` (the shell fell back past it, e.g. because it was corrupt), since the tasks
+    /// rewound to `id`. The next checkpoint triggers one interval after `now`, with an id above
+    /// every id used so far and above `id`.
+    pub fn restored(&mut self, id: CheckpointId, now: Instant) -> Vec<CheckpointAction> {
+        let mut actions = self.abort_in_flight(AbortReason::Restored, now);
+        let newer = self.committed.split_off(&id.next());
+        let mut delete: Vec<CheckpointId> = newer.into_keys().collect();
+        delete.extend(std::mem::take(&mut self.completed).into_keys());
+        if !delete.is_empty() {
+            delete.sort_unstable();
+            actions.push(CheckpointAction::Retain {
+                keep: self.retained(),
+                delete,
+            });
+        }
+        self.next_id = self.next_id.max(id.next());
+        self.baseline = Some(now);
+        actions
+    }
+
+    /// The newest committed checkpoint and its snapshots: what recovery restores from.
+    pub fn restore_point(&self) -> Option<(CheckpointId, BTreeMap<PartitionId, PartitionSnapshot>)> {
+        self.committed
+            .last_key_value()
+            .map(|(id, done)| (*id, done.snapshots.clone()))
+    }
+
+    /// The newest committed checkpoint.
+    pub fn last_completed(&self) -> Option<CheckpointId> {
+        self.committed.last_key_value().map(|(id, _)| *id)
+    }
+
+    /// The checkpoint in flight.
+    pub fn in_flight(&self) -> Option<CheckpointId> {
+        self.in_flight.as_ref().map(|f| f.id)
+    }
+
+    /// The retained committed checkpoints, oldest first.
+    pub fn retained(&self) -> Vec<CheckpointId> {
+        self.committed.keys().copied().collect()
+    }
+
+    /// A summary for status and metrics.
+    pub fn stats(&self) -> CheckpointStats {
+        let last = self.committed.last_key_value();
+        CheckpointStats {
+            completed: self.committed_count,
+            aborted: self.aborted_count,
+            last_completed: last.map(|(id, _)| *id),
+            last_duration: last.map(|(_, d)| d.duration),
+            last_size_bytes: last.map(|(_, d)| d.size_bytes),
+            in_flight: self.in_flight(),
+        }
+    }
+
+    /// Aborts the checkpoint in flight, if any; the next one triggers one interval after `now`.
+    fn abort_in_flight(&mut self, reason: AbortReason, now: Instant) -> Vec<CheckpointAction> {
+        let Some(in_flight) = self.in_flight.take() else {
+            return Vec::new();
+        };
+        self.aborted_count += 1;
+        self.baseline = Some(now);
+        vec![CheckpointAction::Abort {
+            id: in_flight.id,
+            reason,
+        }]
+    }
+}
+
+#[cfg(test)]
+#[path = "checkpoints_tests.rs"]
+mod tests;
