@@ -84,6 +84,10 @@ pub struct JobArgs {
     /// The job's output directory; it must not exist or be empty.
     #[arg(long, requires = "job")]
     pub output: Option<PathBuf>,
+    /// Records per second per source partition (default unlimited): makes a job run long enough
+    /// to watch it, or to crash a worker on purpose. The same as `--param rate=N`.
+    #[arg(long, requires = "job")]
+    pub rate: Option<u64>,
     /// A job parameter, `key=value` (repeatable).
     #[arg(long = "param", value_parser = parse_param, requires = "job")]
     pub params: Vec<(String, String)>,

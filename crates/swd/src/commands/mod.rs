@@ -42,6 +42,9 @@ fn job_spec(args: &JobArgs, registry: &JobRegistry) -> anyhow::Result<Option<Job
             Some(std::path::absolute(output).with_context(|| format!("bad --output {}", output.display()))?);
     }
     spec.params = args.params.iter().cloned().collect();
+    if let Some(rate) = args.rate {
+        spec.params.insert("rate".to_string(), rate.to_string());
+    }
     let job = registry.build(&spec)?;
     job.validate()?;
     Ok(Some(spec))
