@@ -14,7 +14,8 @@ use tokio::process::Child;
 
 use super::local::{check_alive, CLUSTER};
 
-const POLL: Duration = Duration::from_millis(100);
+/// Polls are cheap (one status over loopback); a short interval keeps the end-to-end time honest.
+const POLL: Duration = Duration::from_millis(20);
 const PLAIN_EVERY: Duration = Duration::from_secs(3);
 
 /// Polls the coordinator until the job finishes or fails.
