@@ -279,6 +279,10 @@ fn sigkill_of_a_worker_mid_job_restarts_it_and_the_output_is_still_exact() {
         "{finished:#}"
     );
     assert_eq!(finished["job"]["records_in"], 20_000);
+    assert!(
+        finished["job"]["last_recovery_ms"].is_u64(),
+        "the recovery was timed: {finished:#}"
+    );
     let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
     assert_eq!(output_lines(&output), sorted_lines(&expected));
     // A standalone coordinator keeps serving status after the job ends.

@@ -47,6 +47,10 @@ pub struct JobControl {
     elapsed: Option<Duration>,
     /// Task failures so far: each one delays the next attempt a little more.
     failures: u32,
+    /// When the running attempt was aborted, until the next one starts.
+    aborted_at: Option<Instant>,
+    /// From the last abort to the start of the attempt after it.
+    last_recovery: Option<Duration>,
     /// After a task failure, no attempt starts before this (a peer that just died has not been
     /// declared failed yet, and restarting at once would only fail again).
     not_before: Option<Instant>,
@@ -77,6 +81,8 @@ impl JobControl {
             elapsed: None,
             failures: 0,
             not_before: None,
+            aborted_at: None,
+            last_recovery: None,
         }
     }
 
@@ -104,6 +110,7 @@ impl JobControl {
     pub fn on_cluster(&mut self, generation: Generation, stable: bool, now: Instant) -> JobStep {
         match self.state {
             JobState::Running if self.generation != Some(generation) => {
+                self.aborted_at = Some(now);
                 self.abort("the assignment changed (a worker failed, left or joined)".to_string())
             }
             JobState::Waiting | JobState::Restarting
@@ -116,6 +123,9 @@ impl JobControl {
                 self.sources_done.clear();
                 self.progress.clear();
                 self.started.get_or_insert(now);
+                if let Some(aborted) = self.aborted_at.take() {
+                    self.last_recovery = Some(now.saturating_duration_since(aborted));
+                }
                 JobStep::Start(self.attempt)
             }
             _ => JobStep::Nothing,
@@ -163,6 +173,7 @@ impl JobControl {
         }
         self.failures += 1;
         self.not_before = Some(now + restart_delay(self.failures));
+        self.aborted_at = Some(now);
         self.abort(error)
     }
 
@@ -196,6 +207,9 @@ impl JobControl {
             partitions_done: self.done.len(),
             elapsed_ms: elapsed.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             error: self.error.clone(),
+            last_recovery_ms: self
+                .last_recovery
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             output: self.spec.output.as_ref().map(|p| p.display().to_string()),
         }
     }
@@ -251,8 +265,16 @@ mod tests {
         assert_eq!(job.on_partition_done(1, 0, 4, t), JobStep::Nothing);
         assert_eq!(job.on_cluster(Generation(2), false, t), JobStep::Stop(1));
         assert_eq!(job.status(t).state, JobState::Restarting);
-        assert_eq!(job.on_cluster(Generation(3), true, t), JobStep::Start(2));
+        assert_eq!(
+            job.on_cluster(Generation(3), true, t + Duration::from_millis(700)),
+            JobStep::Start(2)
+        );
         let status = job.status(t);
+        assert_eq!(
+            status.last_recovery_ms,
+            Some(700),
+            "from the abort to the next start"
+        );
         assert_eq!(
             (
                 status.attempt,

@@ -276,6 +276,9 @@ pub struct JobStatus {
     pub elapsed_ms: u64,
     /// Why the job failed, or why the last attempt was aborted.
     pub error: Option<String>,
+    /// Milliseconds from the last abort (a failure detected, a task failed, partitions moved) to
+    /// the start of the next attempt; null before any.
+    pub last_recovery_ms: Option<u64>,
     /// The job's output, as given.
     pub output: Option<String>,
 }

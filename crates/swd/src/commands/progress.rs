@@ -127,8 +127,12 @@ pub(super) fn summary(
     wall: Duration,
 ) -> ExitCode {
     let secs = wall.as_secs_f64();
+    let recovery = job
+        .last_recovery_ms
+        .map(|ms| format!(" (last recovery {ms} ms)"))
+        .unwrap_or_default();
     println!(
-        "job {name} finished: {} records in, {} records out, {workers} workers, {partitions} partitions, {} restarts",
+        "job {name} finished: {} records in, {} records out, {workers} workers, {partitions} partitions, {} restarts{recovery}",
         job.records_in, job.records_out, job.restarts
     );
     println!(
