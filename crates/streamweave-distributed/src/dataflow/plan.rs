@@ -12,7 +12,7 @@
 //! keyed aggregations. The runtime sees only [`ErasedPlan`], [`ExchangeOut`] and [`Receiver`].
 
 use std::any::Any;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use super::{DataflowError, SinkContext, SourceContext, SourceEnd, SourceOffset};
 
@@ -46,6 +46,15 @@ pub trait ExchangeOut {
     fn cancelled(&self) -> bool;
 }
 
+/// What the runtime and a running source task share.
+#[derive(Debug, Default)]
+pub struct SourceControl {
+    /// Records read so far (updated in chunks).
+    pub records_in: AtomicU64,
+    /// Set by the runtime when a checkpoint barrier is due: the task stops at the next record.
+    pub pause: AtomicBool,
+}
+
 /// One partition's receiving side: takes batches, then finishes into the sink.
 pub trait Receiver: Send {
     /// Applies one batch.
@@ -53,18 +62,31 @@ pub trait Receiver: Send {
     /// All sources have finished: emits the results through the sink and commits it. Returns
     /// the number of records written.
     fn finish(self: Box<Self>) -> Result<u64, DataflowError>;
+
+    /// Checkpoint barrier `epoch`: the encoded state of the partition's stage.
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError>;
+
+    /// Recovery: replaces the stage's state with a snapshot.
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError>;
+
+    /// Checkpoint barrier `epoch`: makes what the sink wrote since the previous barrier durable
+    /// but not yet final (phase one of the sink's two-phase commit).
+    fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError>;
 }
 
 /// A job as the runtime sees it.
 pub trait ErasedPlan: Send + Sync {
     /// Reads partition `ctx.partition` of the source from `offset` and sends everything through
-    /// `out`, including a final flush, adding the records read to `records_in` as it goes; the
-    /// runtime sends the end-of-stream markers after.
+    /// `out`, adding the records read to `control.records_in` as it goes. At the end of the
+    /// input it flushes and returns `Exhausted` (the runtime then sends the end-of-stream
+    /// markers). When `control.pause` is set it stops after the current record, flushes
+    /// everything read so far (pre-aggregated partials included) and returns `Stopped(offset)`:
+    /// the runtime sends a checkpoint barrier, then calls again from that offset.
     fn run_source(
         &self,
         ctx: &SourceContext,
         offset: SourceOffset,
-        records_in: &AtomicU64,
+        control: &SourceControl,
         out: &mut dyn ExchangeOut,
     ) -> Result<SourceEnd, DataflowError>;
 
@@ -76,6 +98,13 @@ pub trait ErasedPlan: Send + Sync {
 
     /// Whether the source is bounded (see [`crate::dataflow::Source::is_bounded`]).
     fn bounded(&self) -> bool;
+
+    /// Phase two of the sink's commit: makes partition `partition`'s pre-committed epochs up to
+    /// `upto` final. Idempotent.
+    fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError>;
+
+    /// Recovery: throws away partition `partition`'s sink output of epochs after `after`.
+    fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError>;
 }
 
 /// Records per batch: large enough to amortise channel and framing costs, small enough that

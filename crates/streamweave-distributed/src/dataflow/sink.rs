@@ -28,6 +28,19 @@ pub trait Sink: Send + Sync + 'static {
     fn validate(&self) -> Result<(), DataflowError> {
         Ok(())
     }
+
+    /// Phase two of the two-phase commit: makes partition `partition`'s pre-committed epochs
+    /// up to and including `upto` final. Must be idempotent: it is repeated after a crash
+    /// between a checkpoint's completion and the sinks' commit.
+    fn commit_epochs(&self, _partition: usize, _upto: u64) -> Result<(), DataflowError> {
+        Ok(())
+    }
+
+    /// Recovery from checkpoint `after`: throws away what partition `partition` wrote in later
+    /// epochs (pre-committed or not), so none of it reaches the final output.
+    fn discard_after(&self, _partition: usize, _after: u64) -> Result<(), DataflowError> {
+        Ok(())
+    }
 }
 
 /// Writes one partition's records; runs on a blocking thread.
@@ -37,4 +50,12 @@ pub trait SinkWriter<T>: Send {
 
     /// Makes what was written final (for files: flush, then rename into place).
     fn commit(self: Box<Self>) -> Result<(), DataflowError>;
+
+    /// Phase one of the two-phase commit at checkpoint barrier `epoch`: makes what was written
+    /// since the previous barrier durable under a name that is not final output; the sink's
+    /// [`Sink::commit_epochs`] makes it final once the checkpoint is complete. Sinks that cannot
+    /// take part (stdout) keep the default, which does nothing.
+    fn pre_commit(&mut self, _epoch: u64) -> Result<(), DataflowError> {
+        Ok(())
+    }
 }

@@ -20,7 +20,7 @@
 
 use std::borrow::Borrow;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// In-process hash maps of keyed state: foldhash, fast and of good quality on short keys (which
@@ -29,7 +29,9 @@ use std::sync::Arc;
 type FxHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::plan::{pack, unpack, unpack_local, Batch, ErasedPlan, ExchangeOut, Receiver, BATCH_RECORDS};
+use super::plan::{
+    pack, unpack, unpack_local, Batch, ErasedPlan, ExchangeOut, Receiver, SourceControl, BATCH_RECORDS,
+};
 use super::{
     DataflowError, Flow, HashPartitioner, Partitioner, Sink, SinkContext, SinkWriter, Source, SourceContext,
     SourceEnd, SourceOffset, StableHash,
@@ -39,13 +41,13 @@ use super::{
 type RunFn<T> = dyn Fn(
         &SourceContext,
         SourceOffset,
-        &AtomicU64,
+        &SourceControl,
         &mut dyn FnMut(T) -> Flow,
     ) -> Result<SourceEnd, DataflowError>
     + Send
     + Sync;
 type ValidateFn = Arc<dyn Fn() -> Result<(), DataflowError> + Send + Sync>;
-type SendFn = dyn Fn(&SourceContext, SourceOffset, &AtomicU64, &mut dyn ExchangeOut) -> Result<SourceEnd, DataflowError>
+type SendFn = dyn Fn(&SourceContext, SourceOffset, &SourceControl, &mut dyn ExchangeOut) -> Result<SourceEnd, DataflowError>
     + Send
     + Sync;
 
@@ -69,17 +71,24 @@ impl<T: Send + 'static> Stream<T> {
         let bounded = source.is_bounded();
         Stream {
             bounded,
-            run: Arc::new(move |ctx, offset, counter, emit| {
+            run: Arc::new(move |ctx, offset, control, emit| {
                 let mut pending = 0u64;
                 let end = source.read(ctx, offset, &mut |item| {
                     pending += 1;
                     if pending == COUNT_CHUNK {
-                        counter.fetch_add(pending, Ordering::Relaxed);
+                        control.records_in.fetch_add(pending, Ordering::Relaxed);
                         pending = 0;
                     }
-                    emit(item)
+                    let flow = emit(item);
+                    // A checkpoint barrier is waiting: stop after this record (it counts as read,
+                    // so the returned offset is exactly where to resume).
+                    if control.pause.load(Ordering::Acquire) {
+                        Flow::Stop
+                    } else {
+                        flow
+                    }
                 });
-                counter.fetch_add(pending, Ordering::Relaxed);
+                control.records_in.fetch_add(pending, Ordering::Relaxed);
                 end
             }),
             validate: vec![Arc::new(move || check.validate())],
@@ -92,7 +101,7 @@ impl<T: Send + 'static> Stream<T> {
     ) -> Stream<U> {
         let run = self.run;
         Stream {
-            run: Arc::new(move |ctx, offset, counter, emit| run(ctx, offset, counter, &mut |x| op(x, emit))),
+            run: Arc::new(move |ctx, offset, control, emit| run(ctx, offset, control, &mut |x| op(x, emit))),
             validate: self.validate,
             bounded: self.bounded,
         }
@@ -144,10 +153,10 @@ impl<T: Send + 'static> Stream<T> {
     {
         let run = self.run;
         let partitioner: Arc<dyn Partitioner<T>> = Arc::new(partitioner);
-        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, control, out| {
             let broadcast = partitioner.is_broadcast();
             let mut router = Router::new(out);
-            let end = run(ctx, offset, counter, &mut |x: T| {
+            let end = run(ctx, offset, control, &mut |x: T| {
                 let n = router.out.num_partitions();
                 if broadcast {
                     for q in 1..n {
@@ -193,10 +202,10 @@ impl<T: Send + 'static> Stream<T> {
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K> + 'static,
     {
         let run = self.run;
-        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, control, out| {
             let mut partial: FxHashMap<K, u64> = FxHashMap::default();
             let mut router: Router<'_, (K, u64)> = Router::new(out);
-            let end = run(ctx, offset, counter, &mut |x: T| {
+            let end = run(ctx, offset, control, &mut |x: T| {
                 f(&x, &mut |key: &Q| match partial.get_mut(key) {
                     Some(n) => *n += 1,
                     None => {
@@ -208,7 +217,7 @@ impl<T: Send + 'static> Stream<T> {
                 }
                 Flow::Continue
             });
-            if matches!(end, Ok(SourceEnd::Exhausted(_))) {
+            if router.flushes_on(&end) {
                 router.route_all(partial.drain(), &HashPartitioner);
             }
             router.finish(end)
@@ -231,10 +240,10 @@ impl<T: Send + 'static> Stream<T> {
     /// Writes to `sink`; each partition's records stay in their partition (no exchange).
     pub fn sink<S: Sink<Item = T>>(self, sink: S) -> Job {
         let run = self.run;
-        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, control, out| {
             let own = ctx.partition;
             let mut router = Router::local(out);
-            let end = run(ctx, offset, counter, &mut |x: T| router.push(own, x));
+            let end = run(ctx, offset, control, &mut |x: T| router.push(own, x));
             router.finish(end)
         });
         Exchanged {
@@ -261,10 +270,10 @@ impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
     {
         let run = self.run;
         let merge = Arc::clone(&f);
-        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, control, out| {
             let mut partial: FxHashMap<K, Option<V>> = FxHashMap::default();
             let mut router: Router<'_, (K, V)> = Router::new(out);
-            let end = run(ctx, offset, counter, &mut |(k, v): (K, V)| {
+            let end = run(ctx, offset, control, &mut |(k, v): (K, V)| {
                 let slot = partial.entry(k).or_insert(None);
                 *slot = Some(match slot.take() {
                     Some(old) => merge(old, v),
@@ -276,7 +285,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
                 }
                 Flow::Continue
             });
-            if matches!(end, Ok(SourceEnd::Exhausted(_))) {
+            if router.flushes_on(&end) {
                 router.route_all(partial.drain().filter_map(|(k, v)| Some((k, v?))), &*partitioner);
             }
             router.finish(end)
@@ -341,14 +350,14 @@ where
     /// Records travel to their key's partition unaggregated (a fold need not be associative).
     pub fn fold<A>(self, init: A, f: impl Fn(A, T) -> A + Send + Sync + 'static) -> Exchanged<(K, A)>
     where
-        A: Clone + Send + Sync + 'static,
+        A: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         T: Serialize + DeserializeOwned + Sync,
     {
         let (pairs, partitioner) = self.pairs();
         let run = pairs.run;
-        let send: Arc<SendFn> = Arc::new(move |ctx, offset, counter, out| {
+        let send: Arc<SendFn> = Arc::new(move |ctx, offset, control, out| {
             let mut router = Router::new(out);
-            let end = run(ctx, offset, counter, &mut |pair: (K, T)| {
+            let end = run(ctx, offset, control, &mut |pair: (K, T)| {
                 let q = partitioner.partition(&pair.0, router.out.num_partitions());
                 router.push(q, pair)
             });
@@ -450,15 +459,26 @@ impl<'a, X: Send + 'static> Router<'a, X> {
         Flow::Continue
     }
 
+    /// Whether everything buffered must go out now: at the end of the input, and at a
+    /// checkpoint barrier (the source stopped without the attempt being cancelled), so that the
+    /// barrier follows every record read before it.
+    fn flushes_on(&self, end: &Result<SourceEnd, DataflowError>) -> bool {
+        match end {
+            Ok(SourceEnd::Exhausted(_)) => true,
+            Ok(SourceEnd::Stopped(_)) => self.failure.is_none() && !self.out.cancelled(),
+            Err(_) => false,
+        }
+    }
+
     fn finish(mut self, end: Result<SourceEnd, DataflowError>) -> Result<SourceEnd, DataflowError> {
-        let end = end?;
-        if let SourceEnd::Exhausted(_) = end {
+        if self.flushes_on(&end) {
             for q in 0..self.buffers.len() {
                 if self.flush(q) == Flow::Stop {
                     break;
                 }
             }
         }
+        let end = end?;
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
@@ -475,6 +495,30 @@ pub trait Stage<U>: Send {
     fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError>;
     /// Every source has ended: emits what was held back (keyed results).
     fn finish(self: Box<Self>, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError>;
+
+    /// The stage's state, encoded, for a checkpoint; stateless stages have none (empty).
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        Ok(Vec::new())
+    }
+
+    /// Replaces the state with one taken by [`Stage::snapshot`] (on recovery).
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        if bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(DataflowError::Encoding(
+                "state given to a stateless stage".to_string(),
+            ))
+        }
+    }
+}
+
+fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, DataflowError> {
+    postcard::to_stdvec(state).map_err(|e| DataflowError::Encoding(format!("snapshot: {e}")))
+}
+
+fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, DataflowError> {
+    postcard::from_bytes(bytes).map_err(|e| DataflowError::Encoding(format!("restore: {e}")))
 }
 
 /// A fused post-exchange operator: one record in, any number out.
@@ -541,6 +585,15 @@ where
         Ok(())
     }
 
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        encode_state(&self.state)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        self.state = decode_state(bytes)?;
+        Ok(())
+    }
+
     fn finish(self: Box<Self>, emit: &mut dyn FnMut((K, V))) -> Result<(), DataflowError> {
         self.state.into_iter().for_each(emit);
         Ok(())
@@ -556,7 +609,7 @@ struct Fold<K, A, T> {
 impl<K, A, T> Stage<(K, A)> for Fold<K, A, T>
 where
     K: Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
-    A: Clone + Send + 'static,
+    A: Clone + Serialize + DeserializeOwned + Send + 'static,
     T: Serialize + DeserializeOwned + Send + 'static,
 {
     fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
@@ -564,6 +617,15 @@ where
             let acc = self.state.remove(&k).unwrap_or_else(|| self.init.clone());
             self.state.insert(k, (self.f)(acc, t));
         }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        encode_state(&self.state)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        self.state = decode_state(bytes)?;
         Ok(())
     }
 
@@ -595,6 +657,14 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
     fn finish(self: Box<Self>, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {
         let op = self.op;
         self.inner.finish(&mut |u| op(u, emit))
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        self.inner.snapshot()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        self.inner.restore(bytes)
     }
 }
 
@@ -672,10 +742,10 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
         &self,
         ctx: &SourceContext,
         offset: SourceOffset,
-        records_in: &AtomicU64,
+        control: &SourceControl,
         out: &mut dyn ExchangeOut,
     ) -> Result<SourceEnd, DataflowError> {
-        (self.send)(ctx, offset, records_in, out)
+        (self.send)(ctx, offset, control, out)
     }
 
     fn open_receiver(&self, ctx: &SinkContext) -> Result<Box<dyn Receiver>, DataflowError> {
@@ -694,6 +764,14 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
     fn bounded(&self) -> bool {
         self.bounded
     }
+
+    fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {
+        self.sink.commit_epochs(partition, upto)
+    }
+
+    fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
+        self.sink.discard_after(partition, after)
+    }
 }
 
 struct SinkReceiver<U> {
@@ -709,6 +787,18 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         self.stage
             .on_batch(batch, &mut |u| write(writer, written, failure, u))?;
         self.failure.take().map_or(Ok(()), Err)
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        self.stage.snapshot()
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+        self.stage.restore(state)
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError> {
+        self.writer.pre_commit(epoch)
     }
 
     fn finish(self: Box<Self>) -> Result<u64, DataflowError> {
@@ -760,3 +850,7 @@ impl std::fmt::Debug for Job {
         f.write_str("Job")
     }
 }
+
+#[cfg(test)]
+#[path = "barrier_tests.rs"]
+mod barrier_tests;

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::exchange::{AttemptOut, DataPlane, Destination, Inbound, CREDITS_PER_CHANNEL};
-use crate::dataflow::plan::ErasedPlan;
+use crate::dataflow::plan::{ErasedPlan, SourceControl};
 use crate::dataflow::{
     DataflowError, JobRegistry, JobSpec, SinkContext, SourceContext, SourceEnd, SourceOffset,
 };
@@ -26,8 +26,8 @@ use crate::protocol::{JobProgress, PartitionOwner, WorkerMessage};
 struct Attempt {
     attempt: u64,
     cancel: CancellationToken,
-    /// Records read, per owned source partition.
-    records_in: Arc<Vec<AtomicU64>>,
+    /// Records read and the pause flag, per owned source partition.
+    records_in: Arc<Vec<SourceControl>>,
     records_out: Arc<AtomicU64>,
     inboxes: Vec<mpsc::UnboundedSender<Inbound>>,
 }
@@ -62,7 +62,11 @@ impl JobRunner {
     pub(crate) fn progress(&self) -> Option<JobProgress> {
         self.current.as_ref().map(|a| JobProgress {
             attempt: a.attempt,
-            records_in: a.records_in.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
+            records_in: a
+                .records_in
+                .iter()
+                .map(|c| c.records_in.load(Ordering::Relaxed))
+                .sum(),
             records_out: a.records_out.load(Ordering::Relaxed),
         })
     }
@@ -77,7 +81,7 @@ impl JobRunner {
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
         let cancel = CancellationToken::new();
-        let records_in = Arc::new(mine.iter().map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+        let records_in = Arc::new(mine.iter().map(|_| SourceControl::default()).collect::<Vec<_>>());
         let records_out = Arc::new(AtomicU64::new(0));
         let inboxes = mine.iter().map(|&q| self.plane.inbox(attempt, q)).collect();
         self.current = Some(Attempt {
@@ -165,7 +169,7 @@ struct Launch {
     reports: mpsc::UnboundedSender<WorkerMessage>,
     slots: Arc<Semaphore>,
     cancel: CancellationToken,
-    records_in: Arc<Vec<AtomicU64>>,
+    records_in: Arc<Vec<SourceControl>>,
     records_out: Arc<AtomicU64>,
 }
 
@@ -256,7 +260,7 @@ impl Launch {
                 };
                 let counter = &records_in[task];
                 let result = plan.run_source(&ctx, SourceOffset(0), counter, &mut out);
-                let read = counter.load(Ordering::Relaxed);
+                let read = counter.records_in.load(Ordering::Relaxed);
                 let result = result.and_then(|end| match end {
                     SourceEnd::Exhausted(_) => {
                         out.end_of_stream(p)?;

@@ -13,6 +13,8 @@ pub struct CollectorSink<T> {
     // Committed records by partition. A lock is fine: it is only taken once per commit and by
     // `collected`, never across an `.await`, and only guards moving a `Vec` in or cloning out.
     committed: Arc<Mutex<BTreeMap<usize, Vec<T>>>>,
+    /// Two-phase output by partition and epoch: (committed?, records). Same lock discipline.
+    epochs: Arc<Mutex<BTreeMap<usize, BTreeMap<u64, (bool, Vec<T>)>>>>,
 }
 
 impl<T: Clone> CollectorSink<T> {
@@ -20,6 +22,7 @@ impl<T: Clone> CollectorSink<T> {
     pub fn new() -> Self {
         Self {
             committed: Arc::new(Mutex::new(BTreeMap::new())),
+            epochs: Arc::new(Mutex::new(BTreeMap::new())),
         }
     }
 
@@ -29,7 +32,23 @@ impl<T: Clone> CollectorSink<T> {
             .committed
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        committed.values().flatten().cloned().collect()
+        let epochs = self
+            .epochs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let partitions: std::collections::BTreeSet<usize> =
+            committed.keys().chain(epochs.keys()).copied().collect();
+        let mut out = Vec::new();
+        for p in partitions {
+            out.extend(committed.get(&p).into_iter().flatten().cloned());
+            let done = epochs
+                .get(&p)
+                .into_iter()
+                .flat_map(|e| e.values())
+                .filter(|(c, _)| *c);
+            out.extend(done.flat_map(|(_, records)| records.iter().cloned()));
+        }
+        out
     }
 }
 
@@ -43,6 +62,7 @@ impl<T> Clone for CollectorSink<T> {
     fn clone(&self) -> Self {
         Self {
             committed: Arc::clone(&self.committed),
+            epochs: Arc::clone(&self.epochs),
         }
     }
 }
@@ -62,6 +82,28 @@ impl<T: Clone + Send + 'static> Sink for CollectorSink<T> {
             partition: ctx.partition,
             records: Vec::new(),
         }))
+    }
+
+    fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {
+        let mut epochs = self
+            .epochs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (_, (committed, _)) in epochs.entry(partition).or_default().range_mut(..=upto) {
+            *committed = true;
+        }
+        Ok(())
+    }
+
+    fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
+        let mut epochs = self
+            .epochs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(of_partition) = epochs.get_mut(&partition) {
+            of_partition.retain(|epoch, (committed, _)| *epoch <= after || *committed);
+        }
+        Ok(())
     }
 }
 
@@ -85,6 +127,23 @@ impl<T: Send> SinkWriter<T> for CollectorWriter<T> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         committed.insert(self.partition, self.records);
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError> {
+        if self.records.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.records);
+        let mut epochs = self
+            .sink
+            .epochs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        epochs
+            .entry(self.partition)
+            .or_default()
+            .insert(epoch, (false, records));
         Ok(())
     }
 }
@@ -114,6 +173,22 @@ mod tests {
         assert_eq!(handle.collected(), ["b"]);
         zero.commit().unwrap();
         assert_eq!(handle.collected(), ["a", "b"]);
+    }
+
+    #[test]
+    fn pre_committed_epochs_count_once_committed_and_recovery_drops_later_ones() {
+        let sink = CollectorSink::new();
+        let mut writer = sink.open(&ctx(0, 1)).unwrap();
+        writer.write(1).unwrap();
+        writer.pre_commit(1).unwrap();
+        writer.write(2).unwrap();
+        writer.pre_commit(2).unwrap();
+        assert!(sink.collected().is_empty());
+        sink.commit_epochs(0, 1).unwrap();
+        assert_eq!(sink.collected(), [1]);
+        sink.discard_after(0, 1).unwrap();
+        sink.commit_epochs(0, u64::MAX).unwrap();
+        assert_eq!(sink.collected(), [1], "epoch 2 was discarded by the recovery");
     }
 
     #[test]

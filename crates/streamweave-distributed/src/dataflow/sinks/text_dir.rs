@@ -7,6 +7,14 @@
 //! commit            -> flush, fsync, rename to dir/part-0000q (replacing an older attempt's),
 //!                      remove older attempts' leftover temporaries of partition q
 //! ```
+//!
+//! With checkpoints, output goes through a two-phase commit per epoch instead:
+//!
+//! ```text
+//! pre_commit(e)     -> flush, fsync, rename the temporary to dir/.part-0000q.epoch-{e:020}.pending
+//! commit_epochs(q,u) -> every pending epoch e <= u of q becomes dir/part-0000q-{e:020} (idempotent)
+//! discard_after(q,c) -> recovery from checkpoint c: pending epochs > c and temporaries of q go
+//! ```
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -66,6 +74,54 @@ fn temp_prefix(partition: usize) -> String {
     format!(".part-{partition:05}.attempt-")
 }
 
+fn pending_prefix(partition: usize) -> String {
+    format!(".part-{partition:05}.epoch-")
+}
+
+fn pending_name(partition: usize, epoch: u64) -> String {
+    format!("{}{epoch:020}.pending", pending_prefix(partition))
+}
+
+fn epoch_name(partition: usize, epoch: u64) -> String {
+    format!("part-{partition:05}-{epoch:020}")
+}
+
+/// The pending epochs of a partition in `dir`: (epoch, path).
+fn pending_epochs(dir: &Path, partition: usize) -> Result<Vec<(u64, PathBuf)>, DataflowError> {
+    let prefix = pending_prefix(partition);
+    let mut found = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(DataflowError::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| DataflowError::io(dir, e))?;
+        let name = entry.file_name();
+        let epoch = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".pending")?.parse().ok());
+        if let Some(epoch) = epoch {
+            found.push((epoch, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn sync_dir(dir: &Path) {
+    // Makes renames durable; some file systems cannot sync a directory, which only weakens
+    // durability after a power loss, so that error is ignored.
+    let _ = File::open(dir).and_then(|d| d.sync_all());
+}
+
+fn remove_if_present(path: &Path) -> Result<(), DataflowError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DataflowError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
 impl Sink for TextDirSink {
     type Item = String;
 
@@ -81,7 +137,44 @@ impl Sink for TextDirSink {
             attempt: ctx.attempt,
             temp,
             out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            dirty: false,
         }))
+    }
+
+    fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {
+        let mut renamed = false;
+        for (epoch, path) in pending_epochs(&self.dir, partition)? {
+            if epoch <= upto {
+                let target = self.dir.join(epoch_name(partition, epoch));
+                fs::rename(&path, &target).map_err(|e| DataflowError::io(&target, e))?;
+                renamed = true;
+            }
+        }
+        if renamed {
+            sync_dir(&self.dir);
+        }
+        Ok(())
+    }
+
+    fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
+        for (epoch, path) in pending_epochs(&self.dir, partition)? {
+            if epoch > after {
+                remove_if_present(&path)?;
+            }
+        }
+        let prefix = temp_prefix(partition);
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(DataflowError::io(&self.dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| DataflowError::io(&self.dir, e))?;
+            if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                remove_if_present(&entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), DataflowError> {
@@ -114,11 +207,14 @@ struct TextDirWriter {
     temp: PathBuf,
     /// `None` once committed.
     out: Option<BufWriter<File>>,
+    /// Whether anything was written since the last pre-commit.
+    dirty: bool,
 }
 
 impl SinkWriter<String> for TextDirWriter {
     fn write(&mut self, item: String) -> Result<(), DataflowError> {
         let out = self.out.as_mut().expect("written after commit");
+        self.dirty = true;
         out.write_all(item.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
             .map_err(|e| DataflowError::io(&self.temp, e))
@@ -135,8 +231,28 @@ impl SinkWriter<String> for TextDirWriter {
         fs::rename(temp, &target).map_err(|e| DataflowError::io(&target, e))?;
         // Make the rename durable; some file systems cannot sync a directory, which only
         // weakens durability after a power loss, so that error is ignored.
-        let _ = File::open(&self.dir).and_then(|dir| dir.sync_all());
+        sync_dir(&self.dir);
         self.remove_older_temporaries()
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let out = self.out.take().expect("pre-committed after commit");
+        let temp = &self.temp;
+        let file = out
+            .into_inner()
+            .map_err(|e| DataflowError::io(temp, e.into_error()))?;
+        file.sync_all().map_err(|e| DataflowError::io(temp, e))?;
+        let pending = self.dir.join(pending_name(self.partition, epoch));
+        fs::rename(temp, &pending).map_err(|e| DataflowError::io(&pending, e))?;
+        sync_dir(&self.dir);
+        // The next epoch starts in a fresh temporary under the same name.
+        let file = File::create(temp).map_err(|e| DataflowError::io(temp, e))?;
+        self.out = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
+        self.dirty = false;
+        Ok(())
     }
 }
 
@@ -179,6 +295,33 @@ impl Drop for TextDirWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn epochs_become_final_only_when_committed_and_recovery_discards_later_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        let sink = TextDirSink::new(&dir);
+        let mut writer = sink.open(&ctx(1, 1)).unwrap();
+        writer.write("a".into()).unwrap();
+        writer.pre_commit(3).unwrap();
+        writer.pre_commit(4).unwrap(); // Nothing written in epoch 4: no file.
+        writer.write("b".into()).unwrap();
+        writer.pre_commit(5).unwrap();
+        assert!(
+            names(&dir).iter().all(|n| !is_final_output(n)),
+            "nothing final before commit: {:?}",
+            names(&dir)
+        );
+        sink.commit_epochs(1, 3).unwrap();
+        sink.commit_epochs(1, 3).unwrap(); // Idempotent.
+        assert_eq!(fs::read_to_string(dir.join(epoch_name(1, 3))).unwrap(), "a\n");
+        assert!(!dir.join(epoch_name(1, 5)).exists());
+        // Recovery from checkpoint 3: epoch 5 never becomes output.
+        drop(writer);
+        sink.discard_after(1, 3).unwrap();
+        sink.commit_epochs(1, u64::MAX).unwrap();
+        assert_eq!(names(&dir), vec![epoch_name(1, 3)]);
+    }
 
     fn ctx(partition: usize, attempt: u64) -> SinkContext {
         SinkContext {
