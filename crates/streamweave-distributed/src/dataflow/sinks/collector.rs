@@ -14,8 +14,11 @@ pub struct CollectorSink<T> {
     // `collected`, never across an `.await`, and only guards moving a `Vec` in or cloning out.
     committed: Arc<Mutex<BTreeMap<usize, Vec<T>>>>,
     /// Two-phase output by partition and epoch: (committed?, records). Same lock discipline.
-    epochs: Arc<Mutex<BTreeMap<usize, BTreeMap<u64, (bool, Vec<T>)>>>>,
+    epochs: Arc<Mutex<Epochs<T>>>,
 }
+
+/// Pre-committed output by partition, then epoch: (committed?, records).
+type Epochs<T> = BTreeMap<usize, BTreeMap<u64, (bool, Vec<T>)>>;
 
 impl<T: Clone> CollectorSink<T> {
     /// An empty collector.
