@@ -55,6 +55,10 @@ pub struct CoordinatorArgs {
     /// Refuse workers beyond this many.
     #[arg(long, default_value_t = 100)]
     pub max_workers: usize,
+    /// With a job: take a checkpoint this often (needs --data-dir); recovery then resumes from
+    /// the last one instead of the beginning.
+    #[arg(long, value_parser = parse_duration)]
+    pub checkpoint_interval: Option<Duration>,
     /// With a job: wait for this many workers before its first attempt.
     #[arg(long, default_value_t = 1)]
     pub min_workers: usize,
@@ -191,6 +195,9 @@ pub struct LocalArgs {
     /// Directory for the coordinator's files.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// With a job: take a checkpoint this often; recovery then resumes from the last one.
+    #[arg(long, value_parser = parse_duration)]
+    pub checkpoint_interval: Option<Duration>,
     /// Keep the cluster running until Ctrl-C instead of stopping once it has settled (or the
     /// job has ended).
     #[arg(long)]

@@ -100,6 +100,13 @@ pub struct CoordinatorConfig {
     pub job: Option<JobSpec>,
     /// Aborted attempts after which the job is declared failed.
     pub max_job_restarts: u64,
+    /// Take a checkpoint of the running job this often (off when `None`); needs `data_dir`,
+    /// under which the checkpoints are stored (`data_dir/checkpoints`).
+    pub checkpoint_interval: Option<Duration>,
+    /// A checkpoint not complete after this long is aborted.
+    pub checkpoint_timeout: Duration,
+    /// How many completed checkpoints to keep.
+    pub checkpoint_retain: usize,
     /// The job's first attempt waits until this many workers have registered (so a cluster
     /// that is still starting does not begin, then restart at every join).
     pub min_workers: usize,
@@ -121,11 +128,21 @@ impl Default for CoordinatorConfig {
             job: None,
             max_job_restarts: 10,
             min_workers: 1,
+            checkpoint_interval: None,
+            checkpoint_timeout: Duration::from_secs(10),
+            checkpoint_retain: 3,
         }
     }
 }
 
 impl CoordinatorConfig {
+    /// Where checkpoints are stored, when they are on.
+    pub fn checkpoint_dir(&self) -> Option<PathBuf> {
+        self.checkpoint_interval
+            .and(self.data_dir.as_ref())
+            .map(|d| d.join("checkpoints"))
+    }
+
     /// Checks that the values can work together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.num_partitions == 0 {
@@ -149,6 +166,20 @@ impl CoordinatorConfig {
         }
         if self.cluster_name.is_empty() {
             return Err(ConfigError::new("cluster_name", "must not be empty"));
+        }
+        if let Some(interval) = self.checkpoint_interval {
+            if interval.is_zero() {
+                return Err(ConfigError::new("checkpoint_interval", "must be above zero"));
+            }
+            if self.data_dir.is_none() {
+                return Err(ConfigError::new(
+                    "checkpoint_interval",
+                    "needs a data directory to store the checkpoints in (data_dir)",
+                ));
+            }
+            if self.checkpoint_retain == 0 {
+                return Err(ConfigError::new("checkpoint_retain", "must be at least 1"));
+            }
         }
         if self.max_frame_size < 1024 {
             return Err(ConfigError::new("max_frame_size", "must be at least 1024 bytes"));

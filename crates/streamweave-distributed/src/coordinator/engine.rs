@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::assignment::{balanced, owned_by, Member, Ownership};
+use super::checkpoints::{CheckpointConfig, CheckpointCoordinator, PartitionSnapshot};
 use super::job_control::JobControl;
 use super::{CoordinatorConfig, CoordinatorError, RebalanceStrategy};
 use crate::fault_tolerance::FailureDetector;
@@ -80,6 +81,13 @@ pub enum Input {
         /// The report.
         report: JobReport,
     },
+    /// The shell wrote checkpoint `id`'s manifest (`ok`), or could not.
+    CheckpointWritten {
+        /// The checkpoint.
+        id: u64,
+        /// Whether the manifest is durable.
+        ok: bool,
+    },
     /// Time passed: check for failed workers.
     Tick,
 }
@@ -114,6 +122,26 @@ pub enum JobReport {
         /// What went wrong.
         error: String,
     },
+    /// A partition snapshotted a checkpoint.
+    CheckpointAck {
+        /// The attempt.
+        attempt: u64,
+        /// The checkpoint.
+        id: u64,
+        /// The partition.
+        partition: PartitionId,
+        /// Its state file and where its source resumes.
+        snapshot: PartitionSnapshot,
+    },
+    /// These partitions' sinks committed their epochs up to `upto`.
+    EpochsCommitted {
+        /// The attempt.
+        attempt: u64,
+        /// The last epoch committed.
+        upto: u64,
+        /// The partitions.
+        partitions: Vec<PartitionId>,
+    },
 }
 
 /// What the shell must do.
@@ -133,6 +161,18 @@ pub enum Action {
     },
     /// Record an event (log and event file).
     Event(ClusterEvent),
+    /// Write checkpoint `id`'s manifest (its files are in the store already), keep the newest
+    /// `retain` checkpoints, and report back with [`Input::CheckpointWritten`].
+    WriteCheckpoint {
+        /// The checkpoint.
+        id: u64,
+        /// The job attempt that took it.
+        attempt: u64,
+        /// Every partition's snapshot.
+        snapshots: BTreeMap<PartitionId, PartitionSnapshot>,
+        /// How many completed checkpoints to keep.
+        retain: usize,
+    },
 }
 
 /// A change of membership or ownership, for the event log.
@@ -242,6 +282,8 @@ pub struct Engine {
     granting: BTreeMap<PartitionId, (WorkerId, Generation)>,
     out: Vec<Action>,
     job: Option<JobControl>,
+    /// The job's checkpoint bookkeeping, when checkpoints are on.
+    checkpoints: Option<CheckpointCoordinator>,
     /// The latest time the shell passed in, for calls that do not carry one.
     clock: Option<Instant>,
 }
@@ -254,6 +296,19 @@ impl Engine {
             .job
             .clone()
             .map(|spec| JobControl::new(spec, p, config.max_job_restarts));
+        let checkpoints = match (&job, config.checkpoint_interval) {
+            (Some(_), Some(interval)) => Some(CheckpointCoordinator::new(
+                CheckpointConfig {
+                    interval,
+                    timeout: config.checkpoint_timeout,
+                    retain: config.checkpoint_retain,
+                },
+                p,
+            )),
+            _ => None,
+        };
+        // With checkpoints, the final output is committed in two phases like every epoch.
+        let job = job.map(|j| j.with_final_commit(checkpoints.is_some()));
         Engine {
             detector: FailureDetector::new(config.heartbeat_timeout),
             config,
@@ -265,9 +320,15 @@ impl Engine {
             revoking: BTreeMap::new(),
             granting: BTreeMap::new(),
             out: Vec::new(),
+            checkpoints,
             job,
             clock: None,
         }
+    }
+
+    /// The job's name, when the coordinator runs one.
+    pub fn job_name(&self) -> Option<String> {
+        self.job.as_ref().map(|j| j.spec().name.clone())
     }
 
     /// The current generation.
@@ -293,6 +354,7 @@ impl Engine {
                 }
             }
             Input::Job { conn, report } => self.on_job_report(conn, report, now),
+            Input::CheckpointWritten { id, ok } => self.on_checkpoint_written(id, ok),
             Input::Ack {
                 conn,
                 generation,
@@ -324,6 +386,7 @@ impl Engine {
                 for id in failed {
                     self.depart(&id, Departure::TimedOut);
                 }
+                self.tick_checkpoints(now);
             }
         }
         self.clock = Some(now);
@@ -486,6 +549,7 @@ impl Engine {
                 })
                 .collect(),
             job: self.job.as_ref().map(|job| job.status(now)),
+            checkpoints: self.checkpoint_status(),
         }
     }
 

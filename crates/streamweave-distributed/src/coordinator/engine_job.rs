@@ -1,11 +1,24 @@
-//! The engine's side of job control: when the assignment is stable, start an attempt on it;
-//! when it changes, stop the attempt; route workers' reports to [`JobControl`].
+//! The engine's side of job control: when the assignment is stable, start an attempt on it
+//! (restoring the last checkpoint when there is one); when it changes, stop the attempt; route
+//! workers' reports to [`JobControl`] and, with checkpoints on, drive the
+//! [`CheckpointCoordinator`](super::super::checkpoints::CheckpointCoordinator).
+//!
+//! ```text
+//! Tick --> checkpoints.tick --Trigger{id}--> TriggerCheckpoint{attempt,id} to every worker
+//! CheckpointAck x P --> Complete --> Action::WriteCheckpoint --> shell writes the manifest
+//!   --> Input::CheckpointWritten --> committed --> CommitEpochs{attempt, upto: id} to every worker
+//! every PartitionDone --> (checkpoints) CommitEpochs{upto: MAX} --> EpochsCommitted x P --> Finished
+//! ```
 
 use std::time::Instant;
 
 use super::{owned_by, Action, ClusterEvent, ConnId, Engine, JobReport};
+use crate::coordinator::checkpoints::{CheckpointAction, CheckpointId};
 use crate::coordinator::job_control::JobStep;
-use crate::protocol::{CoordinatorMessage, JobState, PartitionOwner, RegisterRequest};
+use crate::protocol::{
+    CheckpointPlan, CheckpointStatus, CoordinatorMessage, JobState, PartitionOwner, RegisterRequest,
+    RestorePoint,
+};
 
 impl Engine {
     /// Every partition has an owner that runs exactly what it owns, and nothing is moving.
@@ -63,8 +76,92 @@ impl Engine {
                 tracing::warn!(worker = %id, attempt, %error, "a job task failed");
                 job.on_failure(attempt, format!("worker {id}: {error}"), now)
             }
+            JobReport::EpochsCommitted {
+                attempt,
+                upto,
+                partitions,
+            } => job.on_epochs_committed(attempt, upto, &partitions, now),
+            JobReport::CheckpointAck {
+                attempt,
+                id: checkpoint,
+                partition,
+                snapshot,
+            } => {
+                if job.running_attempt() != Some(attempt) {
+                    return;
+                }
+                let actions = match self.checkpoints.as_mut() {
+                    Some(c) => c.ack(CheckpointId(checkpoint), partition, snapshot, now),
+                    None => Vec::new(),
+                };
+                self.checkpoint_actions(actions);
+                JobStep::Nothing
+            }
         };
         self.execute_job_step(step);
+    }
+
+    /// Time passed: maybe trigger (or time out) a checkpoint of the running attempt.
+    pub(super) fn tick_checkpoints(&mut self, now: Instant) {
+        if self.job.as_ref().and_then(|j| j.running_attempt()).is_none() {
+            return;
+        }
+        let actions = match self.checkpoints.as_mut() {
+            Some(c) => c.tick(now),
+            None => return,
+        };
+        self.checkpoint_actions(actions);
+    }
+
+    /// The shell wrote (or failed to write) a checkpoint's manifest.
+    pub(super) fn on_checkpoint_written(&mut self, id: u64, ok: bool) {
+        if !ok {
+            tracing::warn!(
+                checkpoint = id,
+                "checkpoint not written; the next one will be tried"
+            );
+            return;
+        }
+        let actions = match self.checkpoints.as_mut() {
+            Some(c) => c.committed(CheckpointId(id)),
+            None => return,
+        };
+        self.checkpoint_actions(actions);
+    }
+
+    fn checkpoint_actions(&mut self, actions: Vec<CheckpointAction>) {
+        let Some(attempt) = self.job.as_ref().and_then(|j| j.running_attempt()) else {
+            return;
+        };
+        for action in actions {
+            match action {
+                CheckpointAction::Trigger { id } => {
+                    self.broadcast(CoordinatorMessage::TriggerCheckpoint { attempt, id: id.0 });
+                }
+                CheckpointAction::Complete { id, snapshots, .. } => self.out.push(Action::WriteCheckpoint {
+                    id: id.0,
+                    attempt,
+                    snapshots,
+                    retain: self.config.checkpoint_retain,
+                }),
+                CheckpointAction::NotifySinks { id } => {
+                    self.broadcast(CoordinatorMessage::CommitEpochs { attempt, upto: id.0 });
+                }
+                CheckpointAction::Abort { id, reason } => {
+                    tracing::info!(checkpoint = %id, %reason, "checkpoint aborted");
+                }
+                CheckpointAction::Retain { .. } => {}
+            }
+        }
+    }
+
+    fn broadcast(&mut self, message: CoordinatorMessage) {
+        for &conn in self.conns.keys() {
+            self.out.push(Action::Send {
+                conn,
+                message: message.clone(),
+            });
+        }
     }
 
     /// Called after every change: starts or stops attempts as the assignment allows.
@@ -102,40 +199,84 @@ impl Engine {
                 Some(PartitionOwner { worker, address })
             })
             .collect::<Option<Vec<_>>>()?;
+        let checkpoints = self.config.checkpoint_dir().map(|dir| CheckpointPlan {
+            store_dir: dir.display().to_string(),
+            restore: self
+                .checkpoints
+                .as_ref()
+                .and_then(|c| c.restore_point())
+                .map(|(id, snapshots)| RestorePoint {
+                    id: id.0,
+                    partitions: (0..self.config.num_partitions)
+                        .map(|p| {
+                            snapshots.get(&p).map_or((String::new(), 0), |s| {
+                                (s.state_file.clone(), s.source_offset.unwrap_or(0))
+                            })
+                        })
+                        .collect(),
+                }),
+        });
         Some(CoordinatorMessage::StartJob {
             attempt,
             spec: job.spec().clone(),
             owners,
+            checkpoints,
         })
     }
 
     fn execute_job_step(&mut self, step: JobStep) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let now = self.clock;
         match step {
             JobStep::Nothing => {}
             JobStep::Start(attempt) => {
+                let restore = self
+                    .checkpoints
+                    .as_ref()
+                    .and_then(|c| c.restore_point())
+                    .map(|(id, _)| id);
                 let Some(message) = self.start_message(attempt) else {
                     return;
                 };
-                self.out.push(Action::Event(ClusterEvent::JobStarted { attempt }));
-                for conn in conns {
-                    self.out.push(Action::Send {
-                        conn,
-                        message: message.clone(),
-                    });
+                if let (Some(c), Some(now)) = (self.checkpoints.as_mut(), now) {
+                    match restore {
+                        Some(id) => drop(c.restored(id, now)),
+                        None => c.start(now),
+                    }
                 }
+                if let Some(job) = self.job.as_mut() {
+                    job.restored_from(restore.map(|id| id.0));
+                }
+                self.out.push(Action::Event(ClusterEvent::JobStarted { attempt }));
+                self.broadcast(message);
             }
             JobStep::Stop(attempt) => {
+                if let (Some(c), Some(now)) = (self.checkpoints.as_mut(), now) {
+                    let _ = c.assignment_changed(now);
+                }
                 let state = self.job.as_ref().map_or(JobState::Failed, |j| j.state());
                 self.out
                     .push(Action::Event(ClusterEvent::JobStopped { attempt, state }));
-                for conn in conns {
-                    self.out.push(Action::Send {
-                        conn,
-                        message: CoordinatorMessage::StopJob { attempt },
-                    });
-                }
+                self.broadcast(CoordinatorMessage::StopJob { attempt });
+            }
+            JobStep::CommitFinal(attempt) => {
+                self.broadcast(CoordinatorMessage::CommitEpochs {
+                    attempt,
+                    upto: u64::MAX,
+                });
             }
         }
+    }
+
+    /// The checkpoints' part of the status.
+    pub(super) fn checkpoint_status(&self) -> Option<CheckpointStatus> {
+        let stats = self.checkpoints.as_ref()?.stats();
+        Some(CheckpointStatus {
+            completed: stats.completed,
+            last_completed: stats.last_completed.map(|id| id.0),
+            last_duration_ms: stats
+                .last_duration
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            last_size_bytes: stats.last_size_bytes,
+        })
     }
 }

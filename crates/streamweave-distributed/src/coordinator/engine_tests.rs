@@ -1376,7 +1376,10 @@ impl World {
                             proc_.inbox.push_back((generation, partitions));
                         }
                         CoordinatorMessage::Registered { .. } => {}
-                        CoordinatorMessage::StartJob { .. } | CoordinatorMessage::StopJob { .. } => {
+                        CoordinatorMessage::StartJob { .. }
+                        | CoordinatorMessage::StopJob { .. }
+                        | CoordinatorMessage::TriggerCheckpoint { .. }
+                        | CoordinatorMessage::CommitEpochs { .. } => {
                             unreachable!("no job is configured in this simulation")
                         }
                         CoordinatorMessage::RegistrationRefused { .. }
@@ -1397,6 +1400,7 @@ impl World {
                     self.procs.retain(|&i, _| Self::id(i) != worker);
                 }
                 Action::Event(_) => {}
+                Action::WriteCheckpoint { .. } => unreachable!("no checkpoints in this simulation"),
             }
         }
     }

@@ -263,11 +263,22 @@ impl CoordinatorImpl {
         };
         let (commands, inbox) = mpsc::channel(1024);
         let shutdown = CancellationToken::new();
-        let actor = Actor::new(
+        let store =
+            match self.config.checkpoint_dir() {
+                Some(dir) => Some(crate::checkpoint::LocalDirStore::new(&dir).map_err(|e| {
+                    CoordinatorError::DataDir {
+                        path: dir.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?),
+                None => None,
+            };
+        let mut actor = Actor::new(
             Engine::new(self.config.clone()),
             events,
             self.config.health_check_interval,
         );
+        actor.store = store;
         let actor = tokio::spawn(actor.run(inbox, shutdown.clone()));
         let tracker = TaskTracker::new();
         let shared = Shared::new(

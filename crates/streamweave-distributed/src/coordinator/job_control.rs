@@ -27,6 +27,8 @@ pub enum JobStep {
     Start(u64),
     /// Tell every worker to stop this attempt.
     Stop(u64),
+    /// Every partition pre-committed its final output: tell the sinks to make it final.
+    CommitFinal(u64),
 }
 
 /// The coordinator's view of its job.
@@ -47,6 +49,12 @@ pub struct JobControl {
     elapsed: Option<Duration>,
     /// Task failures so far: each one delays the next attempt a little more.
     failures: u32,
+    /// Whether the final output is committed in a second phase (with checkpoints).
+    final_commit: bool,
+    /// Partitions whose final output is committed, in that second phase.
+    committed: std::collections::BTreeSet<PartitionId>,
+    /// The checkpoint the running attempt restored.
+    restored: Option<u64>,
     /// When the running attempt was aborted, until the next one starts.
     aborted_at: Option<Instant>,
     /// From the last abort to the start of the attempt after it.
@@ -83,7 +91,47 @@ impl JobControl {
             not_before: None,
             aborted_at: None,
             last_recovery: None,
+            final_commit: false,
+            committed: std::collections::BTreeSet::new(),
+            restored: None,
         }
+    }
+
+    /// With `on`, the job finishes only once every partition's final output is committed
+    /// ([`JobControl::on_epochs_committed`]) after all of them pre-committed it.
+    pub fn with_final_commit(mut self, on: bool) -> Self {
+        self.final_commit = on;
+        self
+    }
+
+    /// The running attempt restored checkpoint `id` (shown in the status).
+    pub fn restored_from(&mut self, id: Option<u64>) {
+        self.restored = id;
+    }
+
+    /// The sinks of `partitions` committed epochs up to `upto`.
+    pub fn on_epochs_committed(
+        &mut self,
+        attempt: u64,
+        upto: u64,
+        partitions: &[PartitionId],
+        now: Instant,
+    ) -> JobStep {
+        if !self.final_commit
+            || attempt != self.attempt
+            || self.state != JobState::Running
+            || upto != u64::MAX
+        {
+            return JobStep::Nothing;
+        }
+        self.committed
+            .extend(partitions.iter().copied().filter(|p| *p < self.num_partitions));
+        if self.committed.len() < self.num_partitions {
+            return JobStep::Nothing;
+        }
+        self.state = JobState::Finished;
+        self.elapsed = self.started.map(|s| now.saturating_duration_since(s));
+        JobStep::Stop(self.attempt)
     }
 
     /// The job's spec.
@@ -120,6 +168,7 @@ impl JobControl {
                 self.generation = Some(generation);
                 self.state = JobState::Running;
                 self.done.clear();
+                self.committed.clear();
                 self.sources_done.clear();
                 self.progress.clear();
                 self.started.get_or_insert(now);
@@ -160,6 +209,9 @@ impl JobControl {
         self.done.insert(partition, records_out);
         if self.done.len() < self.num_partitions {
             return JobStep::Nothing;
+        }
+        if self.final_commit {
+            return JobStep::CommitFinal(self.attempt);
         }
         self.state = JobState::Finished;
         self.elapsed = self.started.map(|s| now.saturating_duration_since(s));
@@ -207,6 +259,7 @@ impl JobControl {
             partitions_done: self.done.len(),
             elapsed_ms: elapsed.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             error: self.error.clone(),
+            last_restored_checkpoint: self.restored,
             last_recovery_ms: self
                 .last_recovery
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

@@ -24,12 +24,18 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::checkpoints::PartitionSnapshot;
 use super::engine::{Action, ConnId, Engine, Input, JobReport};
 use super::event_log::EventLog;
+use crate::checkpoint::{CheckpointId, CheckpointStore, LocalDirStore, Manifest, StoredFile};
 use crate::network::Connection;
 use crate::protocol::{
     accept_handshake, ClientRequest, ClientResponse, CoordinatorMessage, Role, WorkerMessage,
 };
+use crate::types::PartitionId;
 
 /// How long a new connection may take to introduce itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,6 +86,8 @@ impl Shared {
 /// The actor: the only owner of the engine.
 pub(crate) struct Actor {
     pub(crate) engine: Engine,
+    /// Where checkpoints are committed, when they are on.
+    pub(crate) store: Option<LocalDirStore>,
     pub(crate) events: Option<EventLog>,
     pub(crate) health_check_interval: Duration,
     outboxes: HashMap<ConnId, mpsc::Sender<CoordinatorMessage>>,
@@ -92,6 +100,7 @@ impl Actor {
             events,
             health_check_interval,
             outboxes: HashMap::new(),
+            store: None,
         }
     }
 
@@ -149,6 +158,18 @@ impl Actor {
                 Action::Close { conn } => {
                     self.outboxes.remove(&conn);
                 }
+                Action::WriteCheckpoint {
+                    id,
+                    attempt,
+                    snapshots,
+                    retain,
+                } => {
+                    let ok = self.write_checkpoint(id, attempt, &snapshots, retain);
+                    let actions = self
+                        .engine
+                        .handle(Input::CheckpointWritten { id, ok }, Instant::now());
+                    self.execute(actions);
+                }
                 Action::Event(event) => {
                     let text = serde_json::to_string(&event).unwrap_or_else(|_| format!("{event:?}"));
                     tracing::info!(generation = %self.engine.generation(), event = %text, "cluster event");
@@ -158,6 +179,52 @@ impl Actor {
                 }
             }
         }
+    }
+}
+
+impl Actor {
+    /// Commits checkpoint `id`: its partitions' state files are in the store already (the
+    /// workers wrote them); the manifest written last lists them with their checksums and
+    /// records where each source resumes.
+    fn write_checkpoint(
+        &mut self,
+        id: u64,
+        attempt: u64,
+        snapshots: &BTreeMap<PartitionId, PartitionSnapshot>,
+        retain: usize,
+    ) -> bool {
+        let Some(store) = &self.store else { return false };
+        let job = self.engine.job_name().unwrap_or_default();
+        let created_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut manifest = Manifest::new(CheckpointId(id), job, attempt, created_ms, snapshots.len());
+        for (partition, snapshot) in snapshots {
+            match store.get(CheckpointId(id), &snapshot.state_file) {
+                Ok(bytes) => manifest.files.push(StoredFile::of(&snapshot.state_file, &bytes)),
+                Err(e) => {
+                    tracing::warn!(checkpoint = id, partition, error = %e, "checkpoint state unreadable");
+                    return false;
+                }
+            }
+            manifest.extra.insert(
+                format!("offset-p{partition:05}"),
+                snapshot.source_offset.unwrap_or(0).to_string(),
+            );
+        }
+        if let Err(e) = store.commit(&manifest) {
+            tracing::warn!(checkpoint = id, error = %e, "cannot commit the checkpoint");
+            return false;
+        }
+        if let Err(e) = store.retain(retain) {
+            tracing::warn!(error = %e, "cannot delete old checkpoints");
+        }
+        tracing::info!(
+            checkpoint = id,
+            files = manifest.files.len(),
+            "checkpoint committed"
+        );
+        true
     }
 }
 
@@ -267,6 +334,13 @@ async fn serve_worker(
                         vec![Input::Ack { conn, generation, running }]
                     }
                     Ok(Some(WorkerMessage::Leave)) => vec![Input::Leave { conn }],
+                    Ok(Some(WorkerMessage::CheckpointAck { attempt, id, partition, state_file, state_bytes, source_offset })) => {
+                        let snapshot = PartitionSnapshot { state_file, state_bytes, source_offset: Some(source_offset) };
+                        vec![Input::Job { conn, report: JobReport::CheckpointAck { attempt, id, partition, snapshot } }]
+                    }
+                    Ok(Some(WorkerMessage::EpochsCommitted { attempt, upto, partitions })) => {
+                        vec![Input::Job { conn, report: JobReport::EpochsCommitted { attempt, upto, partitions } }]
+                    }
                     Ok(Some(WorkerMessage::SourceDone { attempt, partition, records_in })) => {
                         vec![Input::Job { conn, report: JobReport::SourceDone { attempt, partition, records_in } }]
                     }

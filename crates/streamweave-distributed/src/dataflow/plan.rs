@@ -63,6 +63,10 @@ pub trait Receiver: Send {
     /// the number of records written.
     fn finish(self: Box<Self>) -> Result<u64, DataflowError>;
 
+    /// All sources have finished, with checkpoints on: emits the results through the sink and
+    /// pre-commits them as epoch `epoch` (made final later by [`ErasedPlan::commit_epochs`]).
+    fn finish_pending(self: Box<Self>, epoch: u64) -> Result<u64, DataflowError>;
+
     /// Checkpoint barrier `epoch`: the encoded state of the partition's stage.
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError>;
 

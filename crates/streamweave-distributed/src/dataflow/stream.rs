@@ -789,6 +789,21 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         self.failure.take().map_or(Ok(()), Err)
     }
 
+    fn finish_pending(self: Box<Self>, epoch: u64) -> Result<u64, DataflowError> {
+        let SinkReceiver {
+            stage,
+            mut writer,
+            mut written,
+            mut failure,
+        } = *self;
+        stage.finish(&mut |u| write(&mut writer, &mut written, &mut failure, u))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        writer.pre_commit(epoch)?;
+        Ok(written)
+    }
+
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
         self.stage.snapshot()
     }

@@ -48,6 +48,25 @@ pub struct JobProgress {
     pub records_out: u64,
 }
 
+/// How a job attempt checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointPlan {
+    /// The checkpoint store's directory (shared by the workers: one machine or a shared file
+    /// system).
+    pub store_dir: String,
+    /// The checkpoint to restore, if any: recovery resumes from it instead of the beginning.
+    pub restore: Option<RestorePoint>,
+}
+
+/// What each partition restores.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePoint {
+    /// The checkpoint.
+    pub id: u64,
+    /// By partition: the state file in the checkpoint and the source offset to resume from.
+    pub partitions: Vec<(String, u64)>,
+}
+
 /// Where partition `p`'s task of a job attempt runs: index `p` of [`CoordinatorMessage::StartJob`]'s
 /// `owners`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +106,31 @@ pub enum WorkerMessage {
         partition: PartitionId,
         /// Records its sink wrote.
         records_out: u64,
+    },
+    /// Partition `partition` of attempt `attempt` has snapshotted checkpoint `id`: its state
+    /// is in the store and its source will resume from `source_offset`.
+    CheckpointAck {
+        /// The attempt.
+        attempt: u64,
+        /// The checkpoint.
+        id: u64,
+        /// The partition.
+        partition: PartitionId,
+        /// The state file's name in the checkpoint.
+        state_file: String,
+        /// Its size.
+        state_bytes: u64,
+        /// Where the partition's source resumes.
+        source_offset: u64,
+    },
+    /// The sinks of these partitions committed their epochs up to `upto`.
+    EpochsCommitted {
+        /// The attempt.
+        attempt: u64,
+        /// The last epoch committed.
+        upto: u64,
+        /// The partitions.
+        partitions: Vec<PartitionId>,
     },
     /// A task of a job attempt failed.
     JobFailed {
@@ -145,6 +189,23 @@ pub enum CoordinatorMessage {
         spec: JobSpec,
         /// Owner of each partition, by partition.
         owners: Vec<PartitionOwner>,
+        /// With checkpoints: where they are stored and what to restore.
+        checkpoints: Option<CheckpointPlan>,
+    },
+    /// Take checkpoint `id` of attempt `attempt`: sources stop at a barrier, receivers align
+    /// and snapshot.
+    TriggerCheckpoint {
+        /// The attempt.
+        attempt: u64,
+        /// The checkpoint.
+        id: u64,
+    },
+    /// Checkpoint `upto` is durable: make the sinks' epochs up to it final (phase two).
+    CommitEpochs {
+        /// The attempt.
+        attempt: u64,
+        /// The last epoch to commit (`u64::MAX`: the final output at the end of the job).
+        upto: u64,
     },
     /// Stop the tasks of this attempt (and any older one).
     StopJob {
@@ -236,6 +297,21 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerStatus>,
     /// The job, when the coordinator runs one.
     pub job: Option<JobStatus>,
+    /// Checkpoints, when they are on.
+    pub checkpoints: Option<CheckpointStatus>,
+}
+
+/// The checkpoints in a [`ClusterStatus`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStatus {
+    /// Checkpoints completed (durably committed) so far.
+    pub completed: u64,
+    /// The newest completed checkpoint.
+    pub last_completed: Option<u64>,
+    /// How long it took from trigger to the last acknowledgement.
+    pub last_duration_ms: Option<u64>,
+    /// Its size (the partitions' state).
+    pub last_size_bytes: Option<u64>,
 }
 
 /// Where a job is in its life.
@@ -276,6 +352,8 @@ pub struct JobStatus {
     pub elapsed_ms: u64,
     /// Why the job failed, or why the last attempt was aborted.
     pub error: Option<String>,
+    /// The checkpoint the current attempt resumed from (null: from the beginning).
+    pub last_restored_checkpoint: Option<u64>,
     /// Milliseconds from the last abort (a failure detected, a task failed, partitions moved) to
     /// the start of the next attempt; null before any.
     pub last_recovery_ms: Option<u64>,
@@ -297,9 +375,22 @@ pub enum PeerMessage {
         attempt: u64,
         /// The destination partition.
         partition: u32,
+        /// The source partition that sent them (for barrier alignment).
+        from: u32,
         /// The encoded records.
         #[serde(with = "serde_bytes")]
         records: Vec<u8>,
+    },
+    /// Source partition `from` has sent everything before checkpoint barrier `id`.
+    Barrier {
+        /// The job attempt.
+        attempt: u64,
+        /// The checkpoint.
+        id: u64,
+        /// The destination partition.
+        partition: u32,
+        /// The source partition.
+        from: u32,
     },
     /// Source partition `from` has sent everything it will send to `partition`.
     EndOfStream {

@@ -83,6 +83,7 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
             PeerMessage::Batch {
                 attempt,
                 partition,
+                from: partition / 2,
                 records,
             }
         }),
@@ -156,6 +157,13 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
             .prop_map(|(attempt, spec, owners)| CoordinatorMessage::StartJob {
                 attempt,
                 spec,
+                checkpoints: Some(CheckpointPlan {
+                    store_dir: "/tmp/c".to_string(),
+                    restore: Some(RestorePoint {
+                        id: attempt,
+                        partitions: vec![("state-p00000".to_string(), 7)]
+                    })
+                }),
                 owners: owners
                     .into_iter()
                     .map(|(w, address)| PartitionOwner {
@@ -240,6 +248,12 @@ fn cluster_status() -> impl Strategy<Value = ClusterStatus> {
                 moving,
                 workers,
                 job: None,
+                checkpoints: Some(CheckpointStatus {
+                    completed: 2,
+                    last_completed: Some(9),
+                    last_duration_ms: None,
+                    last_size_bytes: Some(10),
+                }),
             },
         )
 }

@@ -11,10 +11,12 @@
 //! WorkerImpl::stop     --> stop tasks, Leave -> LeaveAck
 //! ```
 
+mod checkpointing;
 mod config;
 mod error;
 pub(crate) mod exchange;
 mod job_runner;
+mod job_tasks;
 mod session;
 mod tasks;
 mod worker_impl;

@@ -212,9 +212,19 @@ impl Session {
                         return Outcome::Lost;
                     }
                     Ok(Some(CoordinatorMessage::Fenced { reason })) => return Outcome::Fenced(reason),
-                    Ok(Some(CoordinatorMessage::StartJob { attempt, spec, owners })) => {
+                    Ok(Some(CoordinatorMessage::StartJob { attempt, spec, owners, checkpoints })) => {
                         if let Some(jobs) = &mut self.jobs {
-                            jobs.start(attempt, &spec, &owners);
+                            jobs.start(attempt, &spec, &owners, checkpoints.as_ref());
+                        }
+                    }
+                    Ok(Some(CoordinatorMessage::TriggerCheckpoint { attempt, id })) => {
+                        if let Some(jobs) = &self.jobs {
+                            jobs.trigger(attempt, id);
+                        }
+                    }
+                    Ok(Some(CoordinatorMessage::CommitEpochs { attempt, upto })) => {
+                        if let Some(jobs) = &self.jobs {
+                            jobs.commit_epochs(attempt, upto);
                         }
                     }
                     Ok(Some(CoordinatorMessage::StopJob { attempt })) => {

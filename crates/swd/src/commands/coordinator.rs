@@ -19,6 +19,7 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         health_check_interval: args.health_check_interval,
         max_workers: args.max_workers,
         min_workers: args.min_workers,
+        checkpoint_interval: args.checkpoint_interval,
         rebalance_strategy: args.rebalance,
         enable_failover: !args.no_failover,
         num_partitions: args.partitions,

@@ -48,8 +48,21 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
         .args(["--rebalance", args.rebalance.as_str()])
         .args(["--min-workers", &args.workers.to_string()])
         .stdout(Stdio::piped());
-    if let Some(dir) = &args.data_dir {
+    // Checkpoints need a data directory: a fresh one under the system's temporary directory
+    // unless one is given.
+    let data_dir = match (&args.data_dir, args.checkpoint_interval) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(_)) => Some(std::env::temp_dir().join(format!("swd-local-{}", std::process::id()))),
+        (None, None) => None,
+    };
+    if let Some(dir) = &data_dir {
         coordinator.arg("--data-dir").arg(dir);
+    }
+    if let Some(interval) = args.checkpoint_interval {
+        coordinator.args([
+            "--checkpoint-interval",
+            &humantime::format_duration(interval).to_string(),
+        ]);
     }
     if let Some(spec) = &job {
         coordinator.args(["--job", &spec.name]);

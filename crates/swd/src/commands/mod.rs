@@ -62,6 +62,7 @@ fn flag_error(e: &ConfigError) -> anyhow::Error {
         "health_check_interval" => "--health-check-interval",
         "heartbeat_interval" => "--heartbeat-interval",
         "max_workers" => "--max-workers",
+        "checkpoint_interval" => "--checkpoint-interval",
         other => return anyhow::anyhow!("invalid {other}: {}", e.reason),
     };
     anyhow::anyhow!("invalid {flag}: {}", e.reason.replace('_', "-"))

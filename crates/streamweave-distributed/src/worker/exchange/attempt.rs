@@ -30,6 +30,8 @@ pub(crate) enum Destination {
 #[derive(Clone)]
 pub(crate) struct AttemptOut {
     pub(crate) attempt: u64,
+    /// The source partition of the task using this copy (set per task).
+    pub(crate) from: usize,
     pub(crate) destinations: Arc<Vec<Destination>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) runtime: Handle,
@@ -58,14 +60,40 @@ impl AttemptOut {
 
     /// Tells every partition that source partition `from` has ended.
     pub(crate) fn end_of_stream(&self, from: usize) -> Result<(), DataflowError> {
+        self.broadcast(
+            |_| Inbound::Eos { from },
+            |q| PeerMessage::EndOfStream {
+                attempt: self.attempt,
+                partition: q as u32,
+                from: from as u32,
+            },
+        )
+    }
+
+    /// Sends checkpoint barrier `id` from this task's source partition to every partition,
+    /// behind everything it sent before.
+    pub(crate) fn barrier(&self, id: u64) -> Result<(), DataflowError> {
+        let from = self.from;
+        self.broadcast(
+            |_| Inbound::Barrier { id, from },
+            |q| PeerMessage::Barrier {
+                attempt: self.attempt,
+                id,
+                partition: q as u32,
+                from: from as u32,
+            },
+        )
+    }
+
+    fn broadcast(
+        &self,
+        local: impl Fn(usize) -> Inbound,
+        remote: impl Fn(usize) -> PeerMessage,
+    ) -> Result<(), DataflowError> {
         for (q, destination) in self.destinations.iter().enumerate() {
             let delivered = match destination {
-                Destination::Local { inbox, .. } => inbox.send(Inbound::Eos { from }).is_ok(),
-                Destination::Remote(link) => link.send(PeerMessage::EndOfStream {
-                    attempt: self.attempt,
-                    partition: q as u32,
-                    from: from as u32,
-                }),
+                Destination::Local { inbox, .. } => inbox.send(local(q)).is_ok(),
+                Destination::Remote(link) => link.send(remote(q)),
             };
             if !delivered && !self.cancel.is_cancelled() {
                 return Err(DataflowError::Exchange(format!("partition {q} is unreachable")));
@@ -90,7 +118,11 @@ impl ExchangeOut for AttemptOut {
                 self.wait_for_credit(Arc::clone(credits), None)?;
                 let credit = CreditReturn::Local(Arc::clone(credits));
                 inbox
-                    .send(Inbound::Batch { batch, credit })
+                    .send(Inbound::Batch {
+                        batch,
+                        credit,
+                        from: self.from,
+                    })
                     .map_err(|_| DataflowError::Exchange(format!("partition {q}'s receiver is gone")))
             }
             (Destination::Remote(link), Batch::Encoded(records)) => {
@@ -98,6 +130,7 @@ impl ExchangeOut for AttemptOut {
                 let message = PeerMessage::Batch {
                     attempt: self.attempt,
                     partition: q as u32,
+                    from: self.from as u32,
                     records,
                 };
                 if link.send(message) {

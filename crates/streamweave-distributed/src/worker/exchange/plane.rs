@@ -22,8 +22,14 @@ const PEER_WAIT: Duration = Duration::from_secs(15);
 
 /// What a receiver task gets.
 pub(crate) enum Inbound {
-    /// Records, and how to hand the credit back once they are applied.
-    Batch { batch: Batch, credit: CreditReturn },
+    /// Records from source partition `from`, and how to hand the credit back once applied.
+    Batch {
+        batch: Batch,
+        credit: CreditReturn,
+        from: usize,
+    },
+    /// Source partition `from` has sent everything before checkpoint barrier `id`.
+    Barrier { id: u64, from: usize },
     /// Source partition `from` has sent everything.
     Eos { from: usize },
     /// The attempt is over.
@@ -228,6 +234,7 @@ impl DataPlane {
             PeerMessage::Batch {
                 attempt,
                 partition,
+                from,
                 records,
             } => {
                 let credit = CreditReturn::Remote {
@@ -241,6 +248,22 @@ impl DataPlane {
                     Inbound::Batch {
                         batch: Batch::Encoded(records),
                         credit,
+                        from: from as usize,
+                    },
+                );
+            }
+            PeerMessage::Barrier {
+                attempt,
+                id,
+                partition,
+                from,
+            } => {
+                self.deliver(
+                    attempt,
+                    partition as usize,
+                    Inbound::Barrier {
+                        id,
+                        from: from as usize,
                     },
                 );
             }
