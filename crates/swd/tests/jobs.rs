@@ -288,3 +288,107 @@ fn sigkill_of_a_worker_mid_job_restarts_it_and_the_output_is_still_exact() {
     // A standalone coordinator keeps serving status after the job ends.
     assert_eq!(cluster.status()["job"]["state"], "finished");
 }
+
+/// A coordinator running `job` with checkpoints every 200 ms on a rate-limited input, and
+/// three workers.
+fn checkpointed_cluster(dir: &Path, job: &str, corpus: &Path, output: &Path) -> Cluster {
+    let opts = Opts {
+        partitions: 8,
+        extra: vec![
+            "--job".into(),
+            job.into(),
+            "--input".into(),
+            corpus.join("input").to_string_lossy().to_string(),
+            "--output".into(),
+            output.to_string_lossy().to_string(),
+            "--rate".into(),
+            "800".into(),
+            "--min-workers".into(),
+            "3".into(),
+            "--checkpoint-interval".into(),
+            "200ms".into(),
+        ],
+        ..Opts::default()
+    };
+    let _ = dir;
+    let mut cluster = Cluster::start(opts);
+    for id in ["w1", "w2", "w3"] {
+        cluster.add_worker(id, &[]);
+    }
+    cluster
+}
+
+fn checkpoints_completed(s: &serde_json::Value) -> u64 {
+    s["checkpoints"]["completed"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn repartition_with_checkpoints_is_exact_through_repeated_sigkills_and_restores_from_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 200_000, 4);
+    let output = dir.path().join("out");
+    let mut cluster = checkpointed_cluster(dir.path(), "repartition", &corpus, &output);
+    // Kill a worker once some checkpoints are complete, replace it, and do it again.
+    for (victim, replacement) in [("w2", "w4"), ("w4", "w5")] {
+        let before = checkpoints_completed(&cluster.status());
+        cluster.wait_for("two more checkpoints", |s| {
+            s["job"]["state"] == "running" && checkpoints_completed(s) >= before + 2
+        });
+        cluster.take_worker(victim).signal(libc::SIGKILL);
+        cluster.add_worker(replacement, &[]);
+    }
+    let finished = cluster.wait_for_long("the job to end", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    assert!(
+        finished["job"]["restarts"].as_u64().is_some_and(|r| r >= 2),
+        "{finished:#}"
+    );
+    assert!(
+        finished["job"]["last_restored_checkpoint"]
+            .as_u64()
+            .is_some_and(|c| c >= 1),
+        "recovery resumed from a checkpoint, not the beginning: {finished:#}"
+    );
+    let mut input = Vec::new();
+    for entry in std::fs::read_dir(corpus.join("input")).unwrap() {
+        input.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        input.push(b'\n');
+    }
+    assert_eq!(
+        output_lines(&output),
+        sorted_lines(&input),
+        "every line exactly once"
+    );
+}
+
+#[test]
+fn wordcount_with_checkpoints_restores_its_counts_after_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 200_000, 4);
+    let output = dir.path().join("out");
+    let mut cluster = checkpointed_cluster(dir.path(), "wordcount", &corpus, &output);
+    cluster.wait_for("a few checkpoints", |s| {
+        s["job"]["state"] == "running" && checkpoints_completed(s) >= 3
+    });
+    cluster.take_worker("w3").signal(libc::SIGKILL);
+    let finished = cluster.wait_for_long("the job to end", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    assert!(
+        finished["job"]["last_restored_checkpoint"]
+            .as_u64()
+            .is_some_and(|c| c >= 1),
+        "{finished:#}"
+    );
+    let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
+    assert_eq!(output_lines(&output), sorted_lines(&expected));
+    assert!(
+        finished["checkpoints"]["last_size_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "keyed state was saved"
+    );
+}
