@@ -41,6 +41,7 @@ pub mod worker;
 pub use client::{Client, ClientError};
 pub use coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorHandle, CoordinatorImpl, RebalanceStrategy,
+    RecoveryStrategy,
 };
 pub use error::ConfigError;
 pub use fault_tolerance::FailureDetector;

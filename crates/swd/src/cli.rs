@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use streamweave_distributed::{PartitionId, RebalanceStrategy};
+use streamweave_distributed::{PartitionId, RebalanceStrategy, RecoveryStrategy};
 
 /// streamweave-distributed: run stream-processing jobs across worker processes.
 #[derive(Debug, Parser)]
@@ -59,6 +59,10 @@ pub struct CoordinatorArgs {
     /// the last one instead of the beginning.
     #[arg(long, value_parser = parse_duration)]
     pub checkpoint_interval: Option<Duration>,
+    /// With a job: where it resumes after a failure: `checkpoint` (the last completed one; the
+    /// default) or `beginning`.
+    #[arg(long, default_value = "checkpoint")]
+    pub recovery: RecoveryStrategy,
     /// With a job: wait for this many workers before its first attempt.
     #[arg(long, default_value_t = 1)]
     pub min_workers: usize,

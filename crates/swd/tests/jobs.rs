@@ -392,3 +392,72 @@ fn wordcount_with_checkpoints_restores_its_counts_after_a_sigkill() {
         "keyed state was saved"
     );
 }
+
+/// Kills the coordinator of a checkpointed repartition job mid-way, optionally damages the
+/// newest checkpoint, restarts the coordinator on the same address and data directory, and
+/// returns the final status and the checkpoint id that was newest when it died.
+fn restart_coordinator_mid_job(damage_newest: bool) -> (serde_json::Value, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 200_000, 4);
+    let output = dir.path().join("out");
+    let mut cluster = checkpointed_cluster(dir.path(), "repartition", &corpus, &output);
+    cluster.wait_for("three checkpoints", |s| {
+        s["job"]["state"] == "running" && checkpoints_completed(s) >= 3
+    });
+    cluster.coordinator.signal(libc::SIGKILL);
+    cluster.coordinator.wait_exit(DEADLINE);
+    let store = cluster.data_dir.path().join("checkpoints");
+    let mut ids: Vec<u64> = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .filter(|id| store.join(format!("chk-{id:010}")).join("_MANIFEST").exists())
+        .collect();
+    ids.sort_unstable();
+    let newest = *ids.last().expect("a committed checkpoint");
+    if damage_newest {
+        let file = store.join(format!("chk-{newest:010}")).join("state-p00000");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&file, bytes).unwrap();
+    }
+    let (coordinator, addr) =
+        start_coordinator(&cluster.opts, &cluster.addr.to_string(), cluster.data_dir.path());
+    assert_eq!(addr, cluster.addr);
+    cluster.coordinator = coordinator;
+    let finished = cluster.wait_for_long("the job to end after the restart", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    let mut input = Vec::new();
+    for entry in std::fs::read_dir(corpus.join("input")).unwrap() {
+        input.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        input.push(b'\n');
+    }
+    assert_eq!(
+        output_lines(&output),
+        sorted_lines(&input),
+        "every line exactly once across the restart"
+    );
+    (finished, newest)
+}
+
+#[test]
+fn a_restarted_coordinator_resumes_the_job_from_its_last_checkpoint() {
+    let (finished, newest) = restart_coordinator_mid_job(false);
+    assert_eq!(
+        finished["job"]["last_restored_checkpoint"].as_u64(),
+        Some(newest),
+        "{finished:#}"
+    );
+}
+
+#[test]
+fn a_corrupted_checkpoint_is_skipped_for_the_previous_one() {
+    let (finished, newest) = restart_coordinator_mid_job(true);
+    let restored = finished["job"]["last_restored_checkpoint"].as_u64();
+    assert!(
+        restored.is_some_and(|r| r < newest),
+        "restored {restored:?}, newest (damaged) {newest}: {finished:#}"
+    );
+}

@@ -353,6 +353,24 @@ impl CheckpointCoordinator {
         actions
     }
 
+    /// A committed checkpoint found in the store when the coordinator (re)started: recovery
+    /// restores from it, and new ids continue above it.
+    pub fn recovered(&mut self, id: CheckpointId, snapshots: BTreeMap<PartitionId, PartitionSnapshot>) {
+        let size_bytes = snapshots.values().map(|s| s.state_bytes).sum();
+        self.committed.insert(
+            id,
+            Done {
+                snapshots,
+                duration: Duration::ZERO,
+                size_bytes,
+            },
+        );
+        while self.committed.len() > self.config.retain {
+            self.committed.pop_first();
+        }
+        self.next_id = self.next_id.max(id.next());
+    }
+
     /// The newest committed checkpoint and its snapshots: what recovery restores from.
     pub fn restore_point(&self) -> Option<(CheckpointId, BTreeMap<PartitionId, PartitionSnapshot>)> {
         self.committed

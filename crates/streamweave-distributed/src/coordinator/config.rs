@@ -52,6 +52,31 @@ impl FromStr for RebalanceStrategy {
     }
 }
 
+/// Where a job resumes after a failure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryStrategy {
+    /// From the last completed checkpoint (the default; without checkpoints, the beginning).
+    #[default]
+    FromCheckpoint,
+    /// From the beginning of the input, even when checkpoints exist.
+    FromBeginning,
+}
+
+impl FromStr for RecoveryStrategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "from-checkpoint" | "checkpoint" => Ok(RecoveryStrategy::FromCheckpoint),
+            "from-beginning" | "beginning" => Ok(RecoveryStrategy::FromBeginning),
+            other => Err(format!(
+                "unknown recovery strategy {other:?} (expected checkpoint or beginning)"
+            )),
+        }
+    }
+}
+
 /// The coordinator's configuration.
 ///
 /// ```
@@ -107,6 +132,8 @@ pub struct CoordinatorConfig {
     pub checkpoint_timeout: Duration,
     /// How many completed checkpoints to keep.
     pub checkpoint_retain: usize,
+    /// Where a job resumes after a failure.
+    pub recovery_strategy: RecoveryStrategy,
     /// The job's first attempt waits until this many workers have registered (so a cluster
     /// that is still starting does not begin, then restart at every join).
     pub min_workers: usize,
@@ -131,6 +158,7 @@ impl Default for CoordinatorConfig {
             checkpoint_interval: None,
             checkpoint_timeout: Duration::from_secs(10),
             checkpoint_retain: 3,
+            recovery_strategy: RecoveryStrategy::FromCheckpoint,
         }
     }
 }

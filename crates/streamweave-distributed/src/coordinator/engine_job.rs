@@ -13,8 +13,9 @@
 use std::time::Instant;
 
 use super::{owned_by, Action, ClusterEvent, ConnId, Engine, JobReport};
-use crate::coordinator::checkpoints::{CheckpointAction, CheckpointId};
+use crate::coordinator::checkpoints::{CheckpointAction, CheckpointId, PartitionSnapshot};
 use crate::coordinator::job_control::JobStep;
+use crate::coordinator::RecoveryStrategy;
 use crate::protocol::{
     CheckpointPlan, CheckpointStatus, CoordinatorMessage, JobState, PartitionOwner, RegisterRequest,
     RestorePoint,
@@ -188,6 +189,20 @@ impl Engine {
         }
     }
 
+    /// What a new attempt restores: the last committed checkpoint, unless recovery is from the
+    /// beginning.
+    fn restore_point(
+        &self,
+    ) -> Option<(
+        CheckpointId,
+        std::collections::BTreeMap<crate::types::PartitionId, PartitionSnapshot>,
+    )> {
+        if self.config.recovery_strategy == RecoveryStrategy::FromBeginning {
+            return None;
+        }
+        self.checkpoints.as_ref()?.restore_point()
+    }
+
     fn start_message(&self, attempt: u64) -> Option<CoordinatorMessage> {
         let job = self.job.as_ref()?;
         let owners = self
@@ -201,20 +216,16 @@ impl Engine {
             .collect::<Option<Vec<_>>>()?;
         let checkpoints = self.config.checkpoint_dir().map(|dir| CheckpointPlan {
             store_dir: dir.display().to_string(),
-            restore: self
-                .checkpoints
-                .as_ref()
-                .and_then(|c| c.restore_point())
-                .map(|(id, snapshots)| RestorePoint {
-                    id: id.0,
-                    partitions: (0..self.config.num_partitions)
-                        .map(|p| {
-                            snapshots.get(&p).map_or((String::new(), 0), |s| {
-                                (s.state_file.clone(), s.source_offset.unwrap_or(0))
-                            })
+            restore: self.restore_point().map(|(id, snapshots)| RestorePoint {
+                id: id.0,
+                partitions: (0..self.config.num_partitions)
+                    .map(|p| {
+                        snapshots.get(&p).map_or((String::new(), 0), |s| {
+                            (s.state_file.clone(), s.source_offset.unwrap_or(0))
                         })
-                        .collect(),
-                }),
+                    })
+                    .collect(),
+            }),
         });
         Some(CoordinatorMessage::StartJob {
             attempt,
@@ -229,11 +240,7 @@ impl Engine {
         match step {
             JobStep::Nothing => {}
             JobStep::Start(attempt) => {
-                let restore = self
-                    .checkpoints
-                    .as_ref()
-                    .and_then(|c| c.restore_point())
-                    .map(|(id, _)| id);
+                let restore = self.restore_point().map(|(id, _)| id);
                 let Some(message) = self.start_message(attempt) else {
                     return;
                 };
@@ -265,6 +272,30 @@ impl Engine {
                 });
             }
         }
+    }
+
+    /// Seeds recovery with a committed checkpoint found in the store at start-up (a restarted
+    /// coordinator): the job's first attempt resumes from it. `partitions[p]` is partition
+    /// `p`'s state file and source offset.
+    pub fn resume_from_checkpoint(&mut self, id: u64, partitions: Vec<(String, u64)>) {
+        let Some(checkpoints) = self.checkpoints.as_mut() else {
+            return;
+        };
+        let snapshots = partitions
+            .into_iter()
+            .enumerate()
+            .map(|(p, (state_file, source_offset))| {
+                (
+                    p,
+                    PartitionSnapshot {
+                        state_file,
+                        state_bytes: 0,
+                        source_offset: Some(source_offset),
+                    },
+                )
+            })
+            .collect();
+        checkpoints.recovered(CheckpointId(id), snapshots);
     }
 
     /// The checkpoints' part of the status.

@@ -187,6 +187,40 @@ fn error_kind(e: &CoordinatorError) -> ErrorKind {
     }
 }
 
+/// A restarted coordinator resumes its job from the newest intact checkpoint in its data
+/// directory (a damaged newest one is skipped with a warning and the previous one is used).
+fn resume_from_store(
+    engine: &mut Engine,
+    store: &crate::checkpoint::LocalDirStore,
+    job: &str,
+    partitions: usize,
+) {
+    let manifest = match crate::checkpoint::restore_latest(store) {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the checkpoint store; the job starts from the beginning");
+            return;
+        }
+    };
+    if manifest.job != job || manifest.partitions != partitions {
+        tracing::warn!(checkpoint = %manifest.id, job = %manifest.job, "the stored checkpoint is of another job; ignored");
+        return;
+    }
+    let restore = (0..partitions)
+        .map(|p| {
+            let offset = manifest
+                .extra
+                .get(&format!("offset-p{p:05}"))
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            (format!("state-p{p:05}"), offset)
+        })
+        .collect();
+    tracing::info!(checkpoint = %manifest.id, "resuming the job from the last completed checkpoint");
+    engine.resume_from_checkpoint(manifest.id.0, restore);
+}
+
 struct Running {
     handle: CoordinatorHandle,
     local_addr: SocketAddr,
@@ -273,11 +307,11 @@ impl CoordinatorImpl {
                 })?),
                 None => None,
             };
-        let mut actor = Actor::new(
-            Engine::new(self.config.clone()),
-            events,
-            self.config.health_check_interval,
-        );
+        let mut engine = Engine::new(self.config.clone());
+        if let (Some(store), Some(job)) = (&store, &self.config.job) {
+            resume_from_store(&mut engine, store, &job.name, self.config.num_partitions);
+        }
+        let mut actor = Actor::new(engine, events, self.config.health_check_interval);
         actor.store = store;
         let actor = tokio::spawn(actor.run(inbox, shutdown.clone()));
         let tracker = TaskTracker::new();

@@ -23,6 +23,6 @@ mod handle;
 pub mod job_control;
 mod server;
 
-pub use config::{CoordinatorConfig, RebalanceStrategy};
+pub use config::{CoordinatorConfig, RebalanceStrategy, RecoveryStrategy};
 pub use error::CoordinatorError;
 pub use handle::{Coordinator, CoordinatorHandle, CoordinatorImpl};

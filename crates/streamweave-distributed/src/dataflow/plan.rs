@@ -100,6 +100,9 @@ pub trait ErasedPlan: Send + Sync {
     /// Checks the source and sink before the job starts.
     fn validate(&self) -> Result<(), DataflowError>;
 
+    /// Checks only the source (a job resumed from a checkpoint already has output).
+    fn validate_input(&self) -> Result<(), DataflowError>;
+
     /// Whether the source is bounded (see [`crate::dataflow::Source::is_bounded`]).
     fn bounded(&self) -> bool;
 

@@ -36,8 +36,9 @@ pub trait Sink: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Recovery from checkpoint `after`: throws away what partition `partition` wrote in later
-    /// epochs (pre-committed or not), so none of it reaches the final output.
+    /// Recovery from checkpoint `after` (0: the beginning): throws away what partition
+    /// `partition` wrote in later epochs, pre-committed or even committed (a damaged newer
+    /// checkpoint was skipped), since the recovered attempt produces it again.
     fn discard_after(&self, _partition: usize, _after: u64) -> Result<(), DataflowError> {
         Ok(())
     }

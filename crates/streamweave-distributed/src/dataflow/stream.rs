@@ -714,9 +714,7 @@ impl<U: Send + 'static> Exchanged<U> {
     /// Writes each partition's records to `sink`.
     pub fn sink<S: Sink<Item = U>>(self, sink: S) -> Job {
         let sink = Arc::new(sink);
-        let mut validate = self.validate;
-        let check = Arc::clone(&sink);
-        validate.push(Arc::new(move || check.validate()));
+        let validate = self.validate;
         Job {
             plan: Arc::new(SinkPlan {
                 send: self.send,
@@ -758,6 +756,11 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
     }
 
     fn validate(&self) -> Result<(), DataflowError> {
+        self.validate_input()?;
+        self.sink.validate()
+    }
+
+    fn validate_input(&self) -> Result<(), DataflowError> {
         self.validate.iter().try_for_each(|check| check())
     }
 
@@ -857,6 +860,12 @@ impl Job {
     /// Checks that the job's source can be read and its sink written.
     pub fn validate(&self) -> Result<(), DataflowError> {
         self.plan.validate()
+    }
+
+    /// Checks only that the job's source can be read: a job resumed from a checkpoint writes
+    /// into an output that already holds its committed epochs.
+    pub fn validate_input(&self) -> Result<(), DataflowError> {
+        self.plan.validate_input()
     }
 }
 

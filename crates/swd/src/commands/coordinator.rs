@@ -6,13 +6,22 @@ use std::process::ExitCode;
 
 use streamweave_distributed::{CoordinatorConfig, CoordinatorError, CoordinatorImpl};
 
-use super::{flag_error, job_spec};
+use super::{flag_error, job_spec_resuming};
 use crate::cli::CoordinatorArgs;
 use crate::signals::shutdown_requested;
 use streamweave_distributed::dataflow::JobRegistry;
 
 pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
-    let job = job_spec(&args.job, registry)?;
+    // A coordinator restarted on the same data directory resumes its job from the last
+    // checkpoint: its output already holds the committed epochs.
+    let resuming = args.checkpoint_interval.is_some()
+        && args.data_dir.as_ref().is_some_and(|dir| {
+            let store = streamweave_distributed::checkpoint::LocalDirStore::new(dir.join("checkpoints"));
+            store.is_ok_and(|s| {
+                streamweave_distributed::checkpoint::restore_latest(&s).is_ok_and(|m| m.is_some())
+            })
+        });
+    let job = job_spec_resuming(&args.job, registry, resuming)?;
     let config = CoordinatorConfig {
         bind_address: args.bind,
         heartbeat_timeout: args.heartbeat_timeout,
@@ -20,6 +29,7 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         max_workers: args.max_workers,
         min_workers: args.min_workers,
         checkpoint_interval: args.checkpoint_interval,
+        recovery_strategy: args.recovery,
         rebalance_strategy: args.rebalance,
         enable_failover: !args.no_failover,
         num_partitions: args.partitions,

@@ -31,6 +31,16 @@ pub async fn run(cli: Cli, registry: JobRegistry) -> anyhow::Result<ExitCode> {
 /// input can be read and its output written. Paths are made absolute so that workers started
 /// elsewhere find them.
 fn job_spec(args: &JobArgs, registry: &JobRegistry) -> anyhow::Result<Option<JobSpec>> {
+    job_spec_resuming(args, registry, false)
+}
+
+/// Like [`job_spec`]; when `resuming` (the data directory holds a checkpoint of the job), the
+/// output is expected to hold committed output already, so only the input is checked.
+fn job_spec_resuming(
+    args: &JobArgs,
+    registry: &JobRegistry,
+    resuming: bool,
+) -> anyhow::Result<Option<JobSpec>> {
     let Some(name) = &args.job else { return Ok(None) };
     let mut spec = JobSpec::new(name.clone());
     if let Some(input) = &args.input {
@@ -46,7 +56,11 @@ fn job_spec(args: &JobArgs, registry: &JobRegistry) -> anyhow::Result<Option<Job
         spec.params.insert("rate".to_string(), rate.to_string());
     }
     let job = registry.build(&spec)?;
-    job.validate()?;
+    if resuming {
+        job.validate_input()?;
+    } else {
+        job.validate()?;
+    }
     Ok(Some(spec))
 }
 

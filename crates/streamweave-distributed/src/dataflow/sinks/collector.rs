@@ -104,7 +104,8 @@ impl<T: Clone + Send + 'static> Sink for CollectorSink<T> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(of_partition) = epochs.get_mut(&partition) {
-            of_partition.retain(|epoch, (committed, _)| *epoch <= after || *committed);
+            // Everything after `after` is produced again by the recovered attempt.
+            of_partition.retain(|epoch, _| *epoch <= after);
         }
         Ok(())
     }

@@ -162,6 +162,25 @@ impl Sink for TextDirSink {
                 remove_if_present(&path)?;
             }
         }
+        // Recovery rewinds to `after`: committed epochs beyond it (possible only when a newer
+        // checkpoint turned out damaged, or when recovering from the beginning) are produced
+        // again, so their files must go too.
+        let final_prefix = format!("part-{partition:05}-");
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(DataflowError::io(&self.dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| DataflowError::io(&self.dir, e))?;
+            let epoch = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(&final_prefix)?.parse::<u64>().ok());
+            if epoch.is_some_and(|e| e > after) {
+                remove_if_present(&entry.path())?;
+            }
+        }
         let prefix = temp_prefix(partition);
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -321,6 +340,9 @@ mod tests {
         sink.discard_after(1, 3).unwrap();
         sink.commit_epochs(1, u64::MAX).unwrap();
         assert_eq!(names(&dir), vec![epoch_name(1, 3)]);
+        // Recovering from the beginning removes even committed epochs: they are produced again.
+        sink.discard_after(1, 0).unwrap();
+        assert!(names(&dir).is_empty(), "{:?}", names(&dir));
     }
 
     fn ctx(partition: usize, attempt: u64) -> SinkContext {
