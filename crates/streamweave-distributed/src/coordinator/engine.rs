@@ -228,6 +228,8 @@ pub enum ClusterEvent {
     JobStarted {
         /// The attempt.
         attempt: u64,
+        /// The checkpoint it resumes from (none: the beginning).
+        restored: Option<u64>,
     },
     /// A job attempt was stopped: finished, aborted for a restart, or the job failed.
     JobStopped {

@@ -253,7 +253,10 @@ impl Engine {
                 if let Some(job) = self.job.as_mut() {
                     job.restored_from(restore.map(|id| id.0));
                 }
-                self.out.push(Action::Event(ClusterEvent::JobStarted { attempt }));
+                self.out.push(Action::Event(ClusterEvent::JobStarted {
+                    attempt,
+                    restored: restore.map(|id| id.0),
+                }));
                 self.broadcast(message);
             }
             JobStep::Stop(attempt) => {

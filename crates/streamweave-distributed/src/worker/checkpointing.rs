@@ -3,7 +3,8 @@
 //! source's offset, the receiver's state) until both are in.
 //!
 //! ```text
-//! TriggerCheckpoint{id} -> trigger(): pause running sources; exhausted ones ack their final offset
+//! TriggerCheckpoint{id} -> trigger(): pause running sources; exhausted ones ack their final
+//!                          offset; the barrier of a source still waiting for a slot goes out at once
 //! source task stops    -> source_reached(id, p, offset)    \
 //! receiver aligned     -> state_saved(id, q, file, bytes)    > both for a partition -> CheckpointAck
 //! ```
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
+use super::exchange::AttemptOut;
 use crate::checkpoint::LocalDirStore;
 use crate::dataflow::plan::SourceControl;
 use crate::protocol::WorkerMessage;
@@ -25,6 +27,8 @@ pub(crate) struct SourceProgress {
     pub(crate) offset: u64,
     /// Whether its share is exhausted (its end-of-stream sent).
     pub(crate) exhausted: bool,
+    /// Whether its task has started reading (a bounded job's task may wait for a slot).
+    pub(crate) started: bool,
     /// The newest checkpoint it has acknowledged.
     pub(crate) acked: u64,
 }
@@ -46,6 +50,10 @@ pub(crate) struct AttemptCheckpoints {
     pub(crate) sources: Vec<Mutex<SourceProgress>>,
     halves: Mutex<BTreeMap<(u64, usize), Halves>>,
     reports: mpsc::UnboundedSender<WorkerMessage>,
+    /// How to reach every partition, once the attempt's connections are up: barriers of
+    /// sources that have not started are sent from here, so receivers never wait for a source
+    /// that waits for a slot.
+    out: Mutex<Option<AttemptOut>>,
 }
 
 impl AttemptCheckpoints {
@@ -62,6 +70,7 @@ impl AttemptCheckpoints {
                 Mutex::new(SourceProgress {
                     offset,
                     exhausted: false,
+                    started: false,
                     acked: restored,
                 })
             })
@@ -73,7 +82,57 @@ impl AttemptCheckpoints {
             sources,
             halves: Mutex::new(BTreeMap::new()),
             reports,
+            out: Mutex::new(None),
         }
+    }
+
+    /// The attempt's connections are up: from now on barriers of unstarted sources go out at
+    /// once, starting with any already requested.
+    pub(crate) fn connected(&self, out: AttemptOut, mine: &[usize]) {
+        let mut slot = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let out = slot.insert(out);
+        self.stand_in_for_unstarted(out, mine);
+    }
+
+    /// Sends the requested barrier for every source that has not started, with its start offset.
+    fn stand_in_for_unstarted(&self, out: &AttemptOut, mine: &[usize]) {
+        let id = self.requested.load(Ordering::Acquire);
+        for (task, &partition) in mine.iter().enumerate() {
+            let mut progress = self.sources[task].lock().unwrap_or_else(|e| e.into_inner());
+            if !progress.started && !progress.exhausted && id > progress.acked {
+                progress.acked = id;
+                let offset = progress.offset;
+                // Unbounded queues: this never blocks. An error means the attempt is ending.
+                let _ = AttemptOut {
+                    from: partition,
+                    ..out.clone()
+                }
+                .barrier(id);
+                drop(progress);
+                self.source_reached(id, partition, offset);
+            }
+        }
+    }
+
+    /// A source task starts reading: it sends any barrier requested but not sent yet first, so
+    /// that everything it reads follows it.
+    pub(crate) fn source_starting(
+        &self,
+        task: usize,
+        partition: usize,
+        out: &AttemptOut,
+    ) -> Result<(), crate::dataflow::DataflowError> {
+        let mut progress = self.sources[task].lock().unwrap_or_else(|e| e.into_inner());
+        progress.started = true;
+        let id = self.requested.load(Ordering::Acquire);
+        if id > progress.acked {
+            progress.acked = id;
+            let offset = progress.offset;
+            out.barrier(id)?;
+            drop(progress);
+            self.source_reached(id, partition, offset);
+        }
+        Ok(())
     }
 
     /// A checkpoint was requested: running sources pause at their next record (and ack from
@@ -89,9 +148,13 @@ impl AttemptCheckpoints {
                 let offset = progress.offset;
                 drop(progress);
                 self.source_reached(id, partition, offset);
-            } else {
+            } else if progress.started {
                 controls[task].pause.store(true, Ordering::Release);
             }
+        }
+        let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(out) = out.as_ref() {
+            self.stand_in_for_unstarted(out, mine);
         }
     }
 

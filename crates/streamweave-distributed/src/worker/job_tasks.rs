@@ -115,8 +115,10 @@ impl Launch {
                 }
             });
         }
-        // With checkpoints every source runs at once: a barrier must reach every one of them.
-        let slotted = self.plan.bounded() && self.checkpoints.is_none();
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.connected(out.clone(), &self.mine);
+        }
+        let slotted = self.plan.bounded();
         for (task, &p) in self.mine.iter().enumerate() {
             let start = self
                 .restore
@@ -242,6 +244,9 @@ impl SourceTask {
         };
         let control = &self.controls[self.task];
         let mut offset = self.start;
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.source_starting(self.task, self.partition, &self.out)?;
+        }
         loop {
             match self.plan.run_source(&ctx, offset, control, &mut self.out)? {
                 SourceEnd::Exhausted(end) => {
