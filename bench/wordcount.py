@@ -404,6 +404,8 @@ def main():
     ap.add_argument("--gen", help="path of gen_corpus.py (default: shared/tools/gen_corpus.py)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already in target/release")
     ap.add_argument("--swd", help="swd binary to run (default: target/release/swd, built here)")
+    ap.add_argument("--no-checkpoints", action="store_true",
+                    help="skip the swd rows with checkpoints (every 1 s, and every 100 ms)")
     ap.add_argument("--no-variants", action="store_true",
                     help="skip the informational timely variants (timely-end, timely-stock)")
     args = ap.parse_args()
@@ -425,9 +427,12 @@ def main():
     swd_ok, reason = swd_supports_job(swd) if swd_built else (False, swd_reason)
     n = args.workers
 
-    def swd_cmds(inp, out):
+    def swd_cmds(inp, out, extra=()):
         return [[swd, "local", "--workers", str(n), "--job", "wordcount", "--input", inp, "--output", out,
-                 "--partitions", str(args.partitions)]]
+                 "--partitions", str(args.partitions)] + list(extra)]
+
+    def swd_checkpointed(interval):
+        return lambda inp, out: swd_cmds(inp, out, ["--checkpoint-interval", interval])
 
     def single_cmds(inp, out):
         return [[single, "--input", inp, "--output", out]]
@@ -448,6 +453,10 @@ def main():
         System("%dx-single" % n, sharded_single_cmds, merge=True),
         System("timely", timely_cmds([])),
     ]
+    if not args.no_checkpoints:
+        for interval in ("1s", "100ms"):
+            systems.append(System("swd+ckpt-" + interval, swd_checkpointed(interval), sample_tree=True,
+                                  available=swd_ok, reason=reason))
     if not args.no_variants:
         systems.append(System("timely-end", timely_cmds(["--flush", "end"])))
         systems.append(System("timely-stock", timely_cmds(["--stock-connect"])))
@@ -498,7 +507,8 @@ def main():
     log("")
     side = "%dx-single" % n
     ratios = [("swd", "timely", 1), ("swd", "single-thread", n), ("swd", side, 1),
-              ("timely", "single-thread", n), ("timely", side, 1)]
+              ("timely", "single-thread", n), ("timely", side, 1),
+              ("swd+ckpt-1s", "swd", 1), ("swd+ckpt-100ms", "swd", 1), ("swd+ckpt-1s", "timely", 1)]
     for a, b, k in ratios:
         label = "%s / %s" % (a, b if k == 1 else "(%d x %s)" % (k, b))
         if a in rates and b in rates:

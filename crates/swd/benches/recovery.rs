@@ -1,0 +1,183 @@
+//! Recovery time of a running job after a worker is SIGKILLed: a coordinator and three
+//! workers run `repartition` on a rate-limited input with checkpoints every second
+//! (heartbeat_interval 100 ms, heartbeat_timeout 500 ms, health check every 50 ms). Each round
+//! kills one worker mid-job and measures, from the kill:
+//!   restarted - the next attempt started, restored from the last checkpoint;
+//!   flowing   - the survivors read records again in the new attempt.
+//!
+//! Run: `cargo bench -p swd --bench recovery` (rounds: `SWD_BENCH_ROUNDS`, default 10).
+//! A measurement, not a test: it prints figures and asserts nothing about speed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use streamweave_distributed::protocol::JobState;
+use streamweave_distributed::{Client, ClusterStatus};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn swd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_swd"));
+    command
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn write_input(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("input dir");
+    for f in 0..4 {
+        let mut file = std::fs::File::create(dir.join(format!("part-{f}.txt"))).expect("input file");
+        for i in 0..20_000 {
+            writeln!(file, "file {f} line {i} with a few words").expect("write");
+        }
+    }
+}
+
+fn start_cluster(input: &Path, output: &Path, data: &Path) -> (Killed, SocketAddr, Vec<Killed>) {
+    let mut child = swd()
+        .args(["coordinator", "--bind", "127.0.0.1:0", "--partitions", "8"])
+        .args([
+            "--heartbeat-timeout",
+            "500ms",
+            "--health-check-interval",
+            "50ms",
+            "--min-workers",
+            "3",
+        ])
+        .args([
+            "--job",
+            "repartition",
+            "--rate",
+            "2000",
+            "--checkpoint-interval",
+            "1s",
+        ])
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn coordinator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read address");
+    let addr: SocketAddr = line
+        .trim()
+        .trim_start_matches("listening on ")
+        .parse()
+        .expect("address");
+    let workers = (1..=3)
+        .map(|i| {
+            Killed(
+                swd()
+                    .args([
+                        "worker",
+                        "--coordinator",
+                        &addr.to_string(),
+                        "--id",
+                        &format!("w{i}"),
+                    ])
+                    .args(["--heartbeat-interval", "100ms"])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("spawn worker"),
+            )
+        })
+        .collect();
+    (Killed(child), addr, workers)
+}
+
+async fn wait_until(client: &mut Client, what: &str, done: impl Fn(&ClusterStatus) -> bool) -> Instant {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = client.status().await.expect("status");
+        if done(&s) {
+            return Instant::now();
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let rounds: usize = std::env::var("SWD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let input = scratch.path().join("input");
+    write_input(&input);
+    let (mut restarted, mut flowing) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let output = scratch.path().join(format!("out-{round}"));
+        let data = scratch.path().join(format!("data-{round}"));
+        let (_coordinator, addr, mut workers) = start_cluster(&input, &output, &data);
+        let mut client = Client::connect(addr, "default").await.expect("connect");
+        wait_until(&mut client, "a running job with a checkpoint", |s| {
+            s.job
+                .as_ref()
+                .is_some_and(|j| j.state == JobState::Running && j.records_in > 0)
+                && s.checkpoints.as_ref().is_some_and(|c| c.completed >= 1)
+        })
+        .await;
+        // Strike anywhere between two heartbeats.
+        tokio::time::sleep(Duration::from_millis(150 + (round as u64 * 37) % 100)).await;
+        let attempt = client
+            .status()
+            .await
+            .expect("status")
+            .job
+            .map_or(0, |j| j.attempt);
+        let killed_at = Instant::now();
+        workers[round % 3].0.kill().expect("SIGKILL");
+        let started = wait_until(&mut client, "the next attempt", |s| {
+            s.job
+                .as_ref()
+                .is_some_and(|j| j.attempt > attempt && j.state == JobState::Running)
+        })
+        .await;
+        let reading = wait_until(&mut client, "records in the new attempt", |s| {
+            s.job
+                .as_ref()
+                .is_some_and(|j| j.attempt > attempt && j.records_in > 0)
+        })
+        .await;
+        restarted.push((started - killed_at).as_secs_f64() * 1000.0);
+        flowing.push((reading - killed_at).as_secs_f64() * 1000.0);
+        drop(workers);
+    }
+    restarted.sort_by(f64::total_cmp);
+    flowing.sort_by(f64::total_cmp);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("recovery: {rounds} rounds, 3 workers, P=8, repartition, checkpoints every 1s, heartbeat 100ms, timeout 500ms, {cores} cores");
+    for (name, v) in [("kill -> restarted", &restarted), ("kill -> flowing", &flowing)] {
+        println!(
+            "{name:<18} median {:6.0} ms  p90 {:6.0} ms  min {:6.0} ms  max {:6.0} ms",
+            percentile(v, 0.5),
+            percentile(v, 0.9),
+            v[0],
+            v[v.len() - 1]
+        );
+    }
+}
