@@ -2,7 +2,8 @@
 //! workers run `repartition` on a rate-limited input with checkpoints every second
 //! (heartbeat_interval 100 ms, heartbeat_timeout 500 ms, health check every 50 ms). Each round
 //! kills one worker mid-job and measures, from the kill:
-//!   restarted - the next attempt started, restored from the last checkpoint;
+//!   restarted - the attempt on the survivors started (after the failure was detected),
+//!               restored from the last checkpoint;
 //!   flowing   - the survivors read records again in the new attempt.
 //!
 //! Run: `cargo bench -p swd --bench recovery` (rounds: `SWD_BENCH_ROUNDS`, default 10).
@@ -151,10 +152,14 @@ async fn main() {
             .map_or(0, |j| j.attempt);
         let killed_at = Instant::now();
         workers[round % 3].0.kill().expect("SIGKILL");
-        let started = wait_until(&mut client, "the next attempt", |s| {
+        // The attempt that runs on the survivors: started after the failure was detected (an
+        // earlier one may start and fail while the dead worker still looks alive).
+        let victim = format!("w{}", round % 3 + 1);
+        let started = wait_until(&mut client, "the next attempt on the survivors", |s| {
             s.job
                 .as_ref()
                 .is_some_and(|j| j.attempt > attempt && j.state == JobState::Running)
+                && s.workers.iter().all(|w| w.id.as_str() != victim)
         })
         .await;
         let reading = wait_until(&mut client, "records in the new attempt", |s| {

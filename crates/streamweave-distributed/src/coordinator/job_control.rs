@@ -59,8 +59,9 @@ pub struct JobControl {
     aborted_at: Option<Instant>,
     /// From the last abort to the start of the attempt after it.
     last_recovery: Option<Duration>,
-    /// After a task failure, no attempt starts before this (a peer that just died has not been
-    /// declared failed yet, and restarting at once would only fail again).
+    /// After a task failure, no attempt starts on the same assignment before this (a peer that
+    /// just died has not been declared failed yet, and restarting at once would only fail
+    /// again). A changed assignment (the dead peer removed) may start at once.
     not_before: Option<Instant>,
 }
 
@@ -162,7 +163,8 @@ impl JobControl {
                 self.abort("the assignment changed (a worker failed, left or joined)".to_string())
             }
             JobState::Waiting | JobState::Restarting
-                if stable && self.not_before.is_none_or(|t| now >= t) =>
+                if stable
+                    && (self.not_before.is_none_or(|t| now >= t) || self.generation != Some(generation)) =>
             {
                 self.attempt += 1;
                 self.generation = Some(generation);
@@ -352,7 +354,8 @@ mod tests {
 
     #[test]
     fn a_failed_task_delays_the_next_attempt_more_each_time() {
-        let (mut job, t) = control();
+        let (_, t) = control();
+        let mut job = JobControl::new(JobSpec::new("wordcount"), 2, 10);
         job.on_cluster(Generation(1), true, t);
         assert_eq!(
             job.on_failure(1, "peer unreachable".to_string(), t),
@@ -371,8 +374,14 @@ mod tests {
             JobStep::Nothing
         );
         assert_eq!(
-            job.on_cluster(Generation(2), true, t2 + Duration::from_millis(200)),
+            job.on_cluster(Generation(1), true, t2 + Duration::from_millis(200)),
             JobStep::Start(3)
+        );
+        assert_eq!(job.on_failure(3, "and again".to_string(), t2), JobStep::Stop(3));
+        // The failed peer was removed (a new generation): no need to wait out the 400 ms.
+        assert_eq!(
+            job.on_cluster(Generation(2), true, t2 + Duration::from_millis(1)),
+            JobStep::Start(4)
         );
         assert_eq!(restart_delay(20), Duration::from_secs(5));
     }

@@ -53,6 +53,9 @@ pub struct SourceControl {
     pub records_in: AtomicU64,
     /// Set by the runtime when a checkpoint barrier is due: the task stops at the next record.
     pub pause: AtomicBool,
+    /// Set by the runtime when the attempt is cancelled: the task stops at the next record
+    /// (rather than at its next full batch, which a slow source may take long to fill).
+    pub cancel: AtomicBool,
 }
 
 /// One partition's receiving side: takes batches, then finishes into the sink.

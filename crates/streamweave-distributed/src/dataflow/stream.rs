@@ -52,7 +52,7 @@ type SendFn = dyn Fn(&SourceContext, SourceOffset, &SourceControl, &mut dyn Exch
     + Sync;
 
 /// Publish source record counts in chunks, not per record.
-const COUNT_CHUNK: u64 = 4096;
+const COUNT_CHUNK: u64 = 256;
 /// Entries a pre-aggregation map may hold before it is flushed into the exchange.
 const COMBINE_LIMIT: usize = 200_000;
 
@@ -82,7 +82,7 @@ impl<T: Send + 'static> Stream<T> {
                     let flow = emit(item);
                     // A checkpoint barrier is waiting: stop after this record (it counts as read,
                     // so the returned offset is exactly where to resume).
-                    if control.pause.load(Ordering::Acquire) {
+                    if control.pause.load(Ordering::Acquire) || control.cancel.load(Ordering::Acquire) {
                         Flow::Stop
                     } else {
                         flow

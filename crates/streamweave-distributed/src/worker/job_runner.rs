@@ -209,6 +209,9 @@ impl JobRunner {
         if let Some(current) = self.current.take() {
             tracing::info!(attempt = current.attempt, "stopping job attempt");
             current.cancel.cancel();
+            for control in current.controls.iter() {
+                control.cancel.store(true, std::sync::atomic::Ordering::Release);
+            }
             for inbox in current.inboxes {
                 let _ = inbox.send(Inbound::Cancel);
             }
