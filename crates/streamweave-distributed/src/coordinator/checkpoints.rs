@@ -245,6 +245,10 @@ impl CheckpointCoordinator {
         if now.saturating_duration_since(baseline) < self.config.interval {
             return Vec::new();
         }
+        self.trigger(now)
+    }
+
+    fn trigger(&mut self, now: Instant) -> Vec<CheckpointAction> {
         let id = self.next_id;
         self.next_id = id.next();
         self.baseline = Some(now);
@@ -254,6 +258,20 @@ impl CheckpointCoordinator {
             acks: BTreeMap::new(),
         });
         vec![CheckpointAction::Trigger { id }]
+    }
+
+    /// A checkpoint is wanted now (an operator asked): triggers one unless one is in flight.
+    /// Returns the checkpoint that will answer the request (the one triggered or in flight),
+    /// or `None` before the job started.
+    pub fn request(&mut self, now: Instant) -> (Option<CheckpointId>, Vec<CheckpointAction>) {
+        if self.baseline.is_none() {
+            return (None, Vec::new());
+        }
+        if let Some(in_flight) = &self.in_flight {
+            return (Some(in_flight.id), Vec::new());
+        }
+        let actions = self.trigger(now);
+        (self.in_flight.as_ref().map(|f| f.id), actions)
     }
 
     /// Partition `partition` snapshotted checkpoint `id`. Ignored unless `id` is in flight and

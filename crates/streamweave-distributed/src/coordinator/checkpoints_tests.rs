@@ -371,6 +371,24 @@ fn the_restore_point_is_the_newest_committed_checkpoint() {
 }
 
 #[test]
+fn a_requested_checkpoint_triggers_at_once_unless_one_is_in_flight() {
+    let mut fresh = CheckpointCoordinator::new(config(3), 2);
+    assert_eq!(
+        fresh.request(Instant::now()),
+        (None, vec![]),
+        "nothing before the job started"
+    );
+    let (mut c, t) = coordinator(2, 3);
+    // Long before the interval: asked for, it triggers now.
+    assert_eq!(c.request(t + ms(1)), (Some(id(1)), vec![Trigger { id: id(1) }]));
+    // Asked again while 1 is in flight: 1 answers, nothing new.
+    assert_eq!(c.request(t + ms(2)), (Some(id(1)), vec![]));
+    ack_all(&mut c, id(1), 2, t + ms(3));
+    assert_eq!(c.committed(id(1)).first(), Some(&NotifySinks { id: id(1) }));
+    assert_eq!(c.last_completed(), Some(id(1)));
+}
+
+#[test]
 fn a_fresh_coordinator_restored_from_a_stored_checkpoint_uses_newer_ids() {
     let t = Instant::now();
     let mut c = CheckpointCoordinator::new(config(3), 4);

@@ -117,6 +117,35 @@ impl CoordinatorHandle {
             .await?
     }
 
+    /// Takes a checkpoint of the running job now; returns its id once it is committed (or an
+    /// error if it is not within `timeout`).
+    pub async fn checkpoint_now(&self, timeout: Duration) -> Result<u64, CoordinatorError> {
+        let id = self
+            .call(|engine, now| match engine.request_checkpoint(now) {
+                Ok((id, actions)) => (Ok(id), actions),
+                Err(e) => (Err(e), Vec::new()),
+            })
+            .await??;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status().await?;
+            if status
+                .checkpoints
+                .as_ref()
+                .and_then(|c| c.last_completed)
+                .is_some_and(|c| c >= id)
+            {
+                return Ok(id);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CoordinatorError::Communication(format!(
+                    "checkpoint {id} not complete within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// See [`Coordinator::register_worker`].
     pub async fn register_worker(&self, info: WorkerInfo) -> Result<Generation, CoordinatorError> {
         self.call(move |engine, now| split(engine.register_worker(info, now), engine))
