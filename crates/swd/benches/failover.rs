@@ -6,35 +6,19 @@
 //!
 //! Run: `cargo bench -p swd --bench failover` (rounds: `SWD_BENCH_ROUNDS`, default 20).
 //! This is a measurement, not a test: it prints figures and asserts nothing about speed.
+mod common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{percentile, swd, wait_until, Killed};
 use streamweave_distributed::{Client, ClusterStatus};
 
 const PARTITIONS: usize = 12;
 const WORKERS: usize = 3;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn swd() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_swd"));
-    command
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "warn");
-    command
-}
 
 fn start_coordinator() -> (Killed, SocketAddr) {
     let mut child = swd()
@@ -82,28 +66,11 @@ async fn status(client: &mut Client) -> ClusterStatus {
     client.status().await.expect("status")
 }
 
-async fn wait_until(client: &mut Client, what: &str, done: impl Fn(&ClusterStatus) -> bool) -> Instant {
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = status(client).await;
-        if done(&s) {
-            return Instant::now();
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}: {s:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 fn settled(s: &ClusterStatus) -> bool {
     s.workers.len() == WORKERS
         && s.unassigned.is_empty()
         && s.moving.is_empty()
         && s.workers.iter().all(|w| w.load == w.partitions.len())
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i]
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -8,33 +8,17 @@
 //!
 //! Run: `cargo bench -p swd --bench recovery` (rounds: `SWD_BENCH_ROUNDS`, default 10).
 //! A measurement, not a test: it prints figures and asserts nothing about speed.
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{percentile, swd, wait_until, Killed};
 use streamweave_distributed::protocol::JobState;
-use streamweave_distributed::{Client, ClusterStatus};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn swd() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_swd"));
-    command
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "warn");
-    command
-}
+use streamweave_distributed::Client;
 
 fn write_input(dir: &Path) {
     std::fs::create_dir_all(dir).expect("input dir");
@@ -102,22 +86,6 @@ fn start_cluster(input: &Path, output: &Path, data: &Path) -> (Killed, SocketAdd
         })
         .collect();
     (Killed(child), addr, workers)
-}
-
-async fn wait_until(client: &mut Client, what: &str, done: impl Fn(&ClusterStatus) -> bool) -> Instant {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = client.status().await.expect("status");
-        if done(&s) {
-            return Instant::now();
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}: {s:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -46,6 +46,17 @@ fn output_lines(dir: &Path) -> Vec<Vec<u8>> {
     lines
 }
 
+/// Every input file of a corpus, concatenated (each followed by a newline, so a file without a
+/// final newline does not run into the next one).
+fn input_bytes(corpus: &Path) -> Vec<u8> {
+    let mut input = Vec::new();
+    for entry in std::fs::read_dir(corpus.join("input")).expect("input dir") {
+        input.extend(std::fs::read(entry.expect("entry").path()).expect("read input"));
+        input.push(b'\n');
+    }
+    input
+}
+
 fn sorted_lines(text: &[u8]) -> Vec<Vec<u8>> {
     let mut lines: Vec<Vec<u8>> = text
         .split(|b| *b == b'\n')
@@ -175,11 +186,7 @@ fn repartition_outputs_every_input_line_once() {
     let output = dir.path().join("out");
     let out = local_job("repartition", 3, 6, &corpus.join("input"), &output);
     assert_success(&out);
-    let mut input = Vec::new();
-    for entry in std::fs::read_dir(corpus.join("input")).unwrap() {
-        input.extend(std::fs::read(entry.unwrap().path()).unwrap());
-        input.push(b'\n');
-    }
+    let input = input_bytes(&corpus);
     assert_eq!(output_lines(&output), sorted_lines(&input));
 }
 
@@ -351,11 +358,7 @@ fn repartition_with_checkpoints_is_exact_through_repeated_sigkills_and_restores_
             .is_some_and(|c| c >= 1),
         "recovery resumed from a checkpoint, not the beginning: {finished:#}"
     );
-    let mut input = Vec::new();
-    for entry in std::fs::read_dir(corpus.join("input")).unwrap() {
-        input.extend(std::fs::read(entry.unwrap().path()).unwrap());
-        input.push(b'\n');
-    }
+    let input = input_bytes(&corpus);
     assert_eq!(
         output_lines(&output),
         sorted_lines(&input),
@@ -431,11 +434,7 @@ fn restart_coordinator_mid_job(damage_newest: bool) -> (serde_json::Value, u64, 
         matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
     });
     assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
-    let mut input = Vec::new();
-    for entry in std::fs::read_dir(corpus.join("input")).unwrap() {
-        input.extend(std::fs::read(entry.unwrap().path()).unwrap());
-        input.push(b'\n');
-    }
+    let input = input_bytes(&corpus);
     assert_eq!(
         output_lines(&output),
         sorted_lines(&input),

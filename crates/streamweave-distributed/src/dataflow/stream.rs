@@ -222,13 +222,8 @@ impl<T: Send + 'static> Stream<T> {
             }
             router.finish(end)
         });
-        let add: Arc<dyn Fn(u64, u64) -> u64 + Send + Sync> = Arc::new(|a, b| a + b);
-        let stage = Arc::new(move || {
-            Box::new(Combine {
-                state: FxHashMap::default(),
-                f: Arc::clone(&add),
-            }) as Box<dyn Stage<(K, u64)>>
-        });
+        let add: Update<u64, u64> = merging(Arc::new(|a, b| a + b));
+        let stage = Arc::new(move || Keyed::<K, u64, u64>::boxed(&add) as Box<dyn Stage<(K, u64)>>);
         Exchanged {
             send,
             stage,
@@ -290,12 +285,8 @@ impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
             }
             router.finish(end)
         });
-        let stage = Arc::new(move || {
-            Box::new(Combine {
-                state: FxHashMap::default(),
-                f: Arc::clone(&f),
-            }) as Box<dyn Stage<(K, V)>>
-        });
+        let update: Update<V, V> = merging(f);
+        let stage = Arc::new(move || Keyed::<K, V, V>::boxed(&update) as Box<dyn Stage<(K, V)>>);
         Exchanged {
             send,
             stage,
@@ -363,14 +354,9 @@ where
             });
             router.finish(end)
         });
-        let f: Arc<dyn Fn(A, T) -> A + Send + Sync> = Arc::new(f);
-        let stage = Arc::new(move || {
-            Box::new(Fold {
-                state: FxHashMap::default(),
-                init: init.clone(),
-                f: Arc::clone(&f),
-            }) as Box<dyn Stage<(K, A)>>
-        });
+        let update: Update<A, T> =
+            Arc::new(move |acc: Option<A>, t: T| f(acc.unwrap_or_else(|| init.clone()), t));
+        let stage = Arc::new(move || Keyed::<K, A, T>::boxed(&update) as Box<dyn Stage<(K, A)>>);
         Exchanged {
             send,
             stage,
@@ -565,57 +551,36 @@ impl<T: Send + 'static> Stage<T> for LocalPassThrough<T> {
     }
 }
 
-struct Combine<K, V> {
-    state: FxHashMap<K, V>,
-    f: Arc<dyn Fn(V, V) -> V + Send + Sync>,
-}
+/// How a keyed stage folds one incoming record into a key's accumulator (none yet: `None`).
+type Update<A, X> = Arc<dyn Fn(Option<A>, X) -> A + Send + Sync>;
 
-impl<K, V> Stage<(K, V)> for Combine<K, V>
-where
-    K: Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
-    V: Serialize + DeserializeOwned + Send + 'static,
-{
-    fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, V))) -> Result<(), DataflowError> {
-        for (k, v) in unpack::<(K, V)>(batch)? {
-            match self.state.remove(&k) {
-                Some(old) => self.state.insert(k, (self.f)(old, v)),
-                None => self.state.insert(k, v),
-            };
-        }
-        Ok(())
-    }
-
-    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
-        encode_state(&self.state)
-    }
-
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
-        self.state = decode_state(bytes)?;
-        Ok(())
-    }
-
-    fn finish(self: Box<Self>, emit: &mut dyn FnMut((K, V))) -> Result<(), DataflowError> {
-        self.state.into_iter().for_each(emit);
-        Ok(())
-    }
-}
-
-struct Fold<K, A, T> {
+/// Keyed state after the exchange: an accumulator per key, updated by every `(key, record)`
+/// that arrives, emitted when the input ends, snapshotted at checkpoints. Merging pre-aggregated
+/// partials (`reduce`, `count`) and folding raw records (`fold`) differ only in `update`.
+struct Keyed<K, A, X> {
     state: FxHashMap<K, A>,
-    init: A,
-    f: Arc<dyn Fn(A, T) -> A + Send + Sync>,
+    update: Update<A, X>,
 }
 
-impl<K, A, T> Stage<(K, A)> for Fold<K, A, T>
+impl<K, A, X> Keyed<K, A, X> {
+    fn boxed(update: &Update<A, X>) -> Box<Self> {
+        Box::new(Keyed {
+            state: FxHashMap::default(),
+            update: Arc::clone(update),
+        })
+    }
+}
+
+impl<K, A, X> Stage<(K, A)> for Keyed<K, A, X>
 where
     K: Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
-    A: Clone + Serialize + DeserializeOwned + Send + 'static,
-    T: Serialize + DeserializeOwned + Send + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
+    X: Serialize + DeserializeOwned + Send + 'static,
 {
     fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
-        for (k, t) in unpack::<(K, T)>(batch)? {
-            let acc = self.state.remove(&k).unwrap_or_else(|| self.init.clone());
-            self.state.insert(k, (self.f)(acc, t));
+        for (k, x) in unpack::<(K, X)>(batch)? {
+            let acc = (self.update)(self.state.remove(&k), x);
+            self.state.insert(k, acc);
         }
         Ok(())
     }
@@ -633,6 +598,14 @@ where
         self.state.into_iter().for_each(emit);
         Ok(())
     }
+}
+
+/// The update of an associative combination: the first value as is, then `f(acc, value)`.
+fn merging<V: 'static>(f: Arc<dyn Fn(V, V) -> V + Send + Sync>) -> Update<V, V> {
+    Arc::new(move |acc: Option<V>, v: V| match acc {
+        Some(acc) => f(acc, v),
+        None => v,
+    })
 }
 
 /// Records after the exchange, in the partition that owns them.
@@ -784,6 +757,24 @@ struct SinkReceiver<U> {
     failure: Option<DataflowError>,
 }
 
+impl<U: Send + 'static> SinkReceiver<U> {
+    /// The input has ended: writes what the stage held back (keyed results); returns the writer
+    /// (to commit or pre-commit) and the number of records written.
+    fn emit_held(self) -> Result<(Box<dyn SinkWriter<U>>, u64), DataflowError> {
+        let SinkReceiver {
+            stage,
+            mut writer,
+            mut written,
+            mut failure,
+        } = self;
+        stage.finish(&mut |u| write(&mut writer, &mut written, &mut failure, u))?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((writer, written)),
+        }
+    }
+}
+
 impl<U: Send + 'static> Receiver for SinkReceiver<U> {
     fn on_batch(&mut self, batch: Batch) -> Result<(), DataflowError> {
         let (writer, written, failure) = (&mut self.writer, &mut self.written, &mut self.failure);
@@ -793,16 +784,7 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
     }
 
     fn finish_pending(self: Box<Self>, epoch: u64) -> Result<u64, DataflowError> {
-        let SinkReceiver {
-            stage,
-            mut writer,
-            mut written,
-            mut failure,
-        } = *self;
-        stage.finish(&mut |u| write(&mut writer, &mut written, &mut failure, u))?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        let (mut writer, written) = (*self).emit_held()?;
         writer.pre_commit(epoch)?;
         Ok(written)
     }
@@ -820,16 +802,7 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
     }
 
     fn finish(self: Box<Self>) -> Result<u64, DataflowError> {
-        let SinkReceiver {
-            stage,
-            mut writer,
-            mut written,
-            mut failure,
-        } = *self;
-        stage.finish(&mut |u| write(&mut writer, &mut written, &mut failure, u))?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        let (writer, written) = (*self).emit_held()?;
         writer.commit()?;
         Ok(written)
     }

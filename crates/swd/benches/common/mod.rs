@@ -1,0 +1,47 @@
+//! What the process benchmarks share: child processes killed on drop, the `swd` command,
+//! percentiles, and polling the coordinator's status.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use streamweave_distributed::{Client, ClusterStatus};
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The built `swd`, quiet.
+pub fn swd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_swd"));
+    command
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// The `q` quantile of sorted values.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Polls the status (every 2 ms) until `done` holds; the time it did.
+pub async fn wait_until(client: &mut Client, what: &str, done: impl Fn(&ClusterStatus) -> bool) -> Instant {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = client.status().await.expect("status");
+        if done(&s) {
+            return Instant::now();
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
