@@ -79,5 +79,7 @@ fn flag_error(e: &ConfigError) -> anyhow::Error {
         "checkpoint_interval" => "--checkpoint-interval",
         other => return anyhow::anyhow!("invalid {other}: {}", e.reason),
     };
-    anyhow::anyhow!("invalid {flag}: {}", e.reason.replace('_', "-"))
+    // The reason speaks of config fields; on the command line they are flags.
+    let reason = e.reason.replace("data_dir", "--data-dir").replace('_', "-");
+    anyhow::anyhow!("invalid {flag}: {reason}")
 }
