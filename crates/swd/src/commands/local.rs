@@ -140,6 +140,12 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
     }
     terminate(&mut coordinator);
     wait_or_kill(&mut coordinator).await;
+    if args.data_dir.is_none() {
+        // The checkpoints of a finished local run are of no further use.
+        if let Some(dir) = &data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
     outcome
 }
 
