@@ -391,14 +391,21 @@ impl ReceiverTask {
             return Ok(());
         };
         let q = self.ctx.partition;
+        // The partition pauses only for the copy of its state; the write to the store (and the
+        // acknowledgement after it) happen beside the processing that goes on.
         let state = receiver.snapshot()?;
-        let name = format!("state-p{q:05}");
-        checkpoints
-            .store
-            .put(CheckpointId(id), &name, &state)
-            .map_err(|e| DataflowError::Exchange(format!("checkpoint {id}: {e}")))?;
         receiver.pre_commit(id)?;
-        checkpoints.state_saved(id, q, name, state.len() as u64);
+        let checkpoints = Arc::clone(checkpoints);
+        std::thread::spawn(move || {
+            let name = format!("state-p{q:05}");
+            match checkpoints.store.put(CheckpointId(id), &name, &state) {
+                Ok(_) => checkpoints.state_saved(id, q, name, state.len() as u64),
+                // No acknowledgement: the coordinator times the checkpoint out and takes the next.
+                Err(e) => {
+                    tracing::warn!(checkpoint = id, partition = q, error = %e, "cannot store a snapshot")
+                }
+            }
+        });
         Ok(())
     }
 }
