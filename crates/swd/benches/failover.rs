@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{percentile, swd, wait_until, Killed};
+use common::{print_ms, swd, wait_until, Killed};
 use streamweave_distributed::{Client, ClusterStatus};
 
 const PARTITIONS: usize = 12;
@@ -122,17 +122,8 @@ async fn main() {
         running_ms.push((running - killed_at).as_secs_f64() * 1000.0);
         drop(workers);
     }
-    owned_ms.sort_by(f64::total_cmp);
-    running_ms.sort_by(f64::total_cmp);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("failover: {rounds} rounds, {WORKERS} workers, P={PARTITIONS}, heartbeat 100ms, timeout 500ms, check 50ms, {cores} cores");
-    for (name, v) in [("kill -> owned", &owned_ms), ("kill -> running", &running_ms)] {
-        println!(
-            "{name:<16} median {:6.0} ms  p90 {:6.0} ms  min {:6.0} ms  max {:6.0} ms",
-            percentile(v, 0.5),
-            percentile(v, 0.9),
-            v[0],
-            v[v.len() - 1]
-        );
-    }
+    print_ms("kill -> owned", &mut owned_ms);
+    print_ms("kill -> running", &mut running_ms);
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{percentile, swd, wait_until, Killed};
+use common::{print_ms, swd, wait_until, Killed};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::Client;
 
@@ -140,17 +140,8 @@ async fn main() {
         flowing.push((reading - killed_at).as_secs_f64() * 1000.0);
         drop(workers);
     }
-    restarted.sort_by(f64::total_cmp);
-    flowing.sort_by(f64::total_cmp);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("recovery: {rounds} rounds, 3 workers, P=8, repartition, checkpoints every 1s, heartbeat 100ms, timeout 500ms, {cores} cores");
-    for (name, v) in [("kill -> restarted", &restarted), ("kill -> flowing", &flowing)] {
-        println!(
-            "{name:<18} median {:6.0} ms  p90 {:6.0} ms  min {:6.0} ms  max {:6.0} ms",
-            percentile(v, 0.5),
-            percentile(v, 0.9),
-            v[0],
-            v[v.len() - 1]
-        );
-    }
+    print_ms("kill -> restarted", &mut restarted);
+    print_ms("kill -> flowing", &mut flowing);
 }

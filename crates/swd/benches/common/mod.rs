@@ -33,6 +33,18 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Prints one line of milliseconds: median, p90, min and max (sorts `values`).
+pub fn print_ms(name: &str, values: &mut [f64]) {
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{name:<18} median {:6.0} ms  p90 {:6.0} ms  min {:6.0} ms  max {:6.0} ms",
+        percentile(values, 0.5),
+        percentile(values, 0.9),
+        values[0],
+        values[values.len() - 1]
+    );
+}
+
 /// Polls the status (every 2 ms) until `done` holds; the time it did.
 pub async fn wait_until(client: &mut Client, what: &str, done: impl Fn(&ClusterStatus) -> bool) -> Instant {
     let end = Instant::now() + Duration::from_secs(60);

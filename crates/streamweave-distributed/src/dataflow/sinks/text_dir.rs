@@ -86,25 +86,35 @@ fn epoch_name(partition: usize, epoch: u64) -> String {
     format!("part-{partition:05}-{epoch:020}")
 }
 
-/// The pending epochs of a partition in `dir`: (epoch, path).
-fn pending_epochs(dir: &Path, partition: usize) -> Result<Vec<(u64, PathBuf)>, DataflowError> {
-    let prefix = pending_prefix(partition);
-    let mut found = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+/// The names and paths of the entries of `dir` (none when it does not exist yet).
+fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataflowError> {
+    let listing = match fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(DataflowError::io(dir, e)),
     };
-    for entry in entries {
+    let mut found = Vec::new();
+    for entry in listing {
         let entry = entry.map_err(|e| DataflowError::io(dir, e))?;
-        let name = entry.file_name();
-        let epoch = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".pending")?.parse().ok());
-        if let Some(epoch) = epoch {
-            found.push((epoch, entry.path()));
+        if let Ok(name) = entry.file_name().into_string() {
+            found.push((name, entry.path()));
         }
     }
+    Ok(found)
+}
+
+/// The number in `name` between `prefix` and `suffix`, if it has that shape.
+fn numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+/// The pending epochs of a partition in `dir`: (epoch, path), ascending.
+fn pending_epochs(dir: &Path, partition: usize) -> Result<Vec<(u64, PathBuf)>, DataflowError> {
+    let prefix = pending_prefix(partition);
+    let mut found: Vec<(u64, PathBuf)> = entries(dir)?
+        .into_iter()
+        .filter_map(|(name, path)| Some((numbered(&name, &prefix, ".pending")?, path)))
+        .collect();
     found.sort();
     Ok(found)
 }
@@ -157,40 +167,21 @@ impl Sink for TextDirSink {
     }
 
     fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
-        for (epoch, path) in pending_epochs(&self.dir, partition)? {
-            if epoch > after {
+        // Recovery rewinds to `after`: pending epochs beyond it, this partition's temporaries, and
+        // committed epochs beyond it (possible only when a newer checkpoint turned out damaged, or
+        // when recovering from the beginning) are all produced again, so their files go.
+        let (pending, committed, temp) = (
+            pending_prefix(partition),
+            format!("part-{partition:05}-"),
+            temp_prefix(partition),
+        );
+        for (name, path) in entries(&self.dir)? {
+            let beyond = |epoch: Option<u64>| epoch.is_some_and(|e| e > after);
+            if beyond(numbered(&name, &pending, ".pending"))
+                || beyond(numbered(&name, &committed, ""))
+                || name.starts_with(&temp)
+            {
                 remove_if_present(&path)?;
-            }
-        }
-        // Recovery rewinds to `after`: committed epochs beyond it (possible only when a newer
-        // checkpoint turned out damaged, or when recovering from the beginning) are produced
-        // again, so their files must go too.
-        let final_prefix = format!("part-{partition:05}-");
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(DataflowError::io(&self.dir, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| DataflowError::io(&self.dir, e))?;
-            let epoch = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix(&final_prefix)?.parse::<u64>().ok());
-            if epoch.is_some_and(|e| e > after) {
-                remove_if_present(&entry.path())?;
-            }
-        }
-        let prefix = temp_prefix(partition);
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(DataflowError::io(&self.dir, e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| DataflowError::io(&self.dir, e))?;
-            if entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
-                remove_if_present(&entry.path())?;
             }
         }
         Ok(())
@@ -280,22 +271,9 @@ impl TextDirWriter {
     /// attempt's file is left alone: it belongs to a live writer, this one being the stale one.
     fn remove_older_temporaries(&self) -> Result<(), DataflowError> {
         let prefix = temp_prefix(self.partition);
-        for entry in fs::read_dir(&self.dir).map_err(|e| DataflowError::io(&self.dir, e))? {
-            let entry = entry.map_err(|e| DataflowError::io(&self.dir, e))?;
-            let name = entry.file_name();
-            let attempt = name
-                .to_str()
-                .and_then(|name| name.strip_prefix(&prefix)?.strip_suffix(".tmp"));
-            if attempt
-                .and_then(|a| a.parse::<u64>().ok())
-                .is_some_and(|a| a < self.attempt)
-            {
-                match fs::remove_file(entry.path()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(DataflowError::io(entry.path(), e))
-                    }
-                    _ => {}
-                }
+        for (name, path) in entries(&self.dir)? {
+            if numbered(&name, &prefix, ".tmp").is_some_and(|a| a < self.attempt) {
+                remove_if_present(&path)?;
             }
         }
         Ok(())
