@@ -80,6 +80,9 @@ pub enum WorkerState {
     Disconnected,
     /// Declared failed; it owns nothing and is about to leave the membership.
     Failed,
+    /// It asked to leave while a checkpointed job runs: its partitions move away (carrying
+    /// their state) before it goes.
+    Leaving,
 }
 
 impl fmt::Display for WorkerState {
@@ -88,6 +91,7 @@ impl fmt::Display for WorkerState {
             WorkerState::Active => "active",
             WorkerState::Disconnected => "disconnected",
             WorkerState::Failed => "failed",
+            WorkerState::Leaving => "leaving",
         })
     }
 }

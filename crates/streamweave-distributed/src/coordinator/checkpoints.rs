@@ -82,6 +82,9 @@ pub struct PartitionSnapshot {
     pub state_bytes: u64,
     /// The offset the partition's source had reached at the barrier, if it has a source.
     pub source_offset: Option<u64>,
+    /// Whether the partition's source had read all its input by the barrier.
+    #[serde(default)]
+    pub source_exhausted: bool,
 }
 
 /// Why a checkpoint was aborted.

@@ -189,6 +189,11 @@ pub enum ClusterEvent {
         /// The worker.
         worker: WorkerId,
     },
+    /// A worker asked to leave while a checkpointed job runs: its partitions move away first.
+    Leaving {
+        /// The worker.
+        worker: WorkerId,
+    },
     /// A worker was declared failed.
     Failed {
         /// The worker.
@@ -223,6 +228,18 @@ pub enum ClusterEvent {
         worker: WorkerId,
         /// The partition.
         partition: PartitionId,
+    },
+    /// A partition moved to a new owner inside the running job attempt, carrying its state
+    /// through a checkpoint.
+    Moved {
+        /// The partition.
+        partition: PartitionId,
+        /// The old owner.
+        from: WorkerId,
+        /// The new owner.
+        to: WorkerId,
+        /// The checkpoint it moved through.
+        checkpoint: u64,
     },
     /// A job attempt started on a stable assignment.
     JobStarted {
@@ -288,6 +305,8 @@ pub struct Engine {
     checkpoints: Option<CheckpointCoordinator>,
     /// The latest time the shell passed in, for calls that do not carry one.
     clock: Option<Instant>,
+    /// Partitions moving through a checkpoint while the job runs (`engine_moves.rs`).
+    moving: Option<moves::Move>,
 }
 
 impl Engine {
@@ -325,6 +344,7 @@ impl Engine {
             checkpoints,
             job,
             clock: None,
+            moving: None,
         }
     }
 
@@ -351,7 +371,9 @@ impl Engine {
                 if let Some(entry) = self.entry_of(conn) {
                     entry.info.last_heartbeat = now;
                     entry.info.load = running.len();
-                    entry.info.state = WorkerState::Active;
+                    if entry.info.state != WorkerState::Leaving {
+                        entry.info.state = WorkerState::Active;
+                    }
                     entry.running = sorted(running);
                 }
             }
@@ -364,7 +386,7 @@ impl Engine {
             } => self.on_ack(conn, generation, running, now),
             Input::Leave { conn } => {
                 if let Some(id) = self.conns.get(&conn).cloned() {
-                    self.depart(&id, Departure::Left);
+                    self.on_leave(&id);
                 }
             }
             Input::Disconnected { conn } => {
@@ -397,6 +419,7 @@ impl Engine {
 
     /// Drives the job after a change and hands the actions over.
     fn take_out(&mut self) -> Vec<Action> {
+        self.finish_leaves();
         self.drive_job();
         std::mem::take(&mut self.out)
     }
@@ -635,6 +658,11 @@ impl Engine {
         );
         self.conns.insert(conn, id.clone());
         self.send_registered(conn);
+        // A running attempt goes on while partitions move here: the new member must know it
+        // before the first move's checkpoint is triggered.
+        if self.moves_carry_state() {
+            self.resend_job(conn);
+        }
         self.join(&id, &requested);
     }
 
@@ -796,6 +824,7 @@ impl Engine {
             let best = self
                 .workers
                 .values()
+                .filter(|e| e.info.state != WorkerState::Leaving)
                 .map(|e| (owned_by(&self.target, &e.info.id).len(), e))
                 .filter(|(n, e)| *n < e.info.capacity)
                 .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.info.id.cmp(&b.1.info.id)))
@@ -832,6 +861,7 @@ impl Engine {
             })
             .collect();
         match strategy {
+            _ if self.moves_carry_state() => self.plan_move(moving),
             RebalanceStrategy::Immediate => {
                 for (p, from) in moving {
                     self.out.push(Action::Event(ClusterEvent::Revoking {
@@ -905,9 +935,11 @@ impl Engine {
         }));
     }
 
+    /// The members partitions may be placed on (not those leaving).
     fn members(&self) -> Vec<Member> {
         self.workers
             .values()
+            .filter(|e| e.info.state != WorkerState::Leaving)
             .map(|e| Member {
                 id: e.info.id.clone(),
                 capacity: e.info.capacity,
@@ -954,6 +986,13 @@ fn duration_ms(d: Duration) -> u64 {
 #[path = "engine_job.rs"]
 mod job;
 
+#[path = "engine_moves.rs"]
+mod moves;
+
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "engine_moves_tests.rs"]
+mod moves_tests;

@@ -107,6 +107,14 @@ impl Engine {
         if self.job.as_ref().and_then(|j| j.running_attempt()).is_none() {
             return;
         }
+        if self.moving.is_some() {
+            // A move's checkpoint goes next; after it, nothing new until the move completes
+            // (only the timeout of the one in flight is watched).
+            self.trigger_move(now);
+            if self.checkpoints.as_ref().is_none_or(|c| c.in_flight().is_none()) {
+                return;
+            }
+        }
         let actions = match self.checkpoints.as_mut() {
             Some(c) => c.tick(now),
             None => return,
@@ -121,6 +129,9 @@ impl Engine {
                 checkpoint = id,
                 "checkpoint not written; the next one will be tried"
             );
+            if self.move_waits_for(id) {
+                self.move_failed(format!("checkpoint {id} could not be written"));
+            }
             return;
         }
         let actions = match self.checkpoints.as_mut() {
@@ -130,14 +141,19 @@ impl Engine {
         self.checkpoint_actions(actions);
     }
 
-    fn checkpoint_actions(&mut self, actions: Vec<CheckpointAction>) {
+    pub(super) fn checkpoint_actions(&mut self, actions: Vec<CheckpointAction>) {
         let Some(attempt) = self.job.as_ref().and_then(|j| j.running_attempt()) else {
             return;
         };
         for action in actions {
             match action {
                 CheckpointAction::Trigger { id } => {
-                    self.broadcast(CoordinatorMessage::TriggerCheckpoint { attempt, id: id.0 });
+                    let moves = self.moves_of(id.0);
+                    self.broadcast(CoordinatorMessage::TriggerCheckpoint {
+                        attempt,
+                        id: id.0,
+                        moves,
+                    });
                 }
                 CheckpointAction::Complete { id, snapshots, .. } => self.out.push(Action::WriteCheckpoint {
                     id: id.0,
@@ -147,9 +163,15 @@ impl Engine {
                 }),
                 CheckpointAction::NotifySinks { id } => {
                     self.broadcast(CoordinatorMessage::CommitEpochs { attempt, upto: id.0 });
+                    if self.move_waits_for(id.0) {
+                        self.complete_move(id.0);
+                    }
                 }
                 CheckpointAction::Abort { id, reason } => {
                     tracing::info!(checkpoint = %id, %reason, "checkpoint aborted");
+                    if self.move_waits_for(id.0) {
+                        self.move_failed(format!("checkpoint {id} was aborted: {reason}"));
+                    }
                 }
                 CheckpointAction::Retain { .. } => {}
             }
@@ -235,8 +257,12 @@ impl Engine {
         })
     }
 
-    fn execute_job_step(&mut self, step: JobStep) {
+    pub(super) fn execute_job_step(&mut self, step: JobStep) {
         let now = self.clock;
+        if matches!(step, JobStep::Start(_) | JobStep::Stop(_)) {
+            // A move belongs to its attempt.
+            self.moving = None;
+        }
         match step {
             JobStep::Nothing => {}
             JobStep::Start(attempt) => {
@@ -294,6 +320,7 @@ impl Engine {
                         state_file,
                         state_bytes: 0,
                         source_offset: Some(source_offset),
+                        source_exhausted: false,
                     },
                 )
             })

@@ -1379,6 +1379,7 @@ impl World {
                         CoordinatorMessage::StartJob { .. }
                         | CoordinatorMessage::StopJob { .. }
                         | CoordinatorMessage::TriggerCheckpoint { .. }
+                        | CoordinatorMessage::AdoptPartitions { .. }
                         | CoordinatorMessage::CommitEpochs { .. } => {
                             unreachable!("no job is configured in this simulation")
                         }

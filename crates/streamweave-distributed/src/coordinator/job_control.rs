@@ -8,8 +8,10 @@
 //!              +--- Restarting <---+  (after max_restarts failures: Failed)
 //! ```
 //!
-//! Recovery is from the beginning: an aborted attempt is restarted whole on the new
-//! assignment, and its sinks' final files are replaced by the new attempt's.
+//! An aborted attempt is restarted whole on the new assignment (from the last checkpoint, or
+//! from the beginning without checkpoints, when its sinks' final files are replaced by the new
+//! attempt's). Partitions that move while a checkpointed attempt runs do not abort it: the
+//! engine moves them through a checkpoint and reports the new generation with [`JobControl::moved`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -181,6 +183,30 @@ impl JobControl {
             }
             _ => JobStep::Nothing,
         }
+    }
+
+    /// Partitions moved to new owners inside the running attempt (carrying their state through
+    /// a checkpoint), making the assignment `generation`: the attempt goes on.
+    pub fn moved(&mut self, generation: Generation) {
+        if self.state == JobState::Running {
+            self.generation = Some(generation);
+        }
+    }
+
+    /// Whether partition `partition` of the running attempt has finished (its receiver is gone:
+    /// it can no longer move inside the attempt).
+    pub fn partition_done(&self, partition: PartitionId) -> bool {
+        self.done.contains_key(&partition)
+    }
+
+    /// Moving partitions inside the running attempt failed at `now`: the attempt is restarted
+    /// from the last checkpoint on the assignment that follows.
+    pub fn on_move_failed(&mut self, reason: String, now: Instant) -> JobStep {
+        if self.state != JobState::Running {
+            return JobStep::Nothing;
+        }
+        self.aborted_at = Some(now);
+        self.abort(reason)
     }
 
     /// A worker reported progress.

@@ -334,8 +334,8 @@ async fn serve_worker(
                         vec![Input::Ack { conn, generation, running }]
                     }
                     Ok(Some(WorkerMessage::Leave)) => vec![Input::Leave { conn }],
-                    Ok(Some(WorkerMessage::CheckpointAck { attempt, id, partition, state_file, state_bytes, source_offset })) => {
-                        let snapshot = PartitionSnapshot { state_file, state_bytes, source_offset: Some(source_offset) };
+                    Ok(Some(WorkerMessage::CheckpointAck { attempt, id, partition, state_file, state_bytes, source_offset, source_exhausted })) => {
+                        let snapshot = PartitionSnapshot { state_file, state_bytes, source_offset: Some(source_offset), source_exhausted };
                         vec![Input::Job { conn, report: JobReport::CheckpointAck { attempt, id, partition, snapshot } }]
                     }
                     Ok(Some(WorkerMessage::EpochsCommitted { attempt, upto, partitions })) => {

@@ -77,6 +77,28 @@ pub struct PartitionOwner {
     pub address: String,
 }
 
+/// A partition changing owner at a checkpoint barrier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMove {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Its new owner.
+    pub to: PartitionOwner,
+}
+
+/// A partition a worker takes over inside a running attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Its state file in the checkpoint.
+    pub state_file: String,
+    /// Where its source resumes.
+    pub source_offset: u64,
+    /// Whether its source had read everything (then it does not run again).
+    pub source_exhausted: bool,
+}
+
 /// Worker to coordinator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WorkerMessage {
@@ -122,6 +144,9 @@ pub enum WorkerMessage {
         state_bytes: u64,
         /// Where the partition's source resumes.
         source_offset: u64,
+        /// Whether the partition's source had read all its input at the barrier (it sent its
+        /// end-of-stream instead of the barrier).
+        source_exhausted: bool,
     },
     /// The sinks of these partitions committed their epochs up to `upto`.
     EpochsCommitted {
@@ -199,6 +224,23 @@ pub enum CoordinatorMessage {
         attempt: u64,
         /// The checkpoint.
         id: u64,
+        /// Partitions that change owner at this barrier: every source routes their records to
+        /// the new owner from its barrier on; the old owner snapshots them at the barrier and
+        /// stops them. Empty for a plain checkpoint.
+        moves: Vec<PartitionMove>,
+    },
+    /// Checkpoint `checkpoint`, which moved these partitions here, is committed: restore each
+    /// from it and run its receiver and (unless exhausted) its source within the running attempt.
+    AdoptPartitions {
+        /// The attempt.
+        attempt: u64,
+        /// The checkpoint the partitions moved through.
+        checkpoint: u64,
+        /// The partitions and what each restores.
+        partitions: Vec<Adoption>,
+        /// Source partitions that had ended at the barrier: their end-of-stream went to the
+        /// old owners, so the new receivers count them as ended.
+        ended_sources: Vec<PartitionId>,
     },
     /// Checkpoint `upto` is durable: make the sinks' epochs up to it final (phase two).
     CommitEpochs {

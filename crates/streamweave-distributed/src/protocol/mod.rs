@@ -22,7 +22,7 @@ pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use error::ProtocolError;
 pub use handshake::{accept_handshake, dial_handshake, Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
 pub use message::{
-    CheckpointPlan, CheckpointStatus, ClientRequest, ClientResponse, ClusterStatus, CoordinatorMessage,
-    ErrorKind, JobProgress, JobState, JobStatus, MovingPartition, PartitionOwner, PeerMessage,
-    RegisterRequest, RestorePoint, WorkerMessage, WorkerStatus,
+    Adoption, CheckpointPlan, CheckpointStatus, ClientRequest, ClientResponse, ClusterStatus,
+    CoordinatorMessage, ErrorKind, JobProgress, JobState, JobStatus, MovingPartition, PartitionMove,
+    PartitionOwner, PeerMessage, RegisterRequest, RestorePoint, WorkerMessage, WorkerStatus,
 };

@@ -1,12 +1,13 @@
 //! A worker's side of one attempt's checkpoints: which checkpoint was requested, where each of
-//! its source partitions stands, and the two halves of each partition's acknowledgement (the
-//! source's offset, the receiver's state) until both are in.
+//! its source partitions stands, the partitions leaving it at a barrier, and the two halves of
+//! each partition's acknowledgement (the source's offset, the receiver's state) until both are in.
 //!
 //! ```text
 //! TriggerCheckpoint{id} -> trigger(): pause running sources; exhausted ones ack their final
 //!                          offset; the barrier of a source still waiting for a slot goes out at once
-//! source task stops    -> source_reached(id, p, offset)    \
+//! source task stops    -> barrier_reached(p): ack offset, barrier out, reroute; leaving at id: stop
 //! receiver aligned     -> state_saved(id, q, file, bytes)    > both for a partition -> CheckpointAck
+//! AdoptPartitions      -> adopt_source(p): this worker runs p's source from the checkpoint on
 //! ```
 
 use std::collections::BTreeMap;
@@ -20,9 +21,11 @@ use crate::checkpoint::LocalDirStore;
 use crate::dataflow::plan::SourceControl;
 use crate::protocol::WorkerMessage;
 
-/// Where one source partition of this worker stands.
+/// Where one source partition stands on this worker.
 #[derive(Debug, Default)]
 pub(crate) struct SourceProgress {
+    /// Whether this worker runs the partition's source (partitions move in and out).
+    pub(crate) owned: bool,
     /// Its offset after the last barrier or at its end.
     pub(crate) offset: u64,
     /// Whether its share is exhausted (its end-of-stream sent).
@@ -35,7 +38,7 @@ pub(crate) struct SourceProgress {
 
 #[derive(Debug, Default)]
 struct Halves {
-    source_offset: Option<u64>,
+    source: Option<(u64, bool)>,
     state: Option<(String, u64)>,
 }
 
@@ -45,9 +48,10 @@ pub(crate) struct AttemptCheckpoints {
     pub(crate) store: LocalDirStore,
     /// The newest checkpoint requested.
     pub(crate) requested: AtomicU64,
-    /// By position in the worker's owned partitions. Small per-source locks, never held across
-    /// an await, taken once per barrier.
-    pub(crate) sources: Vec<Mutex<SourceProgress>>,
+    /// By partition. Small per-source locks, never held across an await, taken once per barrier.
+    sources: Vec<Mutex<SourceProgress>>,
+    /// Partitions that leave this worker at a checkpoint barrier: partition -> barrier.
+    leaving: Mutex<BTreeMap<usize, u64>>,
     halves: Mutex<BTreeMap<(u64, usize), Halves>>,
     reports: mpsc::UnboundedSender<WorkerMessage>,
     /// How to reach every partition, once the attempt's connections are up: barriers of
@@ -57,18 +61,21 @@ pub(crate) struct AttemptCheckpoints {
 }
 
 impl AttemptCheckpoints {
+    /// `start[p]`: where partition `p`'s source starts, `Some` for the partitions this worker
+    /// owns; `restored`: the checkpoint the attempt restored (0: none).
     pub(crate) fn new(
         attempt: u64,
         store: LocalDirStore,
-        start_offsets: Vec<u64>,
+        start: Vec<Option<u64>>,
         restored: u64,
         reports: mpsc::UnboundedSender<WorkerMessage>,
     ) -> Self {
-        let sources = start_offsets
+        let sources = start
             .into_iter()
             .map(|offset| {
                 Mutex::new(SourceProgress {
-                    offset,
+                    owned: offset.is_some(),
+                    offset: offset.unwrap_or(0),
                     exhausted: false,
                     started: false,
                     acked: restored,
@@ -80,87 +87,200 @@ impl AttemptCheckpoints {
             store,
             requested: AtomicU64::new(restored),
             sources,
+            leaving: Mutex::new(BTreeMap::new()),
             halves: Mutex::new(BTreeMap::new()),
             reports,
             out: Mutex::new(None),
         }
     }
 
-    /// The attempt's connections are up: from now on barriers of unstarted sources go out at
-    /// once, starting with any already requested.
-    pub(crate) fn connected(&self, out: AttemptOut, mine: &[usize]) {
-        let mut slot = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let out = slot.insert(out);
-        self.stand_in_for_unstarted(out, mine);
+    fn progress(&self, partition: usize) -> std::sync::MutexGuard<'_, SourceProgress> {
+        self.sources[partition].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends the requested barrier for every source that has not started, with its start offset.
-    fn stand_in_for_unstarted(&self, out: &AttemptOut, mine: &[usize]) {
+    /// The attempt's connections are up: from now on barriers of unstarted sources go out at
+    /// once, starting with any already requested.
+    pub(crate) fn connected(&self, out: AttemptOut) {
+        let mut slot = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let out = slot.insert(out);
+        self.stand_in_for_unstarted(out);
+    }
+
+    /// The attempt's router, once connected.
+    pub(crate) fn router(&self) -> Option<AttemptOut> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Partition `partition` leaves this worker at barrier `id` (registered before `id` is
+    /// requested).
+    pub(crate) fn leave_at(&self, partition: usize, id: u64) {
+        self.leaving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition, id);
+    }
+
+    /// Whether partition `partition` leaves this worker at barrier `id`.
+    pub(crate) fn leaves_at(&self, partition: usize, id: u64) -> bool {
+        self.leaving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&partition)
+            == Some(&id)
+    }
+
+    /// Sends the requested barrier for every owned source that has not started, with its start
+    /// offset.
+    fn stand_in_for_unstarted(&self, out: &AttemptOut) {
         let id = self.requested.load(Ordering::Acquire);
-        for (task, &partition) in mine.iter().enumerate() {
-            let mut progress = self.sources[task].lock().unwrap_or_else(|e| e.into_inner());
-            if !progress.started && !progress.exhausted && id > progress.acked {
+        for partition in 0..self.sources.len() {
+            let mut progress = self.progress(partition);
+            if progress.owned && !progress.started && !progress.exhausted && id > progress.acked {
+                let mut out = out.for_source(partition);
+                out.reroute(progress.acked);
                 progress.acked = id;
                 let offset = progress.offset;
                 // Unbounded queues: this never blocks. An error means the attempt is ending.
-                let _ = AttemptOut {
-                    from: partition,
-                    ..out.clone()
+                let _ = out.barrier(id);
+                if self.leaves_at(partition, id) {
+                    progress.owned = false;
                 }
-                .barrier(id);
                 drop(progress);
-                self.source_reached(id, partition, offset);
+                self.source_reached(id, partition, offset, false);
             }
         }
     }
 
-    /// A source task starts reading: it sends any barrier requested but not sent yet first, so
-    /// that everything it reads follows it.
+    /// A source task starts reading with `out`: it sends any barrier requested but not sent
+    /// yet first, so that everything it reads follows it. `Ok(false)`: the partition has left
+    /// this worker, the task must not read.
     pub(crate) fn source_starting(
         &self,
-        task: usize,
         partition: usize,
-        out: &AttemptOut,
-    ) -> Result<(), crate::dataflow::DataflowError> {
-        let mut progress = self.sources[task].lock().unwrap_or_else(|e| e.into_inner());
+        out: &mut AttemptOut,
+    ) -> Result<bool, crate::dataflow::DataflowError> {
+        let mut progress = self.progress(partition);
         progress.started = true;
+        if !progress.owned {
+            return Ok(false);
+        }
+        out.reroute(progress.acked);
         let id = self.requested.load(Ordering::Acquire);
         if id > progress.acked {
             progress.acked = id;
             let offset = progress.offset;
             out.barrier(id)?;
+            out.reroute(id);
+            let stays = !self.leaves_at(partition, id);
+            progress.owned = stays;
             drop(progress);
-            self.source_reached(id, partition, offset);
+            self.source_reached(id, partition, offset, false);
+            return Ok(stays);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// A source task stopped at `offset` for the requested barrier: acknowledges, sends the
+    /// barrier, and switches to the routes after it. `Ok(false)`: the partition leaves this
+    /// worker at this barrier, the task ends.
+    pub(crate) fn barrier_reached(
+        &self,
+        partition: usize,
+        offset: u64,
+        out: &mut AttemptOut,
+    ) -> Result<bool, crate::dataflow::DataflowError> {
+        let id = self.requested.load(Ordering::Acquire);
+        let mut progress = self.progress(partition);
+        progress.offset = offset;
+        if id <= progress.acked {
+            return Ok(true);
+        }
+        progress.acked = id;
+        let stays = !self.leaves_at(partition, id);
+        progress.owned = stays;
+        drop(progress);
+        self.source_reached(id, partition, offset, false);
+        out.barrier(id)?;
+        out.reroute(id);
+        Ok(stays)
+    }
+
+    /// A source task read everything, up to `end`: a barrier requested while the last records
+    /// went out is acknowledged with the end standing in for it (the end-of-stream follows).
+    pub(crate) fn source_exhausted(&self, partition: usize, end: u64) {
+        let mut progress = self.progress(partition);
+        progress.exhausted = true;
+        progress.offset = end;
+        let requested = self.requested.load(Ordering::Acquire);
+        if requested > progress.acked {
+            progress.acked = requested;
+            if self.leaves_at(partition, requested) {
+                progress.owned = false;
+            }
+            drop(progress);
+            self.source_reached(requested, partition, end, true);
+        }
     }
 
     /// A checkpoint was requested: running sources pause at their next record (and ack from
     /// their task); exhausted ones ack their final offset now.
-    pub(crate) fn trigger(&self, id: u64, mine: &[usize], controls: &[SourceControl]) {
+    pub(crate) fn trigger(&self, id: u64, controls: &[SourceControl]) {
         if self.requested.fetch_max(id, Ordering::AcqRel) >= id {
             return;
         }
-        for (task, &partition) in mine.iter().enumerate() {
-            let mut progress = self.sources[task].lock().unwrap_or_else(|e| e.into_inner());
+        self.serve_requested(controls);
+    }
+
+    /// Makes every owned source answer the requested checkpoint.
+    fn serve_requested(&self, controls: &[SourceControl]) {
+        let id = self.requested.load(Ordering::Acquire);
+        for (partition, control) in controls.iter().enumerate().take(self.sources.len()) {
+            let mut progress = self.progress(partition);
+            if !progress.owned || id <= progress.acked {
+                continue;
+            }
             if progress.exhausted {
                 progress.acked = id;
+                if self.leaves_at(partition, id) {
+                    progress.owned = false;
+                }
                 let offset = progress.offset;
                 drop(progress);
-                self.source_reached(id, partition, offset);
+                self.source_reached(id, partition, offset, true);
             } else if progress.started {
-                controls[task].pause.store(true, Ordering::Release);
+                control.pause.store(true, Ordering::Release);
             }
         }
         let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(out) = out.as_ref() {
-            self.stand_in_for_unstarted(out, mine);
+            self.stand_in_for_unstarted(out);
         }
     }
 
+    /// This worker takes over partition `partition`'s source from checkpoint `checkpoint`, at
+    /// `offset` (`exhausted`: it has nothing left to read). A checkpoint requested since is
+    /// answered at once when the source cannot answer it itself.
+    pub(crate) fn adopt_source(
+        &self,
+        partition: usize,
+        checkpoint: u64,
+        offset: u64,
+        exhausted: bool,
+        controls: &[SourceControl],
+    ) {
+        *self.progress(partition) = SourceProgress {
+            owned: true,
+            offset,
+            exhausted,
+            started: false,
+            acked: checkpoint,
+        };
+        self.serve_requested(controls);
+    }
+
     /// The source half of partition `partition`'s acknowledgement of `id`.
-    pub(crate) fn source_reached(&self, id: u64, partition: usize, offset: u64) {
-        self.complete(id, partition, |h| h.source_offset = Some(offset));
+    fn source_reached(&self, id: u64, partition: usize, offset: u64, exhausted: bool) {
+        self.complete(id, partition, |h| h.source = Some((offset, exhausted)));
     }
 
     /// The receiver half of partition `partition`'s acknowledgement of `id`.
@@ -172,8 +292,8 @@ impl AttemptCheckpoints {
         let mut halves = self.halves.lock().unwrap_or_else(|e| e.into_inner());
         let entry = halves.entry((id, partition)).or_default();
         fill(entry);
-        if let (Some(source_offset), Some((state_file, state_bytes))) =
-            (entry.source_offset, entry.state.clone())
+        if let (Some((source_offset, source_exhausted)), Some((state_file, state_bytes))) =
+            (entry.source, entry.state.clone())
         {
             halves.remove(&(id, partition));
             // Older checkpoints' halves can never complete now.
@@ -185,6 +305,7 @@ impl AttemptCheckpoints {
                 state_file,
                 state_bytes,
                 source_offset,
+                source_exhausted,
             });
         }
     }

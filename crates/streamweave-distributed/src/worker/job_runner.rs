@@ -3,36 +3,49 @@
 //! plane. Reports go to the coordinator through the session.
 //!
 //! ```text
-//! StartJob{attempt, spec, owners, checkpoints} -> build the job from the registry -> Launch
-//! TriggerCheckpoint{id} -> sources pause at a barrier; receivers align and snapshot (checkpointing.rs)
-//! CommitEpochs{upto}    -> the sinks of the owned partitions make epochs <= upto final
+//! StartJob{attempt, spec, owners, checkpoints} -> build the job -> AttemptTasks::launch
+//! TriggerCheckpoint{id, moves} -> (moves: routes to the new owners, leaving partitions marked)
+//!                                 sources pause at a barrier; receivers align and snapshot
+//! AdoptPartitions{checkpoint}  -> tasks of the partitions that moved here start from it
+//! CommitEpochs{upto}           -> the sinks of the partitions committed here make epochs <= upto final
 //! StopJob{attempt} / a newer StartJob -> cancel: tasks stop, inboxes are told, nothing commits
 //! ```
+//!
+//! The launch, triggers and adoptions of an attempt run in order on one task of the attempt:
+//! a move must have its connections and routes before its barrier is requested, and an
+//! adoption must follow the move's preparation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::checkpointing::{AttemptCheckpoints, Checkpoints};
-use super::exchange::{DataPlane, Inbound};
-use super::job_tasks::{report_failure, Launch};
+use super::checkpointing::AttemptCheckpoints;
+use super::exchange::{DataPlane, RouteChanges};
+use super::job_tasks::{report_failure, AttemptTasks};
 use crate::checkpoint::LocalDirStore;
-use crate::dataflow::plan::{ErasedPlan, SourceControl};
+use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
-use crate::protocol::{CheckpointPlan, JobProgress, PartitionOwner, WorkerMessage};
+use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
+
+/// What the attempt's task does, in order.
+enum Command {
+    Trigger {
+        id: u64,
+        moves: Vec<PartitionMove>,
+    },
+    Adopt {
+        checkpoint: u64,
+        partitions: Vec<Adoption>,
+        ended: Vec<usize>,
+    },
+}
 
 struct Attempt {
     attempt: u64,
-    cancel: CancellationToken,
-    mine: Vec<usize>,
-    plan: Option<Arc<dyn ErasedPlan>>,
-    /// Records read and the pause flag, per owned source partition.
-    controls: Arc<Vec<SourceControl>>,
-    records_out: Arc<AtomicU64>,
-    inboxes: Vec<mpsc::UnboundedSender<Inbound>>,
-    checkpoints: Checkpoints,
+    tasks: Option<Arc<AttemptTasks>>,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 /// See the module documentation.
@@ -63,15 +76,29 @@ impl JobRunner {
 
     /// The progress of the running attempt, for heartbeats.
     pub(crate) fn progress(&self) -> Option<JobProgress> {
-        self.current.as_ref().map(|a| JobProgress {
-            attempt: a.attempt,
-            records_in: a
-                .controls
-                .iter()
-                .map(|c| c.records_in.load(Ordering::Relaxed))
-                .sum(),
-            records_out: a.records_out.load(Ordering::Relaxed),
+        let current = self.current.as_ref()?;
+        let (records_in, records_out) = current.tasks.as_ref().map_or((0, 0), |t| {
+            (
+                t.controls
+                    .iter()
+                    .map(|c| c.records_in.load(Ordering::Relaxed))
+                    .sum(),
+                t.records_out.load(Ordering::Relaxed),
+            )
+        });
+        Some(JobProgress {
+            attempt: current.attempt,
+            records_in,
+            records_out,
         })
+    }
+
+    /// Whether an attempt runs with checkpoints (its partitions can move away with their state).
+    pub(crate) fn carries_state(&self) -> bool {
+        self.current
+            .as_ref()
+            .and_then(|a| a.tasks.as_ref())
+            .is_some_and(|t| t.checkpoints.is_some() && !t.cancel.is_cancelled())
     }
 
     /// Starts an attempt (stopping an older one); a repeated start of the same attempt is ignored.
@@ -89,12 +116,23 @@ impl JobRunner {
         self.plane.set_floor(attempt);
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
-        let cancel = CancellationToken::new();
-        let controls = Arc::new(mine.iter().map(|_| SourceControl::default()).collect::<Vec<_>>());
-        let records_out = Arc::new(AtomicU64::new(0));
-        let inboxes = mine.iter().map(|&q| self.plane.inbox(attempt, q)).collect();
+        let (commands, queue) = mpsc::unbounded_channel();
+        let job = match self.registry.build(spec) {
+            Ok(job) => job,
+            Err(e) => {
+                report_failure(&self.reports, attempt, None, &e);
+                self.current = Some(Attempt {
+                    attempt,
+                    tasks: None,
+                    commands,
+                });
+                return;
+            }
+        };
         let restore = checkpoint_plan.and_then(|c| c.restore.clone());
-        let checkpoints = match checkpoint_plan.map(|c| self.checkpoints(attempt, c, &mine)) {
+        let restored = restore.as_ref().map_or(0, |r| r.id);
+        let offsets = restore.as_ref().map(|r| r.partitions.clone()).unwrap_or_default();
+        let checkpoints = match checkpoint_plan.map(|c| self.checkpoints(attempt, c, owners.len(), &mine)) {
             Some(Ok(c)) => Some(Arc::new(c)),
             Some(Err(e)) => {
                 report_failure(&self.reports, attempt, None, &e);
@@ -102,89 +140,102 @@ impl JobRunner {
             }
             None => None,
         };
-        let job = self.registry.build(spec);
-        self.current = Some(Attempt {
-            attempt,
-            cancel: cancel.clone(),
-            mine: mine.clone(),
-            plan: job.as_ref().ok().map(|j| Arc::clone(&j.plan)),
-            controls: Arc::clone(&controls),
-            records_out: Arc::clone(&records_out),
-            inboxes,
-            checkpoints: checkpoints.clone(),
-        });
-        let job = match job {
-            Ok(job) => job,
-            Err(e) => {
-                report_failure(&self.reports, attempt, None, &e);
-                return;
-            }
-        };
-        tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = ?restore.as_ref().map(|r| r.id), "starting job attempt");
-        let launch = Launch {
+        let tasks = Arc::new(AttemptTasks {
             attempt,
             plan: job.plan,
-            owners: owners.to_vec(),
-            mine,
             plane: self.plane.clone(),
             reports: self.reports.clone(),
             slots: Arc::clone(&self.slots),
-            cancel,
-            controls,
-            records_out,
+            cancel: CancellationToken::new(),
+            controls: Arc::new((0..owners.len()).map(|_| SourceControl::default()).collect()),
+            records_out: Arc::new(AtomicU64::new(0)),
             checkpoints,
-            restore,
-        };
-        tokio::spawn(launch.run());
+            routes: Arc::new(RouteChanges::default()),
+            owners: Mutex::new(owners.to_vec()),
+            committing: Mutex::new(mine.iter().copied().collect()),
+        });
+        tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
+        self.current = Some(Attempt {
+            attempt,
+            tasks: Some(Arc::clone(&tasks)),
+            commands,
+        });
+        tokio::spawn(run_attempt(tasks, mine, restored, offsets, queue));
     }
 
     fn checkpoints(
         &self,
         attempt: u64,
         plan: &CheckpointPlan,
+        num_partitions: usize,
         mine: &[usize],
     ) -> Result<AttemptCheckpoints, DataflowError> {
         let store = LocalDirStore::new(&plan.store_dir)
             .map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))?;
         let restored = plan.restore.as_ref().map_or(0, |r| r.id);
-        let offsets = mine
-            .iter()
-            .map(|&p| {
-                plan.restore
-                    .as_ref()
-                    .and_then(|r| r.partitions.get(p).map(|(_, o)| *o))
-                    .unwrap_or(0)
+        let start = (0..num_partitions)
+            .map(|p| {
+                mine.contains(&p).then(|| {
+                    plan.restore
+                        .as_ref()
+                        .and_then(|r| r.partitions.get(p).map(|(_, o)| *o))
+                        .unwrap_or(0)
+                })
             })
             .collect();
         Ok(AttemptCheckpoints::new(
             attempt,
             store,
-            offsets,
+            start,
             restored,
             self.reports.clone(),
         ))
     }
 
-    /// The coordinator asks for checkpoint `id` of the running attempt.
-    pub(crate) fn trigger(&self, attempt: u64, id: u64) {
-        let Some(current) = self.current.as_ref().filter(|a| a.attempt == attempt) else {
-            return;
-        };
-        if let Some(checkpoints) = &current.checkpoints {
-            checkpoints.trigger(id, &current.mine, &current.controls);
+    fn command(&self, attempt: u64, command: Command) {
+        if let Some(current) = self.current.as_ref().filter(|a| a.attempt == attempt) {
+            let _ = current.commands.send(command);
         }
     }
 
-    /// Phase two of the sinks' commit for the owned partitions; reported when done.
+    /// The coordinator asks for checkpoint `id` of the running attempt, moving `moves` at it.
+    pub(crate) fn trigger(&self, attempt: u64, id: u64, moves: Vec<PartitionMove>) {
+        self.command(attempt, Command::Trigger { id, moves });
+    }
+
+    /// Partitions moved here through committed checkpoint `checkpoint`.
+    pub(crate) fn adopt(&self, attempt: u64, checkpoint: u64, partitions: Vec<Adoption>, ended: Vec<usize>) {
+        self.command(
+            attempt,
+            Command::Adopt {
+                checkpoint,
+                partitions,
+                ended,
+            },
+        );
+    }
+
+    /// Phase two of the sinks' commit for the partitions committed here; reported when done.
     pub(crate) fn commit_epochs(&self, attempt: u64, upto: u64) {
-        let Some(current) = self.current.as_ref().filter(|a| a.attempt == attempt) else {
+        let Some(tasks) = self
+            .current
+            .as_ref()
+            .filter(|a| a.attempt == attempt)
+            .and_then(|a| a.tasks.clone())
+        else {
             return;
         };
-        let Some(plan) = current.plan.clone() else { return };
-        let (partitions, reports) = (current.mine.clone(), self.reports.clone());
+        let partitions: Vec<usize> = tasks
+            .committing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        let reports = self.reports.clone();
         tokio::task::spawn_blocking(move || {
             for &q in &partitions {
-                if let Err(e) = plan.commit_epochs(q, upto) {
+                if let Err(e) = tasks.plan.commit_epochs(q, upto) {
                     report_failure(&reports, attempt, Some(q), &e);
                     return;
                 }
@@ -206,15 +257,57 @@ impl JobRunner {
 
     /// Stops whatever runs.
     pub(crate) fn stop_all(&mut self) {
-        if let Some(current) = self.current.take() {
-            tracing::info!(attempt = current.attempt, "stopping job attempt");
-            current.cancel.cancel();
-            for control in current.controls.iter() {
-                control.cancel.store(true, std::sync::atomic::Ordering::Release);
+        let Some(current) = self.current.take() else {
+            return;
+        };
+        tracing::info!(attempt = current.attempt, "stopping job attempt");
+        let Some(tasks) = current.tasks else { return };
+        tasks.cancel.cancel();
+        for control in tasks.controls.iter() {
+            control.cancel.store(true, Ordering::Release);
+        }
+        // Every inbox of the attempt, including those of partitions that moved here or away.
+        self.plane.cancel_attempt(current.attempt);
+    }
+}
+
+/// The attempt's task: launches it, then carries out triggers and adoptions in order.
+async fn run_attempt(
+    tasks: Arc<AttemptTasks>,
+    mine: Vec<usize>,
+    restored: u64,
+    restore: Vec<(String, u64)>,
+    mut queue: mpsc::UnboundedReceiver<Command>,
+) {
+    let result = async {
+        tasks.launch(&mine, restored, &restore).await?;
+        loop {
+            let command = tokio::select! {
+                command = queue.recv() => command,
+                _ = tasks.cancel.cancelled() => None,
+            };
+            match command {
+                None => return Ok(()),
+                Some(Command::Trigger { id, moves }) => {
+                    if !moves.is_empty() {
+                        tasks.prepare_moves(id, &moves).await?;
+                    }
+                    if let Some(checkpoints) = &tasks.checkpoints {
+                        checkpoints.trigger(id, &tasks.controls);
+                    }
+                }
+                Some(Command::Adopt {
+                    checkpoint,
+                    partitions,
+                    ended,
+                }) => tasks.adopt(checkpoint, &partitions, &ended),
             }
-            for inbox in current.inboxes {
-                let _ = inbox.send(Inbound::Cancel);
-            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        if !tasks.cancel.is_cancelled() {
+            report_failure(&tasks.reports, tasks.attempt, None, &e);
         }
     }
 }

@@ -1,27 +1,36 @@
 //! The tasks of one job attempt on this worker: per owned partition a source task and a
-//! receiver task, on blocking threads.
+//! receiver task, on blocking threads, started when the attempt starts or when a partition
+//! moves here inside it.
 //!
 //! ```text
-//! source task p:   run_source(offset) --Stopped (barrier)--> ack offset, barrier to every q, resume
+//! source task p:   run_source(offset) --Stopped (barrier)--> ack offset, barrier to every q,
+//!                                      |                     reroute; resume (or end: p left)
 //!                                      --Exhausted--------> ack pending barrier, end-of-stream
 //! receiver task q: batches -> Receiver; barrier id from source s: hold s's later batches until
 //!                  every source sent id (or ended), then snapshot -> store, pre-commit the sink,
-//!                  ack; all sources ended -> finish (commit, or pre-commit the final epoch)
+//!                  ack (q leaves at id: end here); all sources ended -> finish (commit, or
+//!                  pre-commit the final epoch)
 //! ```
+//!
+//! A partition moving out at barrier `n` ends both its tasks there; the new owner starts them
+//! once `n` is committed ([`AttemptTasks::adopt`]): the receiver restores `n`'s snapshot, the
+//! source resumes from `n`'s offset, and the batches routed to it since the barrier wait in
+//! its inbox.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::checkpointing::Checkpoints;
-use super::exchange::{AttemptOut, DataPlane, Destination, Inbound, CREDITS_PER_CHANNEL};
+use super::exchange::{AttemptOut, DataPlane, Destination, Inbound, RouteChanges, CREDITS_PER_CHANNEL};
 use crate::checkpoint::{CheckpointId, CheckpointStore};
 use crate::dataflow::plan::{ErasedPlan, SourceControl};
 use crate::dataflow::{DataflowError, SinkContext, SourceContext, SourceEnd, SourceOffset};
-use crate::protocol::{PartitionOwner, RestorePoint, WorkerMessage};
+use crate::protocol::{Adoption, PartitionMove, PartitionOwner, WorkerMessage};
+use crate::types::WorkerId;
 
 /// The epoch under which a checkpointed job's final output is pre-committed.
 pub(crate) const FINAL_EPOCH: u64 = u64::MAX;
@@ -40,181 +49,284 @@ pub(crate) fn report_failure(
     });
 }
 
-/// Everything an attempt's tasks need, moved into the task that starts them.
-pub(crate) struct Launch {
+/// What to restore a receiver from: a checkpoint and the partition's state file in it.
+pub(crate) type RestoreFrom = Option<(u64, String)>;
+
+/// Everything one attempt's tasks on this worker share; the job runner keeps it to start
+/// tasks of partitions that move here.
+pub(crate) struct AttemptTasks {
     pub(crate) attempt: u64,
     pub(crate) plan: Arc<dyn ErasedPlan>,
-    pub(crate) owners: Vec<PartitionOwner>,
-    pub(crate) mine: Vec<usize>,
     pub(crate) plane: DataPlane,
     pub(crate) reports: mpsc::UnboundedSender<WorkerMessage>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) cancel: CancellationToken,
+    /// By partition.
     pub(crate) controls: Arc<Vec<SourceControl>>,
     pub(crate) records_out: Arc<AtomicU64>,
     pub(crate) checkpoints: Checkpoints,
-    pub(crate) restore: Option<RestorePoint>,
+    pub(crate) routes: Arc<RouteChanges>,
+    /// Who owns each partition, as of the newest checkpoint barrier that moved some.
+    pub(crate) owners: Mutex<Vec<PartitionOwner>>,
+    /// The partitions whose sink output this worker commits.
+    pub(crate) committing: Mutex<BTreeSet<usize>>,
 }
 
-impl Launch {
-    pub(crate) async fn run(self) {
-        if self.mine.is_empty() {
-            return;
+impl AttemptTasks {
+    fn num_partitions(&self) -> usize {
+        self.controls.len()
+    }
+
+    fn me(&self) -> &WorkerId {
+        self.plane.me()
+    }
+
+    /// Connects to the owners of the partitions and starts the tasks of `mine`, restoring
+    /// `restore[p]` (state file, source offset) from checkpoint `restored` where given.
+    pub(crate) async fn launch(
+        self: &Arc<Self>,
+        mine: &[usize],
+        restored: u64,
+        restore: &[(String, u64)],
+    ) -> Result<(), DataflowError> {
+        if mine.is_empty() {
+            return Ok(());
         }
-        let destinations = match self.destinations().await {
-            Ok(d) => d,
-            Err(e) => {
-                if !self.cancel.is_cancelled() {
-                    report_failure(&self.reports, self.attempt, None, &e);
-                }
-                return;
-            }
-        };
-        let out = AttemptOut {
-            attempt: self.attempt,
-            from: 0,
-            destinations: Arc::new(destinations),
-            cancel: self.cancel.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        };
-        let num_partitions = self.owners.len();
-        for &q in &self.mine {
-            let Some(inbox) = self.plane.take_inbox(self.attempt, q) else {
-                continue;
-            };
-            let receiver = ReceiverTask {
-                plan: Arc::clone(&self.plan),
-                ctx: SinkContext {
-                    partition: q,
-                    num_partitions,
-                    attempt: self.attempt,
-                },
-                checkpoints: self.checkpoints.clone(),
-                restore: self
-                    .restore
-                    .as_ref()
-                    .and_then(|r| r.partitions.get(q).map(|(f, _)| (r.id, f.clone()))),
-                cancel: self.cancel.clone(),
-            };
-            let (reports, records_out, attempt) =
-                (self.reports.clone(), Arc::clone(&self.records_out), self.attempt);
-            tokio::task::spawn_blocking(move || {
-                let cancel = receiver.cancel.clone();
-                match receiver.run(inbox) {
-                    Ok(Some(written)) => {
-                        records_out.fetch_add(written, Ordering::Relaxed);
-                        let _ = reports.send(WorkerMessage::PartitionDone {
-                            attempt,
-                            partition: q,
-                            records_out: written,
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(_) if cancel.is_cancelled() => {}
-                    Err(e) => report_failure(&reports, attempt, Some(q), &e),
-                }
-            });
+        let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let out = AttemptOut::new(
+            self.attempt,
+            self.destinations(&owners).await?,
+            self.cancel.clone(),
+            Arc::clone(&self.routes),
+            restored,
+        );
+        for &q in mine {
+            let from = restore
+                .get(q)
+                .filter(|_| restored > 0)
+                .map(|(file, _)| (restored, file.clone()));
+            self.spawn_receiver(q, from, HashSet::new());
         }
         if let Some(checkpoints) = &self.checkpoints {
-            checkpoints.connected(out.clone(), &self.mine);
+            checkpoints.connected(out.clone());
         }
-        let slotted = self.plan.bounded();
-        for (task, &p) in self.mine.iter().enumerate() {
-            let start = self
-                .restore
-                .as_ref()
-                .and_then(|r| r.partitions.get(p).map(|(_, o)| *o))
-                .unwrap_or(0);
-            let source = SourceTask {
-                task,
-                partition: p,
-                num_partitions,
-                start: SourceOffset(start),
-                plan: Arc::clone(&self.plan),
-                controls: Arc::clone(&self.controls),
-                out: AttemptOut {
-                    from: p,
-                    ..out.clone()
-                },
-                reports: self.reports.clone(),
-                checkpoints: self.checkpoints.clone(),
-                attempt: self.attempt,
-            };
-            let (slots, runtime) = (
-                slotted.then(|| Arc::clone(&self.slots)),
-                tokio::runtime::Handle::current(),
+        for &p in mine {
+            let start = restore.get(p).map_or(0, |(_, offset)| *offset);
+            self.spawn_source(p, start, &out);
+        }
+        Ok(())
+    }
+
+    /// Checkpoint `id` moves `moves`: prepares the routes to the new owners (connecting to
+    /// them), marks the partitions leaving this worker, and, on a worker that gains partitions
+    /// and had none, builds the attempt's router. Runs before `id` is requested here.
+    pub(crate) async fn prepare_moves(
+        self: &Arc<Self>,
+        id: u64,
+        moves: &[PartitionMove],
+    ) -> Result<(), DataflowError> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Err(DataflowError::Exchange(
+                "a partition move in an attempt without checkpoints".to_string(),
+            ));
+        };
+        let owners = {
+            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+            for m in moves {
+                if m.partition >= owners.len() {
+                    return Err(DataflowError::Exchange(format!(
+                        "a move of partition {} of {}",
+                        m.partition,
+                        owners.len()
+                    )));
+                }
+                if owners[m.partition].worker == *self.me() && m.to.worker != *self.me() {
+                    checkpoints.leave_at(m.partition, id);
+                    self.committing
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&m.partition);
+                }
+                owners[m.partition] = m.to.clone();
+            }
+            owners.clone()
+        };
+        if checkpoints.router().is_none() {
+            // Nothing ran here: only a worker that gains partitions needs a router, built on
+            // the owners after this barrier.
+            if moves.iter().any(|m| m.to.worker == *self.me()) {
+                let destinations = self.destinations(&owners).await?;
+                checkpoints.connected(AttemptOut::new(
+                    self.attempt,
+                    destinations,
+                    self.cancel.clone(),
+                    Arc::clone(&self.routes),
+                    id,
+                ));
+            }
+            return Ok(());
+        }
+        for m in moves {
+            let to = self.destination(&m.to, m.partition).await?;
+            self.routes.add(id, m.partition, to);
+        }
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint`, which moved `partitions` here, is committed: starts their
+    /// receivers (restoring it) and sources (from its offsets).
+    pub(crate) fn adopt(self: &Arc<Self>, checkpoint: u64, partitions: &[Adoption], ended: &[usize]) {
+        let (Some(checkpoints), Some(out)) = (
+            &self.checkpoints,
+            self.checkpoints.as_ref().and_then(|c| c.router()),
+        ) else {
+            report_failure(
+                &self.reports,
+                self.attempt,
+                None,
+                &DataflowError::Exchange("partitions adopted before the move was prepared".to_string()),
             );
-            tokio::task::spawn_blocking(move || {
-                // Bounded sources take turns for the worker's slots; unbounded ones must all run.
-                let _slot = match slots {
-                    Some(slots) => {
-                        let cancel = source.out.cancel.clone();
-                        let slot = runtime.block_on(async {
-                            tokio::select! {
-                                slot = slots.acquire_owned() => slot.ok(),
-                                _ = cancel.cancelled() => None,
-                            }
-                        });
-                        match slot {
-                            Some(slot) => Some(slot),
-                            None => return,
-                        }
-                    }
-                    None => None,
-                };
-                source.run();
-            });
+            return;
+        };
+        let ended: HashSet<usize> = ended.iter().copied().collect();
+        for a in partitions.iter().filter(|a| a.partition < self.num_partitions()) {
+            let p = a.partition;
+            tracing::info!(
+                attempt = self.attempt,
+                partition = p,
+                checkpoint,
+                offset = a.source_offset,
+                exhausted = a.source_exhausted,
+                "adopting a partition"
+            );
+            self.committing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(p);
+            self.spawn_receiver(p, Some((checkpoint, a.state_file.clone())), ended.clone());
+            checkpoints.adopt_source(p, checkpoint, a.source_offset, a.source_exhausted, &self.controls);
+            if !a.source_exhausted {
+                self.spawn_source(p, a.source_offset, &out);
+            }
         }
     }
 
-    /// Where each partition of the attempt lives, connecting to the peers that own some.
-    async fn destinations(&self) -> Result<Vec<Destination>, DataflowError> {
-        let me = self.plane.me().clone();
-        let mut destinations = Vec::with_capacity(self.owners.len());
-        let peers: BTreeSet<&str> = self
-            .owners
-            .iter()
-            .filter(|o| o.worker != me)
-            .map(|o| o.worker.as_str())
-            .collect();
-        let mut links = std::collections::HashMap::new();
-        for owner in &self.owners {
-            if owner.worker == me
-                || !peers.contains(owner.worker.as_str())
-                || links.contains_key(&owner.worker)
-            {
-                continue;
-            }
-            let link = tokio::select! {
-                link = self.plane.connect(&owner.worker, &owner.address) => link?,
-                _ = self.cancel.cancelled() => return Err(DataflowError::Cancelled),
-            };
-            links.insert(owner.worker.clone(), link);
-        }
-        for (q, owner) in self.owners.iter().enumerate() {
-            destinations.push(if owner.worker == me {
-                Destination::Local {
-                    inbox: self.plane.inbox(self.attempt, q),
-                    credits: Arc::new(Semaphore::new(CREDITS_PER_CHANNEL)),
+    fn spawn_receiver(self: &Arc<Self>, q: usize, restore: RestoreFrom, ended: HashSet<usize>) {
+        let Some(inbox) = self.plane.take_inbox(self.attempt, q) else {
+            return;
+        };
+        let receiver = ReceiverTask {
+            plan: Arc::clone(&self.plan),
+            ctx: SinkContext {
+                partition: q,
+                num_partitions: self.num_partitions(),
+                attempt: self.attempt,
+            },
+            checkpoints: self.checkpoints.clone(),
+            restore,
+            ended,
+            cancel: self.cancel.clone(),
+        };
+        let (reports, records_out, attempt) =
+            (self.reports.clone(), Arc::clone(&self.records_out), self.attempt);
+        tokio::task::spawn_blocking(move || {
+            let cancel = receiver.cancel.clone();
+            match receiver.run(inbox) {
+                Ok(Some(written)) => {
+                    records_out.fetch_add(written, Ordering::Relaxed);
+                    let _ = reports.send(WorkerMessage::PartitionDone {
+                        attempt,
+                        partition: q,
+                        records_out: written,
+                    });
                 }
-            } else {
-                match links.get(&owner.worker) {
-                    Some(link) => Destination::Remote(Arc::clone(link)),
-                    None => {
-                        return Err(DataflowError::Exchange(format!(
-                            "no connection to worker {}",
-                            owner.worker
-                        )))
+                Ok(None) => {}
+                Err(_) if cancel.is_cancelled() => {}
+                Err(e) => report_failure(&reports, attempt, Some(q), &e),
+            }
+        });
+    }
+
+    fn spawn_source(self: &Arc<Self>, p: usize, start: u64, out: &AttemptOut) {
+        let source = SourceTask {
+            partition: p,
+            num_partitions: self.num_partitions(),
+            start: SourceOffset(start),
+            plan: Arc::clone(&self.plan),
+            controls: Arc::clone(&self.controls),
+            out: out.for_source(p),
+            reports: self.reports.clone(),
+            checkpoints: self.checkpoints.clone(),
+            attempt: self.attempt,
+        };
+        let (slots, runtime) = (
+            self.plan.bounded().then(|| Arc::clone(&self.slots)),
+            tokio::runtime::Handle::current(),
+        );
+        tokio::task::spawn_blocking(move || {
+            // Bounded sources take turns for the worker's slots; unbounded ones must all run.
+            let _slot = match slots {
+                Some(slots) => {
+                    let cancel = source.out.cancel.clone();
+                    let slot = runtime.block_on(async {
+                        tokio::select! {
+                            slot = slots.acquire_owned() => slot.ok(),
+                            _ = cancel.cancelled() => None,
+                        }
+                    });
+                    match slot {
+                        Some(slot) => Some(slot),
+                        None => return,
                     }
                 }
-            });
+                None => None,
+            };
+            source.run();
+        });
+    }
+
+    /// Where each partition lives, connecting to the peers that own some.
+    async fn destinations(&self, owners: &[PartitionOwner]) -> Result<Vec<Destination>, DataflowError> {
+        let mut links: HashMap<WorkerId, Destination> = HashMap::new();
+        let mut destinations = Vec::with_capacity(owners.len());
+        for (q, owner) in owners.iter().enumerate() {
+            let destination = match links.get(&owner.worker) {
+                Some(link) => link.clone(),
+                None => {
+                    let d = self.destination(owner, q).await?;
+                    if owner.worker != *self.me() {
+                        links.insert(owner.worker.clone(), d.clone());
+                    }
+                    d
+                }
+            };
+            destinations.push(destination);
         }
         Ok(destinations)
+    }
+
+    /// Where records for partition `q` owned by `owner` go: its inbox here (with its own
+    /// credits), or the link to its owner (connecting if needed).
+    async fn destination(&self, owner: &PartitionOwner, q: usize) -> Result<Destination, DataflowError> {
+        if owner.worker == *self.me() {
+            return Ok(self.local(q));
+        }
+        let link = tokio::select! {
+            link = self.plane.connect(&owner.worker, &owner.address) => link?,
+            _ = self.cancel.cancelled() => return Err(DataflowError::Cancelled),
+        };
+        Ok(Destination::Remote(link))
+    }
+
+    fn local(&self, q: usize) -> Destination {
+        Destination::Local {
+            inbox: self.plane.inbox(self.attempt, q),
+            credits: Arc::new(Semaphore::new(CREDITS_PER_CHANNEL)),
+        }
     }
 }
 
 struct SourceTask {
-    task: usize,
     partition: usize,
     num_partitions: usize,
     start: SourceOffset,
@@ -236,40 +348,31 @@ impl SourceTask {
         }
     }
 
-    /// Reads the share from the start offset, stopping at every checkpoint barrier.
+    /// Reads the share from the start offset, stopping at every checkpoint barrier, until it is
+    /// exhausted or the partition leaves this worker at a barrier.
     fn read(&mut self) -> Result<(), DataflowError> {
         let ctx = SourceContext {
             partition: self.partition,
             num_partitions: self.num_partitions,
         };
-        let control = &self.controls[self.task];
+        let control = &self.controls[self.partition];
         let mut offset = self.start;
         if let Some(checkpoints) = &self.checkpoints {
-            checkpoints.source_starting(self.task, self.partition, &self.out)?;
+            if !checkpoints.source_starting(self.partition, &mut self.out)? {
+                return Ok(());
+            }
         }
         loop {
             match self.plan.run_source(&ctx, offset, control, &mut self.out)? {
                 SourceEnd::Exhausted(end) => {
                     if let Some(checkpoints) = &self.checkpoints {
-                        let mut progress = checkpoints.sources[self.task]
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner());
-                        progress.exhausted = true;
-                        progress.offset = end.0;
-                        // A barrier requested while the last records went out: the end stands in.
-                        let requested = checkpoints.requested.load(Ordering::Acquire);
-                        if requested > progress.acked {
-                            progress.acked = requested;
-                            drop(progress);
-                            checkpoints.source_reached(requested, self.partition, end.0);
-                        }
+                        checkpoints.source_exhausted(self.partition, end.0);
                     }
                     self.out.end_of_stream(self.partition)?;
-                    let records_in = control.records_in.load(Ordering::Relaxed);
                     let _ = self.reports.send(WorkerMessage::SourceDone {
                         attempt: self.attempt,
                         partition: self.partition,
-                        records_in,
+                        records_in: control.records_in.load(Ordering::Relaxed),
                     });
                     return Ok(());
                 }
@@ -279,19 +382,16 @@ impl SourceTask {
                     }
                     control.pause.store(false, Ordering::Release);
                     offset = at;
-                    let Some(checkpoints) = &self.checkpoints else {
-                        continue;
-                    };
-                    let id = checkpoints.requested.load(Ordering::Acquire);
-                    let mut progress = checkpoints.sources[self.task]
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    progress.offset = at.0;
-                    if id > progress.acked {
-                        progress.acked = id;
-                        drop(progress);
-                        checkpoints.source_reached(id, self.partition, at.0);
-                        self.out.barrier(id)?;
+                    if let Some(checkpoints) = &self.checkpoints {
+                        if !checkpoints.barrier_reached(self.partition, at.0, &mut self.out)? {
+                            tracing::debug!(
+                                attempt = self.attempt,
+                                partition = self.partition,
+                                offset = at.0,
+                                "source moved away at a barrier"
+                            );
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -304,18 +404,22 @@ struct ReceiverTask {
     ctx: SinkContext,
     checkpoints: Checkpoints,
     /// The checkpoint and state file to restore from.
-    restore: Option<(u64, String)>,
+    restore: RestoreFrom,
+    /// Sources that had ended before the restored checkpoint (a partition that moved here
+    /// inside the attempt: their end-of-stream went to the old owner).
+    ended: HashSet<usize>,
     cancel: CancellationToken,
 }
 
 impl ReceiverTask {
     /// Applies batches until every source partition has ended, then commits (or, with
-    /// checkpoints, pre-commits the final epoch). `Ok(None)` when the attempt was cancelled.
-    fn run(&self, mut inbox: mpsc::UnboundedReceiver<Inbound>) -> Result<Option<u64>, DataflowError> {
+    /// checkpoints, pre-commits the final epoch). `Ok(None)` when the attempt was cancelled or
+    /// the partition left this worker at a barrier.
+    fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Inbound>) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
         if self.checkpoints.is_some() {
-            // What earlier attempts wrote after the checkpoint we restore never becomes output;
-            // what they pre-committed up to it is final (idempotent if already done).
+            // What earlier attempts (or the previous owner) wrote after the checkpoint we restore
+            // never becomes output; what was pre-committed up to it is final (idempotent).
             let restored = self.restore.as_ref().map_or(0, |(id, _)| *id);
             self.plan.discard_after(q, restored)?;
             if restored > 0 {
@@ -330,7 +434,7 @@ impl ReceiverTask {
                 .map_err(|e| DataflowError::Exchange(format!("restoring checkpoint {id}: {e}")))?;
             receiver.restore(&state)?;
         }
-        let mut ended: HashSet<usize> = HashSet::new();
+        let mut ended = std::mem::take(&mut self.ended);
         // The checkpoint being aligned, with the sources whose barrier arrived.
         let mut aligning: Option<(u64, BTreeSet<usize>)> = None;
         let mut held: VecDeque<Inbound> = VecDeque::new();
@@ -369,7 +473,20 @@ impl ReceiverTask {
             }
             if let Some((id, got)) = &aligning {
                 if (0..self.ctx.num_partitions).all(|s| got.contains(&s) || ended.contains(&s)) {
-                    self.snapshot(&mut *receiver, *id)?;
+                    let id = *id;
+                    if let Some(checkpoints) = self.checkpoints.as_ref().filter(|c| c.leaves_at(q, id)) {
+                        // Every source now sends to the new owner: hand over and end.
+                        let state = Self::seal(&mut *receiver, id)?;
+                        drop(receiver);
+                        store_snapshot(checkpoints, id, q, &state);
+                        tracing::debug!(
+                            partition = q,
+                            checkpoint = id,
+                            "partition handed over at a barrier"
+                        );
+                        return Ok(None);
+                    }
+                    self.snapshot(&mut *receiver, id)?;
                     aligning = None;
                 }
             }
@@ -380,6 +497,13 @@ impl ReceiverTask {
                 };
             }
         }
+    }
+
+    /// Barrier `id`: the copy of the partition's state, with its sink's output pre-committed.
+    fn seal(receiver: &mut dyn crate::dataflow::plan::Receiver, id: u64) -> Result<Vec<u8>, DataflowError> {
+        let state = receiver.snapshot()?;
+        receiver.pre_commit(id)?;
+        Ok(state)
     }
 
     fn snapshot(
@@ -393,19 +517,21 @@ impl ReceiverTask {
         let q = self.ctx.partition;
         // The partition pauses only for the copy of its state; the write to the store (and the
         // acknowledgement after it) happen beside the processing that goes on.
-        let state = receiver.snapshot()?;
-        receiver.pre_commit(id)?;
+        let state = Self::seal(receiver, id)?;
         let checkpoints = Arc::clone(checkpoints);
-        std::thread::spawn(move || {
-            let name = format!("state-p{q:05}");
-            match checkpoints.store.put(CheckpointId(id), &name, &state) {
-                Ok(_) => checkpoints.state_saved(id, q, name, state.len() as u64),
-                // No acknowledgement: the coordinator times the checkpoint out and takes the next.
-                Err(e) => {
-                    tracing::warn!(checkpoint = id, partition = q, error = %e, "cannot store a snapshot")
-                }
-            }
-        });
+        std::thread::spawn(move || store_snapshot(&checkpoints, id, q, &state));
         Ok(())
+    }
+}
+
+/// Writes partition `q`'s state for checkpoint `id` to the store and acknowledges it.
+fn store_snapshot(checkpoints: &super::checkpointing::AttemptCheckpoints, id: u64, q: usize, state: &[u8]) {
+    let name = format!("state-p{q:05}");
+    match checkpoints.store.put(CheckpointId(id), &name, state) {
+        Ok(_) => checkpoints.state_saved(id, q, name, state.len() as u64),
+        // No acknowledgement: the coordinator times the checkpoint out and takes the next.
+        Err(e) => {
+            tracing::warn!(checkpoint = id, partition = q, error = %e, "cannot store a snapshot")
+        }
     }
 }

@@ -15,6 +15,10 @@ use crate::types::{Generation, PartitionId};
 
 pub(crate) type WorkerConnection = Connection<WorkerMessage, CoordinatorMessage>;
 
+/// How long a worker leaving during a checkpointed job waits for its partitions to move away
+/// before it stops anyway (its partitions then recover from the last checkpoint elsewhere).
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The first wait before retrying an unreachable coordinator; it doubles up to the configured cap.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -154,10 +158,28 @@ impl Session {
         let (mut reader, mut writer) = connection.split();
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set while leaving with a checkpointed job: the partitions move away first, so the
+        // tasks run (and heartbeats go on) until the coordinator's LeaveAck or this deadline.
+        let mut draining: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
-                _ = leave.cancelled() => {
+                _ = leave.cancelled(), if draining.is_none() && self.jobs.as_ref().is_some_and(JobRunner::carries_state) => {
+                    tracing::info!(worker = %self.config.worker_id, "leaving: waiting for the partitions to move away with their state");
+                    if writer.send(WorkerMessage::Leave).await.is_err() {
+                        self.stop_everything().await;
+                        self.publish(false);
+                        return Outcome::Left;
+                    }
+                    draining = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+                }
+                _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
+                    tracing::warn!(worker = %self.config.worker_id, "leaving without the coordinator's acknowledgement: the partitions did not move away in {DRAIN_TIMEOUT:?}");
+                    self.stop_everything().await;
+                    self.publish(false);
+                    return Outcome::Left;
+                }
+                _ = leave.cancelled(), if draining.is_none() => {
                     // Stop first, so the coordinator can hand the partitions on at once.
                     self.stop_everything().await;
                     self.publish(false);
@@ -212,14 +234,25 @@ impl Session {
                         return Outcome::Lost;
                     }
                     Ok(Some(CoordinatorMessage::Fenced { reason })) => return Outcome::Fenced(reason),
+                    Ok(Some(CoordinatorMessage::LeaveAck)) if draining.is_some() => {
+                        self.stop_everything().await;
+                        self.publish(false);
+                        tracing::info!(worker = %self.config.worker_id, "left the cluster");
+                        return Outcome::Left;
+                    }
                     Ok(Some(CoordinatorMessage::StartJob { attempt, spec, owners, checkpoints })) => {
                         if let Some(jobs) = &mut self.jobs {
                             jobs.start(attempt, &spec, &owners, checkpoints.as_ref());
                         }
                     }
-                    Ok(Some(CoordinatorMessage::TriggerCheckpoint { attempt, id })) => {
+                    Ok(Some(CoordinatorMessage::TriggerCheckpoint { attempt, id, moves })) => {
                         if let Some(jobs) = &self.jobs {
-                            jobs.trigger(attempt, id);
+                            jobs.trigger(attempt, id, moves);
+                        }
+                    }
+                    Ok(Some(CoordinatorMessage::AdoptPartitions { attempt, checkpoint, partitions, ended_sources })) => {
+                        if let Some(jobs) = &self.jobs {
+                            jobs.adopt(attempt, checkpoint, partitions, ended_sources);
                         }
                     }
                     Ok(Some(CoordinatorMessage::CommitEpochs { attempt, upto })) => {

@@ -156,8 +156,14 @@ impl Sink for TextDirSink {
         for (epoch, path) in pending_epochs(&self.dir, partition)? {
             if epoch <= upto {
                 let target = self.dir.join(epoch_name(partition, epoch));
-                fs::rename(&path, &target).map_err(|e| DataflowError::io(&target, e))?;
-                renamed = true;
+                match fs::rename(&path, &target) {
+                    Ok(()) => renamed = true,
+                    // Another commit of the same epochs got there first (commits overlap when
+                    // checkpoints follow each other closely, or when a partition changes owner):
+                    // the epoch is final either way.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(DataflowError::io(&target, e)),
+                }
             }
         }
         if renamed {
@@ -321,6 +327,27 @@ mod tests {
         // Recovering from the beginning removes even committed epochs: they are produced again.
         sink.discard_after(1, 0).unwrap();
         assert!(names(&dir).is_empty(), "{:?}", names(&dir));
+    }
+
+    #[test]
+    fn overlapping_commits_of_the_same_epochs_both_succeed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("out");
+        let sink = TextDirSink::new(&dir);
+        let mut writer = sink.open(&ctx(2, 1)).unwrap();
+        for epoch in 1..=200 {
+            writer.write(format!("line {epoch}")).unwrap();
+            writer.pre_commit(epoch).unwrap();
+        }
+        // Two committers race over the same pending files (two CommitEpochs in quick
+        // succession, or the old and new owner of a moved partition).
+        let (a, b) = (sink.clone(), sink.clone());
+        let first = std::thread::spawn(move || a.commit_epochs(2, 200));
+        let second = std::thread::spawn(move || b.commit_epochs(2, 200));
+        first.join().unwrap().unwrap();
+        second.join().unwrap().unwrap();
+        let finals: Vec<String> = names(&dir).into_iter().filter(|n| is_final_output(n)).collect();
+        assert_eq!(finals.len(), 200);
     }
 
     fn ctx(partition: usize, attempt: u64) -> SinkContext {

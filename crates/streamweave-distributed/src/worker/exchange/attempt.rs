@@ -1,8 +1,13 @@
 //! [`AttemptOut`]: how a source task of one attempt sends batches. Source tasks run on
 //! blocking threads, so waiting for credit blocks the thread (and wakes on cancellation or a
 //! closed connection).
+//!
+//! A partition that changes owner inside an attempt changes its destination at a checkpoint
+//! barrier: the change is registered in the attempt's [`RouteChanges`] before the barrier is
+//! requested, and every source applies it ([`AttemptOut::reroute`]) right after it sent that
+//! barrier, so what it sent before goes to the old owner and what follows to the new one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, Semaphore};
@@ -26,18 +31,79 @@ pub(crate) enum Destination {
     Remote(Arc<Link>),
 }
 
+/// The destination changes of one attempt, each taking effect after a checkpoint barrier.
+#[derive(Default)]
+pub(crate) struct RouteChanges {
+    /// (barrier, partition, new destination), in the order registered. Locked once per barrier
+    /// per source, never across an await.
+    changes: Mutex<Vec<(u64, usize, Destination)>>,
+}
+
+impl RouteChanges {
+    /// From barrier `barrier` on, records for `partition` go to `to`.
+    pub(crate) fn add(&self, barrier: u64, partition: usize, to: Destination) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((barrier, partition, to));
+    }
+}
+
 /// The router of one attempt, cloned into each source task.
 #[derive(Clone)]
 pub(crate) struct AttemptOut {
     pub(crate) attempt: u64,
     /// The source partition of the task using this copy (set per task).
     pub(crate) from: usize,
-    pub(crate) destinations: Arc<Vec<Destination>>,
+    destinations: Arc<Vec<Destination>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) runtime: Handle,
+    routes: Arc<RouteChanges>,
+    /// The newest barrier whose route changes `destinations` includes.
+    routed_upto: u64,
 }
 
 impl AttemptOut {
+    /// A router over `destinations` (by partition), which already include the route changes
+    /// up to barrier `routed_upto`.
+    pub(crate) fn new(
+        attempt: u64,
+        destinations: Vec<Destination>,
+        cancel: CancellationToken,
+        routes: Arc<RouteChanges>,
+        routed_upto: u64,
+    ) -> Self {
+        AttemptOut {
+            attempt,
+            from: 0,
+            destinations: Arc::new(destinations),
+            cancel,
+            runtime: Handle::current(),
+            routes,
+            routed_upto,
+        }
+    }
+
+    /// This router for the task of source partition `from`.
+    pub(crate) fn for_source(&self, from: usize) -> Self {
+        AttemptOut { from, ..self.clone() }
+    }
+
+    /// Applies the route changes of the barriers up to `upto` (the source has sent barrier
+    /// `upto`: what it sends next belongs to the partitions' new owners).
+    pub(crate) fn reroute(&mut self, upto: u64) {
+        if upto <= self.routed_upto {
+            return;
+        }
+        let changes = self.routes.changes.lock().unwrap_or_else(|e| e.into_inner());
+        for (barrier, q, to) in changes.iter() {
+            if *barrier > self.routed_upto && *barrier <= upto && *q < self.destinations.len() {
+                Arc::make_mut(&mut self.destinations)[*q] = to.clone();
+            }
+        }
+        self.routed_upto = upto;
+    }
+
     fn wait_for_credit(
         &self,
         credits: Arc<Semaphore>,

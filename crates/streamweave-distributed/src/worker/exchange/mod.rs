@@ -19,7 +19,7 @@ mod attempt;
 mod link;
 mod plane;
 
-pub(crate) use attempt::{AttemptOut, Destination};
+pub(crate) use attempt::{AttemptOut, Destination, RouteChanges};
 pub(crate) use link::Link;
 pub(crate) use plane::{DataPlane, Inbound};
 

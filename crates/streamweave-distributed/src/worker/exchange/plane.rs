@@ -316,6 +316,16 @@ impl DataPlane {
         inboxes.get_mut(&(attempt, partition)).and_then(|i| i.rx.take())
     }
 
+    /// Tells the receiver tasks of every partition of `attempt` here that it is over.
+    pub(crate) fn cancel_attempt(&self, attempt: u64) {
+        let inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
+        for ((a, _), inbox) in inboxes.iter() {
+            if *a == attempt {
+                let _ = inbox.tx.send(Inbound::Cancel);
+            }
+        }
+    }
+
     /// From now on, drop everything of attempts older than `attempt`.
     pub(crate) fn set_floor(&self, attempt: u64) {
         self.inner.floor.fetch_max(attempt, Ordering::AcqRel);

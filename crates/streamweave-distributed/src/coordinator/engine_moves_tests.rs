@@ -1,0 +1,361 @@
+//! Golden tests of partitions moving through checkpoints while a job runs: the engine against
+//! obedient simulated workers (they acknowledge assignments, snapshot every partition they own
+//! when a checkpoint is triggered, and the shell writes every manifest). No sockets, no sleeps.
+
+use std::collections::VecDeque;
+use std::sync::OnceLock;
+
+use super::*;
+use crate::dataflow::JobSpec;
+use crate::protocol::JobState;
+use RebalanceStrategy::{Gradual, Immediate};
+
+const P: usize = 12;
+const INTERVAL_MS: u64 = 200;
+
+fn at(ms: u64) -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now) + Duration::from_millis(ms)
+}
+
+/// A coordinator running a checkpointed job, with simulated workers.
+struct World {
+    e: Engine,
+    now: u64,
+    conns: BTreeMap<ConnId, WorkerId>,
+    /// Every action the engine emitted, in order.
+    log: Vec<Action>,
+    /// Whether checkpoints are acknowledged (off: they time out).
+    acking: bool,
+}
+
+impl World {
+    fn new(strategy: RebalanceStrategy) -> World {
+        let config = CoordinatorConfig {
+            num_partitions: P,
+            rebalance_strategy: strategy,
+            heartbeat_timeout: Duration::from_secs(60),
+            job: Some(JobSpec::new("wordcount")),
+            checkpoint_interval: Some(Duration::from_millis(INTERVAL_MS)),
+            checkpoint_timeout: Duration::from_millis(1_000),
+            ..CoordinatorConfig::default()
+        };
+        World {
+            e: Engine::new(config),
+            now: 0,
+            conns: BTreeMap::new(),
+            log: Vec::new(),
+            acking: true,
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let actions = self.e.handle(input, at(self.now));
+        self.carry_out(actions);
+    }
+
+    /// Answers what needs an answer, breadth first, until nothing new comes.
+    fn carry_out(&mut self, actions: Vec<Action>) {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let answers = self.answers(&action);
+            self.log.push(action);
+            for input in answers {
+                queue.extend(self.e.handle(input, at(self.now)));
+            }
+            assert!(self.log.len() < 100_000, "the world never settles");
+        }
+    }
+
+    fn answers(&self, action: &Action) -> Vec<Input> {
+        match action {
+            Action::Send {
+                conn,
+                message:
+                    CoordinatorMessage::Assignment {
+                        generation,
+                        partitions,
+                    },
+            } => vec![Input::Ack {
+                conn: *conn,
+                generation: *generation,
+                running: partitions.clone(),
+            }],
+            // Broadcast to every worker: each owner snapshots its partitions, answered once
+            // (on the first connection it is sent to).
+            Action::Send {
+                conn,
+                message: CoordinatorMessage::TriggerCheckpoint { attempt, id, .. },
+            } if self.acking && Some(conn) == self.conns.keys().next() => (0..P)
+                .filter_map(|p| {
+                    let owner = self.e.owner[p].clone()?;
+                    let conn = self.conns.iter().find(|(_, w)| **w == owner)?.0;
+                    Some(Input::Job {
+                        conn: *conn,
+                        report: JobReport::CheckpointAck {
+                            attempt: *attempt,
+                            id: *id,
+                            partition: p,
+                            snapshot: PartitionSnapshot {
+                                state_file: format!("state-p{p:05}"),
+                                state_bytes: 10,
+                                source_offset: Some(*id * 100 + p as u64),
+                                source_exhausted: p == 0,
+                            },
+                        },
+                    })
+                })
+                .collect(),
+            Action::WriteCheckpoint { id, .. } => vec![Input::CheckpointWritten { id: *id, ok: true }],
+            _ => Vec::new(),
+        }
+    }
+
+    fn join(&mut self, conn: ConnId, id: &str) {
+        self.conns.insert(conn, WorkerId::new(id));
+        let request = RegisterRequest {
+            worker_id: WorkerId::new(id),
+            incarnation: 1,
+            address: format!("{id}.local:9000"),
+            capacity: 100,
+            requested: Vec::new(),
+            jobs: vec!["wordcount".to_string()],
+        };
+        self.input(Input::Register { conn, request });
+    }
+
+    /// Lets `ms` pass in health-check ticks of 50 ms.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms / 50 {
+            self.now += 50;
+            self.input(Input::Tick);
+        }
+    }
+
+    fn owned(&self, id: &str) -> Vec<PartitionId> {
+        owned_by(&self.e.owner, &WorkerId::new(id))
+    }
+
+    fn job(&self) -> crate::protocol::JobStatus {
+        self.e.status(at(self.now)).job.expect("a job")
+    }
+
+    /// The moves of every checkpoint triggered since `from` in the log: (checkpoint, moves).
+    fn triggers(&self, from: usize) -> Vec<(u64, Vec<(PartitionId, String)>)> {
+        let mut seen = BTreeMap::new();
+        for action in &self.log[from..] {
+            if let Action::Send {
+                message: CoordinatorMessage::TriggerCheckpoint { id, moves, .. },
+                ..
+            } = action
+            {
+                seen.insert(
+                    *id,
+                    moves
+                        .iter()
+                        .map(|m| (m.partition, m.to.worker.to_string()))
+                        .collect(),
+                );
+            }
+        }
+        seen.into_iter().collect()
+    }
+
+    fn stops(&self, from: usize) -> usize {
+        self.log[from..]
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        message: CoordinatorMessage::StopJob { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    /// The adoptions sent: (conn, checkpoint, partitions, ended sources).
+    fn adoptions(&self, from: usize) -> Vec<(ConnId, u64, Vec<PartitionId>, Vec<PartitionId>)> {
+        self.log[from..]
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    conn,
+                    message:
+                        CoordinatorMessage::AdoptPartitions {
+                            checkpoint,
+                            partitions,
+                            ended_sources,
+                            ..
+                        },
+                } => Some((
+                    *conn,
+                    *checkpoint,
+                    partitions.iter().map(|a| a.partition).collect(),
+                    ended_sources.clone(),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Two workers run attempt 1 of the job, which has taken a checkpoint.
+fn running_on_two(strategy: RebalanceStrategy) -> World {
+    let mut world = World::new(strategy);
+    world.join(1, "w1");
+    world.join(2, "w2");
+    world.run(300);
+    assert_eq!(world.job().state, JobState::Running);
+    assert_eq!(world.job().attempt, 1);
+    assert_eq!((world.owned("w1").len(), world.owned("w2").len()), (6, 6));
+    world
+}
+
+#[test]
+fn gradual_join_moves_one_partition_per_checkpoint_and_the_attempt_goes_on() {
+    let mut world = running_on_two(Gradual);
+    let mark = world.log.len();
+    world.join(3, "w3");
+    world.run(2_000);
+    assert_eq!(world.owned("w3").len(), 4, "w3 got its share");
+    let moves: Vec<_> = world
+        .triggers(mark)
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
+    assert_eq!(moves.len(), 4, "one checkpoint per moved partition: {moves:?}");
+    assert!(
+        moves.iter().all(|(_, m)| m.len() == 1 && m[0].1 == "w3"),
+        "{moves:?}"
+    );
+    // Each move's checkpoint follows the previous move at once (no interval in between).
+    let ids: Vec<u64> = moves.iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let adoptions = world.adoptions(mark);
+    assert_eq!(adoptions.len(), 4);
+    for ((id, m), (conn, checkpoint, partitions, ended)) in moves.iter().zip(&adoptions) {
+        assert_eq!((*conn, *checkpoint, partitions.clone()), (3, *id, vec![m[0].0]));
+        assert_eq!(ended, &vec![0], "sources exhausted at the barrier are named");
+    }
+    assert_eq!(world.stops(mark), 0, "the attempt was never stopped");
+    let job = world.job();
+    assert_eq!((job.state, job.attempt, job.restarts), (JobState::Running, 1, 0));
+}
+
+#[test]
+fn immediate_join_moves_every_partition_at_one_checkpoint() {
+    let mut world = running_on_two(Immediate);
+    let mark = world.log.len();
+    world.join(3, "w3");
+    world.run(1_000);
+    let moves: Vec<_> = world
+        .triggers(mark)
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!(moves[0].1.len(), 4);
+    assert_eq!(world.owned("w3").len(), 4);
+    assert_eq!(world.stops(mark), 0);
+    assert_eq!(world.job().attempt, 1);
+}
+
+#[test]
+fn a_leaving_worker_keeps_its_partitions_until_they_moved_then_gets_its_ack() {
+    let mut world = running_on_two(Gradual);
+    world.join(3, "w3");
+    world.run(2_000);
+    let mark = world.log.len();
+    world.input(Input::Leave { conn: 3 });
+    // (The simulated workers answer at once, so the whole hand-over may already be done.)
+    world.run(2_000);
+    assert!(
+        world.log[mark..].contains(&Action::Event(ClusterEvent::Leaving {
+            worker: WorkerId::new("w3")
+        })),
+        "w3 was leaving first"
+    );
+    assert!(world.owned("w3").is_empty());
+    assert_eq!((world.owned("w1").len(), world.owned("w2").len()), (6, 6));
+    let acks: Vec<usize> = world.log[mark..]
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| {
+            matches!(
+                a,
+                Action::Send {
+                    conn: 3,
+                    message: CoordinatorMessage::LeaveAck
+                }
+            )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(acks.len(), 1, "one LeaveAck");
+    let last_adoption = world.log[mark..]
+        .iter()
+        .rposition(|a| {
+            matches!(
+                a,
+                Action::Send {
+                    message: CoordinatorMessage::AdoptPartitions { .. },
+                    ..
+                }
+            )
+        })
+        .expect("partitions adopted");
+    assert!(
+        last_adoption < acks[0],
+        "the ack comes after the last partition moved"
+    );
+    assert_eq!(world.stops(mark), 0);
+    assert_eq!(world.job().attempt, 1);
+}
+
+#[test]
+fn a_move_whose_checkpoint_times_out_restarts_the_attempt_from_the_last_checkpoint() {
+    let mut world = running_on_two(Gradual);
+    let mark = world.log.len();
+    world.acking = false;
+    world.join(3, "w3");
+    world.run(1_500);
+    assert!(world.stops(mark) >= 1, "the attempt was stopped");
+    world.acking = true;
+    world.run(2_000);
+    let job = world.job();
+    assert_eq!(job.state, JobState::Running);
+    assert!(job.attempt >= 2 && job.restarts >= 1, "{job:?}");
+    assert_eq!(world.owned("w3").len(), 4, "the partitions moved the old way");
+    assert!(world.adoptions(mark).is_empty());
+}
+
+#[test]
+fn a_finished_partition_stays_where_it_is() {
+    let mut world = running_on_two(Gradual);
+    // Every partition of w2 (the one w3 would take from first) has finished.
+    for p in world.owned("w2").into_iter().chain(world.owned("w1")) {
+        world.input(Input::Job {
+            conn: 1,
+            report: JobReport::PartitionDone {
+                attempt: 1,
+                partition: p,
+                records_out: 1,
+            },
+        });
+        if world.job().partitions_done == P - 1 {
+            break;
+        }
+    }
+    let mark = world.log.len();
+    world.join(3, "w3");
+    world.run(1_000);
+    let moved: Vec<_> = world.triggers(mark).into_iter().flat_map(|(_, m)| m).collect();
+    assert!(
+        moved.len() <= 1,
+        "only the unfinished partition may move: {moved:?}"
+    );
+    assert_eq!(world.stops(mark), 0);
+}
