@@ -271,14 +271,20 @@ fn immediate_rebalance_moves_every_partition_at_one_checkpoint_without_a_restart
 }
 
 #[test]
-fn a_worker_leaving_gracefully_mid_job_hands_its_partitions_over_before_it_exits() {
+fn a_worker_joining_then_leaving_mid_job_takes_partitions_and_hands_them_back_before_it_exits() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path(), 200_000, 4);
     let output = dir.path().join("out");
-    let mut cluster = job_cluster("repartition", &corpus, &output, "gradual", 3);
+    let mut cluster = job_cluster("repartition", &corpus, &output, "gradual", 2);
     cluster.wait_for("two checkpoints", |s| {
         s["job"]["state"] == "running" && completed(s) >= 2
     });
+    // w3 takes partitions from w1 and w2 inside the running attempt...
+    cluster.add_worker("w3", ALL_SOURCES);
+    cluster.wait_for("w3's share", |s| {
+        s["job"]["state"] == "running" && partitions_of(s, "w3").len() >= 2 && settled(s, 3)
+    });
+    // ...and hands them back (to the workers they came from) when it leaves.
     let mut leaver = cluster.take_worker("w3");
     leaver.signal(libc::SIGTERM);
     let status = leaver.wait_exit(DEADLINE);
@@ -295,10 +301,9 @@ fn a_worker_leaving_gracefully_mid_job_hands_its_partitions_over_before_it_exits
     let events = cluster.events();
     assert_never_owned_twice(&events);
     let moved = moves(&events);
-    assert!(
-        !moved.is_empty() && moved.iter().all(|m| m.1 == "w3"),
-        "{moved:?}"
-    );
+    let (to_w3, from_w3): (Vec<_>, Vec<_>) = moved.iter().partition(|m| m.2 == "w3");
+    assert!(to_w3.len() >= 2 && to_w3.len() == from_w3.len(), "{moved:?}");
+    assert!(from_w3.iter().all(|m| m.1 == "w3"), "{moved:?}");
     let left = events
         .iter()
         .position(|e| is_event(e, "left", "w3"))
@@ -310,4 +315,40 @@ fn a_worker_leaving_gracefully_mid_job_hands_its_partitions_over_before_it_exits
         input_lines(&corpus),
         "every line exactly once"
     );
+}
+
+#[test]
+fn a_new_owner_killed_right_after_taking_partitions_recovers_from_a_checkpoint_and_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 200_000, 4);
+    let output = dir.path().join("out");
+    let mut cluster = job_cluster("wordcount", &corpus, &output, "gradual", 2);
+    cluster.wait_for("two checkpoints", |s| {
+        s["job"]["state"] == "running" && completed(s) >= 2
+    });
+    cluster.add_worker("w3", ALL_SOURCES);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while moves(&cluster.events()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no partition moved to w3");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    cluster.take_worker("w3").signal(libc::SIGKILL);
+    let finished = cluster.wait_for_long("the job to end", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    assert!(
+        finished["job"]["restarts"].as_u64().is_some_and(|r| r >= 1),
+        "{finished:#}"
+    );
+    assert!(
+        finished["job"]["last_restored_checkpoint"]
+            .as_u64()
+            .is_some_and(|c| c >= 2),
+        "restored from a checkpoint: {finished:#}"
+    );
+    let expected = std::fs::read_to_string(corpus.join("expected.tsv")).unwrap();
+    let mut expected: Vec<String> = expected.lines().map(str::to_string).collect();
+    expected.sort();
+    assert_eq!(output_lines(&output), expected);
 }

@@ -240,6 +240,8 @@ pub enum ClusterEvent {
         to: WorkerId,
         /// The checkpoint it moved through.
         checkpoint: u64,
+        /// From the checkpoint's trigger to the move (the partition's records wait meanwhile).
+        duration_ms: u64,
     },
     /// A job attempt started on a stable assignment.
     JobStarted {
@@ -365,6 +367,7 @@ impl Engine {
 
     /// Handles one input at time `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        self.clock = Some(now);
         match input {
             Input::Register { conn, request } => self.on_register(conn, request, now),
             Input::Heartbeat { conn, running } => {
@@ -413,7 +416,6 @@ impl Engine {
                 self.tick_checkpoints(now);
             }
         }
-        self.clock = Some(now);
         self.take_out()
     }
 
@@ -558,6 +560,13 @@ impl Engine {
                     from: from.clone(),
                     to: self.target[partition].clone(),
                 })
+                .chain(self.moving.iter().flat_map(|m| {
+                    m.partitions.iter().map(|(partition, from, to)| MovingPartition {
+                        partition: *partition,
+                        from: from.clone(),
+                        to: Some(to.clone()),
+                    })
+                }))
                 .collect(),
             workers: self
                 .workers

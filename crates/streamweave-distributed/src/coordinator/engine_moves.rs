@@ -36,6 +36,8 @@ pub(super) struct Move {
     pub(super) partitions: Vec<(PartitionId, WorkerId, WorkerId)>,
     /// The checkpoint carrying them, once triggered.
     pub(super) checkpoint: Option<u64>,
+    /// When that checkpoint was triggered.
+    pub(super) triggered_at: Option<Instant>,
 }
 
 impl Engine {
@@ -135,6 +137,7 @@ impl Engine {
         self.moving = Some(Move {
             partitions,
             checkpoint: None,
+            triggered_at: None,
         });
         if let Some(now) = self.clock {
             self.trigger_move(now);
@@ -155,6 +158,7 @@ impl Engine {
         let (id, actions) = checkpoints.request(now);
         if let (Some(m), Some(id)) = (self.moving.as_mut(), id) {
             m.checkpoint = Some(id.0);
+            m.triggered_at = Some(now);
         }
         self.checkpoint_actions(actions);
     }
@@ -204,6 +208,12 @@ impl Engine {
             return self.move_failed(format!("worker {to} left before it could take partition {p}"));
         }
         let next = self.generation.next();
+        let duration_ms = match (m.triggered_at, self.clock) {
+            (Some(start), Some(now)) => {
+                u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
+            }
+            _ => 0,
+        };
         let ended_sources: Vec<PartitionId> = snapshots
             .iter()
             .filter(|(_, s)| s.source_exhausted)
@@ -234,6 +244,7 @@ impl Engine {
                 from: from.clone(),
                 to: to.clone(),
                 checkpoint: id,
+                duration_ms,
             }));
             adoptions.entry(to.clone()).or_default().push(Adoption {
                 partition: *p,

@@ -226,6 +226,7 @@ impl AttemptTasks {
             restore,
             ended,
             cancel: self.cancel.clone(),
+            plane: self.plane.clone(),
         };
         let (reports, records_out, attempt) =
             (self.reports.clone(), Arc::clone(&self.records_out), self.attempt);
@@ -409,6 +410,7 @@ struct ReceiverTask {
     /// inside the attempt: their end-of-stream went to the old owner).
     ended: HashSet<usize>,
     cancel: CancellationToken,
+    plane: DataPlane,
 }
 
 impl ReceiverTask {
@@ -478,6 +480,10 @@ impl ReceiverTask {
                         // Every source now sends to the new owner: hand over and end.
                         let state = Self::seal(&mut *receiver, id)?;
                         drop(receiver);
+                        // Before the acknowledgement: the partition may come back once the
+                        // move is committed, and must then find a fresh inbox.
+                        drop(inbox);
+                        self.plane.retire_inbox(self.ctx.attempt, q);
                         store_snapshot(checkpoints, id, q, &state);
                         tracing::debug!(
                             partition = q,

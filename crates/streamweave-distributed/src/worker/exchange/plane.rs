@@ -316,6 +316,16 @@ impl DataPlane {
         inboxes.get_mut(&(attempt, partition)).and_then(|i| i.rx.take())
     }
 
+    /// Partition `partition` of `attempt` left this worker and its receiver is gone: forget its
+    /// inbox, so that if the partition comes back within the attempt, what is sent to it then
+    /// waits in a new one.
+    pub(crate) fn retire_inbox(&self, attempt: u64, partition: usize) {
+        let mut inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
+        if inboxes.get(&(attempt, partition)).is_some_and(|i| i.rx.is_none()) {
+            inboxes.remove(&(attempt, partition));
+        }
+    }
+
     /// Tells the receiver tasks of every partition of `attempt` here that it is over.
     pub(crate) fn cancel_attempt(&self, attempt: u64) {
         let inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
