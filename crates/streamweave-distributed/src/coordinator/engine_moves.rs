@@ -103,7 +103,7 @@ impl Engine {
     /// `moving`: partitions whose owner is not their target. Plans the next move (one partition
     /// under Gradual, all that can under the others) unless one is under way.
     pub(super) fn plan_move(&mut self, moving: Vec<(PartitionId, WorkerId)>) {
-        if self.moving.is_some() {
+        if self.moving.is_some() || self.job.as_ref().is_some_and(|j| j.sources_finished()) {
             return;
         }
         let mut gaining: BTreeMap<WorkerId, usize> = BTreeMap::new();

@@ -112,13 +112,18 @@ impl World {
     }
 
     fn join(&mut self, conn: ConnId, id: &str) {
+        self.join_asking(conn, id, Vec::new());
+    }
+
+    /// Joins asking for `requested` (what Manual gives a new worker).
+    fn join_asking(&mut self, conn: ConnId, id: &str, requested: Vec<PartitionId>) {
         self.conns.insert(conn, WorkerId::new(id));
         let request = RegisterRequest {
             worker_id: WorkerId::new(id),
             incarnation: 1,
             address: format!("{id}.local:9000"),
             capacity: 100,
-            requested: Vec::new(),
+            requested,
             jobs: vec!["wordcount".to_string()],
         };
         self.input(Input::Register { conn, request });
@@ -358,4 +363,105 @@ fn a_finished_partition_stays_where_it_is() {
         "only the unfinished partition may move: {moved:?}"
     );
     assert_eq!(world.stops(mark), 0);
+}
+
+#[test]
+fn manual_assign_moves_the_requested_partitions_at_one_checkpoint() {
+    let mut world = World::new(RebalanceStrategy::Manual);
+    world.join_asking(1, "w1", (0..6).collect());
+    world.join_asking(2, "w2", (6..12).collect());
+    world.run(300);
+    assert_eq!((world.job().state, world.job().attempt), (JobState::Running, 1));
+    world.join(3, "w3");
+    world.run(500);
+    assert!(world.owned("w3").is_empty(), "Manual moves nothing by itself");
+    let mark = world.log.len();
+    let actions = world
+        .e
+        .assign_partitions(&WorkerId::new("w3"), &[0, 7])
+        .expect("assign");
+    world.carry_out(actions);
+    world.run(500);
+    assert_eq!(world.owned("w3"), vec![0, 7]);
+    let moves: Vec<_> = world
+        .triggers(mark)
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!(world.stops(mark), 0);
+}
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Join(u8),
+        Leave(u8),
+        Wait(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..5).prop_map(Op::Join),
+            (0u8..5).prop_map(Op::Leave),
+            (0u16..600).prop_map(Op::Wait),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever joins and graceful leaves happen while the job runs, the attempt is never
+        /// stopped, every partition always has one owner among the members, and once things
+        /// settle the assignment is balanced over the members that stayed.
+        #[test]
+        fn joins_and_leaves_never_stop_the_attempt(
+            strategy in prop_oneof![Just(Gradual), Just(Immediate)],
+            ops in prop::collection::vec(op(), 1..25),
+        ) {
+            let mut world = running_on_two(strategy);
+            let mark = world.log.len();
+            let mut next_conn = 10;
+            for op in ops {
+                match op {
+                    Op::Join(i) => {
+                        let id = format!("x{i}");
+                        if !world.conns.values().any(|w| w.as_str() == id) {
+                            next_conn += 1;
+                            world.join(next_conn, &id);
+                        }
+                    }
+                    Op::Leave(i) => {
+                        let id = format!("x{i}");
+                        if let Some(conn) = world.conns.iter().find(|(_, w)| w.as_str() == id).map(|(c, _)| *c) {
+                            world.input(Input::Leave { conn });
+                            if !world.e.workers.contains_key(&WorkerId::new(&id)) {
+                                world.conns.remove(&conn);
+                            }
+                        }
+                    }
+                    Op::Wait(ms) => world.run(u64::from(ms)),
+                }
+                for p in 0..P {
+                    let owner = world.e.owner[p].clone();
+                    prop_assert!(owner.is_some_and(|o| world.e.workers.contains_key(&o)), "partition {} has no live owner", p);
+                }
+                // Leavers that got their ack are gone.
+                world.conns.retain(|_, w| world.e.workers.contains_key(w));
+            }
+            world.run(2_000);
+            prop_assert_eq!(world.stops(mark), 0);
+            let job = world.job();
+            prop_assert_eq!((job.attempt, job.restarts), (1, 0));
+            prop_assert!(world.e.moving.is_none());
+            let members = world.e.workers.len();
+            for worker in world.e.workers.keys() {
+                let n = owned_by(&world.e.owner, worker).len();
+                prop_assert!(n == P / members || n == P.div_ceil(members), "{} owns {}", worker, n);
+            }
+        }
+    }
 }

@@ -199,6 +199,12 @@ impl JobControl {
         self.done.contains_key(&partition)
     }
 
+    /// Whether every source partition has read all its input (the job is finishing: nothing
+    /// moves any more).
+    pub fn sources_finished(&self) -> bool {
+        self.sources_done.len() >= self.num_partitions
+    }
+
     /// Moving partitions inside the running attempt failed at `now`: the attempt is restarted
     /// from the last checkpoint on the assignment that follows.
     pub fn on_move_failed(&mut self, reason: String, now: Instant) -> JobStep {

@@ -477,6 +477,14 @@ impl ReceiverTask {
                 if (0..self.ctx.num_partitions).all(|s| got.contains(&s) || ended.contains(&s)) {
                     let id = *id;
                     if let Some(checkpoints) = self.checkpoints.as_ref().filter(|c| c.leaves_at(q, id)) {
+                        if !held.is_empty() {
+                            // Every source routes to the new owner after this barrier, so
+                            // nothing can follow it here; if something did, fail rather than
+                            // lose it.
+                            return Err(DataflowError::Exchange(format!(
+                                "partition {q} received records after its hand-over barrier {id}"
+                            )));
+                        }
                         // Every source now sends to the new owner: hand over and end.
                         let state = Self::seal(&mut *receiver, id)?;
                         drop(receiver);
