@@ -215,6 +215,11 @@ impl AttemptTasks {
         let Some(inbox) = self.plane.take_inbox(self.attempt, q) else {
             return;
         };
+        // Stopping cancels the token first, then tells the inboxes that exist: an inbox taken
+        // after that is told nothing, so its receiver must not start.
+        if self.cancel.is_cancelled() {
+            return;
+        }
         let receiver = ReceiverTask {
             plan: Arc::clone(&self.plan),
             ctx: SinkContext {
