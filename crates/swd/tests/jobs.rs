@@ -396,6 +396,50 @@ fn wordcount_with_checkpoints_restores_its_counts_after_a_sigkill() {
     );
 }
 
+#[test]
+fn a_worker_lost_while_a_checkpoint_is_pending_aborts_it_and_the_output_is_still_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 200_000, 4);
+    let output = dir.path().join("out");
+    let mut cluster = checkpointed_cluster(dir.path(), "repartition", &corpus, &output);
+    cluster.wait_for("two checkpoints", |s| {
+        s["job"]["state"] == "running" && checkpoints_completed(s) >= 2
+    });
+    // Frozen, w2 can no longer acknowledge: the next checkpoint is triggered and stays pending.
+    let mut victim = cluster.take_worker("w2");
+    victim.signal(libc::SIGSTOP);
+    let pending = cluster.wait_for("a checkpoint pending on the frozen worker", |s| {
+        let c = &s["checkpoints"];
+        c["in_flight"]
+            .as_u64()
+            .is_some_and(|f| Some(f) > c["last_completed"].as_u64())
+    });
+    let pending = pending["checkpoints"]["in_flight"].as_u64().unwrap();
+    victim.signal(libc::SIGKILL);
+    cluster.add_worker("w4", &[]);
+    let finished = cluster.wait_for_long("the job to end", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    // The attempt after the failure resumed from the last checkpoint completed before it.
+    let events = cluster.events();
+    let restart = events
+        .iter()
+        .find(|e| e["event"] == "job_started" && e["attempt"].as_u64() > Some(1))
+        .expect("a restart");
+    let restored = restart["restored"].as_u64();
+    assert!(
+        restored.is_some_and(|c| c >= 2 && c < pending),
+        "restored {restored:?}, the pending checkpoint was {pending}"
+    );
+    let input = input_bytes(&corpus);
+    assert_eq!(
+        output_lines(&output),
+        sorted_lines(&input),
+        "every line exactly once"
+    );
+}
+
 /// Kills the coordinator of a checkpointed repartition job mid-way, optionally damages the
 /// newest checkpoint, restarts the coordinator on the same address and data directory, and
 /// returns the final status, the checkpoint id that was newest when it died, and the

@@ -354,6 +354,8 @@ pub struct CheckpointStatus {
     pub last_duration_ms: Option<u64>,
     /// Its size (the partitions' state).
     pub last_size_bytes: Option<u64>,
+    /// The checkpoint triggered and not yet complete, if any.
+    pub in_flight: Option<u64>,
 }
 
 /// Where a job is in its life.
