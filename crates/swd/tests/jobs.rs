@@ -406,7 +406,7 @@ fn a_worker_lost_while_a_checkpoint_is_pending_aborts_it_and_the_output_is_still
         s["job"]["state"] == "running" && checkpoints_completed(s) >= 2
     });
     // Frozen, w2 can no longer acknowledge: the next checkpoint is triggered and stays pending.
-    let mut victim = cluster.take_worker("w2");
+    let victim = cluster.take_worker("w2");
     victim.signal(libc::SIGSTOP);
     let pending = cluster.wait_for("a checkpoint pending on the frozen worker", |s| {
         let c = &s["checkpoints"];
