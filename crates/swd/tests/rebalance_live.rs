@@ -134,6 +134,16 @@ fn run_to_end(cluster: &Cluster) -> serde_json::Value {
     finished
 }
 
+/// The job's `records_out` counts every committed record once, moves or not.
+fn assert_records_out(finished: &serde_json::Value, output: &Path) {
+    let lines = output_lines(output).len() as u64;
+    assert_eq!(
+        finished["job"]["records_out"].as_u64(),
+        Some(lines),
+        "{finished:#}"
+    );
+}
+
 #[test]
 fn a_worker_joining_mid_job_takes_its_partitions_with_their_counts_and_the_output_is_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,7 +154,8 @@ fn a_worker_joining_mid_job_takes_its_partitions_with_their_counts_and_the_outpu
         s["job"]["state"] == "running" && completed(s) >= 2
     });
     cluster.add_worker("w3", ALL_SOURCES);
-    run_to_end(&cluster);
+    let finished = run_to_end(&cluster);
+    assert_records_out(&finished, &output);
     let events = cluster.events();
     assert_never_owned_twice(&events);
     let moved = moves(&events);
@@ -173,7 +184,8 @@ fn gradual_rebalance_under_load_moves_one_partition_per_checkpoint_while_the_oth
         s["job"]["state"] == "running" && completed(s) >= 2
     });
     cluster.add_worker("w3", ALL_SOURCES);
-    run_to_end(&cluster);
+    let finished = run_to_end(&cluster);
+    assert_records_out(&finished, &output);
     let events = cluster.events();
     assert_never_owned_twice(&events);
     let moved = moves(&events);
@@ -254,7 +266,8 @@ fn immediate_rebalance_moves_every_partition_at_one_checkpoint_without_a_restart
         s["job"]["state"] == "running" && completed(s) >= 2
     });
     cluster.add_worker("w3", ALL_SOURCES);
-    run_to_end(&cluster);
+    let finished = run_to_end(&cluster);
+    assert_records_out(&finished, &output);
     let events = cluster.events();
     // (Immediate grants without waiting for releases, so the replay check does not apply.)
 
@@ -297,7 +310,8 @@ fn a_worker_joining_then_leaving_mid_job_takes_partitions_and_hands_them_back_be
         !worker_ids(&after).contains(&"w3".to_string()),
         "w3 left the membership: {after:#}"
     );
-    run_to_end(&cluster);
+    let finished = run_to_end(&cluster);
+    assert_records_out(&finished, &output);
     let events = cluster.events();
     assert_never_owned_twice(&events);
     let moved = moves(&events);

@@ -181,3 +181,24 @@ fn keyed_state_survives_snapshot_and_restore() {
     got.sort();
     assert_eq!(got, vec![("a".to_string(), 3), ("b".to_string(), 1)]);
 }
+
+#[test]
+fn a_restored_partition_counts_its_output_from_the_checkpoint_on() {
+    let job = Stream::from_source(CollectionSource::new(vec![String::new()])).sink(CollectorSink::new());
+    let sink_ctx = SinkContext {
+        partition: 0,
+        num_partitions: 1,
+        attempt: 1,
+    };
+    let lines = |n: usize| Batch::Local(Box::new(lines(n)));
+    let mut receiver = job.plan.open_receiver(&sink_ctx).unwrap();
+    receiver.on_batch(lines(5)).unwrap();
+    let state = receiver.snapshot().unwrap();
+    // Its new owner (or the next attempt) restores the count with the state.
+    let mut restored = job.plan.open_receiver(&sink_ctx).unwrap();
+    restored.restore(&state).unwrap();
+    restored.on_batch(lines(3)).unwrap();
+    assert_eq!(restored.finish().unwrap(), 8, "the partition's whole output");
+    let mut broken = job.plan.open_receiver(&sink_ctx).unwrap();
+    assert!(broken.restore(&state[..4]).is_err(), "a torn snapshot is refused");
+}

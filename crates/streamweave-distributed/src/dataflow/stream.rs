@@ -789,12 +789,24 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         Ok(written)
     }
 
+    /// The records written so far (8 bytes, little-endian), then the stage's state: a restored
+    /// partition goes on counting its output from the checkpoint, so the final count is the
+    /// job's whole output, whatever restores and moves happened.
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
-        self.stage.snapshot()
+        let mut state = self.written.to_le_bytes().to_vec();
+        state.extend(self.stage.snapshot()?);
+        Ok(state)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
-        self.stage.restore(state)
+        let Some((written, stage)) = state.split_first_chunk::<8>() else {
+            return Err(DataflowError::Encoding(format!(
+                "a partition snapshot of {} bytes is too short",
+                state.len()
+            )));
+        };
+        self.written = u64::from_le_bytes(*written);
+        self.stage.restore(stage)
     }
 
     fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError> {
