@@ -364,6 +364,18 @@ fn repartition_with_checkpoints_is_exact_through_repeated_sigkills_and_restores_
         sorted_lines(&input),
         "every line exactly once"
     );
+    // The counts survive the restores too: each partition's travel in its snapshots.
+    let lines = sorted_lines(&input).len() as u64;
+    assert_eq!(
+        finished["job"]["records_in"].as_u64(),
+        Some(lines),
+        "{finished:#}"
+    );
+    assert_eq!(
+        finished["job"]["records_out"].as_u64(),
+        Some(lines),
+        "{finished:#}"
+    );
 }
 
 #[test]
@@ -484,6 +496,10 @@ fn restart_coordinator_mid_job(damage_newest: bool) -> (serde_json::Value, u64, 
         sorted_lines(&input),
         "every line exactly once across the restart"
     );
+    // The counts come back from the checkpoint the restarted coordinator read.
+    let lines = sorted_lines(&input).len() as u64;
+    assert_eq!(finished["job"]["records_in"].as_u64(), Some(lines), "{finished:#}");
+    assert_eq!(finished["job"]["records_out"].as_u64(), Some(lines), "{finished:#}");
     let first_start = cluster.events()[events_before..]
         .iter()
         .find(|e| e["event"] == "job_started")

@@ -134,6 +134,16 @@ fn run_to_end(cluster: &Cluster) -> serde_json::Value {
     finished
 }
 
+/// The job's `records_in` counts every input line once, moves and restores or not.
+fn assert_records_in(finished: &serde_json::Value, corpus: &Path) {
+    let lines = input_lines(corpus).len() as u64;
+    assert_eq!(
+        finished["job"]["records_in"].as_u64(),
+        Some(lines),
+        "{finished:#}"
+    );
+}
+
 /// The job's `records_out` counts every committed record once, moves or not.
 fn assert_records_out(finished: &serde_json::Value, output: &Path) {
     let lines = output_lines(output).len() as u64;
@@ -156,6 +166,7 @@ fn a_worker_joining_mid_job_takes_its_partitions_with_their_counts_and_the_outpu
     cluster.add_worker("w3", ALL_SOURCES);
     let finished = run_to_end(&cluster);
     assert_records_out(&finished, &output);
+    assert_records_in(&finished, &corpus);
     let events = cluster.events();
     assert_never_owned_twice(&events);
     let moved = moves(&events);
@@ -186,6 +197,7 @@ fn gradual_rebalance_under_load_moves_one_partition_per_checkpoint_while_the_oth
     cluster.add_worker("w3", ALL_SOURCES);
     let finished = run_to_end(&cluster);
     assert_records_out(&finished, &output);
+    assert_records_in(&finished, &corpus);
     let events = cluster.events();
     assert_never_owned_twice(&events);
     let moved = moves(&events);
@@ -268,6 +280,7 @@ fn immediate_rebalance_moves_every_partition_at_one_checkpoint_without_a_restart
     cluster.add_worker("w3", ALL_SOURCES);
     let finished = run_to_end(&cluster);
     assert_records_out(&finished, &output);
+    assert_records_in(&finished, &corpus);
     let events = cluster.events();
     // (Immediate grants without waiting for releases, so the replay check does not apply.)
 
@@ -312,6 +325,7 @@ fn a_worker_joining_then_leaving_mid_job_takes_partitions_and_hands_them_back_be
     );
     let finished = run_to_end(&cluster);
     assert_records_out(&finished, &output);
+    assert_records_in(&finished, &corpus);
     let events = cluster.events();
     assert_never_owned_twice(&events);
     let moved = moves(&events);

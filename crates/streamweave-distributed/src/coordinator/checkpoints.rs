@@ -85,6 +85,9 @@ pub struct PartitionSnapshot {
     /// Whether the partition's source had read all its input by the barrier.
     #[serde(default)]
     pub source_exhausted: bool,
+    /// The records the partition's source had read by the barrier (over the whole job).
+    #[serde(default)]
+    pub source_records: u64,
 }
 
 /// Why a checkpoint was aborted.

@@ -41,6 +41,7 @@ fn snap(id: CheckpointId, partition: PartitionId, bytes: u64) -> PartitionSnapsh
         state_bytes: bytes,
         source_offset: Some(id.0 * 1000 + partition as u64),
         source_exhausted: false,
+        source_records: 0,
     }
 }
 

@@ -247,6 +247,9 @@ impl Engine {
                         })
                     })
                     .collect(),
+                source_records: (0..self.config.num_partitions)
+                    .map(|p| snapshots.get(&p).map_or(0, |s| s.source_records))
+                    .collect(),
             }),
         });
         Some(CoordinatorMessage::StartJob {
@@ -306,14 +309,14 @@ impl Engine {
     /// Seeds recovery with a committed checkpoint found in the store at start-up (a restarted
     /// coordinator): the job's first attempt resumes from it. `partitions[p]` is partition
     /// `p`'s state file and source offset.
-    pub fn resume_from_checkpoint(&mut self, id: u64, partitions: Vec<(String, u64)>) {
+    pub fn resume_from_checkpoint(&mut self, id: u64, partitions: Vec<(String, u64, u64)>) {
         let Some(checkpoints) = self.checkpoints.as_mut() else {
             return;
         };
         let snapshots = partitions
             .into_iter()
             .enumerate()
-            .map(|(p, (state_file, source_offset))| {
+            .map(|(p, (state_file, source_offset, source_records))| {
                 (
                     p,
                     PartitionSnapshot {
@@ -321,6 +324,7 @@ impl Engine {
                         state_bytes: 0,
                         source_offset: Some(source_offset),
                         source_exhausted: false,
+                        source_records,
                     },
                 )
             })

@@ -251,6 +251,7 @@ impl Engine {
                 state_file: snapshot.state_file.clone(),
                 source_offset: snapshot.source_offset.unwrap_or(0),
                 source_exhausted: snapshot.source_exhausted,
+                source_records: snapshot.source_records,
             });
         }
         self.generation = next;

@@ -101,6 +101,7 @@ impl World {
                                 state_bytes: 10,
                                 source_offset: Some(*id * 100 + p as u64),
                                 source_exhausted: p == 0,
+                                source_records: 7,
                             },
                         },
                     })

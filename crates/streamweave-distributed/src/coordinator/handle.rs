@@ -238,12 +238,12 @@ fn resume_from_store(
     }
     let restore = (0..partitions)
         .map(|p| {
-            let offset = manifest
-                .extra
-                .get(&format!("offset-p{p:05}"))
-                .and_then(|o| o.parse().ok())
-                .unwrap_or(0);
-            (format!("state-p{p:05}"), offset)
+            let number = |key: String| manifest.extra.get(&key).and_then(|o| o.parse().ok()).unwrap_or(0);
+            (
+                format!("state-p{p:05}"),
+                number(format!("offset-p{p:05}")),
+                number(format!("records-p{p:05}")),
+            )
         })
         .collect();
     tracing::info!(checkpoint = %manifest.id, "resuming the job from the last completed checkpoint");

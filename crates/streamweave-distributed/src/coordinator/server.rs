@@ -211,6 +211,10 @@ impl Actor {
                 format!("offset-p{partition:05}"),
                 snapshot.source_offset.unwrap_or(0).to_string(),
             );
+            manifest.extra.insert(
+                format!("records-p{partition:05}"),
+                snapshot.source_records.to_string(),
+            );
         }
         if let Err(e) = store.commit(&manifest) {
             tracing::warn!(checkpoint = id, error = %e, "cannot commit the checkpoint");
@@ -334,8 +338,8 @@ async fn serve_worker(
                         vec![Input::Ack { conn, generation, running }]
                     }
                     Ok(Some(WorkerMessage::Leave)) => vec![Input::Leave { conn }],
-                    Ok(Some(WorkerMessage::CheckpointAck { attempt, id, partition, state_file, state_bytes, source_offset, source_exhausted })) => {
-                        let snapshot = PartitionSnapshot { state_file, state_bytes, source_offset: Some(source_offset), source_exhausted };
+                    Ok(Some(WorkerMessage::CheckpointAck { attempt, id, partition, state_file, state_bytes, source_offset, source_exhausted, source_records })) => {
+                        let snapshot = PartitionSnapshot { state_file, state_bytes, source_offset: Some(source_offset), source_exhausted, source_records };
                         vec![Input::Job { conn, report: JobReport::CheckpointAck { attempt, id, partition, snapshot } }]
                     }
                     Ok(Some(WorkerMessage::EpochsCommitted { attempt, upto, partitions })) => {

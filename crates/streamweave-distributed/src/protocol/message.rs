@@ -65,6 +65,8 @@ pub struct RestorePoint {
     pub id: u64,
     /// By partition: the state file in the checkpoint and the source offset to resume from.
     pub partitions: Vec<(String, u64)>,
+    /// By partition: the records its source had read by the checkpoint (the count goes on).
+    pub source_records: Vec<u64>,
 }
 
 /// Where partition `p`'s task of a job attempt runs: index `p` of [`CoordinatorMessage::StartJob`]'s
@@ -97,6 +99,8 @@ pub struct Adoption {
     pub source_offset: u64,
     /// Whether its source had read everything (then it does not run again).
     pub source_exhausted: bool,
+    /// The records its source had read (its count goes on from there).
+    pub source_records: u64,
 }
 
 /// Worker to coordinator.
@@ -147,6 +151,8 @@ pub enum WorkerMessage {
         /// Whether the partition's source had read all its input at the barrier (it sent its
         /// end-of-stream instead of the barrier).
         source_exhausted: bool,
+        /// The records the partition's source had read by the barrier, over the whole job.
+        source_records: u64,
     },
     /// The sinks of these partitions committed their epochs up to `upto`.
     EpochsCommitted {

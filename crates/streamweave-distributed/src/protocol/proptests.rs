@@ -129,6 +129,31 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
         (generation(), partitions())
             .prop_map(|(generation, running)| WorkerMessage::Ack { generation, running }),
         Just(WorkerMessage::Leave),
+        (
+            (any::<u64>(), any::<u64>(), any::<usize>()),
+            (
+                any::<String>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+                any::<u64>()
+            )
+        )
+            .prop_map(
+                |(
+                    (attempt, id, partition),
+                    (state_file, state_bytes, source_offset, source_exhausted, source_records),
+                )| WorkerMessage::CheckpointAck {
+                    attempt,
+                    id,
+                    partition,
+                    state_file,
+                    state_bytes,
+                    source_offset,
+                    source_exhausted,
+                    source_records,
+                }
+            ),
     ]
 }
 
@@ -161,7 +186,8 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
                     store_dir: "/tmp/c".to_string(),
                     restore: Some(RestorePoint {
                         id: attempt,
-                        partitions: vec![("state-p00000".to_string(), 7)]
+                        partitions: vec![("state-p00000".to_string(), 7)],
+                        source_records: vec![9],
                     })
                 }),
                 owners: owners
@@ -173,6 +199,61 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
                     .collect(),
             }),
         any::<u64>().prop_map(|attempt| CoordinatorMessage::StopJob { attempt }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            vec((any::<usize>(), any::<String>(), any::<String>()), 0..4)
+        )
+            .prop_map(|(attempt, id, moves)| CoordinatorMessage::TriggerCheckpoint {
+                attempt,
+                id,
+                moves: moves
+                    .into_iter()
+                    .map(|(partition, w, address)| PartitionMove {
+                        partition,
+                        to: PartitionOwner {
+                            worker: WorkerId::new(w),
+                            address,
+                        },
+                    })
+                    .collect(),
+            }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            vec(
+                (
+                    any::<usize>(),
+                    any::<String>(),
+                    any::<u64>(),
+                    any::<bool>(),
+                    any::<u64>()
+                ),
+                0..4
+            ),
+            partitions()
+        )
+            .prop_map(|(attempt, checkpoint, adopted, ended_sources)| {
+                CoordinatorMessage::AdoptPartitions {
+                    attempt,
+                    checkpoint,
+                    partitions: adopted
+                        .into_iter()
+                        .map(
+                            |(partition, state_file, source_offset, source_exhausted, source_records)| {
+                                Adoption {
+                                    partition,
+                                    state_file,
+                                    source_offset,
+                                    source_exhausted,
+                                    source_records,
+                                }
+                            },
+                        )
+                        .collect(),
+                    ended_sources,
+                }
+            }),
     ]
 }
 
@@ -191,6 +272,7 @@ fn worker_state() -> impl Strategy<Value = WorkerState> {
         Just(WorkerState::Active),
         Just(WorkerState::Disconnected),
         Just(WorkerState::Failed),
+        Just(WorkerState::Leaving),
     ]
 }
 

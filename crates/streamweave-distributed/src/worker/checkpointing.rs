@@ -38,7 +38,8 @@ pub(crate) struct SourceProgress {
 
 #[derive(Debug, Default)]
 struct Halves {
-    source: Option<(u64, bool)>,
+    /// Offset, exhausted, records read.
+    source: Option<(u64, bool, u64)>,
     state: Option<(String, u64)>,
 }
 
@@ -54,6 +55,8 @@ pub(crate) struct AttemptCheckpoints {
     leaving: Mutex<BTreeMap<usize, u64>>,
     halves: Mutex<BTreeMap<(u64, usize), Halves>>,
     reports: mpsc::UnboundedSender<WorkerMessage>,
+    /// The attempt's source controls, by partition (their record counts go into the acks).
+    controls: Arc<Vec<SourceControl>>,
     /// How to reach every partition, once the attempt's connections are up: barriers of
     /// sources that have not started are sent from here, so receivers never wait for a source
     /// that waits for a slot.
@@ -69,6 +72,7 @@ impl AttemptCheckpoints {
         start: Vec<Option<u64>>,
         restored: u64,
         reports: mpsc::UnboundedSender<WorkerMessage>,
+        controls: Arc<Vec<SourceControl>>,
     ) -> Self {
         let sources = start
             .into_iter()
@@ -90,6 +94,7 @@ impl AttemptCheckpoints {
             leaving: Mutex::new(BTreeMap::new()),
             halves: Mutex::new(BTreeMap::new()),
             reports,
+            controls,
             out: Mutex::new(None),
         }
     }
@@ -142,11 +147,11 @@ impl AttemptCheckpoints {
                 let offset = progress.offset;
                 // Unbounded queues: this never blocks. An error means the attempt is ending.
                 let _ = out.barrier(id);
-                if self.leaves_at(partition, id) {
-                    progress.owned = false;
-                }
+                let stays = !self.leaves_at(partition, id);
+                progress.owned = stays;
                 drop(progress);
                 self.source_reached(id, partition, offset, false);
+                self.handed_over_unless(stays, partition);
             }
         }
     }
@@ -175,6 +180,7 @@ impl AttemptCheckpoints {
             progress.owned = stays;
             drop(progress);
             self.source_reached(id, partition, offset, false);
+            self.handed_over_unless(stays, partition);
             return Ok(stays);
         }
         Ok(true)
@@ -200,6 +206,7 @@ impl AttemptCheckpoints {
         progress.owned = stays;
         drop(progress);
         self.source_reached(id, partition, offset, false);
+        self.handed_over_unless(stays, partition);
         out.barrier(id)?;
         out.reroute(id);
         Ok(stays)
@@ -214,11 +221,11 @@ impl AttemptCheckpoints {
         let requested = self.requested.load(Ordering::Acquire);
         if requested > progress.acked {
             progress.acked = requested;
-            if self.leaves_at(partition, requested) {
-                progress.owned = false;
-            }
+            let stays = !self.leaves_at(partition, requested);
+            progress.owned = stays;
             drop(progress);
             self.source_reached(requested, partition, end, true);
+            self.handed_over_unless(stays, partition);
         }
     }
 
@@ -241,12 +248,12 @@ impl AttemptCheckpoints {
             }
             if progress.exhausted {
                 progress.acked = id;
-                if self.leaves_at(partition, id) {
-                    progress.owned = false;
-                }
+                let stays = !self.leaves_at(partition, id);
+                progress.owned = stays;
                 let offset = progress.offset;
                 drop(progress);
                 self.source_reached(id, partition, offset, true);
+                self.handed_over_unless(stays, partition);
             } else if progress.started {
                 control.pause.store(true, Ordering::Release);
             }
@@ -266,8 +273,10 @@ impl AttemptCheckpoints {
         checkpoint: u64,
         offset: u64,
         exhausted: bool,
+        records: u64,
         controls: &[SourceControl],
     ) {
+        controls[partition].records_in.store(records, Ordering::Relaxed);
         *self.progress(partition) = SourceProgress {
             owned: true,
             offset,
@@ -278,9 +287,19 @@ impl AttemptCheckpoints {
         self.serve_requested(controls);
     }
 
-    /// The source half of partition `partition`'s acknowledgement of `id`.
+    /// The source half of partition `partition`'s acknowledgement of `id`, with the records the
+    /// source has read (it is stopped at the barrier, so the count is exact).
     fn source_reached(&self, id: u64, partition: usize, offset: u64, exhausted: bool) {
-        self.complete(id, partition, |h| h.source = Some((offset, exhausted)));
+        let records = self.controls[partition].records_in.load(Ordering::Relaxed);
+        self.complete(id, partition, |h| h.source = Some((offset, exhausted, records)));
+    }
+
+    /// The source left this worker (unless `stays`): its count goes with it to the new owner,
+    /// so this worker's progress stops including it.
+    fn handed_over_unless(&self, stays: bool, partition: usize) {
+        if !stays {
+            self.controls[partition].records_in.store(0, Ordering::Relaxed);
+        }
     }
 
     /// The receiver half of partition `partition`'s acknowledgement of `id`.
@@ -292,7 +311,7 @@ impl AttemptCheckpoints {
         let mut halves = self.halves.lock().unwrap_or_else(|e| e.into_inner());
         let entry = halves.entry((id, partition)).or_default();
         fill(entry);
-        if let (Some((source_offset, source_exhausted)), Some((state_file, state_bytes))) =
+        if let (Some((source_offset, source_exhausted, source_records)), Some((state_file, state_bytes))) =
             (entry.source, entry.state.clone())
         {
             halves.remove(&(id, partition));
@@ -306,6 +325,7 @@ impl AttemptCheckpoints {
                 state_bytes,
                 source_offset,
                 source_exhausted,
+                source_records,
             });
         }
     }

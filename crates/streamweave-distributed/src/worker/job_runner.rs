@@ -132,7 +132,19 @@ impl JobRunner {
         let restore = checkpoint_plan.and_then(|c| c.restore.clone());
         let restored = restore.as_ref().map_or(0, |r| r.id);
         let offsets = restore.as_ref().map(|r| r.partitions.clone()).unwrap_or_default();
-        let checkpoints = match checkpoint_plan.map(|c| self.checkpoints(attempt, c, owners.len(), &mine)) {
+        // A restored source goes on counting from what it had read by the checkpoint.
+        let controls: Arc<Vec<SourceControl>> = Arc::new(
+            (0..owners.len())
+                .map(|p| SourceControl {
+                    records_in: AtomicU64::new(match &restore {
+                        Some(r) if mine.contains(&p) => r.source_records.get(p).copied().unwrap_or(0),
+                        _ => 0,
+                    }),
+                    ..SourceControl::default()
+                })
+                .collect(),
+        );
+        let checkpoints = match checkpoint_plan.map(|c| self.checkpoints(attempt, c, &mine, &controls)) {
             Some(Ok(c)) => Some(Arc::new(c)),
             Some(Err(e)) => {
                 report_failure(&self.reports, attempt, None, &e);
@@ -147,7 +159,7 @@ impl JobRunner {
             reports: self.reports.clone(),
             slots: Arc::clone(&self.slots),
             cancel: CancellationToken::new(),
-            controls: Arc::new((0..owners.len()).map(|_| SourceControl::default()).collect()),
+            controls: Arc::clone(&controls),
             records_out: Arc::new(AtomicU64::new(0)),
             checkpoints,
             routes: Arc::new(RouteChanges::default()),
@@ -167,9 +179,10 @@ impl JobRunner {
         &self,
         attempt: u64,
         plan: &CheckpointPlan,
-        num_partitions: usize,
         mine: &[usize],
+        controls: &Arc<Vec<SourceControl>>,
     ) -> Result<AttemptCheckpoints, DataflowError> {
+        let num_partitions = controls.len();
         let store = LocalDirStore::new(&plan.store_dir)
             .map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))?;
         let restored = plan.restore.as_ref().map_or(0, |r| r.id);
@@ -189,6 +202,7 @@ impl JobRunner {
             start,
             restored,
             self.reports.clone(),
+            Arc::clone(controls),
         ))
     }
 

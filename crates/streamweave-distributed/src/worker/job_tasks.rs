@@ -204,7 +204,14 @@ impl AttemptTasks {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(p);
             self.spawn_receiver(p, Some((checkpoint, a.state_file.clone())), ended.clone());
-            checkpoints.adopt_source(p, checkpoint, a.source_offset, a.source_exhausted, &self.controls);
+            checkpoints.adopt_source(
+                p,
+                checkpoint,
+                a.source_offset,
+                a.source_exhausted,
+                a.source_records,
+                &self.controls,
+            );
             if !a.source_exhausted {
                 self.spawn_source(p, a.source_offset, &out);
             }
