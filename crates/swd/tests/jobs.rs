@@ -498,8 +498,16 @@ fn restart_coordinator_mid_job(damage_newest: bool) -> (serde_json::Value, u64, 
     );
     // The counts come back from the checkpoint the restarted coordinator read.
     let lines = sorted_lines(&input).len() as u64;
-    assert_eq!(finished["job"]["records_in"].as_u64(), Some(lines), "{finished:#}");
-    assert_eq!(finished["job"]["records_out"].as_u64(), Some(lines), "{finished:#}");
+    assert_eq!(
+        finished["job"]["records_in"].as_u64(),
+        Some(lines),
+        "{finished:#}"
+    );
+    assert_eq!(
+        finished["job"]["records_out"].as_u64(),
+        Some(lines),
+        "{finished:#}"
+    );
     let first_start = cluster.events()[events_before..]
         .iter()
         .find(|e| e["event"] == "job_started")
