@@ -153,6 +153,12 @@ fn a_damaged_checkpoint_is_logged_as_a_warning() {
     store.truncate(CheckpointId(2), MANIFEST_NAME, 3);
     let warnings = Arc::new(AtomicUsize::new(0));
     let restored = tracing::subscriber::with_default(CountWarnings(warnings.clone()), || {
+        // tracing caches each callsite's interest process-wide, computed by whichever thread
+        // registers it first: a parallel test without a subscriber can cache "never" for the
+        // warning. Register it here, recompute the cache against this subscriber, then measure.
+        restore_latest(&store).unwrap();
+        tracing::callsite::rebuild_interest_cache();
+        warnings.store(0, Ordering::SeqCst);
         restore_latest(&store).unwrap()
     });
     assert_eq!(restored.unwrap().id, CheckpointId(1));

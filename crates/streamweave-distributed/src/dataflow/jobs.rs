@@ -27,7 +27,7 @@ fn input(spec: &JobSpec) -> Result<Throttled<TextDirSource>, DataflowError> {
 pub fn wordcount(spec: &JobSpec) -> Result<Job, DataflowError> {
     let output = TextDirSink::new(spec.require_output()?.clone());
     Ok(Stream::from_source(input(spec)?)
-        .count_keys::<String, str>(|line: &String, emit| for_each_word(line, emit))
+        .count_str_keys(|line: &String, emit| for_each_word(line, emit))
         .map(|(word, n)| format!("{word}\t{n}"))
         .sink(output))
 }

@@ -13,6 +13,7 @@ mod job;
 pub mod jobs;
 mod partitioner;
 pub mod plan;
+mod short_key;
 mod sink;
 pub mod sinks;
 mod source;
