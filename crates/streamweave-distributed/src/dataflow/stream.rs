@@ -247,7 +247,7 @@ impl<T: Send + 'static> Stream<T> {
         let run = self.run;
         let send: Arc<SendFn> = Arc::new(move |ctx, offset, control, out| {
             let mut partial: FxHashMap<ShortKey, u64> = FxHashMap::default();
-            let mut router: Router<'_, (String, u64)> = Router::new(out);
+            let mut router: Router<'_, (ShortKey, u64)> = Router::new(out);
             let end = run(ctx, offset, control, &mut |x: T| {
                 f(&x, &mut |key: &str| {
                     let key = ShortKey::new(key);
@@ -259,22 +259,18 @@ impl<T: Send + 'static> Stream<T> {
                     }
                 });
                 if partial.len() >= COMBINE_LIMIT {
-                    return router.route_all(
-                        partial.drain().map(|(k, n)| (k.into_string(), n)),
-                        &HashPartitioner,
-                    );
+                    return router.route_all(partial.drain(), &HashPartitioner);
                 }
                 Flow::Continue
             });
             if router.flushes_on(&end) {
-                router.route_all(
-                    partial.drain().map(|(k, n)| (k.into_string(), n)),
-                    &HashPartitioner,
-                );
+                router.route_all(partial.drain(), &HashPartitioner);
             }
             router.finish(end)
         });
-        counted(send, self.validate, self.bounded)
+        // The keys stay short keys through the exchange and the receivers' table too (placed,
+        // encoded and snapshotted exactly as strings), and become strings on the way out.
+        counted::<ShortKey>(send, self.validate, self.bounded).map(|(key, n)| (key.into_string(), n))
     }
 
     /// Writes to `sink`; each partition's records stay in their partition (no exchange).
