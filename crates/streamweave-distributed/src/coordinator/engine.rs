@@ -1,6 +1,6 @@
 //! The coordinator's decision logic: membership, failure detection, assignment and
 //! rebalancing, as a synchronous state machine. It owns no socket and reads no clock: the
-//! shell ([`super::server`]) feeds it [`Input`]s with the current time and carries out the
+//! shell (`server.rs`) feeds it [`Input`]s with the current time and carries out the
 //! [`Action`]s it returns.
 //!
 //! ```text
