@@ -188,7 +188,11 @@ impl AttemptTasks {
             );
             return;
         };
-        let ended: HashSet<usize> = ended.iter().copied().collect();
+        let ended: HashSet<usize> = ended
+            .iter()
+            .copied()
+            .filter(|&s| s < self.num_partitions())
+            .collect();
         for a in partitions.iter().filter(|a| a.partition < self.num_partitions()) {
             let p = a.partition;
             tracing::info!(
@@ -462,6 +466,18 @@ impl ReceiverTask {
             if self.cancel.is_cancelled() {
                 return Ok(None);
             }
+            if let Inbound::Batch { from, .. } | Inbound::Barrier { from, .. } | Inbound::Eos { from } =
+                &message
+            {
+                // Source partitions come from the network: one out of range would corrupt the
+                // counts that decide alignment and the end.
+                if *from >= self.ctx.num_partitions {
+                    return Err(DataflowError::Exchange(format!(
+                        "partition {q} got a message from source partition {from} of {}",
+                        self.ctx.num_partitions
+                    )));
+                }
+            }
             match message {
                 Inbound::Batch { from, .. }
                     if aligning.as_ref().is_some_and(|(_, got)| got.contains(&from)) =>
@@ -559,5 +575,53 @@ fn store_snapshot(checkpoints: &super::checkpointing::AttemptCheckpoints, id: u6
         Err(e) => {
             tracing::warn!(checkpoint = id, partition = q, error = %e, "cannot store a snapshot")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::sinks::CollectorSink;
+    use crate::dataflow::sources::CollectionSource;
+    use crate::dataflow::Stream;
+
+    /// A receiver of partition 0 of 2, without checkpoints, fed `messages`.
+    async fn receive(messages: Vec<Inbound>) -> Result<Option<u64>, DataflowError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plane = DataPlane::start(listener, WorkerId::new("w1"), "test".into(), 1 << 20);
+        let job = Stream::from_source(CollectionSource::new(vec![String::new()]))
+            .exchange(crate::dataflow::HashPartitioner)
+            .sink(CollectorSink::new());
+        let receiver = ReceiverTask {
+            plan: Arc::clone(&job.plan),
+            ctx: SinkContext {
+                partition: 0,
+                num_partitions: 2,
+                attempt: 1,
+            },
+            checkpoints: None,
+            restore: None,
+            ended: HashSet::new(),
+            cancel: CancellationToken::new(),
+            plane,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        for m in messages {
+            tx.send(m).unwrap();
+        }
+        drop(tx);
+        tokio::task::spawn_blocking(move || receiver.run(rx))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_source_partition_out_of_range_fails_the_receiver_instead_of_ending_it() {
+        let outcome = receive(vec![Inbound::Eos { from: 0 }, Inbound::Eos { from: 7 }]).await;
+        let error = outcome.expect_err("a bogus source must not count as ended");
+        assert!(error.to_string().contains("source partition 7 of 2"), "{error}");
+        // Both real sources ending finishes the partition.
+        let done = receive(vec![Inbound::Eos { from: 0 }, Inbound::Eos { from: 1 }]).await;
+        assert_eq!(done.unwrap(), Some(0));
     }
 }
