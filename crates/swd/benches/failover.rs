@@ -9,57 +9,28 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{print_ms, swd, wait_until, Killed};
+use common::{print_ms, wait_until, Killed};
 use streamweave_distributed::{Client, ClusterStatus};
 
 const PARTITIONS: usize = 12;
 const WORKERS: usize = 3;
 
 fn start_coordinator() -> (Killed, SocketAddr) {
-    let mut child = swd()
-        .args([
-            "coordinator",
-            "--bind",
-            "127.0.0.1:0",
-            "--partitions",
-            &PARTITIONS.to_string(),
-        ])
-        .args(["--heartbeat-timeout", "500ms", "--health-check-interval", "50ms"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn coordinator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address");
-    let addr = line
-        .trim()
-        .trim_start_matches("listening on ")
-        .parse()
-        .expect("address");
-    (Killed(child), addr)
+    common::start_coordinator(|c| {
+        c.args(["--partitions", &PARTITIONS.to_string()]).args([
+            "--heartbeat-timeout",
+            "500ms",
+            "--health-check-interval",
+            "50ms",
+        ]);
+    })
 }
 
 fn start_worker(addr: SocketAddr, id: &str) -> Killed {
-    let child = swd()
-        .args([
-            "worker",
-            "--coordinator",
-            &addr.to_string(),
-            "--id",
-            id,
-            "--heartbeat-interval",
-            "100ms",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn worker");
-    Killed(child)
+    common::start_worker(addr, id, &[])
 }
 
 async fn status(client: &mut Client) -> ClusterStatus {

@@ -12,70 +12,47 @@
 //! A measurement, not a test: it prints figures and asserts nothing about speed.
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{print_ms, swd, wait_until, Killed};
+use common::{print_ms, start_coordinator, start_worker, wait_until, write_input, Killed};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::Client;
 
-fn write_input(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("input dir");
-    for f in 0..4 {
-        let mut file = std::fs::File::create(dir.join(format!("part-{f}.txt"))).expect("input file");
-        for i in 0..40_000 {
-            writeln!(file, "file {f} line {i} with a few words").expect("write");
-        }
-    }
-}
-
+/// A worker reading all its source partitions at once, so moves catch sources mid-read.
 fn worker(addr: SocketAddr, id: &str) -> Killed {
-    Killed(
-        swd()
-            .args(["worker", "--coordinator", &addr.to_string(), "--id", id])
-            .args(["--heartbeat-interval", "100ms", "--source-slots", "8"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn worker"),
-    )
+    start_worker(addr, id, &["--source-slots", "8"])
 }
 
 fn start_cluster(input: &Path, output: &Path, data: &Path) -> (Killed, SocketAddr, Vec<Killed>) {
-    let mut child = swd()
-        .args(["coordinator", "--bind", "127.0.0.1:0", "--partitions", "8"])
-        .args(["--heartbeat-timeout", "2s", "--health-check-interval", "50ms"])
-        .args(["--min-workers", "2", "--rebalance", "gradual"])
-        .args([
-            "--job",
-            "repartition",
-            "--rate",
-            "2000",
-            "--checkpoint-interval",
-            "1s",
-        ])
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn coordinator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address");
-    let addr: SocketAddr = line
-        .trim()
-        .trim_start_matches("listening on ")
-        .parse()
-        .expect("address");
+    let (coordinator, addr) = start_coordinator(|c| {
+        c.args(["--partitions", "8", "--heartbeat-timeout", "2s"])
+            .args([
+                "--health-check-interval",
+                "50ms",
+                "--min-workers",
+                "2",
+                "--rebalance",
+                "gradual",
+            ])
+            .args([
+                "--job",
+                "repartition",
+                "--rate",
+                "2000",
+                "--checkpoint-interval",
+                "1s",
+            ])
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(output)
+            .arg("--data-dir")
+            .arg(data);
+    });
     let workers = vec![worker(addr, "w1"), worker(addr, "w2")];
-    (Killed(child), addr, workers)
+    (coordinator, addr, workers)
 }
 
 /// The `duration_ms` of every `moved` event in the data directory's event log, by the worker
@@ -102,7 +79,7 @@ async fn main() {
         .unwrap_or(5);
     let scratch = tempfile::tempdir().expect("scratch dir");
     let input = scratch.path().join("input");
-    write_input(&input);
+    write_input(&input, 40_000);
     let (mut move_ms, mut join_ms, mut leave_ms) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let output = scratch.path().join(format!("out-{round}"));

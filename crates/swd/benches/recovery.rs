@@ -10,82 +10,37 @@
 //! A measurement, not a test: it prints figures and asserts nothing about speed.
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{print_ms, swd, wait_until, Killed};
+use common::{print_ms, start_coordinator, start_worker, wait_until, write_input, Killed};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::Client;
 
-fn write_input(dir: &Path) {
-    std::fs::create_dir_all(dir).expect("input dir");
-    for f in 0..4 {
-        let mut file = std::fs::File::create(dir.join(format!("part-{f}.txt"))).expect("input file");
-        for i in 0..20_000 {
-            writeln!(file, "file {f} line {i} with a few words").expect("write");
-        }
-    }
-}
-
 fn start_cluster(input: &Path, output: &Path, data: &Path) -> (Killed, SocketAddr, Vec<Killed>) {
-    let mut child = swd()
-        .args(["coordinator", "--bind", "127.0.0.1:0", "--partitions", "8"])
-        .args([
-            "--heartbeat-timeout",
-            "500ms",
-            "--health-check-interval",
-            "50ms",
-            "--min-workers",
-            "3",
-        ])
-        .args([
-            "--job",
-            "repartition",
-            "--rate",
-            "2000",
-            "--checkpoint-interval",
-            "1s",
-        ])
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn coordinator");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address");
-    let addr: SocketAddr = line
-        .trim()
-        .trim_start_matches("listening on ")
-        .parse()
-        .expect("address");
+    let (coordinator, addr) = start_coordinator(|c| {
+        c.args(["--partitions", "8", "--heartbeat-timeout", "500ms"])
+            .args(["--health-check-interval", "50ms", "--min-workers", "3"])
+            .args([
+                "--job",
+                "repartition",
+                "--rate",
+                "2000",
+                "--checkpoint-interval",
+                "1s",
+            ])
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(output)
+            .arg("--data-dir")
+            .arg(data);
+    });
     let workers = (1..=3)
-        .map(|i| {
-            Killed(
-                swd()
-                    .args([
-                        "worker",
-                        "--coordinator",
-                        &addr.to_string(),
-                        "--id",
-                        &format!("w{i}"),
-                    ])
-                    .args(["--heartbeat-interval", "100ms"])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("spawn worker"),
-            )
-        })
+        .map(|i| start_worker(addr, &format!("w{i}"), &[]))
         .collect();
-    (Killed(child), addr, workers)
+    (coordinator, addr, workers)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -96,7 +51,7 @@ async fn main() {
         .unwrap_or(10);
     let scratch = tempfile::tempdir().expect("scratch dir");
     let input = scratch.path().join("input");
-    write_input(&input);
+    write_input(&input, 20_000);
     let (mut restarted, mut flowing) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let output = scratch.path().join(format!("out-{round}"));

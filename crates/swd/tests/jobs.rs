@@ -4,26 +4,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use common::*;
-
-/// Generates a wordcount-zipf corpus with the shared generator (`input/`, `expected.tsv`).
-fn corpus(dir: &Path, words: u64, files: u32) -> PathBuf {
-    let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/gen_corpus.py");
-    let out = dir.join("corpus");
-    let status = Command::new("python3")
-        .arg(&generator)
-        .args(["--out"])
-        .arg(&out)
-        .args(["--words", &words.to_string(), "--partitions", &files.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run gen_corpus.py");
-    assert!(status.success(), "gen_corpus.py failed");
-    out
-}
 
 /// Final output lines (files not starting with `.` or `_`), sorted bytewise.
 fn output_lines(dir: &Path) -> Vec<Vec<u8>> {
@@ -366,16 +349,7 @@ fn repartition_with_checkpoints_is_exact_through_repeated_sigkills_and_restores_
     );
     // The counts survive the restores too: each partition's travel in its snapshots.
     let lines = sorted_lines(&input).len() as u64;
-    assert_eq!(
-        finished["job"]["records_in"].as_u64(),
-        Some(lines),
-        "{finished:#}"
-    );
-    assert_eq!(
-        finished["job"]["records_out"].as_u64(),
-        Some(lines),
-        "{finished:#}"
-    );
+    assert_job_counts(&finished, lines, lines);
 }
 
 #[test]
@@ -498,16 +472,7 @@ fn restart_coordinator_mid_job(damage_newest: bool) -> (serde_json::Value, u64, 
     );
     // The counts come back from the checkpoint the restarted coordinator read.
     let lines = sorted_lines(&input).len() as u64;
-    assert_eq!(
-        finished["job"]["records_in"].as_u64(),
-        Some(lines),
-        "{finished:#}"
-    );
-    assert_eq!(
-        finished["job"]["records_out"].as_u64(),
-        Some(lines),
-        "{finished:#}"
-    );
+    assert_job_counts(&finished, lines, lines);
     let first_start = cluster.events()[events_before..]
         .iter()
         .find(|e| e["event"] == "job_started")

@@ -146,8 +146,8 @@ impl World {
         self.e.status(at(self.now)).job.expect("a job")
     }
 
-    /// The moves of every checkpoint triggered since `from` in the log: (checkpoint, moves).
-    fn triggers(&self, from: usize) -> Vec<(u64, Vec<(PartitionId, String)>)> {
+    /// The checkpoints triggered with moves since `from` in the log: (checkpoint, moves).
+    fn move_triggers(&self, from: usize) -> Vec<(u64, Vec<(PartitionId, String)>)> {
         let mut seen = BTreeMap::new();
         for action in &self.log[from..] {
             if let Action::Send {
@@ -155,6 +155,9 @@ impl World {
                 ..
             } = action
             {
+                if moves.is_empty() {
+                    continue;
+                }
                 seen.insert(
                     *id,
                     moves
@@ -227,11 +230,7 @@ fn gradual_join_moves_one_partition_per_checkpoint_and_the_attempt_goes_on() {
     world.join(3, "w3");
     world.run(2_000);
     assert_eq!(world.owned("w3").len(), 4, "w3 got its share");
-    let moves: Vec<_> = world
-        .triggers(mark)
-        .into_iter()
-        .filter(|(_, m)| !m.is_empty())
-        .collect();
+    let moves = world.move_triggers(mark);
     assert_eq!(moves.len(), 4, "one checkpoint per moved partition: {moves:?}");
     assert!(
         moves.iter().all(|(_, m)| m.len() == 1 && m[0].1 == "w3"),
@@ -257,11 +256,7 @@ fn immediate_join_moves_every_partition_at_one_checkpoint() {
     let mark = world.log.len();
     world.join(3, "w3");
     world.run(1_000);
-    let moves: Vec<_> = world
-        .triggers(mark)
-        .into_iter()
-        .filter(|(_, m)| !m.is_empty())
-        .collect();
+    let moves = world.move_triggers(mark);
     assert_eq!(moves.len(), 1, "{moves:?}");
     assert_eq!(moves[0].1.len(), 4);
     assert_eq!(world.owned("w3").len(), 4);
@@ -358,7 +353,11 @@ fn a_finished_partition_stays_where_it_is() {
     let mark = world.log.len();
     world.join(3, "w3");
     world.run(1_000);
-    let moved: Vec<_> = world.triggers(mark).into_iter().flat_map(|(_, m)| m).collect();
+    let moved: Vec<_> = world
+        .move_triggers(mark)
+        .into_iter()
+        .flat_map(|(_, m)| m)
+        .collect();
     assert!(
         moved.len() <= 1,
         "only the unfinished partition may move: {moved:?}"
@@ -384,11 +383,7 @@ fn manual_assign_moves_the_requested_partitions_at_one_checkpoint() {
     world.carry_out(actions);
     world.run(500);
     assert_eq!(world.owned("w3"), vec![0, 7]);
-    let moves: Vec<_> = world
-        .triggers(mark)
-        .into_iter()
-        .filter(|(_, m)| !m.is_empty())
-        .collect();
+    let moves = world.move_triggers(mark);
     assert_eq!(moves.len(), 1, "{moves:?}");
     assert_eq!(world.stops(mark), 0);
 }

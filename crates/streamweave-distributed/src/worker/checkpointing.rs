@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
@@ -99,7 +99,7 @@ impl AttemptCheckpoints {
         }
     }
 
-    fn progress(&self, partition: usize) -> std::sync::MutexGuard<'_, SourceProgress> {
+    fn progress(&self, partition: usize) -> MutexGuard<'_, SourceProgress> {
         self.sources[partition].lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -139,19 +139,13 @@ impl AttemptCheckpoints {
     fn stand_in_for_unstarted(&self, out: &AttemptOut) {
         let id = self.requested.load(Ordering::Acquire);
         for partition in 0..self.sources.len() {
-            let mut progress = self.progress(partition);
+            let progress = self.progress(partition);
             if progress.owned && !progress.started && !progress.exhausted && id > progress.acked {
                 let mut out = out.for_source(partition);
                 out.reroute(progress.acked);
-                progress.acked = id;
-                let offset = progress.offset;
                 // Unbounded queues: this never blocks. An error means the attempt is ending.
                 let _ = out.barrier(id);
-                let stays = !self.leaves_at(partition, id);
-                progress.owned = stays;
-                drop(progress);
-                self.source_reached(id, partition, offset, false);
-                self.handed_over_unless(stays, partition);
+                self.acknowledge(progress, id, partition, false);
             }
         }
     }
@@ -172,16 +166,9 @@ impl AttemptCheckpoints {
         out.reroute(progress.acked);
         let id = self.requested.load(Ordering::Acquire);
         if id > progress.acked {
-            progress.acked = id;
-            let offset = progress.offset;
             out.barrier(id)?;
             out.reroute(id);
-            let stays = !self.leaves_at(partition, id);
-            progress.owned = stays;
-            drop(progress);
-            self.source_reached(id, partition, offset, false);
-            self.handed_over_unless(stays, partition);
-            return Ok(stays);
+            return Ok(self.acknowledge(progress, id, partition, false));
         }
         Ok(true)
     }
@@ -201,12 +188,7 @@ impl AttemptCheckpoints {
         if id <= progress.acked {
             return Ok(true);
         }
-        progress.acked = id;
-        let stays = !self.leaves_at(partition, id);
-        progress.owned = stays;
-        drop(progress);
-        self.source_reached(id, partition, offset, false);
-        self.handed_over_unless(stays, partition);
+        let stays = self.acknowledge(progress, id, partition, false);
         out.barrier(id)?;
         out.reroute(id);
         Ok(stays)
@@ -220,12 +202,7 @@ impl AttemptCheckpoints {
         progress.offset = end;
         let requested = self.requested.load(Ordering::Acquire);
         if requested > progress.acked {
-            progress.acked = requested;
-            let stays = !self.leaves_at(partition, requested);
-            progress.owned = stays;
-            drop(progress);
-            self.source_reached(requested, partition, end, true);
-            self.handed_over_unless(stays, partition);
+            self.acknowledge(progress, requested, partition, true);
         }
     }
 
@@ -242,18 +219,12 @@ impl AttemptCheckpoints {
     fn serve_requested(&self, controls: &[SourceControl]) {
         let id = self.requested.load(Ordering::Acquire);
         for (partition, control) in controls.iter().enumerate().take(self.sources.len()) {
-            let mut progress = self.progress(partition);
+            let progress = self.progress(partition);
             if !progress.owned || id <= progress.acked {
                 continue;
             }
             if progress.exhausted {
-                progress.acked = id;
-                let stays = !self.leaves_at(partition, id);
-                progress.owned = stays;
-                let offset = progress.offset;
-                drop(progress);
-                self.source_reached(id, partition, offset, true);
-                self.handed_over_unless(stays, partition);
+                self.acknowledge(progress, id, partition, true);
             } else if progress.started {
                 control.pause.store(true, Ordering::Release);
             }
@@ -287,19 +258,30 @@ impl AttemptCheckpoints {
         self.serve_requested(controls);
     }
 
-    /// The source half of partition `partition`'s acknowledgement of `id`, with the records the
-    /// source has read (it is stopped at the barrier, so the count is exact).
-    fn source_reached(&self, id: u64, partition: usize, offset: u64, exhausted: bool) {
-        let records = self.controls[partition].records_in.load(Ordering::Relaxed);
+    /// Partition `partition`'s source has answered checkpoint `id` at its recorded offset
+    /// (`exhausted`: with its end): marks it acknowledged, releases its progress, and sends the
+    /// source half of the acknowledgement with the records read (the source is stopped, so the
+    /// count is exact). If the partition leaves this worker at `id`, the source is no longer
+    /// this worker's and its count goes with it to the new owner. Whether it stays.
+    fn acknowledge(
+        &self,
+        mut progress: MutexGuard<'_, SourceProgress>,
+        id: u64,
+        partition: usize,
+        exhausted: bool,
+    ) -> bool {
+        progress.acked = id;
+        let stays = !self.leaves_at(partition, id);
+        progress.owned = stays;
+        let offset = progress.offset;
+        drop(progress);
+        let control = &self.controls[partition];
+        let records = control.records_in.load(Ordering::Relaxed);
         self.complete(id, partition, |h| h.source = Some((offset, exhausted, records)));
-    }
-
-    /// The source left this worker (unless `stays`): its count goes with it to the new owner,
-    /// so this worker's progress stops including it.
-    fn handed_over_unless(&self, stays: bool, partition: usize) {
         if !stays {
-            self.controls[partition].records_in.store(0, Ordering::Relaxed);
+            control.records_in.store(0, Ordering::Relaxed);
         }
+        stays
     }
 
     /// The receiver half of partition `partition`'s acknowledgement of `id`.

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,50 @@ pub fn swd() -> Command {
         .stderr(Stdio::null())
         .env("RUST_LOG", "warn");
     command
+}
+
+/// Starts `swd coordinator --bind 127.0.0.1:0` with the flags `configure` adds, and reads the
+/// address it prints.
+pub fn start_coordinator(configure: impl FnOnce(&mut Command)) -> (Killed, SocketAddr) {
+    let mut command = swd();
+    command.args(["coordinator", "--bind", "127.0.0.1:0"]);
+    configure(&mut command);
+    let mut child = command.stdout(Stdio::piped()).spawn().expect("spawn coordinator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read address");
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on ")
+        .parse()
+        .expect("address");
+    (Killed(child), addr)
+}
+
+/// Starts `swd worker --id id` for the coordinator at `addr` (heartbeat every 100 ms) with
+/// `extra` flags.
+pub fn start_worker(addr: SocketAddr, id: &str, extra: &[&str]) -> Killed {
+    Killed(
+        swd()
+            .args(["worker", "--coordinator", &addr.to_string(), "--id", id])
+            .args(["--heartbeat-interval", "100ms"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn worker"),
+    )
+}
+
+/// Writes the jobs' input: 4 files of `lines` short lines each.
+pub fn write_input(dir: &Path, lines: usize) {
+    std::fs::create_dir_all(dir).expect("input dir");
+    for f in 0..4 {
+        let mut file = std::fs::File::create(dir.join(format!("part-{f}.txt"))).expect("input file");
+        for i in 0..lines {
+            writeln!(file, "file {f} line {i} with a few words").expect("write");
+        }
+    }
 }
 
 /// The `q` quantile of sorted values.

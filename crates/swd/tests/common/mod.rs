@@ -16,6 +16,36 @@ use serde_json::Value;
 /// Generous: CI machines are shared and slow; conditions are polled, so passing runs are fast.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Generates a wordcount-zipf corpus with the shared generator (`input/`, `expected.tsv`).
+pub fn corpus(dir: &Path, words: u64, files: u32) -> PathBuf {
+    let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/gen_corpus.py");
+    let out = dir.join("corpus");
+    let status = Command::new("python3")
+        .arg(&generator)
+        .args(["--out"])
+        .arg(&out)
+        .args(["--words", &words.to_string(), "--partitions", &files.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run gen_corpus.py");
+    assert!(status.success(), "gen_corpus.py failed");
+    out
+}
+
+/// A finished job's `records_in` and `records_out` are these.
+pub fn assert_job_counts(finished: &Value, records_in: u64, records_out: u64) {
+    assert_eq!(
+        finished["job"]["records_in"].as_u64(),
+        Some(records_in),
+        "{finished:#}"
+    );
+    assert_eq!(
+        finished["job"]["records_out"].as_u64(),
+        Some(records_out),
+        "{finished:#}"
+    );
+}
+
 pub fn swd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_swd"));
     command.stdin(Stdio::null());
