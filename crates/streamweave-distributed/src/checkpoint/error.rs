@@ -49,6 +49,15 @@ pub enum CheckpointError {
     /// `abort` was asked to delete a checkpoint that is already committed.
     #[error("checkpoint {0} is committed and cannot be aborted")]
     AlreadyCommitted(CheckpointId),
+    /// A manifest is intact but does not describe what a restore needs (a partition without an
+    /// entry, an entry whose file is not listed): written by another version or another job.
+    #[error("checkpoint {id}: inconsistent manifest: {reason}")]
+    Inconsistent {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// What is wrong.
+        reason: String,
+    },
     /// A manifest could not be encoded.
     #[error("checkpoint encoding: {0}")]
     Encoding(String),

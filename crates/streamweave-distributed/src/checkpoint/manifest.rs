@@ -29,14 +29,37 @@ impl StoredFile {
     }
 }
 
+/// Where one partition of a job stands in a checkpoint: its state file (also listed, with the
+/// same size and checksum, in [`Manifest::files`]) and where its source resumes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionEntry {
+    /// The partition.
+    pub partition: usize,
+    /// Its state file, as the worker that took the snapshot stored it.
+    pub state: StoredFile,
+    /// Where its source resumes.
+    pub source_offset: u64,
+    /// Whether its source had read all its input.
+    pub source_exhausted: bool,
+    /// The records its source had read, over the whole job.
+    pub source_records: u64,
+}
+
 /// What a committed checkpoint holds. Stored as JSON inside the same checksummed framing as the
 /// data files.
 ///
 /// ```
-/// use streamweave_distributed::checkpoint::{CheckpointId, Manifest, StoredFile};
-/// let mut m = Manifest::new(CheckpointId(7), "wordcount", 1, 1_700_000_000_000, 4);
-/// m.files.push(StoredFile::of("state-p0000", b"abc"));
-/// assert_eq!(m.file("state-p0000").unwrap().size, 3);
+/// use streamweave_distributed::checkpoint::{CheckpointId, Manifest, PartitionEntry, StoredFile};
+/// let mut m = Manifest::new(CheckpointId(7), "wordcount", 1, 1_700_000_000_000, 1);
+/// m.add_partition(PartitionEntry {
+///     partition: 0,
+///     state: StoredFile::of("state-p00000", b"abc"),
+///     source_offset: 42,
+///     source_exhausted: false,
+///     source_records: 3,
+/// });
+/// assert_eq!(m.file("state-p00000").unwrap().size, 3);
+/// assert_eq!(m.partition_entries().unwrap()[0].source_offset, 42);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -52,7 +75,10 @@ pub struct Manifest {
     pub files: Vec<StoredFile>,
     /// The job's number of partitions.
     pub partitions: usize,
-    /// Anything else the job wants to record (source positions, sink epochs, ...).
+    /// Where each partition stands, for a job's checkpoint (see [`Manifest::partition_entries`]).
+    #[serde(default)]
+    pub entries: Vec<PartitionEntry>,
+    /// Anything else the job wants to record (sink epochs, ...).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
 }
@@ -73,8 +99,49 @@ impl Manifest {
             created_ms,
             files: Vec::new(),
             partitions,
+            entries: Vec::new(),
             extra: BTreeMap::new(),
         }
+    }
+
+    /// Records where `entry.partition` stands, and lists its state file.
+    pub fn add_partition(&mut self, entry: PartitionEntry) {
+        self.files.push(entry.state.clone());
+        self.entries.push(entry);
+    }
+
+    /// Every partition's entry, by partition, after checking that each of the `partitions`
+    /// partitions has exactly one and that its state file is listed with the same size and
+    /// checksum. A restore uses these, never a default: [`CheckpointError::Inconsistent`]
+    /// otherwise.
+    pub fn partition_entries(&self) -> Result<Vec<&PartitionEntry>, CheckpointError> {
+        let inconsistent = |reason: String| CheckpointError::Inconsistent { id: self.id, reason };
+        let mut by_partition: Vec<Option<&PartitionEntry>> = vec![None; self.partitions];
+        for entry in &self.entries {
+            let slot = by_partition.get_mut(entry.partition).ok_or_else(|| {
+                inconsistent(format!(
+                    "an entry for partition {} of a job of {} partitions",
+                    entry.partition, self.partitions
+                ))
+            })?;
+            if slot.replace(entry).is_some() {
+                return Err(inconsistent(format!(
+                    "partition {} has two entries",
+                    entry.partition
+                )));
+            }
+            if self.file(&entry.state.name) != Some(&entry.state) {
+                return Err(inconsistent(format!(
+                    "partition {}'s state file {} is not listed with its size and checksum",
+                    entry.partition, entry.state.name
+                )));
+            }
+        }
+        by_partition
+            .into_iter()
+            .enumerate()
+            .map(|(p, entry)| entry.ok_or_else(|| inconsistent(format!("no entry for partition {p}"))))
+            .collect()
     }
 
     /// The data file called `name`, if listed.

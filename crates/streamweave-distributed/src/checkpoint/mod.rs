@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::CheckpointError;
 pub use local::LocalDirStore;
-pub use manifest::{Manifest, StoredFile};
+pub use manifest::{Manifest, PartitionEntry, StoredFile};
 pub use memory::MemoryStore;
 pub use restore::{restore_latest, scan_latest, Recovery, Skipped};
 pub use store::{CheckpointStore, Listed};

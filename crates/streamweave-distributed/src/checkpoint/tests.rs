@@ -350,3 +350,43 @@ fn stores_are_usable_as_trait_objects() {
         assert_eq!(restore_latest(store.as_ref()).unwrap(), Some(m));
     }
 }
+
+#[test]
+fn partition_entries_are_checked_against_the_partitions_and_the_listed_files() {
+    use super::{PartitionEntry, StoredFile};
+    let entry = |p: usize| PartitionEntry {
+        partition: p,
+        state: StoredFile::of(&format!("state-p{p:05}"), b"s"),
+        source_offset: p as u64,
+        source_exhausted: false,
+        source_records: 1,
+    };
+    let mut m = Manifest::new(CheckpointId(2), "wordcount", 1, 0, 2);
+    m.add_partition(entry(1));
+    m.add_partition(entry(0));
+    let entries = m.partition_entries().unwrap();
+    assert_eq!(entries.iter().map(|e| e.partition).collect::<Vec<_>>(), [0, 1]);
+
+    let reason = |m: &Manifest| match m.partition_entries() {
+        Err(CheckpointError::Inconsistent { id, reason }) => {
+            assert_eq!(id, CheckpointId(2));
+            reason
+        }
+        other => panic!("not inconsistent: {other:?}"),
+    };
+    let mut twice = m.clone();
+    twice.entries.push(entry(0));
+    assert!(reason(&twice).contains("two entries"));
+    let mut beyond = m.clone();
+    beyond.add_partition(entry(2));
+    assert!(reason(&beyond).contains("partition 2 of a job of 2"));
+    let mut unlisted = m.clone();
+    unlisted.files[0].crc32 ^= 1;
+    assert!(reason(&unlisted).contains("not listed"));
+    let mut missing = m.clone();
+    missing.entries.pop();
+    assert!(reason(&missing).contains("no entry for partition 0"));
+    // Written and read back, the entries survive.
+    let decoded = Manifest::decode(CheckpointId(2), m.encode().unwrap()).unwrap();
+    assert_eq!(decoded.entries, m.entries);
+}

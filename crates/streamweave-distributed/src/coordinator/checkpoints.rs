@@ -80,6 +80,10 @@ pub struct PartitionSnapshot {
     pub state_file: String,
     /// The state's size in bytes.
     pub state_bytes: u64,
+    /// The crc32 of the state's bytes, as the worker stored them (the manifest records it, so
+    /// the coordinator never reads the file).
+    #[serde(default)]
+    pub state_crc32: u32,
     /// The offset the partition's source had reached at the barrier, if it has a source.
     pub source_offset: Option<u64>,
     /// Whether the partition's source had read all its input by the barrier.
@@ -315,6 +319,24 @@ impl CheckpointCoordinator {
         };
         self.completed.insert(id, done);
         vec![action]
+    }
+
+    /// The store could not commit `id`: it will never be committed (a newer one may be).
+    pub fn write_failed(&mut self, id: CheckpointId) {
+        self.completed.remove(&id);
+    }
+
+    /// Whether a completed checkpoint waits for its manifest (the shell writes it off the
+    /// engine): a new attempt must not start before the outcome is known, since it restores
+    /// the newest committed checkpoint.
+    pub fn awaiting_manifest(&self) -> bool {
+        !self.completed.is_empty()
+    }
+
+    /// Ids up to `id` are taken (found in the store at start-up, committed or not): new
+    /// checkpoints are numbered above it.
+    pub fn ids_above(&mut self, id: CheckpointId) {
+        self.next_id = self.next_id.max(id.next());
     }
 
     /// The store durably committed `id` (its manifest is written): tell the sinks, and say which

@@ -39,6 +39,7 @@ fn snap(id: CheckpointId, partition: PartitionId, bytes: u64) -> PartitionSnapsh
     PartitionSnapshot {
         state_file: format!("chk-{id}/p{partition}.state"),
         state_bytes: bytes,
+        state_crc32: 0,
         source_offset: Some(id.0 * 1000 + partition as u64),
         source_exhausted: false,
         source_records: 0,

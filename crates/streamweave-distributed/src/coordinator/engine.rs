@@ -81,12 +81,12 @@ pub enum Input {
         /// The report.
         report: JobReport,
     },
-    /// The shell wrote checkpoint `id`'s manifest (`ok`), or could not.
+    /// The shell wrote checkpoint `id`'s manifest, or could not (why).
     CheckpointWritten {
         /// The checkpoint.
         id: u64,
-        /// Whether the manifest is durable.
-        ok: bool,
+        /// `Ok` once the manifest is durable.
+        result: Result<(), String>,
     },
     /// Time passed: check for failed workers.
     Tick,
@@ -161,8 +161,10 @@ pub enum Action {
     },
     /// Record an event (log and event file).
     Event(ClusterEvent),
-    /// Write checkpoint `id`'s manifest (its files are in the store already), keep the newest
-    /// `retain` checkpoints, and report back with [`Input::CheckpointWritten`].
+    /// Write checkpoint `id`'s manifest (its files are in the store already, described by the
+    /// snapshots), keep the newest `retain` checkpoints, and report back with
+    /// [`Input::CheckpointWritten`]. Off the engine's thread, in order: a later checkpoint's
+    /// manifest is never written before an earlier one's.
     WriteCheckpoint {
         /// The checkpoint.
         id: u64,
@@ -355,6 +357,11 @@ impl Engine {
         self.job.as_ref().map(|j| j.spec().name.clone())
     }
 
+    /// The number of partitions.
+    pub fn num_partitions(&self) -> usize {
+        self.config.num_partitions
+    }
+
     /// The current generation.
     pub fn generation(&self) -> Generation {
         self.generation
@@ -381,7 +388,7 @@ impl Engine {
                 }
             }
             Input::Job { conn, report } => self.on_job_report(conn, report, now),
-            Input::CheckpointWritten { id, ok } => self.on_checkpoint_written(id, ok),
+            Input::CheckpointWritten { id, result } => self.on_checkpoint_written(id, result),
             Input::Ack {
                 conn,
                 generation,
@@ -1005,3 +1012,7 @@ mod tests;
 #[cfg(test)]
 #[path = "engine_moves_tests.rs"]
 mod moves_tests;
+
+#[cfg(test)]
+#[path = "engine_restart_tests.rs"]
+mod restart_tests;

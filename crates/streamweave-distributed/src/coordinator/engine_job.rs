@@ -123,14 +123,18 @@ impl Engine {
     }
 
     /// The shell wrote (or failed to write) a checkpoint's manifest.
-    pub(super) fn on_checkpoint_written(&mut self, id: u64, ok: bool) {
-        if !ok {
+    pub(super) fn on_checkpoint_written(&mut self, id: u64, result: Result<(), String>) {
+        if let Err(error) = result {
             tracing::warn!(
                 checkpoint = id,
+                %error,
                 "checkpoint not written; the next one will be tried"
             );
+            if let Some(c) = self.checkpoints.as_mut() {
+                c.write_failed(CheckpointId(id));
+            }
             if self.move_waits_for(id) {
-                self.move_failed(format!("checkpoint {id} could not be written"));
+                self.move_failed(format!("checkpoint {id} could not be written: {error}"));
             }
             return;
         }
@@ -194,7 +198,10 @@ impl Engine {
         };
         // min_workers only holds back the first attempt: after a failure the survivors go on.
         let first = self.job.as_ref().is_some_and(|j| j.state() == JobState::Waiting);
-        let stable = self.stable() && (!first || self.workers.len() >= self.config.min_workers);
+        // A manifest being written may become the checkpoint the next attempt restores: wait
+        // for its outcome (the attempt would otherwise rewind past output it made final).
+        let writing = self.checkpoints.as_ref().is_some_and(|c| c.awaiting_manifest());
+        let stable = self.stable() && !writing && (!first || self.workers.len() >= self.config.min_workers);
         let generation = self.generation;
         let Some(job) = self.job.as_mut() else { return };
         let step = job.on_cluster(generation, stable, now);
@@ -307,29 +314,36 @@ impl Engine {
     }
 
     /// Seeds recovery with a committed checkpoint found in the store at start-up (a restarted
-    /// coordinator): the job's first attempt resumes from it. `partitions[p]` is partition
-    /// `p`'s state file and source offset.
-    pub fn resume_from_checkpoint(&mut self, id: u64, partitions: Vec<(String, u64, u64)>) {
-        let Some(checkpoints) = self.checkpoints.as_mut() else {
-            return;
-        };
-        let snapshots = partitions
-            .into_iter()
-            .enumerate()
-            .map(|(p, (state_file, source_offset, source_records))| {
-                (
-                    p,
-                    PartitionSnapshot {
-                        state_file,
-                        state_bytes: 0,
-                        source_offset: Some(source_offset),
-                        source_exhausted: false,
-                        source_records,
-                    },
-                )
-            })
-            .collect();
-        checkpoints.recovered(CheckpointId(id), snapshots);
+    /// coordinator): the job's first attempt resumes from it. `snapshots` has every
+    /// partition's entry of its manifest.
+    pub fn resume_from_checkpoint(
+        &mut self,
+        id: u64,
+        snapshots: std::collections::BTreeMap<crate::types::PartitionId, PartitionSnapshot>,
+    ) {
+        if let Some(checkpoints) = self.checkpoints.as_mut() {
+            checkpoints.recovered(CheckpointId(id), snapshots);
+        }
+    }
+
+    /// Checkpoint ids up to `id` were used by an earlier coordinator on this data directory
+    /// (committed or not): new checkpoints are numbered above them, so no worker or sink ever
+    /// mistakes an old checkpoint's files for a new one's.
+    pub fn checkpoint_ids_above(&mut self, id: u64) {
+        if let Some(checkpoints) = self.checkpoints.as_mut() {
+            checkpoints.ids_above(CheckpointId(id));
+        }
+    }
+
+    /// This coordinator is the `epoch`-th to start on its data directory (0: the first, or no
+    /// data directory): its attempts are numbered above every attempt of the earlier ones
+    /// (see [`ATTEMPTS_PER_EPOCH`](crate::coordinator::job_control::ATTEMPTS_PER_EPOCH)), so
+    /// the workers, still running an attempt of a coordinator that died, replace it with this
+    /// one's instead of taking the new start for the attempt they run.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        if let Some(job) = self.job.as_mut() {
+            job.number_attempts_from_epoch(epoch);
+        }
     }
 
     /// Takes a checkpoint of the running job now; returns its id (or the one already in flight).

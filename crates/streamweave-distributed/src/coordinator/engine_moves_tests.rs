@@ -99,6 +99,7 @@ impl World {
                             snapshot: PartitionSnapshot {
                                 state_file: format!("state-p{p:05}"),
                                 state_bytes: 10,
+                                state_crc32: 0,
                                 source_offset: Some(*id * 100 + p as u64),
                                 source_exhausted: p == 0,
                                 source_records: 7,
@@ -107,7 +108,10 @@ impl World {
                     })
                 })
                 .collect(),
-            Action::WriteCheckpoint { id, .. } => vec![Input::CheckpointWritten { id: *id, ok: true }],
+            Action::WriteCheckpoint { id, .. } => vec![Input::CheckpointWritten {
+                id: *id,
+                result: Ok(()),
+            }],
             _ => Vec::new(),
         }
     }

@@ -31,6 +31,15 @@ pub enum CoordinatorError {
         /// The error.
         source: std::io::Error,
     },
+    /// The job cannot resume from the checkpoints in its data directory (a manifest that does
+    /// not describe every partition, or a store that cannot be read).
+    #[error("cannot restore the job from the checkpoints in {dir}: {source}")]
+    Restore {
+        /// The checkpoint store's directory.
+        dir: PathBuf,
+        /// Why.
+        source: crate::checkpoint::CheckpointError,
+    },
     /// The configuration cannot work.
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),

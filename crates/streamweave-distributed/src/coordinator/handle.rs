@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::disk::DiskWriter;
 use super::engine::{Action, Engine};
-use super::event_log::EventLog;
 use super::server::{accept_loop, Actor, Command, Shared};
 use super::{CoordinatorConfig, CoordinatorError};
 use crate::network::describe_io_error;
@@ -216,40 +216,6 @@ fn error_kind(e: &CoordinatorError) -> ErrorKind {
     }
 }
 
-/// A restarted coordinator resumes its job from the newest intact checkpoint in its data
-/// directory (a damaged newest one is skipped with a warning and the previous one is used).
-fn resume_from_store(
-    engine: &mut Engine,
-    store: &crate::checkpoint::LocalDirStore,
-    job: &str,
-    partitions: usize,
-) {
-    let manifest = match crate::checkpoint::restore_latest(store) {
-        Ok(Some(manifest)) => manifest,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the checkpoint store; the job starts from the beginning");
-            return;
-        }
-    };
-    if manifest.job != job || manifest.partitions != partitions {
-        tracing::warn!(checkpoint = %manifest.id, job = %manifest.job, "the stored checkpoint is of another job; ignored");
-        return;
-    }
-    let restore = (0..partitions)
-        .map(|p| {
-            let number = |key: String| manifest.extra.get(&key).and_then(|o| o.parse().ok()).unwrap_or(0);
-            (
-                format!("state-p{p:05}"),
-                number(format!("offset-p{p:05}")),
-                number(format!("records-p{p:05}")),
-            )
-        })
-        .collect();
-    tracing::info!(checkpoint = %manifest.id, "resuming the job from the last completed checkpoint");
-    engine.resume_from_checkpoint(manifest.id.0, restore);
-}
-
 struct Running {
     handle: CoordinatorHandle,
     local_addr: SocketAddr,
@@ -313,35 +279,25 @@ impl CoordinatorImpl {
         let local_addr = listener
             .local_addr()
             .map_err(|e| CoordinatorError::Communication(format!("cannot read the bound address: {e}")))?;
-        let events = match &self.config.data_dir {
-            Some(dir) => {
-                let data_dir_error = |source| CoordinatorError::DataDir {
-                    path: dir.clone(),
-                    source,
-                };
-                std::fs::create_dir_all(dir).map_err(data_dir_error)?;
-                Some(EventLog::open(dir).map_err(data_dir_error)?)
-            }
-            None => None,
-        };
         let (commands, inbox) = mpsc::channel(1024);
         let shutdown = CancellationToken::new();
-        let store =
-            match self.config.checkpoint_dir() {
-                Some(dir) => Some(crate::checkpoint::LocalDirStore::new(&dir).map_err(|e| {
-                    CoordinatorError::DataDir {
-                        path: dir.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    }
-                })?),
-                None => None,
-            };
+        // The data directory is read (and the epoch bumped) on a blocking thread, once, before
+        // the actor runs: the actor itself never touches the disk.
+        let config = self.config.clone();
+        let mut prepared = tokio::task::spawn_blocking(move || super::startup::prepare(&config))
+            .await
+            .map_err(|e| CoordinatorError::Communication(format!("reading the data directory: {e}")))??;
         let mut engine = Engine::new(self.config.clone());
-        if let (Some(store), Some(job)) = (&store, &self.config.job) {
-            resume_from_store(&mut engine, store, &job.name, self.config.num_partitions);
-        }
-        let mut actor = Actor::new(engine, events, self.config.health_check_interval);
-        actor.store = store;
+        prepared.apply(&mut engine);
+        let disk = match self.config.data_dir {
+            Some(_) => Some(
+                DiskWriter::start(prepared.events.take(), prepared.store.take(), commands.clone()).map_err(
+                    |e| CoordinatorError::Communication(format!("cannot start the disk writer: {e}")),
+                )?,
+            ),
+            None => None,
+        };
+        let actor = Actor::new(engine, disk, self.config.health_check_interval);
         let actor = tokio::spawn(actor.run(inbox, shutdown.clone()));
         let tracker = TaskTracker::new();
         let shared = Shared::new(

@@ -20,6 +20,12 @@ use crate::dataflow::JobSpec;
 use crate::protocol::{JobProgress, JobState, JobStatus};
 use crate::types::{Generation, PartitionId, WorkerId};
 
+/// Attempt ids a coordinator may use: the `e`-th coordinator to start on a data directory
+/// numbers its attempts `e * ATTEMPTS_PER_EPOCH + 1, + 2, ...` (the first, `e = 0`: `1, 2, ...`),
+/// so an attempt id never repeats across coordinator restarts while ids stay readable
+/// (`3000000002`: the second attempt of the fourth coordinator).
+pub const ATTEMPTS_PER_EPOCH: u64 = 1_000_000_000;
+
 /// What the engine must do for the job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobStep {
@@ -57,6 +63,8 @@ pub struct JobControl {
     committed: std::collections::BTreeSet<PartitionId>,
     /// The checkpoint the running attempt restored.
     restored: Option<u64>,
+    /// Attempt ids of earlier coordinators on the same data directory are at most this.
+    attempt_floor: u64,
     /// When the running attempt was aborted, until the next one starts.
     aborted_at: Option<Instant>,
     /// From the last abort to the start of the attempt after it.
@@ -97,7 +105,14 @@ impl JobControl {
             final_commit: false,
             committed: std::collections::BTreeSet::new(),
             restored: None,
+            attempt_floor: 0,
         }
+    }
+
+    /// This coordinator is the `epoch`-th on its data directory: its attempts are numbered
+    /// above `epoch * ATTEMPTS_PER_EPOCH`, which no earlier coordinator reached.
+    pub fn number_attempts_from_epoch(&mut self, epoch: u64) {
+        self.attempt_floor = epoch.saturating_mul(ATTEMPTS_PER_EPOCH);
     }
 
     /// With `on`, the job finishes only once every partition's final output is committed
@@ -168,7 +183,7 @@ impl JobControl {
                 if stable
                     && (self.not_before.is_none_or(|t| now >= t) || self.generation != Some(generation)) =>
             {
-                self.attempt += 1;
+                self.attempt = self.attempt.max(self.attempt_floor) + 1;
                 self.generation = Some(generation);
                 self.state = JobState::Running;
                 self.done.clear();

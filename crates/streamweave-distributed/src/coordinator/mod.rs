@@ -6,7 +6,9 @@
 //!   worker conn ------------------------------- +--> actor task --> Engine (engine.rs, pure)
 //!   client conn --Status/Assign/Rebalance-------+        |            uses assignment.rs
 //!   CoordinatorImpl (handle.rs) --calls---------+        v
-//!                                          outboxes per connection, event log (event_log.rs)
+//!                                          outboxes per connection
+//!                                          disk writer thread (disk.rs): event log, checkpoint
+//!                                          commits --> back to the actor as inputs
 //! ```
 //!
 //! Every decision is made by [`engine::Engine`], a synchronous state machine tested without
@@ -16,12 +18,15 @@
 pub mod assignment;
 pub mod checkpoints;
 mod config;
+mod disk;
 pub mod engine;
+mod epoch;
 mod error;
 mod event_log;
 mod handle;
 pub mod job_control;
 mod server;
+mod startup;
 
 pub use config::{CoordinatorConfig, RebalanceStrategy, RecoveryStrategy};
 pub use error::CoordinatorError;

@@ -24,18 +24,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::checkpoints::PartitionSnapshot;
+use super::disk::{manifest_of, DiskJob, DiskWriter};
 use super::engine::{Action, ConnId, Engine, Input, JobReport};
-use super::event_log::EventLog;
-use crate::checkpoint::{CheckpointId, CheckpointStore, LocalDirStore, Manifest, StoredFile};
 use crate::network::Connection;
 use crate::protocol::{
     accept_handshake, ClientRequest, ClientResponse, CoordinatorMessage, Role, WorkerMessage,
 };
-use crate::types::PartitionId;
 
 /// How long a new connection may take to introduce itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,24 +80,23 @@ impl Shared {
     }
 }
 
-/// The actor: the only owner of the engine.
+/// The actor: the only owner of the engine. It does no file I/O: the event log and checkpoint
+/// commits go to the disk writer (`disk.rs`), whose results come back as inputs.
 pub(crate) struct Actor {
     pub(crate) engine: Engine,
-    /// Where checkpoints are committed, when they are on.
-    pub(crate) store: Option<LocalDirStore>,
-    pub(crate) events: Option<EventLog>,
+    /// The disk writer, with a data directory.
+    disk: Option<DiskWriter>,
     pub(crate) health_check_interval: Duration,
     outboxes: HashMap<ConnId, mpsc::Sender<CoordinatorMessage>>,
 }
 
 impl Actor {
-    pub(crate) fn new(engine: Engine, events: Option<EventLog>, health_check_interval: Duration) -> Self {
+    pub(crate) fn new(engine: Engine, disk: Option<DiskWriter>, health_check_interval: Duration) -> Self {
         Actor {
             engine,
-            events,
+            disk,
             health_check_interval,
             outboxes: HashMap::new(),
-            store: None,
         }
     }
 
@@ -116,29 +112,51 @@ impl Actor {
                     break;
                 }
                 _ = tick.tick() => {
+                    // What is queued happened before this tick: a heartbeat waiting behind a
+                    // burst of messages must count before the failure check. Only what is queued
+                    // now, so a steady stream of messages cannot starve the check.
+                    for _ in 0..commands.len() {
+                        let Ok(command) = commands.try_recv() else { break };
+                        self.handle(command);
+                    }
                     let actions = self.engine.handle(Input::Tick, Instant::now());
                     self.execute(actions);
                 }
                 command = commands.recv() => {
                     let Some(command) = command else { break };
-                    let now = Instant::now();
-                    let actions = match command {
-                        Command::Connected { conn, request, outbox } => {
-                            self.outboxes.insert(conn, outbox);
-                            self.engine.handle(Input::Register { conn, request }, now)
-                        }
-                        Command::Input(input) => {
-                            if let Input::Disconnected { conn } = input {
-                                self.outboxes.remove(&conn);
-                            }
-                            self.engine.handle(input, now)
-                        }
-                        Command::Call(call) => call(&mut self.engine, now),
-                    };
-                    self.execute(actions);
+                    self.handle(command);
                 }
             }
         }
+        // Nothing more is taken: the disk writer's last results have nowhere to go, and it
+        // ends once the queued events are appended.
+        drop(commands);
+        if let Some(disk) = self.disk.take() {
+            let thread = disk.close();
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = Instant::now();
+        let actions = match command {
+            Command::Connected {
+                conn,
+                request,
+                outbox,
+            } => {
+                self.outboxes.insert(conn, outbox);
+                self.engine.handle(Input::Register { conn, request }, now)
+            }
+            Command::Input(input) => {
+                if let Input::Disconnected { conn } = input {
+                    self.outboxes.remove(&conn);
+                }
+                self.engine.handle(input, now)
+            }
+            Command::Call(call) => call(&mut self.engine, now),
+        };
+        self.execute(actions);
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
@@ -164,71 +182,34 @@ impl Actor {
                     snapshots,
                     retain,
                 } => {
-                    let ok = self.write_checkpoint(id, attempt, &snapshots, retain);
-                    let actions = self
-                        .engine
-                        .handle(Input::CheckpointWritten { id, ok }, Instant::now());
-                    self.execute(actions);
+                    let job = self.engine.job_name().unwrap_or_default();
+                    let created_ms = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    let partitions = self.engine.num_partitions();
+                    let manifest = manifest_of(id, job, attempt, created_ms, partitions, &snapshots);
+                    let job = DiskJob::Commit {
+                        manifest: Box::new(manifest),
+                        retain,
+                    };
+                    if !self.disk.as_ref().is_some_and(|d| d.submit(job)) {
+                        let result = Err("no data directory to commit checkpoints to".to_string());
+                        let actions = self
+                            .engine
+                            .handle(Input::CheckpointWritten { id, result }, Instant::now());
+                        self.execute(actions);
+                    }
                 }
                 Action::Event(event) => {
                     let text = serde_json::to_string(&event).unwrap_or_else(|_| format!("{event:?}"));
-                    tracing::info!(generation = %self.engine.generation(), event = %text, "cluster event");
-                    if let Some(log) = &mut self.events {
-                        log.append(self.engine.generation(), &event);
+                    let generation = self.engine.generation();
+                    tracing::info!(%generation, event = %text, "cluster event");
+                    if let Some(disk) = &self.disk {
+                        disk.submit(DiskJob::Event { generation, event });
                     }
                 }
             }
         }
-    }
-}
-
-impl Actor {
-    /// Commits checkpoint `id`: its partitions' state files are in the store already (the
-    /// workers wrote them); the manifest written last lists them with their checksums and
-    /// records where each source resumes.
-    fn write_checkpoint(
-        &mut self,
-        id: u64,
-        attempt: u64,
-        snapshots: &BTreeMap<PartitionId, PartitionSnapshot>,
-        retain: usize,
-    ) -> bool {
-        let Some(store) = &self.store else { return false };
-        let job = self.engine.job_name().unwrap_or_default();
-        let created_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let mut manifest = Manifest::new(CheckpointId(id), job, attempt, created_ms, snapshots.len());
-        for (partition, snapshot) in snapshots {
-            match store.get(CheckpointId(id), &snapshot.state_file) {
-                Ok(bytes) => manifest.files.push(StoredFile::of(&snapshot.state_file, &bytes)),
-                Err(e) => {
-                    tracing::warn!(checkpoint = id, partition, error = %e, "checkpoint state unreadable");
-                    return false;
-                }
-            }
-            manifest.extra.insert(
-                format!("offset-p{partition:05}"),
-                snapshot.source_offset.unwrap_or(0).to_string(),
-            );
-            manifest.extra.insert(
-                format!("records-p{partition:05}"),
-                snapshot.source_records.to_string(),
-            );
-        }
-        if let Err(e) = store.commit(&manifest) {
-            tracing::warn!(checkpoint = id, error = %e, "cannot commit the checkpoint");
-            return false;
-        }
-        if let Err(e) = store.retain(retain) {
-            tracing::warn!(error = %e, "cannot delete old checkpoints");
-        }
-        tracing::info!(
-            checkpoint = id,
-            files = manifest.files.len(),
-            "checkpoint committed"
-        );
-        true
     }
 }
 
@@ -338,8 +319,8 @@ async fn serve_worker(
                         vec![Input::Ack { conn, generation, running }]
                     }
                     Ok(Some(WorkerMessage::Leave)) => vec![Input::Leave { conn }],
-                    Ok(Some(WorkerMessage::CheckpointAck { attempt, id, partition, state_file, state_bytes, source_offset, source_exhausted, source_records })) => {
-                        let snapshot = PartitionSnapshot { state_file, state_bytes, source_offset: Some(source_offset), source_exhausted, source_records };
+                    Ok(Some(WorkerMessage::CheckpointAck { attempt, id, partition, state_file, state_bytes, state_crc32, source_offset, source_exhausted, source_records })) => {
+                        let snapshot = PartitionSnapshot { state_file, state_bytes, state_crc32, source_offset: Some(source_offset), source_exhausted, source_records };
                         vec![Input::Job { conn, report: JobReport::CheckpointAck { attempt, id, partition, snapshot } }]
                     }
                     Ok(Some(WorkerMessage::EpochsCommitted { attempt, upto, partitions })) => {

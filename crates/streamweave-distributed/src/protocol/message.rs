@@ -146,6 +146,9 @@ pub enum WorkerMessage {
         state_file: String,
         /// Its size.
         state_bytes: u64,
+        /// The crc32 of its bytes, as stored: the coordinator commits the checkpoint with it
+        /// without reading the file.
+        state_crc32: u32,
         /// Where the partition's source resumes.
         source_offset: u64,
         /// Whether the partition's source had read all its input at the barrier (it sent its

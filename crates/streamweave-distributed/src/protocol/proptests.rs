@@ -130,7 +130,7 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
             .prop_map(|(generation, running)| WorkerMessage::Ack { generation, running }),
         Just(WorkerMessage::Leave),
         (
-            (any::<u64>(), any::<u64>(), any::<usize>()),
+            (any::<u64>(), any::<u64>(), any::<usize>(), any::<u32>()),
             (
                 any::<String>(),
                 any::<u64>(),
@@ -141,7 +141,7 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
         )
             .prop_map(
                 |(
-                    (attempt, id, partition),
+                    (attempt, id, partition, state_crc32),
                     (state_file, state_bytes, source_offset, source_exhausted, source_records),
                 )| WorkerMessage::CheckpointAck {
                     attempt,
@@ -149,6 +149,7 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
                     partition,
                     state_file,
                     state_bytes,
+                    state_crc32,
                     source_offset,
                     source_exhausted,
                     source_records,

@@ -6,7 +6,7 @@
 //! TriggerCheckpoint{id} -> trigger(): pause running sources; exhausted ones ack their final
 //!                          offset; the barrier of a source still waiting for a slot goes out at once
 //! source task stops    -> barrier_reached(p): ack offset, barrier out, reroute; leaving at id: stop
-//! receiver aligned     -> state_saved(id, q, file, bytes)    > both for a partition -> CheckpointAck
+//! receiver aligned     -> state_saved(id, q, file + crc32)     > both for a partition -> CheckpointAck
 //! AdoptPartitions      -> adopt_source(p): this worker runs p's source from the checkpoint on
 //! ```
 
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 use super::exchange::AttemptOut;
-use crate::checkpoint::LocalDirStore;
+use crate::checkpoint::{LocalDirStore, StoredFile};
 use crate::dataflow::plan::SourceControl;
 use crate::protocol::WorkerMessage;
 
@@ -40,7 +40,7 @@ pub(crate) struct SourceProgress {
 struct Halves {
     /// Offset, exhausted, records read.
     source: Option<(u64, bool, u64)>,
-    state: Option<(String, u64)>,
+    state: Option<StoredFile>,
 }
 
 /// See the module documentation.
@@ -284,16 +284,17 @@ impl AttemptCheckpoints {
         stays
     }
 
-    /// The receiver half of partition `partition`'s acknowledgement of `id`.
-    pub(crate) fn state_saved(&self, id: u64, partition: usize, file: String, bytes: u64) {
-        self.complete(id, partition, |h| h.state = Some((file, bytes)));
+    /// The receiver half of partition `partition`'s acknowledgement of `id`: its state stored
+    /// as `file` (with its size and checksum, which go into the acknowledgement).
+    pub(crate) fn state_saved(&self, id: u64, partition: usize, file: StoredFile) {
+        self.complete(id, partition, |h| h.state = Some(file));
     }
 
     fn complete(&self, id: u64, partition: usize, fill: impl FnOnce(&mut Halves)) {
         let mut halves = self.halves.lock().unwrap_or_else(|e| e.into_inner());
         let entry = halves.entry((id, partition)).or_default();
         fill(entry);
-        if let (Some((source_offset, source_exhausted, source_records)), Some((state_file, state_bytes))) =
+        if let (Some((source_offset, source_exhausted, source_records)), Some(state)) =
             (entry.source, entry.state.clone())
         {
             halves.remove(&(id, partition));
@@ -303,8 +304,9 @@ impl AttemptCheckpoints {
                 attempt: self.attempt,
                 id,
                 partition,
-                state_file,
-                state_bytes,
+                state_file: state.name,
+                state_bytes: state.size,
+                state_crc32: state.crc32,
                 source_offset,
                 source_exhausted,
                 source_records,

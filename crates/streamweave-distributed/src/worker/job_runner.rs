@@ -101,7 +101,11 @@ impl JobRunner {
             .is_some_and(|t| t.checkpoints.is_some() && !t.cancel.is_cancelled())
     }
 
-    /// Starts an attempt (stopping an older one); a repeated start of the same attempt is ignored.
+    /// Starts an attempt (stopping an older one); a repeated start of the same attempt is ignored,
+    /// and so is the start of an older one (a message that crossed a newer start). Attempt ids
+    /// grow across coordinator restarts (the coordinator's epoch is folded into them), so the
+    /// first start from a restarted coordinator replaces the attempt its predecessor left
+    /// running here.
     pub(crate) fn start(
         &mut self,
         attempt: u64,
@@ -248,6 +252,9 @@ impl JobRunner {
             .collect();
         let reports = self.reports.clone();
         tokio::task::spawn_blocking(move || {
+            if upto == u64::MAX {
+                final_commit_test_delay();
+            }
             for &q in &partitions {
                 if let Err(e) = tasks.plan.commit_epochs(q, upto) {
                     report_failure(&reports, attempt, Some(q), &e);
@@ -282,6 +289,24 @@ impl JobRunner {
         }
         // Every inbox of the attempt, including those of partitions that moved here or away.
         self.plane.cancel_attempt(current.attempt);
+    }
+}
+
+/// Test-only, in debug builds: `SWD_TEST_FINAL_COMMIT_DELAY_MS=N` delays this worker process's
+/// first final commit (the sinks' `CommitEpochs{upto: MAX}`) by N ms, so that process tests can
+/// kill the coordinator between the last `PartitionDone` and the job's end
+/// (`crates/swd/tests/failover_coordinator.rs`); later ones (a restarted job's) are not delayed.
+/// Release builds ignore it.
+fn final_commit_test_delay() {
+    #[cfg(debug_assertions)]
+    {
+        static DELAYED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let ms = std::env::var("SWD_TEST_FINAL_COMMIT_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(ms) = ms.filter(|_| !DELAYED.swap(true, Ordering::Relaxed)) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
     }
 }
 

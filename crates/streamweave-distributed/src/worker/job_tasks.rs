@@ -570,7 +570,7 @@ impl ReceiverTask {
 fn store_snapshot(checkpoints: &super::checkpointing::AttemptCheckpoints, id: u64, q: usize, state: &[u8]) {
     let name = format!("state-p{q:05}");
     match checkpoints.store.put(CheckpointId(id), &name, state) {
-        Ok(_) => checkpoints.state_saved(id, q, name, state.len() as u64),
+        Ok(stored) => checkpoints.state_saved(id, q, stored),
         // No acknowledgement: the coordinator times the checkpoint out and takes the next.
         Err(e) => {
             tracing::warn!(checkpoint = id, partition = q, error = %e, "cannot store a snapshot")

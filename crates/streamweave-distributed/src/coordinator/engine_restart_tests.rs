@@ -1,0 +1,292 @@
+//! The engine across coordinator restarts and asynchronous checkpoint commits: attempt ids of a
+//! restarted coordinator are above its predecessor's, checkpoint ids continue above those in the
+//! store, and a new attempt waits for a manifest being written (it may be what it restores).
+
+use super::*;
+use crate::dataflow::JobSpec;
+
+const P: usize = 4;
+
+fn config() -> CoordinatorConfig {
+    CoordinatorConfig {
+        num_partitions: P,
+        heartbeat_timeout: Duration::from_secs(60),
+        job: Some(JobSpec::new("wordcount")),
+        checkpoint_interval: Some(Duration::from_millis(200)),
+        checkpoint_timeout: Duration::from_secs(10),
+        min_workers: 2,
+        // Never touched by the engine: it only names the store in the start messages.
+        data_dir: Some("/nonexistent/swd-test".into()),
+        ..CoordinatorConfig::default()
+    }
+}
+
+fn request(id: &str) -> RegisterRequest {
+    RegisterRequest {
+        worker_id: WorkerId::new(id),
+        incarnation: 1,
+        address: format!("{id}.local:9000"),
+        capacity: 100,
+        requested: Vec::new(),
+        jobs: vec!["wordcount".to_string()],
+    }
+}
+
+/// Feeds `input`, answering every assignment with its ack; returns every action.
+fn drive(e: &mut Engine, input: Input, now: Instant) -> Vec<Action> {
+    let mut log = Vec::new();
+    let mut queue = vec![input];
+    while let Some(input) = queue.pop() {
+        for action in e.handle(input, now) {
+            if let Action::Send {
+                conn,
+                message:
+                    CoordinatorMessage::Assignment {
+                        generation,
+                        partitions,
+                    },
+            } = &action
+            {
+                queue.push(Input::Ack {
+                    conn: *conn,
+                    generation: *generation,
+                    running: partitions.clone(),
+                });
+            }
+            log.push(action);
+        }
+    }
+    log
+}
+
+/// Two workers (connections 1 and 2) join; returns every action.
+fn two_workers(e: &mut Engine, now: Instant) -> Vec<Action> {
+    let mut log = drive(
+        e,
+        Input::Register {
+            conn: 1,
+            request: request("w1"),
+        },
+        now,
+    );
+    log.extend(drive(
+        e,
+        Input::Register {
+            conn: 2,
+            request: request("w2"),
+        },
+        now,
+    ));
+    log
+}
+
+/// The attempts started (ids and restored checkpoint) in `log`.
+fn starts(log: &[Action]) -> Vec<(u64, Option<u64>)> {
+    let mut seen = Vec::new();
+    for action in log {
+        if let Action::Send {
+            message: CoordinatorMessage::StartJob {
+                attempt, checkpoints, ..
+            },
+            ..
+        } = action
+        {
+            let restored = checkpoints
+                .as_ref()
+                .and_then(|c| c.restore.as_ref())
+                .map(|r| r.id);
+            if !seen.contains(&(*attempt, restored)) {
+                seen.push((*attempt, restored));
+            }
+        }
+    }
+    seen
+}
+
+fn snapshot(p: usize, id: u64) -> PartitionSnapshot {
+    PartitionSnapshot {
+        state_file: format!("state-p{p:05}"),
+        state_bytes: 3,
+        state_crc32: 7,
+        source_offset: Some(id * 10 + p as u64),
+        source_exhausted: false,
+        source_records: id,
+    }
+}
+
+/// Every partition acknowledges checkpoint `id` of `attempt`; returns the actions.
+fn ack_all(e: &mut Engine, attempt: u64, id: u64, now: Instant) -> Vec<Action> {
+    (0..P)
+        .flat_map(|p| {
+            let report = JobReport::CheckpointAck {
+                attempt,
+                id,
+                partition: p,
+                snapshot: snapshot(p, id),
+            };
+            drive(e, Input::Job { conn: 1, report }, now)
+        })
+        .collect()
+}
+
+fn triggered(log: &[Action]) -> Option<u64> {
+    log.iter().find_map(|a| match a {
+        Action::Send {
+            message: CoordinatorMessage::TriggerCheckpoint { id, .. },
+            ..
+        } => Some(*id),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_restarted_coordinator_numbers_attempts_above_its_predecessors_and_resumes_its_checkpoint() {
+    let t = Instant::now();
+    let mut first = Engine::new(config());
+    first.set_epoch(0);
+    assert_eq!(starts(&two_workers(&mut first, t)), [(1, None)]);
+
+    // The third coordinator on the data directory, which holds committed checkpoint 5 and
+    // files of an uncommitted checkpoint 6.
+    let mut third = Engine::new(config());
+    third.set_epoch(2);
+    third.checkpoint_ids_above(6);
+    third.resume_from_checkpoint(5, (0..P).map(|p| (p, snapshot(p, 5))).collect());
+    let log = two_workers(&mut third, t);
+    assert_eq!(
+        starts(&log),
+        [(
+            2 * crate::coordinator::job_control::ATTEMPTS_PER_EPOCH + 1,
+            Some(5)
+        )]
+    );
+    let restore = log.iter().find_map(|a| match a {
+        Action::Send {
+            message: CoordinatorMessage::StartJob { checkpoints, .. },
+            ..
+        } => checkpoints.as_ref()?.restore.clone(),
+        _ => None,
+    });
+    let restore = restore.expect("a restore point");
+    assert_eq!(restore.partitions[3], ("state-p00003".to_string(), 53));
+    assert_eq!(restore.source_records, [5; P]);
+    // The next checkpoint is numbered above everything in the store, not after 5.
+    let log = drive(&mut third, Input::Tick, t + Duration::from_millis(250));
+    assert_eq!(triggered(&log), Some(7));
+}
+
+#[test]
+fn a_new_attempt_waits_for_the_manifest_being_written_and_restores_it() {
+    let t = Instant::now();
+    let mut e = Engine::new(config());
+    assert_eq!(starts(&two_workers(&mut e, t)), [(1, None)]);
+    let t1 = t + Duration::from_millis(250);
+    assert_eq!(triggered(&drive(&mut e, Input::Tick, t1)), Some(1));
+    let log = ack_all(&mut e, 1, 1, t1);
+    let written: Vec<_> = log
+        .iter()
+        .filter_map(|a| match a {
+            Action::WriteCheckpoint { id, snapshots, .. } => Some((*id, snapshots[&2].state_crc32)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written, [(1, 7)], "the worker's checksum goes to the manifest");
+    // While the manifest is written, a task fails: the attempt stops, and the next one waits.
+    let report = JobReport::Failed {
+        attempt: 1,
+        error: "boom".to_string(),
+    };
+    let log = drive(&mut e, Input::Job { conn: 2, report }, t1);
+    assert!(log.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            message: CoordinatorMessage::StopJob { attempt: 1 },
+            ..
+        }
+    )));
+    let later = t1 + Duration::from_secs(5);
+    assert!(
+        starts(&drive(&mut e, Input::Tick, later)).is_empty(),
+        "no start before the outcome"
+    );
+    // The manifest is durable: the sinks of the stopped attempt are not told (it is gone), and
+    // the next attempt restores it.
+    let log = drive(
+        &mut e,
+        Input::CheckpointWritten {
+            id: 1,
+            result: Ok(()),
+        },
+        later,
+    );
+    assert_eq!(starts(&log), [(2, Some(1))]);
+    assert!(!log.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            message: CoordinatorMessage::CommitEpochs { attempt: 1, .. },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_failed_manifest_write_lets_the_next_attempt_start_from_the_previous_checkpoint() {
+    let t = Instant::now();
+    let mut e = Engine::new(config());
+    two_workers(&mut e, t);
+    let t1 = t + Duration::from_millis(250);
+    drive(&mut e, Input::Tick, t1);
+    ack_all(&mut e, 1, 1, t1);
+    let report = JobReport::Failed {
+        attempt: 1,
+        error: "boom".to_string(),
+    };
+    drive(&mut e, Input::Job { conn: 2, report }, t1);
+    let later = t1 + Duration::from_secs(5);
+    let log = drive(
+        &mut e,
+        Input::CheckpointWritten {
+            id: 1,
+            result: Err("disk full".to_string()),
+        },
+        later,
+    );
+    assert_eq!(starts(&log), [(2, None)], "nothing committed: from the beginning");
+}
+
+#[test]
+fn sinks_are_told_only_once_the_manifest_is_durable() {
+    let t = Instant::now();
+    let mut e = Engine::new(config());
+    two_workers(&mut e, t);
+    let t1 = t + Duration::from_millis(250);
+    drive(&mut e, Input::Tick, t1);
+    let commits = |log: &[Action]| {
+        log.iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Send {
+                        message: CoordinatorMessage::CommitEpochs { upto: 1, .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let log = ack_all(&mut e, 1, 1, t1);
+    assert_eq!(commits(&log), 0);
+    // The engine goes on meanwhile: the next checkpoint triggers and completes too.
+    let t2 = t1 + Duration::from_millis(250);
+    assert_eq!(triggered(&drive(&mut e, Input::Tick, t2)), Some(2));
+    ack_all(&mut e, 1, 2, t2);
+    let log = drive(
+        &mut e,
+        Input::CheckpointWritten {
+            id: 1,
+            result: Ok(()),
+        },
+        t2,
+    );
+    assert_eq!(commits(&log), 2, "each of the two workers told to commit epoch 1");
+}
