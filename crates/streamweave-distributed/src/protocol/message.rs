@@ -349,6 +349,50 @@ pub struct ClusterStatus {
     pub checkpoints: Option<CheckpointStatus>,
 }
 
+impl ClusterStatus {
+    /// Why partitions have no owner, when some have none: a job waits until every partition is
+    /// owned, so this is what a user needs to see while it waits.
+    ///
+    /// ```
+    /// use streamweave_distributed::protocol::ClusterStatus;
+    /// let status = ClusterStatus {
+    ///     cluster: "default".into(), generation: 1, partitions: 4, strategy: "gradual".into(),
+    ///     unassigned: vec![0, 1, 2, 3], moving: vec![], workers: vec![], job: None, checkpoints: None,
+    /// };
+    /// assert_eq!(status.unassigned_reason().as_deref(), Some("4 of 4 partitions unassigned: no worker has registered"));
+    /// ```
+    pub fn unassigned_reason(&self) -> Option<String> {
+        if self.unassigned.is_empty() {
+            return None;
+        }
+        let head = format!(
+            "{} of {} partitions unassigned",
+            self.unassigned.len(),
+            self.partitions
+        );
+        let placeable: Vec<&WorkerStatus> = self
+            .workers
+            .iter()
+            .filter(|w| w.state == crate::types::WorkerState::Active)
+            .collect();
+        if placeable.is_empty() {
+            return Some(format!("{head}: no worker has registered"));
+        }
+        let capacity: usize = placeable.iter().map(|w| w.capacity).sum();
+        if capacity < self.partitions {
+            return Some(format!(
+                "{head}: the {} workers can run {capacity} partitions in all (their --max-tasks); \
+                 add workers or raise --max-tasks",
+                placeable.len()
+            ));
+        }
+        Some(format!(
+            "{head}: waiting to be placed (rebalance strategy {})",
+            self.strategy
+        ))
+    }
+}
+
 /// The checkpoints in a [`ClusterStatus`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointStatus {

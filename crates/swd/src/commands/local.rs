@@ -96,6 +96,8 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
                 &format!("worker-{i}"),
             ])
             .args(["--source-slots", &slots])
+            // Any one worker may end up running every partition (the others failed).
+            .args(["--max-tasks", &args.partitions.max(1).to_string()])
             .args([
                 "--heartbeat-interval",
                 &humantime::format_duration(args.heartbeat_interval).to_string(),

@@ -44,9 +44,13 @@ pub(super) async fn follow(
             Some(c) => c.status().await.ok(),
             None => None,
         };
+        let waiting = status.as_ref().and_then(|s| s.unassigned_reason());
         match status.and_then(|s| s.job.map(|job| (job, s.partitions))) {
             Some((job, partitions)) => {
-                let line = describe(&job, partitions);
+                let mut line = describe(&job, partitions);
+                if let Some(waiting) = waiting {
+                    line = format!("{line}; {waiting}");
+                }
                 match (&bar, job.state) {
                     (_, JobState::Finished) => {
                         if let Some(bar) = &bar {
