@@ -32,6 +32,8 @@ pub enum Command {
     Rebalance(RebalanceArgs),
     /// Run a coordinator and N worker processes on loopback.
     Local(LocalArgs),
+    /// Generate a deterministic input corpus for tests and benchmarks.
+    Gen(GenArgs),
 }
 
 /// `swd coordinator`.
@@ -209,6 +211,34 @@ pub struct LocalArgs {
     #[command(flatten)]
     /// The job to run, if any.
     pub job: JobArgs,
+}
+
+/// `swd gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// The workload: `wordcount` (Zipf-distributed words over a 100,000-word vocabulary).
+    #[arg(value_enum)]
+    pub workload: Workload,
+    /// The corpus directory (created; must be new or empty): `input/part-NNN.txt`,
+    /// `expected.tsv` and `words.txt`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of words.
+    #[arg(long, default_value_t = 20_000_000)]
+    pub words: u64,
+    /// Number of input files.
+    #[arg(long, default_value_t = 8)]
+    pub files: u32,
+    /// The random seed: the same words, files and seed give the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The corpora `swd gen` makes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Workload {
+    /// Lines of 10 Zipf-distributed words, with the expected word count.
+    Wordcount,
 }
 
 /// Parses a human duration such as `100ms` or `2s`.

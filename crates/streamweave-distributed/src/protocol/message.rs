@@ -9,7 +9,7 @@
 //! worker  --Leave--> / <--LeaveAck--                graceful shutdown
 //! worker  <--Shutdown--                             the coordinator is stopping, or failed us
 //! worker  <--Fenced--                               a newer run of this id replaced us: exit
-//! client  --ClientRequest--> / <--ClientResponse--  status, assign, rebalance, fail-worker
+//! client  --ClientRequest--> / <--ClientResponse--  status, assign, rebalance, fail-worker, checkpoint
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -292,6 +292,9 @@ pub enum ClientRequest {
         /// The worker.
         worker: WorkerId,
     },
+    /// Take a checkpoint of the running job now (`swd local` does before it stops a job); the
+    /// answer names it, and the status shows when it is committed.
+    Checkpoint,
 }
 
 /// Which coordinator error a request met, so the client can rebuild a typed error.
@@ -323,6 +326,12 @@ pub enum ClientResponse {
         kind: ErrorKind,
         /// The error's message.
         message: String,
+    },
+    /// The answer to [`ClientRequest::Checkpoint`]: the checkpoint triggered (or the one already
+    /// in flight); it is committed once the status's `last_completed` reaches it.
+    CheckpointTriggered {
+        /// The checkpoint's id.
+        id: u64,
     },
 }
 
