@@ -25,6 +25,13 @@ pub enum DataflowError {
     /// A peer connection failed while the attempt was running.
     #[error("exchange: {0}")]
     Exchange(String),
+    /// The job's own code (a source, operator, key function or sink) panicked; caught at the
+    /// task boundary so that it fails the attempt instead of silently ending the task.
+    #[error("panicked: {message}")]
+    Panicked {
+        /// The panic's message (its payload when that is a string).
+        message: String,
+    },
 }
 
 impl DataflowError {

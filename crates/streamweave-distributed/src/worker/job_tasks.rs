@@ -248,7 +248,8 @@ impl AttemptTasks {
             (self.reports.clone(), Arc::clone(&self.records_out), self.attempt);
         tokio::task::spawn_blocking(move || {
             let cancel = receiver.cancel.clone();
-            match receiver.run(inbox) {
+            // The job's operators and sink run in here: a panic fails the attempt (guard.rs).
+            match super::guard::guarded(|| receiver.run(inbox)) {
                 Ok(Some(written)) => {
                     records_out.fetch_add(written, Ordering::Relaxed);
                     let _ = reports.send(WorkerMessage::PartitionDone {
@@ -357,7 +358,9 @@ struct SourceTask {
 
 impl SourceTask {
     fn run(mut self) {
-        let result = self.read();
+        // The job's source, operators and key functions run in here: a panic fails the
+        // attempt (guard.rs).
+        let result = super::guard::guarded(|| self.read());
         match result {
             Ok(()) => {}
             Err(_) if self.out.cancel.is_cancelled() => {}

@@ -15,6 +15,7 @@ mod checkpointing;
 mod config;
 mod error;
 pub(crate) mod exchange;
+mod guard;
 mod job_runner;
 mod job_tasks;
 mod session;
