@@ -27,10 +27,12 @@ pub enum DataflowError {
     Exchange(String),
     /// The job's own code (a source, operator, key function or sink) panicked; caught at the
     /// task boundary so that it fails the attempt instead of silently ending the task.
-    #[error("panicked: {message}")]
+    #[error("panicked{}: {message}", location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
     Panicked {
         /// The panic's message (its payload when that is a string).
         message: String,
+        /// Where in the source it panicked (`file:line:column`), when known.
+        location: Option<String>,
     },
 }
 

@@ -223,7 +223,7 @@ impl AttemptTasks {
     }
 
     fn spawn_receiver(self: &Arc<Self>, q: usize, restore: RestoreFrom, ended: HashSet<usize>) {
-        let Some(inbox) = self.plane.take_inbox(self.attempt, q) else {
+        let Some(mut inbox) = self.plane.take_inbox(self.attempt, q) else {
             return;
         };
         // Stopping cancels the token first, then tells the inboxes that exist: an inbox taken
@@ -249,7 +249,9 @@ impl AttemptTasks {
         tokio::task::spawn_blocking(move || {
             let cancel = receiver.cancel.clone();
             // The job's operators and sink run in here: a panic fails the attempt (guard.rs).
-            match super::guard::guarded(|| receiver.run(inbox)) {
+            // The inbox outlives the report, so that local sources do not fail first (with
+            // "receiver is gone") and hide the cause.
+            match super::guard::guarded(|| receiver.run(&mut inbox)) {
                 Ok(Some(written)) => {
                     records_out.fetch_add(written, Ordering::Relaxed);
                     let _ = reports.send(WorkerMessage::PartitionDone {
@@ -436,7 +438,7 @@ impl ReceiverTask {
     /// Applies batches until every source partition has ended, then commits (or, with
     /// checkpoints, pre-commits the final epoch). `Ok(None)` when the attempt was cancelled or
     /// the partition left this worker at a barrier.
-    fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Inbound>) -> Result<Option<u64>, DataflowError> {
+    fn run(mut self, inbox: &mut mpsc::UnboundedReceiver<Inbound>) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
         if self.checkpoints.is_some() {
             // What earlier attempts (or the previous owner) wrote after the checkpoint we restore
@@ -521,7 +523,7 @@ impl ReceiverTask {
                         drop(receiver);
                         // Before the acknowledgement: the partition may come back once the
                         // move is committed, and must then find a fresh inbox.
-                        drop(inbox);
+                        inbox.close();
                         self.plane.retire_inbox(self.ctx.attempt, q);
                         store_snapshot(checkpoints, id, q, &state);
                         tracing::debug!(
@@ -613,7 +615,7 @@ mod tests {
             tx.send(m).unwrap();
         }
         drop(tx);
-        tokio::task::spawn_blocking(move || receiver.run(rx))
+        tokio::task::spawn_blocking(move || receiver.run(&mut { rx }))
             .await
             .unwrap()
     }

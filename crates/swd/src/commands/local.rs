@@ -47,6 +47,11 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
         ])
         .args(["--rebalance", args.rebalance.as_str()])
         .args(["--min-workers", &args.workers.to_string()])
+        .args(["--max-restarts", &args.failures.max_restarts.to_string()])
+        .args([
+            "--tolerable-checkpoint-failures",
+            &args.failures.tolerable_checkpoint_failures.to_string(),
+        ])
         .stdout(Stdio::piped());
     // Checkpoints need a data directory: a fresh one under the system's temporary directory
     // unless one is given.
