@@ -21,7 +21,7 @@ mod plane;
 
 pub(crate) use attempt::{AttemptOut, Destination, RouteChanges};
 pub(crate) use link::Link;
-pub(crate) use plane::{DataPlane, Inbound};
+pub(crate) use plane::{CreditReturn, DataPlane, Inbound};
 
 /// Batches a sender may have in flight to one partition of one worker, per link (remote) or
 /// per worker (local).
