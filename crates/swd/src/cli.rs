@@ -68,6 +68,9 @@ pub struct CoordinatorArgs {
     /// With a job: wait for this many workers before its first attempt.
     #[arg(long, default_value_t = 1)]
     pub min_workers: usize,
+    #[command(flatten)]
+    /// When a failing job gives up.
+    pub failures: FailureArgs,
     /// How partitions move when workers join or leave: immediate, gradual or manual.
     #[arg(long, default_value = "gradual")]
     pub rebalance: RebalanceStrategy,
@@ -101,6 +104,20 @@ pub struct JobArgs {
     /// A job parameter, `key=value` (repeatable).
     #[arg(long = "param", value_parser = parse_param, requires = "job")]
     pub params: Vec<(String, String)>,
+}
+
+/// When a failing job gives up.
+#[derive(Debug, Args)]
+pub struct FailureArgs {
+    /// With a job: restarts in a row with no checkpoint completed in between after which the
+    /// job is failed (a record that fails every attempt ends the job; a job that keeps
+    /// checkpointing between crashes goes on).
+    #[arg(long, default_value_t = 10)]
+    pub max_restarts: u64,
+    /// With checkpoints: how many checkpoints in a row may time out; the next timeout fails
+    /// the attempt, which restarts from the last completed checkpoint.
+    #[arg(long, default_value_t = 3)]
+    pub tolerable_checkpoint_failures: u32,
 }
 
 /// `swd worker`.
@@ -208,6 +225,9 @@ pub struct LocalArgs {
     /// job has ended).
     #[arg(long)]
     pub keep_running: bool,
+    #[command(flatten)]
+    /// When a failing job gives up.
+    pub failures: FailureArgs,
     #[command(flatten)]
     /// The job to run, if any.
     pub job: JobArgs,

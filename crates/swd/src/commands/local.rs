@@ -148,6 +148,11 @@ async fn start_and_work(
         ])
         .args(["--rebalance", args.rebalance.as_str()])
         .args(["--min-workers", &args.workers.to_string()])
+        .args(["--max-restarts", &args.failures.max_restarts.to_string()])
+        .args([
+            "--tolerable-checkpoint-failures",
+            &args.failures.tolerable_checkpoint_failures.to_string(),
+        ])
         .stdout(Stdio::piped());
     if let Some(dir) = data_dir {
         coordinator.arg("--data-dir").arg(dir);
