@@ -90,7 +90,7 @@ fn wordcount_on_three_workers_equals_the_expected_counts_with_more_partitions_th
     let corpus = corpus(dir.path(), 300_000, 3);
     let output = dir.path().join("out");
     // Ranges down to a byte, so the three files are cut over the eight partitions (the default
-    // keeps ranges of a MiB or more).
+    // keeps ranges of 8 MiB or more).
     let out = local(&[
         "--workers",
         "3",

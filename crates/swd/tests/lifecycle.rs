@@ -297,19 +297,30 @@ fn interrupt_checkpointed_job(signal: i32, name: &str, code: i32) {
         !numbers.is_empty(),
         "the final checkpoint committed nothing: {per_file:?}"
     );
-    // The final checkpoint's epoch is committed: no output of it or before it is left pending.
-    for entry in std::fs::read_dir(&output).expect("output dir").flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(epoch) = name
-            .strip_suffix(".pending")
-            .and_then(|n| n.rsplit_once(".epoch-"))
-            .and_then(|(_, e)| e.parse::<u64>().ok())
-        {
-            assert!(
-                epoch > checkpoint,
-                "{name} is still pending after checkpoint {checkpoint}"
-            );
-        }
+    // The final checkpoint's epoch is committed: no output of it or before it is left pending
+    // (pending epochs wait in the partitions' working directories, `.swd/PPPPP/`).
+    let work = output.join(".swd");
+    let pending: Vec<(String, u64)> = std::fs::read_dir(&work)
+        .map(|dirs| dirs.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|dir| std::fs::read_dir(dir.path()).expect("a partition's working directory"))
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let epoch = name
+                .strip_prefix("epoch-")?
+                .strip_suffix(".pending")?
+                .parse::<u64>()
+                .ok()?;
+            Some((name, epoch))
+        })
+        .collect();
+    for (name, epoch) in &pending {
+        assert!(
+            *epoch > checkpoint,
+            "{name} is still pending after checkpoint {checkpoint}"
+        );
     }
 }
 

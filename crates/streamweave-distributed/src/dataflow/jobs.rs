@@ -16,7 +16,7 @@ fn number(spec: &JobSpec, name: &str, what: &str, default: u64) -> Result<u64, D
 }
 
 /// The job's input with the optional parameters `rate` (lines per second per source partition)
-/// and `min_split` (the smallest byte range a file is cut into; default 1 MiB).
+/// and `min_split` (the smallest byte range a file is cut into; default 8 MiB).
 fn input(spec: &JobSpec) -> Result<Throttled<TextDirSource>, DataflowError> {
     let rate = number(spec, "rate", "a number of records per second", 0)?;
     let min_split = number(spec, "min_split", "a number of bytes", DEFAULT_MIN_SPLIT)?;

@@ -364,8 +364,9 @@ impl ClusterStatus {
     ///
     /// ```
     /// use streamweave_distributed::protocol::ClusterStatus;
+    /// use streamweave_distributed::Generation;
     /// let status = ClusterStatus {
-    ///     cluster: "default".into(), generation: 1, partitions: 4, strategy: "gradual".into(),
+    ///     cluster: "default".into(), generation: Generation(1), partitions: 4, strategy: "gradual".into(),
     ///     unassigned: vec![0, 1, 2, 3], moving: vec![], workers: vec![], job: None, checkpoints: None,
     /// };
     /// assert_eq!(status.unassigned_reason().as_deref(), Some("4 of 4 partitions unassigned: no worker has registered"));

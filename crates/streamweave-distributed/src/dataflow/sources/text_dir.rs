@@ -163,7 +163,7 @@ pub struct TextDirSource {
 /// The smallest byte range a file is cut into by default: more, smaller ranges than this only
 /// add per-range costs (each source partition pre-aggregates on its own and sends its partial
 /// results to every partition), while reading is parallel only up to the workers' source slots.
-pub const DEFAULT_MIN_SPLIT: u64 = 1 << 20;
+pub const DEFAULT_MIN_SPLIT: u64 = 8 << 20;
 
 impl TextDirSource {
     /// A source reading the files of `dir`.
