@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::checkpointing::Checkpoints;
-use super::exchange::{AttemptOut, DataPlane, Destination, Inbound, RouteChanges, CREDITS_PER_CHANNEL};
+use super::exchange::{
+    AttemptOut, DataPlane, Destination, InboxReceiver, Inbound, RouteChanges, CREDITS_PER_CHANNEL,
+};
 use crate::checkpoint::{CheckpointId, CheckpointStore};
 use crate::dataflow::plan::{ErasedPlan, SourceControl};
 use crate::dataflow::{DataflowError, SinkContext, SourceContext, SourceEnd, SourceOffset};
@@ -130,6 +132,13 @@ impl AttemptTasks {
                 "a partition move in an attempt without checkpoints".to_string(),
             ));
         };
+        // The data plane takes what is routed to the partitions moving here, from their owners.
+        for m in moves {
+            self.plane.add_member(self.attempt, &m.to.worker);
+            if m.to.worker == *self.me() {
+                self.plane.own(self.attempt, m.partition);
+            }
+        }
         let owners = {
             let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
             for m in moves {
@@ -433,7 +442,7 @@ impl ReceiverTask {
     /// Applies batches until every source partition has ended, then commits (or, with
     /// checkpoints, pre-commits the final epoch). `Ok(None)` when the attempt was cancelled or
     /// the partition left this worker at a barrier.
-    fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Inbound>) -> Result<Option<u64>, DataflowError> {
+    fn run(mut self, mut inbox: InboxReceiver) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
         if self.checkpoints.is_some() {
             // What earlier attempts (or the previous owner) wrote after the checkpoint we restore
@@ -605,9 +614,9 @@ mod tests {
             cancel: CancellationToken::new(),
             plane,
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(messages.len().max(1));
         for m in messages {
-            tx.send(m).unwrap();
+            tx.try_send(m).unwrap();
         }
         drop(tx);
         tokio::task::spawn_blocking(move || receiver.run(rx))
