@@ -165,7 +165,11 @@ mod tests {
         for chunk in whole.chunks(10_000) {
             buf.extend_from_slice(chunk);
             // Never more than the buffered bytes plus the read-ahead (with Vec's doubling).
-            assert!(buf.capacity() <= 2 * (buf.len() + READ_AHEAD), "{}", buf.capacity());
+            assert!(
+                buf.capacity() <= 2 * (buf.len() + READ_AHEAD),
+                "{}",
+                buf.capacity()
+            );
             if let Some(v) = codec.decode(&mut buf).unwrap() {
                 decoded = Some(v);
             }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpointing::Checkpoints;
 use super::exchange::{
-    AttemptOut, DataPlane, Destination, InboxReceiver, Inbound, RouteChanges, CREDITS_PER_CHANNEL,
+    AttemptOut, DataPlane, Destination, Inbound, InboxReceiver, RouteChanges, CREDITS_PER_CHANNEL,
 };
 use crate::checkpoint::{CheckpointId, CheckpointStore};
 use crate::dataflow::plan::{ErasedPlan, SourceControl};

@@ -184,9 +184,7 @@ fn deliver_local(inbox: &InboxSender, message: Inbound, q: usize) -> Result<bool
     match inbox.try_send(message) {
         Ok(()) => Ok(true),
         Err(TrySendError::Closed(_)) => Ok(false),
-        Err(TrySendError::Full(_)) => Err(DataflowError::Exchange(format!(
-            "partition {q}'s inbox is full"
-        ))),
+        Err(TrySendError::Full(_)) => Err(DataflowError::Exchange(format!("partition {q}'s inbox is full"))),
     }
 }
 
@@ -212,7 +210,9 @@ impl ExchangeOut for AttemptOut {
                 if deliver_local(inbox, batch, q)? {
                     Ok(())
                 } else {
-                    Err(DataflowError::Exchange(format!("partition {q}'s receiver is gone")))
+                    Err(DataflowError::Exchange(format!(
+                        "partition {q}'s receiver is gone"
+                    )))
                 }
             }
             (Destination::Remote(link), Batch::Encoded(records)) => {

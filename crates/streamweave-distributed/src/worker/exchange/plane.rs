@@ -619,7 +619,10 @@ mod tests {
         // this one).
         let mut out_of_range = peer(addr, "w2").await;
         out_of_range.send(batch(5, 4)).await.unwrap();
-        assert!(closed(&mut out_of_range, LONG).await, "a partition that does not exist");
+        assert!(
+            closed(&mut out_of_range, LONG).await,
+            "a partition that does not exist"
+        );
         // A member's records for one of our partitions make its inbox.
         let mut w2 = peer(addr, "w2").await;
         w2.send(batch(5, 0)).await.unwrap();
@@ -630,7 +633,10 @@ mod tests {
         w2.send(batch(6, 2)).await.unwrap();
         let mut stranger = peer(addr, "w9").await;
         stranger.send(batch(5, 2)).await.unwrap();
-        assert!(closed(&mut stranger, LONG).await, "a non-member's records close its connection");
+        assert!(
+            closed(&mut stranger, LONG).await,
+            "a non-member's records close its connection"
+        );
         let mut w3 = peer(addr, "w3").await;
         w3.send(batch(7, 2)).await.unwrap();
         assert!(!closed(&mut w3, SHORT).await, "a later attempt is held");
