@@ -35,8 +35,10 @@ const PEER_WAIT: Duration = Duration::from_secs(15);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Data connections accepted at once: a cluster of 128 workers twice over.
 pub(crate) const MAX_DATA_CONNECTIONS: usize = 256;
-/// Bytes of messages held across all connections while they wait to be admitted.
-const HELD_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of messages held across all connections while they wait to be admitted: one message
+/// per connection, rarely more than one connection at a time (a peer that started an attempt
+/// or a move a moment before this worker), usually a batch of some KiB.
+const HELD_BYTES: usize = 16 * 1024 * 1024;
 
 /// What a receiver task gets.
 pub(crate) enum Inbound {
