@@ -22,7 +22,10 @@ const RSS_ALLOWANCE_KIB: u64 = 16 * 1024;
 const ANNOUNCED: u32 = 16 * 1024 * 1024;
 
 fn frame(body: &[u8]) -> Vec<u8> {
-    let mut bytes = u32::try_from(body.len()).expect("small frame").to_be_bytes().to_vec();
+    let mut bytes = u32::try_from(body.len())
+        .expect("small frame")
+        .to_be_bytes()
+        .to_vec();
     bytes.extend_from_slice(body);
     bytes
 }
@@ -74,8 +77,12 @@ enum Attack {
 
 fn attack(addr: SocketAddr, kind: Attack, i: usize, attempt: u64) -> TcpStream {
     let mut stream = TcpStream::connect(addr).expect("connect to the worker's data port");
-    stream.set_write_timeout(Some(Duration::from_millis(200))).expect("write timeout");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .expect("write timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
     let stranger = PeerMessage::Hello {
         worker: WorkerId::new(format!("evil-{i}")),
     };
@@ -180,7 +187,10 @@ fn output_counts(dir: &Path) -> BTreeMap<String, u64> {
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
-        for line in std::fs::read_to_string(entry.path()).expect("read output").lines() {
+        for line in std::fs::read_to_string(entry.path())
+            .expect("read output")
+            .lines()
+        {
             let (word, n) = line.split_once('\t').expect("word<TAB>count");
             let previous = counts.insert(word.to_string(), n.parse().expect("a count"));
             assert!(previous.is_none(), "{word} appears twice in the output");
@@ -260,7 +270,10 @@ fn a_hundred_hostile_connections_leave_the_workers_memory_and_the_jobs_output_al
     // Strangers sending records for the running attempt are disconnected at once.
     for (kind, stream) in &mut attackers {
         if matches!(kind, Attack::ForeignPartition) {
-            assert!(closed_by_peer(stream), "a stranger's batches did not close its connection");
+            assert!(
+                closed_by_peer(stream),
+                "a stranger's batches did not close its connection"
+            );
         }
     }
 
@@ -268,7 +281,10 @@ fn a_hundred_hostile_connections_leave_the_workers_memory_and_the_jobs_output_al
         matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
     });
     assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
-    assert_eq!(finished["job"]["restarts"], 0, "the attack disturbed the job: {finished:#}");
+    assert_eq!(
+        finished["job"]["restarts"], 0,
+        "the attack disturbed the job: {finished:#}"
+    );
     assert_eq!(output_counts(&output), expected);
     drop(attackers);
 }

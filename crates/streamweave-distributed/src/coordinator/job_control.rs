@@ -276,10 +276,16 @@ impl JobControl {
 
     /// The job's status at `now`.
     pub fn status(&self, now: Instant) -> JobStatus {
-        // Exact once every source has reported; live (from heartbeats) until then.
-        let live: u64 = self.progress.values().map(|p| p.records_in).sum();
+        // Exact once every source has reported; live (from heartbeats) until then. Live counts
+        // can overlap for a moment (a partition that moved is counted by its new owner while
+        // the old owner's last heartbeat still holds it), so they never override the exact one.
         let done: u64 = self.sources_done.values().sum();
-        let records_in = live.max(done);
+        let records_in = if self.sources_done.len() == self.num_partitions {
+            done
+        } else {
+            let live: u64 = self.progress.values().map(|p| p.records_in).sum();
+            live.max(done)
+        };
         let elapsed = self
             .elapsed
             .or_else(|| self.started.map(|s| now.saturating_duration_since(s)));

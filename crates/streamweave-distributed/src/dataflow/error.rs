@@ -25,6 +25,9 @@ pub enum DataflowError {
     /// A peer connection failed while the attempt was running.
     #[error("exchange: {0}")]
     Exchange(String),
+    /// Job code (a source, operator, key function or sink) panicked; the message is the panic's.
+    #[error("panicked: {0}")]
+    Panicked(String),
 }
 
 impl DataflowError {

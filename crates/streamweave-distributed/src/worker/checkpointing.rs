@@ -6,6 +6,7 @@
 //! TriggerCheckpoint{id} -> trigger(): pause running sources; exhausted ones ack their final
 //!                          offset; the barrier of a source still waiting for a slot goes out at once
 //! source task stops    -> barrier_reached(p): ack offset, barrier out, reroute; leaving at id: stop
+//! source task parks    -> source_parked(p): not started again; barriers go out for it
 //! receiver aligned     -> state_saved(id, q, file, bytes)    > both for a partition -> CheckpointAck
 //! AdoptPartitions      -> adopt_source(p): this worker runs p's source from the checkpoint on
 //! ```
@@ -192,6 +193,21 @@ impl AttemptCheckpoints {
         out.barrier(id)?;
         out.reroute(id);
         Ok(stays)
+    }
+
+    /// A source task gave its slot to another at `offset` (between barriers): until it reads
+    /// again it is not started, so requested barriers are sent for it at that offset.
+    pub(crate) fn source_parked(&self, partition: usize, offset: u64) {
+        {
+            let mut progress = self.progress(partition);
+            progress.started = false;
+            progress.offset = offset;
+        }
+        // A barrier requested while the task was stopping found it started and only paused it.
+        let out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(out) = out.as_ref() {
+            self.stand_in_for_unstarted(out);
+        }
     }
 
     /// A source task read everything, up to `end`: a barrier requested while the last records

@@ -1,6 +1,5 @@
 //! Runs the worker's share of job attempts: for every partition it owns in an attempt, a source
-//! task and a receiver task on blocking threads (`job_tasks.rs`), connected through the data
-//! plane. Reports go to the coordinator through the session.
+//! task and a receiver task (`job_tasks.rs`), connected through the data plane. Reports go to the coordinator through the session.
 //!
 //! ```text
 //! StartJob{attempt, spec, owners, checkpoints} -> build the job -> AttemptTasks::launch
@@ -18,12 +17,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpointing::AttemptCheckpoints;
 use super::exchange::{DataPlane, RouteChanges};
 use super::job_tasks::{report_failure, AttemptTasks};
+use super::source_task::SourceSlots;
 use crate::checkpoint::LocalDirStore;
 use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
@@ -52,7 +52,7 @@ struct Attempt {
 pub(crate) struct JobRunner {
     registry: JobRegistry,
     /// Bounded sources read at once on this worker.
-    slots: Arc<Semaphore>,
+    slots: Arc<SourceSlots>,
     plane: DataPlane,
     reports: mpsc::UnboundedSender<WorkerMessage>,
     current: Option<Attempt>,
@@ -67,7 +67,7 @@ impl JobRunner {
     ) -> Self {
         JobRunner {
             registry,
-            slots: Arc::new(Semaphore::new(source_slots.max(1))),
+            slots: Arc::new(SourceSlots::new(source_slots)),
             plane,
             reports,
             current: None,

@@ -11,13 +11,19 @@
 //! WorkerImpl::stop     --> stop tasks, Leave -> LeaveAck
 //! ```
 
+mod alignment;
+mod blocking;
 mod checkpointing;
 mod config;
+mod data_runtime;
 mod error;
 pub(crate) mod exchange;
 mod job_runner;
 mod job_tasks;
+mod panics;
+mod receiver_task;
 mod session;
+mod source_task;
 mod tasks;
 mod worker_impl;
 

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 pub(crate) use attempt::{AttemptOut, Destination, RouteChanges};
 pub(crate) use link::Link;
-pub(crate) use plane::{DataPlane, Inbound};
+pub(crate) use plane::{CreditReturn, DataPlane, Inbound};
 
 /// The sending end of a partition's inbox.
 pub(crate) type InboxSender = mpsc::Sender<Inbound>;

@@ -1,0 +1,291 @@
+//! The receiving side of one partition in one attempt, as an async task: it awaits the
+//! partition's inbox, lets [`Alignment`] decide what each message means, applies batches to the
+//! partition's stage, snapshots at aligned barriers and finishes into the sink. Thousands of
+//! partitions share the data runtime's threads (one per core, `data_runtime.rs`); sink opening,
+//! commits and snapshot I/O go to the bounded blocking pool (`blocking.rs`).
+//!
+//! ```text
+//! start: discard sink output after the restored checkpoint, commit epochs <= it, open the
+//!        receiver, restore its state                                     (blocking pool)
+//! loop:  inbox / replayed message -> Alignment::on_message
+//!          Apply    -> Receiver::on_batch, credit back
+//!          Aligned  -> seal (snapshot + sink pre-commit; blocking pool), then the write of the
+//!                      state and the acknowledgement go on beside the processing; a partition
+//!                      leaving at this barrier hands over and ends instead
+//!          Finished -> finish (commit, or pre-commit the final epoch)     (blocking pool)
+//! ```
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::alignment::{Alignment, Step};
+use super::blocking;
+use super::checkpointing::{AttemptCheckpoints, Checkpoints};
+use super::exchange::DataPlane;
+use crate::checkpoint::{CheckpointId, CheckpointStore};
+use crate::dataflow::plan::{ErasedPlan, Receiver};
+use crate::dataflow::{DataflowError, SinkContext};
+
+/// The epoch under which a checkpointed job's final output is pre-committed.
+pub(crate) const FINAL_EPOCH: u64 = u64::MAX;
+
+/// What to restore a receiver from: a checkpoint and the partition's state file in it.
+pub(crate) type RestoreFrom = Option<(u64, String)>;
+
+/// The inbox a receiver task reads.
+pub(crate) type InboxRx = super::exchange::InboxReceiver;
+
+pub(crate) struct ReceiverTask {
+    pub(crate) plan: Arc<dyn ErasedPlan>,
+    pub(crate) ctx: SinkContext,
+    pub(crate) checkpoints: Checkpoints,
+    /// The checkpoint and state file to restore from.
+    pub(crate) restore: RestoreFrom,
+    /// Sources that had ended before the restored checkpoint (a partition that moved here
+    /// inside the attempt: their end-of-stream went to the old owner).
+    pub(crate) ended: HashSet<usize>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) plane: DataPlane,
+}
+
+impl ReceiverTask {
+    /// Applies batches until every source partition has ended, then commits (or, with
+    /// checkpoints, pre-commits the final epoch). `Ok(None)` when the attempt was cancelled or
+    /// the partition left this worker at a barrier.
+    pub(crate) async fn run(self, mut inbox: InboxRx) -> Result<Option<u64>, DataflowError> {
+        let q = self.ctx.partition;
+        let mut receiver = self.open().await?;
+        let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
+        loop {
+            let message = match alignment.next_held() {
+                Some(message) => message,
+                None => match inbox.recv().await {
+                    Some(message) => message,
+                    None => return Ok(None),
+                },
+            };
+            if self.cancel.is_cancelled() {
+                return Ok(None);
+            }
+            let mut step = alignment.on_message(message)?;
+            loop {
+                match step {
+                    Step::Wait => {}
+                    Step::Apply { batch, credit } => {
+                        receiver.on_batch(batch)?;
+                        credit.release();
+                    }
+                    Step::Cancelled => return Ok(None),
+                    Step::Aligned(id) => {
+                        if let Some(checkpoints) = self.checkpoints.as_ref().filter(|c| c.leaves_at(q, id)) {
+                            if alignment.has_held() {
+                                // Every source routes to the new owner after this barrier, so
+                                // nothing can follow it here; if something did, fail rather
+                                // than lose it.
+                                return Err(DataflowError::Exchange(format!(
+                                    "partition {q} received records after its hand-over barrier {id}"
+                                )));
+                            }
+                            let (receiver, state) = seal(receiver, id).await?;
+                            drop(receiver);
+                            // Before the acknowledgement: the partition may come back once the
+                            // move is committed, and must then find a fresh inbox.
+                            drop(inbox);
+                            self.plane.retire_inbox(self.ctx.attempt, q);
+                            let checkpoints = Arc::clone(checkpoints);
+                            blocking::run(move || {
+                                store_snapshot(&checkpoints, id, q, &state);
+                                Ok(())
+                            })
+                            .await?;
+                            tracing::debug!(
+                                partition = q,
+                                checkpoint = id,
+                                "partition handed over at a barrier"
+                            );
+                            return Ok(None);
+                        }
+                        receiver = self.snapshot(receiver, id).await?;
+                        step = alignment.snapshot_taken();
+                        continue;
+                    }
+                    Step::Finished => {
+                        let checkpointed = self.checkpoints.is_some();
+                        return blocking::run(move || match checkpointed {
+                            true => receiver.finish_pending(FINAL_EPOCH),
+                            false => receiver.finish(),
+                        })
+                        .await
+                        .map(Some);
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// Opens the partition's receiver and sink: what earlier attempts (or the previous owner)
+    /// wrote after the checkpoint restored never becomes output, what was pre-committed up to
+    /// it is final (idempotent), and the stage gets the checkpoint's state.
+    async fn open(&self) -> Result<Box<dyn Receiver>, DataflowError> {
+        let (plan, ctx, checkpoints, restore) = (
+            Arc::clone(&self.plan),
+            self.ctx,
+            self.checkpoints.clone(),
+            self.restore.clone(),
+        );
+        blocking::run(move || {
+            let q = ctx.partition;
+            if checkpoints.is_some() {
+                let restored = restore.as_ref().map_or(0, |(id, _)| *id);
+                plan.discard_after(q, restored)?;
+                if restored > 0 {
+                    plan.commit_epochs(q, restored)?;
+                }
+            }
+            let mut receiver = plan.open_receiver(&ctx)?;
+            if let (Some((id, file)), Some(checkpoints)) = (&restore, &checkpoints) {
+                let state = checkpoints
+                    .store
+                    .get(CheckpointId(*id), file)
+                    .map_err(|e| DataflowError::Exchange(format!("restoring checkpoint {id}: {e}")))?;
+                receiver.restore(&state)?;
+            }
+            Ok(receiver)
+        })
+        .await
+    }
+
+    /// Barrier `id` aligned: seals the partition's state and sink output, then writes the state
+    /// and acknowledges beside the processing that goes on.
+    async fn snapshot(
+        &self,
+        receiver: Box<dyn Receiver>,
+        id: u64,
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(receiver);
+        };
+        let q = self.ctx.partition;
+        let (receiver, state) = seal(receiver, id).await?;
+        let checkpoints = Arc::clone(checkpoints);
+        tokio::spawn(blocking::run(move || {
+            store_snapshot(&checkpoints, id, q, &state);
+            Ok(())
+        }));
+        Ok(receiver)
+    }
+}
+
+/// Barrier `id`: the copy of the partition's state, with its sink's output pre-committed (the
+/// sink's pre-commit syncs files, so it runs in the blocking pool).
+async fn seal(
+    mut receiver: Box<dyn Receiver>,
+    id: u64,
+) -> Result<(Box<dyn Receiver>, Vec<u8>), DataflowError> {
+    blocking::run(move || {
+        let state = receiver.snapshot()?;
+        receiver.pre_commit(id)?;
+        Ok((receiver, state))
+    })
+    .await
+}
+
+/// Writes partition `q`'s state for checkpoint `id` to the store and acknowledges it.
+fn store_snapshot(checkpoints: &AttemptCheckpoints, id: u64, q: usize, state: &[u8]) {
+    let name = format!("state-p{q:05}");
+    match checkpoints.store.put(CheckpointId(id), &name, state) {
+        Ok(_) => checkpoints.state_saved(id, q, name, state.len() as u64),
+        // No acknowledgement: the coordinator times the checkpoint out and takes the next.
+        Err(e) => {
+            tracing::warn!(checkpoint = id, partition = q, error = %e, "cannot store a snapshot")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataflow::sinks::CollectorSink;
+    use crate::dataflow::sources::CollectionSource;
+    use crate::dataflow::Stream;
+    use crate::types::WorkerId;
+    use crate::worker::exchange::Inbound;
+
+    /// A receiver of partition 0 of 2, without checkpoints, fed `messages`.
+    async fn receive(messages: Vec<Inbound>) -> Result<Option<u64>, DataflowError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plane = DataPlane::start(listener, WorkerId::new("w1"), "test".into(), 1 << 20);
+        let job = Stream::from_source(CollectionSource::new(vec![String::new()]))
+            .exchange(crate::dataflow::HashPartitioner)
+            .sink(CollectorSink::new());
+        let receiver = ReceiverTask {
+            plan: Arc::clone(&job.plan),
+            ctx: SinkContext {
+                partition: 0,
+                num_partitions: 2,
+                attempt: 1,
+            },
+            checkpoints: None,
+            restore: None,
+            ended: HashSet::new(),
+            cancel: CancellationToken::new(),
+            plane,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(messages.len().max(1));
+        for m in messages {
+            tx.try_send(m).unwrap();
+        }
+        drop(tx);
+        receiver.run(rx).await
+    }
+
+    #[tokio::test]
+    async fn a_source_partition_out_of_range_fails_the_receiver_instead_of_ending_it() {
+        let outcome = receive(vec![Inbound::Eos { from: 0 }, Inbound::Eos { from: 7 }]).await;
+        let error = outcome.expect_err("a bogus source must not count as ended");
+        assert!(error.to_string().contains("source partition 7 of 2"), "{error}");
+        // Both real sources ending finishes the partition.
+        let done = receive(vec![Inbound::Eos { from: 0 }, Inbound::Eos { from: 1 }]).await;
+        assert_eq!(done.unwrap(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_thousand_receivers_run_on_the_runtimes_threads() {
+        // Each waits on its inbox without holding a thread: on this test's one-thread runtime,
+        // 1000 receivers all finish once their last source ends.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plane = DataPlane::start(listener, WorkerId::new("w1"), "test".into(), 1 << 20);
+        let job = Stream::from_source(CollectionSource::new(vec![String::new()]))
+            .exchange(crate::dataflow::HashPartitioner)
+            .sink(CollectorSink::new());
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for q in 0..1000 {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            senders.push(tx);
+            let receiver = ReceiverTask {
+                plan: Arc::clone(&job.plan),
+                ctx: SinkContext {
+                    partition: q,
+                    num_partitions: 1000,
+                    attempt: 1,
+                },
+                checkpoints: None,
+                restore: None,
+                ended: (0..999).collect(),
+                cancel: CancellationToken::new(),
+                plane: plane.clone(),
+            };
+            tasks.push(tokio::spawn(receiver.run(rx)));
+        }
+        for tx in &senders {
+            tx.try_send(Inbound::Eos { from: 999 }).unwrap();
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), Some(0));
+        }
+    }
+}
