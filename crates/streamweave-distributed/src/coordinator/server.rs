@@ -374,11 +374,7 @@ async fn serve_worker(
                         vec![Input::Job { conn, report: JobReport::PartitionDone { attempt, partition, records_out } }]
                     }
                     Ok(Some(WorkerMessage::JobFailed { attempt, partition, error })) => {
-                        let error = match partition {
-                            Some(p) => format!("partition {p}: {error}"),
-                            None => error,
-                        };
-                        vec![Input::Job { conn, report: JobReport::Failed { attempt, error } }]
+                        vec![Input::Job { conn, report: JobReport::Failed { attempt, partition, error } }]
                     }
                     Ok(Some(WorkerMessage::Register(_))) => {
                         tracing::warn!(%peer, "closing worker connection: registered twice");

@@ -119,7 +119,8 @@ impl JobRunner {
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
         let (commands, queue) = mpsc::unbounded_channel();
-        let job = match self.registry.build(spec) {
+        // The job's constructor is user code too (panics.rs).
+        let job = match super::panics::guarded(|| self.registry.build(spec)) {
             Ok(job) => job,
             Err(e) => {
                 report_failure(&self.reports, attempt, None, &e);
@@ -251,7 +252,8 @@ impl JobRunner {
         let reports = self.reports.clone();
         tokio::task::spawn_blocking(move || {
             for &q in &partitions {
-                if let Err(e) = tasks.plan.commit_epochs(q, upto) {
+                // The sink's commit is user code (panics.rs).
+                if let Err(e) = super::panics::guarded(|| tasks.plan.commit_epochs(q, upto)) {
                     report_failure(&reports, attempt, Some(q), &e);
                     return;
                 }

@@ -230,7 +230,7 @@ impl AttemptTasks {
     }
 
     fn spawn_receiver(self: &Arc<Self>, q: usize, restore: RestoreFrom, ended: HashSet<usize>) {
-        let Some(inbox) = self.plane.take_inbox(self.attempt, q) else {
+        let Some(mut inbox) = self.plane.take_inbox(self.attempt, q) else {
             return;
         };
         // Stopping cancels the token first, then tells the inboxes that exist: an inbox taken
@@ -255,7 +255,9 @@ impl AttemptTasks {
             (self.reports.clone(), Arc::clone(&self.records_out), self.attempt);
         super::data_runtime::spawn(async move {
             let cancel = receiver.cancel.clone();
-            match guarded_async(receiver.run(inbox)).await {
+            // The inbox outlives the failure's report: dropped first, local sources would fail
+            // ("receiver is gone") and might report before the cause.
+            match guarded_async(receiver.run(&mut inbox)).await {
                 Ok(Some(written)) => {
                     records_out.fetch_add(written, Ordering::Relaxed);
                     let _ = reports.send(WorkerMessage::PartitionDone {

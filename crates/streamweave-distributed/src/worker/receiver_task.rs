@@ -54,7 +54,7 @@ impl ReceiverTask {
     /// Applies batches until every source partition has ended, then commits (or, with
     /// checkpoints, pre-commits the final epoch). `Ok(None)` when the attempt was cancelled or
     /// the partition left this worker at a barrier.
-    pub(crate) async fn run(self, mut inbox: InboxRx) -> Result<Option<u64>, DataflowError> {
+    pub(crate) async fn run(self, inbox: &mut InboxRx) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
         let mut receiver = self.open().await?;
         let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
@@ -92,7 +92,7 @@ impl ReceiverTask {
                             drop(receiver);
                             // Before the acknowledgement: the partition may come back once the
                             // move is committed, and must then find a fresh inbox.
-                            drop(inbox);
+                            inbox.close();
                             self.plane.retire_inbox(self.ctx.attempt, q);
                             let checkpoints = Arc::clone(checkpoints);
                             blocking::run(move || {
@@ -239,7 +239,7 @@ mod tests {
             tx.try_send(m).unwrap();
         }
         drop(tx);
-        receiver.run(rx).await
+        receiver.run(&mut { rx }).await
     }
 
     #[tokio::test]
@@ -279,7 +279,7 @@ mod tests {
                 cancel: CancellationToken::new(),
                 plane: plane.clone(),
             };
-            tasks.push(tokio::spawn(receiver.run(rx)));
+            tasks.push(tokio::spawn(async move { receiver.run(&mut { rx }).await }));
         }
         for tx in &senders {
             tx.try_send(Inbound::Eos { from: 999 }).unwrap();

@@ -15,7 +15,11 @@ async fn connect(target: &Target) -> anyhow::Result<Client> {
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let status = connect(&args.target).await?.status().await?;
     if args.json {
-        println!("{}", serde_json::to_string(&status)?);
+        let mut json = serde_json::to_value(&status)?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("unassigned_reason".to_string(), status.unassigned_reason().into());
+        }
+        println!("{json}");
     } else {
         print!("{}", status_table(&status));
     }
