@@ -37,6 +37,14 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// The coordinator did not answer a request in time.
+    #[error("coordinator at {addr} did not answer within {}", humantime::format_duration(*.after))]
+    TimedOut {
+        /// The address.
+        addr: SocketAddr,
+        /// The deadline.
+        after: Duration,
+    },
     /// The coordinator answered with something that does not fit the request.
     #[error("unexpected response from the coordinator: {0}")]
     Unexpected(String),
@@ -65,15 +73,24 @@ pub enum ClientError {
 pub struct Client {
     addr: SocketAddr,
     connection: Connection<ClientRequest, ClientResponse>,
+    /// The deadline of each request.
+    timeout: Duration,
 }
 
 impl Client {
-    /// Connects to the coordinator of `cluster` at `addr` (5 second deadline).
+    /// The deadline of a request unless set otherwise: a coordinator that accepts the
+    /// connection but never answers must not hang the caller.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Connects to the coordinator of `cluster` at `addr` (5 second deadline; each request
+    /// then has [`Client::DEFAULT_REQUEST_TIMEOUT`]).
     pub async fn connect(addr: SocketAddr, cluster: &str) -> Result<Client, ClientError> {
-        Self::connect_with_timeout(addr, cluster, Duration::from_secs(5)).await
+        let mut client = Self::connect_with_timeout(addr, cluster, Duration::from_secs(5)).await?;
+        client.timeout = Self::DEFAULT_REQUEST_TIMEOUT;
+        Ok(client)
     }
 
-    /// Connects with a custom deadline.
+    /// Connects with a custom deadline, which each request then has too.
     pub async fn connect_with_timeout(
         addr: SocketAddr,
         cluster: &str,
@@ -95,10 +112,21 @@ impl Client {
                 reason: other.reason(),
             },
         })?;
-        Ok(Client { addr, connection })
+        Ok(Client {
+            addr,
+            connection,
+            timeout,
+        })
     }
 
     async fn request(&mut self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        let (addr, after) = (self.addr, self.timeout);
+        tokio::time::timeout(after, self.exchange(request))
+            .await
+            .map_err(|_| ClientError::TimedOut { addr, after })?
+    }
+
+    async fn exchange(&mut self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
         let addr = self.addr;
         self.connection
             .send(request)
@@ -233,6 +261,31 @@ fn outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_coordinator_that_never_answers_times_out_naming_it() {
+        use crate::protocol::accept_handshake;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts the connection and the handshake, then reads nothing.
+        let silent = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            accept_handshake(&mut stream, "default").await.unwrap();
+            std::future::pending::<()>().await;
+            drop(stream);
+        });
+        let after = Duration::from_millis(200);
+        let mut client = Client::connect_with_timeout(addr, "default", after)
+            .await
+            .unwrap();
+        let error = client.status().await.unwrap_err();
+        assert!(matches!(error, ClientError::TimedOut { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("coordinator at {addr} did not answer within 200ms")
+        );
+        silent.abort();
+    }
 
     #[test]
     fn a_checkpoint_is_committed_in_flight_or_abandoned() {

@@ -158,6 +158,9 @@ pub struct Target {
     /// The cluster's name.
     #[arg(long, default_value = "default")]
     pub cluster: String,
+    /// Give up when the coordinator has not answered within this long.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
 }
 
 /// `swd status`.

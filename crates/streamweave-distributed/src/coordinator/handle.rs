@@ -372,7 +372,12 @@ impl CoordinatorImpl {
             self.config.max_frame_size,
             shutdown.clone(),
         );
-        tracker.spawn(accept_loop(listener, shared, tracker.clone()));
+        tracker.spawn(accept_loop(
+            listener,
+            shared,
+            tracker.clone(),
+            self.config.max_workers,
+        ));
         tracing::info!(%local_addr, partitions = self.config.num_partitions, strategy = self.config.rebalance_strategy.as_str(), "coordinator listening");
         self.running = Some(Running {
             handle: CoordinatorHandle { commands },

@@ -22,6 +22,8 @@ mod event_log;
 mod handle;
 pub mod job_control;
 mod server;
+#[cfg(test)]
+mod server_accept_tests;
 
 pub use config::{CoordinatorConfig, RebalanceStrategy, RecoveryStrategy};
 pub use error::CoordinatorError;

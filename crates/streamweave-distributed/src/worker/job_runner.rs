@@ -114,6 +114,8 @@ impl JobRunner {
         }
         self.stop_all();
         self.plane.set_floor(attempt);
+        // The data plane takes records of this attempt only, from its owners, for our partitions.
+        self.plane.begin_attempt(attempt, owners);
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
         let (commands, queue) = mpsc::unbounded_channel();

@@ -130,6 +130,13 @@ impl AttemptTasks {
                 "a partition move in an attempt without checkpoints".to_string(),
             ));
         };
+        // The data plane takes what is routed to the partitions moving here, from their owners.
+        for m in moves {
+            self.plane.add_member(self.attempt, &m.to.worker);
+            if m.to.worker == *self.me() {
+                self.plane.own(self.attempt, m.partition);
+            }
+        }
         let owners = {
             let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
             for m in moves {

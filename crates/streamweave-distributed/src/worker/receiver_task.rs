@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::alignment::{Alignment, Step};
 use super::blocking;
 use super::checkpointing::{AttemptCheckpoints, Checkpoints};
-use super::exchange::{DataPlane, Inbound};
+use super::exchange::DataPlane;
 use crate::checkpoint::{CheckpointId, CheckpointStore};
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, SinkContext};
@@ -35,7 +35,7 @@ pub(crate) const FINAL_EPOCH: u64 = u64::MAX;
 pub(crate) type RestoreFrom = Option<(u64, String)>;
 
 /// The inbox a receiver task reads.
-pub(crate) type InboxRx = tokio::sync::mpsc::UnboundedReceiver<Inbound>;
+pub(crate) type InboxRx = super::exchange::InboxReceiver;
 
 pub(crate) struct ReceiverTask {
     pub(crate) plan: Arc<dyn ErasedPlan>,
@@ -212,6 +212,7 @@ mod tests {
     use crate::dataflow::sources::CollectionSource;
     use crate::dataflow::Stream;
     use crate::types::WorkerId;
+    use crate::worker::exchange::Inbound;
 
     /// A receiver of partition 0 of 2, without checkpoints, fed `messages`.
     async fn receive(messages: Vec<Inbound>) -> Result<Option<u64>, DataflowError> {
@@ -233,9 +234,9 @@ mod tests {
             cancel: CancellationToken::new(),
             plane,
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(messages.len().max(1));
         for m in messages {
-            tx.send(m).unwrap();
+            tx.try_send(m).unwrap();
         }
         drop(tx);
         receiver.run(&mut { rx }).await
@@ -263,7 +264,7 @@ mod tests {
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for q in 0..1000 {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
             senders.push(tx);
             let receiver = ReceiverTask {
                 plan: Arc::clone(&job.plan),
@@ -281,7 +282,7 @@ mod tests {
             tasks.push(tokio::spawn(async move { receiver.run(&mut { rx }).await }));
         }
         for tx in &senders {
-            tx.send(Inbound::Eos { from: 999 }).unwrap();
+            tx.try_send(Inbound::Eos { from: 999 }).unwrap();
         }
         for task in tasks {
             assert_eq!(task.await.unwrap().unwrap(), Some(0));

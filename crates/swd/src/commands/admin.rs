@@ -7,8 +7,9 @@ use streamweave_distributed::{Client, WorkerId};
 use crate::cli::{AssignArgs, RebalanceArgs, StatusArgs, Target};
 use crate::table::{ranges, status_table};
 
+/// Connects within `--timeout`; each request then has the same deadline.
 async fn connect(target: &Target) -> anyhow::Result<Client> {
-    Ok(Client::connect(target.coordinator, &target.cluster).await?)
+    Ok(Client::connect_with_timeout(target.coordinator, &target.cluster, target.timeout).await?)
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
