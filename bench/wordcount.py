@@ -405,6 +405,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", type=int, default=20_000_000, help="corpus size in words (default 20,000,000)")
     ap.add_argument("--partitions", type=int, default=8, help="input files and swd partitions (default 8)")
+    ap.add_argument("--many-partitions", type=int, default=1000,
+                    help="also run swd with this many partitions on the same input (0: not)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--rounds", type=int, default=3, help="rounds; each runs every system once (default 3)")
     ap.add_argument("--workers", type=int, default=2, help="swd workers / timely processes (default 2)")
@@ -436,12 +438,16 @@ def main():
     swd_ok, reason = swd_supports_job(swd) if swd_built else (False, swd_reason)
     n = args.workers
 
-    def swd_cmds(inp, out, extra=()):
+    def swd_cmds(inp, out, extra=(), partitions=None):
         return [[swd, "local", "--workers", str(n), "--job", "wordcount", "--input", inp, "--output", out,
-                 "--partitions", str(args.partitions)] + list(extra)]
+                 "--partitions", str(partitions or args.partitions)] + list(extra)]
 
     def swd_checkpointed(interval):
         return lambda inp, out: swd_cmds(inp, out, ["--checkpoint-interval", interval])
+
+    def swd_many_partitions(inp, out):
+        # The same job on the same input over --many-partitions partitions.
+        return swd_cmds(inp, out, partitions=args.many_partitions)
 
     def single_cmds(inp, out):
         return [[single, "--input", inp, "--output", out]]
@@ -466,6 +472,9 @@ def main():
         for interval in ("1s", "100ms"):
             systems.append(System("swd+ckpt-" + interval, swd_checkpointed(interval), sample_tree=True,
                                   available=swd_ok, reason=reason))
+    if args.many_partitions:
+        systems.append(System("swd-P%d" % args.many_partitions, swd_many_partitions, sample_tree=True,
+                              available=swd_ok, reason=reason))
     if not args.no_variants:
         systems.append(System("timely-end", timely_cmds(["--flush", "end"])))
         systems.append(System("timely-stock", timely_cmds(["--stock-connect"])))
@@ -517,7 +526,8 @@ def main():
     side = "%dx-single" % n
     ratios = [("swd", "timely", 1), ("swd", "single-thread", n), ("swd", side, 1),
               ("timely", "single-thread", n), ("timely", side, 1),
-              ("swd+ckpt-1s", "swd", 1), ("swd+ckpt-100ms", "swd", 1), ("swd+ckpt-1s", "timely", 1)]
+              ("swd+ckpt-1s", "swd", 1), ("swd+ckpt-100ms", "swd", 1), ("swd+ckpt-1s", "timely", 1),
+              ("swd-P%d" % args.many_partitions, "swd", 1)]
     for a, b, k in ratios:
         label = "%s / %s" % (a, b if k == 1 else "(%d x %s)" % (k, b))
         if a in rates and b in rates:

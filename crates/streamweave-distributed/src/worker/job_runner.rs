@@ -132,6 +132,12 @@ impl JobRunner {
                 return;
             }
         };
+        // Source partitions with nothing to read: every worker computes the same set, so their
+        // end-of-stream markers are neither sent nor awaited. Unknown (or unreadable): all sent.
+        let empty_sources = match super::panics::guarded(|| job.plan.empty_sources(owners.len())) {
+            Ok(Some(empty)) if empty.len() == owners.len() => empty,
+            _ => Vec::new(),
+        };
         let restore = checkpoint_plan.and_then(|c| c.restore.clone());
         let restored = restore.as_ref().map_or(0, |r| r.id);
         let offsets = restore.as_ref().map(|r| r.partitions.clone()).unwrap_or_default();
@@ -168,6 +174,7 @@ impl JobRunner {
             routes: Arc::new(RouteChanges::default()),
             owners: Mutex::new(owners.to_vec()),
             committing: Mutex::new(mine.iter().copied().collect()),
+            empty_sources: Arc::new(empty_sources),
         });
         tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
         self.current = Some(Attempt {

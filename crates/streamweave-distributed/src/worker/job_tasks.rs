@@ -70,6 +70,9 @@ pub(crate) struct AttemptTasks {
     pub(crate) owners: Mutex<Vec<PartitionOwner>>,
     /// The partitions whose sink output this worker commits.
     pub(crate) committing: Mutex<BTreeSet<usize>>,
+    /// By source partition: whether its share is known to be empty (empty: not known). Such a
+    /// source sends no end-of-stream and every receiver counts it as ended from the start.
+    pub(crate) empty_sources: Arc<Vec<bool>>,
 }
 
 impl AttemptTasks {
@@ -229,7 +232,14 @@ impl AttemptTasks {
         }
     }
 
-    fn spawn_receiver(self: &Arc<Self>, q: usize, restore: RestoreFrom, ended: HashSet<usize>) {
+    fn spawn_receiver(self: &Arc<Self>, q: usize, restore: RestoreFrom, mut ended: HashSet<usize>) {
+        ended.extend(
+            self.empty_sources
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| **e)
+                .map(|(s, _)| s),
+        );
         let Some(mut inbox) = self.plane.take_inbox(self.attempt, q) else {
             return;
         };
@@ -284,6 +294,7 @@ impl AttemptTasks {
             self.reports.clone(),
             self.checkpoints.clone(),
             self.attempt,
+            self.empty_sources.get(p).copied().unwrap_or(false),
         );
         super::data_runtime::spawn(source.drive(Arc::clone(&self.slots)));
     }

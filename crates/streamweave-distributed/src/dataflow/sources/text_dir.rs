@@ -210,6 +210,11 @@ impl TextDirSource {
 impl Source for TextDirSource {
     type Item = String;
 
+    fn empty_partitions(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        let plan = plan_splits_min(&self.list_files()?, num_partitions, self.min_split);
+        Ok(Some(plan.iter().map(Vec::is_empty).collect()))
+    }
+
     fn read(
         &self,
         ctx: &SourceContext,
