@@ -49,12 +49,14 @@ type RunFn<T> = dyn Fn(
     + Sync;
 type ValidateFn = Arc<dyn Fn() -> Result<(), DataflowError> + Send + Sync>;
 
+/// [`Source::empty_partitions`] of a job's source.
+type EmptyFn = Arc<dyn Fn(usize) -> Result<Option<Vec<bool>>, DataflowError> + Send + Sync>;
+
 /// What the runtime needs to know of a job's source beyond its records.
 #[derive(Clone)]
 struct SourceInfo {
     bounded: bool,
-    /// [`Source::empty_partitions`].
-    empty: Arc<dyn Fn(usize) -> Result<Option<Vec<bool>>, DataflowError> + Send + Sync>,
+    empty: EmptyFn,
 }
 type SendFn = dyn Fn(&SourceContext, SourceOffset, &SourceControl, &mut dyn ExchangeOut) -> Result<SourceEnd, DataflowError>
     + Send
