@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Word-count peer benchmark: swd vs timely dataflow vs one thread (standard library only).
 
-Workload: the "wordcount-zipf" corpus of shared/tools/gen_corpus.py (Zipf over 100,000 words,
-lines of 10 words, dealt to --partitions files), cached under --cache-dir and reused when it
-was made with the same --words/--partitions/--seed.
+Workload: the "wordcount-zipf" corpus of `swd gen wordcount` (Zipf over 100,000 words, lines of
+10 words, dealt to --partitions files), cached under --cache-dir and reused when it was made with
+the same --words/--partitions/--seed. A new corpus's expected.tsv is checked against a count made
+here (collections.Counter over the input), independently of swd.
 
 Systems, run in turn in every round (so slow drift of the machine hits all of them alike):
   swd             target/release/swd local --workers 2 --job wordcount --input IN --output OUT
@@ -52,6 +53,7 @@ Quick run:  python3 bench/wordcount.py --words 2000000 --rounds 1
 Full run:   python3 bench/wordcount.py            (20,000,000 words, 8 partitions, 3 rounds)
 """
 import argparse
+import collections
 import json
 import os
 import shlex
@@ -64,25 +66,30 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GEN_CANDIDATES = [
-    os.path.join(ROOT, "..", "shared", "tools", "gen_corpus.py"),
-    "/work/shared/tools/gen_corpus.py",
-]
-
-
 def log(msg):
     print(msg, flush=True)
 
 
-def find_generator(explicit):
-    for path in ([explicit] if explicit else GEN_CANDIDATES):
-        if path and os.path.isfile(path):
-            return os.path.abspath(path)
-    sys.exit("gen_corpus.py not found (tried %s); pass --gen" % ", ".join(GEN_CANDIDATES))
+def check_corpus(corpus):
+    """Counts the words of the corpus's input here and compares with its expected.tsv and words.txt."""
+    counts = collections.Counter()
+    input_dir = os.path.join(corpus, "input")
+    for name in sorted(os.listdir(input_dir)):
+        with open(os.path.join(input_dir, name), "rb") as f:
+            for line in f:
+                counts.update(line.split())
+    expected = b"".join(b"%s\t%d\n" % (w, c) for w, c in sorted(counts.items()))
+    with open(os.path.join(corpus, "expected.tsv"), "rb") as f:
+        if f.read() != expected:
+            sys.exit("corpus: %s/expected.tsv differs from the input's word count" % corpus)
+    with open(os.path.join(corpus, "words.txt")) as f:
+        if int(f.read().split()[0]) != sum(counts.values()):
+            sys.exit("corpus: %s/words.txt differs from the input's number of words" % corpus)
 
 
-def ensure_corpus(args):
-    """Returns the corpus folder, generating it unless a complete one with the same parameters exists."""
+def ensure_corpus(args, swd):
+    """Returns the corpus folder, generating it with `swd gen` unless a complete one with the same
+    parameters exists."""
     params = {"words": args.words, "partitions": args.partitions, "seed": args.seed}
     name = "w%d-p%d-s%d" % (args.words, args.partitions, args.seed)
     corpus = os.path.join(args.cache_dir, name)
@@ -92,14 +99,17 @@ def ensure_corpus(args):
             if json.load(f) == params:
                 log("corpus: reusing %s" % corpus)
                 return corpus
-    gen = find_generator(args.gen)
+    if not os.path.isfile(swd):
+        sys.exit("corpus: %s not found: the corpus is made by `swd gen` (build swd first)" % swd)
     tmp = corpus + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(corpus, ignore_errors=True)
-    cmd = [sys.executable, gen, "--words", str(args.words), "--partitions", str(args.partitions),
+    cmd = [swd, "gen", "wordcount", "--words", str(args.words), "--files", str(args.partitions),
            "--seed", str(args.seed), "--out", tmp]
     log("corpus: generating: %s" % shlex.join(cmd))
     subprocess.run(cmd, check=True)
+    log("corpus: checking expected.tsv against a count of the input")
+    check_corpus(tmp)
     with open(os.path.join(tmp, "params.json"), "w") as f:
         json.dump(params, f)
     os.rename(tmp, corpus)
@@ -395,13 +405,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--words", type=int, default=20_000_000, help="corpus size in words (default 20,000,000)")
     ap.add_argument("--partitions", type=int, default=8, help="input files and swd partitions (default 8)")
+    ap.add_argument("--many-partitions", type=int, default=1000,
+                    help="also run swd with this many partitions on the same input (0: not)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--rounds", type=int, default=3, help="rounds; each runs every system once (default 3)")
     ap.add_argument("--workers", type=int, default=2, help="swd workers / timely processes (default 2)")
     ap.add_argument("--cache-dir", default=os.path.join(ROOT, "target", "bench-corpus"))
     ap.add_argument("--work-dir", default=os.path.join(ROOT, "target", "bench-wordcount"),
                     help="scratch folder for outputs and logs")
-    ap.add_argument("--gen", help="path of gen_corpus.py (default: shared/tools/gen_corpus.py)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already in target/release")
     ap.add_argument("--swd", help="swd binary to run (default: target/release/swd, built here)")
     ap.add_argument("--no-checkpoints", action="store_true",
@@ -411,28 +422,32 @@ def main():
     args = ap.parse_args()
     args.cache_dir = os.path.abspath(args.cache_dir)
 
-    corpus = ensure_corpus(args)
+    swd_built, swd_reason = build(args)
+    release = os.path.join(ROOT, "target", "release")
+    swd = os.path.abspath(args.swd) if args.swd else os.path.join(release, "swd")
+
+    corpus = ensure_corpus(args, swd)
     input_dir = os.path.join(corpus, "input")
     with open(os.path.join(corpus, "words.txt")) as f:
         total_words = int(f.read().split()[0])
     with open(os.path.join(corpus, "expected.tsv"), "rb") as f:
         expected_lines = f.read().splitlines()
     input_bytes = sum(os.path.getsize(os.path.join(input_dir, n)) for n in os.listdir(input_dir))
-
-    swd_built, swd_reason = build(args)
-    release = os.path.join(ROOT, "target", "release")
-    swd = os.path.abspath(args.swd) if args.swd else os.path.join(release, "swd")
     single = os.path.join(release, "single-thread")
     timely = os.path.join(release, "timely-wordcount")
     swd_ok, reason = swd_supports_job(swd) if swd_built else (False, swd_reason)
     n = args.workers
 
-    def swd_cmds(inp, out, extra=()):
+    def swd_cmds(inp, out, extra=(), partitions=None):
         return [[swd, "local", "--workers", str(n), "--job", "wordcount", "--input", inp, "--output", out,
-                 "--partitions", str(args.partitions)] + list(extra)]
+                 "--partitions", str(partitions or args.partitions)] + list(extra)]
 
     def swd_checkpointed(interval):
         return lambda inp, out: swd_cmds(inp, out, ["--checkpoint-interval", interval])
+
+    def swd_many_partitions(inp, out):
+        # The same job on the same input over --many-partitions partitions.
+        return swd_cmds(inp, out, partitions=args.many_partitions)
 
     def single_cmds(inp, out):
         return [[single, "--input", inp, "--output", out]]
@@ -457,6 +472,9 @@ def main():
         for interval in ("1s", "100ms"):
             systems.append(System("swd+ckpt-" + interval, swd_checkpointed(interval), sample_tree=True,
                                   available=swd_ok, reason=reason))
+    if args.many_partitions:
+        systems.append(System("swd-P%d" % args.many_partitions, swd_many_partitions, sample_tree=True,
+                              available=swd_ok, reason=reason))
     if not args.no_variants:
         systems.append(System("timely-end", timely_cmds(["--flush", "end"])))
         systems.append(System("timely-stock", timely_cmds(["--stock-connect"])))
@@ -508,7 +526,8 @@ def main():
     side = "%dx-single" % n
     ratios = [("swd", "timely", 1), ("swd", "single-thread", n), ("swd", side, 1),
               ("timely", "single-thread", n), ("timely", side, 1),
-              ("swd+ckpt-1s", "swd", 1), ("swd+ckpt-100ms", "swd", 1), ("swd+ckpt-1s", "timely", 1)]
+              ("swd+ckpt-1s", "swd", 1), ("swd+ckpt-100ms", "swd", 1), ("swd+ckpt-1s", "timely", 1),
+              ("swd-P%d" % args.many_partitions, "swd", 1)]
     for a, b, k in ratios:
         label = "%s / %s" % (a, b if k == 1 else "(%d x %s)" % (k, b))
         if a in rates and b in rates:

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::network::{Connection, ConnectionPool, NetworkError, Transport};
-use crate::protocol::{ClientRequest, ClientResponse, ClusterStatus, ErrorKind, Hello, ProtocolError, Role};
+use crate::protocol::{
+    ClientRequest, ClientResponse, ClusterStatus, ErrorKind, Hello, JobState, ProtocolError, Role,
+};
 use crate::types::{Generation, PartitionId, WorkerId};
 
 /// What an admin request can fail with.
@@ -35,9 +37,25 @@ pub enum ClientError {
         /// The coordinator's message.
         message: String,
     },
+    /// The coordinator did not answer a request in time.
+    #[error("coordinator at {addr} did not answer within {}", humantime::format_duration(*.after))]
+    TimedOut {
+        /// The address.
+        addr: SocketAddr,
+        /// The deadline.
+        after: Duration,
+    },
     /// The coordinator answered with something that does not fit the request.
     #[error("unexpected response from the coordinator: {0}")]
     Unexpected(String),
+    /// A checkpoint asked for with [`Client::checkpoint`] was not committed.
+    #[error("checkpoint {id} was not committed: {reason}")]
+    CheckpointNotCommitted {
+        /// The checkpoint.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A connection to a coordinator for admin requests.
@@ -55,15 +73,24 @@ pub enum ClientError {
 pub struct Client {
     addr: SocketAddr,
     connection: Connection<ClientRequest, ClientResponse>,
+    /// The deadline of each request.
+    timeout: Duration,
 }
 
 impl Client {
-    /// Connects to the coordinator of `cluster` at `addr` (5 second deadline).
+    /// The deadline of a request unless set otherwise: a coordinator that accepts the
+    /// connection but never answers must not hang the caller.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Connects to the coordinator of `cluster` at `addr` (5 second deadline; each request
+    /// then has [`Client::DEFAULT_REQUEST_TIMEOUT`]).
     pub async fn connect(addr: SocketAddr, cluster: &str) -> Result<Client, ClientError> {
-        Self::connect_with_timeout(addr, cluster, Duration::from_secs(5)).await
+        let mut client = Self::connect_with_timeout(addr, cluster, Duration::from_secs(5)).await?;
+        client.timeout = Self::DEFAULT_REQUEST_TIMEOUT;
+        Ok(client)
     }
 
-    /// Connects with a custom deadline.
+    /// Connects with a custom deadline, which each request then has too.
     pub async fn connect_with_timeout(
         addr: SocketAddr,
         cluster: &str,
@@ -85,10 +112,21 @@ impl Client {
                 reason: other.reason(),
             },
         })?;
-        Ok(Client { addr, connection })
+        Ok(Client {
+            addr,
+            connection,
+            timeout,
+        })
     }
 
     async fn request(&mut self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
+        let (addr, after) = (self.addr, self.timeout);
+        tokio::time::timeout(after, self.exchange(request))
+            .await
+            .map_err(|_| ClientError::TimedOut { addr, after })?
+    }
+
+    async fn exchange(&mut self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
         let addr = self.addr;
         self.connection
             .send(request)
@@ -134,8 +172,152 @@ impl Client {
         self.done(ClientRequest::Rebalance).await
     }
 
+    /// Asks for a checkpoint of the running job now; returns its id (a new one, or the one
+    /// already in flight). It is committed once the status's `checkpoints.last_completed`
+    /// reaches it. Refused when no attempt runs or checkpoints are off.
+    pub async fn trigger_checkpoint(&mut self) -> Result<u64, ClientError> {
+        match self.request(ClientRequest::Checkpoint).await? {
+            ClientResponse::CheckpointTriggered { id } => Ok(id),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Takes a checkpoint of the running job and waits (polling the status) until it is
+    /// committed; returns its id. The coordinator then tells the sinks to make its epoch final.
+    pub async fn checkpoint(&mut self, timeout: Duration) -> Result<u64, ClientError> {
+        let id = self.trigger_checkpoint().await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status().await?;
+            match checkpoint_outcome(&status, id) {
+                CheckpointOutcome::Committed => return Ok(id),
+                CheckpointOutcome::Abandoned(reason) => {
+                    return Err(ClientError::CheckpointNotCommitted {
+                        id,
+                        reason: reason.to_string(),
+                    })
+                }
+                CheckpointOutcome::InFlight => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::CheckpointNotCommitted {
+                    id,
+                    reason: format!("not within {timeout:?}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Declares a worker failed.
     pub async fn fail_worker(&mut self, worker: WorkerId) -> Result<Generation, ClientError> {
         self.done(ClientRequest::FailWorker { worker }).await
+    }
+}
+
+/// Where a checkpoint asked for stands in a status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CheckpointOutcome {
+    Committed,
+    /// Not committed yet (in flight, or its manifest being written).
+    InFlight,
+    /// It will never be committed, and why.
+    Abandoned(&'static str),
+}
+
+/// What the status says of checkpoint `id`.
+fn checkpoint_outcome(status: &ClusterStatus, id: u64) -> CheckpointOutcome {
+    let Some(checkpoints) = &status.checkpoints else {
+        return CheckpointOutcome::Abandoned("checkpoints are off");
+    };
+    outcome(
+        id,
+        checkpoints.last_completed,
+        checkpoints.in_flight,
+        status.job.as_ref().map(|j| j.state),
+    )
+}
+
+fn outcome(
+    id: u64,
+    last_completed: Option<u64>,
+    in_flight: Option<u64>,
+    job: Option<JobState>,
+) -> CheckpointOutcome {
+    if last_completed.is_some_and(|c| c >= id) {
+        return CheckpointOutcome::Committed;
+    }
+    if in_flight.is_some_and(|c| c > id) {
+        // Checkpoints complete in order: a later one in flight means this one was aborted.
+        return CheckpointOutcome::Abandoned("it was aborted (see the coordinator's log)");
+    }
+    match job {
+        Some(JobState::Running) => CheckpointOutcome::InFlight,
+        Some(JobState::Finished) => CheckpointOutcome::Abandoned("the job finished first"),
+        _ => CheckpointOutcome::Abandoned("the job attempt it belonged to stopped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_coordinator_that_never_answers_times_out_naming_it() {
+        use crate::protocol::accept_handshake;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Accepts the connection and the handshake, then reads nothing.
+        let silent = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            accept_handshake(&mut stream, "default").await.unwrap();
+            std::future::pending::<()>().await;
+            drop(stream);
+        });
+        let after = Duration::from_millis(200);
+        let mut client = Client::connect_with_timeout(addr, "default", after)
+            .await
+            .unwrap();
+        let error = client.status().await.unwrap_err();
+        assert!(matches!(error, ClientError::TimedOut { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("coordinator at {addr} did not answer within 200ms")
+        );
+        silent.abort();
+    }
+
+    #[test]
+    fn a_checkpoint_is_committed_in_flight_or_abandoned() {
+        use JobState::*;
+        assert_eq!(
+            outcome(4, Some(4), None, Some(Running)),
+            CheckpointOutcome::Committed
+        );
+        assert_eq!(
+            outcome(4, Some(5), Some(6), Some(Running)),
+            CheckpointOutcome::Committed
+        );
+        assert_eq!(
+            outcome(4, Some(3), Some(4), Some(Running)),
+            CheckpointOutcome::InFlight
+        );
+        assert_eq!(
+            outcome(4, None, Some(4), Some(Running)),
+            CheckpointOutcome::InFlight
+        );
+        // Acknowledged by every partition, its manifest being written.
+        assert_eq!(
+            outcome(4, Some(3), None, Some(Running)),
+            CheckpointOutcome::InFlight
+        );
+        let abandoned = |o| matches!(o, CheckpointOutcome::Abandoned(_));
+        // Aborted, and the next one already triggered.
+        assert!(abandoned(outcome(4, Some(3), Some(5), Some(Running))));
+        // The attempt stopped, or the job ended before it.
+        assert!(abandoned(outcome(4, Some(3), None, Some(Restarting))));
+        assert!(abandoned(outcome(4, Some(3), None, Some(Finished))));
+        assert!(abandoned(outcome(4, Some(3), Some(4), Some(Failed))));
+        assert!(abandoned(outcome(4, None, None, None)));
     }
 }

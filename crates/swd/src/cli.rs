@@ -32,6 +32,8 @@ pub enum Command {
     Rebalance(RebalanceArgs),
     /// Run a coordinator and N worker processes on loopback.
     Local(LocalArgs),
+    /// Generate a deterministic input corpus for tests and benchmarks.
+    Gen(GenArgs),
 }
 
 /// `swd coordinator`.
@@ -66,6 +68,9 @@ pub struct CoordinatorArgs {
     /// With a job: wait for this many workers before its first attempt.
     #[arg(long, default_value_t = 1)]
     pub min_workers: usize,
+    #[command(flatten)]
+    /// When a failing job gives up.
+    pub failures: FailureArgs,
     /// How partitions move when workers join or leave: immediate, gradual or manual.
     #[arg(long, default_value = "gradual")]
     pub rebalance: RebalanceStrategy,
@@ -99,6 +104,20 @@ pub struct JobArgs {
     /// A job parameter, `key=value` (repeatable).
     #[arg(long = "param", value_parser = parse_param, requires = "job")]
     pub params: Vec<(String, String)>,
+}
+
+/// When a failing job gives up.
+#[derive(Debug, Args)]
+pub struct FailureArgs {
+    /// With a job: restarts in a row with no checkpoint completed in between after which the
+    /// job is failed (a record that fails every attempt ends the job; a job that keeps
+    /// checkpointing between crashes goes on).
+    #[arg(long, default_value_t = 10)]
+    pub max_restarts: u64,
+    /// With checkpoints: how many checkpoints in a row may time out; the next timeout fails
+    /// the attempt, which restarts from the last completed checkpoint.
+    #[arg(long, default_value_t = 3)]
+    pub tolerable_checkpoint_failures: u32,
 }
 
 /// `swd worker`.
@@ -139,6 +158,9 @@ pub struct Target {
     /// The cluster's name.
     #[arg(long, default_value = "default")]
     pub cluster: String,
+    /// Give up when the coordinator has not answered within this long.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
 }
 
 /// `swd status`.
@@ -207,8 +229,39 @@ pub struct LocalArgs {
     #[arg(long)]
     pub keep_running: bool,
     #[command(flatten)]
+    /// When a failing job gives up.
+    pub failures: FailureArgs,
+    #[command(flatten)]
     /// The job to run, if any.
     pub job: JobArgs,
+}
+
+/// `swd gen`.
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// The workload: `wordcount` (Zipf-distributed words over a 100,000-word vocabulary).
+    #[arg(value_enum)]
+    pub workload: Workload,
+    /// The corpus directory (created; must be new or empty): `input/part-NNN.txt`,
+    /// `expected.tsv` and `words.txt`.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of words.
+    #[arg(long, default_value_t = 20_000_000)]
+    pub words: u64,
+    /// Number of input files.
+    #[arg(long, default_value_t = 8)]
+    pub files: u32,
+    /// The random seed: the same words, files and seed give the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// The corpora `swd gen` makes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Workload {
+    /// Lines of 10 Zipf-distributed words, with the expected word count.
+    Wordcount,
 }
 
 /// Parses a human duration such as `100ms` or `2s`.

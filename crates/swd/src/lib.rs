@@ -2,7 +2,7 @@
 //! and runs one command. A user's own binary gets the whole command line by calling it.
 //!
 //! ```text
-//! main -> cli::Cli (clap) -> commands::{coordinator, worker, status, assign, rebalance, local}
+//! main -> cli::Cli (clap) -> commands::{coordinator, worker, status, assign, rebalance, local, gen}
 //!                                  |            |
 //!                          CoordinatorImpl   WorkerImpl     Client (admin requests)
 //! ```
@@ -12,6 +12,7 @@
 
 pub mod cli;
 mod commands;
+pub mod corpus;
 mod signals;
 pub mod table;
 

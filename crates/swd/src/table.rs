@@ -52,6 +52,9 @@ pub fn status_table(status: &ClusterStatus) -> String {
         status.workers.len()
     );
     let _ = writeln!(out, "unassigned: {}", ranges(&status.unassigned));
+    if let Some(reason) = status.unassigned_reason() {
+        let _ = writeln!(out, "  ({reason})");
+    }
     if let Some(job) = &status.job {
         let _ = writeln!(
             out,

@@ -89,7 +89,22 @@ fn wordcount_on_three_workers_equals_the_expected_counts_with_more_partitions_th
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path(), 300_000, 3);
     let output = dir.path().join("out");
-    let out = local_job("wordcount", 3, 8, &corpus.join("input"), &output);
+    // Ranges down to a byte, so the three files are cut over the eight partitions (the default
+    // keeps ranges of 8 MiB or more).
+    let out = local(&[
+        "--workers",
+        "3",
+        "--partitions",
+        "8",
+        "--job",
+        "wordcount",
+        "--param",
+        "min_split=1",
+        "--input",
+        corpus.join("input").to_str().expect("utf-8 path"),
+        "--output",
+        output.to_str().expect("utf-8 path"),
+    ]);
     assert_success(&out);
     let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
     assert_eq!(output_lines(&output), sorted_lines(&expected));

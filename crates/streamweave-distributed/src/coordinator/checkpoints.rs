@@ -17,6 +17,11 @@
 //!                          completed --committed(id)--> committed [NotifySinks, Retain]
 //! ```
 //!
+//! Timeouts in a row beyond `tolerable_failures` (Flink's tolerable checkpoint failures) also
+//! emit [`CheckpointAction::FailAttempt`]: whatever holds the barriers up (a stuck task, a store
+//! that cannot be written) is not retried forever; the attempt restarts from the last committed
+//! checkpoint. A completed checkpoint, a start or a restore resets the count.
+//!
 //! Every triggered id ends in exactly one [`CheckpointAction::Abort`] or
 //! [`CheckpointAction::Complete`]. A completed id is either committed, or superseded (a newer one
 //! was committed first, or recovery discarded it) and then listed in a
@@ -45,6 +50,8 @@ pub struct CheckpointConfig {
     pub timeout: Duration,
     /// How many committed checkpoints to keep (`K`); older ones are deleted.
     pub retain: usize,
+    /// How many checkpoints in a row may time out; the next timeout fails the attempt.
+    pub tolerable_failures: u32,
 }
 
 impl Default for CheckpointConfig {
@@ -53,6 +60,7 @@ impl Default for CheckpointConfig {
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(60),
             retain: 3,
+            tolerable_failures: 3,
         }
     }
 }
@@ -160,6 +168,12 @@ pub enum CheckpointAction {
         /// To delete, oldest first.
         delete: Vec<CheckpointId>,
     },
+    /// More checkpoints in a row timed out than are tolerable: fail the running attempt (it
+    /// restarts from the last committed checkpoint). Follows that many timeouts' `Abort`.
+    FailAttempt {
+        /// The checkpoints that timed out in a row.
+        timeouts: u32,
+    },
 }
 
 /// A summary for status and metrics.
@@ -211,6 +225,8 @@ pub struct CheckpointCoordinator {
     committed: BTreeMap<CheckpointId, Done>,
     committed_count: u64,
     aborted_count: u64,
+    /// Checkpoints that timed out since the last complete one (or start, or restore).
+    timeouts_in_row: u32,
 }
 
 impl CheckpointCoordinator {
@@ -232,12 +248,14 @@ impl CheckpointCoordinator {
             committed: BTreeMap::new(),
             committed_count: 0,
             aborted_count: 0,
+            timeouts_in_row: 0,
         }
     }
 
     /// The job started at `now`: the first checkpoint triggers one interval later.
     pub fn start(&mut self, now: Instant) {
         self.baseline = Some(now);
+        self.timeouts_in_row = 0;
     }
 
     /// Time passed: abort the checkpoint in flight if it timed out, or trigger the next one if
@@ -248,7 +266,14 @@ impl CheckpointCoordinator {
         };
         if let Some(in_flight) = &self.in_flight {
             if now.saturating_duration_since(in_flight.triggered_at) > self.config.timeout {
-                return self.abort_in_flight(AbortReason::Timeout, now);
+                let mut actions = self.abort_in_flight(AbortReason::Timeout, now);
+                self.timeouts_in_row += 1;
+                if self.timeouts_in_row > self.config.tolerable_failures {
+                    actions.push(CheckpointAction::FailAttempt {
+                        timeouts: std::mem::take(&mut self.timeouts_in_row),
+                    });
+                }
+                return actions;
             }
             return Vec::new();
         }
@@ -318,6 +343,7 @@ impl CheckpointCoordinator {
             size_bytes: done.size_bytes,
         };
         self.completed.insert(id, done);
+        self.timeouts_in_row = 0;
         vec![action]
     }
 
@@ -396,6 +422,7 @@ impl CheckpointCoordinator {
         }
         self.next_id = self.next_id.max(id.next());
         self.baseline = Some(now);
+        self.timeouts_in_row = 0;
         actions
     }
 

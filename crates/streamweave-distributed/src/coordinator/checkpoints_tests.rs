@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
-use CheckpointAction::{Abort, Complete, NotifySinks, Retain, Trigger};
+use CheckpointAction::{Abort, Complete, FailAttempt, NotifySinks, Retain, Trigger};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 const TIMEOUT: Duration = Duration::from_millis(250);
+/// Timeouts in a row tolerated by [`config`]: low, so that random runs reach the limit.
+const TOLERABLE: u32 = 1;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -24,6 +26,7 @@ fn config(retain: usize) -> CheckpointConfig {
         interval: INTERVAL,
         timeout: TIMEOUT,
         retain,
+        tolerable_failures: TOLERABLE,
     }
 }
 
@@ -194,6 +197,124 @@ fn a_timeout_aborts_and_the_id_is_never_reused() {
     ));
     let stats = c.stats();
     assert_eq!((stats.aborted, stats.completed, stats.in_flight), (1, 0, None));
+}
+
+/// Lets checkpoint `id`, triggered at `t`, time out (at `t` + 251 ms); returns the actions.
+fn time_out(c: &mut CheckpointCoordinator, id: CheckpointId, t: Instant) -> Vec<CheckpointAction> {
+    assert_eq!(c.in_flight(), Some(id));
+    c.tick(t + TIMEOUT + ms(1))
+}
+
+fn timed_out(id: CheckpointId) -> CheckpointAction {
+    Abort {
+        id,
+        reason: AbortReason::Timeout,
+    }
+}
+
+#[test]
+fn timeouts_beyond_the_tolerable_in_a_row_fail_the_attempt() {
+    let t = Instant::now();
+    let mut c = CheckpointCoordinator::new(
+        CheckpointConfig {
+            tolerable_failures: 2,
+            ..config(3)
+        },
+        2,
+    );
+    c.start(t);
+    // Trigger n at 100 + 351 (n - 1) ms; each times out 251 ms later; the next triggers 100 ms on.
+    let trigger_at = |n: u64| t + ms(100 + 351 * (n - 1));
+    for n in 1..=2 {
+        assert_eq!(c.tick(trigger_at(n)), vec![Trigger { id: id(n) }]);
+        assert_eq!(
+            time_out(&mut c, id(n), trigger_at(n)),
+            vec![timed_out(id(n))],
+            "tolerated"
+        );
+    }
+    assert_eq!(c.tick(trigger_at(3)), vec![Trigger { id: id(3) }]);
+    assert_eq!(
+        time_out(&mut c, id(3), trigger_at(3)),
+        vec![timed_out(id(3)), FailAttempt { timeouts: 3 }],
+        "the third in a row is one too many"
+    );
+    // The attempt restarts from the last checkpoint (here none: from the start): counted anew.
+    let restart = trigger_at(3) + ms(300);
+    c.start(restart);
+    for n in 4..=5 {
+        let at = restart + ms(100 + 351 * (n - 4));
+        assert_eq!(c.tick(at), vec![Trigger { id: id(n) }]);
+        assert_eq!(time_out(&mut c, id(n), at), vec![timed_out(id(n))]);
+    }
+    // A complete checkpoint in between resets the count: two more timeouts are tolerated again.
+    let ok_at = restart + ms(100 + 351 * 2);
+    assert_eq!(run_one(&mut c, 2, ok_at), id(6));
+    for n in 7..=8 {
+        let at = ok_at + ms(100 * (n - 6) + 251 * (n - 7));
+        assert_eq!(c.tick(at), vec![Trigger { id: id(n) }]);
+        assert_eq!(
+            time_out(&mut c, id(n), at),
+            vec![timed_out(id(n))],
+            "checkpoint {n}"
+        );
+    }
+    // Other aborts neither count nor reset.
+    let lost_at = ok_at + ms(802);
+    assert_eq!(c.tick(lost_at), vec![Trigger { id: id(9) }]);
+    assert_eq!(
+        c.worker_lost(lost_at + ms(1)),
+        vec![Abort {
+            id: id(9),
+            reason: AbortReason::WorkerLost
+        }]
+    );
+    let last_at = lost_at + ms(101);
+    assert_eq!(c.tick(last_at), vec![Trigger { id: id(10) }]);
+    assert_eq!(
+        time_out(&mut c, id(10), last_at),
+        vec![timed_out(id(10)), FailAttempt { timeouts: 3 }]
+    );
+}
+
+#[test]
+fn with_none_tolerable_the_first_timeout_fails_the_attempt_and_a_restore_counts_anew() {
+    let t = Instant::now();
+    let tolerating = |n| {
+        let mut c = CheckpointCoordinator::new(
+            CheckpointConfig {
+                tolerable_failures: n,
+                ..config(3)
+            },
+            2,
+        );
+        c.start(t);
+        c
+    };
+    let mut c = tolerating(0);
+    assert_eq!(c.tick(t + ms(100)), vec![Trigger { id: id(1) }]);
+    assert_eq!(
+        time_out(&mut c, id(1), t + ms(100)),
+        vec![timed_out(id(1)), FailAttempt { timeouts: 1 }]
+    );
+
+    let mut c = tolerating(1);
+    let first = run_one(&mut c, 2, t + ms(100));
+    c.committed(first);
+    assert_eq!(c.tick(t + ms(200)), vec![Trigger { id: id(2) }]);
+    assert_eq!(time_out(&mut c, id(2), t + ms(200)), vec![timed_out(id(2))]);
+    c.restored(first, t + ms(500));
+    assert_eq!(c.tick(t + ms(600)), vec![Trigger { id: id(3) }]);
+    assert_eq!(
+        time_out(&mut c, id(3), t + ms(600)),
+        vec![timed_out(id(3))],
+        "counted anew after the restore"
+    );
+    assert_eq!(c.tick(t + ms(951)), vec![Trigger { id: id(4) }]);
+    assert_eq!(
+        time_out(&mut c, id(4), t + ms(951)),
+        vec![timed_out(id(4)), FailAttempt { timeouts: 2 }]
+    );
 }
 
 #[test]
@@ -483,6 +604,8 @@ struct Model {
     /// The newest `SIM_K` committed, oldest first.
     committed: Vec<(CheckpointId, Snapshots)>,
     commits: u64,
+    /// Timeouts since the last complete checkpoint (or the start, or a restore).
+    timeouts_in_row: u32,
 }
 
 impl Model {
@@ -501,6 +624,18 @@ impl Model {
         self.committed.iter().map(|(id, _)| *id).collect()
     }
 
+    fn time_out(&mut self) -> Vec<CheckpointAction> {
+        let mut actions = self.abort(AbortReason::Timeout);
+        self.timeouts_in_row += 1;
+        if self.timeouts_in_row > TOLERABLE {
+            actions.push(FailAttempt {
+                timeouts: self.timeouts_in_row,
+            });
+            self.timeouts_in_row = 0;
+        }
+        actions
+    }
+
     /// Applies `op` to the model and returns the actions the coordinator must emit.
     fn expect(
         &mut self,
@@ -512,7 +647,7 @@ impl Model {
                 self.now += ms(advance);
                 let got = c.tick(self.now);
                 let want = match &self.in_flight {
-                    Some((_, at, _)) if self.now - *at > TIMEOUT => self.abort(AbortReason::Timeout),
+                    Some((_, at, _)) if self.now - *at > TIMEOUT => self.time_out(),
                     None if self.now - self.baseline >= INTERVAL => {
                         let id = self.next_id;
                         self.next_id += 1;
@@ -550,6 +685,7 @@ impl Model {
                             });
                             self.uncommitted.insert(id, std::mem::take(acks));
                             self.in_flight = None;
+                            self.timeouts_in_row = 0;
                         }
                     }
                 }
@@ -603,6 +739,7 @@ impl Model {
                     });
                 }
                 self.baseline = self.now;
+                self.timeouts_in_row = 0;
                 (got, want)
             }
         }
@@ -628,6 +765,7 @@ proptest! {
             uncommitted: BTreeMap::new(),
             committed: Vec::new(),
             commits: 0,
+            timeouts_in_row: 0,
         };
         let mut highest = CheckpointId(0);
         for (step, op) in ops.iter().enumerate() {

@@ -123,8 +123,12 @@ pub struct CoordinatorConfig {
     pub max_frame_size: usize,
     /// The job to run on the workers, if any.
     pub job: Option<JobSpec>,
-    /// Aborted attempts after which the job is declared failed.
+    /// Restarts in a row with no checkpoint completed in between after which the job is
+    /// declared failed (the next failure fails it).
     pub max_job_restarts: u64,
+    /// Checkpoints in a row that may time out; the next timeout fails the attempt, which
+    /// restarts from the last completed checkpoint.
+    pub tolerable_checkpoint_failures: u32,
     /// Take a checkpoint of the running job this often (off when `None`); needs `data_dir`,
     /// under which the checkpoints are stored (`data_dir/checkpoints`).
     pub checkpoint_interval: Option<Duration>,
@@ -154,6 +158,7 @@ impl Default for CoordinatorConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             job: None,
             max_job_restarts: 10,
+            tolerable_checkpoint_failures: 3,
             min_workers: 1,
             checkpoint_interval: None,
             checkpoint_timeout: Duration::from_secs(10),

@@ -119,6 +119,8 @@ pub enum JobReport {
     Failed {
         /// The attempt.
         attempt: u64,
+        /// The partition whose task failed, if the failure belongs to one.
+        partition: Option<PartitionId>,
         /// What went wrong.
         error: String,
     },
@@ -327,6 +329,7 @@ impl Engine {
                     interval,
                     timeout: config.checkpoint_timeout,
                     retain: config.checkpoint_retain,
+                    tolerable_failures: config.tolerable_checkpoint_failures,
                 },
                 p,
             )),
@@ -1012,6 +1015,10 @@ mod tests;
 #[cfg(test)]
 #[path = "engine_moves_tests.rs"]
 mod moves_tests;
+
+#[cfg(test)]
+#[path = "engine_job_tests.rs"]
+mod job_tests;
 
 #[cfg(test)]
 #[path = "engine_restart_tests.rs"]

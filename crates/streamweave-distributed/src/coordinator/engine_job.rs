@@ -73,9 +73,13 @@ impl Engine {
                 partition,
                 records_out,
             } => job.on_partition_done(attempt, partition, records_out, now),
-            JobReport::Failed { attempt, error } => {
-                tracing::warn!(worker = %id, attempt, %error, "a job task failed");
-                job.on_failure(attempt, format!("worker {id}: {error}"), now)
+            JobReport::Failed {
+                attempt,
+                partition,
+                error,
+            } => {
+                tracing::warn!(worker = %id, attempt, ?partition, %error, "a job task failed");
+                job.on_task_failed(attempt, &id, partition, &error, now)
             }
             JobReport::EpochsCommitted {
                 attempt,
@@ -166,6 +170,12 @@ impl Engine {
                     retain: self.config.checkpoint_retain,
                 }),
                 CheckpointAction::NotifySinks { id } => {
+                    if self.config.recovery_strategy == RecoveryStrategy::FromCheckpoint {
+                        // Progress a restart keeps (from the beginning, it keeps none).
+                        if let Some(job) = self.job.as_mut() {
+                            job.on_checkpoint_completed();
+                        }
+                    }
                     self.broadcast(CoordinatorMessage::CommitEpochs { attempt, upto: id.0 });
                     if self.move_waits_for(id.0) {
                         self.complete_move(id.0);
@@ -178,6 +188,18 @@ impl Engine {
                     }
                 }
                 CheckpointAction::Retain { .. } => {}
+                CheckpointAction::FailAttempt { timeouts } => {
+                    let reason = format!(
+                        "{timeouts} checkpoints in a row timed out (tolerable: {})",
+                        self.config.tolerable_checkpoint_failures
+                    );
+                    tracing::warn!(attempt, %reason, "failing the attempt");
+                    let step = match (self.job.as_mut(), self.clock) {
+                        (Some(job), Some(now)) => job.on_failure(attempt, reason, now),
+                        _ => JobStep::Nothing,
+                    };
+                    self.execute_job_step(step);
+                }
             }
         }
     }

@@ -194,6 +194,7 @@ fn a_new_attempt_waits_for_the_manifest_being_written_and_restores_it() {
     // While the manifest is written, a task fails: the attempt stops, and the next one waits.
     let report = JobReport::Failed {
         attempt: 1,
+        partition: Some(0),
         error: "boom".to_string(),
     };
     let log = drive(&mut e, Input::Job { conn: 2, report }, t1);
@@ -239,6 +240,7 @@ fn a_failed_manifest_write_lets_the_next_attempt_start_from_the_previous_checkpo
     ack_all(&mut e, 1, 1, t1);
     let report = JobReport::Failed {
         attempt: 1,
+        partition: Some(0),
         error: "boom".to_string(),
     };
     drive(&mut e, Input::Job { conn: 2, report }, t1);

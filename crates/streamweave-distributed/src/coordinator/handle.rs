@@ -196,6 +196,28 @@ pub(crate) async fn answer(
         ClientRequest::Assign { worker, partitions } => handle.assign_partitions(&worker, partitions).await,
         ClientRequest::Rebalance => handle.rebalance().await,
         ClientRequest::FailWorker { worker } => handle.handle_worker_failure(&worker).await,
+        ClientRequest::Checkpoint => {
+            // Answered at once: the client watches the status for the commit, so no admin
+            // request waits on a checkpoint.
+            let triggered = handle
+                .call(|engine, now| match engine.request_checkpoint(now) {
+                    Ok((id, actions)) => (Ok(id), actions),
+                    Err(e) => (Err(e), Vec::new()),
+                })
+                .await;
+            return Some(match triggered {
+                Ok(Ok(id)) => ClientResponse::CheckpointTriggered { id },
+                Ok(Err(CoordinatorError::Communication(reason))) => ClientResponse::Error {
+                    kind: ErrorKind::Other,
+                    message: format!("no checkpoint: {reason}"),
+                },
+                Ok(Err(e)) => ClientResponse::Error {
+                    kind: error_kind(&e),
+                    message: e.to_string(),
+                },
+                Err(_) => return None,
+            });
+        }
     };
     Some(match result {
         Ok(generation) => ClientResponse::Done { generation },
@@ -306,7 +328,12 @@ impl CoordinatorImpl {
             self.config.max_frame_size,
             shutdown.clone(),
         );
-        tracker.spawn(accept_loop(listener, shared, tracker.clone()));
+        tracker.spawn(accept_loop(
+            listener,
+            shared,
+            tracker.clone(),
+            self.config.max_workers,
+        ));
         tracing::info!(%local_addr, partitions = self.config.num_partitions, strategy = self.config.rebalance_strategy.as_str(), "coordinator listening");
         self.running = Some(Running {
             handle: CoordinatorHandle { commands },

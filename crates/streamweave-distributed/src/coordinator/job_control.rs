@@ -5,8 +5,15 @@
 //! ```text
 //! Waiting --stable assignment--> Running --every partition done--> Finished
 //!              ^                   |  generation changed / task failed
-//!              +--- Restarting <---+  (after max_restarts failures: Failed)
+//!              +--- Restarting <---+  (after max_restarts restarts in a row: Failed)
 //! ```
+//!
+//! The restart policy (Flink's fixed-delay strategy, with its exponential backoff): every
+//! abort restarts the job, after a task failure with a delay that doubles up to 5 s, and a
+//! completed checkpoint ([`JobControl::on_checkpoint_completed`]) resets both the count and the
+//! delay. So a record that makes the job's code fail every time fails the job after
+//! `max_restarts` restarts in a row, while a long job that keeps checkpointing between crashes
+//! never runs out of restarts.
 //!
 //! An aborted attempt is restarted whole on the new assignment (from the last checkpoint, or
 //! from the beginning without checkpoints, when its sinks' final files are replaced by the new
@@ -48,14 +55,18 @@ pub struct JobControl {
     state: JobState,
     attempt: u64,
     generation: Option<Generation>,
+    /// Restarts over the job's life (shown in the status).
     restarts: u64,
+    /// Restarts since the last completed checkpoint: above `max_restarts` the job fails.
+    restarts_in_row: u64,
     done: BTreeMap<PartitionId, u64>,
     sources_done: BTreeMap<PartitionId, u64>,
     progress: BTreeMap<WorkerId, JobProgress>,
     error: Option<String>,
     started: Option<Instant>,
     elapsed: Option<Duration>,
-    /// Task failures so far: each one delays the next attempt a little more.
+    /// Task failures since the last completed checkpoint: each one delays the next attempt a
+    /// little more.
     failures: u32,
     /// Whether the final output is committed in a second phase (with checkpoints).
     final_commit: bool,
@@ -75,6 +86,14 @@ pub struct JobControl {
     not_before: Option<Instant>,
 }
 
+/// Why an attempt failed, naming where: `partition 3 on worker w2: panicked: poison record`.
+pub fn task_failure(worker: &WorkerId, partition: Option<PartitionId>, error: &str) -> String {
+    match partition {
+        Some(p) => format!("partition {p} on worker {worker}: {error}"),
+        None => format!("worker {worker}: {error}"),
+    }
+}
+
 /// The delay before the attempt after the `n`-th task failure: 100 ms doubling, at most 5 s.
 fn restart_delay(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(6);
@@ -92,6 +111,7 @@ impl JobControl {
             attempt: 0,
             generation: None,
             restarts: 0,
+            restarts_in_row: 0,
             done: BTreeMap::new(),
             sources_done: BTreeMap::new(),
             progress: BTreeMap::new(),
@@ -267,7 +287,28 @@ impl JobControl {
         JobStep::Stop(self.attempt)
     }
 
-    /// A task failed at `now`; the next attempt waits a little (more after every failure).
+    /// A checkpoint of the running attempt completed: the job made progress that a restart
+    /// keeps, so the restarts in a row and the backoff start over.
+    pub fn on_checkpoint_completed(&mut self) {
+        self.restarts_in_row = 0;
+        self.failures = 0;
+    }
+
+    /// The task of `partition` (or, without one, the attempt as a whole) on `worker` failed with
+    /// `error` at `now`: as [`JobControl::on_failure`], with a reason that names where.
+    pub fn on_task_failed(
+        &mut self,
+        attempt: u64,
+        worker: &WorkerId,
+        partition: Option<PartitionId>,
+        error: &str,
+        now: Instant,
+    ) -> JobStep {
+        self.on_failure(attempt, task_failure(worker, partition, error), now)
+    }
+
+    /// The running attempt failed at `now` (a task, or too many checkpoints in a row); the next
+    /// attempt waits a little (more after every failure).
     pub fn on_failure(&mut self, attempt: u64, error: String, now: Instant) -> JobStep {
         if attempt != self.attempt || self.state != JobState::Running {
             return JobStep::Nothing;
@@ -279,13 +320,14 @@ impl JobControl {
     }
 
     fn abort(&mut self, reason: String) -> JobStep {
-        self.restarts += 1;
         self.error = Some(reason);
-        self.state = if self.restarts > self.max_restarts {
-            JobState::Failed
+        if self.restarts_in_row >= self.max_restarts {
+            self.state = JobState::Failed;
         } else {
-            JobState::Restarting
-        };
+            self.restarts += 1;
+            self.restarts_in_row += 1;
+            self.state = JobState::Restarting;
+        }
         JobStep::Stop(self.attempt)
     }
 
@@ -457,6 +499,100 @@ mod tests {
         let status = job.status(t);
         assert_eq!(status.state, JobState::Failed);
         assert_eq!(status.error.as_deref(), Some("boom 3"));
+        assert_eq!(status.restarts, 2, "the failure that ended it restarted nothing");
         assert_eq!(job.on_cluster(Generation(9), true, t), JobStep::Nothing);
+    }
+
+    /// Starts the next attempt (long after any backoff) and fails its task; returns the state.
+    fn start_and_fail(job: &mut JobControl, now: &mut Instant) -> JobState {
+        *now += Duration::from_secs(10);
+        let JobStep::Start(attempt) = job.on_cluster(Generation(1), true, *now) else {
+            panic!("no attempt started: {:?}", job.status(*now));
+        };
+        assert_eq!(
+            job.on_task_failed(attempt, &WorkerId::new("w2"), Some(3), "panicked: poison", *now),
+            JobStep::Stop(attempt)
+        );
+        job.state()
+    }
+
+    #[test]
+    fn a_completed_checkpoint_resets_the_restarts_in_a_row() {
+        let t = Instant::now();
+        let mut job = JobControl::new(JobSpec::new("wordcount"), 2, 2);
+        let mut now = t;
+        // A long job that checkpoints between crashes never runs out of restarts.
+        for round in 1..=5 {
+            assert_eq!(
+                start_and_fail(&mut job, &mut now),
+                JobState::Restarting,
+                "round {round}"
+            );
+            assert_eq!(
+                start_and_fail(&mut job, &mut now),
+                JobState::Restarting,
+                "round {round}"
+            );
+            job.on_checkpoint_completed();
+        }
+        assert_eq!(job.status(now).restarts, 10);
+        // Then a record that fails every attempt: two restarts in a row, the third failure ends it.
+        assert_eq!(start_and_fail(&mut job, &mut now), JobState::Restarting);
+        assert_eq!(start_and_fail(&mut job, &mut now), JobState::Restarting);
+        assert_eq!(start_and_fail(&mut job, &mut now), JobState::Failed);
+        let status = job.status(now);
+        assert_eq!(status.restarts, 12);
+        assert_eq!(
+            status.error.as_deref(),
+            Some("partition 3 on worker w2: panicked: poison")
+        );
+        assert_eq!(job.on_cluster(Generation(2), true, now), JobStep::Nothing);
+    }
+
+    #[test]
+    fn a_completed_checkpoint_resets_the_backoff() {
+        let t = Instant::now();
+        let mut job = JobControl::new(JobSpec::new("wordcount"), 2, 10);
+        assert_eq!(job.on_cluster(Generation(1), true, t), JobStep::Start(1));
+        job.on_failure(1, "one".to_string(), t);
+        let t2 = t + Duration::from_millis(100);
+        assert_eq!(job.on_cluster(Generation(1), true, t2), JobStep::Start(2));
+        job.on_failure(2, "two".to_string(), t2);
+        // The second failure in a row waits 200 ms; after a completed checkpoint, 100 ms again.
+        let t3 = t2 + Duration::from_millis(200);
+        assert_eq!(job.on_cluster(Generation(1), true, t3), JobStep::Start(3));
+        job.on_checkpoint_completed();
+        job.on_failure(3, "three".to_string(), t3);
+        assert_eq!(
+            job.on_cluster(Generation(1), true, t3 + Duration::from_millis(100)),
+            JobStep::Start(4)
+        );
+    }
+
+    #[test]
+    fn with_no_restarts_allowed_the_first_failure_fails_the_job() {
+        let t = Instant::now();
+        let mut job = JobControl::new(JobSpec::new("wordcount"), 2, 0);
+        assert_eq!(job.on_cluster(Generation(1), true, t), JobStep::Start(1));
+        assert_eq!(
+            job.on_task_failed(1, &WorkerId::new("w1"), None, "invalid job: no input", t),
+            JobStep::Stop(1)
+        );
+        let status = job.status(t);
+        assert_eq!((status.state, status.restarts), (JobState::Failed, 0));
+        assert_eq!(status.error.as_deref(), Some("worker w1: invalid job: no input"));
+    }
+
+    #[test]
+    fn a_task_failure_names_the_partition_and_the_worker() {
+        let w2 = WorkerId::new("w2");
+        assert_eq!(
+            task_failure(&w2, Some(3), "panicked: poison record"),
+            "partition 3 on worker w2: panicked: poison record"
+        );
+        assert_eq!(
+            task_failure(&w2, None, "exchange: gone"),
+            "worker w2: exchange: gone"
+        );
     }
 }

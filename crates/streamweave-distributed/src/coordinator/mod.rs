@@ -26,6 +26,8 @@ mod event_log;
 mod handle;
 pub mod job_control;
 mod server;
+#[cfg(test)]
+mod server_accept_tests;
 mod startup;
 
 pub use config::{CoordinatorConfig, RebalanceStrategy, RecoveryStrategy};

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -36,6 +36,10 @@ use crate::protocol::{
 
 /// How long a new connection may take to introduce itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections beyond one per worker taken at once (admin clients, workers reconnecting).
+const SPARE_CONNECTIONS: usize = 64;
+/// An admin connection without a request for this long is closed.
+const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages queued for one connection before it is considered stuck and closed.
 const OUTBOX_CAPACITY: usize = 256;
 
@@ -213,15 +217,33 @@ impl Actor {
     }
 }
 
-/// Accepts connections until shutdown.
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Shared, tracker: TaskTracker) {
+/// Accepts connections until shutdown: at most `max_workers` plus [`SPARE_CONNECTIONS`] at
+/// once (the others wait in the listen backlog), each with a slot held until it closes.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Shared,
+    tracker: TaskTracker,
+    max_workers: usize,
+) {
+    let slots = Arc::new(Semaphore::new(max_workers.saturating_add(SPARE_CONNECTIONS)));
     loop {
+        let slot = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-                    tracker.spawn(serve_connection(stream, peer, conn, shared.clone()));
+                    let shared = shared.clone();
+                    tracker.spawn(async move {
+                        serve_connection(stream, peer, conn, shared).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -333,11 +355,7 @@ async fn serve_worker(
                         vec![Input::Job { conn, report: JobReport::PartitionDone { attempt, partition, records_out } }]
                     }
                     Ok(Some(WorkerMessage::JobFailed { attempt, partition, error })) => {
-                        let error = match partition {
-                            Some(p) => format!("partition {p}: {error}"),
-                            None => error,
-                        };
-                        vec![Input::Job { conn, report: JobReport::Failed { attempt, error } }]
+                        vec![Input::Job { conn, report: JobReport::Failed { attempt, partition, error } }]
                     }
                     Ok(Some(WorkerMessage::Register(_))) => {
                         tracing::warn!(%peer, "closing worker connection: registered twice");
@@ -371,11 +389,15 @@ async fn serve_client(
     shared: Shared,
 ) {
     loop {
-        let request = match connection.recv().await {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(e) => {
+        let request = match tokio::time::timeout(ADMIN_IDLE_TIMEOUT, connection.recv()).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "closing client connection");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "closing client connection: no request within {ADMIN_IDLE_TIMEOUT:?}");
                 return;
             }
         };

@@ -25,9 +25,15 @@ pub enum DataflowError {
     /// A peer connection failed while the attempt was running.
     #[error("exchange: {0}")]
     Exchange(String),
-    /// Job code (a source, operator, key function or sink) panicked; the message is the panic's.
-    #[error("panicked: {0}")]
-    Panicked(String),
+    /// The job's own code (a source, operator, key function or sink) panicked; caught at the
+    /// task boundary so that it fails the attempt instead of silently ending the task.
+    #[error("panicked{}: {message}", location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
+    Panicked {
+        /// The panic's message (its payload when that is a string).
+        message: String,
+        /// Where in the source it panicked (`file:line:column`), when known.
+        location: Option<String>,
+    },
 }
 
 impl DataflowError {

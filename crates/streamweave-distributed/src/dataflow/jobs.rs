@@ -2,21 +2,26 @@
 //! files, written with the public builder like any user job.
 
 use super::sinks::TextDirSink;
-use super::sources::{TextDirSource, Throttled};
+use super::sources::{TextDirSource, Throttled, DEFAULT_MIN_SPLIT};
 use super::{DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, Stream};
 
-/// The job's input with the optional `rate` parameter (lines per second per source partition).
+/// A numeric parameter of the job, or `default`.
+fn number(spec: &JobSpec, name: &str, what: &str, default: u64) -> Result<u64, DataflowError> {
+    match spec.params.get(name) {
+        Some(value) => value
+            .parse()
+            .map_err(|_| DataflowError::InvalidJob(format!("parameter {name}={value:?} is not {what}"))),
+        None => Ok(default),
+    }
+}
+
+/// The job's input with the optional parameters `rate` (lines per second per source partition)
+/// and `min_split` (the smallest byte range a file is cut into; default 8 MiB).
 fn input(spec: &JobSpec) -> Result<Throttled<TextDirSource>, DataflowError> {
-    let rate = match spec.params.get("rate") {
-        Some(rate) => rate.parse().map_err(|_| {
-            DataflowError::InvalidJob(format!(
-                "parameter rate={rate:?} is not a number of records per second"
-            ))
-        })?,
-        None => 0,
-    };
+    let rate = number(spec, "rate", "a number of records per second", 0)?;
+    let min_split = number(spec, "min_split", "a number of bytes", DEFAULT_MIN_SPLIT)?;
     Ok(Throttled::new(
-        TextDirSource::new(spec.require_input()?.clone()),
+        TextDirSource::new(spec.require_input()?.clone()).with_min_split(min_split),
         rate,
     ))
 }

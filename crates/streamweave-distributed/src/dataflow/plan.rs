@@ -109,6 +109,13 @@ pub trait ErasedPlan: Send + Sync {
     /// Whether the source is bounded (see [`crate::dataflow::Source::is_bounded`]).
     fn bounded(&self) -> bool;
 
+    /// The source partitions with nothing to read, if known (see
+    /// [`crate::dataflow::Source::empty_partitions`]).
+    fn empty_sources(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        let _ = num_partitions;
+        Ok(None)
+    }
+
     /// Phase two of the sink's commit: makes partition `partition`'s pre-committed epochs up to
     /// `upto` final. Idempotent.
     fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError>;

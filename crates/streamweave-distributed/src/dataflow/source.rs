@@ -64,4 +64,14 @@ pub trait Source: Send + Sync + 'static {
     fn is_bounded(&self) -> bool {
         true
     }
+
+    /// Which of `num_partitions` partitions' shares hold nothing at all, when the source can
+    /// tell for certain (`None`: it cannot). Every worker must compute the same answer: the
+    /// receivers count those sources as ended from the start and their tasks send no
+    /// end-of-stream markers, which with a thousand partitions and a few files saves a million
+    /// messages.
+    fn empty_partitions(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        let _ = num_partitions;
+        Ok(None)
+    }
 }

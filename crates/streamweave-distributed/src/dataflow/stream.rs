@@ -48,6 +48,16 @@ type RunFn<T> = dyn Fn(
     + Send
     + Sync;
 type ValidateFn = Arc<dyn Fn() -> Result<(), DataflowError> + Send + Sync>;
+
+/// [`Source::empty_partitions`] of a job's source.
+type EmptyFn = Arc<dyn Fn(usize) -> Result<Option<Vec<bool>>, DataflowError> + Send + Sync>;
+
+/// What the runtime needs to know of a job's source beyond its records.
+#[derive(Clone)]
+struct SourceInfo {
+    bounded: bool,
+    empty: EmptyFn,
+}
 type SendFn = dyn Fn(&SourceContext, SourceOffset, &SourceControl, &mut dyn ExchangeOut) -> Result<SourceEnd, DataflowError>
     + Send
     + Sync;
@@ -61,7 +71,7 @@ const COMBINE_LIMIT: usize = 200_000;
 pub struct Stream<T> {
     run: Arc<RunFn<T>>,
     validate: Vec<ValidateFn>,
-    bounded: bool,
+    source: SourceInfo,
 }
 
 impl<T: Send + 'static> Stream<T> {
@@ -69,9 +79,15 @@ impl<T: Send + 'static> Stream<T> {
     pub fn from_source<S: Source<Item = T>>(source: S) -> Self {
         let source = Arc::new(source);
         let check = Arc::clone(&source);
-        let bounded = source.is_bounded();
+        let info = SourceInfo {
+            bounded: source.is_bounded(),
+            empty: {
+                let source = Arc::clone(&source);
+                Arc::new(move |n| source.empty_partitions(n))
+            },
+        };
         Stream {
-            bounded,
+            source: info,
             run: Arc::new(move |ctx, offset, control, emit| {
                 let mut pending = 0u64;
                 let end = source.read(ctx, offset, &mut |item| {
@@ -104,7 +120,7 @@ impl<T: Send + 'static> Stream<T> {
         Stream {
             run: Arc::new(move |ctx, offset, control, emit| run(ctx, offset, control, &mut |x| op(x, emit))),
             validate: self.validate,
-            bounded: self.bounded,
+            source: self.source,
         }
     }
 
@@ -177,7 +193,7 @@ impl<T: Send + 'static> Stream<T> {
             send,
             stage: Arc::new(|| Box::new(PassThrough::<T>::default()) as Box<dyn Stage<T>>),
             validate: self.validate,
-            bounded: self.bounded,
+            source: self.source,
         }
     }
 
@@ -223,7 +239,7 @@ impl<T: Send + 'static> Stream<T> {
             }
             router.finish(end)
         });
-        counted(send, self.validate, self.bounded)
+        counted(send, self.validate, self.source)
     }
 
     /// [`Stream::count_keys`] for string keys, faster: the pre-aggregation table keeps short
@@ -270,7 +286,7 @@ impl<T: Send + 'static> Stream<T> {
         });
         // The keys stay short keys through the exchange and the receivers' table too (placed,
         // encoded and snapshotted exactly as strings), and become strings on the way out.
-        counted::<ShortKey>(send, self.validate, self.bounded).map(|(key, n)| (key.into_string(), n))
+        counted::<ShortKey>(send, self.validate, self.source).map(|(key, n)| (key.into_string(), n))
     }
 
     /// Writes to `sink`; each partition's records stay in their partition (no exchange).
@@ -286,7 +302,7 @@ impl<T: Send + 'static> Stream<T> {
             send,
             stage: Arc::new(|| Box::new(LocalPassThrough::<T>::default()) as Box<dyn Stage<T>>),
             validate: self.validate,
-            bounded: self.bounded,
+            source: self.source,
         }
         .sink(sink)
     }
@@ -332,7 +348,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
             send,
             stage,
             validate: self.validate,
-            bounded: self.bounded,
+            source: self.source,
         }
     }
 }
@@ -402,7 +418,7 @@ where
             send,
             stage,
             validate: pairs.validate,
-            bounded: pairs.bounded,
+            source: pairs.source,
         }
     }
 }
@@ -642,7 +658,7 @@ where
 }
 
 /// The keyed stage of a count: pre-aggregated `(key, count)` pairs summed per key.
-fn counted<K>(send: Arc<SendFn>, validate: Vec<ValidateFn>, bounded: bool) -> Exchanged<(K, u64)>
+fn counted<K>(send: Arc<SendFn>, validate: Vec<ValidateFn>, source: SourceInfo) -> Exchanged<(K, u64)>
 where
     K: Eq + Hash + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -652,7 +668,7 @@ where
         send,
         stage,
         validate,
-        bounded,
+        source,
     }
 }
 
@@ -669,7 +685,7 @@ pub struct Exchanged<U> {
     send: Arc<SendFn>,
     stage: StageFactory<U>,
     validate: Vec<ValidateFn>,
-    bounded: bool,
+    source: SourceInfo,
 }
 
 struct MapStage<U, V> {
@@ -713,7 +729,7 @@ impl<U: Send + 'static> Exchanged<U> {
                 }) as Box<dyn Stage<V>>
             }),
             validate: self.validate,
-            bounded: self.bounded,
+            source: self.source,
         }
     }
 
@@ -750,7 +766,7 @@ impl<U: Send + 'static> Exchanged<U> {
                 stage: self.stage,
                 sink,
                 validate,
-                bounded: self.bounded,
+                source: self.source,
             }),
         }
     }
@@ -761,7 +777,7 @@ struct SinkPlan<U, S> {
     stage: StageFactory<U>,
     sink: Arc<S>,
     validate: Vec<ValidateFn>,
-    bounded: bool,
+    source: SourceInfo,
 }
 
 impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
@@ -794,7 +810,11 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
     }
 
     fn bounded(&self) -> bool {
-        self.bounded
+        self.source.bounded
+    }
+
+    fn empty_sources(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        (self.source.empty)(num_partitions)
     }
 
     fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {

@@ -15,6 +15,11 @@ pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 
 const LEN_BYTES: usize = 4;
 
+/// How far ahead of the bytes received the buffer of a partial frame grows: a header alone
+/// announcing a large frame must not make us allocate it (a peer could announce 16 MiB on many
+/// connections and stall), so the buffer grows as the body arrives.
+pub(crate) const READ_AHEAD: usize = 64 * 1024;
+
 /// Encodes `Out` messages and decodes `In` messages as frames: a 4-byte big-endian length
 /// followed by the postcard encoding of the message.
 ///
@@ -111,7 +116,7 @@ pub(crate) fn decode_frame<T: DeserializeOwned>(
         });
     }
     if src.len() < LEN_BYTES + size {
-        src.reserve(LEN_BYTES + size - src.len());
+        src.reserve((LEN_BYTES + size - src.len()).min(READ_AHEAD));
         return Ok(None);
     }
     src.advance(LEN_BYTES);
@@ -127,5 +132,48 @@ impl From<ProtocolError> for io::Error {
             ProtocolError::Io(e) => e,
             other => io::Error::new(io::ErrorKind::InvalidData, other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::WorkerMessage;
+
+    #[test]
+    fn a_header_announcing_a_large_frame_reserves_little() {
+        let mut codec = MessageCodec::<WorkerMessage, WorkerMessage>::new(DEFAULT_MAX_FRAME_SIZE);
+        let mut buf = BytesMut::new();
+        buf.put_u32(DEFAULT_MAX_FRAME_SIZE as u32);
+        buf.extend_from_slice(&[0u8; 100]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(
+            buf.capacity() <= 2 * READ_AHEAD,
+            "a 16 MiB header reserved {} bytes",
+            buf.capacity()
+        );
+    }
+
+    #[test]
+    fn a_large_frame_still_decodes_as_its_body_arrives() {
+        let mut codec = MessageCodec::<Vec<u8>, Vec<u8>>::new(DEFAULT_MAX_FRAME_SIZE);
+        let body = vec![7u8; 1 << 20];
+        let mut whole = BytesMut::new();
+        codec.encode(body.clone(), &mut whole).unwrap();
+        let mut buf = BytesMut::new();
+        let mut decoded = None;
+        for chunk in whole.chunks(10_000) {
+            buf.extend_from_slice(chunk);
+            // Never more than the buffered bytes plus the read-ahead (with Vec's doubling).
+            assert!(
+                buf.capacity() <= 2 * (buf.len() + READ_AHEAD),
+                "{}",
+                buf.capacity()
+            );
+            if let Some(v) = codec.decode(&mut buf).unwrap() {
+                decoded = Some(v);
+            }
+        }
+        assert_eq!(decoded, Some(body));
     }
 }

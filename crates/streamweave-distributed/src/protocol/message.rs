@@ -9,7 +9,7 @@
 //! worker  --Leave--> / <--LeaveAck--                graceful shutdown
 //! worker  <--Shutdown--                             the coordinator is stopping, or failed us
 //! worker  <--Fenced--                               a newer run of this id replaced us: exit
-//! client  --ClientRequest--> / <--ClientResponse--  status, assign, rebalance, fail-worker
+//! client  --ClientRequest--> / <--ClientResponse--  status, assign, rebalance, fail-worker, checkpoint
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -295,6 +295,9 @@ pub enum ClientRequest {
         /// The worker.
         worker: WorkerId,
     },
+    /// Take a checkpoint of the running job now (`swd local` does before it stops a job); the
+    /// answer names it, and the status shows when it is committed.
+    Checkpoint,
 }
 
 /// Which coordinator error a request met, so the client can rebuild a typed error.
@@ -327,6 +330,12 @@ pub enum ClientResponse {
         /// The error's message.
         message: String,
     },
+    /// The answer to [`ClientRequest::Checkpoint`]: the checkpoint triggered (or the one already
+    /// in flight); it is committed once the status's `last_completed` reaches it.
+    CheckpointTriggered {
+        /// The checkpoint's id.
+        id: u64,
+    },
 }
 
 /// A snapshot of the cluster, as `swd status` shows it.
@@ -350,6 +359,51 @@ pub struct ClusterStatus {
     pub job: Option<JobStatus>,
     /// Checkpoints, when they are on.
     pub checkpoints: Option<CheckpointStatus>,
+}
+
+impl ClusterStatus {
+    /// Why partitions have no owner, when some have none: a job waits until every partition is
+    /// owned, so this is what a user needs to see while it waits.
+    ///
+    /// ```
+    /// use streamweave_distributed::protocol::ClusterStatus;
+    /// use streamweave_distributed::Generation;
+    /// let status = ClusterStatus {
+    ///     cluster: "default".into(), generation: Generation(1), partitions: 4, strategy: "gradual".into(),
+    ///     unassigned: vec![0, 1, 2, 3], moving: vec![], workers: vec![], job: None, checkpoints: None,
+    /// };
+    /// assert_eq!(status.unassigned_reason().as_deref(), Some("4 of 4 partitions unassigned: no worker has registered"));
+    /// ```
+    pub fn unassigned_reason(&self) -> Option<String> {
+        if self.unassigned.is_empty() {
+            return None;
+        }
+        let head = format!(
+            "{} of {} partitions unassigned",
+            self.unassigned.len(),
+            self.partitions
+        );
+        let placeable: Vec<&WorkerStatus> = self
+            .workers
+            .iter()
+            .filter(|w| w.state == crate::types::WorkerState::Active)
+            .collect();
+        if placeable.is_empty() {
+            return Some(format!("{head}: no worker has registered"));
+        }
+        let capacity: usize = placeable.iter().map(|w| w.capacity).sum();
+        if capacity < self.partitions {
+            return Some(format!(
+                "{head}: the {} workers can run {capacity} partitions in all (their --max-tasks); \
+                 add workers or raise --max-tasks",
+                placeable.len()
+            ));
+        }
+        Some(format!(
+            "{head}: waiting to be placed (rebalance strategy {})",
+            self.strategy
+        ))
+    }
 }
 
 /// The checkpoints in a [`ClusterStatus`].

@@ -265,6 +265,7 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
             .prop_map(|(worker, partitions)| ClientRequest::Assign { worker, partitions }),
         Just(ClientRequest::Rebalance),
         worker_id().prop_map(|worker| ClientRequest::FailWorker { worker }),
+        Just(ClientRequest::Checkpoint),
     ]
 }
 
@@ -353,6 +354,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         cluster_status().prop_map(|s| ClientResponse::Status(Box::new(s))),
         generation().prop_map(|generation| ClientResponse::Done { generation }),
         (kind, any::<String>()).prop_map(|(kind, message)| ClientResponse::Error { kind, message }),
+        any::<u64>().prop_map(|id| ClientResponse::CheckpointTriggered { id }),
     ]
 }
 

@@ -17,7 +17,7 @@
 //! (that checkpoint was given up and a newer one triggered) abandons the old alignment for the
 //! new one, as Flink does; a barrier older than the one being aligned is ignored.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use super::exchange::{CreditReturn, Inbound};
 use crate::dataflow::plan::Batch;
@@ -50,13 +50,43 @@ impl std::fmt::Debug for Step {
     }
 }
 
+/// A set of source partitions in `0..n`: a thousand receivers each tracking a thousand sources
+/// touch these for every barrier and end-of-stream, so a bitmap with a count.
+#[derive(Clone, Debug, Default)]
+struct SourceSet {
+    members: Vec<bool>,
+    len: usize,
+}
+
+impl SourceSet {
+    fn new(n: usize) -> Self {
+        SourceSet {
+            members: vec![false; n],
+            len: 0,
+        }
+    }
+
+    fn contains(&self, s: usize) -> bool {
+        self.members.get(s).copied().unwrap_or(false)
+    }
+
+    fn insert(&mut self, s: usize) {
+        if let Some(member) = self.members.get_mut(s) {
+            if !*member {
+                *member = true;
+                self.len += 1;
+            }
+        }
+    }
+}
+
 /// See the module documentation.
 pub(crate) struct Alignment {
     partition: usize,
     num_sources: usize,
-    ended: BTreeSet<usize>,
+    ended: SourceSet,
     /// The checkpoint being aligned, with the sources whose barrier arrived.
-    aligning: Option<(u64, BTreeSet<usize>)>,
+    aligning: Option<(u64, SourceSet)>,
     /// Messages of sources past the barrier being aligned, in arrival order.
     held: VecDeque<Inbound>,
     /// Messages to take again before the inbox's (released by an alignment).
@@ -70,10 +100,12 @@ impl Alignment {
     /// had already ended (a partition adopted inside an attempt: their end-of-stream went to
     /// the previous owner).
     pub(crate) fn new(partition: usize, num_sources: usize, ended: impl IntoIterator<Item = usize>) -> Self {
+        let mut ended_set = SourceSet::new(num_sources);
+        ended.into_iter().for_each(|s| ended_set.insert(s));
         Alignment {
             partition,
             num_sources,
-            ended: ended.into_iter().filter(|&s| s < num_sources).collect(),
+            ended: ended_set,
             aligning: None,
             held: VecDeque::new(),
             replay: VecDeque::new(),
@@ -106,7 +138,7 @@ impl Alignment {
         }
         match message {
             Inbound::Batch { from, .. }
-                if self.aligning.as_ref().is_some_and(|(_, got)| got.contains(&from)) =>
+                if self.aligning.as_ref().is_some_and(|(_, got)| got.contains(from)) =>
             {
                 self.held.push_back(message);
                 Ok(Step::Wait)
@@ -120,7 +152,7 @@ impl Alignment {
                     }
                     // A source's next barrier before this one aligned: it is past the barrier
                     // being aligned, so the message waits like its batches.
-                    Some((_, got)) if got.contains(&from) => {
+                    Some((_, got)) if got.contains(from) => {
                         self.held.push_back(Inbound::Barrier { id, from });
                         return Ok(Step::Wait);
                     }
@@ -132,14 +164,14 @@ impl Alignment {
                         self.done_upto = *abandoned;
                         let held = std::mem::take(&mut self.held);
                         self.replay.extend(held);
-                        self.aligning = Some((id, BTreeSet::from([from])));
+                        self.aligning = Some((id, self.barrier_from(from)));
                     }
-                    None => self.aligning = Some((id, BTreeSet::from([from]))),
+                    None => self.aligning = Some((id, self.barrier_from(from))),
                 }
                 Ok(self.progress())
             }
             Inbound::Eos { from } => {
-                if self.aligning.as_ref().is_some_and(|(_, got)| got.contains(&from)) {
+                if self.aligning.as_ref().is_some_and(|(_, got)| got.contains(from)) {
                     self.held.push_back(message);
                     return Ok(Step::Wait);
                 }
@@ -160,14 +192,24 @@ impl Alignment {
         self.progress()
     }
 
+    /// The sources of a new alignment: `from`.
+    fn barrier_from(&self, from: usize) -> SourceSet {
+        let mut got = SourceSet::new(self.num_sources);
+        got.insert(from);
+        got
+    }
+
     fn progress(&self) -> Step {
         if let Some((id, got)) = &self.aligning {
-            if (0..self.num_sources).all(|s| got.contains(&s) || self.ended.contains(&s)) {
+            // Cheap first: only a complete count can be aligned.
+            if got.len + self.ended.len >= self.num_sources
+                && (0..self.num_sources).all(|s| got.contains(s) || self.ended.contains(s))
+            {
                 return Step::Aligned(*id);
             }
             return Step::Wait;
         }
-        if self.held.is_empty() && self.replay.is_empty() && self.ended.len() == self.num_sources {
+        if self.held.is_empty() && self.replay.is_empty() && self.ended.len == self.num_sources {
             Step::Finished
         } else {
             Step::Wait

@@ -28,7 +28,8 @@ where
     T: Send + 'static,
 {
     let _permit = POOL.acquire().await.map_err(|_| DataflowError::Cancelled)?;
-    match tokio::task::spawn_blocking(f).await {
+    // Guarded on the pool's thread, where the panic's location is known.
+    match tokio::task::spawn_blocking(move || super::panics::guarded(f)).await {
         Ok(result) => result,
         Err(e) if e.is_panic() => Err(super::panics::panicked(e.into_panic())),
         Err(_) => Err(DataflowError::Cancelled),

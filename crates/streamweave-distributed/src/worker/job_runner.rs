@@ -118,10 +118,13 @@ impl JobRunner {
         }
         self.stop_all();
         self.plane.set_floor(attempt);
+        // The data plane takes records of this attempt only, from its owners, for our partitions.
+        self.plane.begin_attempt(attempt, owners);
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
         let (commands, queue) = mpsc::unbounded_channel();
-        let job = match self.registry.build(spec) {
+        // The job's constructor is user code too (panics.rs).
+        let job = match super::panics::guarded(|| self.registry.build(spec)) {
             Ok(job) => job,
             Err(e) => {
                 report_failure(&self.reports, attempt, None, &e);
@@ -132,6 +135,12 @@ impl JobRunner {
                 });
                 return;
             }
+        };
+        // Source partitions with nothing to read: every worker computes the same set, so their
+        // end-of-stream markers are neither sent nor awaited. Unknown (or unreadable): all sent.
+        let empty_sources = match super::panics::guarded(|| job.plan.empty_sources(owners.len())) {
+            Ok(Some(empty)) if empty.len() == owners.len() => empty,
+            _ => Vec::new(),
         };
         let restore = checkpoint_plan.and_then(|c| c.restore.clone());
         let restored = restore.as_ref().map_or(0, |r| r.id);
@@ -169,6 +178,7 @@ impl JobRunner {
             routes: Arc::new(RouteChanges::default()),
             owners: Mutex::new(owners.to_vec()),
             committing: Mutex::new(mine.iter().copied().collect()),
+            empty_sources: Arc::new(empty_sources),
         });
         tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
         self.current = Some(Attempt {
@@ -256,7 +266,8 @@ impl JobRunner {
                 final_commit_test_delay();
             }
             for &q in &partitions {
-                if let Err(e) = tasks.plan.commit_epochs(q, upto) {
+                // The sink's commit is user code (panics.rs).
+                if let Err(e) = super::panics::guarded(|| tasks.plan.commit_epochs(q, upto)) {
                     report_failure(&reports, attempt, Some(q), &e);
                     return;
                 }

@@ -70,6 +70,9 @@ pub(crate) struct AttemptTasks {
     pub(crate) owners: Mutex<Vec<PartitionOwner>>,
     /// The partitions whose sink output this worker commits.
     pub(crate) committing: Mutex<BTreeSet<usize>>,
+    /// By source partition: whether its share is known to be empty (empty: not known). Such a
+    /// source sends no end-of-stream and every receiver counts it as ended from the start.
+    pub(crate) empty_sources: Arc<Vec<bool>>,
 }
 
 impl AttemptTasks {
@@ -130,6 +133,13 @@ impl AttemptTasks {
                 "a partition move in an attempt without checkpoints".to_string(),
             ));
         };
+        // The data plane takes what is routed to the partitions moving here, from their owners.
+        for m in moves {
+            self.plane.add_member(self.attempt, &m.to.worker);
+            if m.to.worker == *self.me() {
+                self.plane.own(self.attempt, m.partition);
+            }
+        }
         let owners = {
             let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
             for m in moves {
@@ -222,8 +232,15 @@ impl AttemptTasks {
         }
     }
 
-    fn spawn_receiver(self: &Arc<Self>, q: usize, restore: RestoreFrom, ended: HashSet<usize>) {
-        let Some(inbox) = self.plane.take_inbox(self.attempt, q) else {
+    fn spawn_receiver(self: &Arc<Self>, q: usize, restore: RestoreFrom, mut ended: HashSet<usize>) {
+        ended.extend(
+            self.empty_sources
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| **e)
+                .map(|(s, _)| s),
+        );
+        let Some(mut inbox) = self.plane.take_inbox(self.attempt, q) else {
             return;
         };
         // Stopping cancels the token first, then tells the inboxes that exist: an inbox taken
@@ -248,7 +265,9 @@ impl AttemptTasks {
             (self.reports.clone(), Arc::clone(&self.records_out), self.attempt);
         super::data_runtime::spawn(async move {
             let cancel = receiver.cancel.clone();
-            match guarded_async(receiver.run(inbox)).await {
+            // The inbox outlives the failure's report: dropped first, local sources would fail
+            // ("receiver is gone") and might report before the cause.
+            match guarded_async(receiver.run(&mut inbox)).await {
                 Ok(Some(written)) => {
                     records_out.fetch_add(written, Ordering::Relaxed);
                     let _ = reports.send(WorkerMessage::PartitionDone {
@@ -275,6 +294,7 @@ impl AttemptTasks {
             self.reports.clone(),
             self.checkpoints.clone(),
             self.attempt,
+            self.empty_sources.get(p).copied().unwrap_or(false),
         );
         super::data_runtime::spawn(source.drive(Arc::clone(&self.slots)));
     }

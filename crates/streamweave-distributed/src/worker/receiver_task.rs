@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::alignment::{Alignment, Step};
 use super::blocking;
 use super::checkpointing::{AttemptCheckpoints, Checkpoints};
-use super::exchange::{DataPlane, Inbound};
+use super::exchange::DataPlane;
 use crate::checkpoint::{CheckpointId, CheckpointStore};
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, SinkContext};
@@ -35,7 +35,7 @@ pub(crate) const FINAL_EPOCH: u64 = u64::MAX;
 pub(crate) type RestoreFrom = Option<(u64, String)>;
 
 /// The inbox a receiver task reads.
-pub(crate) type InboxRx = tokio::sync::mpsc::UnboundedReceiver<Inbound>;
+pub(crate) type InboxRx = super::exchange::InboxReceiver;
 
 pub(crate) struct ReceiverTask {
     pub(crate) plan: Arc<dyn ErasedPlan>,
@@ -54,7 +54,7 @@ impl ReceiverTask {
     /// Applies batches until every source partition has ended, then commits (or, with
     /// checkpoints, pre-commits the final epoch). `Ok(None)` when the attempt was cancelled or
     /// the partition left this worker at a barrier.
-    pub(crate) async fn run(self, mut inbox: InboxRx) -> Result<Option<u64>, DataflowError> {
+    pub(crate) async fn run(self, inbox: &mut InboxRx) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
         let mut receiver = self.open().await?;
         let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
@@ -92,7 +92,7 @@ impl ReceiverTask {
                             drop(receiver);
                             // Before the acknowledgement: the partition may come back once the
                             // move is committed, and must then find a fresh inbox.
-                            drop(inbox);
+                            inbox.close();
                             self.plane.retire_inbox(self.ctx.attempt, q);
                             let checkpoints = Arc::clone(checkpoints);
                             blocking::run(move || {
@@ -212,6 +212,7 @@ mod tests {
     use crate::dataflow::sources::CollectionSource;
     use crate::dataflow::Stream;
     use crate::types::WorkerId;
+    use crate::worker::exchange::Inbound;
 
     /// A receiver of partition 0 of 2, without checkpoints, fed `messages`.
     async fn receive(messages: Vec<Inbound>) -> Result<Option<u64>, DataflowError> {
@@ -233,12 +234,12 @@ mod tests {
             cancel: CancellationToken::new(),
             plane,
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(messages.len().max(1));
         for m in messages {
-            tx.send(m).unwrap();
+            tx.try_send(m).unwrap();
         }
         drop(tx);
-        receiver.run(rx).await
+        receiver.run(&mut { rx }).await
     }
 
     #[tokio::test]
@@ -263,7 +264,7 @@ mod tests {
         let mut senders = Vec::new();
         let mut tasks = Vec::new();
         for q in 0..1000 {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
             senders.push(tx);
             let receiver = ReceiverTask {
                 plan: Arc::clone(&job.plan),
@@ -278,10 +279,10 @@ mod tests {
                 cancel: CancellationToken::new(),
                 plane: plane.clone(),
             };
-            tasks.push(tokio::spawn(receiver.run(rx)));
+            tasks.push(tokio::spawn(async move { receiver.run(&mut { rx }).await }));
         }
         for tx in &senders {
-            tx.send(Inbound::Eos { from: 999 }).unwrap();
+            tx.try_send(Inbound::Eos { from: 999 }).unwrap();
         }
         for task in tasks {
             assert_eq!(task.await.unwrap().unwrap(), Some(0));

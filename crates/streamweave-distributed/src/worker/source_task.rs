@@ -73,6 +73,8 @@ pub(crate) struct SourceTask {
     pub(crate) reports: mpsc::UnboundedSender<WorkerMessage>,
     pub(crate) checkpoints: Checkpoints,
     pub(crate) attempt: u64,
+    /// Its share is empty and every worker knows it: no end-of-stream to send.
+    empty: bool,
     /// Set by the driver when the slice should give its slot back.
     yield_now: Arc<AtomicBool>,
 }
@@ -89,6 +91,7 @@ impl SourceTask {
         reports: mpsc::UnboundedSender<WorkerMessage>,
         checkpoints: Checkpoints,
         attempt: u64,
+        empty: bool,
     ) -> Self {
         SourceTask {
             partition,
@@ -100,6 +103,7 @@ impl SourceTask {
             reports,
             checkpoints,
             attempt,
+            empty,
             yield_now: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -169,7 +173,9 @@ impl SourceTask {
                     if let Some(checkpoints) = &self.checkpoints {
                         checkpoints.source_exhausted(self.partition, end.0);
                     }
-                    self.out.end_of_stream(self.partition)?;
+                    if !self.empty {
+                        self.out.end_of_stream(self.partition)?;
+                    }
                     let _ = self.reports.send(WorkerMessage::SourceDone {
                         attempt: self.attempt,
                         partition: self.partition,

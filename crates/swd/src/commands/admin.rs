@@ -7,14 +7,19 @@ use streamweave_distributed::{Client, WorkerId};
 use crate::cli::{AssignArgs, RebalanceArgs, StatusArgs, Target};
 use crate::table::{ranges, status_table};
 
+/// Connects within `--timeout`; each request then has the same deadline.
 async fn connect(target: &Target) -> anyhow::Result<Client> {
-    Ok(Client::connect(target.coordinator, &target.cluster).await?)
+    Ok(Client::connect_with_timeout(target.coordinator, &target.cluster, target.timeout).await?)
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let status = connect(&args.target).await?.status().await?;
     if args.json {
-        println!("{}", serde_json::to_string(&status)?);
+        let mut json = serde_json::to_value(&status)?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("unassigned_reason".to_string(), status.unassigned_reason().into());
+        }
+        println!("{json}");
     } else {
         print!("{}", status_table(&status));
     }

@@ -28,6 +28,8 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         health_check_interval: args.health_check_interval,
         max_workers: args.max_workers,
         min_workers: args.min_workers,
+        max_job_restarts: args.failures.max_restarts,
+        tolerable_checkpoint_failures: args.failures.tolerable_checkpoint_failures,
         checkpoint_interval: args.checkpoint_interval,
         recovery_strategy: args.recovery,
         rebalance_strategy: args.rebalance,

@@ -3,8 +3,20 @@
 //! prints the status; with `--job` it follows the job (progress on stderr), prints a summary and
 //! exits 0 when the job finished, 1 when it failed. Then it stops the cluster, unless
 //! `--keep-running` (until Ctrl-C).
+//!
+//! The cluster lives and dies with this process:
+//!
+//! ```text
+//! SIGINT/SIGTERM while a job runs --> (checkpoints) final checkpoint, wait until committed
+//!                                 --> SIGTERM coordinator (it tells the workers to stop the job)
+//!                                 --> SIGTERM workers --> "job NAME stopped by SIG..." exit 130/143
+//! SIGINT/SIGTERM otherwise        --> SIGTERM workers, coordinator --> exit 130/143
+//! swd local killed (even SIGKILL) --> children get SIGTERM from the kernel (PR_SET_PDEATHSIG) or
+//!                                     see their parent gone (signals::bind_to_this_process)
+//! ```
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,15 +25,34 @@ use streamweave_distributed::{Client, ClusterStatus};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use streamweave_distributed::dataflow::JobRegistry;
+use streamweave_distributed::dataflow::{JobRegistry, JobSpec};
 
 use super::{job_spec, progress};
 use crate::cli::LocalArgs;
-use crate::signals::shutdown_requested;
+use crate::signals::{bind_to_this_process, StopSignal, StopSignals};
 use crate::table::status_table;
 
 const SETTLE_DEADLINE: Duration = Duration::from_secs(30);
 pub(super) const CLUSTER: &str = "default";
+
+/// Waiting for the final checkpoint of an interrupted job; a second signal cuts it short.
+const FINAL_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The processes of the embedded cluster, as far as they have been started.
+#[derive(Default)]
+struct Processes {
+    coordinator: Option<Child>,
+    addr: Option<SocketAddr>,
+    workers: Vec<Child>,
+}
+
+/// How the work of `swd local` ended.
+enum Ended {
+    /// The cluster settled or the job ended: the exit code, or the error to report.
+    Done(anyhow::Result<ExitCode>),
+    /// A signal asked it to stop first.
+    Stopped(StopSignal),
+}
 
 pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
     if args.workers == 0 {
@@ -31,6 +62,76 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
         bail!("invalid --partitions: must be at least 1");
     }
     let job = job_spec(&args.job, registry)?;
+    // From here on SIGINT and SIGTERM are ours to handle: they stop the cluster in order.
+    let mut signals = StopSignals::listen();
+    // Checkpoints need a data directory: a fresh one under the system's temporary directory
+    // unless one is given.
+    let data_dir = match (&args.data_dir, args.checkpoint_interval) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(_)) => Some(std::env::temp_dir().join(format!("swd-local-{}", std::process::id()))),
+        (None, None) => None,
+    };
+    let started = Instant::now();
+    let mut processes = Processes::default();
+    let ended = tokio::select! {
+        outcome = start_and_work(&args, job.as_ref(), data_dir.as_deref(), &mut processes, started) => {
+            Ended::Done(outcome)
+        }
+        signal = signals.recv() => Ended::Stopped(signal),
+    };
+    let outcome = match ended {
+        Ended::Done(outcome) if outcome.is_ok() && args.keep_running => {
+            println!("running; press Ctrl-C to stop");
+            let signal = signals.recv().await;
+            stop_processes(&mut processes, false).await;
+            println!("local cluster stopped by {}", signal.name());
+            Ok(ExitCode::from(signal.exit_code()))
+        }
+        Ended::Done(outcome) => {
+            stop_processes(&mut processes, false).await;
+            outcome
+        }
+        Ended::Stopped(signal) => {
+            let code = match (&job, processes.addr) {
+                (Some(spec), Some(addr)) => {
+                    let stopped = stop_job(addr, args.checkpoint_interval.is_some(), &mut signals).await;
+                    stop_processes(&mut processes, true).await;
+                    progress::stopped(
+                        &spec.name,
+                        signal,
+                        &stopped,
+                        args.workers,
+                        args.partitions,
+                        started.elapsed(),
+                    )
+                }
+                _ => {
+                    stop_processes(&mut processes, false).await;
+                    println!("local cluster stopped by {}", signal.name());
+                    ExitCode::from(signal.exit_code())
+                }
+            };
+            Ok(code)
+        }
+    };
+    if args.data_dir.is_none() {
+        // The checkpoints of a local run are of no further use.
+        if let Some(dir) = &data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    outcome
+}
+
+/// Starts the coordinator and the workers (recording them in `processes` as they start), then
+/// waits until the cluster settles (no job) or the job ends.
+async fn start_and_work(
+    args: &LocalArgs,
+    job: Option<&JobSpec>,
+    data_dir: Option<&Path>,
+    processes: &mut Processes,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the swd executable")?;
     let health_check = (args.heartbeat_timeout / 5).max(Duration::from_millis(10));
     let mut coordinator = command(&exe);
@@ -47,15 +148,13 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
         ])
         .args(["--rebalance", args.rebalance.as_str()])
         .args(["--min-workers", &args.workers.to_string()])
+        .args(["--max-restarts", &args.failures.max_restarts.to_string()])
+        .args([
+            "--tolerable-checkpoint-failures",
+            &args.failures.tolerable_checkpoint_failures.to_string(),
+        ])
         .stdout(Stdio::piped());
-    // Checkpoints need a data directory: a fresh one under the system's temporary directory
-    // unless one is given.
-    let data_dir = match (&args.data_dir, args.checkpoint_interval) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, Some(_)) => Some(std::env::temp_dir().join(format!("swd-local-{}", std::process::id()))),
-        (None, None) => None,
-    };
-    if let Some(dir) = &data_dir {
+    if let Some(dir) = data_dir {
         coordinator.arg("--data-dir").arg(dir);
     }
     if let Some(interval) = args.checkpoint_interval {
@@ -64,7 +163,7 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
             &humantime::format_duration(interval).to_string(),
         ]);
     }
-    if let Some(spec) = &job {
+    if let Some(spec) = job {
         coordinator.args(["--job", &spec.name]);
         if let Some(input) = &spec.input {
             coordinator.arg("--input").arg(input);
@@ -76,15 +175,17 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
             coordinator.arg("--param").arg(format!("{key}={value}"));
         }
     }
-    let mut coordinator = coordinator
-        .spawn()
-        .context("cannot start the coordinator process")?;
-    let addr = read_address(&mut coordinator).await?;
+    let coordinator = processes.coordinator.insert(
+        coordinator
+            .spawn()
+            .context("cannot start the coordinator process")?,
+    );
+    let addr = read_address(coordinator).await?;
+    processes.addr = Some(addr);
     // The workers share this machine's cores: each reads as many source partitions at once as
     // its share of them.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = (cores / args.workers).max(1).to_string();
-    let mut workers = Vec::with_capacity(args.workers);
     for i in 1..=args.workers {
         let mut worker = command(&exe);
         worker
@@ -96,20 +197,29 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
                 &format!("worker-{i}"),
             ])
             .args(["--source-slots", &slots])
+            // Any one worker may end up running every partition (the others failed).
+            .args(["--max-tasks", &args.partitions.max(1).to_string()])
             .args([
                 "--heartbeat-interval",
                 &humantime::format_duration(args.heartbeat_interval).to_string(),
             ])
             .stdout(Stdio::null());
-        workers.push(
+        processes.workers.push(
             worker
                 .spawn()
                 .with_context(|| format!("cannot start worker-{i}"))?,
         );
     }
-    let started = Instant::now();
-    let outcome = match &job {
-        None => settle(addr, args.workers, &mut coordinator, &mut workers)
+    let Processes {
+        coordinator: Some(coordinator),
+        workers,
+        ..
+    } = processes
+    else {
+        bail!("the coordinator process is gone");
+    };
+    match job {
+        None => settle(addr, args.workers, coordinator, workers)
             .await
             .map(|status| {
                 println!(
@@ -121,37 +231,73 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
                 print!("{}", status_table(&status));
                 ExitCode::SUCCESS
             }),
-        Some(spec) => {
-            let name = spec.name.clone();
-            progress::follow(addr, &mut coordinator, &mut workers)
-                .await
-                .map(|job| progress::summary(&name, &job, args.workers, args.partitions, started.elapsed()))
-        }
-    };
-    if outcome.is_ok() && args.keep_running {
-        println!("running; press Ctrl-C to stop");
-        shutdown_requested().await;
+        Some(spec) => progress::follow(addr, coordinator, workers)
+            .await
+            .map(|job| progress::summary(&spec.name, &job, args.workers, args.partitions, started.elapsed())),
     }
-    for worker in &mut workers {
-        terminate(worker);
-    }
-    for worker in &mut workers {
-        wait_or_kill(worker).await;
-    }
-    terminate(&mut coordinator);
-    wait_or_kill(&mut coordinator).await;
-    if args.data_dir.is_none() {
-        // The checkpoints of a finished local run are of no further use.
-        if let Some(dir) = &data_dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-    outcome
 }
 
-fn command(exe: &std::path::Path) -> Command {
+/// Stops a job that a signal interrupted: with checkpoints, takes a final one and waits until it
+/// is committed (the coordinator then tells the sinks to make its epoch final); then reads what
+/// the job did.
+async fn stop_job(addr: SocketAddr, checkpoints: bool, signals: &mut StopSignals) -> progress::Stopped {
+    let mut client = match Client::connect(addr, CLUSTER).await {
+        Ok(client) => client,
+        Err(e) => {
+            return progress::Stopped {
+                final_checkpoint: checkpoints.then(|| Err(e.to_string())),
+                ..progress::Stopped::default()
+            }
+        }
+    };
+    let final_checkpoint = if checkpoints {
+        Some(tokio::select! {
+            result = client.checkpoint(FINAL_CHECKPOINT_TIMEOUT) => result.map_err(|e| e.to_string()),
+            signal = signals.recv() => Err(format!("{} before it was committed", signal.name())),
+        })
+    } else {
+        None
+    };
+    let status = client.status().await.ok();
+    progress::Stopped {
+        last_checkpoint: status
+            .as_ref()
+            .and_then(|s| s.checkpoints.as_ref())
+            .and_then(|c| c.last_completed),
+        job: status.and_then(|s| s.job),
+        final_checkpoint,
+    }
+}
+
+/// Stops the processes. After an interrupted job the coordinator goes first: it tells every
+/// worker to stop the job at once (workers asked to leave while a checkpointed job runs would
+/// first hand their partitions to each other). Otherwise the workers leave first, then the
+/// coordinator stops.
+async fn stop_processes(processes: &mut Processes, coordinator_first: bool) {
+    if coordinator_first {
+        if let Some(coordinator) = &mut processes.coordinator {
+            terminate(coordinator);
+            wait_or_kill(coordinator).await;
+        }
+    }
+    for worker in &mut processes.workers {
+        terminate(worker);
+    }
+    for worker in &mut processes.workers {
+        wait_or_kill(worker).await;
+    }
+    if let Some(coordinator) = &mut processes.coordinator {
+        terminate(coordinator);
+        wait_or_kill(coordinator).await;
+    }
+}
+
+/// A child process of this binary, bound to this process's life (it stops when `swd local`
+/// dies, even by SIGKILL) and in its own process group.
+fn command(exe: &Path) -> Command {
     let mut command = Command::new(exe);
     command.stdin(Stdio::null()).kill_on_drop(true);
+    bind_to_this_process(&mut command);
     if std::env::var_os("RUST_LOG").is_none() {
         // Keep the children's logs to what matters; RUST_LOG overrides.
         command.env("RUST_LOG", "warn");
@@ -224,7 +370,8 @@ pub(super) fn check_alive(coordinator: &mut Child, workers: &mut [Child]) -> any
     Ok(())
 }
 
-/// Asks a child to stop (SIGTERM), so workers leave gracefully.
+/// Asks a child to stop (SIGTERM), so workers leave gracefully. A child that has exited already
+/// (and was reaped) has no pid and is left alone.
 fn terminate(child: &mut Child) {
     if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
         // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped) and a valid signal.

@@ -3,6 +3,7 @@
 
 mod admin;
 mod coordinator;
+mod gen;
 mod local;
 mod progress;
 mod worker;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli, registry: JobRegistry) -> anyhow::Result<ExitCode> {
         Command::Assign(args) => admin::assign(args).await,
         Command::Rebalance(args) => admin::rebalance(args).await,
         Command::Local(args) => local::run(args, &registry).await,
+        Command::Gen(args) => gen::run(args).await,
     }
 }
 

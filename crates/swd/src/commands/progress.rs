@@ -13,6 +13,7 @@ use streamweave_distributed::Client;
 use tokio::process::Child;
 
 use super::local::{check_alive, CLUSTER};
+use crate::signals::StopSignal;
 
 /// Polls are cheap (one status over loopback); a short interval keeps the end-to-end time honest.
 const POLL: Duration = Duration::from_millis(20);
@@ -44,9 +45,13 @@ pub(super) async fn follow(
             Some(c) => c.status().await.ok(),
             None => None,
         };
+        let waiting = status.as_ref().and_then(|s| s.unassigned_reason());
         match status.and_then(|s| s.job.map(|job| (job, s.partitions))) {
             Some((job, partitions)) => {
-                let line = describe(&job, partitions);
+                let mut line = describe(&job, partitions);
+                if let Some(waiting) = waiting {
+                    line = format!("{line}; {waiting}");
+                }
                 match (&bar, job.state) {
                     (_, JobState::Finished) => {
                         if let Some(bar) = &bar {
@@ -142,4 +147,129 @@ pub(super) fn summary(
         job.output.as_deref().unwrap_or("-")
     );
     ExitCode::SUCCESS
+}
+
+/// What `swd local` learned while stopping a job that a signal interrupted.
+#[derive(Debug, Default)]
+pub(super) struct Stopped {
+    /// The job's status after the final checkpoint (none: the coordinator did not answer).
+    pub job: Option<JobStatus>,
+    /// The newest committed checkpoint.
+    pub last_checkpoint: Option<u64>,
+    /// With checkpoints on: the final checkpoint, committed, or why there is none.
+    pub final_checkpoint: Option<Result<u64, String>>,
+}
+
+/// Prints the line of a job stopped by a signal and returns the exit code: 128 + the signal's
+/// number; or, if the job finished before the signal was handled, its summary and 0.
+pub(super) fn stopped(
+    name: &str,
+    signal: StopSignal,
+    stopped: &Stopped,
+    workers: usize,
+    partitions: usize,
+    wall: Duration,
+) -> ExitCode {
+    if let Some(job) = stopped.job.as_ref().filter(|j| j.state == JobState::Finished) {
+        return summary(name, job, workers, partitions, wall);
+    }
+    println!("{}", stopped_line(name, signal, stopped, partitions));
+    ExitCode::from(signal.exit_code())
+}
+
+/// `job NAME stopped by SIGINT after N records in; output committed up to checkpoint K`.
+fn stopped_line(name: &str, signal: StopSignal, stopped: &Stopped, partitions: usize) -> String {
+    let progress = stopped.job.as_ref().map(|j| (j.records_in, j.partitions_done));
+    line_of_stop(name, signal, progress, stopped, partitions)
+}
+
+/// [`stopped_line`] with the job's `(records_in, partitions_done)`, if known.
+fn line_of_stop(
+    name: &str,
+    signal: StopSignal,
+    progress: Option<(u64, usize)>,
+    stopped: &Stopped,
+    partitions: usize,
+) -> String {
+    let records = match progress {
+        Some((records_in, _)) => format!("after {records_in} records in"),
+        None => "(the coordinator did not answer)".to_string(),
+    };
+    let done = progress.map_or(0, |(_, done)| done);
+    let committed = match (&stopped.final_checkpoint, stopped.last_checkpoint) {
+        (Some(Ok(id)), _) => format!("output committed up to checkpoint {id}"),
+        (Some(Err(why)), Some(id)) => {
+            format!("output committed up to checkpoint {id} (no final checkpoint: {why})")
+        }
+        (Some(Err(why)), None) => format!("nothing committed (no final checkpoint: {why})"),
+        // Without checkpoints a partition's output is committed when the partition is done.
+        (None, _) if done > 0 => format!("output of {done} of {partitions} partitions committed"),
+        (None, _) => "nothing committed".to_string(),
+    };
+    format!("job {name} stopped by {} {records}; {committed}", signal.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stopped_line_says_what_is_committed() {
+        let line = |progress, stopped: Stopped| {
+            line_of_stop("repartition", StopSignal::Interrupt, progress, &stopped, 8)
+        };
+        assert_eq!(
+            line(
+                Some((1200, 0)),
+                Stopped {
+                    job: None,
+                    last_checkpoint: Some(7),
+                    final_checkpoint: Some(Ok(7)),
+                }
+            ),
+            "job repartition stopped by SIGINT after 1200 records in; output committed up to checkpoint 7"
+        );
+        assert_eq!(
+            line(
+                Some((1200, 0)),
+                Stopped {
+                    job: None,
+                    last_checkpoint: Some(6),
+                    final_checkpoint: Some(Err("not within 30s".to_string())),
+                }
+            ),
+            "job repartition stopped by SIGINT after 1200 records in; output committed up to \
+             checkpoint 6 (no final checkpoint: not within 30s)"
+        );
+        assert_eq!(
+            line(
+                Some((5, 0)),
+                Stopped {
+                    job: None,
+                    last_checkpoint: None,
+                    final_checkpoint: Some(Err("no job attempt is running".to_string())),
+                }
+            ),
+            "job repartition stopped by SIGINT after 5 records in; nothing committed (no final \
+             checkpoint: no job attempt is running)"
+        );
+        assert_eq!(
+            line(Some((5, 0)), Stopped::default()),
+            "job repartition stopped by SIGINT after 5 records in; nothing committed"
+        );
+        assert_eq!(
+            line(Some((5, 3)), Stopped::default()),
+            "job repartition stopped by SIGINT after 5 records in; output of 3 of 8 partitions committed"
+        );
+        assert_eq!(
+            line(None, Stopped::default()),
+            "job repartition stopped by SIGINT (the coordinator did not answer); nothing committed"
+        );
+    }
+
+    #[test]
+    fn a_signal_exits_with_128_plus_its_number() {
+        assert_eq!(StopSignal::Interrupt.exit_code(), 130);
+        assert_eq!(StopSignal::Terminate.exit_code(), 143);
+    }
 }

@@ -16,20 +16,58 @@ use serde_json::Value;
 /// Generous: CI machines are shared and slow; conditions are polled, so passing runs are fast.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Generates a wordcount-zipf corpus with the shared generator (`input/`, `expected.tsv`).
+/// Generates a word-count corpus with `swd gen wordcount` (`input/`, `expected.tsv`), and checks
+/// its `expected.tsv` and `words.txt` against a count made here from the input files, so that
+/// the tests' expected results do not rest on the code under test.
 pub fn corpus(dir: &Path, words: u64, files: u32) -> PathBuf {
-    let generator = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/gen_corpus.py");
     let out = dir.join("corpus");
-    let status = Command::new("python3")
-        .arg(&generator)
-        .args(["--out"])
+    let generated = swd()
+        .args(["gen", "wordcount", "--out"])
         .arg(&out)
-        .args(["--words", &words.to_string(), "--partitions", &files.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run gen_corpus.py");
-    assert!(status.success(), "gen_corpus.py failed");
+        .args(["--words", &words.to_string(), "--files", &files.to_string()])
+        .output()
+        .expect("run swd gen");
+    assert!(
+        generated.status.success(),
+        "swd gen failed: {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let counts = count_words(&out.join("input"));
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        words,
+        "words in the generated input"
+    );
+    let mut expected = String::new();
+    for (word, count) in &counts {
+        expected.push_str(&format!("{word}\t{count}\n"));
+    }
+    assert!(
+        std::fs::read_to_string(out.join("expected.tsv")).expect("expected.tsv") == expected,
+        "swd gen's expected.tsv differs from the input's word count"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("words.txt"))
+            .expect("words.txt")
+            .trim(),
+        words.to_string()
+    );
+    let files_made = std::fs::read_dir(out.join("input")).expect("input dir").count();
+    assert_eq!(files_made, files as usize, "input files");
     out
+}
+
+/// Counts the whitespace-separated words of every file in `dir`: a `BTreeMap` of `String`s is
+/// sorted bytewise, like the jobs' sorted output.
+pub fn count_words(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("input dir") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("input file");
+        for word in text.split_whitespace() {
+            *counts.entry(word.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
 }
 
 /// A finished job's `records_in` and `records_out` are these.

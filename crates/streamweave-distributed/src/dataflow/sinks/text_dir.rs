@@ -1,29 +1,39 @@
 //! [`TextDirSink`]: one part file per partition, written under a hidden temporary name and
-//! renamed into place on commit.
+//! renamed into place on commit. No operation of one partition lists the files of all the
+//! others (with a thousand partitions that is a million directory entries per pass): the output
+//! directory is listed once per sink (a sink is built per attempt) and what is pending lives in
+//! the partition's own hidden working directory.
 //!
 //! ```text
-//! open(q, attempt)  -> dir/.part-0000q.attempt-{attempt}.tmp   (hidden: not final output)
+//! open(q, attempt)  -> dir/.part-0000q.attempt-{attempt}.tmp     (hidden: not final output)
 //! write(line)       -> line + '\n' through a 256 KiB buffer
 //! commit            -> flush, fsync, rename to dir/part-0000q (replacing an older attempt's),
-//!                      remove older attempts' leftover temporaries of partition q
+//!                      remove older attempts' leftover temporaries of partition q (from the
+//!                      sink's one listing)
 //! ```
 //!
 //! With checkpoints, output goes through a two-phase commit per epoch instead:
 //!
 //! ```text
-//! pre_commit(e)     -> flush, fsync, rename the temporary to dir/.part-0000q.epoch-{e:020}.pending
+//! pre_commit(e)      -> flush, fsync, rename the temporary to dir/.swd/0000q/epoch-{e:020}.pending
 //! commit_epochs(q,u) -> every pending epoch e <= u of q becomes dir/part-0000q-{e:020} (idempotent)
-//! discard_after(q,c) -> recovery from checkpoint c: pending epochs > c and temporaries of q go
+//! discard_after(q,c) -> recovery from checkpoint c: pending epochs > c and temporaries of q go,
+//!                       and committed epochs > c (from the sink's one listing)
 //! ```
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::dataflow::{DataflowError, Sink, SinkContext, SinkWriter};
 
 /// Size of each writer's buffer.
 const WRITE_BUFFER: usize = 256 * 1024;
+
+/// The hidden directory holding the partitions' working directories.
+const WORK: &str = ".swd";
 
 /// Writes each record as a line of the file `part-{q:05}` of a directory, where `q` is the
 /// partition. A partition's file appears only when its writer commits; a later attempt's commit
@@ -46,22 +56,78 @@ const WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Clone, Debug)]
 pub struct TextDirSink {
     dir: PathBuf,
+    listing: Arc<Listing>,
+}
+
+/// What the output directory held when the sink first needed it, by partition: committed
+/// epochs and temporaries. Listed once per sink (a sink is built per attempt): recovery removes
+/// committed epochs beyond the checkpoint it restores and commits remove older attempts'
+/// temporaries, and both can only come from earlier attempts, so one listing serves every
+/// partition.
+#[derive(Debug, Default)]
+struct Listing {
+    /// `None` until first needed.
+    by_partition: Mutex<Option<BTreeMap<usize, Found>>>,
+}
+
+/// One partition's files in a [`Listing`].
+#[derive(Debug, Default)]
+struct Found {
+    committed: BTreeSet<u64>,
+    /// Attempt numbers of temporaries.
+    temporaries: BTreeSet<u64>,
+}
+
+impl Listing {
+    /// Runs `f` on partition `partition`'s files, listing `dir` the first time.
+    fn with<T>(
+        &self,
+        dir: &Path,
+        partition: usize,
+        f: impl FnOnce(&mut Found) -> T,
+    ) -> Result<T, DataflowError> {
+        let mut listing = self.by_partition.lock().unwrap_or_else(|e| e.into_inner());
+        if listing.is_none() {
+            *listing = Some(list_output(dir)?);
+        }
+        let found = listing
+            .get_or_insert_with(BTreeMap::new)
+            .entry(partition)
+            .or_default();
+        Ok(f(found))
+    }
+
+    /// This sink committed `epoch` of `partition` (kept, if the listing was taken already).
+    fn committed(&self, partition: usize, epoch: u64) {
+        let mut listing = self.by_partition.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(listing) = listing.as_mut() {
+            listing.entry(partition).or_default().committed.insert(epoch);
+        }
+    }
 }
 
 impl TextDirSink {
     /// A sink writing into `dir` (created if missing).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            listing: Arc::default(),
+        }
     }
 
     /// The directory it writes.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Partition `partition`'s working directory.
+    fn work_dir(&self, partition: usize) -> PathBuf {
+        self.dir.join(WORK).join(format!("{partition:05}"))
+    }
 }
 
-/// Whether a file name in an output directory is final output (temporary files and markers
-/// start with `.` or `_`).
+/// Whether a file name in an output directory is final output (temporary files, working
+/// directories and markers start with `.` or `_`).
 pub fn is_final_output(name: &str) -> bool {
     !name.starts_with('.') && !name.starts_with('_')
 }
@@ -74,12 +140,10 @@ fn temp_prefix(partition: usize) -> String {
     format!(".part-{partition:05}.attempt-")
 }
 
-fn pending_prefix(partition: usize) -> String {
-    format!(".part-{partition:05}.epoch-")
-}
+const PENDING_PREFIX: &str = "epoch-";
 
-fn pending_name(partition: usize, epoch: u64) -> String {
-    format!("{}{epoch:020}.pending", pending_prefix(partition))
+fn pending_name(epoch: u64) -> String {
+    format!("{PENDING_PREFIX}{epoch:020}.pending")
 }
 
 fn epoch_name(partition: usize, epoch: u64) -> String {
@@ -108,14 +172,41 @@ fn numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
 }
 
-/// The pending epochs of a partition in `dir`: (epoch, path), ascending.
-fn pending_epochs(dir: &Path, partition: usize) -> Result<Vec<(u64, PathBuf)>, DataflowError> {
-    let prefix = pending_prefix(partition);
-    let mut found: Vec<(u64, PathBuf)> = entries(dir)?
+/// The pending epochs in a partition's working directory: (epoch, path), ascending.
+fn pending_epochs(work: &Path) -> Result<Vec<(u64, PathBuf)>, DataflowError> {
+    let mut found: Vec<(u64, PathBuf)> = entries(work)?
         .into_iter()
-        .filter_map(|(name, path)| Some((numbered(&name, &prefix, ".pending")?, path)))
+        .filter_map(|(name, path)| Some((numbered(&name, PENDING_PREFIX, ".pending")?, path)))
         .collect();
     found.sort();
+    Ok(found)
+}
+
+/// The committed epochs and temporaries in the output directory, by partition.
+fn list_output(dir: &Path) -> Result<BTreeMap<usize, Found>, DataflowError> {
+    let mut found: BTreeMap<usize, Found> = BTreeMap::new();
+    for (name, _) in entries(dir)? {
+        let committed = name
+            .strip_prefix("part-")
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(p, e)| Some((p.parse::<usize>().ok()?, e.parse::<u64>().ok()?)));
+        if let Some((partition, epoch)) = committed {
+            found.entry(partition).or_default().committed.insert(epoch);
+            continue;
+        }
+        let temporary = name
+            .strip_prefix(".part-")
+            .and_then(|rest| rest.split_once(".attempt-"))
+            .and_then(|(p, a)| {
+                Some((
+                    p.parse::<usize>().ok()?,
+                    a.strip_suffix(".tmp")?.parse::<u64>().ok()?,
+                ))
+            });
+        if let Some((partition, attempt)) = temporary {
+            found.entry(partition).or_default().temporaries.insert(attempt);
+        }
+    }
     Ok(found)
 }
 
@@ -143,6 +234,8 @@ impl Sink for TextDirSink {
         let file = File::create(&temp).map_err(|e| DataflowError::io(&temp, e))?;
         Ok(Box::new(TextDirWriter {
             dir: self.dir.clone(),
+            work: self.work_dir(ctx.partition),
+            listing: Arc::clone(&self.listing),
             partition: ctx.partition,
             attempt: ctx.attempt,
             temp,
@@ -153,11 +246,14 @@ impl Sink for TextDirSink {
 
     fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {
         let mut renamed = false;
-        for (epoch, path) in pending_epochs(&self.dir, partition)? {
+        for (epoch, path) in pending_epochs(&self.work_dir(partition))? {
             if epoch <= upto {
                 let target = self.dir.join(epoch_name(partition, epoch));
                 match fs::rename(&path, &target) {
-                    Ok(()) => renamed = true,
+                    Ok(()) => {
+                        renamed = true;
+                        self.listing.committed(partition, epoch);
+                    }
                     // Another commit of the same epochs got there first (commits overlap when
                     // checkpoints follow each other closely, or when a partition changes owner):
                     // the epoch is final either way.
@@ -176,19 +272,23 @@ impl Sink for TextDirSink {
         // Recovery rewinds to `after`: pending epochs beyond it, this partition's temporaries, and
         // committed epochs beyond it (possible only when a newer checkpoint turned out damaged, or
         // when recovering from the beginning) are all produced again, so their files go.
-        let (pending, committed, temp) = (
-            pending_prefix(partition),
-            format!("part-{partition:05}-"),
-            temp_prefix(partition),
-        );
-        for (name, path) in entries(&self.dir)? {
-            let beyond = |epoch: Option<u64>| epoch.is_some_and(|e| e > after);
-            if beyond(numbered(&name, &pending, ".pending"))
-                || beyond(numbered(&name, &committed, ""))
-                || name.starts_with(&temp)
-            {
+        for (epoch, path) in pending_epochs(&self.work_dir(partition))? {
+            if epoch > after {
                 remove_if_present(&path)?;
             }
+        }
+        let (committed, temporaries) = self.listing.with(&self.dir, partition, |found| {
+            (
+                found.committed.split_off(&(after + 1)),
+                std::mem::take(&mut found.temporaries),
+            )
+        })?;
+        for epoch in committed {
+            remove_if_present(&self.dir.join(epoch_name(partition, epoch)))?;
+        }
+        for attempt in temporaries {
+            let name = format!("{}{attempt}.tmp", temp_prefix(partition));
+            remove_if_present(&self.dir.join(name))?;
         }
         Ok(())
     }
@@ -218,6 +318,9 @@ impl Sink for TextDirSink {
 /// The writer of one partition and attempt.
 struct TextDirWriter {
     dir: PathBuf,
+    /// The partition's working directory (for pending epochs).
+    work: PathBuf,
+    listing: Arc<Listing>,
     partition: usize,
     attempt: u64,
     temp: PathBuf,
@@ -261,9 +364,10 @@ impl SinkWriter<String> for TextDirWriter {
             .into_inner()
             .map_err(|e| DataflowError::io(temp, e.into_error()))?;
         file.sync_all().map_err(|e| DataflowError::io(temp, e))?;
-        let pending = self.dir.join(pending_name(self.partition, epoch));
+        fs::create_dir_all(&self.work).map_err(|e| DataflowError::io(&self.work, e))?;
+        let pending = self.work.join(pending_name(epoch));
         fs::rename(temp, &pending).map_err(|e| DataflowError::io(&pending, e))?;
-        sync_dir(&self.dir);
+        sync_dir(&self.work);
         // The next epoch starts in a fresh temporary under the same name.
         let file = File::create(temp).map_err(|e| DataflowError::io(temp, e))?;
         self.out = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
@@ -276,11 +380,13 @@ impl TextDirWriter {
     /// Removes the temporaries that earlier attempts of this partition left behind. A newer
     /// attempt's file is left alone: it belongs to a live writer, this one being the stale one.
     fn remove_older_temporaries(&self) -> Result<(), DataflowError> {
-        let prefix = temp_prefix(self.partition);
-        for (name, path) in entries(&self.dir)? {
-            if numbered(&name, &prefix, ".tmp").is_some_and(|a| a < self.attempt) {
-                remove_if_present(&path)?;
-            }
+        let older = self.listing.with(&self.dir, self.partition, |found| {
+            let newer = found.temporaries.split_off(&self.attempt);
+            std::mem::replace(&mut found.temporaries, newer)
+        })?;
+        for attempt in older {
+            let name = format!("{}{attempt}.tmp", temp_prefix(self.partition));
+            remove_if_present(&self.dir.join(name))?;
         }
         Ok(())
     }
@@ -358,11 +464,21 @@ mod tests {
         }
     }
 
+    /// The files under `dir`, as paths relative to it (working directories included).
     fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        fn walk(root: &Path, dir: &Path, names: &mut Vec<String>) {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(root, &path, names);
+                } else {
+                    let relative = path.strip_prefix(root).unwrap();
+                    names.push(relative.to_str().unwrap().to_string());
+                }
+            }
+        }
+        let mut names = Vec::new();
+        walk(dir, dir, &mut names);
         names.sort();
         names
     }
@@ -391,6 +507,8 @@ mod tests {
         first.commit().unwrap();
         fs::write(dir.path().join(".part-00000.attempt-2.tmp"), "crashed").unwrap();
         fs::write(dir.path().join(".part-00001.attempt-2.tmp"), "other partition").unwrap();
+        // Every attempt builds its own sink.
+        let sink = TextDirSink::new(dir.path());
         let mut third = sink.open(&ctx(0, 3)).unwrap();
         let fourth = sink.open(&ctx(0, 4)).unwrap(); // A newer, live attempt.
         third.write("new".into()).unwrap();
@@ -437,7 +555,7 @@ mod tests {
     #[test]
     fn final_output_names() {
         assert!(is_final_output("part-00000"));
-        assert!(!is_final_output(".part-00000.attempt-1.tmp"));
+        assert!(!is_final_output(".swd"));
         assert!(!is_final_output("_SUCCESS"));
     }
 }

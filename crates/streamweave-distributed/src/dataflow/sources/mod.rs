@@ -13,7 +13,7 @@ mod throttled;
 
 pub use collection::CollectionSource;
 pub use generator::GeneratorSource;
-pub use text_dir::{plan_splits, Split, TextDirSource};
+pub use text_dir::{plan_splits, plan_splits_min, Split, TextDirSource, DEFAULT_MIN_SPLIT};
 pub use throttled::Throttled;
 
 use super::{DataflowError, SourceContext};

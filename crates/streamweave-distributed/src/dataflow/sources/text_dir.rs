@@ -30,16 +30,33 @@ pub struct Split {
     pub end: u64,
 }
 
-/// Splits `files` (path and size) into the shares of `num_partitions` partitions.
+/// Splits `files` (path and size) into the shares of `num_partitions` partitions, cutting
+/// ranges down to a single byte if need be (see [`plan_splits_min`]).
+pub fn plan_splits(files: &[(PathBuf, u64)], num_partitions: usize) -> Vec<Vec<Split>> {
+    plan_splits_min(files, num_partitions, 1)
+}
+
+/// Splits `files` (path and size) into the shares of `num_partitions` partitions, with ranges of
+/// at least `min_split` bytes where a file is cut.
 ///
 /// Empty files are left out. With at least as many (non-empty) files as partitions, whole files
 /// are dealt out largest first, each to the partition with the fewest bytes so far (ties go to
 /// the lower partition). With fewer files, each file is cut into byte ranges, as many as is
-/// proportional to its size (at least one, at most one per byte), and partition `p` gets the
-/// `p`-th range in file order; partitions beyond the last range get nothing. The result only
-/// depends on the set of `(path, size)` pairs, not on their order, and a partition's splits are
-/// in path order.
-pub fn plan_splits(files: &[(PathBuf, u64)], num_partitions: usize) -> Vec<Vec<Split>> {
+/// proportional to its size (at least one, none smaller than `min_split` unless the file is),
+/// and the `S` ranges, in file order, are spread evenly over the partitions: range `j` goes to
+/// partition `j * P / S`, the others get nothing (so that the readers are spread over the
+/// workers, whose partitions are spread over `0..P`). The result only depends on the set of
+/// `(path, size)` pairs, not on their order, and a partition's splits are in path order.
+///
+/// ```
+/// use std::path::PathBuf;
+/// use streamweave_distributed::dataflow::sources::plan_splits_min;
+/// let plan = plan_splits_min(&[(PathBuf::from("a"), 100)], 8, 40);
+/// // Two ranges of 50 bytes (three would be below 40), on partitions 0 and 4.
+/// assert_eq!((plan[0][0].start, plan[0][0].end, plan[4][0].start), (0, 50, 50));
+/// assert_eq!(plan.iter().filter(|s| !s.is_empty()).count(), 2);
+/// ```
+pub fn plan_splits_min(files: &[(PathBuf, u64)], num_partitions: usize, min_split: u64) -> Vec<Vec<Split>> {
     let mut plan = vec![Vec::new(); num_partitions];
     let mut files: Vec<&(PathBuf, u64)> = files.iter().filter(|(_, len)| *len > 0).collect();
     files.sort_by(|a, b| path_bytes(&a.0).cmp(path_bytes(&b.0)).then(a.1.cmp(&b.1)));
@@ -49,7 +66,7 @@ pub fn plan_splits(files: &[(PathBuf, u64)], num_partitions: usize) -> Vec<Vec<S
     if files.len() >= num_partitions {
         deal_whole_files(&files, &mut plan);
     } else {
-        cut_ranges(&files, &mut plan);
+        cut_ranges(&files, &mut plan, min_split.max(1));
     }
     plan
 }
@@ -75,13 +92,13 @@ fn deal_whole_files(files: &[&(PathBuf, u64)], plan: &mut [Vec<Split>]) {
 }
 
 /// Fewer files than partitions: every file gets one range, then each spare partition goes to
-/// the file with the most bytes per range (lowest index on ties) that still has more bytes than
-/// ranges.
-fn cut_ranges(files: &[&(PathBuf, u64)], plan: &mut [Vec<Split>]) {
+/// the file with the most bytes per range (lowest index on ties) whose ranges would still hold
+/// `min_split` bytes with one more.
+fn cut_ranges(files: &[&(PathBuf, u64)], plan: &mut [Vec<Split>], min_split: u64) {
     let mut ranges = vec![1u64; files.len()];
     for _ in files.len()..plan.len() {
         let best = (0..files.len())
-            .filter(|&i| ranges[i] < files[i].1)
+            .filter(|&i| files[i].1 / (ranges[i] + 1) >= min_split)
             .max_by(|&a, &b| {
                 let (a_len, b_len) = (u128::from(files[a].1), u128::from(files[b].1));
                 (a_len * u128::from(ranges[b]))
@@ -93,16 +110,18 @@ fn cut_ranges(files: &[&(PathBuf, u64)], plan: &mut [Vec<Split>]) {
             None => break,
         }
     }
-    let mut p = 0;
+    let total: u64 = ranges.iter().sum();
+    let mut range = 0u64;
     for ((path, len), k) in files.iter().zip(ranges) {
         let at = |j: u64| (u128::from(*len) * u128::from(j) / u128::from(k)) as u64;
         for j in 0..k {
+            let p = (u128::from(range) * plan.len() as u128 / u128::from(total)) as usize;
             plan[p].push(Split {
                 path: path.clone(),
                 start: at(j),
                 end: at(j + 1),
             });
-            p += 1;
+            range += 1;
         }
     }
 }
@@ -138,12 +157,28 @@ fn path_bytes(path: &Path) -> &[u8] {
 #[derive(Clone, Debug)]
 pub struct TextDirSource {
     dir: PathBuf,
+    min_split: u64,
 }
+
+/// The smallest byte range a file is cut into by default: more, smaller ranges than this only
+/// add per-range costs (each source partition pre-aggregates on its own and sends its partial
+/// results to every partition), while reading is parallel only up to the workers' source slots.
+pub const DEFAULT_MIN_SPLIT: u64 = 8 << 20;
 
 impl TextDirSource {
     /// A source reading the files of `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            min_split: DEFAULT_MIN_SPLIT,
+        }
+    }
+
+    /// Cuts files into ranges of at least `bytes` (default [`DEFAULT_MIN_SPLIT`]; 1 cuts as
+    /// finely as the partitions allow).
+    pub fn with_min_split(mut self, bytes: u64) -> Self {
+        self.min_split = bytes.max(1);
+        self
     }
 
     /// The directory it reads.
@@ -175,6 +210,11 @@ impl TextDirSource {
 impl Source for TextDirSource {
     type Item = String;
 
+    fn empty_partitions(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        let plan = plan_splits_min(&self.list_files()?, num_partitions, self.min_split);
+        Ok(Some(plan.iter().map(Vec::is_empty).collect()))
+    }
+
     fn read(
         &self,
         ctx: &SourceContext,
@@ -182,7 +222,7 @@ impl Source for TextDirSource {
         emit: &mut dyn FnMut(String) -> Flow,
     ) -> Result<SourceEnd, DataflowError> {
         super::check_context(ctx)?;
-        let plan = plan_splits(&self.list_files()?, ctx.num_partitions);
+        let plan = plan_splits_min(&self.list_files()?, ctx.num_partitions, self.min_split);
         let mut to_skip = offset.0;
         let mut consumed = 0u64;
         let mut buf = Vec::new();
@@ -466,10 +506,10 @@ mod tests {
         let plan = plan_splits(&listing(&[("a", 2), ("b", 1)]), 6);
         let expected = vec![
             vec![split("a", 0, 1)],
+            vec![],
             vec![split("a", 1, 2)],
+            vec![],
             vec![split("b", 0, 1)],
-            vec![],
-            vec![],
             vec![],
         ];
         assert_eq!(plan, expected);
@@ -479,7 +519,7 @@ mod tests {
     fn lines_keep_cr_and_empty_lines_without_final_newline() {
         let dir = tempdir().unwrap();
         fs::write(dir.path().join("a"), "a\r\n\nb\n\nc").unwrap();
-        let source = TextDirSource::new(dir.path());
+        let source = TextDirSource::new(dir.path()).with_min_split(1);
         let (lines, end) = read_share(&source, 0, 1, SourceOffset(0), None);
         assert_eq!(lines, ["a\r", "", "b", "", "c"]);
         assert_eq!(end, SourceEnd::Exhausted(SourceOffset(8)));
@@ -488,7 +528,7 @@ mod tests {
     #[test]
     fn empty_files_and_empty_directories_yield_nothing() {
         let dir = tempdir().unwrap();
-        let source = TextDirSource::new(dir.path());
+        let source = TextDirSource::new(dir.path()).with_min_split(1);
         assert_eq!(
             read_share(&source, 1, 2, SourceOffset(0), None),
             (vec![], SourceEnd::Exhausted(SourceOffset(0)))
@@ -506,14 +546,14 @@ mod tests {
         fs::write(dir.path().join("_SUCCESS"), "no\n").unwrap();
         fs::create_dir(dir.path().join("c")).unwrap();
         fs::write(dir.path().join("c").join("nested"), "no\n").unwrap();
-        let source = TextDirSource::new(dir.path());
+        let source = TextDirSource::new(dir.path()).with_min_split(1);
         assert_eq!(read_everything(&source, 1), vec![vec!["a1", "b1", "b2"]]);
     }
 
     #[test]
     fn a_line_belongs_to_the_range_holding_its_first_byte() {
         let dir = tempdir().unwrap();
-        let source = TextDirSource::new(dir.path());
+        let source = TextDirSource::new(dir.path()).with_min_split(1);
         fs::write(dir.path().join("a"), "aaaa\nbbbb\n").unwrap(); // Ranges [0, 5) and [5, 10).
         assert_eq!(read_everything(&source, 2), vec![vec!["aaaa"], vec!["bbbb"]]);
         fs::write(dir.path().join("a"), "aaa\nbbbbbb\n").unwrap(); // [0, 5) holds byte 4.
@@ -524,7 +564,7 @@ mod tests {
     fn invalid_utf8_is_replaced_not_fatal() {
         let dir = tempdir().unwrap();
         fs::write(dir.path().join("bad"), b"ok\n\xff\xfeabc\nend").unwrap();
-        let source = TextDirSource::new(dir.path());
+        let source = TextDirSource::new(dir.path()).with_min_split(1);
         assert_eq!(
             read_everything(&source, 1),
             vec![vec!["ok", "\u{FFFD}\u{FFFD}abc", "end"]]
@@ -536,7 +576,7 @@ mod tests {
         let dir = tempdir().unwrap();
         let long = "x".repeat(8 << 20);
         fs::write(dir.path().join("big"), format!("short\n{long}\nend\n")).unwrap();
-        let source = TextDirSource::new(dir.path());
+        let source = TextDirSource::new(dir.path()).with_min_split(1);
         let shares = read_everything(&source, 3);
         assert_eq!(
             shares.concat(),
@@ -549,7 +589,7 @@ mod tests {
         let dir = tempdir().unwrap();
         fs::write(dir.path().join("a"), "ab\ncd\n").unwrap();
         fs::write(dir.path().join("b"), "ef\n").unwrap();
-        let source = TextDirSource::new(dir.path());
+        let source = TextDirSource::new(dir.path()).with_min_split(1);
         let (head, end) = read_share(&source, 0, 1, SourceOffset(0), Some(2));
         assert_eq!(
             (head, end),
@@ -573,7 +613,10 @@ mod tests {
     #[test]
     fn validate_names_the_directory() {
         let dir = tempdir().unwrap();
-        assert!(TextDirSource::new(dir.path()).validate().is_ok());
+        assert!(TextDirSource::new(dir.path())
+            .with_min_split(1)
+            .validate()
+            .is_ok());
         let missing = dir.path().join("missing");
         let err = TextDirSource::new(&missing).validate().unwrap_err();
         assert_eq!(
@@ -596,7 +639,10 @@ mod tests {
             partition: 2,
             num_partitions: 2,
         };
-        let result = TextDirSource::new(dir.path()).read(&ctx, SourceOffset(0), &mut |_| Flow::Continue);
+        let result =
+            TextDirSource::new(dir.path())
+                .with_min_split(1)
+                .read(&ctx, SourceOffset(0), &mut |_| Flow::Continue);
         assert!(matches!(result, Err(DataflowError::InvalidJob(_))));
     }
 
@@ -633,7 +679,7 @@ mod tests {
                 fs::write(dir.path().join(format!("f{i}")), content).unwrap();
                 expected.extend(expected_lines(content));
             }
-            let source = TextDirSource::new(dir.path());
+            let source = TextDirSource::new(dir.path()).with_min_split(1);
             let mut all = Vec::new();
             for p in 0..num_partitions {
                 let (lines, end) = read_share(&source, p, num_partitions, SourceOffset(0), None);

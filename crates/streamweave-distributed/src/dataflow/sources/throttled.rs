@@ -64,6 +64,10 @@ impl<S: Source> Source for Throttled<S> {
     fn is_bounded(&self) -> bool {
         self.inner.is_bounded()
     }
+
+    fn empty_partitions(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        self.inner.empty_partitions(num_partitions)
+    }
 }
 
 #[cfg(test)]

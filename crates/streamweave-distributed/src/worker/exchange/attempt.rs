@@ -10,11 +10,12 @@
 use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::plane::{CreditReturn, Inbound};
-use super::Link;
+use super::{InboxSender, Link};
 use crate::dataflow::plan::{Batch, ExchangeOut};
 use crate::dataflow::DataflowError;
 use crate::protocol::PeerMessage;
@@ -24,7 +25,7 @@ use crate::protocol::PeerMessage;
 pub(crate) enum Destination {
     /// On this worker: its inbox and the worker-wide credits for it.
     Local {
-        inbox: mpsc::UnboundedSender<Inbound>,
+        inbox: InboxSender,
         credits: Arc<Semaphore>,
     },
     /// On another worker, over this link.
@@ -104,22 +105,29 @@ impl AttemptOut {
         self.routed_upto = upto;
     }
 
+    /// Waits for a credit of `credits` and, for a remote partition, a slot in its link's
+    /// queue (the slot is returned).
     fn wait_for_credit(
         &self,
         credits: Arc<Semaphore>,
-        closed: Option<&CancellationToken>,
-    ) -> Result<(), DataflowError> {
+        link: Option<&Link>,
+    ) -> Result<Option<OwnedSemaphorePermit>, DataflowError> {
         let never = CancellationToken::new();
-        let closed = closed.unwrap_or(&never);
+        let closed = link.map_or(&never, |l| &l.closed);
+        let gone = || DataflowError::Exchange("the connection to a peer worker closed".to_string());
         self.runtime.block_on(async {
             tokio::select! {
                 permit = credits.acquire_owned() => {
                     // The receiver returns the credit by adding a permit, not by dropping this one.
                     permit.map_err(|_| DataflowError::Cancelled)?.forget();
-                    Ok(())
                 }
+                _ = self.cancel.cancelled() => return Err(DataflowError::Cancelled),
+                _ = closed.cancelled() => return Err(gone()),
+            }
+            let Some(link) = link else { return Ok(None) };
+            tokio::select! {
+                slot = link.reserve() => slot.map(Some).ok_or_else(gone),
                 _ = self.cancel.cancelled() => Err(DataflowError::Cancelled),
-                _ = closed.cancelled() => Err(DataflowError::Exchange("the connection to a peer worker closed".to_string())),
             }
         })
     }
@@ -158,7 +166,7 @@ impl AttemptOut {
     ) -> Result<(), DataflowError> {
         for (q, destination) in self.destinations.iter().enumerate() {
             let delivered = match destination {
-                Destination::Local { inbox, .. } => inbox.send(local(q)).is_ok(),
+                Destination::Local { inbox, .. } => deliver_local(inbox, local(q), q)?,
                 Destination::Remote(link) => link.send(remote(q)),
             };
             if !delivered && !self.cancel.is_cancelled() {
@@ -166,6 +174,17 @@ impl AttemptOut {
             }
         }
         Ok(())
+    }
+}
+
+/// Puts `message` in partition `q`'s inbox here without waiting (it may be called on the
+/// runtime): false when the receiver is gone. The inbox holds every batch the local credits
+/// allow and every marker of an attempt, so a full one is a bug, reported as an error.
+fn deliver_local(inbox: &InboxSender, message: Inbound, q: usize) -> Result<bool, DataflowError> {
+    match inbox.try_send(message) {
+        Ok(()) => Ok(true),
+        Err(TrySendError::Closed(_)) => Ok(false),
+        Err(TrySendError::Full(_)) => Err(DataflowError::Exchange(format!("partition {q}'s inbox is full"))),
     }
 }
 
@@ -183,23 +202,28 @@ impl ExchangeOut for AttemptOut {
             (Destination::Local { inbox, credits }, batch) => {
                 self.wait_for_credit(Arc::clone(credits), None)?;
                 let credit = CreditReturn::Local(Arc::clone(credits));
-                inbox
-                    .send(Inbound::Batch {
-                        batch,
-                        credit,
-                        from: self.from,
-                    })
-                    .map_err(|_| DataflowError::Exchange(format!("partition {q}'s receiver is gone")))
+                let batch = Inbound::Batch {
+                    batch,
+                    credit,
+                    from: self.from,
+                };
+                if deliver_local(inbox, batch, q)? {
+                    Ok(())
+                } else {
+                    Err(DataflowError::Exchange(format!(
+                        "partition {q}'s receiver is gone"
+                    )))
+                }
             }
             (Destination::Remote(link), Batch::Encoded(records)) => {
-                self.wait_for_credit(link.credits(self.attempt, q), Some(&link.closed))?;
+                let slot = self.wait_for_credit(link.credits(self.attempt, q), Some(link))?;
                 let message = PeerMessage::Batch {
                     attempt: self.attempt,
                     partition: q as u32,
                     from: self.from as u32,
                     records,
                 };
-                if link.send(message) {
+                if slot.is_some_and(|slot| link.send_batch(message, slot)) {
                     Ok(())
                 } else {
                     Err(DataflowError::Exchange(format!(

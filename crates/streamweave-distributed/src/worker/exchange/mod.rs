@@ -14,14 +14,37 @@
 //! dropped. A sender needs one credit per batch per destination partition; a receiver hands
 //! the credit back once it has applied the batch, so a slow receiver stops its senders and the
 //! memory of a channel is bounded by `credits x batch size`.
+//!
+//! Nobody is trusted for memory: a worker takes records only from the workers of its current
+//! attempt, for that attempt and for the partitions it owns in it ([`admission`]), before any
+//! inbox exists for them; a peer sending beyond its credits, or handing back more credits than
+//! it was granted, is disconnected; every queue fed from a connection is bounded, and the
+//! listener takes a bounded number of connections, each with a deadline for its introduction.
 
+mod admission;
 mod attempt;
 mod link;
 mod plane;
 
+use tokio::sync::mpsc;
+
 pub(crate) use attempt::{AttemptOut, Destination, RouteChanges};
 pub(crate) use link::Link;
 pub(crate) use plane::{CreditReturn, DataPlane, Inbound};
+
+/// The sending end of a partition's inbox.
+pub(crate) type InboxSender = mpsc::Sender<Inbound>;
+/// The receiving end of a partition's inbox, for its receiver task.
+pub(crate) type InboxReceiver = mpsc::Receiver<Inbound>;
+
+/// Messages a partition's inbox holds at most in an attempt of `num_partitions` partitions:
+/// the batches the credits allow (each sender holds [`CREDITS_PER_CHANNEL`]; a sender owns a
+/// partition, plus two local channels across a move back here), the barriers of two
+/// checkpoints and an end of stream from every source, and the cancellation. A protocol-abiding
+/// peer never fills it; one that does waits (its connection is read no further).
+pub(crate) fn inbox_capacity(num_partitions: usize) -> usize {
+    CREDITS_PER_CHANNEL * (num_partitions + 2) + 3 * num_partitions + 8
+}
 
 /// Batches a sender may have in flight to one partition of one worker, per link (remote) or
 /// per worker (local).
