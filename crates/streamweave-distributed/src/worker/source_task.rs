@@ -168,7 +168,12 @@ impl SourceTask {
             }
         }
         loop {
-            match self.plan.run_source(&ctx, self.offset, control, &mut self.out)? {
+            // A share every worker knows to be empty is not even opened.
+            let end = match self.empty {
+                true => SourceEnd::Exhausted(self.offset),
+                false => self.plan.run_source(&ctx, self.offset, control, &mut self.out)?,
+            };
+            match end {
                 SourceEnd::Exhausted(end) => {
                     if let Some(checkpoints) = &self.checkpoints {
                         checkpoints.source_exhausted(self.partition, end.0);

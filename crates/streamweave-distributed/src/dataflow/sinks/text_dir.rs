@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::dataflow::{DataflowError, Sink, SinkContext, SinkWriter};
@@ -57,6 +58,7 @@ const WORK: &str = ".swd";
 pub struct TextDirSink {
     dir: PathBuf,
     listing: Arc<Listing>,
+    dir_sync: Arc<DirSync>,
 }
 
 /// What the output directory held when the sink first needed it, by partition: committed
@@ -112,6 +114,7 @@ impl TextDirSink {
         Self {
             dir: dir.into(),
             listing: Arc::default(),
+            dir_sync: Arc::default(),
         }
     }
 
@@ -210,6 +213,32 @@ fn list_output(dir: &Path) -> Result<BTreeMap<usize, Found>, DataflowError> {
     Ok(found)
 }
 
+/// Syncs the output directory for many partitions at once (group commit): a partition that
+/// renamed a file into it needs a directory sync that *started* after its rename; when a
+/// thousand partitions commit together, one sync serves all that were waiting for it.
+#[derive(Debug, Default)]
+struct DirSync {
+    /// Syncs asked for so far.
+    requested: AtomicU64,
+    /// Every request up to this one is covered by a finished sync; one sync at a time.
+    synced: Mutex<u64>,
+}
+
+impl DirSync {
+    /// Returns once a sync of `dir` that started after this call has finished.
+    fn sync(&self, dir: &Path) {
+        let ticket = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
+        if *synced >= ticket {
+            return;
+        }
+        // Everything requested by now was renamed before its request: this sync covers it.
+        let covers = self.requested.load(Ordering::Acquire);
+        sync_dir(dir);
+        *synced = covers;
+    }
+}
+
 fn sync_dir(dir: &Path) {
     // Makes renames durable; some file systems cannot sync a directory, which only weakens
     // durability after a power loss, so that error is ignored.
@@ -236,6 +265,7 @@ impl Sink for TextDirSink {
             dir: self.dir.clone(),
             work: self.work_dir(ctx.partition),
             listing: Arc::clone(&self.listing),
+            dir_sync: Arc::clone(&self.dir_sync),
             partition: ctx.partition,
             attempt: ctx.attempt,
             temp,
@@ -263,7 +293,7 @@ impl Sink for TextDirSink {
             }
         }
         if renamed {
-            sync_dir(&self.dir);
+            self.dir_sync.sync(&self.dir);
         }
         Ok(())
     }
@@ -321,6 +351,7 @@ struct TextDirWriter {
     /// The partition's working directory (for pending epochs).
     work: PathBuf,
     listing: Arc<Listing>,
+    dir_sync: Arc<DirSync>,
     partition: usize,
     attempt: u64,
     temp: PathBuf,
@@ -350,7 +381,7 @@ impl SinkWriter<String> for TextDirWriter {
         fs::rename(temp, &target).map_err(|e| DataflowError::io(&target, e))?;
         // Make the rename durable; some file systems cannot sync a directory, which only
         // weakens durability after a power loss, so that error is ignored.
-        sync_dir(&self.dir);
+        self.dir_sync.sync(&self.dir);
         self.remove_older_temporaries()
     }
 
