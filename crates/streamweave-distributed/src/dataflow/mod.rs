@@ -11,21 +11,30 @@
 mod error;
 mod job;
 pub mod jobs;
+mod keyed;
 mod partitioner;
 pub mod plan;
+mod router;
 mod short_key;
 mod sink;
+mod sink_plan;
 pub mod sinks;
 mod source;
 pub mod sources;
+mod stage;
 mod stream;
+
+#[cfg(test)]
+mod barrier_tests;
 
 pub use error::DataflowError;
 pub use job::{JobRegistry, JobSpec};
+pub use keyed::KeyedStream;
 pub use partitioner::{
     stable_hash, BroadcastPartitioner, HashPartitioner, Partitioner, RangePartitioner, RoundRobinPartitioner,
     StableHash,
 };
 pub use sink::{Sink, SinkContext, SinkWriter};
 pub use source::{Flow, Source, SourceContext, SourceEnd, SourceOffset};
-pub use stream::{Exchanged, Job, KeyedStream, Stage, Stream};
+pub use stage::Stage;
+pub use stream::{Exchanged, Job, Stream};
