@@ -1,6 +1,6 @@
 //! The job a `StartJob` message names, as it travels: plain data with no behaviour, so the wire
 //! format depends on nothing above it. The dataflow layer converts to and from its user-facing
-//! `JobSpec` at the edges (`dataflow/job.rs`); the encoding is the same postcard bytes as that
+//! `JobSpec` at the edges (`dataflow/registry.rs`); the encoding is the same postcard bytes as that
 //! type's, field for field.
 
 use std::collections::BTreeMap;
