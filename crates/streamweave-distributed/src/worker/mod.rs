@@ -23,6 +23,7 @@ mod job_tasks;
 mod panics;
 mod receiver_task;
 mod session;
+mod session_core;
 mod source_task;
 mod tasks;
 mod worker_impl;

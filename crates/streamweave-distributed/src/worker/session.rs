@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::job_runner::JobRunner;
+use super::session_core::{WorkerSnapshot, DRAIN_TIMEOUT, FIRST_BACKOFF};
 use super::tasks::TaskSet;
 use super::{WorkerConfig, WorkerError};
 use crate::network::{Connection, Transport};
@@ -14,24 +15,6 @@ use crate::protocol::{CoordinatorMessage, Hello, RegisterRequest, Role, WorkerMe
 use crate::types::{Generation, PartitionId};
 
 pub(crate) type WorkerConnection = Connection<WorkerMessage, CoordinatorMessage>;
-
-/// How long a worker leaving during a checkpointed job waits for its partitions to move away
-/// before it stops anyway (its partitions then recover from the last checkpoint elsewhere).
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The first wait before retrying an unreachable coordinator; it doubles up to the configured cap.
-pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-
-/// What the worker's owner can observe of the session.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkerSnapshot {
-    /// The generation of the last assignment applied.
-    pub generation: Generation,
-    /// Partitions with a running task.
-    pub partitions: Vec<PartitionId>,
-    /// Whether the worker is registered with a coordinator right now.
-    pub connected: bool,
-}
 
 enum Outcome {
     Left,

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::exchange::DataPlane;
 use super::job_runner::JobRunner;
-pub use super::session::WorkerSnapshot;
-use super::session::{Session, WorkerConnection, FIRST_BACKOFF};
+use super::session::{Session, WorkerConnection};
+pub use super::session_core::WorkerSnapshot;
+use super::session_core::FIRST_BACKOFF;
 use super::tasks::{IdleTask, PartitionTask, TaskSet};
 use super::{WorkerConfig, WorkerError};
 use crate::dataflow::JobRegistry;
