@@ -225,14 +225,6 @@ impl SessionCore {
         self.running.iter().copied().collect()
     }
 
-    /// Whether a coordinator connection is in use (messages and reports are read from it).
-    pub(crate) fn is_connected(&self) -> bool {
-        matches!(
-            self.state,
-            State::Connected { .. } | State::AwaitingLeaveAck { .. }
-        )
-    }
-
     /// When the shell must feed [`SessionInput::Tick`] if nothing else happens first.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match &self.state {

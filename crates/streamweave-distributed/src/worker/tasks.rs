@@ -76,10 +76,6 @@ impl TaskSet {
         self.running.keys().copied().collect()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
-
     /// Stops the tasks of partitions not in `desired` (and waits for them), then starts the
     /// missing ones.
     pub(crate) async fn apply(&mut self, desired: &[PartitionId], generation: Generation) {
@@ -163,7 +159,7 @@ mod tests {
         // The stop of 1 was awaited inside apply.
         assert!(log.lock().unwrap().contains(&"stop 1".to_string()));
         set.stop_all().await;
-        assert!(set.is_empty());
+        assert!(set.partitions().is_empty());
         let log = log.lock().unwrap();
         assert!(log.contains(&"stop 2".to_string()) && log.contains(&"stop 3".to_string()));
     }

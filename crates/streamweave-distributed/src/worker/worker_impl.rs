@@ -13,12 +13,11 @@ use super::exchange::DataPlane;
 use super::job_runner::JobRunner;
 use super::session::{Session, WorkerConnection};
 pub use super::session_core::WorkerSnapshot;
-use super::session_core::FIRST_BACKOFF;
+use super::session_core::{SessionCore, SessionTiming, FIRST_BACKOFF};
 use super::tasks::{IdleTask, PartitionTask, TaskSet};
 use super::{WorkerConfig, WorkerError};
 use crate::dataflow::JobRegistry;
 use crate::network::{describe_io_error, ConnectionPool, Transport};
-use crate::types::Generation;
 
 /// The seed's worker API.
 pub trait Worker {
@@ -79,8 +78,13 @@ impl WorkerImpl {
             address: config.bind_address.to_string(),
             transport,
             tasks: TaskSet::new(task),
-            generation: Generation::default(),
-            presumed_dead_after: Duration::from_secs(2),
+            core: SessionCore::new(SessionTiming {
+                heartbeat_interval: config.heartbeat_interval,
+                max_reconnect_backoff: config.max_reconnect_backoff,
+                communication_timeout: config.communication_timeout,
+                // Until the coordinator tells its heartbeat timeout at registration.
+                presumed_dead_after: Duration::from_secs(2),
+            }),
             snapshot: sender,
             job_names: Vec::new(),
             jobs: None,
