@@ -5,7 +5,7 @@
 //! decision (heartbeats, generations, backoff, the lost-coordinator rule, leaving) is the core's.
 //!
 //! ```text
-//!  leave token / core deadline / job reports / coordinator frames
+//!  leave token / core deadline / job reports / ended tasks / coordinator frames
 //!        |                                                ^
 //!        v                                                | Send / Heartbeat
 //!   SessionInput --> SessionCore::on_event(now) --> SessionAction
@@ -194,6 +194,10 @@ impl Session {
             }
             _ = sleep_until(deadline) => SessionInput::Tick,
             Some(report) = reports.recv(), if connected => SessionInput::Report(report),
+            ended = self.tasks.next_ended() => SessionInput::TaskEnded {
+                partition: ended.partition,
+                error: ended.error,
+            },
             frame = recv(reader) => match frame {
                 Ok(Some(message)) => SessionInput::Message(message),
                 Ok(None) => SessionInput::ConnectionLost,
@@ -316,6 +320,16 @@ impl Session {
                 tracing::warn!(%worker, "leaving without the coordinator's acknowledgement");
             }
             SessionNote::Ignored(message) => tracing::debug!(?message, "ignoring an unexpected message"),
+            SessionNote::TaskEnded {
+                partition,
+                error: None,
+            } => {
+                tracing::warn!(%worker, partition, "task ended before it was stopped");
+            }
+            SessionNote::TaskEnded {
+                partition,
+                error: Some(error),
+            } => tracing::error!(%worker, partition, %error, "task failed"),
         }
     }
 }

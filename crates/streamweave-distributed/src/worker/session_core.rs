@@ -79,6 +79,13 @@ pub(crate) enum SessionInput {
     Report(WorkerMessage),
     /// [`SessionCore::deadline`] passed.
     Tick,
+    /// A partition task ended without being asked to stop.
+    TaskEnded {
+        /// Its partition.
+        partition: PartitionId,
+        /// Why, if it failed or panicked.
+        error: Option<String>,
+    },
     /// The worker's owner asked it to leave gracefully.
     LeaveRequested {
         /// Whether a checkpointed job runs here, whose partitions must move away with their
@@ -170,6 +177,13 @@ pub(crate) enum SessionNote {
     },
     /// A message this state does not expect.
     Ignored(CoordinatorMessage),
+    /// A partition task ended by itself; the partition stays ours until the coordinator moves it.
+    TaskEnded {
+        /// Its partition.
+        partition: PartitionId,
+        /// Why, if it failed or panicked.
+        error: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,6 +269,11 @@ impl SessionCore {
                 }
             }
             SessionInput::Tick => self.tick(now, &mut actions),
+            // Only the coordinator moves partitions: the partition stays in `running` (and in
+            // heartbeats) until it is revoked, as the task set keeps it.
+            SessionInput::TaskEnded { partition, error } => {
+                actions.push(SessionAction::Log(SessionNote::TaskEnded { partition, error }));
+            }
             SessionInput::LeaveRequested { carries_state } => self.leave(carries_state, now, &mut actions),
         }
         actions

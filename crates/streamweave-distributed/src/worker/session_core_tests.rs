@@ -477,3 +477,24 @@ fn leaving_while_the_coordinator_is_unreachable_stops_and_ends_at_once() {
         ]
     );
 }
+
+#[test]
+fn a_task_that_ends_by_itself_is_reported_and_its_partition_kept_until_revoked() {
+    let t0 = Instant::now();
+    let mut core = running(t0, &[1, 2]);
+    let error = Some("task panicked: boom".to_string());
+    assert_eq!(
+        core.on_event(
+            SessionInput::TaskEnded {
+                partition: 2,
+                error: error.clone()
+            },
+            t0
+        ),
+        vec![SessionAction::Log(SessionNote::TaskEnded { partition: 2, error })]
+    );
+    assert_eq!(
+        core.on_event(SessionInput::Tick, t0 + HEARTBEAT),
+        vec![SessionAction::Heartbeat { running: vec![1, 2] }]
+    );
+}
