@@ -24,6 +24,7 @@ mod panics;
 mod receiver_task;
 mod session;
 mod session_core;
+mod session_events;
 mod source_task;
 mod tasks;
 mod worker_impl;
