@@ -283,7 +283,7 @@ impl Engine {
         });
         Some(CoordinatorMessage::StartJob {
             attempt,
-            spec: job.spec().clone(),
+            spec: job.spec().clone().into(),
             owners,
             checkpoints,
         })

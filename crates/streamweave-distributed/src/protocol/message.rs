@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataflow::JobSpec;
+use super::job_spec::JobSpecWire;
 use crate::types::{Generation, PartitionId, WorkerId, WorkerState};
 
 /// A worker's registration.
@@ -220,7 +220,7 @@ pub enum CoordinatorMessage {
         /// The attempt (it grows with every restart).
         attempt: u64,
         /// The job.
-        spec: JobSpec,
+        spec: JobSpecWire,
         /// Owner of each partition, by partition.
         owners: Vec<PartitionOwner>,
         /// With checkpoints: where they are stored and what to restore.

@@ -14,6 +14,7 @@
 mod codec;
 mod error;
 mod handshake;
+mod job_spec;
 mod message;
 #[cfg(test)]
 mod proptests;
@@ -21,6 +22,7 @@ mod proptests;
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use error::ProtocolError;
 pub use handshake::{accept_handshake, dial_handshake, Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
+pub use job_spec::JobSpecWire;
 pub use message::{
     Adoption, CheckpointPlan, CheckpointStatus, ClientRequest, ClientResponse, ClusterStatus,
     CoordinatorMessage, ErrorKind, JobProgress, JobState, JobStatus, MovingPartition, PartitionMove,

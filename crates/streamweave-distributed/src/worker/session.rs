@@ -266,7 +266,7 @@ impl Session {
                 spec,
                 owners,
                 checkpoints,
-            } => jobs.start(attempt, &spec, &owners, checkpoints.as_ref()),
+            } => jobs.start(attempt, &spec.into(), &owners, checkpoints.as_ref()),
             CoordinatorMessage::TriggerCheckpoint { attempt, id, moves } => jobs.trigger(attempt, id, moves),
             CoordinatorMessage::AdoptPartitions {
                 attempt,
