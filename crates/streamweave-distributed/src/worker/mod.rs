@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! WorkerImpl::register --Transport--> coordinator: Register -> Registered
-//! WorkerImpl::start    --spawn-->     session loop (session.rs)
+//! WorkerImpl::start    --spawn-->     session shell (session.rs) around SessionCore (session_core.rs)
 //!     Assignment{generation, partitions} -> TaskSet::apply (tasks.rs): stop revoked, start
 //!     granted -> Ack{generation, running};  Heartbeat every heartbeat_interval
 //!     connection lost -> capped exponential backoff, register again (same incarnation);
@@ -23,6 +23,8 @@ mod job_tasks;
 mod panics;
 mod receiver_task;
 mod session;
+mod session_core;
+mod session_events;
 mod source_task;
 mod tasks;
 mod worker_impl;

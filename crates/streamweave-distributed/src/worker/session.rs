@@ -1,42 +1,48 @@
-//! The worker's session with the coordinator: apply assignments, heartbeat, and when the
-//! connection is lost, reconnect with capped exponential backoff and register again.
+//! The worker's session with the coordinator, as a thin async shell around
+//! [`SessionCore`](super::session_core::SessionCore): it owns the connection, the task set and
+//! the job runner, turns what happens (frames, reports, the leave token, the core's deadline)
+//! into [`SessionInput`]s, and carries out the [`SessionAction`]s the core returns. Every
+//! decision (heartbeats, generations, backoff, the lost-coordinator rule, leaving) is the core's.
+//!
+//! ```text
+//!  leave token / core deadline / job reports / ended tasks / coordinator frames
+//!        |                                                ^
+//!        v                                                | Send / Heartbeat
+//!   SessionInput --> SessionCore::on_event(now) --> SessionAction
+//!                                                    | Apply / StopAll -> TaskSet, JobRunner
+//!                                                    | Connect -> register again -> SessionInput
+//! ```
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::job_runner::JobRunner;
+use super::session_core::{SessionCore, DRAIN_TIMEOUT};
+use super::session_events::{SessionAction, SessionEnd, SessionInput, SessionNote, WorkerSnapshot};
 use super::tasks::TaskSet;
 use super::{WorkerConfig, WorkerError};
-use crate::network::{Connection, Transport};
+use crate::network::{Connection, ConnectionReader, ConnectionWriter, Transport};
 use crate::protocol::{CoordinatorMessage, Hello, RegisterRequest, Role, WorkerMessage};
-use crate::types::{Generation, PartitionId};
 
 pub(crate) type WorkerConnection = Connection<WorkerMessage, CoordinatorMessage>;
 
-/// How long a worker leaving during a checkpointed job waits for its partitions to move away
-/// before it stops anyway (its partitions then recover from the last checkpoint elsewhere).
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The two halves of the coordinator connection while the session uses it.
+type Link = (
+    ConnectionReader<CoordinatorMessage>,
+    ConnectionWriter<WorkerMessage>,
+);
 
-/// The first wait before retrying an unreachable coordinator; it doubles up to the configured cap.
-pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-
-/// What the worker's owner can observe of the session.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WorkerSnapshot {
-    /// The generation of the last assignment applied.
-    pub generation: Generation,
-    /// Partitions with a running task.
-    pub partitions: Vec<PartitionId>,
-    /// Whether the worker is registered with a coordinator right now.
-    pub connected: bool,
-}
-
-enum Outcome {
-    Left,
+/// What the run loop does after an action.
+enum Flow {
+    Continue,
+    /// A send failed: the connection is lost.
     Lost,
-    Fenced(String),
+    /// Register again and feed the result.
+    Connect,
+    Exit(SessionEnd),
 }
 
 pub(crate) struct Session {
@@ -45,9 +51,8 @@ pub(crate) struct Session {
     pub(crate) incarnation: u64,
     pub(crate) address: String,
     pub(crate) tasks: TaskSet,
-    pub(crate) generation: Generation,
-    /// After this long without the coordinator, it has declared us failed: stop the tasks.
-    pub(crate) presumed_dead_after: Duration,
+    /// Every decision of the session.
+    pub(crate) core: SessionCore,
     pub(crate) snapshot: watch::Sender<WorkerSnapshot>,
     /// The jobs this worker's binary can build, announced at registration.
     pub(crate) job_names: Vec<String>,
@@ -55,9 +60,25 @@ pub(crate) struct Session {
     pub(crate) jobs: Option<JobRunner>,
 }
 
+/// The session's clock: tokio's, so tests with paused time drive it too.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 impl Session {
-    /// Connects, registers, and waits for the coordinator's answer.
+    /// Connects, registers, waits for the coordinator's answer and tells the core.
     pub(crate) async fn connect_and_register(&mut self) -> Result<WorkerConnection, WorkerError> {
+        let (connection, registered) = self.register_once().await?;
+        let mut no_link = None;
+        for action in self.core.on_event(registered, now()) {
+            // Registration only publishes and logs; nothing here can need the connection.
+            self.execute(action, &mut no_link).await;
+        }
+        Ok(connection)
+    }
+
+    /// One connection and registration attempt; on success, the input for the core.
+    async fn register_once(&mut self) -> Result<(WorkerConnection, SessionInput), WorkerError> {
         let addr = self.config.coordinator_address;
         let hello = Hello {
             role: Role::Worker,
@@ -96,11 +117,11 @@ impl Session {
                 heartbeat_timeout_ms,
                 ..
             }) => {
-                self.generation = generation;
-                self.presumed_dead_after = Duration::from_millis(heartbeat_timeout_ms);
-                self.publish(true);
-                tracing::info!(worker = %self.config.worker_id, %addr, %generation, "registered with the coordinator");
-                Ok(connection)
+                let registered = SessionInput::Registered {
+                    generation,
+                    heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms),
+                };
+                Ok((connection, registered))
             }
             Some(CoordinatorMessage::RegistrationRefused { reason }) => {
                 Err(WorkerError::RegistrationFailed(reason))
@@ -122,217 +143,223 @@ impl Session {
         leave: CancellationToken,
         mut reports: mpsc::UnboundedReceiver<WorkerMessage>,
     ) -> Result<(), WorkerError> {
-        let mut connection = Some(first);
+        let mut link = Some(first.split());
+        let mut leave_seen = false;
+        let mut pending = VecDeque::new();
         loop {
-            let current = match connection.take() {
-                Some(c) => c,
-                None => match self.reconnect(&leave).await? {
-                    Some(c) => c,
-                    None => return Ok(()),
-                },
+            let input = match pending.pop_front() {
+                Some(input) => input,
+                None => {
+                    self.next_input(&mut link, &leave, &mut leave_seen, &mut reports)
+                        .await
+                }
             };
-            match self.serve(current, &leave, &mut reports).await {
-                Outcome::Left => return Ok(()),
-                Outcome::Lost => {
-                    self.publish(false);
-                    tracing::warn!(worker = %self.config.worker_id, "lost the coordinator; reconnecting");
+            for action in self.core.on_event(input, now()) {
+                match self.execute(action, &mut link).await {
+                    Flow::Continue => {}
+                    Flow::Lost => {
+                        // The rest was meant for a connection that is gone.
+                        link = None;
+                        pending.push_back(SessionInput::ConnectionLost);
+                        break;
+                    }
+                    Flow::Connect => pending.push_back(self.reconnect(&mut link).await),
+                    Flow::Exit(SessionEnd::Left) => return Ok(()),
+                    Flow::Exit(SessionEnd::Fenced(reason)) => return Err(WorkerError::Fenced(reason)),
                 }
-                Outcome::Fenced(reason) => return Err(self.fenced(reason).await),
             }
         }
     }
 
-    async fn fenced(&mut self, reason: String) -> WorkerError {
-        tracing::error!(worker = %self.config.worker_id, %reason, "fenced by the coordinator; stopping all tasks");
-        self.stop_everything().await;
-        self.publish(false);
-        WorkerError::Fenced(reason)
-    }
-
-    async fn serve(
+    /// Waits for the next thing that happens; the leave request first, then the core's
+    /// deadline, then reports and frames.
+    async fn next_input(
         &mut self,
-        connection: WorkerConnection,
+        link: &mut Option<Link>,
         leave: &CancellationToken,
+        leave_seen: &mut bool,
         reports: &mut mpsc::UnboundedReceiver<WorkerMessage>,
-    ) -> Outcome {
-        let (mut reader, mut writer) = connection.split();
-        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Set while leaving with a checkpointed job: the partitions move away first, so the
-        // tasks run (and heartbeats go on) until the coordinator's LeaveAck or this deadline.
-        let mut draining: Option<tokio::time::Instant> = None;
-        loop {
-            tokio::select! {
-                biased;
-                _ = leave.cancelled(), if draining.is_none() && self.jobs.as_ref().is_some_and(JobRunner::carries_state) => {
-                    tracing::info!(worker = %self.config.worker_id, "leaving: waiting for the partitions to move away with their state");
-                    if writer.send(WorkerMessage::Leave).await.is_err() {
-                        self.stop_everything().await;
-                        self.publish(false);
-                        return Outcome::Left;
-                    }
-                    draining = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
-                }
-                _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
-                    tracing::warn!(worker = %self.config.worker_id, "leaving without the coordinator's acknowledgement: the partitions did not move away in {DRAIN_TIMEOUT:?}");
-                    self.stop_everything().await;
-                    self.publish(false);
-                    return Outcome::Left;
-                }
-                _ = leave.cancelled(), if draining.is_none() => {
-                    // Stop first, so the coordinator can hand the partitions on at once.
-                    self.stop_everything().await;
-                    self.publish(false);
-                    if writer.send(WorkerMessage::Leave).await.is_ok() {
-                        let wait = async {
-                            while let Ok(Some(message)) = reader.recv().await {
-                                if message == CoordinatorMessage::LeaveAck {
-                                    return true;
-                                }
-                            }
-                            false
-                        };
-                        match tokio::time::timeout(self.config.communication_timeout, wait).await {
-                            Ok(true) => tracing::info!(worker = %self.config.worker_id, "left the cluster"),
-                            _ => tracing::warn!(worker = %self.config.worker_id, "leaving without the coordinator's acknowledgement"),
-                        }
-                    }
-                    return Outcome::Left;
-                }
-                Some(report) = reports.recv() => {
-                    if let Err(e) = writer.send(report).await {
-                        tracing::warn!(error = %e, "job report failed");
-                        return Outcome::Lost;
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    let running = self.tasks.partitions();
-                    let job = self.jobs.as_ref().and_then(JobRunner::progress);
-                    if let Err(e) = writer.send(WorkerMessage::Heartbeat { running, job }).await {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                        return Outcome::Lost;
-                    }
-                }
-                frame = reader.recv() => match frame {
-                    Ok(Some(CoordinatorMessage::Assignment { generation, partitions })) => {
-                        if generation < self.generation {
-                            tracing::debug!(%generation, current = %self.generation, "dropping a stale assignment");
-                            continue;
-                        }
-                        self.generation = generation;
-                        self.tasks.apply(&partitions, generation).await;
-                        self.publish(true);
-                        let running = self.tasks.partitions();
-                        if let Err(e) = writer.send(WorkerMessage::Ack { generation, running }).await {
-                            tracing::warn!(error = %e, "acknowledgement failed");
-                            return Outcome::Lost;
-                        }
-                    }
-                    Ok(Some(CoordinatorMessage::Shutdown { reason })) => {
-                        tracing::warn!(worker = %self.config.worker_id, %reason, "the coordinator ended our session; stopping all tasks");
-                        self.stop_everything().await;
-                        return Outcome::Lost;
-                    }
-                    Ok(Some(CoordinatorMessage::Fenced { reason })) => return Outcome::Fenced(reason),
-                    Ok(Some(CoordinatorMessage::LeaveAck)) if draining.is_some() => {
-                        self.stop_everything().await;
-                        self.publish(false);
-                        tracing::info!(worker = %self.config.worker_id, "left the cluster");
-                        return Outcome::Left;
-                    }
-                    Ok(Some(CoordinatorMessage::StartJob { attempt, spec, owners, checkpoints })) => {
-                        if let Some(jobs) = &mut self.jobs {
-                            jobs.start(attempt, &spec.into(), &owners, checkpoints.as_ref());
-                        }
-                    }
-                    Ok(Some(CoordinatorMessage::TriggerCheckpoint { attempt, id, moves })) => {
-                        if let Some(jobs) = &self.jobs {
-                            jobs.trigger(attempt, id, moves);
-                        }
-                    }
-                    Ok(Some(CoordinatorMessage::AdoptPartitions { attempt, checkpoint, partitions, ended_sources })) => {
-                        if let Some(jobs) = &self.jobs {
-                            jobs.adopt(attempt, checkpoint, partitions, ended_sources);
-                        }
-                    }
-                    Ok(Some(CoordinatorMessage::CommitEpochs { attempt, upto })) => {
-                        if let Some(jobs) = &self.jobs {
-                            jobs.commit_epochs(attempt, upto);
-                        }
-                    }
-                    Ok(Some(CoordinatorMessage::StopJob { attempt })) => {
-                        if let Some(jobs) = &mut self.jobs {
-                            jobs.stop(attempt);
-                        }
-                    }
-                    Ok(Some(other)) => tracing::debug!(message = ?other, "ignoring an unexpected message"),
-                    Ok(None) => return Outcome::Lost,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "connection to the coordinator failed");
-                        return Outcome::Lost;
-                    }
-                }
+    ) -> SessionInput {
+        let deadline = self.core.deadline();
+        // Reports wait in their channel while no coordinator listens.
+        let connected = link.is_some();
+        let reader = link.as_mut().map(|(reader, _)| reader);
+        tokio::select! {
+            biased;
+            _ = leave.cancelled(), if !*leave_seen => {
+                *leave_seen = true;
+                let carries_state = self.jobs.as_ref().is_some_and(JobRunner::carries_state);
+                SessionInput::LeaveRequested { carries_state }
             }
-        }
-    }
-
-    /// Retries with capped exponential backoff until registered again, or `None` on leave.
-    async fn reconnect(
-        &mut self,
-        leave: &CancellationToken,
-    ) -> Result<Option<WorkerConnection>, WorkerError> {
-        let lost_at = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 0u32;
-        loop {
-            let unreachable_for = lost_at.elapsed();
-            if !self.tasks.is_empty() && unreachable_for >= self.presumed_dead_after {
-                tracing::warn!(
-                    worker = %self.config.worker_id,
-                    "coordinator unreachable for {}: it has moved our partitions, stopping our tasks",
-                    humantime::format_duration(self.presumed_dead_after)
-                );
-                self.stop_everything().await;
-                self.publish(false);
-            }
-            let mut wait = backoff;
-            if !self.tasks.is_empty() {
-                // Wake up in time to stop the tasks when the coordinator gives up on us.
-                wait = wait.min(self.presumed_dead_after.saturating_sub(unreachable_for));
-            }
-            tokio::select! {
-                _ = leave.cancelled() => {
-                    self.stop_everything().await;
-                    self.publish(false);
-                    return Ok(None);
-                }
-                _ = tokio::time::sleep(wait) => {}
-            }
-            attempt += 1;
-            match self.connect_and_register().await {
-                Ok(connection) => return Ok(Some(connection)),
-                Err(WorkerError::Fenced(reason)) => return Err(self.fenced(reason).await),
+            _ = sleep_until(deadline) => SessionInput::Tick,
+            Some(report) = reports.recv(), if connected => SessionInput::Report(report),
+            ended = self.tasks.next_ended() => SessionInput::TaskEnded {
+                partition: ended.partition,
+                error: ended.error,
+            },
+            frame = recv(reader) => match frame {
+                Ok(Some(message)) => SessionInput::Message(message),
+                Ok(None) => SessionInput::ConnectionLost,
                 Err(e) => {
-                    tracing::warn!(worker = %self.config.worker_id, attempt, error = %e, retry_in = ?backoff, "registration failed");
-                    backoff = (backoff * 2).min(self.config.max_reconnect_backoff);
+                    tracing::warn!(error = %e, "connection to the coordinator failed");
+                    SessionInput::ConnectionLost
                 }
+            },
+        }
+    }
+
+    /// One registration attempt after a loss; the connection is kept if it succeeds.
+    async fn reconnect(&mut self, link: &mut Option<Link>) -> SessionInput {
+        match self.register_once().await {
+            Ok((connection, registered)) => {
+                *link = Some(connection.split());
+                registered
             }
+            Err(WorkerError::Fenced(reason)) => SessionInput::Message(CoordinatorMessage::Fenced { reason }),
+            Err(e) => SessionInput::ConnectFailed {
+                reason: e.to_string(),
+            },
         }
     }
 
-    /// Stops every partition task and the job attempt, if any.
-    async fn stop_everything(&mut self) {
-        if let Some(jobs) = &mut self.jobs {
-            jobs.stop_all();
+    async fn execute(&mut self, action: SessionAction, link: &mut Option<Link>) -> Flow {
+        match action {
+            SessionAction::Send(message) => return send(link, message).await,
+            SessionAction::Heartbeat { running } => {
+                let job = self.jobs.as_ref().and_then(JobRunner::progress);
+                return send(link, WorkerMessage::Heartbeat { running, job }).await;
+            }
+            SessionAction::Apply {
+                partitions,
+                generation,
+            } => self.tasks.apply(&partitions, generation).await,
+            SessionAction::StopAll => {
+                if let Some(jobs) = &mut self.jobs {
+                    jobs.stop_all();
+                }
+                self.tasks.stop_all().await;
+            }
+            SessionAction::ToJobs(message) => self.deliver_to_jobs(message),
+            SessionAction::Disconnect => *link = None,
+            SessionAction::Connect => return Flow::Connect,
+            SessionAction::Publish(snapshot) => {
+                debug_assert_eq!(
+                    snapshot.partitions,
+                    self.tasks.partitions(),
+                    "the core mirrors the task set"
+                );
+                self.snapshot.send_replace(snapshot);
+            }
+            SessionAction::Log(note) => self.log(note),
+            SessionAction::Exit(end) => return Flow::Exit(end),
         }
-        self.tasks.stop_all().await;
+        Flow::Continue
     }
 
-    fn publish(&self, connected: bool) {
-        self.snapshot.send_replace(WorkerSnapshot {
-            generation: self.generation,
-            partitions: self.tasks.partitions(),
-            connected,
-        });
+    fn deliver_to_jobs(&mut self, message: CoordinatorMessage) {
+        let Some(jobs) = &mut self.jobs else {
+            return;
+        };
+        match message {
+            CoordinatorMessage::StartJob {
+                attempt,
+                spec,
+                owners,
+                checkpoints,
+            } => jobs.start(attempt, &spec.into(), &owners, checkpoints.as_ref()),
+            CoordinatorMessage::TriggerCheckpoint { attempt, id, moves } => jobs.trigger(attempt, id, moves),
+            CoordinatorMessage::AdoptPartitions {
+                attempt,
+                checkpoint,
+                partitions,
+                ended_sources,
+            } => jobs.adopt(attempt, checkpoint, partitions, ended_sources),
+            CoordinatorMessage::CommitEpochs { attempt, upto } => jobs.commit_epochs(attempt, upto),
+            CoordinatorMessage::StopJob { attempt } => jobs.stop(attempt),
+            other => tracing::debug!(message = ?other, "not a job message"),
+        }
+    }
+
+    fn log(&self, note: SessionNote) {
+        let worker = &self.config.worker_id;
+        let addr = self.config.coordinator_address;
+        match note {
+            SessionNote::Registered(generation) => {
+                tracing::info!(%worker, %addr, %generation, "registered with the coordinator");
+            }
+            SessionNote::StaleAssignment { generation, current } => {
+                tracing::debug!(%generation, %current, "dropping a stale assignment");
+            }
+            SessionNote::Shutdown(reason) => {
+                tracing::warn!(%worker, %reason, "the coordinator ended our session; stopping all tasks");
+            }
+            SessionNote::Fenced(reason) => {
+                tracing::error!(%worker, %reason, "fenced by the coordinator; stopping all tasks");
+            }
+            SessionNote::Lost => tracing::warn!(%worker, "lost the coordinator; reconnecting"),
+            SessionNote::RetryFailed {
+                attempt,
+                reason,
+                retry_in,
+            } => tracing::warn!(%worker, attempt, error = %reason, ?retry_in, "registration failed"),
+            SessionNote::PresumedDead(after) => tracing::warn!(
+                %worker,
+                "coordinator unreachable for {}: it has moved our partitions, stopping our tasks",
+                humantime::format_duration(after)
+            ),
+            SessionNote::Draining => {
+                tracing::info!(%worker, "leaving: waiting for the partitions to move away with their state");
+            }
+            SessionNote::DrainTimedOut => tracing::warn!(
+                %worker,
+                "leaving without the coordinator's acknowledgement: the partitions did not move away in {DRAIN_TIMEOUT:?}"
+            ),
+            SessionNote::Left { acknowledged: true } => tracing::info!(%worker, "left the cluster"),
+            SessionNote::Left { acknowledged: false } => {
+                tracing::warn!(%worker, "leaving without the coordinator's acknowledgement");
+            }
+            SessionNote::Ignored(message) => tracing::debug!(?message, "ignoring an unexpected message"),
+            SessionNote::TaskEnded {
+                partition,
+                error: None,
+            } => {
+                tracing::warn!(%worker, partition, "task ended before it was stopped");
+            }
+            SessionNote::TaskEnded {
+                partition,
+                error: Some(error),
+            } => tracing::error!(%worker, partition, %error, "task failed"),
+        }
+    }
+}
+
+async fn send(link: &mut Option<Link>, message: WorkerMessage) -> Flow {
+    let Some((_, writer)) = link else {
+        return Flow::Lost;
+    };
+    match writer.send(message).await {
+        Ok(()) => Flow::Continue,
+        Err(e) => {
+            tracing::warn!(error = %e, "sending to the coordinator failed");
+            Flow::Lost
+        }
+    }
+}
+
+/// The next frame, or never without a connection.
+async fn recv(
+    reader: Option<&mut ConnectionReader<CoordinatorMessage>>,
+) -> Result<Option<CoordinatorMessage>, crate::protocol::ProtocolError> {
+    match reader {
+        Some(reader) => reader.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,11 +1,12 @@
-//! One task per owned partition: started on grant, stopped (and awaited) on revoke.
+//! One task per owned partition: started on grant, stopped (and awaited) on revoke, and seen
+//! when it ends by itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerError;
@@ -54,13 +55,29 @@ impl PartitionTask for IdleTask {
 
 struct RunningTask {
     stop: CancellationToken,
-    join: JoinHandle<Result<(), WorkerError>>,
+    /// The task's id in the join set; `None` once it ended by itself.
+    id: Option<Id>,
 }
 
-/// The tasks a worker is running, by partition.
+/// A partition task that ended before it was asked to stop.
+#[derive(Debug)]
+pub(crate) struct TaskEnded {
+    /// Its partition.
+    pub(crate) partition: PartitionId,
+    /// Why, if it failed or panicked.
+    pub(crate) error: Option<String>,
+}
+
+/// The tasks a worker is running, by partition. It owns them in a [`JoinSet`], so a task that
+/// ends by itself is seen ([`TaskSet::next_ended`]) rather than found out at the next stop.
 pub(crate) struct TaskSet {
     factory: Arc<dyn PartitionTask>,
     running: BTreeMap<PartitionId, RunningTask>,
+    tasks: JoinSet<Result<(), WorkerError>>,
+    /// The partition of each task in `tasks`.
+    owners: HashMap<Id, PartitionId>,
+    /// Tasks that ended by themselves while [`TaskSet::stop`] waited for others.
+    ended: VecDeque<TaskEnded>,
 }
 
 impl TaskSet {
@@ -68,16 +85,16 @@ impl TaskSet {
         TaskSet {
             factory,
             running: BTreeMap::new(),
+            tasks: JoinSet::new(),
+            owners: HashMap::new(),
+            ended: VecDeque::new(),
         }
     }
 
-    /// Partitions with a task, ascending.
+    /// Partitions with a task, ascending. A task that ended by itself keeps its partition
+    /// until the coordinator revokes it: only the coordinator moves partitions.
     pub(crate) fn partitions(&self) -> Vec<PartitionId> {
         self.running.keys().copied().collect()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.running.is_empty()
     }
 
     /// Stops the tasks of partitions not in `desired` (and waits for them), then starts the
@@ -95,9 +112,16 @@ impl TaskSet {
                 continue;
             }
             let stop = CancellationToken::new();
-            let join = tokio::spawn(self.factory.run(p, generation, stop.clone()));
+            let handle = self.tasks.spawn(self.factory.run(p, generation, stop.clone()));
+            self.owners.insert(handle.id(), p);
             tracing::info!(partition = p, %generation, "task started");
-            self.running.insert(p, RunningTask { stop, join });
+            self.running.insert(
+                p,
+                RunningTask {
+                    stop,
+                    id: Some(handle.id()),
+                },
+            );
         }
     }
 
@@ -105,6 +129,30 @@ impl TaskSet {
     pub(crate) async fn stop_all(&mut self) {
         let all = self.partitions();
         self.stop(&all).await;
+    }
+
+    /// The next task that ended without being asked to; never returns while none runs.
+    /// Cancel-safe: a task reaped here is not lost if the caller stops waiting.
+    pub(crate) async fn next_ended(&mut self) -> TaskEnded {
+        if let Some(ended) = self.ended.pop_front() {
+            return ended;
+        }
+        loop {
+            let Some(joined) = self.tasks.join_next_with_id().await else {
+                return std::future::pending().await;
+            };
+            let (id, result) = split(joined);
+            let Some(partition) = self.owners.remove(&id) else {
+                continue;
+            };
+            if let Some(task) = self.running.get_mut(&partition) {
+                task.id = None;
+            }
+            return TaskEnded {
+                partition,
+                error: result.err(),
+            };
+        }
     }
 
     async fn stop(&mut self, partitions: &[PartitionId]) {
@@ -116,12 +164,46 @@ impl TaskSet {
         for (_, task) in &stopping {
             task.stop.cancel();
         }
-        for (p, task) in stopping {
-            match task.join.await {
-                Ok(Ok(())) => tracing::info!(partition = p, "task stopped"),
-                Ok(Err(e)) => tracing::warn!(partition = p, error = %e, "task ended with an error"),
-                Err(e) => tracing::error!(partition = p, error = %e, "task panicked"),
+        let mut waiting: HashSet<Id> = stopping.iter().filter_map(|(_, t)| t.id).collect();
+        while !waiting.is_empty() {
+            let Some(joined) = self.tasks.join_next_with_id().await else {
+                break;
+            };
+            let (id, result) = split(joined);
+            let Some(p) = self.owners.remove(&id) else {
+                continue;
+            };
+            if waiting.remove(&id) {
+                match result {
+                    Ok(()) => tracing::info!(partition = p, "task stopped"),
+                    Err(error) => tracing::warn!(partition = p, %error, "task ended with an error"),
+                }
+            } else {
+                // Another task ended by itself meanwhile: keep it for `next_ended`.
+                if let Some(task) = self.running.get_mut(&p) {
+                    task.id = None;
+                }
+                self.ended.push_back(TaskEnded {
+                    partition: p,
+                    error: result.err(),
+                });
             }
+        }
+    }
+}
+
+/// A joined task's id and outcome, a panic as its message.
+fn split(joined: Result<(Id, Result<(), WorkerError>), JoinError>) -> (Id, Result<(), String>) {
+    match joined {
+        Ok((id, result)) => (id, result.map_err(|e| e.to_string())),
+        Err(e) => {
+            let id = e.id();
+            let error = if e.is_panic() {
+                format!("task {}", super::panics::panicked(e.into_panic()))
+            } else {
+                format!("task cancelled: {e}")
+            };
+            (id, Err(error))
         }
     }
 }
@@ -163,8 +245,55 @@ mod tests {
         // The stop of 1 was awaited inside apply.
         assert!(log.lock().unwrap().contains(&"stop 1".to_string()));
         set.stop_all().await;
-        assert!(set.is_empty());
+        assert!(set.partitions().is_empty());
         let log = log.lock().unwrap();
         assert!(log.contains(&"stop 2".to_string()) && log.contains(&"stop 3".to_string()));
+    }
+
+    /// Panics at once for partition 9, holds the others until stopped.
+    struct PanicsOnNine;
+
+    impl PartitionTask for PanicsOnNine {
+        fn run(
+            &self,
+            partition: PartitionId,
+            _generation: Generation,
+            stop: CancellationToken,
+        ) -> TaskFuture {
+            Box::pin(async move {
+                if partition == 9 {
+                    panic!("partition nine");
+                }
+                stop.cancelled().await;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_dies_is_seen_with_its_partition_and_message() {
+        let mut set = TaskSet::new(Arc::new(PanicsOnNine));
+        set.apply(&[1, 9], Generation(1)).await;
+        let ended = set.next_ended().await;
+        assert_eq!(ended.partition, 9);
+        assert!(ended.error.is_some_and(|e| e.contains("partition nine")));
+        // Its partition stays ours until revoked; stopping it later does not wait for it.
+        assert_eq!(set.partitions(), vec![1, 9]);
+        set.apply(&[1], Generation(2)).await;
+        assert_eq!(set.partitions(), vec![1]);
+        let nothing = tokio::time::timeout(std::time::Duration::from_millis(50), set.next_ended()).await;
+        assert!(nothing.is_err(), "partition 1 still runs");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_dies_during_a_stop_is_kept_for_later() {
+        let mut set = TaskSet::new(Arc::new(PanicsOnNine));
+        set.apply(&[1, 9], Generation(1)).await;
+        // Stopping 1 may reap 9's end first: it must not be lost.
+        set.apply(&[9], Generation(2)).await;
+        let ended = set.next_ended().await;
+        assert_eq!(ended.partition, 9);
+        set.stop_all().await;
+        assert!(set.partitions().is_empty());
     }
 }

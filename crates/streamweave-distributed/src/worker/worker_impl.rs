@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::exchange::DataPlane;
 use super::job_runner::JobRunner;
-pub use super::session::WorkerSnapshot;
-use super::session::{Session, WorkerConnection, FIRST_BACKOFF};
+use super::session::{Session, WorkerConnection};
+use super::session_core::{SessionCore, FIRST_BACKOFF};
+use super::session_events::SessionTiming;
+pub use super::session_events::WorkerSnapshot;
 use super::tasks::{IdleTask, PartitionTask, TaskSet};
 use super::{WorkerConfig, WorkerError};
 use crate::dataflow::JobRegistry;
 use crate::network::{describe_io_error, ConnectionPool, Transport};
-use crate::types::Generation;
 
 /// The seed's worker API.
 pub trait Worker {
@@ -78,8 +79,13 @@ impl WorkerImpl {
             address: config.bind_address.to_string(),
             transport,
             tasks: TaskSet::new(task),
-            generation: Generation::default(),
-            presumed_dead_after: Duration::from_secs(2),
+            core: SessionCore::new(SessionTiming {
+                heartbeat_interval: config.heartbeat_interval,
+                max_reconnect_backoff: config.max_reconnect_backoff,
+                communication_timeout: config.communication_timeout,
+                // Until the coordinator tells its heartbeat timeout at registration.
+                presumed_dead_after: Duration::from_secs(2),
+            }),
             snapshot: sender,
             job_names: Vec::new(),
             jobs: None,
