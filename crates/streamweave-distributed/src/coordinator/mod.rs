@@ -3,7 +3,7 @@
 //! ```text
 //!             TCP listener (server.rs)
 //!   worker conn --Register/Heartbeat/Ack/Leave--+
-//!   worker conn ------------------------------- +--> actor task --> Engine (engine.rs, pure)
+//!   worker conn ------------------------------- +--> actor task --> Engine (engine/, pure)
 //!   client conn --Status/Assign/Rebalance-------+        |            uses assignment.rs
 //!   CoordinatorImpl (handle.rs) --calls---------+        v
 //!                                          outboxes per connection
@@ -23,6 +23,8 @@ pub mod engine;
 mod epoch;
 mod error;
 mod event_log;
+// Used by the engine; public as `fault_tolerance::FailureDetector`.
+pub(crate) mod failure_detector;
 mod handle;
 pub mod job_control;
 mod server;

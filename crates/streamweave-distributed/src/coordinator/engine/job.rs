@@ -12,7 +12,8 @@
 
 use std::time::Instant;
 
-use super::{owned_by, Action, ClusterEvent, ConnId, Engine, JobReport};
+use super::{Action, ClusterEvent, ConnId, Engine, JobReport};
+use crate::coordinator::assignment::owned_by;
 use crate::coordinator::checkpoints::{CheckpointAction, CheckpointId, PartitionSnapshot};
 use crate::coordinator::job_control::JobStep;
 use crate::coordinator::{CoordinatorError, RecoveryStrategy};
