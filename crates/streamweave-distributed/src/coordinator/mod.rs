@@ -17,6 +17,7 @@
 
 pub mod assignment;
 pub mod checkpoints;
+mod commands;
 mod config;
 mod disk;
 pub mod engine;
@@ -32,6 +33,7 @@ mod server;
 mod server_accept_tests;
 mod startup;
 
+pub use commands::CoordinatorHandle;
 pub use config::{CoordinatorConfig, RebalanceStrategy, RecoveryStrategy};
 pub use error::CoordinatorError;
-pub use handle::{Coordinator, CoordinatorHandle, CoordinatorImpl};
+pub use handle::{Coordinator, CoordinatorImpl};
