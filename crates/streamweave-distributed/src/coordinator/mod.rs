@@ -5,7 +5,7 @@
 //!   worker conn --Register/Heartbeat/Ack/Leave--+
 //!   worker conn ------------------------------- +--> actor task --> Engine (engine/, pure)
 //!   client conn --Status/Assign/Rebalance-------+        |            uses assignment.rs
-//!   CoordinatorImpl (handle.rs) --calls---------+        v
+//!   CoordinatorHandle (commands.rs) --calls-----+        v
 //!                                          outboxes per connection
 //!                                          disk writer thread (disk.rs): event log, checkpoint
 //!                                          commits --> back to the actor as inputs
@@ -13,7 +13,9 @@
 //!
 //! Every decision is made by [`engine::Engine`], a synchronous state machine tested without
 //! sockets. The actor in `server.rs` is its only owner; connections and the public
-//! [`CoordinatorImpl`] talk to it through a channel.
+//! [`CoordinatorImpl`] talk to it through a channel of `commands.rs`'s `Command`s. Dependencies
+//! run one way: handle -> server -> disk -> commands -> engine; this module never uses
+//! `fault_tolerance` (which uses it).
 
 pub mod assignment;
 pub mod checkpoints;
