@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::checkpoints::PartitionSnapshot;
+use super::checkpoint_tracker::PartitionSnapshot;
 use super::commands::Command;
 use super::engine::{ClusterEvent, Input};
 use super::event_log::EventLog;

@@ -18,7 +18,9 @@
 //! `fault_tolerance` (which uses it).
 
 pub mod assignment;
-pub mod checkpoints;
+pub mod checkpoint_tracker;
+/// The former path of [`checkpoint_tracker`], kept so existing code compiles.
+pub use checkpoint_tracker as checkpoints;
 mod commands;
 mod config;
 mod disk;

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::checkpoints::PartitionSnapshot;
+use super::checkpoint_tracker::PartitionSnapshot;
 use super::commands::{answer, Command};
 use super::disk::{manifest_of, DiskJob, DiskWriter};
 use super::engine::{Action, ConnId, Engine, Input, JobReport};

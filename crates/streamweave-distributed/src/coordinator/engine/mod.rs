@@ -28,7 +28,7 @@
 //! reconcile.rs   owner table -> target under the strategy; grants and revocations
 //! admin.rs       register_worker, assign_partitions, rebalance, fail_worker, shutdown
 //! status.rs      worker_info, status (what `swd status` shows)
-//! job.rs         job attempts and checkpoints (JobControl, CheckpointCoordinator)
+//! job.rs         job attempts and checkpoints (JobControl, CheckpointTracker)
 //! moves.rs       moving partitions with their state through a checkpoint barrier
 //! tests/         tests by behaviour, judged by the actions emitted
 //! ```
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::assignment::Ownership;
-use super::checkpoints::{CheckpointConfig, CheckpointCoordinator, PartitionSnapshot};
+use super::checkpoint_tracker::{CheckpointConfig, CheckpointTracker, PartitionSnapshot};
 use super::failure_detector::FailureDetector;
 use super::job_control::JobControl;
 use super::CoordinatorConfig;
@@ -329,7 +329,7 @@ pub struct Engine {
     out: Vec<Action>,
     job: Option<JobControl>,
     /// The job's checkpoint bookkeeping, when checkpoints are on.
-    checkpoints: Option<CheckpointCoordinator>,
+    checkpoints: Option<CheckpointTracker>,
     /// The latest time the shell passed in, for calls that do not carry one.
     clock: Option<Instant>,
     /// Partitions moving through a checkpoint while the job runs (`moves.rs`).
@@ -345,7 +345,7 @@ impl Engine {
             .clone()
             .map(|spec| JobControl::new(spec, p, config.max_job_restarts));
         let checkpoints = match (&job, config.checkpoint_interval) {
-            (Some(_), Some(interval)) => Some(CheckpointCoordinator::new(
+            (Some(_), Some(interval)) => Some(CheckpointTracker::new(
                 CheckpointConfig {
                     interval,
                     timeout: config.checkpoint_timeout,

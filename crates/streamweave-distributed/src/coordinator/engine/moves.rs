@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use super::{Action, ClusterEvent, Departure, Engine};
 use crate::coordinator::assignment::{balanced, owned_by};
-use crate::coordinator::checkpoints::CheckpointId;
+use crate::coordinator::checkpoint_tracker::CheckpointId;
 use crate::coordinator::RebalanceStrategy;
 use crate::protocol::{Adoption, CoordinatorMessage, PartitionMove, PartitionOwner};
 use crate::types::{PartitionId, WorkerId, WorkerState};

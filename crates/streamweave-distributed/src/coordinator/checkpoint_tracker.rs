@@ -142,7 +142,7 @@ pub enum CheckpointAction {
         reason: AbortReason,
     },
     /// Every partition has snapshotted `id`: write its manifest, then call
-    /// [`CheckpointCoordinator::committed`].
+    /// [`CheckpointTracker::committed`].
     Complete {
         /// The completed checkpoint.
         id: CheckpointId,
@@ -210,8 +210,11 @@ struct Done {
 }
 
 /// The coordinator's checkpoint bookkeeping: at most one checkpoint in flight.
+///
+/// Not to be confused with the checkpoint store (`crate::checkpoint`) or a worker's
+/// per-attempt bookkeeping (`worker/checkpointing.rs`).
 #[derive(Debug)]
-pub struct CheckpointCoordinator {
+pub struct CheckpointTracker {
     config: CheckpointConfig,
     num_partitions: usize,
     /// The id the next trigger uses; above every id used so far.
@@ -229,7 +232,10 @@ pub struct CheckpointCoordinator {
     timeouts_in_row: u32,
 }
 
-impl CheckpointCoordinator {
+/// The former name of [`CheckpointTracker`], kept so existing code compiles.
+pub type CheckpointCoordinator = CheckpointTracker;
+
+impl CheckpointTracker {
     /// Bookkeeping for a job of `num_partitions` partitions; nothing triggers before
     /// [`Self::start`] or [`Self::restored`]. `config` is expected to pass
     /// [`CheckpointConfig::validate`].
@@ -238,7 +244,7 @@ impl CheckpointCoordinator {
     /// If `num_partitions` is 0.
     pub fn new(config: CheckpointConfig, num_partitions: usize) -> Self {
         assert!(num_partitions > 0, "a job has at least one partition");
-        CheckpointCoordinator {
+        CheckpointTracker {
             config,
             num_partitions,
             next_id: CheckpointId(1),
@@ -494,5 +500,5 @@ impl CheckpointCoordinator {
 }
 
 #[cfg(test)]
-#[path = "checkpoints_tests.rs"]
+#[path = "checkpoint_tracker_tests.rs"]
 mod tests;
