@@ -11,50 +11,11 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 const WORKER_KILLS: usize = 20;
 /// Which worker kills are preceded by a coordinator kill.
 const COORDINATOR_KILLS_BEFORE: [usize; 2] = [7, 14];
-
-/// Final output lines (files not starting with `.` or `_`, nor pending epochs), sorted.
-fn output_lines(dir: &Path) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("output dir") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || name.starts_with('_') || name.ends_with(".pending") {
-            continue;
-        }
-        let bytes = std::fs::read(entry.path()).expect("read output");
-        lines.extend(
-            bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
-    }
-    lines.sort();
-    lines
-}
-
-/// Every line of the corpus's input, sorted: the failure-free output of a repartition.
-fn input_lines(corpus: &Path) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(corpus.join("input")).expect("input dir") {
-        let bytes = std::fs::read(entry.expect("entry").path()).expect("read input");
-        lines.extend(
-            bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
-    }
-    lines.sort();
-    lines
-}
 
 /// Where the job stands: (attempt, newest committed checkpoint).
 fn progress(s: &serde_json::Value) -> (u64, u64) {

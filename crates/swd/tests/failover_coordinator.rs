@@ -23,37 +23,6 @@ use common::*;
 
 const PARTITIONS: u64 = 8;
 
-/// Final output lines (files not starting with `.` or `_`), sorted bytewise.
-fn output_lines(dir: &Path) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("output dir") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || name.starts_with('_') || name.ends_with(".pending") {
-            continue;
-        }
-        let bytes = std::fs::read(entry.path()).expect("read output");
-        lines.extend(
-            bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
-    }
-    lines.sort();
-    lines
-}
-
-fn sorted_lines(text: &[u8]) -> Vec<Vec<u8>> {
-    let mut lines: Vec<Vec<u8>> = text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
-    lines.sort();
-    lines
-}
-
 /// Partitions whose final output is committed (a `part-NNNNN-<final epoch>` file exists).
 fn final_files(output: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(output) else {

@@ -8,27 +8,6 @@ use std::path::Path;
 
 use common::*;
 
-/// Final output lines (files not starting with `.` or `_`), sorted bytewise.
-fn output_lines(dir: &Path) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("output dir") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || name.starts_with('_') {
-            continue;
-        }
-        let bytes = std::fs::read(entry.path()).expect("read output");
-        lines.extend(
-            bytes
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
-    }
-    lines.sort();
-    lines
-}
-
 /// Every input file of a corpus, concatenated (each followed by a newline, so a file without a
 /// final newline does not run into the next one).
 fn input_bytes(corpus: &Path) -> Vec<u8> {
@@ -38,16 +17,6 @@ fn input_bytes(corpus: &Path) -> Vec<u8> {
         input.push(b'\n');
     }
     input
-}
-
-fn sorted_lines(text: &[u8]) -> Vec<Vec<u8>> {
-    let mut lines: Vec<Vec<u8>> = text
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
-    lines.sort();
-    lines
 }
 
 fn local(args: &[&str]) -> std::process::Output {

@@ -70,6 +70,43 @@ pub fn count_words(dir: &Path) -> std::collections::BTreeMap<String, u64> {
     counts
 }
 
+/// The non-empty lines of `text`, sorted bytewise.
+pub fn sorted_lines(text: &[u8]) -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The non-empty lines of every file in `dir` whose name does not start with `.` or `_` (a
+/// job's final output: temporaries and working directories are hidden), sorted bytewise.
+pub fn output_lines(dir: &Path) -> Vec<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        bytes.extend(std::fs::read(entry.path()).expect("read output"));
+        bytes.push(b'\n');
+    }
+    sorted_lines(&bytes)
+}
+
+/// Every line of a corpus's input, sorted: the failure-free output of a repartition.
+pub fn input_lines(corpus: &Path) -> Vec<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(corpus.join("input")).expect("input dir") {
+        bytes.extend(std::fs::read(entry.expect("entry").path()).expect("read input"));
+        bytes.push(b'\n');
+    }
+    sorted_lines(&bytes)
+}
+
 /// A finished job's `records_in` and `records_out` are these.
 pub fn assert_job_counts(finished: &Value, records_in: u64, records_out: u64) {
     assert_eq!(
