@@ -209,10 +209,8 @@ struct Done {
     size_bytes: u64,
 }
 
-/// The coordinator's checkpoint bookkeeping: at most one checkpoint in flight.
-///
-/// Not to be confused with the checkpoint store (`crate::checkpoint`) or a worker's
-/// per-attempt bookkeeping (`worker/checkpointing.rs`).
+/// The coordinator's checkpoint bookkeeping, at most one checkpoint in flight (not the store,
+/// `crate::checkpoint`, nor a worker's bookkeeping in `worker/checkpointing.rs`).
 #[derive(Debug)]
 pub struct CheckpointTracker {
     config: CheckpointConfig,
@@ -231,9 +229,6 @@ pub struct CheckpointTracker {
     /// Checkpoints that timed out since the last complete one (or start, or restore).
     timeouts_in_row: u32,
 }
-
-/// The former name of [`CheckpointTracker`], kept so existing code compiles.
-pub type CheckpointCoordinator = CheckpointTracker;
 
 impl CheckpointTracker {
     /// Bookkeeping for a job of `num_partitions` partitions; nothing triggers before

@@ -75,7 +75,7 @@ impl CoordinatorHandle {
         self.call(|engine, now| (engine.status(now), Vec::new())).await
     }
 
-    /// See [`Coordinator::get_worker`].
+    /// See [`Coordinator::get_worker`](super::Coordinator::get_worker).
     pub async fn get_worker(&self, worker_id: &WorkerId) -> Result<WorkerInfo, CoordinatorError> {
         let id = worker_id.clone();
         self.call(move |engine, _| {
@@ -89,7 +89,8 @@ impl CoordinatorHandle {
         .await?
     }
 
-    /// See [`Coordinator::assign_partitions`]; returns the generation after the request.
+    /// See [`Coordinator::assign_partitions`](super::Coordinator::assign_partitions); returns the
+    /// generation after the request.
     pub async fn assign_partitions(
         &self,
         worker_id: &WorkerId,
@@ -100,7 +101,8 @@ impl CoordinatorHandle {
             .await?
     }
 
-    /// See [`Coordinator::rebalance`]; returns the generation after the request.
+    /// See [`Coordinator::rebalance`](super::Coordinator::rebalance); returns the generation after
+    /// the request.
     pub async fn rebalance(&self) -> Result<Generation, CoordinatorError> {
         self.call(|engine, _| {
             let actions = engine.rebalance();
@@ -109,7 +111,7 @@ impl CoordinatorHandle {
         .await?
     }
 
-    /// See [`Coordinator::handle_worker_failure`].
+    /// See [`Coordinator::handle_worker_failure`](super::Coordinator::handle_worker_failure).
     pub async fn handle_worker_failure(&self, worker_id: &WorkerId) -> Result<Generation, CoordinatorError> {
         let id = worker_id.clone();
         self.call(move |engine, _| split(engine.fail_worker(&id), engine))
@@ -145,7 +147,7 @@ impl CoordinatorHandle {
         }
     }
 
-    /// See [`Coordinator::register_worker`].
+    /// See [`Coordinator::register_worker`](super::Coordinator::register_worker).
     pub async fn register_worker(&self, info: WorkerInfo) -> Result<Generation, CoordinatorError> {
         self.call(move |engine, now| split(engine.register_worker(info, now), engine))
             .await?

@@ -19,8 +19,13 @@
 
 pub mod assignment;
 pub mod checkpoint_tracker;
-/// The former path of [`checkpoint_tracker`], kept so existing code compiles.
-pub use checkpoint_tracker as checkpoints;
+/// The former path of [`checkpoint_tracker`] and its former names, kept so existing code compiles.
+pub mod checkpoints {
+    pub use super::checkpoint_tracker::*;
+
+    /// The former name of [`CheckpointTracker`].
+    pub type CheckpointCoordinator = CheckpointTracker;
+}
 mod commands;
 mod config;
 mod disk;
