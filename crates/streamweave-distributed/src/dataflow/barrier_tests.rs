@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use super::*;
+use super::plan::{Batch, ExchangeOut, SourceControl};
+use super::{DataflowError, HashPartitioner, SinkContext, SourceContext, SourceEnd, SourceOffset, Stream};
 use crate::dataflow::sinks::CollectorSink;
 use crate::dataflow::sources::CollectionSource;
 

@@ -7,25 +7,45 @@
 //!   source task p:   Source -> map/filter/flat_map -> key_by + pre-aggregation -> route
 //!   receiver task q: merge keyed state / pass through -> map/filter -> SinkWriter -> commit
 //! ```
+//!
+//! Files: `stream.rs` (the builder) and `keyed.rs` (keyed aggregations) type and compose a job;
+//! `router.rs` is its send side, `stage.rs` its receive side, `sink_plan.rs` the two behind
+//! `plan::ErasedPlan`. `registry.rs` holds `JobSpec` and `JobRegistry`; `builtin_jobs.rs` the
+//! jobs `swd` ships (public as `dataflow::jobs`).
 
+mod builtin_jobs;
 mod error;
-mod job;
-pub mod jobs;
+mod keyed;
 mod partitioner;
 pub mod plan;
+mod registry;
+mod router;
 mod short_key;
 mod sink;
+mod sink_plan;
 pub mod sinks;
 mod source;
 pub mod sources;
+mod stage;
 mod stream;
 
+#[cfg(test)]
+mod barrier_tests;
+
+/// The built-in jobs of `swd` (`wordcount`, `repartition`) and the registry holding them; they
+/// live in `builtin_jobs.rs`, and this path is the one the README and users call.
+pub mod jobs {
+    pub use super::builtin_jobs::{builtin, for_each_word, repartition, wordcount};
+}
+
 pub use error::DataflowError;
-pub use job::{JobRegistry, JobSpec};
+pub use keyed::KeyedStream;
 pub use partitioner::{
     stable_hash, BroadcastPartitioner, HashPartitioner, Partitioner, RangePartitioner, RoundRobinPartitioner,
     StableHash,
 };
+pub use registry::{JobRegistry, JobSpec};
 pub use sink::{Sink, SinkContext, SinkWriter};
 pub use source::{Flow, Source, SourceContext, SourceEnd, SourceOffset};
-pub use stream::{Exchanged, Job, KeyedStream, Stage, Stream};
+pub use stage::Stage;
+pub use stream::{Exchanged, Job, Stream};

@@ -11,18 +11,24 @@
 //! cluster, sends a frame above the size limit, a truncated frame or bytes that do not decode, gets
 //! a [`ProtocolError`]; the caller closes that one connection and carries on.
 
+mod admin;
 mod codec;
 mod error;
 mod handshake;
+mod job_spec;
 mod message;
 #[cfg(test)]
 mod proptests;
 
+pub use admin::{
+    CheckpointStatus, ClientRequest, ClientResponse, ClusterStatus, ErrorKind, JobState, JobStatus,
+    MovingPartition, WorkerStatus,
+};
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use error::ProtocolError;
 pub use handshake::{accept_handshake, dial_handshake, Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
+pub use job_spec::JobSpecWire;
 pub use message::{
-    Adoption, CheckpointPlan, CheckpointStatus, ClientRequest, ClientResponse, ClusterStatus,
-    CoordinatorMessage, ErrorKind, JobProgress, JobState, JobStatus, MovingPartition, PartitionMove,
-    PartitionOwner, PeerMessage, RegisterRequest, RestorePoint, WorkerMessage, WorkerStatus,
+    Adoption, CheckpointPlan, CoordinatorMessage, JobProgress, PartitionMove, PartitionOwner, PeerMessage,
+    RegisterRequest, RestorePoint, WorkerMessage,
 };

@@ -11,7 +11,6 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::*;
-use crate::dataflow::JobSpec;
 use crate::{Generation, PartitionId, WorkerId, WorkerState};
 
 const MAX: usize = DEFAULT_MAX_FRAME_SIZE;
@@ -60,13 +59,13 @@ fn job_progress() -> impl Strategy<Value = JobProgress> {
     })
 }
 
-fn job_spec() -> impl Strategy<Value = JobSpec> {
+fn job_spec() -> impl Strategy<Value = JobSpecWire> {
     (
         any::<String>(),
         proptest::option::of(any::<String>()),
         vec((any::<String>(), any::<String>()), 0..3),
     )
-        .prop_map(|(name, input, params)| JobSpec {
+        .prop_map(|(name, input, params)| JobSpecWire {
             name,
             input: input.map(Into::into),
             output: Some("out".into()),

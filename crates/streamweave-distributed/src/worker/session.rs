@@ -242,7 +242,7 @@ impl Session {
                     }
                     Ok(Some(CoordinatorMessage::StartJob { attempt, spec, owners, checkpoints })) => {
                         if let Some(jobs) = &mut self.jobs {
-                            jobs.start(attempt, &spec, &owners, checkpoints.as_ref());
+                            jobs.start(attempt, &spec.into(), &owners, checkpoints.as_ref());
                         }
                     }
                     Ok(Some(CoordinatorMessage::TriggerCheckpoint { attempt, id, moves })) => {

@@ -284,7 +284,7 @@ impl Engine {
         });
         Some(CoordinatorMessage::StartJob {
             attempt,
-            spec: job.spec().clone(),
+            spec: job.spec().clone().into(),
             owners,
             checkpoints,
         })

@@ -1,5 +1,5 @@
 //! The built-in jobs of `swd`: `wordcount` and `repartition`, both over a directory of text
-//! files, written with the public builder like any user job.
+//! files, written with the public builder like any user job. Public as `dataflow::jobs`.
 
 use super::sinks::TextDirSink;
 use super::sources::{TextDirSource, Throttled, DEFAULT_MIN_SPLIT};

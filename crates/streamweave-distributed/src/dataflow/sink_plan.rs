@@ -1,0 +1,159 @@
+//! A typed job behind the runtime's type-erased [`ErasedPlan`]: the worker runs a source task
+//! through [`SinkPlan::run_source`] and a receiver task per partition through the
+//! [`Receiver`] that [`SinkPlan::open_receiver`] returns.
+//!
+//! ```text
+//! Batch --Stage::on_batch--> records --SinkWriter::write--> (written += 1)
+//! barrier: snapshot = written (u64 LE) ++ stage state; end: stage.finish -> write -> commit
+//! ```
+
+use std::sync::Arc;
+
+use super::plan::{Batch, ErasedPlan, ExchangeOut, Receiver, SourceControl};
+use super::router::SendFn;
+use super::stage::{Stage, StageFactory};
+use super::stream::{SourceInfo, ValidateFn};
+use super::{DataflowError, Sink, SinkContext, SinkWriter, SourceContext, SourceEnd, SourceOffset};
+
+/// A whole job, typed: its send side, its receiving stage and its sink.
+pub(super) struct SinkPlan<U, S> {
+    pub(super) send: Arc<SendFn>,
+    pub(super) stage: StageFactory<U>,
+    pub(super) sink: Arc<S>,
+    pub(super) validate: Vec<ValidateFn>,
+    pub(super) source: SourceInfo,
+}
+
+impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
+    fn run_source(
+        &self,
+        ctx: &SourceContext,
+        offset: SourceOffset,
+        control: &SourceControl,
+        out: &mut dyn ExchangeOut,
+    ) -> Result<SourceEnd, DataflowError> {
+        (self.send)(ctx, offset, control, out)
+    }
+
+    fn open_receiver(&self, ctx: &SinkContext) -> Result<Box<dyn Receiver>, DataflowError> {
+        Ok(Box::new(SinkReceiver {
+            stage: (self.stage)(),
+            writer: self.sink.open(ctx)?,
+            written: 0,
+            failure: None,
+        }))
+    }
+
+    fn validate(&self) -> Result<(), DataflowError> {
+        self.validate_input()?;
+        self.sink.validate()
+    }
+
+    fn validate_input(&self) -> Result<(), DataflowError> {
+        self.validate.iter().try_for_each(|check| check())
+    }
+
+    fn bounded(&self) -> bool {
+        self.source.bounded
+    }
+
+    fn empty_sources(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        (self.source.empty)(num_partitions)
+    }
+
+    fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {
+        self.sink.commit_epochs(partition, upto)
+    }
+
+    fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
+        self.sink.discard_after(partition, after)
+    }
+}
+
+/// A receiver task's pipeline: the stage, then the partition's sink writer.
+struct SinkReceiver<U> {
+    stage: Box<dyn Stage<U>>,
+    writer: Box<dyn SinkWriter<U>>,
+    written: u64,
+    failure: Option<DataflowError>,
+}
+
+impl<U: Send + 'static> SinkReceiver<U> {
+    /// The input has ended: writes what the stage held back (keyed results); returns the writer
+    /// (to commit or pre-commit) and the number of records written.
+    fn emit_held(self) -> Result<(Box<dyn SinkWriter<U>>, u64), DataflowError> {
+        let SinkReceiver {
+            stage,
+            mut writer,
+            mut written,
+            mut failure,
+        } = self;
+        stage.finish(&mut |u| write(&mut writer, &mut written, &mut failure, u))?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((writer, written)),
+        }
+    }
+}
+
+impl<U: Send + 'static> Receiver for SinkReceiver<U> {
+    fn on_batch(&mut self, batch: Batch) -> Result<(), DataflowError> {
+        let (writer, written, failure) = (&mut self.writer, &mut self.written, &mut self.failure);
+        self.stage
+            .on_batch(batch, &mut |u| write(writer, written, failure, u))?;
+        self.failure.take().map_or(Ok(()), Err)
+    }
+
+    fn finish_pending(self: Box<Self>, epoch: u64) -> Result<u64, DataflowError> {
+        let (mut writer, written) = (*self).emit_held()?;
+        writer.pre_commit(epoch)?;
+        Ok(written)
+    }
+
+    /// The records written so far (8 bytes, little-endian), then the stage's state: a restored
+    /// partition goes on counting its output from the checkpoint, so the final count is the
+    /// job's whole output, whatever restores and moves happened.
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        let mut state = self.written.to_le_bytes().to_vec();
+        state.extend(self.stage.snapshot()?);
+        Ok(state)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+        let Some((written, stage)) = state.split_first_chunk::<8>() else {
+            return Err(DataflowError::Encoding(format!(
+                "a partition snapshot of {} bytes is too short",
+                state.len()
+            )));
+        };
+        self.written = u64::from_le_bytes(*written);
+        self.stage.restore(stage)
+    }
+
+    fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError> {
+        self.writer.pre_commit(epoch)
+    }
+
+    fn finish(self: Box<Self>) -> Result<u64, DataflowError> {
+        let (writer, written) = (*self).emit_held()?;
+        writer.commit()?;
+        Ok(written)
+    }
+}
+
+/// Writes one record unless a write already failed (the failure is reported once the batch
+/// is through).
+fn write<U>(
+    writer: &mut Box<dyn SinkWriter<U>>,
+    written: &mut u64,
+    failure: &mut Option<DataflowError>,
+    u: U,
+) {
+    if failure.is_some() {
+        return;
+    }
+    match writer.write(u) {
+        Ok(()) => *written += 1,
+        Err(e) => *failure = Some(e),
+    }
+}

@@ -1,0 +1,184 @@
+//! The receiving half of a pipeline: a [`Stage`] consumes the batches a receiver task takes off
+//! the exchange and emits records towards the sink.
+//!
+//! ```text
+//! Batch --PassThrough | LocalPassThrough--> records          (exchange / no exchange)
+//! Batch --Keyed: state[key] = update(state[key], x)--> (key, acc) at the end of the input
+//! ... --MapStage: fused map / filter / flat_map--> records for the sink
+//! ```
+//!
+//! Keyed state is snapshotted at checkpoints and restored on recovery; the other stages hold
+//! none.
+
+use std::hash::Hash;
+use std::sync::Arc;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::plan::{unpack, unpack_local, Batch};
+use super::DataflowError;
+
+/// In-process hash maps of keyed state: foldhash, fast and of good quality on short keys (which
+/// FxHash is not: its high bits collide for keys like `w123`, and probing then compares strings).
+/// Placement across processes uses the stable hash of the partitioner, never this one.
+pub(super) type FoldHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The receiving half of a pipeline: consumes batches of the exchange type and emits `U`.
+pub trait Stage<U>: Send {
+    /// Applies a batch, emitting what can be emitted now.
+    fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError>;
+    /// Every source has ended: emits what was held back (keyed results).
+    fn finish(self: Box<Self>, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError>;
+
+    /// The stage's state, encoded, for a checkpoint; stateless stages have none (empty).
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        Ok(Vec::new())
+    }
+
+    /// Replaces the state with one taken by [`Stage::snapshot`] (on recovery).
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        if bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(DataflowError::Encoding(
+                "state given to a stateless stage".to_string(),
+            ))
+        }
+    }
+}
+
+fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, DataflowError> {
+    postcard::to_stdvec(state).map_err(|e| DataflowError::Encoding(format!("snapshot: {e}")))
+}
+
+fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, DataflowError> {
+    postcard::from_bytes(bytes).map_err(|e| DataflowError::Encoding(format!("restore: {e}")))
+}
+
+/// A fused post-exchange operator: one record in, any number out.
+pub(super) type PostOp<U, V> = Arc<dyn Fn(U, &mut dyn FnMut(V)) + Send + Sync>;
+
+pub(super) type StageFactory<U> = Arc<dyn Fn() -> Box<dyn Stage<U>> + Send + Sync>;
+
+pub(super) struct PassThrough<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for PassThrough<T> {
+    fn default() -> Self {
+        PassThrough(std::marker::PhantomData)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Stage<T> for PassThrough<T> {
+    fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
+        unpack::<T>(batch)?.into_iter().for_each(emit);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
+        Ok(())
+    }
+}
+
+/// Pass-through for records that never leave their partition: no serde bounds needed.
+pub(super) struct LocalPassThrough<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Default for LocalPassThrough<T> {
+    fn default() -> Self {
+        LocalPassThrough(std::marker::PhantomData)
+    }
+}
+
+impl<T: Send + 'static> Stage<T> for LocalPassThrough<T> {
+    fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
+        unpack_local::<T>(batch)?.into_iter().for_each(emit);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _emit: &mut dyn FnMut(T)) -> Result<(), DataflowError> {
+        Ok(())
+    }
+}
+
+/// How a keyed stage folds one incoming record into a key's accumulator (none yet: `None`).
+pub(super) type Update<A, X> = Arc<dyn Fn(Option<A>, X) -> A + Send + Sync>;
+
+/// Keyed state after the exchange: an accumulator per key, updated by every `(key, record)`
+/// that arrives, emitted when the input ends, snapshotted at checkpoints. Merging pre-aggregated
+/// partials (`reduce`, `count`) and folding raw records (`fold`) differ only in `update`.
+pub(super) struct Keyed<K, A, X> {
+    state: FoldHashMap<K, A>,
+    update: Update<A, X>,
+}
+
+impl<K, A, X> Keyed<K, A, X> {
+    pub(super) fn boxed(update: &Update<A, X>) -> Box<Self> {
+        Box::new(Keyed {
+            state: FoldHashMap::default(),
+            update: Arc::clone(update),
+        })
+    }
+}
+
+impl<K, A, X> Stage<(K, A)> for Keyed<K, A, X>
+where
+    K: Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
+    X: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        for (k, x) in unpack::<(K, X)>(batch)? {
+            let acc = (self.update)(self.state.remove(&k), x);
+            self.state.insert(k, acc);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        encode_state(&self.state)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        self.state = decode_state(bytes)?;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        self.state.into_iter().for_each(emit);
+        Ok(())
+    }
+}
+
+/// The update of an associative combination: the first value as is, then `f(acc, value)`.
+pub(super) fn merging<V: 'static>(f: Arc<dyn Fn(V, V) -> V + Send + Sync>) -> Update<V, V> {
+    Arc::new(move |acc: Option<V>, v: V| match acc {
+        Some(acc) => f(acc, v),
+        None => v,
+    })
+}
+
+/// A receiving stage followed by fused post-exchange operators (`map`, `filter`, `flat_map`);
+/// its state is the inner stage's.
+pub(super) struct MapStage<U, V> {
+    pub(super) inner: Box<dyn Stage<U>>,
+    pub(super) op: PostOp<U, V>,
+}
+
+impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
+    fn on_batch(&mut self, batch: Batch, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {
+        let op = &self.op;
+        self.inner.on_batch(batch, &mut |u| op(u, emit))
+    }
+
+    fn finish(self: Box<Self>, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {
+        let op = self.op;
+        self.inner.finish(&mut |u| op(u, emit))
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        self.inner.snapshot()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        self.inner.restore(bytes)
+    }
+}
