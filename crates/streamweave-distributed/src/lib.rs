@@ -7,11 +7,12 @@
 //! ```text
 //! protocol/         wire format: handshake, frames, messages (nothing else touches bytes)
 //! network/          Transport (dial + handshake), ConnectionPool, typed Connection
-//! coordinator/      engine (pure decisions) + assignment (pure planner) + server (async shell)
+//! coordinator/      engine/ (pure decisions, one file per concept) + assignment (pure planner)
+//!                   + failure_detector + server (async shell) + commands (CoordinatorHandle)
 //!                   + handle (CoordinatorImpl, the public API)
 //! worker/           session (register, heartbeat, apply assignments, reconnect) + tasks
 //!                   (one task per owned partition) + WorkerImpl
-//! fault_tolerance/  FailureDetector
+//! fault_tolerance/  RecoveryManager (uses the coordinator); re-exports FailureDetector
 //! client            admin client used by `swd status | assign | rebalance`
 //! ```
 //!

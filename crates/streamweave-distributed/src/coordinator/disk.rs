@@ -18,10 +18,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
 
-use super::checkpoints::PartitionSnapshot;
+use super::checkpoint_tracker::PartitionSnapshot;
+use super::commands::Command;
 use super::engine::{ClusterEvent, Input};
 use super::event_log::EventLog;
-use super::server::Command;
 use crate::checkpoint::{
     CheckpointError, CheckpointId, CheckpointStore, LocalDirStore, Manifest, PartitionEntry, StoredFile,
 };

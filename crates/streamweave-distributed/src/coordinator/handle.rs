@@ -1,24 +1,25 @@
-//! The public face of the coordinator: [`CoordinatorImpl`] starts and stops the node, and
-//! [`CoordinatorHandle`] sends requests to its actor. Both go through the same calls as the
-//! `swd` admin commands.
+//! The public face of the coordinator: [`CoordinatorImpl`] starts and stops the node, and its
+//! [`CoordinatorHandle`] (in `commands.rs`) sends requests to the actor. Both go through the same
+//! calls as the `swd` admin commands.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::commands::{stopped, CoordinatorHandle};
 use super::disk::DiskWriter;
-use super::engine::{Action, Engine};
-use super::server::{accept_loop, Actor, Command, Shared};
+use super::engine::Engine;
+use super::server::{accept_loop, Actor, Shared};
 use super::{CoordinatorConfig, CoordinatorError};
 use crate::network::describe_io_error;
-use crate::protocol::{ClientRequest, ClientResponse, ClusterStatus, ErrorKind};
-use crate::types::{Generation, PartitionId, WorkerId, WorkerInfo};
+use crate::protocol::ClusterStatus;
+use crate::types::{PartitionId, WorkerId, WorkerInfo};
 
 /// The seed's coordinator API.
 pub trait Coordinator {
@@ -45,197 +46,6 @@ pub trait Coordinator {
         &mut self,
         worker_id: &WorkerId,
     ) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
-}
-
-/// A cloneable channel to a running coordinator's actor.
-#[derive(Clone, Debug)]
-pub struct CoordinatorHandle {
-    commands: mpsc::Sender<Command>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command")
-    }
-}
-
-fn stopped() -> CoordinatorError {
-    CoordinatorError::Communication("the coordinator is not running".to_string())
-}
-
-impl CoordinatorHandle {
-    async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Engine, std::time::Instant) -> (T, Vec<Action>) + Send + 'static,
-    ) -> Result<T, CoordinatorError> {
-        call(&self.commands, f).await.ok_or_else(stopped)
-    }
-
-    /// The cluster's status.
-    pub async fn status(&self) -> Result<ClusterStatus, CoordinatorError> {
-        self.call(|engine, now| (engine.status(now), Vec::new())).await
-    }
-
-    /// See [`Coordinator::get_worker`].
-    pub async fn get_worker(&self, worker_id: &WorkerId) -> Result<WorkerInfo, CoordinatorError> {
-        let id = worker_id.clone();
-        self.call(move |engine, _| {
-            (
-                engine
-                    .worker_info(&id)
-                    .ok_or(CoordinatorError::WorkerNotFound(id)),
-                Vec::new(),
-            )
-        })
-        .await?
-    }
-
-    /// See [`Coordinator::assign_partitions`]; returns the generation after the request.
-    pub async fn assign_partitions(
-        &self,
-        worker_id: &WorkerId,
-        partitions: Vec<PartitionId>,
-    ) -> Result<Generation, CoordinatorError> {
-        let id = worker_id.clone();
-        self.call(move |engine, _| split(engine.assign_partitions(&id, &partitions), engine))
-            .await?
-    }
-
-    /// See [`Coordinator::rebalance`]; returns the generation after the request.
-    pub async fn rebalance(&self) -> Result<Generation, CoordinatorError> {
-        self.call(|engine, _| {
-            let actions = engine.rebalance();
-            (Ok(engine.generation()), actions)
-        })
-        .await?
-    }
-
-    /// See [`Coordinator::handle_worker_failure`].
-    pub async fn handle_worker_failure(&self, worker_id: &WorkerId) -> Result<Generation, CoordinatorError> {
-        let id = worker_id.clone();
-        self.call(move |engine, _| split(engine.fail_worker(&id), engine))
-            .await?
-    }
-
-    /// Takes a checkpoint of the running job now; returns its id once it is committed (or an
-    /// error if it is not within `timeout`).
-    pub async fn checkpoint_now(&self, timeout: Duration) -> Result<u64, CoordinatorError> {
-        let id = self
-            .call(|engine, now| match engine.request_checkpoint(now) {
-                Ok((id, actions)) => (Ok(id), actions),
-                Err(e) => (Err(e), Vec::new()),
-            })
-            .await??;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let status = self.status().await?;
-            if status
-                .checkpoints
-                .as_ref()
-                .and_then(|c| c.last_completed)
-                .is_some_and(|c| c >= id)
-            {
-                return Ok(id);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(CoordinatorError::Communication(format!(
-                    "checkpoint {id} not complete within {timeout:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// See [`Coordinator::register_worker`].
-    pub async fn register_worker(&self, info: WorkerInfo) -> Result<Generation, CoordinatorError> {
-        self.call(move |engine, now| split(engine.register_worker(info, now), engine))
-            .await?
-    }
-}
-
-fn split(
-    result: Result<Vec<Action>, CoordinatorError>,
-    engine: &Engine,
-) -> (Result<Generation, CoordinatorError>, Vec<Action>) {
-    match result {
-        Ok(actions) => (Ok(engine.generation()), actions),
-        Err(e) => (Err(e), Vec::new()),
-    }
-}
-
-async fn call<T: Send + 'static>(
-    commands: &mpsc::Sender<Command>,
-    f: impl FnOnce(&mut Engine, std::time::Instant) -> (T, Vec<Action>) + Send + 'static,
-) -> Option<T> {
-    let (reply, answer) = oneshot::channel();
-    let command = Command::Call(Box::new(move |engine, now| {
-        let (value, actions) = f(engine, now);
-        let _ = reply.send(value);
-        actions
-    }));
-    commands.send(command).await.ok()?;
-    answer.await.ok()
-}
-
-/// Answers an admin client's request; `None` when the coordinator is stopping.
-pub(crate) async fn answer(
-    commands: &mpsc::Sender<Command>,
-    request: ClientRequest,
-) -> Option<ClientResponse> {
-    let handle = CoordinatorHandle {
-        commands: commands.clone(),
-    };
-    let result = match request {
-        ClientRequest::Status => {
-            return handle
-                .status()
-                .await
-                .ok()
-                .map(|s| ClientResponse::Status(Box::new(s)))
-        }
-        ClientRequest::Assign { worker, partitions } => handle.assign_partitions(&worker, partitions).await,
-        ClientRequest::Rebalance => handle.rebalance().await,
-        ClientRequest::FailWorker { worker } => handle.handle_worker_failure(&worker).await,
-        ClientRequest::Checkpoint => {
-            // Answered at once: the client watches the status for the commit, so no admin
-            // request waits on a checkpoint.
-            let triggered = handle
-                .call(|engine, now| match engine.request_checkpoint(now) {
-                    Ok((id, actions)) => (Ok(id), actions),
-                    Err(e) => (Err(e), Vec::new()),
-                })
-                .await;
-            return Some(match triggered {
-                Ok(Ok(id)) => ClientResponse::CheckpointTriggered { id },
-                Ok(Err(CoordinatorError::Communication(reason))) => ClientResponse::Error {
-                    kind: ErrorKind::Other,
-                    message: format!("no checkpoint: {reason}"),
-                },
-                Ok(Err(e)) => ClientResponse::Error {
-                    kind: error_kind(&e),
-                    message: e.to_string(),
-                },
-                Err(_) => return None,
-            });
-        }
-    };
-    Some(match result {
-        Ok(generation) => ClientResponse::Done { generation },
-        Err(CoordinatorError::Communication(_)) => return None,
-        Err(e) => ClientResponse::Error {
-            kind: error_kind(&e),
-            message: e.to_string(),
-        },
-    })
-}
-
-fn error_kind(e: &CoordinatorError) -> ErrorKind {
-    match e {
-        CoordinatorError::WorkerNotFound(_) => ErrorKind::WorkerNotFound,
-        CoordinatorError::InvalidPartition(_) => ErrorKind::InvalidPartition,
-        CoordinatorError::RebalanceFailed(_) => ErrorKind::RebalanceFailed,
-        _ => ErrorKind::Other,
-    }
 }
 
 struct Running {
@@ -336,7 +146,7 @@ impl CoordinatorImpl {
         ));
         tracing::info!(%local_addr, partitions = self.config.num_partitions, strategy = self.config.rebalance_strategy.as_str(), "coordinator listening");
         self.running = Some(Running {
-            handle: CoordinatorHandle { commands },
+            handle: CoordinatorHandle::new(commands),
             local_addr,
             shutdown,
             actor,

@@ -3,9 +3,9 @@
 //! ```text
 //!             TCP listener (server.rs)
 //!   worker conn --Register/Heartbeat/Ack/Leave--+
-//!   worker conn ------------------------------- +--> actor task --> Engine (engine.rs, pure)
+//!   worker conn ------------------------------- +--> actor task --> Engine (engine/, pure)
 //!   client conn --Status/Assign/Rebalance-------+        |            uses assignment.rs
-//!   CoordinatorImpl (handle.rs) --calls---------+        v
+//!   CoordinatorHandle (commands.rs) --calls-----+        v
 //!                                          outboxes per connection
 //!                                          disk writer thread (disk.rs): event log, checkpoint
 //!                                          commits --> back to the actor as inputs
@@ -13,16 +13,28 @@
 //!
 //! Every decision is made by [`engine::Engine`], a synchronous state machine tested without
 //! sockets. The actor in `server.rs` is its only owner; connections and the public
-//! [`CoordinatorImpl`] talk to it through a channel.
+//! [`CoordinatorImpl`] talk to it through a channel of `commands.rs`'s `Command`s. Dependencies
+//! run one way: handle -> server -> disk -> commands -> engine; this module never uses
+//! `fault_tolerance` (which uses it).
 
 pub mod assignment;
-pub mod checkpoints;
+pub mod checkpoint_tracker;
+/// The former path of [`checkpoint_tracker`] and its former names, kept so existing code compiles.
+pub mod checkpoints {
+    pub use super::checkpoint_tracker::*;
+
+    /// The former name of [`CheckpointTracker`].
+    pub type CheckpointCoordinator = CheckpointTracker;
+}
+mod commands;
 mod config;
 mod disk;
 pub mod engine;
 mod epoch;
 mod error;
 mod event_log;
+// Used by the engine; public as `fault_tolerance::FailureDetector`.
+pub(crate) mod failure_detector;
 mod handle;
 pub mod job_control;
 mod server;
@@ -30,6 +42,7 @@ mod server;
 mod server_accept_tests;
 mod startup;
 
+pub use commands::CoordinatorHandle;
 pub use config::{CoordinatorConfig, RebalanceStrategy, RecoveryStrategy};
 pub use error::CoordinatorError;
-pub use handle::{Coordinator, CoordinatorHandle, CoordinatorImpl};
+pub use handle::{Coordinator, CoordinatorImpl};

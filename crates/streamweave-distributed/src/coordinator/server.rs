@@ -26,7 +26,8 @@ use tokio_util::task::TaskTracker;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::checkpoints::PartitionSnapshot;
+use super::checkpoint_tracker::PartitionSnapshot;
+use super::commands::{answer, Command};
 use super::disk::{manifest_of, DiskJob, DiskWriter};
 use super::engine::{Action, ConnId, Engine, Input, JobReport};
 use crate::network::Connection;
@@ -42,20 +43,6 @@ const SPARE_CONNECTIONS: usize = 64;
 const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages queued for one connection before it is considered stuck and closed.
 const OUTBOX_CAPACITY: usize = 256;
-
-/// A request to the actor: a closure run against the engine, which replies through a channel
-/// it captured and returns the actions to execute.
-pub(crate) type Call = Box<dyn FnOnce(&mut Engine, Instant) -> Vec<Action> + Send>;
-
-pub(crate) enum Command {
-    Connected {
-        conn: ConnId,
-        request: crate::protocol::RegisterRequest,
-        outbox: mpsc::Sender<CoordinatorMessage>,
-    },
-    Input(Input),
-    Call(Call),
-}
 
 /// What connection tasks need to reach the actor.
 #[derive(Clone)]
@@ -401,7 +388,7 @@ async fn serve_client(
                 return;
             }
         };
-        let response = match super::handle::answer(&shared.commands, request).await {
+        let response = match answer(&shared.commands, request).await {
             Some(response) => response,
             None => return,
         };

@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::server::{accept_loop, Command, Shared};
+use super::commands::Command;
+use super::server::{accept_loop, Shared};
 use crate::network::{ConnectionPool, Transport};
 use crate::protocol::{ClientRequest, ClientResponse, Hello, Role, DEFAULT_MAX_FRAME_SIZE};
 

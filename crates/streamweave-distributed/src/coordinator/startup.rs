@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use super::checkpoints::PartitionSnapshot;
+use super::checkpoint_tracker::PartitionSnapshot;
 use super::disk::snapshots_of;
 use super::engine::Engine;
 use super::epoch::next_epoch;

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::sync::OnceLock;
 
 use super::*;
+use crate::coordinator::assignment::owned_by;
 use crate::dataflow::JobSpec;
 use crate::protocol::JobState;
 use RebalanceStrategy::{Gradual, Immediate};

@@ -1,7 +1,7 @@
 //! The engine's side of job control: when the assignment is stable, start an attempt on it
 //! (restoring the last checkpoint when there is one); when it changes, stop the attempt; route
 //! workers' reports to [`JobControl`] and, with checkpoints on, drive the
-//! [`CheckpointCoordinator`](super::super::checkpoints::CheckpointCoordinator).
+//! [`CheckpointTracker`](super::super::checkpoint_tracker::CheckpointTracker).
 //!
 //! ```text
 //! Tick --> checkpoints.tick --Trigger{id}--> TriggerCheckpoint{attempt,id} to every worker
@@ -12,8 +12,9 @@
 
 use std::time::Instant;
 
-use super::{owned_by, Action, ClusterEvent, ConnId, Engine, JobReport};
-use crate::coordinator::checkpoints::{CheckpointAction, CheckpointId, PartitionSnapshot};
+use super::{Action, ClusterEvent, ConnId, Engine, JobReport};
+use crate::coordinator::assignment::owned_by;
+use crate::coordinator::checkpoint_tracker::{CheckpointAction, CheckpointId, PartitionSnapshot};
 use crate::coordinator::job_control::JobStep;
 use crate::coordinator::{CoordinatorError, RecoveryStrategy};
 use crate::protocol::{

@@ -23,11 +23,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{balanced, owned_by, Action, ClusterEvent, Departure, Engine};
-use crate::coordinator::checkpoints::CheckpointId;
+use super::{Action, ClusterEvent, Departure, Engine};
+use crate::coordinator::assignment::{balanced, owned_by};
+use crate::coordinator::checkpoint_tracker::CheckpointId;
+use crate::coordinator::RebalanceStrategy;
 use crate::protocol::{Adoption, CoordinatorMessage, PartitionMove, PartitionOwner};
 use crate::types::{PartitionId, WorkerId, WorkerState};
-use crate::RebalanceStrategy;
 
 /// Partitions moving through one checkpoint.
 #[derive(Clone, Debug)]

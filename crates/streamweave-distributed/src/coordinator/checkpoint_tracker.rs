@@ -142,7 +142,7 @@ pub enum CheckpointAction {
         reason: AbortReason,
     },
     /// Every partition has snapshotted `id`: write its manifest, then call
-    /// [`CheckpointCoordinator::committed`].
+    /// [`CheckpointTracker::committed`].
     Complete {
         /// The completed checkpoint.
         id: CheckpointId,
@@ -209,9 +209,10 @@ struct Done {
     size_bytes: u64,
 }
 
-/// The coordinator's checkpoint bookkeeping: at most one checkpoint in flight.
+/// The coordinator's checkpoint bookkeeping, at most one checkpoint in flight (not the store,
+/// `crate::checkpoint`, nor a worker's bookkeeping in `worker/checkpointing.rs`).
 #[derive(Debug)]
-pub struct CheckpointCoordinator {
+pub struct CheckpointTracker {
     config: CheckpointConfig,
     num_partitions: usize,
     /// The id the next trigger uses; above every id used so far.
@@ -229,7 +230,7 @@ pub struct CheckpointCoordinator {
     timeouts_in_row: u32,
 }
 
-impl CheckpointCoordinator {
+impl CheckpointTracker {
     /// Bookkeeping for a job of `num_partitions` partitions; nothing triggers before
     /// [`Self::start`] or [`Self::restored`]. `config` is expected to pass
     /// [`CheckpointConfig::validate`].
@@ -238,7 +239,7 @@ impl CheckpointCoordinator {
     /// If `num_partitions` is 0.
     pub fn new(config: CheckpointConfig, num_partitions: usize) -> Self {
         assert!(num_partitions > 0, "a job has at least one partition");
-        CheckpointCoordinator {
+        CheckpointTracker {
             config,
             num_partitions,
             next_id: CheckpointId(1),
@@ -494,5 +495,5 @@ impl CheckpointCoordinator {
 }
 
 #[cfg(test)]
-#[path = "checkpoints_tests.rs"]
+#[path = "checkpoint_tracker_tests.rs"]
 mod tests;

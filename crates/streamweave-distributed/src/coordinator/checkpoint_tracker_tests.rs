@@ -1,4 +1,4 @@
-//! Golden tests of [`CheckpointCoordinator`] by the actions it emits, and a model-based property
+//! Golden tests of [`CheckpointTracker`] by the actions it emits, and a model-based property
 //! test of random event sequences.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,9 +31,9 @@ fn config(retain: usize) -> CheckpointConfig {
 }
 
 /// A started coordinator of `p` partitions keeping `k` checkpoints, and its start time.
-fn coordinator(p: usize, k: usize) -> (CheckpointCoordinator, Instant) {
+fn coordinator(p: usize, k: usize) -> (CheckpointTracker, Instant) {
     let t = Instant::now();
-    let mut c = CheckpointCoordinator::new(config(k), p);
+    let mut c = CheckpointTracker::new(config(k), p);
     c.start(t);
     (c, t)
 }
@@ -50,7 +50,7 @@ fn snap(id: CheckpointId, partition: PartitionId, bytes: u64) -> PartitionSnapsh
 }
 
 /// Every partition of `p` acks `id` at `now` (10 bytes each); returns the last ack's actions.
-fn ack_all(c: &mut CheckpointCoordinator, id: CheckpointId, p: usize, now: Instant) -> Vec<CheckpointAction> {
+fn ack_all(c: &mut CheckpointTracker, id: CheckpointId, p: usize, now: Instant) -> Vec<CheckpointAction> {
     let mut last = Vec::new();
     for partition in 0..p {
         last = c.ack(id, partition, snap(id, partition, 10), now);
@@ -59,7 +59,7 @@ fn ack_all(c: &mut CheckpointCoordinator, id: CheckpointId, p: usize, now: Insta
 }
 
 /// Triggers the next checkpoint at `now`, has every partition ack it, and returns its id.
-fn run_one(c: &mut CheckpointCoordinator, p: usize, now: Instant) -> CheckpointId {
+fn run_one(c: &mut CheckpointTracker, p: usize, now: Instant) -> CheckpointId {
     let id = match c.tick(now).as_slice() {
         [Trigger { id }] => *id,
         other => panic!("expected one trigger at {now:?}, got {other:?}"),
@@ -71,7 +71,7 @@ fn run_one(c: &mut CheckpointCoordinator, p: usize, now: Instant) -> CheckpointI
 #[test]
 fn triggers_one_interval_after_start_and_after_each_trigger() {
     let t = Instant::now();
-    let mut c = CheckpointCoordinator::new(config(3), 2);
+    let mut c = CheckpointTracker::new(config(3), 2);
     assert_eq!(c.tick(t + ms(500)), vec![], "nothing before start");
     c.start(t);
     assert_eq!(c.tick(t + ms(99)), vec![]);
@@ -200,7 +200,7 @@ fn a_timeout_aborts_and_the_id_is_never_reused() {
 }
 
 /// Lets checkpoint `id`, triggered at `t`, time out (at `t` + 251 ms); returns the actions.
-fn time_out(c: &mut CheckpointCoordinator, id: CheckpointId, t: Instant) -> Vec<CheckpointAction> {
+fn time_out(c: &mut CheckpointTracker, id: CheckpointId, t: Instant) -> Vec<CheckpointAction> {
     assert_eq!(c.in_flight(), Some(id));
     c.tick(t + TIMEOUT + ms(1))
 }
@@ -215,7 +215,7 @@ fn timed_out(id: CheckpointId) -> CheckpointAction {
 #[test]
 fn timeouts_beyond_the_tolerable_in_a_row_fail_the_attempt() {
     let t = Instant::now();
-    let mut c = CheckpointCoordinator::new(
+    let mut c = CheckpointTracker::new(
         CheckpointConfig {
             tolerable_failures: 2,
             ..config(3)
@@ -281,7 +281,7 @@ fn timeouts_beyond_the_tolerable_in_a_row_fail_the_attempt() {
 fn with_none_tolerable_the_first_timeout_fails_the_attempt_and_a_restore_counts_anew() {
     let t = Instant::now();
     let tolerating = |n| {
-        let mut c = CheckpointCoordinator::new(
+        let mut c = CheckpointTracker::new(
             CheckpointConfig {
                 tolerable_failures: n,
                 ..config(3)
@@ -496,7 +496,7 @@ fn the_restore_point_is_the_newest_committed_checkpoint() {
 
 #[test]
 fn a_requested_checkpoint_triggers_at_once_unless_one_is_in_flight() {
-    let mut fresh = CheckpointCoordinator::new(config(3), 2);
+    let mut fresh = CheckpointTracker::new(config(3), 2);
     assert_eq!(
         fresh.request(Instant::now()),
         (None, vec![]),
@@ -515,7 +515,7 @@ fn a_requested_checkpoint_triggers_at_once_unless_one_is_in_flight() {
 #[test]
 fn a_fresh_coordinator_restored_from_a_stored_checkpoint_uses_newer_ids() {
     let t = Instant::now();
-    let mut c = CheckpointCoordinator::new(config(3), 4);
+    let mut c = CheckpointTracker::new(config(3), 4);
     assert_eq!(c.restored(id(41), t), vec![]);
     assert_eq!(c.tick(t + INTERVAL), vec![Trigger { id: id(42) }]);
 }
@@ -640,7 +640,7 @@ impl Model {
     fn expect(
         &mut self,
         op: &Op,
-        c: &mut CheckpointCoordinator,
+        c: &mut CheckpointTracker,
     ) -> (Vec<CheckpointAction>, Vec<CheckpointAction>) {
         match *op {
             Op::Tick(advance) => {
@@ -752,7 +752,7 @@ proptest! {
     #[test]
     fn behaves_like_the_model(ops in proptest::collection::vec(op(), 1..300)) {
         let t = Instant::now();
-        let mut c = CheckpointCoordinator::new(config(SIM_K), SIM_P);
+        let mut c = CheckpointTracker::new(config(SIM_K), SIM_P);
         c.start(t);
         let mut m = Model {
             now: t,
