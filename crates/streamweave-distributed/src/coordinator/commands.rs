@@ -1,6 +1,7 @@
 //! Talking to the coordinator's actor: the [`Command`]s it receives, the public
 //! [`CoordinatorHandle`] that sends them, and [`answer`], which serves an admin client's request
-//! through the same calls. The shell (`server.rs`), the disk writer (`disk.rs`) and the node
+//! through the same requests. Admin operations reach the engine as typed [`AdminRequest`]s with a
+//! reply channel, never as code run against it. The shell (`server.rs`), the disk writer (`disk.rs`) and the node
 //! (`handle.rs`) all use this module; it uses none of them, so the dependencies run one way:
 //!
 //! ```text
@@ -9,22 +10,19 @@
 //!     +-------------+------------+--> commands.rs --> engine/
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::engine::{Action, ConnId, Engine, Input};
+use super::engine::{AdminAnswer, AdminRequest, ConnId, Input};
 use super::CoordinatorError;
 use crate::protocol::{
     ClientRequest, ClientResponse, ClusterStatus, CoordinatorMessage, ErrorKind, RegisterRequest,
 };
 use crate::types::{Generation, PartitionId, WorkerId, WorkerInfo};
 
-/// A request to the actor: a closure run against the engine, which replies through a channel
-/// it captured and returns the actions to execute.
-pub(crate) type Call = Box<dyn FnOnce(&mut Engine, Instant) -> Vec<Action> + Send>;
-
-/// What the actor receives: a new connection, an input for the engine, or a call.
+/// What the actor receives: a new connection, an input for the engine, or an admin request.
+#[derive(Debug)]
 pub(crate) enum Command {
     /// A worker connection finished its handshake and registers.
     Connected {
@@ -34,8 +32,12 @@ pub(crate) enum Command {
     },
     /// An input for the engine from a connection or the disk writer.
     Input(Input),
-    /// A request from a [`CoordinatorHandle`] or an admin connection.
-    Call(Call),
+    /// A request from a [`CoordinatorHandle`] or an admin connection; the actor hands it to
+    /// [`Engine::admin`](super::engine::Engine::admin) and sends the answer on `reply`.
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<AdminAnswer>,
+    },
 }
 
 /// A cloneable channel to a running coordinator's actor.
@@ -51,42 +53,57 @@ impl CoordinatorHandle {
     }
 }
 
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Command")
-    }
-}
-
 /// The error of a request to a coordinator that is not running.
 pub(super) fn stopped() -> CoordinatorError {
     CoordinatorError::Communication("the coordinator is not running".to_string())
 }
 
+/// The error of an answer that does not fit its request (a bug of the engine).
+fn mismatched(answer: &AdminAnswer) -> CoordinatorError {
+    CoordinatorError::Communication(format!("unexpected answer from the coordinator: {answer:?}"))
+}
+
 impl CoordinatorHandle {
-    async fn call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Engine, Instant) -> (T, Vec<Action>) + Send + 'static,
-    ) -> Result<T, CoordinatorError> {
-        call(&self.commands, f).await.ok_or_else(stopped)
+    /// Sends `request` to the actor and waits for the engine's answer; `None` when the
+    /// coordinator is not running.
+    async fn ask(&self, request: AdminRequest) -> Option<AdminAnswer> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Admin { request, reply }).await.ok()?;
+        answer.await.ok()
+    }
+
+    /// Asks for a change of the assignment; returns the generation after it.
+    async fn change(&self, request: AdminRequest) -> Result<Generation, CoordinatorError> {
+        match self.ask(request).await.ok_or_else(stopped)? {
+            AdminAnswer::Done(result) => result,
+            other => Err(mismatched(&other)),
+        }
+    }
+
+    /// Triggers a checkpoint; returns its id (or the one already in flight). `None` when the
+    /// coordinator is not running.
+    async fn trigger_checkpoint(&self) -> Option<Result<u64, CoordinatorError>> {
+        Some(match self.ask(AdminRequest::Checkpoint).await? {
+            AdminAnswer::Checkpoint(result) => result,
+            other => Err(mismatched(&other)),
+        })
     }
 
     /// The cluster's status.
     pub async fn status(&self) -> Result<ClusterStatus, CoordinatorError> {
-        self.call(|engine, now| (engine.status(now), Vec::new())).await
+        match self.ask(AdminRequest::Status).await.ok_or_else(stopped)? {
+            AdminAnswer::Status(status) => Ok(*status),
+            other => Err(mismatched(&other)),
+        }
     }
 
     /// See [`Coordinator::get_worker`](super::Coordinator::get_worker).
     pub async fn get_worker(&self, worker_id: &WorkerId) -> Result<WorkerInfo, CoordinatorError> {
-        let id = worker_id.clone();
-        self.call(move |engine, _| {
-            (
-                engine
-                    .worker_info(&id)
-                    .ok_or(CoordinatorError::WorkerNotFound(id)),
-                Vec::new(),
-            )
-        })
-        .await?
+        let request = AdminRequest::GetWorker(worker_id.clone());
+        match self.ask(request).await.ok_or_else(stopped)? {
+            AdminAnswer::Worker(result) => result,
+            other => Err(mismatched(&other)),
+        }
     }
 
     /// See [`Coordinator::assign_partitions`](super::Coordinator::assign_partitions); returns the
@@ -96,37 +113,28 @@ impl CoordinatorHandle {
         worker_id: &WorkerId,
         partitions: Vec<PartitionId>,
     ) -> Result<Generation, CoordinatorError> {
-        let id = worker_id.clone();
-        self.call(move |engine, _| split(engine.assign_partitions(&id, &partitions), engine))
-            .await?
+        self.change(AdminRequest::Assign {
+            worker: worker_id.clone(),
+            partitions,
+        })
+        .await
     }
 
     /// See [`Coordinator::rebalance`](super::Coordinator::rebalance); returns the generation after
     /// the request.
     pub async fn rebalance(&self) -> Result<Generation, CoordinatorError> {
-        self.call(|engine, _| {
-            let actions = engine.rebalance();
-            (Ok(engine.generation()), actions)
-        })
-        .await?
+        self.change(AdminRequest::Rebalance).await
     }
 
     /// See [`Coordinator::handle_worker_failure`](super::Coordinator::handle_worker_failure).
     pub async fn handle_worker_failure(&self, worker_id: &WorkerId) -> Result<Generation, CoordinatorError> {
-        let id = worker_id.clone();
-        self.call(move |engine, _| split(engine.fail_worker(&id), engine))
-            .await?
+        self.change(AdminRequest::FailWorker(worker_id.clone())).await
     }
 
     /// Takes a checkpoint of the running job now; returns its id once it is committed (or an
     /// error if it is not within `timeout`).
     pub async fn checkpoint_now(&self, timeout: Duration) -> Result<u64, CoordinatorError> {
-        let id = self
-            .call(|engine, now| match engine.request_checkpoint(now) {
-                Ok((id, actions)) => (Ok(id), actions),
-                Err(e) => (Err(e), Vec::new()),
-            })
-            .await??;
+        let id = self.trigger_checkpoint().await.ok_or_else(stopped)??;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let status = self.status().await?;
@@ -149,33 +157,8 @@ impl CoordinatorHandle {
 
     /// See [`Coordinator::register_worker`](super::Coordinator::register_worker).
     pub async fn register_worker(&self, info: WorkerInfo) -> Result<Generation, CoordinatorError> {
-        self.call(move |engine, now| split(engine.register_worker(info, now), engine))
-            .await?
+        self.change(AdminRequest::RegisterWorker(info)).await
     }
-}
-
-fn split(
-    result: Result<Vec<Action>, CoordinatorError>,
-    engine: &Engine,
-) -> (Result<Generation, CoordinatorError>, Vec<Action>) {
-    match result {
-        Ok(actions) => (Ok(engine.generation()), actions),
-        Err(e) => (Err(e), Vec::new()),
-    }
-}
-
-async fn call<T: Send + 'static>(
-    commands: &mpsc::Sender<Command>,
-    f: impl FnOnce(&mut Engine, Instant) -> (T, Vec<Action>) + Send + 'static,
-) -> Option<T> {
-    let (reply, answer) = oneshot::channel();
-    let command = Command::Call(Box::new(move |engine, now| {
-        let (value, actions) = f(engine, now);
-        let _ = reply.send(value);
-        actions
-    }));
-    commands.send(command).await.ok()?;
-    answer.await.ok()
 }
 
 /// Answers an admin client's request; `None` when the coordinator is stopping.
@@ -200,23 +183,16 @@ pub(crate) async fn answer(
         ClientRequest::Checkpoint => {
             // Answered at once: the client watches the status for the commit, so no admin
             // request waits on a checkpoint.
-            let triggered = handle
-                .call(|engine, now| match engine.request_checkpoint(now) {
-                    Ok((id, actions)) => (Ok(id), actions),
-                    Err(e) => (Err(e), Vec::new()),
-                })
-                .await;
-            return Some(match triggered {
-                Ok(Ok(id)) => ClientResponse::CheckpointTriggered { id },
-                Ok(Err(CoordinatorError::Communication(reason))) => ClientResponse::Error {
+            return Some(match handle.trigger_checkpoint().await? {
+                Ok(id) => ClientResponse::CheckpointTriggered { id },
+                Err(CoordinatorError::Communication(reason)) => ClientResponse::Error {
                     kind: ErrorKind::Other,
                     message: format!("no checkpoint: {reason}"),
                 },
-                Ok(Err(e)) => ClientResponse::Error {
+                Err(e) => ClientResponse::Error {
                     kind: error_kind(&e),
                     message: e.to_string(),
                 },
-                Err(_) => return None,
             });
         }
     };

@@ -5,7 +5,7 @@
 //! accept loop --spawn--> serve_connection --handshake--> serve_worker | serve_client
 //!                                                              |               |
 //!                  Command::Connected / Command::Input  <------+               |
-//!                  Command::Call(closure over Engine)   <----------------------+
+//!                  Command::Admin(AdminRequest, reply)  <----------------------+
 //!                                  |
 //!                           actor (run) --Send--> outbox of that connection --> socket
 //! ```
@@ -145,7 +145,12 @@ impl Actor {
                 }
                 self.engine.handle(input, now)
             }
-            Command::Call(call) => call(&mut self.engine, now),
+            Command::Admin { request, reply } => {
+                let (answer, actions) = self.engine.admin(request, now);
+                // A requester that gave up does not undo what it asked for.
+                let _ = reply.send(answer);
+                actions
+            }
         };
         self.execute(actions);
     }

@@ -1,6 +1,12 @@
 //! Admin operations on the engine: registering a worker without a connection, moving
-//! partitions by hand, rebalancing, declaring a worker failed, shutting down. Each checks its
-//! request against the membership, changes the target and reconciles like any other input.
+//! partitions by hand, rebalancing, declaring a worker failed, checkpointing on request, the
+//! status, shutting down. Each checks its request against the membership, changes the target and
+//! reconciles like any other input.
+//!
+//! ```text
+//! CoordinatorHandle / admin client --AdminRequest + now--> Engine::admin
+//!     --> (AdminAnswer, Vec<Action>) --> shell: executes the actions, replies with the answer
+//! ```
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -8,10 +14,74 @@ use std::time::Instant;
 use super::{Action, Departure, Engine, Entry};
 use crate::coordinator::assignment::{balanced, owned_by};
 use crate::coordinator::CoordinatorError;
-use crate::protocol::CoordinatorMessage;
-use crate::types::{PartitionId, WorkerId, WorkerInfo, WorkerState};
+use crate::protocol::{ClusterStatus, CoordinatorMessage};
+use crate::types::{Generation, PartitionId, WorkerId, WorkerInfo, WorkerState};
+
+/// A request from an administrator (a [`CoordinatorHandle`](crate::coordinator::CoordinatorHandle)
+/// or an admin client), handled by [`Engine::admin`].
+#[derive(Clone, Debug)]
+pub enum AdminRequest {
+    /// The cluster's status.
+    Status,
+    /// What the coordinator knows about one worker.
+    GetWorker(WorkerId),
+    /// Register a worker that has no connection yet.
+    RegisterWorker(WorkerInfo),
+    /// Move partitions to a worker.
+    Assign {
+        /// The worker.
+        worker: WorkerId,
+        /// The partitions it gains.
+        partitions: Vec<PartitionId>,
+    },
+    /// Recompute a balanced target and move towards it.
+    Rebalance,
+    /// Treat a worker as failed.
+    FailWorker(WorkerId),
+    /// Take a checkpoint of the running job now.
+    Checkpoint,
+}
+
+/// The engine's answer to an [`AdminRequest`].
+#[derive(Debug)]
+pub enum AdminAnswer {
+    /// To [`AdminRequest::Status`].
+    Status(Box<ClusterStatus>),
+    /// To [`AdminRequest::GetWorker`].
+    Worker(Result<WorkerInfo, CoordinatorError>),
+    /// To a request that changes the assignment: the generation after it.
+    Done(Result<Generation, CoordinatorError>),
+    /// To [`AdminRequest::Checkpoint`]: the checkpoint's id (or the one already in flight).
+    Checkpoint(Result<u64, CoordinatorError>),
+}
 
 impl Engine {
+    /// Handles an admin request at time `now`: the answer for the requester and the actions
+    /// for the shell (none when the request is refused).
+    pub fn admin(&mut self, request: AdminRequest, now: Instant) -> (AdminAnswer, Vec<Action>) {
+        let changed = match request {
+            AdminRequest::Status => return (AdminAnswer::Status(Box::new(self.status(now))), Vec::new()),
+            AdminRequest::GetWorker(id) => {
+                let info = self.worker_info(&id).ok_or(CoordinatorError::WorkerNotFound(id));
+                return (AdminAnswer::Worker(info), Vec::new());
+            }
+            AdminRequest::Checkpoint => {
+                return match self.request_checkpoint(now) {
+                    Ok((id, actions)) => (AdminAnswer::Checkpoint(Ok(id)), actions),
+                    Err(e) => (AdminAnswer::Checkpoint(Err(e)), Vec::new()),
+                }
+            }
+            AdminRequest::RegisterWorker(info) => self.register_worker(info, now),
+            AdminRequest::Assign { worker, partitions } => self.assign_partitions(&worker, &partitions, now),
+            AdminRequest::Rebalance => Ok(self.rebalance(now)),
+            AdminRequest::FailWorker(id) => self.fail_worker(&id, now),
+        };
+        match changed {
+            Ok(actions) => (AdminAnswer::Done(Ok(self.generation)), actions),
+            Err(e) => (AdminAnswer::Done(Err(e)), Vec::new()),
+        }
+    }
+
     /// Registers a worker that has no connection yet (the seed's `register_worker`); it must
     /// connect and heartbeat within the timeout or it fails like any other.
     pub fn register_worker(
@@ -19,7 +89,6 @@ impl Engine {
         info: WorkerInfo,
         now: Instant,
     ) -> Result<Vec<Action>, CoordinatorError> {
-        self.clock = Some(now);
         if self.workers.contains_key(&info.id) {
             return Err(CoordinatorError::RegistrationFailed(format!(
                 "worker {} is already registered",
@@ -44,8 +113,8 @@ impl Engine {
                 running: Vec::new(),
             },
         );
-        self.join(&id, &requested);
-        Ok(self.take_out())
+        self.join(&id, &requested, now);
+        Ok(self.take_out(now))
     }
 
     /// Moves `partitions` to `worker` (it keeps its other partitions).
@@ -53,6 +122,7 @@ impl Engine {
         &mut self,
         worker: &WorkerId,
         partitions: &[PartitionId],
+        now: Instant,
     ) -> Result<Vec<Action>, CoordinatorError> {
         let entry = self
             .workers
@@ -85,24 +155,24 @@ impl Engine {
         for &part in partitions {
             self.target[part] = Some(worker.clone());
         }
-        self.reconcile();
-        Ok(self.take_out())
+        self.reconcile(now);
+        Ok(self.take_out(now))
     }
 
     /// Recomputes a balanced, sticky target and moves towards it.
-    pub fn rebalance(&mut self) -> Vec<Action> {
+    pub fn rebalance(&mut self, now: Instant) -> Vec<Action> {
         self.target = balanced(self.config.num_partitions, &self.members(), &self.view());
-        self.reconcile();
-        self.take_out()
+        self.reconcile(now);
+        self.take_out(now)
     }
 
     /// Treats a worker as failed, as if its heartbeats had stopped.
-    pub fn fail_worker(&mut self, worker: &WorkerId) -> Result<Vec<Action>, CoordinatorError> {
+    pub fn fail_worker(&mut self, worker: &WorkerId, now: Instant) -> Result<Vec<Action>, CoordinatorError> {
         if !self.workers.contains_key(worker) {
             return Err(CoordinatorError::WorkerNotFound(worker.clone()));
         }
-        self.depart(worker, Departure::Declared);
-        Ok(self.take_out())
+        self.depart(worker, Departure::Declared, now);
+        Ok(self.take_out(now))
     }
 
     /// Tells every connected worker that the coordinator is going away.

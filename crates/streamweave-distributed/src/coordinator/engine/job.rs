@@ -100,11 +100,11 @@ impl Engine {
                     Some(c) => c.ack(CheckpointId(checkpoint), partition, snapshot, now),
                     None => Vec::new(),
                 };
-                self.checkpoint_actions(actions);
+                self.checkpoint_actions(actions, now);
                 JobStep::Nothing
             }
         };
-        self.execute_job_step(step);
+        self.execute_job_step(step, now);
     }
 
     /// Time passed: maybe trigger (or time out) a checkpoint of the running attempt.
@@ -124,11 +124,11 @@ impl Engine {
             Some(c) => c.tick(now),
             None => return,
         };
-        self.checkpoint_actions(actions);
+        self.checkpoint_actions(actions, now);
     }
 
     /// The shell wrote (or failed to write) a checkpoint's manifest.
-    pub(super) fn on_checkpoint_written(&mut self, id: u64, result: Result<(), String>) {
+    pub(super) fn on_checkpoint_written(&mut self, id: u64, result: Result<(), String>, now: Instant) {
         if let Err(error) = result {
             tracing::warn!(
                 checkpoint = id,
@@ -139,7 +139,7 @@ impl Engine {
                 c.write_failed(CheckpointId(id));
             }
             if self.move_waits_for(id) {
-                self.move_failed(format!("checkpoint {id} could not be written: {error}"));
+                self.move_failed(format!("checkpoint {id} could not be written: {error}"), now);
             }
             return;
         }
@@ -147,10 +147,10 @@ impl Engine {
             Some(c) => c.committed(CheckpointId(id)),
             None => return,
         };
-        self.checkpoint_actions(actions);
+        self.checkpoint_actions(actions, now);
     }
 
-    pub(super) fn checkpoint_actions(&mut self, actions: Vec<CheckpointAction>) {
+    pub(super) fn checkpoint_actions(&mut self, actions: Vec<CheckpointAction>, now: Instant) {
         let Some(attempt) = self.job.as_ref().and_then(|j| j.running_attempt()) else {
             return;
         };
@@ -179,13 +179,13 @@ impl Engine {
                     }
                     self.broadcast(CoordinatorMessage::CommitEpochs { attempt, upto: id.0 });
                     if self.move_waits_for(id.0) {
-                        self.complete_move(id.0);
+                        self.complete_move(id.0, now);
                     }
                 }
                 CheckpointAction::Abort { id, reason } => {
                     tracing::info!(checkpoint = %id, %reason, "checkpoint aborted");
                     if self.move_waits_for(id.0) {
-                        self.move_failed(format!("checkpoint {id} was aborted: {reason}"));
+                        self.move_failed(format!("checkpoint {id} was aborted: {reason}"), now);
                     }
                 }
                 CheckpointAction::Retain { .. } => {}
@@ -195,11 +195,11 @@ impl Engine {
                         self.config.tolerable_checkpoint_failures
                     );
                     tracing::warn!(attempt, %reason, "failing the attempt");
-                    let step = match (self.job.as_mut(), self.clock) {
-                        (Some(job), Some(now)) => job.on_failure(attempt, reason, now),
-                        _ => JobStep::Nothing,
+                    let step = match self.job.as_mut() {
+                        Some(job) => job.on_failure(attempt, reason, now),
+                        None => JobStep::Nothing,
                     };
-                    self.execute_job_step(step);
+                    self.execute_job_step(step, now);
                 }
             }
         }
@@ -215,10 +215,10 @@ impl Engine {
     }
 
     /// Called after every change: starts or stops attempts as the assignment allows.
-    pub(super) fn drive_job(&mut self) {
-        let (Some(now), true) = (self.clock, self.job.is_some()) else {
+    pub(super) fn drive_job(&mut self, now: Instant) {
+        if self.job.is_none() {
             return;
-        };
+        }
         // min_workers only holds back the first attempt: after a failure the survivors go on.
         let first = self.job.as_ref().is_some_and(|j| j.state() == JobState::Waiting);
         // A manifest being written may become the checkpoint the next attempt restores: wait
@@ -228,7 +228,7 @@ impl Engine {
         let generation = self.generation;
         let Some(job) = self.job.as_mut() else { return };
         let step = job.on_cluster(generation, stable, now);
-        self.execute_job_step(step);
+        self.execute_job_step(step, now);
     }
 
     /// Sends the running attempt to a worker that reconnected.
@@ -290,8 +290,7 @@ impl Engine {
         })
     }
 
-    pub(super) fn execute_job_step(&mut self, step: JobStep) {
-        let now = self.clock;
+    pub(super) fn execute_job_step(&mut self, step: JobStep, now: Instant) {
         if matches!(step, JobStep::Start(_) | JobStep::Stop(_)) {
             // A move belongs to its attempt.
             self.moving = None;
@@ -303,7 +302,7 @@ impl Engine {
                 let Some(message) = self.start_message(attempt) else {
                     return;
                 };
-                if let (Some(c), Some(now)) = (self.checkpoints.as_mut(), now) {
+                if let Some(c) = self.checkpoints.as_mut() {
                     match restore {
                         Some(id) => drop(c.restored(id, now)),
                         None => c.start(now),
@@ -319,7 +318,7 @@ impl Engine {
                 self.broadcast(message);
             }
             JobStep::Stop(attempt) => {
-                if let (Some(c), Some(now)) = (self.checkpoints.as_mut(), now) {
+                if let Some(c) = self.checkpoints.as_mut() {
                     let _ = c.assignment_changed(now);
                 }
                 let state = self.job.as_ref().map_or(JobState::Failed, |j| j.state());
@@ -383,7 +382,7 @@ impl Engine {
         };
         let (id, actions) = checkpoints.request(now);
         let id = id.ok_or_else(|| CoordinatorError::Communication("the job has not started".to_string()))?;
-        self.checkpoint_actions(actions);
+        self.checkpoint_actions(actions, now);
         Ok((id.0, std::mem::take(&mut self.out)))
     }
 

@@ -53,7 +53,7 @@ impl Engine {
             .cloned()
             .collect();
         for id in failed {
-            self.depart(&id, Departure::TimedOut);
+            self.depart(&id, Departure::TimedOut, now);
         }
     }
 
@@ -108,12 +108,12 @@ impl Engine {
                 });
                 // It may have missed the start of the running attempt while it was away.
                 self.resend_job(conn);
-                self.reconcile();
+                self.reconcile(now);
                 return;
             }
             // A new run of the same worker: fence the old session, offer it the old partitions.
             requested.extend(owned_by(&self.owner, &id));
-            self.depart(&id, Departure::Fenced);
+            self.depart(&id, Departure::Fenced, now);
         } else if let Err(e) = self.check_room() {
             self.out.push(Action::Send {
                 conn,
@@ -142,7 +142,7 @@ impl Engine {
         if self.moves_carry_state() {
             self.resend_job(conn);
         }
-        self.join(&id, &requested);
+        self.join(&id, &requested, now);
     }
 
     pub(super) fn send_registered(&mut self, conn: ConnId) {
@@ -157,7 +157,7 @@ impl Engine {
     }
 
     /// A new member: honour the partitions it asks for when they are free, then retarget.
-    pub(super) fn join(&mut self, id: &WorkerId, requested: &[PartitionId]) {
+    pub(super) fn join(&mut self, id: &WorkerId, requested: &[PartitionId], now: Instant) {
         self.out
             .push(Action::Event(ClusterEvent::Joined { worker: id.clone() }));
         let capacity = self.workers.get(id).map_or(0, |e| e.info.capacity);
@@ -182,7 +182,7 @@ impl Engine {
             }
             self.target = balanced(self.config.num_partitions, &self.members(), &view);
         }
-        self.reconcile();
+        self.reconcile(now);
     }
 
     pub(super) fn on_ack(
@@ -215,11 +215,11 @@ impl Engine {
             }));
         }
         self.granting.retain(|_, (w, g)| !(*w == id && generation >= *g));
-        self.reconcile();
+        self.reconcile(now);
     }
 
     /// Removes a member; its partitions lose their owner and are placed again.
-    pub(super) fn depart(&mut self, id: &WorkerId, how: Departure) {
+    pub(super) fn depart(&mut self, id: &WorkerId, how: Departure, now: Instant) {
         let Some(entry) = self.workers.remove(id) else {
             return;
         };
@@ -278,7 +278,7 @@ impl Engine {
             return;
         }
         self.retarget_after_departure(id, &orphans, how);
-        self.reconcile();
+        self.reconcile(now);
     }
 
     pub(super) fn retarget_after_departure(

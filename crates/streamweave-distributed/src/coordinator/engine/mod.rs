@@ -47,6 +47,7 @@ use crate::protocol::{CoordinatorMessage, JobProgress, JobState, RegisterRequest
 use crate::types::{Generation, PartitionId, WorkerId, WorkerInfo};
 
 mod admin;
+pub use admin::{AdminAnswer, AdminRequest};
 mod job;
 mod membership;
 mod moves;
@@ -330,8 +331,6 @@ pub struct Engine {
     job: Option<JobControl>,
     /// The job's checkpoint bookkeeping, when checkpoints are on.
     checkpoints: Option<CheckpointTracker>,
-    /// The latest time the shell passed in, for calls that do not carry one.
-    clock: Option<Instant>,
     /// Partitions moving through a checkpoint while the job runs (`moves.rs`).
     moving: Option<moves::Move>,
 }
@@ -371,7 +370,6 @@ impl Engine {
             out: Vec::new(),
             checkpoints,
             job,
-            clock: None,
             moving: None,
         }
     }
@@ -398,12 +396,11 @@ impl Engine {
 
     /// Handles one input at time `now`.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
-        self.clock = Some(now);
         match input {
             Input::Register { conn, request } => self.on_register(conn, request, now),
             Input::Heartbeat { conn, running } => self.on_heartbeat(conn, running, now),
             Input::Job { conn, report } => self.on_job_report(conn, report, now),
-            Input::CheckpointWritten { id, result } => self.on_checkpoint_written(id, result),
+            Input::CheckpointWritten { id, result } => self.on_checkpoint_written(id, result, now),
             Input::Ack {
                 conn,
                 generation,
@@ -411,7 +408,7 @@ impl Engine {
             } => self.on_ack(conn, generation, running, now),
             Input::Leave { conn } => {
                 if let Some(id) = self.conns.get(&conn).cloned() {
-                    self.on_leave(&id);
+                    self.on_leave(&id, now);
                 }
             }
             Input::Disconnected { conn } => self.on_disconnected(conn),
@@ -420,13 +417,13 @@ impl Engine {
                 self.tick_checkpoints(now);
             }
         }
-        self.take_out()
+        self.take_out(now)
     }
 
     /// Drives the job after a change and hands the actions over.
-    pub(super) fn take_out(&mut self) -> Vec<Action> {
-        self.finish_leaves();
-        self.drive_job();
+    pub(super) fn take_out(&mut self, now: Instant) -> Vec<Action> {
+        self.finish_leaves(now);
+        self.drive_job(now);
         std::mem::take(&mut self.out)
     }
 }

@@ -50,7 +50,7 @@ impl Engine {
     /// Worker `id` asked to leave. While a checkpointed job runs and the others have room for
     /// its partitions, they move away first (the worker keeps running them meanwhile); otherwise
     /// it leaves at once.
-    pub(super) fn on_leave(&mut self, id: &WorkerId) {
+    pub(super) fn on_leave(&mut self, id: &WorkerId, now: Instant) {
         let owns = owned_by(&self.owner, id);
         let room: usize = self
             .workers
@@ -59,7 +59,7 @@ impl Engine {
             .map(|e| e.info.capacity)
             .sum();
         if owns.is_empty() || !self.moves_carry_state() || room < self.config.num_partitions {
-            return self.depart(id, Departure::Left);
+            return self.depart(id, Departure::Left, now);
         }
         let Some(entry) = self.workers.get_mut(id) else {
             return;
@@ -75,12 +75,12 @@ impl Engine {
         } else {
             self.target = balanced(self.config.num_partitions, &self.members(), &self.view());
         }
-        self.reconcile();
+        self.reconcile(now);
     }
 
     /// Leaving workers that own nothing (or whose partitions can no longer move with their
     /// state: the job stopped) leave now.
-    pub(super) fn finish_leaves(&mut self) {
+    pub(super) fn finish_leaves(&mut self, now: Instant) {
         let carry = self.moves_carry_state();
         let done: Vec<WorkerId> = self
             .workers
@@ -97,13 +97,13 @@ impl Engine {
             .map(|e| e.info.id.clone())
             .collect();
         for id in done {
-            self.depart(&id, Departure::Left);
+            self.depart(&id, Departure::Left, now);
         }
     }
 
     /// `moving`: partitions whose owner is not their target. Plans the next move (one partition
     /// under Gradual, all that can under the others) unless one is under way.
-    pub(super) fn plan_move(&mut self, moving: Vec<(PartitionId, WorkerId)>) {
+    pub(super) fn plan_move(&mut self, moving: Vec<(PartitionId, WorkerId)>, now: Instant) {
         if self.moving.is_some() || self.job.as_ref().is_some_and(|j| j.sources_finished()) {
             return;
         }
@@ -140,9 +140,7 @@ impl Engine {
             checkpoint: None,
             triggered_at: None,
         });
-        if let Some(now) = self.clock {
-            self.trigger_move(now);
-        }
+        self.trigger_move(now);
     }
 
     /// Triggers the planned move's checkpoint once no other is in flight.
@@ -161,7 +159,7 @@ impl Engine {
             m.checkpoint = Some(id.0);
             m.triggered_at = Some(now);
         }
-        self.checkpoint_actions(actions);
+        self.checkpoint_actions(actions, now);
     }
 
     /// The moves that travel with checkpoint `id`, for its trigger.
@@ -191,14 +189,15 @@ impl Engine {
 
     /// Checkpoint `id`, which carries the move under way, is committed: the partitions change
     /// owner and their new owners adopt them.
-    pub(super) fn complete_move(&mut self, id: u64) {
+    pub(super) fn complete_move(&mut self, id: u64, now: Instant) {
         let Some(m) = self.moving.take() else { return };
         let snapshots = match self.checkpoints.as_ref().and_then(|c| c.restore_point()) {
             Some((committed, snapshots)) if committed == CheckpointId(id) => snapshots,
             _ => {
-                return self.move_failed(format!(
-                    "checkpoint {id} of a partition move is not the last committed"
-                ))
+                return self.move_failed(
+                    format!("checkpoint {id} of a partition move is not the last committed"),
+                    now,
+                )
             }
         };
         if let Some((p, _, to)) = m
@@ -206,15 +205,15 @@ impl Engine {
             .iter()
             .find(|(_, _, to)| !self.workers.contains_key(to))
         {
-            return self.move_failed(format!("worker {to} left before it could take partition {p}"));
+            return self.move_failed(
+                format!("worker {to} left before it could take partition {p}"),
+                now,
+            );
         }
         let next = self.generation.next();
-        let duration_ms = match (m.triggered_at, self.clock) {
-            (Some(start), Some(now)) => {
-                u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
-            }
-            _ => 0,
-        };
+        let duration_ms = m.triggered_at.map_or(0, |start| {
+            u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
+        });
         let ended_sources: Vec<PartitionId> = snapshots
             .iter()
             .filter(|(_, s)| s.source_exhausted)
@@ -223,7 +222,7 @@ impl Engine {
         let mut adoptions: BTreeMap<WorkerId, Vec<Adoption>> = BTreeMap::new();
         for (p, from, to) in &m.partitions {
             let Some(snapshot) = snapshots.get(p) else {
-                return self.move_failed(format!("checkpoint {id} has no snapshot of partition {p}"));
+                return self.move_failed(format!("checkpoint {id} has no snapshot of partition {p}"), now);
             };
             self.owner[*p] = Some(to.clone());
             self.out.push(Action::Event(ClusterEvent::Revoking {
@@ -288,19 +287,19 @@ impl Engine {
                 });
             }
         }
-        self.reconcile();
+        self.reconcile(now);
     }
 
     /// The move under way cannot complete: the attempt restarts from the last checkpoint, and
     /// the partitions move the old way meanwhile.
-    pub(super) fn move_failed(&mut self, reason: String) {
+    pub(super) fn move_failed(&mut self, reason: String, now: Instant) {
         self.moving = None;
         tracing::warn!(%reason, "a partition move failed; restarting the job from the last checkpoint");
-        let (Some(job), Some(now)) = (self.job.as_mut(), self.clock) else {
+        let Some(job) = self.job.as_mut() else {
             return;
         };
         let step = job.on_move_failed(format!("a partition move failed: {reason}"), now);
-        self.execute_job_step(step);
-        self.reconcile();
+        self.execute_job_step(step, now);
+        self.reconcile(now);
     }
 }

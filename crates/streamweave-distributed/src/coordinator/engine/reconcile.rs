@@ -3,6 +3,7 @@
 //! new generation. Also the planner's view of the members and of ownership.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use super::{Action, ClusterEvent, Engine};
 use crate::coordinator::assignment::{owned_by, Member, Ownership};
@@ -13,7 +14,7 @@ use crate::types::{Generation, PartitionId, WorkerId, WorkerState};
 impl Engine {
     /// Moves ownership towards the target as far as the strategy allows now, and sends each
     /// changed worker its new set under a new generation.
-    pub(super) fn reconcile(&mut self) {
+    pub(super) fn reconcile(&mut self, now: Instant) {
         let next = self.generation.next();
         let strategy = self.config.rebalance_strategy;
         let mut changed: BTreeSet<WorkerId> = BTreeSet::new();
@@ -39,7 +40,7 @@ impl Engine {
             })
             .collect();
         match strategy {
-            _ if self.moves_carry_state() => self.plan_move(moving),
+            _ if self.moves_carry_state() => self.plan_move(moving, now),
             RebalanceStrategy::Immediate => {
                 for (p, from) in moving {
                     self.out.push(Action::Event(ClusterEvent::Revoking {

@@ -21,7 +21,7 @@ fn assign_partitions_rejects_invalid_requests_and_changes_nothing() {
         ),
     ];
     for &(worker, partitions, message) in cases {
-        let err = e.assign_partitions(&w(worker), partitions).unwrap_err();
+        let err = e.assign_partitions(&w(worker), partitions, at(0)).unwrap_err();
         let right_kind = match &err {
             CoordinatorError::WorkerNotFound(id) => {
                 id == &w(worker) && message.starts_with("worker not found")
@@ -40,7 +40,7 @@ fn assign_partitions_rejects_invalid_requests_and_changes_nothing() {
 fn manual_assign_revokes_then_grants_after_the_ack() {
     let mut e = three_workers(Manual);
     let g1 = e.generation().next();
-    let out = e.assign_partitions(&w("w3"), &[0, 1]).unwrap();
+    let out = e.assign_partitions(&w("w3"), &[0, 1], at(0)).unwrap();
     let expected = vec![
         revoking("w1", 0, g1),
         revoking("w1", 1, g1),
@@ -86,7 +86,7 @@ fn rebalance_balances_a_lopsided_manual_cluster() {
         ack_all(&mut e, out, at(0));
     }
     assert_eq!(e.status(at(0)).unassigned, [8, 9, 10, 11]);
-    let out = e.rebalance();
+    let out = e.rebalance(at(0));
     ack_all(&mut e, out, at(0));
     assert_eq!(counts(&e), [4, 4, 4]);
     assert_eq!(owned(&e, "w1"), [0, 1, 2, 3], "w1 keeps its lowest partitions");
@@ -95,7 +95,7 @@ fn rebalance_balances_a_lopsided_manual_cluster() {
     assert!(status.unassigned.is_empty() && status.moving.is_empty());
     // Balanced already: a second rebalance changes nothing.
     let g0 = e.generation();
-    assert_eq!(e.rebalance(), vec![]);
+    assert_eq!(e.rebalance(at(0)), vec![]);
     assert_eq!(e.generation(), g0);
 }
 
@@ -170,4 +170,33 @@ fn register_worker_refuses_duplicates_and_workers_beyond_the_limit() {
         out.contains(&event(ClusterEvent::Failed { worker: w("w2") })),
         "{out:?}"
     );
+}
+
+#[test]
+fn admin_requests_answer_with_the_engine_state_at_their_time() {
+    let mut e = three_workers(Manual);
+    let (answer, actions) = e.admin(AdminRequest::Status, at(50));
+    assert!(actions.is_empty());
+    let AdminAnswer::Status(status) = answer else {
+        panic!("expected a status, got {answer:?}");
+    };
+    assert_eq!(status.workers[0].last_heartbeat_ms, 50);
+    let (answer, actions) = e.admin(AdminRequest::FailWorker(w("nobody")), at(50));
+    assert!(actions.is_empty());
+    assert!(matches!(
+        answer,
+        AdminAnswer::Done(Err(CoordinatorError::WorkerNotFound(_)))
+    ));
+    let g0 = e.generation();
+    let (answer, actions) = e.admin(
+        AdminRequest::Assign {
+            worker: w("w2"),
+            partitions: vec![0],
+        },
+        at(50),
+    );
+    assert!(!actions.is_empty());
+    assert!(matches!(answer, AdminAnswer::Done(Ok(g)) if g == g0.next()));
+    let (answer, _) = e.admin(AdminRequest::Checkpoint, at(50));
+    assert!(matches!(answer, AdminAnswer::Checkpoint(Err(_))), "no job runs");
 }

@@ -112,7 +112,7 @@ fn manual_failover_skips_workers_without_room() {
         let out = register(&mut e, conn, id, capacity, &range.collect::<Vec<_>>(), at(0));
         ack_all(&mut e, out, at(0));
     }
-    let out = e.fail_worker(&w("w3")).unwrap();
+    let out = e.fail_worker(&w("w3"), at(0)).unwrap();
     ack_all(&mut e, out, at(10));
     // 8 goes to w1 (tied with w2 at 4, first by id); then w1 is full.
     assert_eq!(owned(&e, "w1"), [0, 1, 2, 3, 8]);

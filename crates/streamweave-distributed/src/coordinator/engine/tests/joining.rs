@@ -17,7 +17,7 @@ fn three_workers_end_balanced_under_every_strategy() {
             // Under Manual a join moves nothing, and nobody asked for a partition.
             assert!(assignments(&seen).is_empty());
             assert_eq!(e.status(at(0)).unassigned, (0..P).collect::<Vec<_>>());
-            let out = e.rebalance();
+            let out = e.rebalance(at(0));
             seen.extend(ack_all(&mut e, out, at(0)));
         }
         assert_eq!(counts(&e), [4, 4, 4], "{strategy:?}");

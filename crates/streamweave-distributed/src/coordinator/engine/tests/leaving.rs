@@ -42,7 +42,7 @@ fn manual_leave_leaves_the_partitions_for_the_admin() {
     let out = e.handle(Input::Leave { conn: 3 }, at(100));
     assert_eq!(granted_partitions(&out), BTreeSet::new());
     assert_eq!(e.status(at(100)).unassigned, [8, 9, 10, 11]);
-    let out = e.rebalance();
+    let out = e.rebalance(at(100));
     ack_all(&mut e, out, at(100));
     assert_eq!(counts(&e), [6, 6]);
 }

@@ -383,7 +383,7 @@ fn manual_assign_moves_the_requested_partitions_at_one_checkpoint() {
     let mark = world.log.len();
     let actions = world
         .e
-        .assign_partitions(&WorkerId::new("w3"), &[0, 7])
+        .assign_partitions(&WorkerId::new("w3"), &[0, 7], at(world.now))
         .expect("assign");
     world.carry_out(actions);
     world.run(500);

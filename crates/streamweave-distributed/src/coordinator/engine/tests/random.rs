@@ -337,7 +337,7 @@ impl World {
             }
             Op::Fail(i) => {
                 let member = self.e.worker_info(&Self::id(i)).is_some();
-                match self.e.fail_worker(&Self::id(i)) {
+                match self.e.fail_worker(&Self::id(i), self.now()) {
                     Ok(out) => self.carry_out(out),
                     Err(CoordinatorError::WorkerNotFound(_)) => assert!(!member),
                     Err(other) => panic!("fail_worker: {other:?}"),
@@ -349,7 +349,7 @@ impl World {
             }
             Op::Assign(i, partitions) => {
                 let generation = self.e.generation();
-                match self.e.assign_partitions(&Self::id(i), &partitions) {
+                match self.e.assign_partitions(&Self::id(i), &partitions, self.now()) {
                     Ok(out) => self.carry_out(out),
                     Err(CoordinatorError::WorkerNotFound(_) | CoordinatorError::InvalidPartition(_)) => {
                         assert_eq!(
@@ -362,7 +362,7 @@ impl World {
                 }
             }
             Op::Rebalance => {
-                let out = self.e.rebalance();
+                let out = self.e.rebalance(self.now());
                 self.carry_out(out);
             }
         }

@@ -7,9 +7,9 @@ fn an_ack_of_an_older_generation_does_not_release_a_newer_revoke() {
     let mut e = three_workers(Manual);
     let g0 = e.generation();
     let (g1, g2, g3) = (g0.next(), g0.next().next(), g0.next().next().next());
-    let out = e.assign_partitions(&w("w2"), &[0]).unwrap();
+    let out = e.assign_partitions(&w("w2"), &[0], at(0)).unwrap();
     assert_eq!(out, vec![revoking("w1", 0, g1), assignment(1, g1, &[1, 2, 3])]);
-    let out = e.assign_partitions(&w("w2"), &[1]).unwrap();
+    let out = e.assign_partitions(&w("w2"), &[1], at(0)).unwrap();
     assert_eq!(out, vec![revoking("w1", 1, g2), assignment(1, g2, &[2, 3])]);
 
     // Older than both revokes: releases nothing, even though it runs neither.
