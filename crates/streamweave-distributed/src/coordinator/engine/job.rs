@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use super::{Action, ClusterEvent, ConnId, Engine, JobReport};
+use super::{Action, ClusterEvent, ConnId, Engine, JobReport, Note};
 use crate::coordinator::assignment::owned_by;
 use crate::coordinator::checkpoint_tracker::{CheckpointAction, CheckpointId, PartitionSnapshot};
 use crate::coordinator::job_control::JobStep;
@@ -79,7 +79,12 @@ impl Engine {
                 partition,
                 error,
             } => {
-                tracing::warn!(worker = %id, attempt, ?partition, %error, "a job task failed");
+                self.out.push(Action::Log(Note::TaskFailed {
+                    worker: id.clone(),
+                    attempt,
+                    partition,
+                    error: error.clone(),
+                }));
                 job.on_task_failed(attempt, &id, partition, &error, now)
             }
             JobReport::EpochsCommitted {
@@ -130,11 +135,10 @@ impl Engine {
     /// The shell wrote (or failed to write) a checkpoint's manifest.
     pub(super) fn on_checkpoint_written(&mut self, id: u64, result: Result<(), String>, now: Instant) {
         if let Err(error) = result {
-            tracing::warn!(
-                checkpoint = id,
-                %error,
-                "checkpoint not written; the next one will be tried"
-            );
+            self.out.push(Action::Log(Note::CheckpointNotWritten {
+                checkpoint: id,
+                error: error.clone(),
+            }));
             if let Some(c) = self.checkpoints.as_mut() {
                 c.write_failed(CheckpointId(id));
             }
@@ -183,7 +187,10 @@ impl Engine {
                     }
                 }
                 CheckpointAction::Abort { id, reason } => {
-                    tracing::info!(checkpoint = %id, %reason, "checkpoint aborted");
+                    self.out.push(Action::Log(Note::CheckpointAborted {
+                        checkpoint: id.0,
+                        reason: reason.to_string(),
+                    }));
                     if self.move_waits_for(id.0) {
                         self.move_failed(format!("checkpoint {id} was aborted: {reason}"), now);
                     }
@@ -194,7 +201,10 @@ impl Engine {
                         "{timeouts} checkpoints in a row timed out (tolerable: {})",
                         self.config.tolerable_checkpoint_failures
                     );
-                    tracing::warn!(attempt, %reason, "failing the attempt");
+                    self.out.push(Action::Log(Note::FailingAttempt {
+                        attempt,
+                        reason: reason.clone(),
+                    }));
                     let step = match self.job.as_mut() {
                         Some(job) => job.on_failure(attempt, reason, now),
                         None => JobStep::Nothing,

@@ -10,7 +10,7 @@
 //!                                       |  membership -> retarget (assignment::balanced)
 //!                                       |  -> reconcile: owner table moves towards target
 //!                                       v
-//!             Send(conn, Assignment{generation, partitions}) / Close(conn) / Event(..)
+//!             Send(conn, Assignment{generation, partitions}) / Close(conn) / Event(..) / Log(Note)
 //! ```
 //!
 //! Ownership moves towards the target according to the strategy. `Immediate` swaps owners in
@@ -30,6 +30,7 @@
 //! status.rs      worker_info, status (what `swd status` shows)
 //! job.rs         job attempts and checkpoints (JobControl, CheckpointTracker)
 //! moves.rs       moving partitions with their state through a checkpoint barrier
+//! note.rs        Note: what the engine logs, as an action the shell writes with `tracing`
 //! tests/         tests by behaviour, judged by the actions emitted
 //! ```
 
@@ -51,6 +52,8 @@ pub use admin::{AdminAnswer, AdminRequest};
 mod job;
 mod membership;
 mod moves;
+mod note;
+pub use note::Note;
 mod reconcile;
 mod status;
 
@@ -185,6 +188,8 @@ pub enum Action {
     },
     /// Record an event (log and event file).
     Event(ClusterEvent),
+    /// Write a line to the operator's log.
+    Log(Note),
     /// Write checkpoint `id`'s manifest (its files are in the store already, described by the
     /// snapshots), keep the newest `retain` checkpoints, and report back with
     /// [`Input::CheckpointWritten`]. Off the engine's thread, in order: a later checkpoint's

@@ -23,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::{Action, ClusterEvent, Departure, Engine};
+use super::{Action, ClusterEvent, Departure, Engine, Note};
 use crate::coordinator::assignment::{balanced, owned_by};
 use crate::coordinator::checkpoint_tracker::CheckpointId;
 use crate::coordinator::RebalanceStrategy;
@@ -65,7 +65,10 @@ impl Engine {
             return;
         };
         entry.info.state = WorkerState::Leaving;
-        tracing::info!(worker = %id, partitions = owns.len(), "worker leaving: moving its partitions away first");
+        self.out.push(Action::Log(Note::WorkerLeaving {
+            worker: id.clone(),
+            partitions: owns.len(),
+        }));
         self.out
             .push(Action::Event(ClusterEvent::Leaving { worker: id.clone() }));
         if self.config.rebalance_strategy == RebalanceStrategy::Manual {
@@ -133,7 +136,11 @@ impl Engine {
             return;
         }
         for (p, from, to) in &partitions {
-            tracing::info!(partition = p, %from, %to, "moving a partition through a checkpoint");
+            self.out.push(Action::Log(Note::MovingPartition {
+                partition: *p,
+                from: from.clone(),
+                to: to.clone(),
+            }));
         }
         self.moving = Some(Move {
             partitions,
@@ -294,7 +301,9 @@ impl Engine {
     /// the partitions move the old way meanwhile.
     pub(super) fn move_failed(&mut self, reason: String, now: Instant) {
         self.moving = None;
-        tracing::warn!(%reason, "a partition move failed; restarting the job from the last checkpoint");
+        self.out.push(Action::Log(Note::MoveFailed {
+            reason: reason.clone(),
+        }));
         let Some(job) = self.job.as_mut() else {
             return;
         };

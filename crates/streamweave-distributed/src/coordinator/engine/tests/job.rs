@@ -25,6 +25,8 @@ struct World {
     acking: bool,
     /// StopJob messages seen (per worker connection).
     stops: usize,
+    /// What the engine logged.
+    notes: Vec<Note>,
 }
 
 impl World {
@@ -40,6 +42,7 @@ impl World {
             now: 0,
             acking: true,
             stops: 0,
+            notes: Vec::new(),
         };
         for (conn, id) in [(1, "w1"), (2, "w2")] {
             let request = RegisterRequest {
@@ -61,6 +64,9 @@ impl World {
     fn input(&mut self, input: Input) {
         let mut queue: VecDeque<Action> = self.e.handle(input, at(self.now)).into();
         while let Some(action) = queue.pop_front() {
+            if let Action::Log(note) = &action {
+                self.notes.push(note.clone());
+            }
             for input in self.answers(&action) {
                 queue.extend(self.e.handle(input, at(self.now)));
             }
@@ -163,6 +169,16 @@ fn a_poisoned_record_fails_the_job_after_max_restarts_naming_partition_and_worke
     });
     for restart in 1..=3 {
         world.poison();
+        assert_eq!(
+            world.notes.last(),
+            Some(&Note::TaskFailed {
+                worker: WorkerId::new("w2"),
+                attempt: restart,
+                partition: Some(3),
+                error: "panicked: poison record".to_string(),
+            }),
+            "the failure is logged"
+        );
         assert_eq!(world.job().state, JobState::Restarting);
         assert_eq!(world.until_running(), JobState::Running, "restart {restart}");
         assert_eq!(world.job().attempt, restart + 1, "{:?}", world.job());

@@ -184,7 +184,7 @@ impl World {
                 Action::Event(ClusterEvent::Failed { worker }) => {
                     self.procs.retain(|&i, _| Self::id(i) != worker);
                 }
-                Action::Event(_) => {}
+                Action::Event(_) | Action::Log(_) => {}
                 Action::WriteCheckpoint { .. } => unreachable!("no checkpoints in this simulation"),
             }
         }

@@ -1,0 +1,63 @@
+//! What the engine has to say beyond its events: notes for the operator's log. The engine
+//! returns them as [`Action::Log`](super::Action::Log) and never logs itself; the shell turns
+//! each into one `tracing` line (`server.rs`), and tests assert on them like any other action.
+
+use crate::types::{PartitionId, WorkerId};
+
+/// A line for the operator's log, as the engine decided it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A worker asked to leave while a checkpointed job runs (info).
+    WorkerLeaving {
+        /// The worker.
+        worker: WorkerId,
+        /// How many partitions it owns.
+        partitions: usize,
+    },
+    /// A partition starts moving through a checkpoint (info).
+    MovingPartition {
+        /// The partition.
+        partition: PartitionId,
+        /// Its owner.
+        from: WorkerId,
+        /// Its new owner.
+        to: WorkerId,
+    },
+    /// A partition move failed; the job restarts from the last checkpoint (warning).
+    MoveFailed {
+        /// Why.
+        reason: String,
+    },
+    /// A worker reported a failed job task (warning).
+    TaskFailed {
+        /// The worker.
+        worker: WorkerId,
+        /// The attempt.
+        attempt: u64,
+        /// The partition, if the failure belongs to one.
+        partition: Option<PartitionId>,
+        /// What went wrong.
+        error: String,
+    },
+    /// A checkpoint's manifest could not be written (warning).
+    CheckpointNotWritten {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// Why.
+        error: String,
+    },
+    /// A checkpoint was aborted (info).
+    CheckpointAborted {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Too many checkpoints timed out: the attempt fails (warning).
+    FailingAttempt {
+        /// The attempt.
+        attempt: u64,
+        /// Why.
+        reason: String,
+    },
+}
