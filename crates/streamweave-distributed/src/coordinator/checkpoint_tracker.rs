@@ -14,7 +14,7 @@
 //!    +--------------- every partition acked [Complete] <----------------------+
 //!                              |
 //!                              v   the shell writes the manifest, then calls committed(id)
-//!                          completed --committed(id)--> committed [NotifySinks, Retain]
+//!                          completed --committed(id)--> committed [NotifySinks]
 //! ```
 //!
 //! Timeouts in a row beyond `tolerable_failures` (Flink's tolerable checkpoint failures) also
@@ -24,9 +24,13 @@
 //!
 //! Every triggered id ends in exactly one [`CheckpointAction::Abort`] or
 //! [`CheckpointAction::Complete`]. A completed id is either committed, or superseded (a newer one
-//! was committed first, or recovery discarded it) and then listed in a
-//! [`CheckpointAction::Retain`]'s `delete`. Ids start at 1, strictly increase and are never
-//! reused, not even after an abort or a restore.
+//! was committed first, or recovery discarded it) and forgotten. Ids start at 1, strictly
+//! increase and are never reused, not even after an abort or a restore.
+//!
+//! The tracker remembers the newest `retain` committed checkpoints ([`CheckpointTracker::retained`])
+//! but deletes nothing and says nothing about deleting: which files stay in the store is decided
+//! in one place, the store's `retain` that the coordinator's disk writer runs after every commit
+//! (it sees the store itself, so it also removes aborted checkpoints and an earlier run's leftovers).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,7 +52,8 @@ pub struct CheckpointConfig {
     pub interval: Duration,
     /// A checkpoint pending longer than this is aborted.
     pub timeout: Duration,
-    /// How many committed checkpoints to keep (`K`); older ones are deleted.
+    /// How many committed checkpoints to keep (`K`): the tracker remembers that many, and the
+    /// store deletes older ones after each commit.
     pub retain: usize,
     /// How many checkpoints in a row may time out; the next timeout fails the attempt.
     pub tolerable_failures: u32,
@@ -158,15 +163,6 @@ pub enum CheckpointAction {
     NotifySinks {
         /// The committed checkpoint.
         id: CheckpointId,
-    },
-    /// The checkpoints to keep (the newest `retain` committed ones, ascending) and the ones whose
-    /// files to delete (ascending): committed ones beyond `retain`, and completed ones that will
-    /// never be committed.
-    Retain {
-        /// Kept, oldest first.
-        keep: Vec<CheckpointId>,
-        /// To delete, oldest first.
-        delete: Vec<CheckpointId>,
     },
     /// More checkpoints in a row timed out than are tolerable: fail the running attempt (it
     /// restarts from the last committed checkpoint). Follows that many timeouts' `Abort`.
@@ -366,32 +362,21 @@ impl CheckpointTracker {
         self.next_id = self.next_id.max(id.next());
     }
 
-    /// The store durably committed `id` (its manifest is written): tell the sinks, and say which
-    /// checkpoints to keep and delete. Ignored unless `id` completed and is not committed.
-    /// Completed checkpoints older than `id` are superseded and deleted, so commit in id order.
+    /// The store durably committed `id` (its manifest is written): tell the sinks. Ignored
+    /// unless `id` completed and is not committed. Completed checkpoints older than `id` are
+    /// superseded and forgotten, so commit in id order; only the newest `retain` committed ones
+    /// are remembered.
     pub fn committed(&mut self, id: CheckpointId) -> Vec<CheckpointAction> {
         let Some(done) = self.completed.remove(&id) else {
             return Vec::new();
         };
-        let newer = self.completed.split_off(&id);
-        let mut delete: Vec<CheckpointId> = std::mem::replace(&mut self.completed, newer)
-            .into_keys()
-            .collect();
+        self.completed = self.completed.split_off(&id);
         self.committed.insert(id, done);
         self.committed_count += 1;
         while self.committed.len() > self.config.retain {
-            if let Some((old, _)) = self.committed.pop_first() {
-                delete.push(old);
-            }
+            self.committed.pop_first();
         }
-        delete.sort_unstable();
-        vec![
-            CheckpointAction::NotifySinks { id },
-            CheckpointAction::Retain {
-                keep: self.retained(),
-                delete,
-            },
-        ]
+        vec![CheckpointAction::NotifySinks { id }]
     }
 
     /// A worker was lost: abort the checkpoint in flight, if any.
@@ -405,22 +390,14 @@ impl CheckpointTracker {
     }
 
     /// The job recovered from checkpoint `id` at `now`. Aborts the checkpoint in flight; forgets
-    /// (and lists for deletion) the completed but uncommitted ones and any committed one newer
-    /// than `id` (the shell fell back past it, e.g. because it was corrupt), since the tasks
-    /// rewound to `id`. The next checkpoint triggers one interval after `now`, with an id above
-    /// every id used so far and above `id`.
+    /// the completed but uncommitted ones and any committed one newer than `id` (the shell fell
+    /// back past it, e.g. because it was corrupt), since the tasks rewound to `id`. The next
+    /// checkpoint triggers one interval after `now`, with an id above every id used so far and
+    /// above `id`.
     pub fn restored(&mut self, id: CheckpointId, now: Instant) -> Vec<CheckpointAction> {
-        let mut actions = self.abort_in_flight(AbortReason::Restored, now);
-        let newer = self.committed.split_off(&id.next());
-        let mut delete: Vec<CheckpointId> = newer.into_keys().collect();
-        delete.extend(std::mem::take(&mut self.completed).into_keys());
-        if !delete.is_empty() {
-            delete.sort_unstable();
-            actions.push(CheckpointAction::Retain {
-                keep: self.retained(),
-                delete,
-            });
-        }
+        let actions = self.abort_in_flight(AbortReason::Restored, now);
+        self.committed.split_off(&id.next());
+        self.completed.clear();
         self.next_id = self.next_id.max(id.next());
         self.baseline = Some(now);
         self.timeouts_in_row = 0;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use super::*;
-use CheckpointAction::{Abort, Complete, FailAttempt, NotifySinks, Retain, Trigger};
+use CheckpointAction::{Abort, Complete, FailAttempt, NotifySinks, Trigger};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 const TIMEOUT: Duration = Duration::from_millis(250);
@@ -154,7 +154,7 @@ fn duplicate_late_unknown_and_out_of_range_acks_are_ignored() {
         vec![],
         "late: already complete"
     );
-    assert_eq!(c.committed(id(1)).len(), 2);
+    assert_eq!(c.committed(id(1)), vec![NotifySinks { id: id(1) }]);
     assert_eq!(
         c.ack(id(1), 0, snap(id(1), 0, 7), t + ms(107)),
         vec![],
@@ -356,34 +356,23 @@ fn losing_a_worker_or_moving_partitions_aborts_the_checkpoint_in_flight() {
 }
 
 #[test]
-fn retention_keeps_the_newest_k_and_deletes_the_others_in_order() {
+fn retention_remembers_the_newest_k_committed() {
     let (mut c, t) = coordinator(1, 2);
     let mut now = t;
-    let mut retains = Vec::new();
+    let mut retained = Vec::new();
     for expected in 1..=4 {
         now += INTERVAL;
         assert_eq!(run_one(&mut c, 1, now), id(expected));
-        retains.push(c.committed(id(expected))[1].clone());
+        assert_eq!(c.committed(id(expected)), vec![NotifySinks { id: id(expected) }]);
+        retained.push(c.retained());
     }
     assert_eq!(
-        retains,
+        retained,
         vec![
-            Retain {
-                keep: vec![id(1)],
-                delete: vec![]
-            },
-            Retain {
-                keep: vec![id(1), id(2)],
-                delete: vec![]
-            },
-            Retain {
-                keep: vec![id(2), id(3)],
-                delete: vec![id(1)]
-            },
-            Retain {
-                keep: vec![id(3), id(4)],
-                delete: vec![id(2)]
-            },
+            vec![id(1)],
+            vec![id(1), id(2)],
+            vec![id(2), id(3)],
+            vec![id(3), id(4)],
         ]
     );
     // 5 completes but its manifest is never written; 6 commits first: 5 is superseded.
@@ -391,16 +380,7 @@ fn retention_keeps_the_newest_k_and_deletes_the_others_in_order() {
     assert_eq!(run_one(&mut c, 1, now), id(5));
     now += INTERVAL;
     assert_eq!(run_one(&mut c, 1, now), id(6));
-    assert_eq!(
-        c.committed(id(6)),
-        vec![
-            NotifySinks { id: id(6) },
-            Retain {
-                keep: vec![id(4), id(6)],
-                delete: vec![id(3), id(5)]
-            }
-        ]
-    );
+    assert_eq!(c.committed(id(6)), vec![NotifySinks { id: id(6) }]);
     assert_eq!(c.committed(id(5)), vec![], "superseded");
     assert_eq!(c.retained(), vec![id(4), id(6)]);
 }
@@ -421,16 +401,7 @@ fn sinks_are_notified_only_after_the_commit() {
     assert_eq!(c.restore_point(), None);
     assert_eq!(c.stats().completed, 0);
     assert_eq!(c.committed(id(2)), vec![], "never completed");
-    assert_eq!(
-        c.committed(id(1)),
-        vec![
-            NotifySinks { id: id(1) },
-            Retain {
-                keep: vec![id(1)],
-                delete: vec![]
-            }
-        ]
-    );
+    assert_eq!(c.committed(id(1)), vec![NotifySinks { id: id(1) }]);
     assert_eq!(c.committed(id(1)), vec![], "committed once");
     assert_eq!(
         c.stats(),
@@ -464,17 +435,12 @@ fn the_restore_point_is_the_newest_committed_checkpoint() {
     assert_eq!(c.tick(t + ms(400)), vec![Trigger { id: CheckpointId(4) }]);
     assert_eq!(
         c.restored(CheckpointId(2), t + ms(450)),
-        vec![
-            Abort {
-                id: CheckpointId(4),
-                reason: AbortReason::Restored
-            },
-            Retain {
-                keep: vec![CheckpointId(1), CheckpointId(2)],
-                delete: vec![CheckpointId(3)]
-            }
-        ]
+        vec![Abort {
+            id: CheckpointId(4),
+            reason: AbortReason::Restored
+        }]
     );
+    assert_eq!(c.retained(), vec![CheckpointId(1), CheckpointId(2)]);
     assert_eq!(c.committed(CheckpointId(3)), vec![], "discarded by the recovery");
     assert_eq!(c.tick(t + ms(549)), vec![]);
     assert_eq!(
@@ -484,13 +450,8 @@ fn the_restore_point_is_the_newest_committed_checkpoint() {
     );
     // Falling back past a corrupt checkpoint forgets it.
     c.worker_lost(t + ms(560));
-    assert_eq!(
-        c.restored(CheckpointId(1), t + ms(600)),
-        vec![Retain {
-            keep: vec![CheckpointId(1)],
-            delete: vec![CheckpointId(2)]
-        }]
-    );
+    assert_eq!(c.restored(CheckpointId(1), t + ms(600)), vec![]);
+    assert_eq!(c.retained(), vec![CheckpointId(1)]);
     assert_eq!(c.restore_point().map(|(id, _)| id), Some(CheckpointId(1)));
 }
 
@@ -708,16 +669,13 @@ impl Model {
                 let Some(snapshots) = self.uncommitted.remove(&id) else {
                     return (got, vec![]);
                 };
-                let mut delete: Vec<_> = self.uncommitted.keys().copied().filter(|&old| old < id).collect();
                 self.uncommitted.retain(|&old, _| old > id);
                 self.committed.push((id, snapshots));
                 self.commits += 1;
                 if self.committed.len() > SIM_K {
-                    delete.push(self.committed.remove(0).0);
+                    self.committed.remove(0);
                 }
-                delete.sort_unstable();
-                let keep = self.retained();
-                (got, vec![NotifySinks { id }, Retain { keep, delete }])
+                (got, vec![NotifySinks { id }])
             }
             Op::Restore(pick) => {
                 let retained = self.retained();
@@ -725,19 +683,9 @@ impl Model {
                     return (vec![], vec![]);
                 };
                 let got = c.restored(id, self.now);
-                let mut want = self.abort(AbortReason::Restored);
-                let mut delete: Vec<_> = self.uncommitted.keys().copied().collect();
+                let want = self.abort(AbortReason::Restored);
                 self.uncommitted.clear();
-                while self.committed.last().is_some_and(|(newest, _)| *newest > id) {
-                    delete.push(self.committed.pop().map(|(newest, _)| newest).unwrap_or_default());
-                }
-                delete.sort_unstable();
-                if !delete.is_empty() {
-                    want.push(Retain {
-                        keep: self.retained(),
-                        delete,
-                    });
-                }
+                self.committed.retain(|(kept, _)| *kept <= id);
                 self.baseline = self.now;
                 self.timeouts_in_row = 0;
                 (got, want)

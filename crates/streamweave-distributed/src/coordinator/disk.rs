@@ -101,7 +101,9 @@ fn run(
 }
 
 /// Writes the manifest (the commit point), then deletes what retention no longer needs; a
-/// failed deletion is only logged, the checkpoint being committed.
+/// failed deletion is only logged, the checkpoint being committed. This is the one place that
+/// decides which checkpoints stay: it lists the store itself, so it also removes aborted
+/// checkpoints and an earlier coordinator's leftovers, which the engine never hears of.
 fn commit(store: &LocalDirStore, manifest: &Manifest, retain: usize) -> Result<(), String> {
     store.commit(manifest).map_err(|e| e.to_string())?;
     if let Err(e) = store.retain(retain) {

@@ -154,13 +154,24 @@ impl Engine {
         self.checkpoint_actions(actions, now);
     }
 
+    /// Carries out the tracker's decisions. An abort is noted (and fails the move it carried)
+    /// even when no attempt runs, as when the attempt it belonged to was just stopped; the other
+    /// actions concern the running attempt and are moot without one.
     pub(super) fn checkpoint_actions(&mut self, actions: Vec<CheckpointAction>, now: Instant) {
-        let Some(attempt) = self.job.as_ref().and_then(|j| j.running_attempt()) else {
-            return;
-        };
+        let running = self.job.as_ref().and_then(|j| j.running_attempt());
         for action in actions {
-            match action {
-                CheckpointAction::Trigger { id } => {
+            match (action, running) {
+                (CheckpointAction::Abort { id, reason }, _) => {
+                    self.out.push(Action::Log(Note::CheckpointAborted {
+                        checkpoint: id.0,
+                        reason: reason.to_string(),
+                    }));
+                    if self.move_waits_for(id.0) {
+                        self.move_failed(format!("checkpoint {id} was aborted: {reason}"), now);
+                    }
+                }
+                (_, None) => {}
+                (CheckpointAction::Trigger { id }, Some(attempt)) => {
                     let moves = self.moves_of(id.0);
                     self.broadcast(CoordinatorMessage::TriggerCheckpoint {
                         attempt,
@@ -168,13 +179,15 @@ impl Engine {
                         moves,
                     });
                 }
-                CheckpointAction::Complete { id, snapshots, .. } => self.out.push(Action::WriteCheckpoint {
-                    id: id.0,
-                    attempt,
-                    snapshots,
-                    retain: self.config.checkpoint_retain,
-                }),
-                CheckpointAction::NotifySinks { id } => {
+                (CheckpointAction::Complete { id, snapshots, .. }, Some(attempt)) => {
+                    self.out.push(Action::WriteCheckpoint {
+                        id: id.0,
+                        attempt,
+                        snapshots,
+                        retain: self.config.checkpoint_retain,
+                    })
+                }
+                (CheckpointAction::NotifySinks { id }, Some(attempt)) => {
                     if self.config.recovery_strategy == RecoveryStrategy::FromCheckpoint {
                         // Progress a restart keeps (from the beginning, it keeps none).
                         if let Some(job) = self.job.as_mut() {
@@ -186,17 +199,7 @@ impl Engine {
                         self.complete_move(id.0, now);
                     }
                 }
-                CheckpointAction::Abort { id, reason } => {
-                    self.out.push(Action::Log(Note::CheckpointAborted {
-                        checkpoint: id.0,
-                        reason: reason.to_string(),
-                    }));
-                    if self.move_waits_for(id.0) {
-                        self.move_failed(format!("checkpoint {id} was aborted: {reason}"), now);
-                    }
-                }
-                CheckpointAction::Retain { .. } => {}
-                CheckpointAction::FailAttempt { timeouts } => {
+                (CheckpointAction::FailAttempt { timeouts }, Some(attempt)) => {
                     let reason = format!(
                         "{timeouts} checkpoints in a row timed out (tolerable: {})",
                         self.config.tolerable_checkpoint_failures
@@ -312,12 +315,16 @@ impl Engine {
                 let Some(message) = self.start_message(attempt) else {
                     return;
                 };
-                if let Some(c) = self.checkpoints.as_mut() {
-                    match restore {
-                        Some(id) => drop(c.restored(id, now)),
-                        None => c.start(now),
+                // Restoring aborts a checkpoint still in flight (noted like any abort).
+                let aborted = match (self.checkpoints.as_mut(), restore) {
+                    (Some(c), Some(id)) => c.restored(id, now),
+                    (Some(c), None) => {
+                        c.start(now);
+                        Vec::new()
                     }
-                }
+                    (None, _) => Vec::new(),
+                };
+                self.checkpoint_actions(aborted, now);
                 if let Some(job) = self.job.as_mut() {
                     job.restored_from(restore.map(|id| id.0));
                 }
@@ -328,9 +335,12 @@ impl Engine {
                 self.broadcast(message);
             }
             JobStep::Stop(attempt) => {
-                if let Some(c) = self.checkpoints.as_mut() {
-                    let _ = c.assignment_changed(now);
-                }
+                // The stopped attempt's checkpoint in flight is aborted (and noted).
+                let aborted = self
+                    .checkpoints
+                    .as_mut()
+                    .map_or_else(Vec::new, |c| c.assignment_changed(now));
+                self.checkpoint_actions(aborted, now);
                 let state = self.job.as_ref().map_or(JobState::Failed, |j| j.state());
                 self.out
                     .push(Action::Event(ClusterEvent::JobStopped { attempt, state }));
