@@ -39,13 +39,60 @@ pub mod protocol;
 mod types;
 pub mod worker;
 
+// The public API: what a job author (streams, partitioners, sources, sinks, the registry) and an
+// operator (coordinator, worker, client, recovery) use, all at the crate root. The modules stay
+// public for the rest (checkpoint stores, wire types, network); decision internals are only in
+// `internals`.
 pub use client::{Client, ClientError};
 pub use coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorHandle, CoordinatorImpl, RebalanceStrategy,
     RecoveryStrategy,
 };
+pub use dataflow::sinks::{CollectorSink, StdoutSink, TextDirSink};
+pub use dataflow::sources::{CollectionSource, GeneratorSource, TextDirSource, Throttled};
+pub use dataflow::{
+    BroadcastPartitioner, DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, KeyedStream,
+    Partitioner, RangePartitioner, RoundRobinPartitioner, Sink, Source, Stream,
+};
 pub use error::ConfigError;
-pub use fault_tolerance::FailureDetector;
-pub use protocol::{ClusterStatus, WorkerStatus};
+pub use fault_tolerance::{FailureDetector, RecoveryManager};
+pub use protocol::{ClusterStatus, JobState, JobStatus, WorkerStatus};
 pub use types::{Generation, PartitionId, WorkerId, WorkerInfo, WorkerState};
 pub use worker::{PartitionTask, Worker, WorkerConfig, WorkerError, WorkerImpl};
+
+pub mod internals {
+    //! Decision internals, for tools and tests that drive them directly. **Unstable**: these
+    //! change with the implementation, without notice; a user's job or cluster never needs them.
+    //!
+    //! The coordinator's pure decision core ([`engine`]), its partition planner
+    //! ([`assignment`]), its job-attempt and checkpoint bookkeeping ([`job_control`],
+    //! [`checkpoint_tracker`]), the job's type-erased execution plan ([`plan`]) and the two
+    //! halves of the protocol handshake ([`dial_handshake`], [`accept_handshake`]).
+
+    pub use crate::protocol::handshake::{accept_handshake, dial_handshake};
+
+    /// The coordinator's decision core: a synchronous state machine, inputs and `now` in, actions out.
+    pub mod engine {
+        pub use crate::coordinator::engine::*;
+    }
+
+    /// Partition assignment: the pure planner (balanced, sticky, capacity-aware).
+    pub mod assignment {
+        pub use crate::coordinator::assignment::*;
+    }
+
+    /// Job attempts: starting, restarting and numbering them.
+    pub mod job_control {
+        pub use crate::coordinator::job_control::*;
+    }
+
+    /// The coordinator's checkpoint bookkeeping: when to trigger, what is in flight, what to commit.
+    pub mod checkpoint_tracker {
+        pub use crate::coordinator::checkpoint_tracker::*;
+    }
+
+    /// A job's type-erased execution plan, as the worker runs it.
+    pub mod plan {
+        pub use crate::dataflow::plan::*;
+    }
+}
