@@ -208,10 +208,12 @@ pub(crate) async fn answer(
                 .await;
             return Some(match triggered {
                 Ok(Ok(id)) => ClientResponse::CheckpointTriggered { id },
-                Ok(Err(CoordinatorError::Communication(reason))) => ClientResponse::Error {
-                    kind: ErrorKind::Other,
-                    message: format!("no checkpoint: {reason}"),
-                },
+                Ok(Err(e @ (CoordinatorError::NoJob(_) | CoordinatorError::CheckpointsOff))) => {
+                    ClientResponse::Error {
+                        kind: ErrorKind::Other,
+                        message: format!("no checkpoint: {e}"),
+                    }
+                }
                 Ok(Err(e)) => ClientResponse::Error {
                     kind: error_kind(&e),
                     message: e.to_string(),
