@@ -2,16 +2,37 @@
 //! coordinator that manages them and keeps every partition owned by exactly one live worker while
 //! workers crash, join and leave.
 //!
+//! # Public API
+//!
+//! Everything a user needs is at the crate root:
+//!
+//! - **Job authors**: [`Stream`] (build a job: source, operators, one exchange, sink), [`Job`],
+//!   [`JobSpec`], [`JobRegistry`]; the partitioners [`HashPartitioner`], [`RangePartitioner`],
+//!   [`RoundRobinPartitioner`], [`BroadcastPartitioner`] and the [`Partitioner`] trait; the
+//!   sources [`TextDirSource`], [`CollectionSource`], [`GeneratorSource`], [`Throttled`] and the
+//!   sinks [`TextDirSink`], [`StdoutSink`], [`CollectorSink`] (the [`Source`] and [`Sink`] traits
+//!   for your own).
+//! - **Operators**: [`CoordinatorImpl`] / [`CoordinatorConfig`] / [`Coordinator`],
+//!   [`WorkerImpl`] / [`WorkerConfig`] / [`Worker`], the admin [`Client`], [`RecoveryManager`],
+//!   [`FailureDetector`], and the status types ([`ClusterStatus`], [`JobStatus`]).
+//!
+//! The modules hold the rest: [`dataflow`] (operators' types, built-in jobs), [`checkpoint`]
+//! (checkpoint stores), [`protocol`] (wire messages), [`network`] (transport). [`internals`]
+//! exposes the decision internals for tools and tests; it is unstable.
+//!
 //! # Layout
 //!
 //! ```text
 //! protocol/         wire format: handshake, frames, messages (nothing else touches bytes)
-//! network/          Transport (dial + handshake), ConnectionPool, typed Connection
+//! network/          Transport (dial + handshake), ConnectionPool (a limit), typed Connection
 //! coordinator/      engine/ (pure decisions, one file per concept) + assignment (pure planner)
 //!                   + failure_detector + server (async shell) + commands (CoordinatorHandle)
 //!                   + handle (CoordinatorImpl, the public API)
-//! worker/           session (register, heartbeat, apply assignments, reconnect) + tasks
-//!                   (one task per owned partition) + WorkerImpl
+//! worker/           session (register, heartbeat, apply assignments, reconnect)
+//!                   + partition_tasks (one task per owned partition) + job_tasks (a job's work)
+//!                   + WorkerImpl
+//! dataflow/         Stream, partitioners, sources, sinks, JobRegistry
+//! checkpoint/       checkpoint stores (local directory, memory) and restore
 //! fault_tolerance/  RecoveryManager (uses the coordinator); re-exports FailureDetector
 //! client            admin client used by `swd status | assign | rebalance`
 //! ```
