@@ -2,16 +2,37 @@
 //! coordinator that manages them and keeps every partition owned by exactly one live worker while
 //! workers crash, join and leave.
 //!
+//! # Public API
+//!
+//! Everything a user needs is at the crate root:
+//!
+//! - **Job authors**: [`Stream`] (build a job: source, operators, one exchange, sink), [`Job`],
+//!   [`JobSpec`], [`JobRegistry`]; the partitioners [`HashPartitioner`], [`RangePartitioner`],
+//!   [`RoundRobinPartitioner`], [`BroadcastPartitioner`] and the [`Partitioner`] trait; the
+//!   sources [`TextDirSource`], [`CollectionSource`], [`GeneratorSource`], [`Throttled`] and the
+//!   sinks [`TextDirSink`], [`StdoutSink`], [`CollectorSink`] (the [`Source`] and [`Sink`] traits
+//!   for your own).
+//! - **Operators**: [`CoordinatorImpl`] / [`CoordinatorConfig`] / [`Coordinator`],
+//!   [`WorkerImpl`] / [`WorkerConfig`] / [`Worker`], the admin [`Client`], [`RecoveryManager`],
+//!   [`FailureDetector`], and the status types ([`ClusterStatus`], [`JobStatus`]).
+//!
+//! The modules hold the rest: [`dataflow`] (operators' types, built-in jobs), [`checkpoint`]
+//! (checkpoint stores), [`protocol`] (wire messages), [`network`] (transport). [`internals`]
+//! exposes the decision internals for tools and tests; it is unstable.
+//!
 //! # Layout
 //!
 //! ```text
 //! protocol/         wire format: handshake, frames, messages (nothing else touches bytes)
-//! network/          Transport (dial + handshake), ConnectionPool, typed Connection
+//! network/          Transport (dial + handshake), ConnectionPool (a limit), typed Connection
 //! coordinator/      engine/ (pure decisions, one file per concept) + assignment (pure planner)
 //!                   + failure_detector + server (async shell) + commands (CoordinatorHandle)
 //!                   + handle (CoordinatorImpl, the public API)
-//! worker/           session (register, heartbeat, apply assignments, reconnect) + tasks
-//!                   (one task per owned partition) + WorkerImpl
+//! worker/           session (register, heartbeat, apply assignments, reconnect)
+//!                   + partition_tasks (one task per owned partition) + job_tasks (a job's work)
+//!                   + WorkerImpl
+//! dataflow/         Stream, partitioners, sources, sinks, JobRegistry
+//! checkpoint/       checkpoint stores (local directory, memory) and restore
 //! fault_tolerance/  RecoveryManager (uses the coordinator); re-exports FailureDetector
 //! client            admin client used by `swd status | assign | rebalance`
 //! ```
@@ -39,13 +60,60 @@ pub mod protocol;
 mod types;
 pub mod worker;
 
+// The public API: what a job author (streams, partitioners, sources, sinks, the registry) and an
+// operator (coordinator, worker, client, recovery) use, all at the crate root. The modules stay
+// public for the rest (checkpoint stores, wire types, network); decision internals are only in
+// `internals`.
 pub use client::{Client, ClientError};
 pub use coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorHandle, CoordinatorImpl, RebalanceStrategy,
     RecoveryStrategy,
 };
+pub use dataflow::sinks::{CollectorSink, StdoutSink, TextDirSink};
+pub use dataflow::sources::{CollectionSource, GeneratorSource, TextDirSource, Throttled};
+pub use dataflow::{
+    BroadcastPartitioner, DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, KeyedStream,
+    Partitioner, RangePartitioner, RoundRobinPartitioner, Sink, Source, Stream,
+};
 pub use error::ConfigError;
-pub use fault_tolerance::FailureDetector;
-pub use protocol::{ClusterStatus, WorkerStatus};
+pub use fault_tolerance::{FailureDetector, RecoveryManager};
+pub use protocol::{ClusterStatus, JobState, JobStatus, WorkerStatus};
 pub use types::{Generation, PartitionId, WorkerId, WorkerInfo, WorkerState};
 pub use worker::{PartitionTask, Worker, WorkerConfig, WorkerError, WorkerImpl};
+
+pub mod internals {
+    //! Decision internals, for tools and tests that drive them directly. **Unstable**: these
+    //! change with the implementation, without notice; a user's job or cluster never needs them.
+    //!
+    //! The coordinator's pure decision core ([`engine`]), its partition planner
+    //! ([`assignment`]), its job-attempt and checkpoint bookkeeping ([`job_control`],
+    //! [`checkpoint_tracker`]), the job's type-erased execution plan ([`plan`]) and the two
+    //! halves of the protocol handshake ([`dial_handshake`], [`accept_handshake`]).
+
+    pub use crate::protocol::handshake::{accept_handshake, dial_handshake};
+
+    /// The coordinator's decision core: a synchronous state machine, inputs and `now` in, actions out.
+    pub mod engine {
+        pub use crate::coordinator::engine::*;
+    }
+
+    /// Partition assignment: the pure planner (balanced, sticky, capacity-aware).
+    pub mod assignment {
+        pub use crate::coordinator::assignment::*;
+    }
+
+    /// Job attempts: starting, restarting and numbering them.
+    pub mod job_control {
+        pub use crate::coordinator::job_control::*;
+    }
+
+    /// The coordinator's checkpoint bookkeeping: when to trigger, what is in flight, what to commit.
+    pub mod checkpoint_tracker {
+        pub use crate::coordinator::checkpoint_tracker::*;
+    }
+
+    /// A job's type-erased execution plan, as the worker runs it.
+    pub mod plan {
+        pub use crate::dataflow::plan::*;
+    }
+}

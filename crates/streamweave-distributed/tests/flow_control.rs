@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamweave_distributed::dataflow::plan::BATCH_RECORDS;
 use streamweave_distributed::dataflow::sources::GeneratorSource;
 use streamweave_distributed::dataflow::{
     DataflowError, HashPartitioner, JobRegistry, JobSpec, Sink, SinkContext, SinkWriter, Stream,
 };
+use streamweave_distributed::internals::plan::BATCH_RECORDS;
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::worker::CREDITS_PER_CHANNEL;
 use streamweave_distributed::{

@@ -9,12 +9,11 @@
 
 use std::process::ExitCode;
 
-use streamweave_distributed::dataflow::sinks::TextDirSink;
-use streamweave_distributed::dataflow::sources::TextDirSource;
-use streamweave_distributed::dataflow::{jobs, DataflowError, JobSpec, Stream};
+use streamweave_distributed::dataflow::jobs;
+use streamweave_distributed::{DataflowError, Job, JobSpec, Stream, TextDirSink, TextDirSource};
 
 /// For every word length, the alphabetically first word of that length (a keyed reduce).
-fn longest_words(spec: &JobSpec) -> Result<streamweave_distributed::dataflow::Job, DataflowError> {
+fn longest_words(spec: &JobSpec) -> Result<Job, DataflowError> {
     let input = TextDirSource::new(spec.require_input()?.clone());
     let output = TextDirSink::new(spec.require_output()?.clone());
     Ok(Stream::from_source(input)

@@ -135,7 +135,7 @@ pub fn targets(num_partitions: usize, members: &[Member], current: &Ownership) -
 /// are ignored and missing ones count as unowned.
 ///
 /// ```rust
-/// use streamweave_distributed::coordinator::assignment::{balanced, Member};
+/// use streamweave_distributed::internals::assignment::{balanced, Member};
 /// use streamweave_distributed::WorkerId;
 ///
 /// let w = |s: &str| WorkerId::new(s);

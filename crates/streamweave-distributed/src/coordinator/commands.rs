@@ -185,10 +185,12 @@ pub(crate) async fn answer(
             // request waits on a checkpoint.
             return Some(match handle.trigger_checkpoint().await? {
                 Ok(id) => ClientResponse::CheckpointTriggered { id },
-                Err(CoordinatorError::Communication(reason)) => ClientResponse::Error {
-                    kind: ErrorKind::Other,
-                    message: format!("no checkpoint: {reason}"),
-                },
+                Err(e @ (CoordinatorError::NoJob(_) | CoordinatorError::CheckpointsOff)) => {
+                    ClientResponse::Error {
+                        kind: ErrorKind::Other,
+                        message: format!("no checkpoint: {e}"),
+                    }
+                }
                 Err(e) => ClientResponse::Error {
                     kind: error_kind(&e),
                     message: e.to_string(),

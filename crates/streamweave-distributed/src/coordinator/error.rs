@@ -14,9 +14,17 @@ pub enum CoordinatorError {
     /// No worker with this id is a member.
     #[error("worker not found: {0}")]
     WorkerNotFound(WorkerId),
-    /// The coordinator could not be reached or could not serve (socket errors, not started).
+    /// The coordinator could not be reached or could not serve (socket errors, not started,
+    /// an answer that did not come in time).
     #[error("communication error: {0}")]
     Communication(String),
+    /// A checkpoint was asked for but no job attempt is running (none started, or the job is
+    /// between attempts); the text says which.
+    #[error("{0}")]
+    NoJob(String),
+    /// A checkpoint was asked for but checkpoints are off.
+    #[error("checkpoints are off (no checkpoint interval configured)")]
+    CheckpointsOff,
     /// A partition number or set that cannot be assigned.
     #[error("invalid partition: {0}")]
     InvalidPartition(String),

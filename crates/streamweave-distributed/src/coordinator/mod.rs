@@ -17,26 +17,20 @@
 //! run one way: handle -> server -> disk -> commands -> engine; this module never uses
 //! `fault_tolerance` (which uses it).
 
-pub mod assignment;
-pub mod checkpoint_tracker;
-/// The former path of [`checkpoint_tracker`] and its former names, kept so existing code compiles.
-pub mod checkpoints {
-    pub use super::checkpoint_tracker::*;
-
-    /// The former name of [`CheckpointTracker`].
-    pub type CheckpointCoordinator = CheckpointTracker;
-}
+// The decision internals below are public only as `crate::internals` (unstable).
+pub(crate) mod assignment;
+pub(crate) mod checkpoint_tracker;
 mod commands;
 mod config;
 mod disk;
-pub mod engine;
+pub(crate) mod engine;
 mod epoch;
 mod error;
 mod event_log;
 // Used by the engine; public as `fault_tolerance::FailureDetector`.
 pub(crate) mod failure_detector;
 mod handle;
-pub mod job_control;
+pub(crate) mod job_control;
 mod server;
 #[cfg(test)]
 mod server_accept_tests;

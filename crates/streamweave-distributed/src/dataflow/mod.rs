@@ -17,7 +17,8 @@ mod builtin_jobs;
 mod error;
 mod keyed;
 mod partitioner;
-pub mod plan;
+// Public only as `crate::internals::plan` (unstable).
+pub(crate) mod plan;
 mod registry;
 mod router;
 mod short_key;

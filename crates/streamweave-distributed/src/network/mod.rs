@@ -1,10 +1,11 @@
 //! Connections between nodes: dialing with a deadline and the protocol handshake
-//! ([`Transport`]), a cap on concurrent outbound connections ([`ConnectionPool`]), and a framed,
+//! ([`Transport`]), a cap on concurrent outbound connections and the connect deadline
+//! ([`ConnectionPool`], which pools nothing: the seed's name for a limit), and a framed,
 //! typed duplex [`Connection`] over TCP.
 //!
 //! ```text
 //! Transport::connect(addr, hello)
-//!    -> pool permit -> TcpStream::connect (timeout) -> dial_handshake (timeout)
+//!    -> limit slot (ConnectionPool) -> TcpStream::connect (timeout) -> dial_handshake (timeout)
 //!    -> Connection<Out, In>: send(Out) / recv() -> In, or split() into reader and writer
 //! ```
 

@@ -1,4 +1,8 @@
 //! A cap on concurrent outbound connections and the deadline for opening one.
+//!
+//! Despite its name, [`ConnectionPool`] keeps no connections for reuse: every
+//! [`Transport::connect`](super::Transport::connect) opens a new TCP connection. The name is the
+//! seed's public API (`network::{ConnectionPool, Transport}` in the README), so it stays.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +11,17 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::NetworkError;
 
-/// Limits how many outbound connections a node holds at once and how long opening one
-/// (TCP connect plus handshake) may take. Cloning shares the limit.
+/// A connection limit and a connect timeout for a [`Transport`](super::Transport); it pools
+/// nothing (the name is kept from the seed's API).
+///
+/// - **Limit**: at most `max_connections` connections opened through it are alive at once. Each
+///   [`Connection`](super::Connection) holds one slot until it is dropped or
+///   [`split`](super::Connection::split) (the halves hold none); a connect beyond the limit fails
+///   at once with [`NetworkError::PoolExhausted`] rather than waiting for a slot.
+/// - **Timeout**: opening a connection (TCP connect plus the protocol handshake) fails with
+///   [`NetworkError::Timeout`] after `timeout`.
+///
+/// Cloning shares the limit; [`with_max_connections`](Self::with_max_connections) starts a new one.
 ///
 /// ```
 /// use std::time::Duration;
@@ -33,7 +46,7 @@ impl ConnectionPool {
     /// Default deadline: 5 seconds.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-    /// A pool with the default limits.
+    /// A limit of [`Self::DEFAULT_MAX_CONNECTIONS`] and a timeout of [`Self::DEFAULT_TIMEOUT`].
     pub fn new() -> Self {
         ConnectionPool {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
@@ -42,7 +55,8 @@ impl ConnectionPool {
         }
     }
 
-    /// Sets the maximum number of connections open at once.
+    /// Sets the maximum number of connections alive at once. This starts a new limit: clones
+    /// made before it keep the old one.
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self.permits = Arc::new(Semaphore::new(max));
@@ -65,7 +79,7 @@ impl ConnectionPool {
         self.timeout
     }
 
-    /// Connections currently open through this pool.
+    /// Slots currently taken: connections opened through this limit and not yet dropped or split.
     pub fn in_use(&self) -> usize {
         self.max_connections - self.permits.available_permits()
     }

@@ -26,7 +26,8 @@ pub struct Transport {
 }
 
 impl Transport {
-    /// A transport drawing its limits from `pool`, with the default maximum frame size.
+    /// A transport with the connection limit and connect timeout of `pool`, and the default
+    /// maximum frame size.
     pub fn new(pool: ConnectionPool) -> Self {
         Transport {
             pool,
@@ -40,7 +41,7 @@ impl Transport {
         self
     }
 
-    /// The pool it draws from.
+    /// The connection limit and connect timeout it uses.
     pub fn pool(&self) -> &ConnectionPool {
         &self.pool
     }

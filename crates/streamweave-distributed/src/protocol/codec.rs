@@ -86,7 +86,7 @@ pub(crate) fn encode_frame<T: Serialize>(
     max_frame_size: usize,
     dst: &mut BytesMut,
 ) -> Result<(), ProtocolError> {
-    let body = postcard::to_stdvec(item).map_err(|e| ProtocolError::Decode(e.to_string()))?;
+    let body = postcard::to_stdvec(item).map_err(|e| ProtocolError::Encode(e.to_string()))?;
     if body.len() > max_frame_size || body.len() > u32::MAX as usize {
         return Err(ProtocolError::FrameTooLarge {
             size: body.len(),
@@ -175,5 +175,22 @@ mod tests {
             }
         }
         assert_eq!(decoded, Some(body));
+    }
+
+    /// A value whose serializer fails, as a type postcard cannot encode would.
+    struct Unencodable;
+
+    impl Serialize for Unencodable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("cannot be encoded"))
+        }
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_encoded_is_an_encode_error_and_writes_nothing() {
+        let mut buf = BytesMut::new();
+        let result = encode_frame(&Unencodable, DEFAULT_MAX_FRAME_SIZE, &mut buf);
+        assert!(matches!(result, Err(ProtocolError::Encode(_))), "{result:?}");
+        assert!(buf.is_empty());
     }
 }

@@ -34,6 +34,10 @@ pub enum ProtocolError {
         /// The maximum.
         max: usize,
     },
+    /// A message could not be encoded for sending (a serializer error: a type whose length is
+    /// unknown up front, for example). Nothing was written.
+    #[error("unencodable message: {0}")]
+    Encode(String),
     /// A frame's body did not decode as the expected message.
     #[error("undecodable frame: {0}")]
     Decode(String),

@@ -14,7 +14,8 @@
 mod admin;
 mod codec;
 mod error;
-mod handshake;
+// The handshake functions are public only as `crate::internals` (unstable).
+pub(crate) mod handshake;
 mod job_spec;
 mod message;
 #[cfg(test)]
@@ -26,7 +27,8 @@ pub use admin::{
 };
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use error::ProtocolError;
-pub use handshake::{accept_handshake, dial_handshake, Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
+pub(crate) use handshake::{accept_handshake, dial_handshake};
+pub use handshake::{Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
 pub use job_spec::JobSpecWire;
 pub use message::{
     Adoption, CheckpointPlan, CoordinatorMessage, JobProgress, PartitionMove, PartitionOwner, PeerMessage,

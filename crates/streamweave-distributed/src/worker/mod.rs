@@ -4,7 +4,7 @@
 //! ```text
 //! WorkerImpl::register --Transport--> coordinator: Register -> Registered
 //! WorkerImpl::start    --spawn-->     session shell (session.rs) around SessionCore (session_core.rs)
-//!     Assignment{generation, partitions} -> TaskSet::apply (tasks.rs): stop revoked, start
+//!     Assignment{generation, partitions} -> TaskSet::apply (partition_tasks.rs): stop revoked, start
 //!     granted -> Ack{generation, running};  Heartbeat every heartbeat_interval
 //!     connection lost -> capped exponential backoff, register again (same incarnation);
 //!     unreachable longer than heartbeat_timeout -> stop tasks (the coordinator moved them)
@@ -21,16 +21,16 @@ pub(crate) mod exchange;
 mod job_runner;
 mod job_tasks;
 mod panics;
+mod partition_tasks;
 mod receiver_task;
 mod session;
 mod session_core;
 mod session_events;
 mod source_task;
-mod tasks;
 mod worker_impl;
 
 pub use config::WorkerConfig;
 pub use error::WorkerError;
 pub use exchange::CREDITS_PER_CHANNEL;
-pub use tasks::{IdleTask, PartitionTask, TaskFuture};
+pub use partition_tasks::{IdleTask, PartitionTask, TaskFuture};
 pub use worker_impl::{Worker, WorkerImpl, WorkerSnapshot};

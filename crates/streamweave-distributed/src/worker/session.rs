@@ -20,9 +20,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::job_runner::JobRunner;
+use super::partition_tasks::TaskSet;
 use super::session_core::{SessionCore, DRAIN_TIMEOUT};
 use super::session_events::{SessionAction, SessionEnd, SessionInput, SessionNote, WorkerSnapshot};
-use super::tasks::TaskSet;
 use super::{WorkerConfig, WorkerError};
 use crate::network::{Connection, ConnectionReader, ConnectionWriter, Transport};
 use crate::protocol::{CoordinatorMessage, Hello, RegisterRequest, Role, WorkerMessage};

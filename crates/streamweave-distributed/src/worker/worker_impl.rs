@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::exchange::DataPlane;
 use super::job_runner::JobRunner;
+use super::partition_tasks::{IdleTask, PartitionTask, TaskSet};
 use super::session::{Session, WorkerConnection};
 use super::session_core::{SessionCore, FIRST_BACKOFF};
 use super::session_events::SessionTiming;
 pub use super::session_events::WorkerSnapshot;
-use super::tasks::{IdleTask, PartitionTask, TaskSet};
 use super::{WorkerConfig, WorkerError};
 use crate::dataflow::JobRegistry;
 use crate::network::{describe_io_error, ConnectionPool, Transport};

@@ -391,17 +391,13 @@ impl Engine {
     /// Takes a checkpoint of the running job now; returns its id (or the one already in flight).
     pub fn request_checkpoint(&mut self, now: Instant) -> Result<(u64, Vec<Action>), CoordinatorError> {
         if self.job.as_ref().and_then(|j| j.running_attempt()).is_none() {
-            return Err(CoordinatorError::Communication(
-                "no job attempt is running".to_string(),
-            ));
+            return Err(CoordinatorError::NoJob("no job attempt is running".to_string()));
         }
         let Some(checkpoints) = self.checkpoints.as_mut() else {
-            return Err(CoordinatorError::Communication(
-                "checkpoints are off (no checkpoint interval configured)".to_string(),
-            ));
+            return Err(CoordinatorError::CheckpointsOff);
         };
         let (id, actions) = checkpoints.request(now);
-        let id = id.ok_or_else(|| CoordinatorError::Communication("the job has not started".to_string()))?;
+        let id = id.ok_or_else(|| CoordinatorError::NoJob("the job has not started".to_string()))?;
         self.checkpoint_actions(actions, now);
         Ok((id.0, std::mem::take(&mut self.out)))
     }

@@ -1,5 +1,9 @@
 //! One task per owned partition: started on grant, stopped (and awaited) on revoke, and seen
 //! when it ends by itself.
+//!
+//! This is the seed's execution model (`WorkerImpl::with_task`): a [`PartitionTask`] per
+//! partition, [`IdleTask`] when none is given, kept by [`TaskSet`]. A dataflow job's work (source
+//! and receiver tasks, barriers, checkpoints) is in `job_tasks.rs` and `job_runner.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
