@@ -93,6 +93,11 @@ impl<In: DeserializeOwned> ConnectionReader<In> {
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
     }
+
+    /// Bytes of a frame that has started arriving but is not complete (0 between frames).
+    pub fn partial_frame_len(&self) -> usize {
+        self.frames.read_buffer().len()
+    }
 }
 
 impl<Out: Serialize> ConnectionWriter<Out> {

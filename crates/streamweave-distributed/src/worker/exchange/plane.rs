@@ -33,6 +33,13 @@ use crate::types::WorkerId;
 const PEER_WAIT: Duration = Duration::from_secs(15);
 /// How long a new data connection may take for the handshake and its Hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a started frame may go without a byte before its connection closes (checked twice:
+/// a stall is closed after one to two of these).
+#[cfg(not(test))]
+const STALLED_FRAME: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const STALLED_FRAME: Duration = Duration::from_millis(200);
 /// Data connections accepted at once: a cluster of 128 workers twice over.
 pub(crate) const MAX_DATA_CONNECTIONS: usize = 256;
 /// Bytes of messages held across all connections while they wait to be admitted: one message
@@ -265,11 +272,25 @@ impl DataPlane {
 
     /// Reads the link's messages until it closes or the peer misbehaves.
     async fn read_loop(self, link: Arc<Link>, mut reader: ConnectionReader<PeerMessage>) {
+        // A link may be idle between frames for as long as an attempt lasts, but a frame that
+        // has started must keep arriving: a peer that stops mid-frame holds a connection slot
+        // and a buffer, so a partial frame that has not grown in STALLED_FRAME closes it.
+        let mut partial_seen: Option<usize> = None;
         loop {
             let message = tokio::select! {
                 _ = link.closed.cancelled() => break,
                 message = reader.recv() => message,
+                _ = tokio::time::sleep(STALLED_FRAME) => {
+                    let partial = reader.partial_frame_len();
+                    if partial > 0 && partial_seen == Some(partial) {
+                        tracing::warn!(peer = %link.peer, bytes = partial, "closing data connection: stalled in the middle of a frame");
+                        break;
+                    }
+                    partial_seen = Some(partial);
+                    continue;
+                }
             };
+            partial_seen = None;
             match message {
                 Ok(Some(message)) => {
                     if let Err(reason) = self.on_message(&link, message).await {
@@ -690,6 +711,60 @@ mod tests {
         assert!(!closed(&mut w2, SHORT).await, "within its credits");
         w2.send(batch(5, 0)).await.unwrap();
         assert!(closed(&mut w2, LONG).await, "one batch beyond its credits");
+    }
+
+    /// A raw data connection introduced as `id`, for writing partial frames.
+    async fn raw_peer(addr: std::net::SocketAddr, id: &str) -> tokio::net::TcpStream {
+        use tokio_util::codec::Encoder;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let hello = Hello {
+            role: Role::Peer,
+            cluster: "test".into(),
+        };
+        crate::protocol::dial_handshake(&mut stream, &hello)
+            .await
+            .unwrap();
+        let mut frame = bytes::BytesMut::new();
+        crate::protocol::MessageCodec::<PeerMessage, ()>::new(1 << 20)
+            .encode(
+                PeerMessage::Hello {
+                    worker: WorkerId::new(id),
+                },
+                &mut frame,
+            )
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &frame)
+            .await
+            .unwrap();
+        stream
+    }
+
+    /// Whether the plane closed `stream` (reads end) within `within`.
+    async fn raw_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(within, tokio::io::AsyncReadExt::read(stream, &mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_peer_stalled_in_the_middle_of_a_frame_is_closed_an_idle_one_is_not() {
+        let (_plane, addr) = w1_in_attempt_5().await;
+        let mut idle = raw_peer(addr, "w2").await;
+        let mut stalled = raw_peer(addr, "w3").await;
+        // A header announcing 64 KiB, ten bytes of it, then nothing.
+        let mut partial = (64u32 * 1024).to_be_bytes().to_vec();
+        partial.extend_from_slice(&[7; 10]);
+        tokio::io::AsyncWriteExt::write_all(&mut stalled, &partial)
+            .await
+            .unwrap();
+        assert!(raw_closed(&mut stalled, LONG).await, "stalled mid-frame");
+        // By now the idle link has been idle for several stall periods.
+        assert!(
+            !raw_closed(&mut idle, STALLED_FRAME * 3).await,
+            "idle between frames"
+        );
     }
 
     #[tokio::test]
