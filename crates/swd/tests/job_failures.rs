@@ -10,9 +10,9 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{status_at, try_status_at, Proc};
+use common::{status_at, wait_status_at, Proc};
 use serde_json::Value;
 
 /// The bar: a poisoned job ends within a minute.
@@ -172,18 +172,7 @@ fn start_worker(addr: SocketAddr, id: &str) -> Proc {
 }
 
 fn wait_for(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let end = Instant::now() + WITHIN;
-    let mut last = Value::Null;
-    while Instant::now() < end {
-        if let Some(status) = try_status_at(addr) {
-            if done(&status) {
-                return status;
-            }
-            last = status;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out waiting for {what}; last status: {last:#}");
+    wait_status_at(addr, WITHIN, what, done)
 }
 
 #[test]

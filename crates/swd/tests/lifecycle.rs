@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{swd, try_status_at, Proc, DEADLINE};
+use common::{swd, wait_status_at, Proc, DEADLINE};
 use serde_json::Value;
 
 const FILES: u64 = 4;
@@ -184,18 +184,7 @@ fn wait_for_children(local: &Local, workers: usize) -> (Vec<Seen>, SocketAddr) {
 
 /// Polls the coordinator until `done` holds.
 fn wait_status(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let end = Instant::now() + DEADLINE;
-    let mut last = Value::Null;
-    while Instant::now() < end {
-        if let Some(status) = try_status_at(addr) {
-            if done(&status) {
-                return status;
-            }
-            last = status;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("timed out waiting for {what}; last status: {last:#}");
+    wait_status_at(addr, DEADLINE, what, done)
 }
 
 /// The committed output's numbers (files not starting with `.` or `_`), each once.
@@ -238,15 +227,12 @@ fn assert_prefix_of_each_file(numbers: &BTreeSet<u64>) -> BTreeMap<u64, u64> {
     per_file
 }
 
-/// Runs a checkpointed, rate-limited `repartition` under `swd local`, stops it with `signal`
-/// once a checkpoint is committed, and checks the exit code, the status line, that no process
-/// is left and that the committed output is a consistent prefix of the input.
-fn interrupt_checkpointed_job(signal: i32, name: &str, code: i32) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("input");
-    let output = dir.path().join("output");
+/// `swd local` running a rate-limited `repartition` of the numbers (2 workers, 4 partitions)
+/// with checkpoints every 200 ms, its data directory and input under `dir`.
+fn checkpointed_repartition(dir: &Path, output: &Path) -> Local {
+    let input = dir.join("input");
     write_numbers(&input);
-    let local = Local::start(&[
+    Local::start(&[
         "--workers",
         "2",
         "--partitions",
@@ -262,8 +248,17 @@ fn interrupt_checkpointed_job(signal: i32, name: &str, code: i32) {
         "--checkpoint-interval",
         "200ms",
         "--data-dir",
-        &dir.path().join("data").to_string_lossy(),
-    ]);
+        &dir.join("data").to_string_lossy(),
+    ])
+}
+
+/// Runs a checkpointed, rate-limited `repartition` under `swd local`, stops it with `signal`
+/// once a checkpoint is committed, and checks the exit code, the status line, that no process
+/// is left and that the committed output is a consistent prefix of the input.
+fn interrupt_checkpointed_job(signal: i32, name: &str, code: i32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = dir.path().join("output");
+    let local = checkpointed_repartition(dir.path(), &output);
     let (processes, addr) = wait_for_children(&local, 2);
     wait_status(addr, "a committed checkpoint of a running job", |s| {
         s["job"]["state"] == "running"
@@ -387,27 +382,8 @@ fn sigterm_stops_a_kept_running_cluster_and_exits_143() {
 #[test]
 fn a_sigkilled_swd_local_leaves_no_process_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let input = dir.path().join("input");
     let output = dir.path().join("output");
-    write_numbers(&input);
-    let local = Local::start(&[
-        "--workers",
-        "2",
-        "--partitions",
-        "4",
-        "--job",
-        "repartition",
-        "--input",
-        &input.to_string_lossy(),
-        "--output",
-        &output.to_string_lossy(),
-        "--rate",
-        "2000",
-        "--checkpoint-interval",
-        "200ms",
-        "--data-dir",
-        &dir.path().join("data").to_string_lossy(),
-    ]);
+    let local = checkpointed_repartition(dir.path(), &output);
     let (processes, addr) = wait_for_children(&local, 2);
     wait_status(addr, "a running job", |s| {
         s["job"]["state"] == "running" && s["job"]["records_in"].as_u64() > Some(0)

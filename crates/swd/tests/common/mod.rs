@@ -284,18 +284,7 @@ impl Cluster {
     }
 
     fn wait_within(&self, deadline: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + deadline;
-        let mut last = Value::Null;
-        while Instant::now() < end {
-            if let Some(status) = try_status_at(self.addr) {
-                if done(&status) {
-                    return status;
-                }
-                last = status;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("timed out waiting for {what}; last status: {last:#}");
+        wait_status_at(self.addr, deadline, what, done)
     }
 
     /// Waits until `n` workers own every partition, nothing is moving, and each worker runs
@@ -346,6 +335,28 @@ pub fn start_coordinator(opts: &Opts, bind: &str, data_dir: &Path) -> (Proc, Soc
         },
         addr,
     )
+}
+
+/// Polls the coordinator at `addr` until `done` holds, or panics with the last status after
+/// `deadline`.
+pub fn wait_status_at(
+    addr: SocketAddr,
+    deadline: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let end = Instant::now() + deadline;
+    let mut last = Value::Null;
+    while Instant::now() < end {
+        if let Some(status) = try_status_at(addr) {
+            if done(&status) {
+                return status;
+            }
+            last = status;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out waiting for {what}; last status: {last:#}");
 }
 
 pub fn try_status_at(addr: SocketAddr) -> Option<Value> {
