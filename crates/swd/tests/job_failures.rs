@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{status_at, wait_status_at, Proc};
+use common::{run_command_bounded, status_at, wait_status_at, Proc};
 use serde_json::Value;
 
 /// The bar: a poisoned job ends within a minute.
@@ -45,33 +45,9 @@ fn poisoned_input(dir: &Path) -> std::path::PathBuf {
 
 /// Runs `swd-test-jobs ARGS` to its end, killed (and the test failed) after [`WITHIN`].
 fn run_bounded(args: &[&str]) -> Output {
-    let mut child = test_jobs()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn swd-test-jobs");
-    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let mut proc = Proc {
-        name: format!("swd-test-jobs {}", args.join(" ")),
-        child,
-    };
-    let status = proc.wait_exit(WITHIN);
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+    let mut command = test_jobs();
+    command.args(args);
+    run_command_bounded(command, &format!("swd-test-jobs {}", args.join(" ")), WITHIN)
 }
 
 /// `swd local` with the poisoned job on 2 workers and 4 partitions, plus `extra` flags: it

@@ -541,13 +541,20 @@ impl Cluster {
 /// Runs `swd ARGS` with output captured, killing it and panicking if it is still running after
 /// `deadline` (a command line that should fail but parses would otherwise run forever).
 pub fn run_bounded(args: &[&str], deadline: Duration) -> Output {
+    let mut command = swd();
+    command.args(args);
+    run_command_bounded(command, &format!("swd {}", args.join(" ")), deadline)
+}
+
+/// Runs `command` with output captured, killing it and panicking (naming it `name`) if it is
+/// still running after `deadline`.
+pub fn run_command_bounded(mut command: Command, name: &str, deadline: Duration) -> Output {
     use std::io::Read;
-    let mut child = swd()
-        .args(args)
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn swd");
+        .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -558,7 +565,7 @@ pub fn run_bounded(args: &[&str], deadline: Duration) -> Output {
     let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
     let mut proc = Proc {
-        name: format!("swd {}", args.join(" ")),
+        name: name.to_string(),
         child,
     };
     let status = proc.wait_exit(deadline);

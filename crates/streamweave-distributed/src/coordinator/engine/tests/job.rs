@@ -4,18 +4,12 @@
 //! assignments (and, when asked to, checkpoints); no sockets, no sleeps.
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
 
 use super::*;
 use crate::dataflow::JobSpec;
 use crate::protocol::{JobState, JobStatus};
 
 const P: usize = 4;
-
-fn at(ms: u64) -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now) + Duration::from_millis(ms)
-}
 
 /// A coordinator with workers w1 (conn 1) and w2 (conn 2) running a job.
 struct World {
@@ -74,19 +68,15 @@ impl World {
     }
 
     fn answers(&mut self, action: &Action) -> Vec<Input> {
-        match action {
-            Action::Send {
+        // Every worker applies its assignment and acknowledges it.
+        if let Some((conn, generation, running)) = as_assignment(action) {
+            return vec![Input::Ack {
                 conn,
-                message:
-                    CoordinatorMessage::Assignment {
-                        generation,
-                        partitions,
-                    },
-            } => vec![Input::Ack {
-                conn: *conn,
-                generation: *generation,
-                running: partitions.clone(),
-            }],
+                generation,
+                running,
+            }];
+        }
+        match action {
             Action::Send {
                 message: CoordinatorMessage::StopJob { .. },
                 ..

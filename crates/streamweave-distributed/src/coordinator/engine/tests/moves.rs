@@ -3,7 +3,6 @@
 //! when a checkpoint is triggered, and the shell writes every manifest). No sockets, no sleeps.
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
 
 use super::*;
 use crate::coordinator::assignment::owned_by;
@@ -13,11 +12,6 @@ use RebalanceStrategy::{Gradual, Immediate};
 
 const P: usize = 12;
 const INTERVAL_MS: u64 = 200;
-
-fn at(ms: u64) -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now) + Duration::from_millis(ms)
-}
 
 /// A coordinator running a checkpointed job, with simulated workers.
 struct World {
@@ -69,19 +63,15 @@ impl World {
     }
 
     fn answers(&self, action: &Action) -> Vec<Input> {
-        match action {
-            Action::Send {
+        // Every worker applies its assignment and acknowledges it.
+        if let Some((conn, generation, running)) = as_assignment(action) {
+            return vec![Input::Ack {
                 conn,
-                message:
-                    CoordinatorMessage::Assignment {
-                        generation,
-                        partitions,
-                    },
-            } => vec![Input::Ack {
-                conn: *conn,
-                generation: *generation,
-                running: partitions.clone(),
-            }],
+                generation,
+                running,
+            }];
+        }
+        match action {
             // Broadcast to every worker: each owner snapshots its partitions, answered once
             // (on the first connection it is sent to).
             Action::Send {
