@@ -57,6 +57,7 @@ mod error;
 pub mod fault_tolerance;
 pub mod network;
 pub mod protocol;
+pub mod storage;
 mod types;
 pub mod worker;
 
