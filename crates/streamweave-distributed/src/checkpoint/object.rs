@@ -100,7 +100,9 @@ impl CheckpointStore for ObjectCheckpointStore {
         let (store, k, payload) = (self.location.store.clone(), key.clone(), PutPayload::from(bytes.to_vec()));
         block_on(async move { store.put(&k, payload).await })
             .map(drop)
-            .map_err(|e| self.error("put", id, name, &key, e))
+            // Not `self.error`: a missing object cannot be the reason a put fails (a missing
+            // bucket can, and must not read as a missing checkpoint file).
+            .map_err(|e| self.location.error("put", &key, e).into())
     }
 
     fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError> {
@@ -115,7 +117,7 @@ impl CheckpointStore for ObjectCheckpointStore {
             Ok(_) => Ok(true),
             // S3 answers 412 Precondition Failed to If-None-Match: *; object_store maps it.
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-            Err(e) => Err(self.error("create", id, name, &key, e)),
+            Err(e) => Err(self.location.error("create", &key, e).into()),
         }
     }
 
@@ -181,5 +183,31 @@ impl CheckpointStore for ObjectCheckpointStore {
             listed.push(Listed { id, committed });
         }
         Ok(listed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Needs the S3 server that `scripts/tier2.sh` starts.
+    mod tier2 {
+        use crate::checkpoint::{CheckpointError, CheckpointId, CheckpointStore, ObjectCheckpointStore};
+        use crate::storage::StorageUrl;
+
+        #[test]
+        #[ignore = "tier 2: needs S3 (scripts/tier2.sh)"]
+        fn storage_errors_name_the_url_and_the_key() {
+            // Fails without the tier-2 environment rather than testing nothing.
+            crate::storage::tests::tier2::s3_test_url("object-errors");
+            let url = StorageUrl::parse("s3://swd-no-such-bucket/ckpt").unwrap();
+            let store = ObjectCheckpointStore::open(&url).unwrap();
+            let err = store.put(CheckpointId(1), "state-p00000", b"x").unwrap_err();
+            assert!(matches!(err, CheckpointError::Storage(_)), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("s3://swd-no-such-bucket/ckpt/chk-0000000001/state-p00000"),
+                "{text}"
+            );
+            assert!(!err.is_damage());
+        }
     }
 }

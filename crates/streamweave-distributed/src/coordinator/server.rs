@@ -235,6 +235,9 @@ fn log(note: &Note) {
             tracing::info!(checkpoint = %checkpoint, %reason, "checkpoint aborted")
         }
         Note::FailingAttempt { attempt, reason } => tracing::warn!(attempt, %reason, "failing the attempt"),
+        Note::CheckpointDamaged { checkpoint, error } => {
+            tracing::warn!(checkpoint, %error, "a checkpoint is damaged; the job restores an older one")
+        }
     }
 }
 
@@ -375,8 +378,8 @@ async fn serve_worker(
                     Ok(Some(WorkerMessage::PartitionDone { attempt, partition, records_out })) => {
                         vec![Input::Job { conn, report: JobReport::PartitionDone { attempt, partition, records_out } }]
                     }
-                    Ok(Some(WorkerMessage::JobFailed { attempt, partition, error })) => {
-                        vec![Input::Job { conn, report: JobReport::Failed { attempt, partition, error } }]
+                    Ok(Some(WorkerMessage::JobFailed { attempt, partition, error, damaged_checkpoint })) => {
+                        vec![Input::Job { conn, report: JobReport::Failed { attempt, partition, error, damaged_checkpoint } }]
                     }
                     Ok(Some(WorkerMessage::Register(_))) => {
                         tracing::warn!(%peer, "closing worker connection: registered twice");

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 use super::exchange::AttemptOut;
-use crate::checkpoint::{LocalDirStore, StoredFile};
+use crate::checkpoint::{CheckpointStore, StoredFile};
 use crate::dataflow::plan::SourceControl;
 use crate::protocol::WorkerMessage;
 
@@ -47,7 +47,7 @@ struct Halves {
 /// See the module documentation.
 pub(crate) struct AttemptCheckpoints {
     pub(crate) attempt: u64,
-    pub(crate) store: LocalDirStore,
+    pub(crate) store: Arc<dyn CheckpointStore>,
     /// The newest checkpoint requested.
     pub(crate) requested: AtomicU64,
     /// By partition. Small per-source locks, never held across an await, taken once per barrier.
@@ -69,7 +69,7 @@ impl AttemptCheckpoints {
     /// owns; `restored`: the checkpoint the attempt restored (0: none).
     pub(crate) fn new(
         attempt: u64,
-        store: LocalDirStore,
+        store: Arc<dyn CheckpointStore>,
         start: Vec<Option<u64>>,
         restored: u64,
         reports: mpsc::UnboundedSender<WorkerMessage>,

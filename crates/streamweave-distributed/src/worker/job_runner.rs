@@ -24,7 +24,8 @@ use super::checkpointing::AttemptCheckpoints;
 use super::exchange::{DataPlane, RouteChanges};
 use super::job_tasks::{report_failure, AttemptTasks};
 use super::source_task::SourceSlots;
-use crate::checkpoint::LocalDirStore;
+use crate::checkpoint::{open_store, CheckpointStore};
+use crate::storage::StorageUrl;
 use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
 use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
@@ -197,8 +198,7 @@ impl JobRunner {
         controls: &Arc<Vec<SourceControl>>,
     ) -> Result<AttemptCheckpoints, DataflowError> {
         let num_partitions = controls.len();
-        let store = LocalDirStore::new(&plan.store_dir)
-            .map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))?;
+        let store = open_attempt_store(plan)?;
         let restored = plan.restore.as_ref().map_or(0, |r| r.id);
         let start = (0..num_partitions)
             .map(|p| {
@@ -368,4 +368,11 @@ impl Drop for JobRunner {
         self.stop_all();
         self.plane.shutdown();
     }
+}
+
+/// Opens the checkpoint store an attempt's plan names: its URL (a plain path is a local
+/// directory, as older coordinators send it; `s3://` and `memory://` are object stores).
+pub(crate) fn open_attempt_store(plan: &CheckpointPlan) -> Result<Arc<dyn CheckpointStore>, DataflowError> {
+    let store = StorageUrl::parse(&plan.store_dir).map_err(|e| DataflowError::InvalidJob(e.to_string()))?;
+    open_store(&store).map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))
 }

@@ -49,6 +49,7 @@ pub(crate) fn report_failure(
         attempt,
         partition,
         error: error.to_string(),
+        damaged_checkpoint: error.damaged_checkpoint(),
     });
 }
 

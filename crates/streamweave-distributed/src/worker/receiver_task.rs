@@ -24,7 +24,7 @@ use super::alignment::{Alignment, Step};
 use super::blocking;
 use super::checkpointing::{AttemptCheckpoints, Checkpoints};
 use super::exchange::DataPlane;
-use crate::checkpoint::{CheckpointId, CheckpointStore};
+use crate::checkpoint::CheckpointId;
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, SinkContext};
 
@@ -150,7 +150,7 @@ impl ReceiverTask {
                 let state = checkpoints
                     .store
                     .get(CheckpointId(*id), file)
-                    .map_err(|e| DataflowError::Exchange(format!("restoring checkpoint {id}: {e}")))?;
+                    .map_err(|e| DataflowError::restoring(*id, e))?;
                 receiver.restore(&state)?;
             }
             Ok(receiver)
