@@ -79,9 +79,14 @@ fn flag_error(e: &ConfigError) -> anyhow::Error {
         "heartbeat_interval" => "--heartbeat-interval",
         "max_workers" => "--max-workers",
         "checkpoint_interval" => "--checkpoint-interval",
+        "checkpoint_store" => "--checkpoint-store",
         other => return anyhow::anyhow!("invalid {other}: {}", e.reason),
     };
     // The reason speaks of config fields; on the command line they are flags.
-    let reason = e.reason.replace("data_dir", "--data-dir").replace('_', "-");
+    let reason = e
+        .reason
+        .replace("checkpoint_store", "--checkpoint-store")
+        .replace("data_dir", "--data-dir")
+        .replace('_', "-");
     anyhow::anyhow!("invalid {flag}: {reason}")
 }
