@@ -98,7 +98,10 @@ mod tier2 {
             .unwrap()
             .completed()
             .unwrap();
-        assert!(!listed.is_empty(), "the committed checkpoints are objects in the bucket");
+        assert!(
+            !listed.is_empty(),
+            "the committed checkpoints are objects in the bucket"
+        );
         assert!(
             !cluster.data_dir.path().join("checkpoints").exists(),
             "nothing is checkpointed to the data directory"

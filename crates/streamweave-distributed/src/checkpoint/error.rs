@@ -21,9 +21,9 @@ pub enum CheckpointError {
         source: std::io::Error,
     },
     /// An object store operation failed, or the store could not be opened (the error names the
-    /// URL and key).
+    /// URL and key). Boxed: the object store's errors are large, and this one is rare.
     #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
+    Storage(Box<crate::storage::StorageError>),
     /// A stored file is torn, truncated or altered, or does not match the manifest.
     #[error("checkpoint {id}: {name} is corrupt: {reason}")]
     Corrupt {
@@ -66,6 +66,12 @@ pub enum CheckpointError {
     /// A manifest could not be encoded.
     #[error("checkpoint encoding: {0}")]
     Encoding(String),
+}
+
+impl From<crate::storage::StorageError> for CheckpointError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        CheckpointError::Storage(Box::new(e))
+    }
 }
 
 impl CheckpointError {

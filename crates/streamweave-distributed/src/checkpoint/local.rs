@@ -105,7 +105,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl LocalDirStore {
     /// Writes `bytes` to a fresh temporary file beside object `name` of checkpoint `id`,
     /// fsynced; returns the checkpoint's directory and the temporary path.
-    fn write_temporary(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<(PathBuf, PathBuf), CheckpointError> {
+    fn write_temporary(
+        &self,
+        id: CheckpointId,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(PathBuf, PathBuf), CheckpointError> {
         let dir = self.ensure_checkpoint_dir(id)?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));

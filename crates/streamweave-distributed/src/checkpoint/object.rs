@@ -72,7 +72,14 @@ impl ObjectCheckpointStore {
 
     /// Maps a store error: a missing object is [`CheckpointError::NotFound`]; anything else is a
     /// storage failure naming the operation, the URL and the key.
-    fn error(&self, operation: &'static str, id: CheckpointId, name: &str, key: &ObjectPath, e: object_store::Error) -> CheckpointError {
+    fn error(
+        &self,
+        operation: &'static str,
+        id: CheckpointId,
+        name: &str,
+        key: &ObjectPath,
+        e: object_store::Error,
+    ) -> CheckpointError {
         match e {
             object_store::Error::NotFound { .. } => CheckpointError::NotFound {
                 id,
@@ -97,7 +104,11 @@ fn parse_dir_name(name: &str) -> Option<CheckpointId> {
 impl CheckpointStore for ObjectCheckpointStore {
     fn write_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
         let key = self.key(id, name);
-        let (store, k, payload) = (self.location.store.clone(), key.clone(), PutPayload::from(bytes.to_vec()));
+        let (store, k, payload) = (
+            self.location.store.clone(),
+            key.clone(),
+            PutPayload::from(bytes.to_vec()),
+        );
         block_on(async move { store.put(&k, payload).await })
             .map(drop)
             // Not `self.error`: a missing object cannot be the reason a put fails (a missing
@@ -107,7 +118,11 @@ impl CheckpointStore for ObjectCheckpointStore {
 
     fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError> {
         let key = self.key(id, name);
-        let (store, k, payload) = (self.location.store.clone(), key.clone(), PutPayload::from(bytes.to_vec()));
+        let (store, k, payload) = (
+            self.location.store.clone(),
+            key.clone(),
+            PutPayload::from(bytes.to_vec()),
+        );
         let result = block_on(async move {
             store
                 .put_opts(&k, payload, PutOptions::from(PutMode::Create))
@@ -116,7 +131,9 @@ impl CheckpointStore for ObjectCheckpointStore {
         match result {
             Ok(_) => Ok(true),
             // S3 answers 412 Precondition Failed to If-None-Match: *; object_store maps it.
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Ok(false)
+            }
             Err(e) => Err(self.location.error("create", &key, e).into()),
         }
     }
@@ -154,10 +171,7 @@ impl CheckpointStore for ObjectCheckpointStore {
         let (store, p) = (self.location.store.clone(), prefix.clone());
         block_on(async move {
             let keys = store.list(Some(&p)).map_ok(|meta| meta.location).boxed();
-            store
-                .delete_stream(keys)
-                .try_for_each(|_| async { Ok(()) })
-                .await
+            store.delete_stream(keys).try_for_each(|_| async { Ok(()) }).await
         })
         .or_else(|e| match e {
             object_store::Error::NotFound { .. } => Ok(()),

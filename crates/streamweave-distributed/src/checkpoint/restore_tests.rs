@@ -61,9 +61,14 @@ fn an_altered_data_file_of_the_right_size_is_caught_where_it_is_read(s: &dyn Dam
             assert_eq!(restore_latest(s.store()).unwrap(), Some(second.clone()));
             // ...and the worker reading the file finds the damage (a DataflowError that makes
             // the coordinator fall back to checkpoint 1).
-            let err = s.get_listed(CheckpointId(2), second.file(name).unwrap()).unwrap_err();
+            let err = s
+                .get_listed(CheckpointId(2), second.file(name).unwrap())
+                .unwrap_err();
             assert!(err.is_damage(), "{err}");
-            assert!(matches!(&err, CheckpointError::Corrupt { name: n, .. } if n == name), "{err}");
+            assert!(
+                matches!(&err, CheckpointError::Corrupt { name: n, .. } if n == name),
+                "{err}"
+            );
         }
     }
 }

@@ -105,7 +105,8 @@ impl Damageable for ObjectCheckpointStore {
 pub(super) fn memory_object_store() -> ObjectCheckpointStore {
     static RUN: AtomicU64 = AtomicU64::new(0);
     let n = RUN.fetch_add(1, Ordering::Relaxed);
-    ObjectCheckpointStore::open(&StorageUrl::parse(&format!("memory://checkpoint-tests/run-{n}")).unwrap()).unwrap()
+    ObjectCheckpointStore::open(&StorageUrl::parse(&format!("memory://checkpoint-tests/run-{n}")).unwrap())
+        .unwrap()
 }
 
 /// Runs `scenario` against a fresh store of every backend (the object store on `memory://`).
@@ -346,7 +347,11 @@ fn a_second_commit_of_a_checkpoint_is_refused(s: &dyn Damageable) {
         matches!(err, CheckpointError::AlreadyCommitted(CheckpointId(4))),
         "{err}"
     );
-    assert_eq!(s.manifest(CheckpointId(4)).unwrap(), first, "the first commit stands");
+    assert_eq!(
+        s.manifest(CheckpointId(4)).unwrap(),
+        first,
+        "the first commit stands"
+    );
     assert!(!s.create_object(CheckpointId(4), MANIFEST_NAME, b"x").unwrap());
     assert!(s.create_object(CheckpointId(5), "state-p0000", b"x").unwrap());
 }
@@ -399,7 +404,10 @@ fn verify_checks_presence_and_size_and_get_checks_the_bytes(s: &dyn Damageable) 
     assert!(s.damage(CheckpointId(1), "state-p0000", Damage::Flip(HEADER_LEN)));
     assert_eq!(s.verify(CheckpointId(1)).unwrap(), m);
     let err = s.get_listed(CheckpointId(1), &state).unwrap_err();
-    assert!(matches!(&err, CheckpointError::Corrupt { name, .. } if name == "state-p0000"), "{err}");
+    assert!(
+        matches!(&err, CheckpointError::Corrupt { name, .. } if name == "state-p0000"),
+        "{err}"
+    );
     // A validly framed file the manifest does not describe.
     s.put(CheckpointId(1), "state-p0000", b"STATE 1").unwrap();
     assert_eq!(s.verify(CheckpointId(1)).unwrap(), m);
@@ -408,7 +416,10 @@ fn verify_checks_presence_and_size_and_get_checks_the_bytes(s: &dyn Damageable) 
     // Another size: verify catches it without reading.
     s.put(CheckpointId(1), "state-p0000", b"longer state").unwrap();
     let err = s.verify(CheckpointId(1)).unwrap_err();
-    assert!(matches!(&err, CheckpointError::Corrupt { name, .. } if name == "state-p0000"), "{err}");
+    assert!(
+        matches!(&err, CheckpointError::Corrupt { name, .. } if name == "state-p0000"),
+        "{err}"
+    );
     assert!(matches!(
         s.object_size(CheckpointId(9), "state-p0000"),
         Err(CheckpointError::NotFound { .. })
@@ -451,13 +462,17 @@ fn object_store_layout_and_listing() {
     );
     // Keys that are not canonical checkpoint prefixes are ignored; so are other prefixes.
     let other = ObjectCheckpointStore::open(&url.join("x")).unwrap();
-    let raw = ObjectCheckpointStore::open(&StorageUrl::parse("memory://checkpoint-layout/jobs").unwrap()).unwrap();
+    let raw =
+        ObjectCheckpointStore::open(&StorageUrl::parse("memory://checkpoint-layout/jobs").unwrap()).unwrap();
     other.put(CheckpointId(1), "state-p0000", b"elsewhere").unwrap();
     raw.put(CheckpointId(7), "state-p0000", b"parent").unwrap();
     assert_eq!(store.completed().unwrap(), ids(&[42]));
     assert_eq!(store.list().unwrap().len(), 1);
     assert_eq!(restore_latest(&store).unwrap(), Some(m));
-    assert_eq!(format!("{store:?}"), "ObjectCheckpointStore(memory://checkpoint-layout/jobs/ckpt)");
+    assert_eq!(
+        format!("{store:?}"),
+        "ObjectCheckpointStore(memory://checkpoint-layout/jobs/ckpt)"
+    );
 }
 
 #[test]

@@ -85,8 +85,13 @@ pub(crate) fn prepare(config: &CoordinatorConfig) -> Result<Prepared, Coordinato
         .map(|l| l.id)
         .max();
     if let Some(job) = &config.job {
-        prepared.resume = resume_points(store.as_ref(), &job.name, config.num_partitions, config.checkpoint_retain)
-            .map_err(restore_error)?;
+        prepared.resume = resume_points(
+            store.as_ref(),
+            &job.name,
+            config.num_partitions,
+            config.checkpoint_retain,
+        )
+        .map_err(restore_error)?;
     }
     prepared.store = Some(store);
     Ok(prepared)
@@ -219,7 +224,11 @@ mod tests {
         std::fs::remove_file(store.object_path(CheckpointId(5), "state-p00001")).unwrap();
         let prepared = prepare(&config).unwrap();
         let ids: Vec<u64> = prepared.resume.iter().map(|r| r.id.0).collect();
-        assert_eq!(ids, [2, 3, 4], "the newest intact last, up to checkpoint_retain of them");
+        assert_eq!(
+            ids,
+            [2, 3, 4],
+            "the newest intact last, up to checkpoint_retain of them"
+        );
     }
 
     #[test]
@@ -233,7 +242,9 @@ mod tests {
         let store = open_store(&url).unwrap();
         let mut manifest = Manifest::new(CheckpointId(7), "wordcount", 1, 0, 2);
         for p in 0..2 {
-            let state = store.put(CheckpointId(7), &format!("state-p{p:05}"), b"c").unwrap();
+            let state = store
+                .put(CheckpointId(7), &format!("state-p{p:05}"), b"c")
+                .unwrap();
             manifest.add_partition(PartitionEntry {
                 partition: p,
                 state,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checkpoint::{open_store, restore_latest, CheckpointError, CheckpointStore, Manifest};
-use crate::storage::StorageUrl;
 use crate::coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorHandle, RecoveryStrategy};
+use crate::storage::StorageUrl;
 
 /// Checkpoint-based recovery.
 ///

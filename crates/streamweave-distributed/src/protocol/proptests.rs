@@ -121,12 +121,14 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
             any::<String>(),
             proptest::option::of(any::<u64>())
         )
-            .prop_map(|(attempt, partition, error, damaged_checkpoint)| WorkerMessage::JobFailed {
-                attempt,
-                partition,
-                error,
-                damaged_checkpoint
-            }),
+            .prop_map(
+                |(attempt, partition, error, damaged_checkpoint)| WorkerMessage::JobFailed {
+                    attempt,
+                    partition,
+                    error,
+                    damaged_checkpoint
+                }
+            ),
         (generation(), partitions())
             .prop_map(|(generation, running)| WorkerMessage::Ack { generation, running }),
         Just(WorkerMessage::Leave),

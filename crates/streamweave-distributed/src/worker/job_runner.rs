@@ -25,10 +25,10 @@ use super::exchange::{DataPlane, RouteChanges};
 use super::job_tasks::{report_failure, AttemptTasks};
 use super::source_task::SourceSlots;
 use crate::checkpoint::{open_store, CheckpointStore};
-use crate::storage::StorageUrl;
 use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
 use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
+use crate::storage::StorageUrl;
 
 /// What the attempt's task does, in order.
 enum Command {
@@ -374,5 +374,6 @@ impl Drop for JobRunner {
 /// directory, as older coordinators send it; `s3://` and `memory://` are object stores).
 pub(crate) fn open_attempt_store(plan: &CheckpointPlan) -> Result<Arc<dyn CheckpointStore>, DataflowError> {
     let store = StorageUrl::parse(&plan.store_dir).map_err(|e| DataflowError::InvalidJob(e.to_string()))?;
-    open_store(&store).map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))
+    open_store(&store)
+        .map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))
 }

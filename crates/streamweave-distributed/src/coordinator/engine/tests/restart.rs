@@ -285,15 +285,16 @@ fn a_checkpoint_a_worker_finds_damaged_is_passed_over_for_the_one_before() {
     assert_eq!(starts(&drive(&mut e, Input::Tick, now)), [(2, Some(2))]);
     // Its task finds checkpoint 2 damaged: the next attempt restores 1, not 2 again.
     let log = drive(&mut e, fail(2, Some(2)), now);
-    assert!(log.iter().any(|a| matches!(
-        a,
-        Action::Log(Note::CheckpointDamaged { checkpoint: 2, .. })
-    )));
+    assert!(log
+        .iter()
+        .any(|a| matches!(a, Action::Log(Note::CheckpointDamaged { checkpoint: 2, .. }))));
     now += Duration::from_secs(10);
     assert_eq!(starts(&drive(&mut e, Input::Tick, now)), [(3, Some(1))]);
     // A late report of the same damage changes nothing more.
     let log = drive(&mut e, fail(2, Some(2)), now);
-    assert!(!log.iter().any(|a| matches!(a, Action::Log(Note::CheckpointDamaged { .. }))));
+    assert!(!log
+        .iter()
+        .any(|a| matches!(a, Action::Log(Note::CheckpointDamaged { .. }))));
 }
 
 #[test]
