@@ -20,7 +20,12 @@ type Objects = BTreeMap<CheckpointId, BTreeMap<String, Vec<u8>>>;
 ///     m.files.push(store.put(CheckpointId(n), "state-p0000", b"abc")?);
 ///     store.commit(&m)?;
 /// }
+/// // An altered byte passes the size check and is caught where the file is read...
 /// assert!(store.corrupt(CheckpointId(2), "state-p0000"));
+/// assert_eq!(restore_latest(&store)?.unwrap().id, CheckpointId(2));
+/// assert!(store.get(CheckpointId(2), "state-p0000").unwrap_err().is_damage());
+/// // ...a cut file is caught by the size check: recovery falls back.
+/// assert!(store.truncate(CheckpointId(2), "state-p0000", 5));
 /// assert_eq!(restore_latest(&store)?.unwrap().id, CheckpointId(1));
 /// # Ok::<(), streamweave_distributed::checkpoint::CheckpointError>(())
 /// ```
