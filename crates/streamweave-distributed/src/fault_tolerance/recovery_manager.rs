@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checkpoint::{open_store, restore_latest, CheckpointError, CheckpointStore, Manifest};
-use crate::coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorHandle, RecoveryStrategy};
+use crate::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorHandle, RecoveryStrategy,
+};
 use crate::storage::StorageUrl;
 
 /// Checkpoint-based recovery.
@@ -95,11 +97,7 @@ impl RecoveryManager {
 
     /// Takes a checkpoint of the running job now and returns its id once it is committed.
     pub async fn checkpoint(&self) -> Result<u64, CoordinatorError> {
-        let coordinator = self.coordinator.as_ref().ok_or_else(|| {
-            CoordinatorError::Communication(
-                "the recovery manager is not attached to a coordinator".to_string(),
-            )
-        })?;
+        let coordinator = self.coordinator.as_ref().ok_or(CoordinatorError::NotAttached)?;
         coordinator
             .checkpoint_now(Duration::from_secs(30).max(self.checkpoint_interval))
             .await

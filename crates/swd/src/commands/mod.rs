@@ -80,6 +80,7 @@ fn flag_error(e: &ConfigError) -> anyhow::Error {
         "max_workers" => "--max-workers",
         "checkpoint_interval" => "--checkpoint-interval",
         "checkpoint_store" => "--checkpoint-store",
+        "advertise_address" => "--advertise",
         other => return anyhow::anyhow!("invalid {other}: {}", e.reason),
     };
     // The reason speaks of config fields; on the command line they are flags.
