@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use super::attempt_commands::{run_commands, Command, Ended};
 use super::checkpoint_actor::{CheckpointActor, CheckpointHandle};
 use super::checkpointing::AttemptCheckpoints;
 use super::exchange::{DataPlane, RouteChanges};
@@ -49,36 +50,10 @@ pub(crate) fn open_attempt_store(plan: &CheckpointPlan) -> Result<Arc<dyn Checkp
     Ok(Arc::new(store))
 }
 
-/// What the attempt's command task does, in order.
-enum Command {
-    Trigger {
-        id: u64,
-        moves: Vec<PartitionMove>,
-    },
-    Adopt {
-        checkpoint: u64,
-        partitions: Vec<Adoption>,
-        ended: Vec<usize>,
-    },
-}
-
 /// The shell's side of the current attempt (the core knows which one it is).
 struct Attempt {
     tasks: Arc<AttemptTasks>,
     commands: mpsc::UnboundedSender<Command>,
-}
-
-/// How a task of the runner ended. A failed command task hands back the tasks it owns, so
-/// they outlive the failure's report (their ends would report first otherwise).
-struct Ended {
-    result: Result<(), TaskDied>,
-    _keep: Option<AttemptRun>,
-}
-
-impl Ended {
-    fn of(result: Result<(), TaskDied>) -> Self {
-        Ended { result, _keep: None }
-    }
 }
 
 /// A task of the runner that ended, for [`JobRunner::task_ended`].
@@ -427,6 +402,7 @@ impl JobRunner {
             Ok((id, _)) => *id,
             Err(e) => e.id(),
         };
+        // Every task is spawned with its role; attempt 0 never runs, so a missing one is ignored.
         let (attempt, task) = self.roles.remove(&id).unwrap_or((0, AttemptTask::Commands));
         TaskEnd {
             attempt,
@@ -437,15 +413,12 @@ impl JobRunner {
 
     /// A task of the runner ended: the core decides whether it failed the attempt.
     pub(crate) fn task_ended(&mut self, end: TaskEnd) {
-        let (partition, outcome, _keep) = match end.joined {
-            Ok(Ended {
-                result: Ok(()),
-                _keep,
-            }) => (None, TaskOutcome::Done, _keep),
+        let (partition, outcome, keep) = match end.joined {
+            Ok(Ended { result: Ok(()), keep }) => (None, TaskOutcome::Done, keep),
             Ok(Ended {
                 result: Err(died),
-                _keep,
-            }) => (died.partition, TaskOutcome::Failed(died.error.to_string()), _keep),
+                keep,
+            }) => (died.partition, TaskOutcome::Failed(died.error.to_string()), keep),
             Err(e) if e.is_panic() => {
                 let error = super::panics::panicked(e.into_panic());
                 (None, TaskOutcome::Failed(error.to_string()), None)
@@ -462,7 +435,8 @@ impl JobRunner {
             partition,
             outcome,
         });
-        // `_keep` (a failed attempt's tasks) goes only now, after the report.
+        // A failed attempt's tasks go only now, after the report.
+        drop(keep);
     }
 }
 
@@ -484,69 +458,6 @@ fn final_commit_test_delay() {
     }
 }
 
-/// The attempt's command task: launches it, then carries out triggers and adoptions in order,
-/// watching the source and receiver tasks it started. Cancelled, it waits for them to stop.
-async fn run_commands(
-    mut run: AttemptRun,
-    mine: Vec<usize>,
-    restored: u64,
-    restore: Vec<(String, u64)>,
-    mut queue: mpsc::UnboundedReceiver<Command>,
-) -> Ended {
-    let cancel = run.shared.cancel.clone();
-    let result = async {
-        run.launch(&mine, restored, &restore)
-            .await
-            .map_err(|error| TaskDied {
-                partition: None,
-                error,
-            })?;
-        loop {
-            let command = tokio::select! {
-                command = queue.recv() => command,
-                _ = cancel.cancelled() => None,
-                ended = run.next_ended() => {
-                    ended?;
-                    continue;
-                }
-            };
-            let done = match command {
-                None => return Ok(()),
-                Some(Command::Trigger { id, moves }) => {
-                    let prepared = match moves.is_empty() {
-                        true => Ok(()),
-                        false => run.prepare_moves(id, &moves).await,
-                    };
-                    if let (Ok(()), Some(checkpoints)) = (&prepared, &run.shared.checkpoints) {
-                        checkpoints.trigger(id);
-                    }
-                    prepared
-                }
-                Some(Command::Adopt {
-                    checkpoint,
-                    partitions,
-                    ended,
-                }) => run.adopt(checkpoint, &partitions, &ended),
-            };
-            done.map_err(|error| TaskDied {
-                partition: None,
-                error,
-            })?;
-        }
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            run.drain().await;
-            Ended::of(Ok(()))
-        }
-        Err(died) => Ended {
-            result: Err(died),
-            _keep: Some(run),
-        },
-    }
-}
-
 impl Drop for JobRunner {
     fn drop(&mut self) {
         // The session is over: no attempt may outlive it, and the data plane goes with it.
@@ -554,3 +465,7 @@ impl Drop for JobRunner {
         self.plane.shutdown();
     }
 }
+
+#[cfg(test)]
+#[path = "job_runner_tests.rs"]
+mod tests;

@@ -20,7 +20,7 @@
 //! guards is seen there and fails the attempt.
 //!
 //! A partition moving out at barrier `n` ends both its tasks there; the new owner starts them
-//! once `n` is committed ([`AttemptTasks::adopt`]): the receiver restores `n`'s snapshot, the
+//! once `n` is committed ([`AttemptRun::adopt`]): the receiver restores `n`'s snapshot, the
 //! source resumes from `n`'s offset, and the batches routed to it since the barrier wait in
 //! its inbox.
 

@@ -12,6 +12,7 @@
 //! ```
 
 mod alignment;
+mod attempt_commands;
 mod blocking;
 mod checkpoint_actor;
 mod checkpointing;

@@ -11,7 +11,7 @@
 //!          Apply    -> Receiver::on_batch, credit back
 //!          Aligned  -> seal (snapshot + sink pre-commit; blocking pool), then the write of the
 //!                      state and the acknowledgement go on beside the processing; a partition
-//!                      leaving at this barrier hands over and ends instead
+//!                      leaving here (the checkpoint actor says) hands over and ends instead
 //!          Finished -> finish (commit, or pre-commit the final epoch)     (blocking pool)
 //! ```
 
