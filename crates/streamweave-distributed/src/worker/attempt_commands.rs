@@ -16,7 +16,7 @@
 
 use tokio::sync::mpsc;
 
-use super::job_tasks::{AttemptRun, TaskDied};
+use super::job_tasks::{AttemptRun, TaskFailure};
 use crate::protocol::{Adoption, PartitionMove};
 
 /// What the attempt's command task does, in order.
@@ -35,13 +35,13 @@ pub(crate) enum Command {
 /// How a task of the runner ended. A failed command task hands back the tasks it owns, so
 /// they outlive the failure's report (their ends would report first otherwise).
 pub(crate) struct Ended {
-    pub(crate) result: Result<(), TaskDied>,
+    pub(crate) result: Result<(), TaskFailure>,
     /// Dropped once the runner has carried out the core's decision on `result`.
     pub(crate) keep: Option<AttemptRun>,
 }
 
 impl Ended {
-    pub(crate) fn of(result: Result<(), TaskDied>) -> Self {
+    pub(crate) fn of(result: Result<(), TaskFailure>) -> Self {
         Ended { result, keep: None }
     }
 }
@@ -59,7 +59,7 @@ pub(crate) async fn run_commands(
     let result = async {
         run.launch(&mine, restored, &restore)
             .await
-            .map_err(|error| TaskDied {
+            .map_err(|error| TaskFailure {
                 partition: None,
                 error,
             })?;
@@ -90,7 +90,7 @@ pub(crate) async fn run_commands(
                     ended,
                 }) => run.adopt(checkpoint, &partitions, &ended),
             };
-            done.map_err(|error| TaskDied {
+            done.map_err(|error| TaskFailure {
                 partition: None,
                 error,
             })?;

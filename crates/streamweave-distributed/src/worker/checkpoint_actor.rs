@@ -216,15 +216,15 @@ impl CheckpointActor {
     }
 
     /// Runs until the attempt is cancelled or every handle is gone.
-    pub(crate) async fn run(mut self, cancel: CancellationToken) -> Result<(), DataflowError> {
+    pub(crate) async fn run(mut self, cancel: CancellationToken) {
         loop {
             let request = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return Ok(()),
+                _ = cancel.cancelled() => return,
                 request = self.requests.recv() => request,
             };
             // Every handle is gone: the attempt's tasks have all ended.
-            let Some(request) = request else { return Ok(()) };
+            let Some(request) = request else { return };
             let (event, mut answer) = match request {
                 Request::Connected(out) => {
                     self.router = Some(out);

@@ -35,7 +35,7 @@ use super::checkpoint_actor::{CheckpointActor, CheckpointHandle};
 use super::checkpointing::AttemptCheckpoints;
 use super::exchange::{DataPlane, RouteChanges};
 use super::job_runner_core::{AttemptTask, JobRunnerCore, RunnerAction, RunnerInput, TaskOutcome};
-use super::job_tasks::{AttemptRun, AttemptTasks, TaskDied};
+use super::job_tasks::{AttemptRun, AttemptTasks, TaskFailure};
 use super::source_task::SourceSlots;
 use crate::checkpoint::{CheckpointStore, LocalDirStore};
 use crate::dataflow::plan::SourceControl;
@@ -276,10 +276,8 @@ impl JobRunner {
         let (actor, handle) = CheckpointActor::new(core, store, Arc::clone(controls), self.reports.clone());
         let cancel = cancel.clone();
         let task = async move {
-            Ended::of(actor.run(cancel).await.map_err(|error| TaskDied {
-                partition: None,
-                error,
-            }))
+            actor.run(cancel).await;
+            Ended::of(Ok(()))
         };
         let id = self.tasks.spawn(task).id();
         self.roles.insert(id, (attempt, AttemptTask::Checkpoints));
@@ -352,7 +350,7 @@ impl JobRunner {
                 for &q in &partitions {
                     // The sink's commit is user code (panics.rs).
                     if let Err(error) = super::panics::guarded(|| tasks.plan.commit_epochs(q, upto)) {
-                        return Ended::of(Err(TaskDied {
+                        return Ended::of(Err(TaskFailure {
                             partition: Some(q),
                             error,
                         }));

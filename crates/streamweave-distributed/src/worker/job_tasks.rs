@@ -78,10 +78,11 @@ pub(crate) struct AttemptTasks {
     pub(crate) empty_sources: Arc<Vec<bool>>,
 }
 
-/// A source or receiver task that died outside the guards (a panic in the runtime's code, not
-/// the job's): the attempt fails with it.
+/// Why a task of an attempt failed it: a source or receiver task that died outside the guards
+/// (a panic in the runtime's code, not the job's), a command that could not be carried out, a
+/// commit of sink epochs that failed.
 #[derive(Debug)]
-pub(crate) struct TaskDied {
+pub(crate) struct TaskFailure {
     pub(crate) partition: Option<usize>,
     pub(crate) error: DataflowError,
 }
@@ -112,7 +113,7 @@ impl AttemptRun {
     }
 
     /// The next source or receiver task to end; never without any. `Err`: it died.
-    pub(crate) async fn next_ended(&mut self) -> Result<(), TaskDied> {
+    pub(crate) async fn next_ended(&mut self) -> Result<(), TaskFailure> {
         let Some(joined) = self.tasks.join_next_with_id().await else {
             return std::future::pending().await;
         };
@@ -125,13 +126,13 @@ impl AttemptRun {
         }
     }
 
-    fn died(&mut self, e: JoinError) -> TaskDied {
+    fn died(&mut self, e: JoinError) -> TaskFailure {
         let partition = self.partitions.remove(&e.id());
         let error = match e.try_into_panic() {
             Ok(payload) => super::panics::panicked(payload),
             Err(_) => DataflowError::Cancelled,
         };
-        TaskDied { partition, error }
+        TaskFailure { partition, error }
     }
 
     /// After the attempt was cancelled: waits for its tasks to stop (they watch the token).
