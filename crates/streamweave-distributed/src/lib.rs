@@ -28,8 +28,10 @@
 //! coordinator/      engine/ (pure decisions, one file per concept) + assignment (pure planner)
 //!                   + failure_detector + server (async shell) + commands (CoordinatorHandle)
 //!                   + handle (CoordinatorImpl, the public API)
-//! worker/           session (register, heartbeat, apply assignments, reconnect)
-//!                   + partition_tasks (one task per owned partition) + job_tasks (a job's work)
+//! worker/           session_core (pure decisions) + session (register, heartbeat, apply
+//!                   assignments, reconnect) + partition_tasks (one task per owned partition)
+//!                   + job_runner_core (pure attempt lifecycle) + job_runner (its shell)
+//!                   + checkpointing (pure) + checkpoint_actor + job_tasks (a job's work)
 //!                   + WorkerImpl
 //! dataflow/         Stream, partitioners, sources, sinks, JobRegistry
 //! checkpoint/       checkpoint stores (local directory, memory) and restore
