@@ -30,6 +30,8 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
+pub mod list;
+
 /// A storage URL that cannot be used, or a storage operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
