@@ -12,7 +12,7 @@ use crate::dataflow::{DataflowError, SinkContext, SinkWriter};
 use crate::storage::block_on;
 
 /// The size of a multipart upload's parts (S3 wants at least 5 MiB, the last part excepted).
-const PART: usize = 8 << 20;
+pub(super) const PART: usize = 8 << 20;
 
 /// A multipart upload of the temporary, once the buffer overflowed.
 struct Staged {

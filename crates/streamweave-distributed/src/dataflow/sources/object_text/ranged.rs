@@ -44,6 +44,8 @@ pub(super) struct RangedReader {
     chunk_start: u64,
     /// The next chunk, being fetched.
     prefetch: Option<(Range<u64>, Fetch)>,
+    /// Bytes asked for so far (prefetches included).
+    fetched: u64,
 }
 
 impl RangedReader {
@@ -58,7 +60,14 @@ impl RangedReader {
             chunk: Bytes::new(),
             chunk_start: 0,
             prefetch: None,
+            fetched: 0,
         }
+    }
+
+    /// Bytes asked for so far, prefetches included.
+    #[cfg(test)]
+    pub(super) fn fetched(&self) -> u64 {
+        self.fetched
     }
 
     /// The range to GET for a read at `pos`: large if it follows on from the last chunk.
@@ -72,7 +81,8 @@ impl RangedReader {
     }
 
     /// Starts fetching `range` on the storage runtime, without waiting.
-    fn spawn(&self, range: Range<u64>) -> Fetch {
+    fn spawn(&mut self, range: Range<u64>) -> Fetch {
+        self.fetched += range.end - range.start;
         let (store, key) = (self.location.store.clone(), self.key.clone());
         block_on(async move { tokio::spawn(async move { store.get_range(&key, range).await }) })
     }
