@@ -12,7 +12,9 @@ use std::path::Path;
 
 use super::sinks::{ObjectTextSink, TextDirSink};
 use super::sources::{ObjectTextSource, TextDirSource};
-use super::{DataflowError, Flow, Sink, SinkContext, SinkWriter, Source, SourceContext, SourceEnd, SourceOffset};
+use super::{
+    DataflowError, Flow, Sink, SinkContext, SinkWriter, Source, SourceContext, SourceEnd, SourceOffset,
+};
 use crate::storage::StorageUrl;
 
 /// Where a job spec's input or output path points: a path that is not UTF-8 is a local path.

@@ -151,7 +151,10 @@ impl ObjectTextSink {
             }
             *listing = Some(found);
         }
-        let committed = listing.get_or_insert_with(BTreeMap::new).entry(partition).or_default();
+        let committed = listing
+            .get_or_insert_with(BTreeMap::new)
+            .entry(partition)
+            .or_default();
         Ok(f(committed))
     }
 }

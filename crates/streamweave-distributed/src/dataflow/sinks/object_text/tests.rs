@@ -85,7 +85,9 @@ fn epochs_become_final_only_when_committed_and_recovery_discards_later_ones(sink
 
 #[test]
 fn epochs_become_final_only_when_committed() {
-    epochs_become_final_only_when_committed_and_recovery_discards_later_ones(&sink_at("memory://object-sink-epochs/out"));
+    epochs_become_final_only_when_committed_and_recovery_discards_later_ones(&sink_at(
+        "memory://object-sink-epochs/out",
+    ));
 }
 
 /// More than a part: the epoch streams as a multipart upload that stays invisible until the
@@ -97,7 +99,11 @@ fn a_large_epoch_goes_through_a_multipart_upload(sink: &ObjectTextSink) {
     for _ in 0..lines {
         writer.write(line.clone()).unwrap();
     }
-    assert!(names(sink).is_empty(), "an upload in progress is invisible: {:?}", names(sink));
+    assert!(
+        names(sink).is_empty(),
+        "an upload in progress is invisible: {:?}",
+        names(sink)
+    );
     writer.pre_commit(7).unwrap();
     assert_eq!(names(sink), [".swd/00002/epoch-00000000000000000007.pending"]);
     sink.commit_epochs(2, 7).unwrap();
@@ -188,7 +194,10 @@ fn validate_wants_an_empty_prefix() {
     assert!(sink.validate().is_ok());
     put(&sink, "x/y", "");
     let err = sink.validate().unwrap_err().to_string();
-    assert_eq!(err, "invalid job: output memory://object-sink-validate/out is not empty");
+    assert_eq!(
+        err,
+        "invalid job: output memory://object-sink-validate/out is not empty"
+    );
 }
 
 /// Needs the S3 server that `scripts/tier2.sh` starts.

@@ -124,7 +124,10 @@ impl SinkWriter<String> for ObjectTextWriter {
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), DataflowError> {
-        let target = self.sink.location.key(&super::super::text_dir::final_name(self.partition));
+        let target = self
+            .sink
+            .location
+            .key(&super::super::text_dir::final_name(self.partition));
         self.finish(&target)?;
         self.committed = true;
         // Earlier attempts of this partition may have left a temporary (a crash between

@@ -56,7 +56,12 @@ fn read_share(
 
 /// Every share of both sources is the same, and so is a read stopped after `stop_fraction` of
 /// a share and resumed from the offset it reported.
-fn assert_same_shares(files: &TextDirSource, objects: &ObjectTextSource, num_partitions: usize, stop_fraction: f64) {
+fn assert_same_shares(
+    files: &TextDirSource,
+    objects: &ObjectTextSource,
+    num_partitions: usize,
+    stop_fraction: f64,
+) {
     assert_eq!(
         files.empty_partitions(num_partitions).unwrap(),
         objects.empty_partitions(num_partitions).unwrap()
@@ -71,8 +76,13 @@ fn assert_same_shares(files: &TextDirSource, objects: &ObjectTextSource, num_par
         let stop_after = (lines.len() as f64 * stop_fraction) as usize + 1;
         if stop_after <= lines.len() {
             let head = read_share(objects, p, num_partitions, SourceOffset(0), Some(stop_after));
-            assert_eq!(head, read_share(files, p, num_partitions, SourceOffset(0), Some(stop_after)));
-            let SourceEnd::Stopped(at) = head.1 else { panic!("{:?}", head.1) };
+            assert_eq!(
+                head,
+                read_share(files, p, num_partitions, SourceOffset(0), Some(stop_after))
+            );
+            let SourceEnd::Stopped(at) = head.1 else {
+                panic!("{:?}", head.1)
+            };
             let rest = read_share(objects, p, num_partitions, at, None);
             assert_eq!(rest, (lines[stop_after..].to_vec(), end), "resumed from {at:?}");
         }
@@ -169,9 +179,13 @@ fn a_split_downloads_its_own_bytes_not_the_object() {
 
 #[test]
 fn validate_names_the_url_of_an_empty_prefix() {
-    let source = ObjectTextSource::new(&StorageUrl::parse("memory://object-source-empty/none").unwrap()).unwrap();
+    let source =
+        ObjectTextSource::new(&StorageUrl::parse("memory://object-source-empty/none").unwrap()).unwrap();
     let err = source.validate().unwrap_err().to_string();
-    assert_eq!(err, "invalid job: input memory://object-source-empty/none holds no objects");
+    assert_eq!(
+        err,
+        "invalid job: input memory://object-source-empty/none holds no objects"
+    );
 }
 
 fn line() -> impl Strategy<Value = String> {
@@ -240,7 +254,11 @@ mod tier2 {
     fn a_missing_bucket_is_an_error_naming_it() {
         let url = StorageUrl::parse("s3://swd-no-such-bucket/in").unwrap();
         let _ = s3_test_url("bucket-check"); // Fails without the tier-2 environment.
-        let err = ObjectTextSource::new(&url).unwrap().validate().unwrap_err().to_string();
+        let err = ObjectTextSource::new(&url)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("s3://swd-no-such-bucket/in"), "{err}");
     }
 }
