@@ -138,6 +138,9 @@ mod tier2 {
             ]
             .map(String::from)
             .to_vec(),
+            // The machine may be loaded (moto and the processes share it): a slow heartbeat must
+            // not fail a live worker; the SIGKILLed one is detected by its closed connection.
+            heartbeat_timeout: "2s",
             ..Opts::default()
         };
         let mut cluster = Cluster::start(opts);

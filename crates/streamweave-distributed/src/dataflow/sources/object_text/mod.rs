@@ -121,9 +121,11 @@ impl ObjectTextSource {
 impl Source for ObjectTextSource {
     type Item = String;
 
-    fn empty_partitions(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
-        let plan = self.plan(num_partitions)?;
-        Ok(Some(plan.iter().map(Vec::is_empty).collect()))
+    /// Cannot tell without listing, and the worker asks while starting an attempt on its event
+    /// loop, where a request to the store (seconds, with retries) would stall heartbeats; so
+    /// every partition sends its end-of-stream markers, as for any source that cannot tell.
+    fn empty_partitions(&self, _num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        Ok(None)
     }
 
     fn read(
