@@ -80,7 +80,7 @@ pub use error::ConfigError;
 pub use fault_tolerance::{FailureDetector, RecoveryManager};
 pub use protocol::{ClusterStatus, JobState, JobStatus, WorkerStatus};
 pub use types::{Generation, PartitionId, WorkerId, WorkerInfo, WorkerState};
-pub use worker::{PartitionTask, Worker, WorkerConfig, WorkerError, WorkerImpl};
+pub use worker::{Worker, WorkerConfig, WorkerError, WorkerImpl};
 
 pub mod internals {
     //! Decision internals, for tools and tests that drive them directly. **Unstable**: these

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use streamweave_distributed::dataflow::JobSpec;
 use streamweave_distributed::protocol::{JobState, JobStatus};
+use streamweave_distributed::Coordinator;
 use streamweave_distributed::{
     CoordinatorConfig, CoordinatorImpl, Worker, WorkerConfig, WorkerId, WorkerImpl,
 };

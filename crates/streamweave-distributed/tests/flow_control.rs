@@ -13,6 +13,7 @@ use streamweave_distributed::dataflow::{
 use streamweave_distributed::internals::plan::BATCH_RECORDS;
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::worker::CREDITS_PER_CHANNEL;
+use streamweave_distributed::Coordinator;
 use streamweave_distributed::{
     CoordinatorConfig, CoordinatorImpl, Worker, WorkerConfig, WorkerId, WorkerImpl,
 };

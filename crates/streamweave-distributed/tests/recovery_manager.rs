@@ -6,6 +6,7 @@ use std::time::Duration;
 use streamweave_distributed::dataflow::JobSpec;
 use streamweave_distributed::fault_tolerance::RecoveryManager;
 use streamweave_distributed::protocol::JobState;
+use streamweave_distributed::Coordinator;
 use streamweave_distributed::{
     CoordinatorConfig, CoordinatorImpl, Worker, WorkerConfig, WorkerId, WorkerImpl,
 };

@@ -13,6 +13,7 @@ use streamweave_distributed::dataflow::{
     SourceOffset, Stream,
 };
 use streamweave_distributed::protocol::JobState;
+use streamweave_distributed::Coordinator;
 use streamweave_distributed::{
     CoordinatorConfig, CoordinatorImpl, Worker, WorkerConfig, WorkerId, WorkerImpl,
 };

@@ -124,8 +124,8 @@ pub struct FailureArgs {
 /// `swd worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// The coordinator's address.
-    #[arg(long)]
+    /// The coordinator's address, IP:PORT or HOST:PORT (a host name is resolved at start).
+    #[arg(long, value_parser = parse_address)]
     pub coordinator: SocketAddr,
     /// The worker's id (default: worker-<pid>).
     #[arg(long)]
@@ -133,6 +133,10 @@ pub struct WorkerArgs {
     /// Address for the worker's data plane.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub bind: SocketAddr,
+    /// The data-plane address other workers dial, HOST:PORT (default: the bound address; with
+    /// --bind 0.0.0.0:PORT, the IP this worker reaches the coordinator from).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// How often to heartbeat.
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub heartbeat_interval: Duration,
@@ -153,8 +157,8 @@ pub struct WorkerArgs {
 /// The coordinator an admin command talks to.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The coordinator's address.
-    #[arg(long)]
+    /// The coordinator's address, IP:PORT or HOST:PORT (a host name is resolved at start).
+    #[arg(long, value_parser = parse_address)]
     pub coordinator: SocketAddr,
     /// The cluster's name.
     #[arg(long, default_value = "default")]
@@ -263,6 +267,23 @@ pub struct GenArgs {
 pub enum Workload {
     /// Lines of 10 Zipf-distributed words, with the expected word count.
     Wordcount,
+}
+
+/// `IP:PORT`, or `HOST:PORT` resolved now (the first address the resolver gives).
+pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if !s.contains(':') {
+        return Err(format!("{s:?} is not HOST:PORT"));
+    }
+    use std::net::ToSocketAddrs;
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{s:?} resolves to no address")),
+        Err(e) => Err(format!("cannot resolve {s:?}: {e}")),
+    }
 }
 
 /// Parses a human duration such as `100ms` or `2s`.

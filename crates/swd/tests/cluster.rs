@@ -113,3 +113,24 @@ fn a_worker_beyond_max_workers_is_refused_and_nothing_changes() {
     assert_eq!(worker_ids(&after), worker_ids(&before));
     assert_eq!(after["generation"], before["generation"]);
 }
+
+#[test]
+fn workers_bound_to_every_interface_advertise_a_reachable_address() {
+    let mut cluster = Cluster::start(Opts::default());
+    // Bound to 0.0.0.0 without --advertise: the IP it reaches the coordinator from.
+    cluster.add_worker("any", &["--bind", "0.0.0.0:0"]);
+    // --advertise wins, whatever the bind address.
+    cluster.add_worker("named", &["--advertise", "worker-b.example:7123"]);
+    let status = cluster.wait_settled(2);
+    let address = |id: &str| {
+        workers(&status)
+            .iter()
+            .find(|w| w["id"] == id)
+            .and_then(|w| w["address"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no address for {id}: {status:#}"))
+    };
+    let any = address("any");
+    assert!(any.starts_with("127.0.0.1:") && !any.ends_with(":0"), "{any}");
+    assert_eq!(address("named"), "worker-b.example:7123");
+}

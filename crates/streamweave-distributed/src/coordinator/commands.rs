@@ -1,8 +1,9 @@
 //! Talking to the coordinator's actor: the [`Command`]s it receives, the public
 //! [`CoordinatorHandle`] that sends them, and [`answer`], which serves an admin client's request
 //! through the same requests. Admin operations reach the engine as typed [`AdminRequest`]s with a
-//! reply channel, never as code run against it. The shell (`server.rs`), the disk writer (`disk.rs`) and the node
-//! (`handle.rs`) all use this module; it uses none of them, so the dependencies run one way:
+//! reply channel, never as code run against it. The shell (`server.rs`), the disk writer
+//! (`disk.rs`) and the node (`handle.rs`) all use this module; it uses none of them, so the
+//! dependencies run one way:
 //!
 //! ```text
 //! handle.rs --> server.rs --> disk.rs
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::api::Coordinator;
 use super::engine::{AdminAnswer, AdminRequest, ConnId, Input};
 use super::CoordinatorError;
 use crate::protocol::{
@@ -55,12 +57,12 @@ impl CoordinatorHandle {
 
 /// The error of a request to a coordinator that is not running.
 pub(super) fn stopped() -> CoordinatorError {
-    CoordinatorError::Communication("the coordinator is not running".to_string())
+    CoordinatorError::NotRunning
 }
 
 /// The error of an answer that does not fit its request (a bug of the engine).
 fn mismatched(answer: &AdminAnswer) -> CoordinatorError {
-    CoordinatorError::Communication(format!("unexpected answer from the coordinator: {answer:?}"))
+    CoordinatorError::Internal(format!("unexpected answer from the coordinator: {answer:?}"))
 }
 
 impl CoordinatorHandle {
@@ -90,15 +92,40 @@ impl CoordinatorHandle {
     }
 
     /// The cluster's status.
-    pub async fn status(&self) -> Result<ClusterStatus, CoordinatorError> {
+    async fn cluster_status(&self) -> Result<ClusterStatus, CoordinatorError> {
         match self.ask(AdminRequest::Status).await.ok_or_else(stopped)? {
             AdminAnswer::Status(status) => Ok(*status),
             other => Err(mismatched(&other)),
         }
     }
+}
 
-    /// See [`Coordinator::get_worker`](super::Coordinator::get_worker).
-    pub async fn get_worker(&self, worker_id: &WorkerId) -> Result<WorkerInfo, CoordinatorError> {
+/// The public calls, through the same typed requests; the admin protocol (`answer` below) uses
+/// the variants that return the generation.
+impl Coordinator for CoordinatorHandle {
+    async fn register_worker(&mut self, worker_info: WorkerInfo) -> Result<(), CoordinatorError> {
+        self.change(AdminRequest::RegisterWorker(worker_info))
+            .await
+            .map(drop)
+    }
+
+    async fn assign_partitions(
+        &mut self,
+        worker_id: &WorkerId,
+        partitions: Vec<PartitionId>,
+    ) -> Result<(), CoordinatorError> {
+        let request = AdminRequest::Assign {
+            worker: worker_id.clone(),
+            partitions,
+        };
+        self.change(request).await.map(drop)
+    }
+
+    async fn rebalance(&mut self) -> Result<(), CoordinatorError> {
+        self.change(AdminRequest::Rebalance).await.map(drop)
+    }
+
+    async fn get_worker(&self, worker_id: &WorkerId) -> Result<WorkerInfo, CoordinatorError> {
         let request = AdminRequest::GetWorker(worker_id.clone());
         match self.ask(request).await.ok_or_else(stopped)? {
             AdminAnswer::Worker(result) => result,
@@ -106,38 +133,21 @@ impl CoordinatorHandle {
         }
     }
 
-    /// See [`Coordinator::assign_partitions`](super::Coordinator::assign_partitions); returns the
-    /// generation after the request.
-    pub async fn assign_partitions(
-        &self,
-        worker_id: &WorkerId,
-        partitions: Vec<PartitionId>,
-    ) -> Result<Generation, CoordinatorError> {
-        self.change(AdminRequest::Assign {
-            worker: worker_id.clone(),
-            partitions,
-        })
-        .await
+    async fn handle_worker_failure(&mut self, worker_id: &WorkerId) -> Result<(), CoordinatorError> {
+        self.change(AdminRequest::FailWorker(worker_id.clone()))
+            .await
+            .map(drop)
     }
 
-    /// See [`Coordinator::rebalance`](super::Coordinator::rebalance); returns the generation after
-    /// the request.
-    pub async fn rebalance(&self) -> Result<Generation, CoordinatorError> {
-        self.change(AdminRequest::Rebalance).await
+    async fn status(&self) -> Result<ClusterStatus, CoordinatorError> {
+        self.cluster_status().await
     }
 
-    /// See [`Coordinator::handle_worker_failure`](super::Coordinator::handle_worker_failure).
-    pub async fn handle_worker_failure(&self, worker_id: &WorkerId) -> Result<Generation, CoordinatorError> {
-        self.change(AdminRequest::FailWorker(worker_id.clone())).await
-    }
-
-    /// Takes a checkpoint of the running job now; returns its id once it is committed (or an
-    /// error if it is not within `timeout`).
-    pub async fn checkpoint_now(&self, timeout: Duration) -> Result<u64, CoordinatorError> {
+    async fn checkpoint_now(&self, timeout: Duration) -> Result<u64, CoordinatorError> {
         let id = self.trigger_checkpoint().await.ok_or_else(stopped)??;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let status = self.status().await?;
+            let status = self.cluster_status().await?;
             if status
                 .checkpoints
                 .as_ref()
@@ -147,17 +157,12 @@ impl CoordinatorHandle {
                 return Ok(id);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(CoordinatorError::Communication(format!(
-                    "checkpoint {id} not complete within {timeout:?}"
+                return Err(CoordinatorError::Timeout(format!(
+                    "checkpoint {id} not committed within {timeout:?}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// See [`Coordinator::register_worker`](super::Coordinator::register_worker).
-    pub async fn register_worker(&self, info: WorkerInfo) -> Result<Generation, CoordinatorError> {
-        self.change(AdminRequest::RegisterWorker(info)).await
     }
 }
 
@@ -172,14 +177,16 @@ pub(crate) async fn answer(
     let result = match request {
         ClientRequest::Status => {
             return handle
-                .status()
+                .cluster_status()
                 .await
                 .ok()
                 .map(|s| ClientResponse::Status(Box::new(s)))
         }
-        ClientRequest::Assign { worker, partitions } => handle.assign_partitions(&worker, partitions).await,
-        ClientRequest::Rebalance => handle.rebalance().await,
-        ClientRequest::FailWorker { worker } => handle.handle_worker_failure(&worker).await,
+        ClientRequest::Assign { worker, partitions } => {
+            handle.change(AdminRequest::Assign { worker, partitions }).await
+        }
+        ClientRequest::Rebalance => handle.change(AdminRequest::Rebalance).await,
+        ClientRequest::FailWorker { worker } => handle.change(AdminRequest::FailWorker(worker)).await,
         ClientRequest::Checkpoint => {
             // Answered at once: the client watches the status for the commit, so no admin
             // request waits on a checkpoint.
@@ -200,7 +207,7 @@ pub(crate) async fn answer(
     };
     Some(match result {
         Ok(generation) => ClientResponse::Done { generation },
-        Err(CoordinatorError::Communication(_)) => return None,
+        Err(CoordinatorError::NotRunning) => return None,
         Err(e) => ClientResponse::Error {
             kind: error_kind(&e),
             message: e.to_string(),

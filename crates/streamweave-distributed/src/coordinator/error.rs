@@ -14,10 +14,22 @@ pub enum CoordinatorError {
     /// No worker with this id is a member.
     #[error("worker not found: {0}")]
     WorkerNotFound(WorkerId),
-    /// The coordinator could not be reached or could not serve (socket errors, not started,
-    /// an answer that did not come in time).
+    /// The coordinator could not serve: its socket or its start failed (the text says which).
     #[error("communication error: {0}")]
     Communication(String),
+    /// The coordinator is not started, or has stopped.
+    #[error("the coordinator is not running")]
+    NotRunning,
+    /// A request did not complete in time (for example a checkpoint that was not committed).
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// A [`RecoveryManager`](crate::RecoveryManager) was asked for a checkpoint before
+    /// [`attach`](crate::RecoveryManager::attach) gave it a coordinator.
+    #[error("the recovery manager is not attached to a coordinator")]
+    NotAttached,
+    /// A bug: the coordinator answered something that does not fit the request.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A checkpoint was asked for but no job attempt is running (none started, or the job is
     /// between attempts); the text says which.
     #[error("{0}")]

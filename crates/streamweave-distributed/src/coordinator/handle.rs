@@ -2,7 +2,6 @@
 //! [`CoordinatorHandle`] (in `commands.rs`) sends requests to the actor. Both go through the same
 //! calls as the `swd` admin commands.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::api::Coordinator;
 use super::commands::{stopped, CoordinatorHandle};
 use super::disk::DiskWriter;
 use super::engine::Engine;
@@ -20,33 +20,6 @@ use super::{CoordinatorConfig, CoordinatorError};
 use crate::network::describe_io_error;
 use crate::protocol::ClusterStatus;
 use crate::types::{PartitionId, WorkerId, WorkerInfo};
-
-/// The seed's coordinator API.
-pub trait Coordinator {
-    /// Registers a worker by description; it must then connect and heartbeat.
-    fn register_worker(
-        &mut self,
-        worker_info: WorkerInfo,
-    ) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
-    /// Moves `partitions` to `worker_id` (it keeps its other partitions).
-    fn assign_partitions(
-        &mut self,
-        worker_id: &WorkerId,
-        partitions: Vec<PartitionId>,
-    ) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
-    /// Recomputes a balanced assignment and moves towards it with the configured strategy.
-    fn rebalance(&mut self) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
-    /// What the coordinator knows about a worker.
-    fn get_worker(
-        &self,
-        worker_id: &WorkerId,
-    ) -> impl Future<Output = Result<WorkerInfo, CoordinatorError>> + Send;
-    /// Treats a worker as failed: the same path as a missed heartbeat.
-    fn handle_worker_failure(
-        &mut self,
-        worker_id: &WorkerId,
-    ) -> impl Future<Output = Result<(), CoordinatorError>> + Send;
-}
 
 struct Running {
     handle: CoordinatorHandle,
@@ -61,7 +34,7 @@ struct Running {
 ///
 /// ```
 /// use std::time::Duration;
-/// use streamweave_distributed::{CoordinatorConfig, CoordinatorImpl};
+/// use streamweave_distributed::{Coordinator, CoordinatorConfig, CoordinatorImpl};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), streamweave_distributed::CoordinatorError> {
@@ -144,7 +117,9 @@ impl CoordinatorImpl {
             tracker.clone(),
             self.config.max_workers,
         ));
-        tracing::info!(%local_addr, partitions = self.config.num_partitions, strategy = self.config.rebalance_strategy.as_str(), "coordinator listening");
+        let strategy = self.config.rebalance_strategy.as_str();
+        let partitions = self.config.num_partitions;
+        tracing::info!(%local_addr, partitions, strategy, "coordinator listening");
         self.running = Some(Running {
             handle: CoordinatorHandle::new(commands),
             local_addr,
@@ -160,17 +135,12 @@ impl CoordinatorImpl {
         self.running.as_ref().map(|r| r.local_addr)
     }
 
-    /// A handle for requests from other tasks.
+    /// A handle for requests from other tasks: it implements [`Coordinator`] as this node does.
     pub fn handle(&self) -> Result<CoordinatorHandle, CoordinatorError> {
         self.running
             .as_ref()
             .map(|r| r.handle.clone())
             .ok_or_else(stopped)
-    }
-
-    /// The cluster's status.
-    pub async fn status(&self) -> Result<ClusterStatus, CoordinatorError> {
-        self.handle()?.status().await
     }
 
     /// Tells the workers, stops listening and waits (briefly) for connections to flush.
@@ -196,7 +166,7 @@ impl Drop for CoordinatorImpl {
 
 impl Coordinator for CoordinatorImpl {
     async fn register_worker(&mut self, worker_info: WorkerInfo) -> Result<(), CoordinatorError> {
-        self.handle()?.register_worker(worker_info).await.map(drop)
+        self.handle()?.register_worker(worker_info).await
     }
 
     async fn assign_partitions(
@@ -204,14 +174,11 @@ impl Coordinator for CoordinatorImpl {
         worker_id: &WorkerId,
         partitions: Vec<PartitionId>,
     ) -> Result<(), CoordinatorError> {
-        self.handle()?
-            .assign_partitions(worker_id, partitions)
-            .await
-            .map(drop)
+        self.handle()?.assign_partitions(worker_id, partitions).await
     }
 
     async fn rebalance(&mut self) -> Result<(), CoordinatorError> {
-        self.handle()?.rebalance().await.map(drop)
+        self.handle()?.rebalance().await
     }
 
     async fn get_worker(&self, worker_id: &WorkerId) -> Result<WorkerInfo, CoordinatorError> {
@@ -219,6 +186,14 @@ impl Coordinator for CoordinatorImpl {
     }
 
     async fn handle_worker_failure(&mut self, worker_id: &WorkerId) -> Result<(), CoordinatorError> {
-        self.handle()?.handle_worker_failure(worker_id).await.map(drop)
+        self.handle()?.handle_worker_failure(worker_id).await
+    }
+
+    async fn status(&self) -> Result<ClusterStatus, CoordinatorError> {
+        self.handle()?.status().await
+    }
+
+    async fn checkpoint_now(&self, timeout: Duration) -> Result<u64, CoordinatorError> {
+        self.handle()?.checkpoint_now(timeout).await
     }
 }

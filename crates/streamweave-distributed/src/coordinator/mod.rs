@@ -18,6 +18,7 @@
 //! `fault_tolerance` (which uses it).
 
 // The decision internals below are public only as `crate::internals` (unstable).
+mod api;
 pub(crate) mod assignment;
 pub(crate) mod checkpoint_tracker;
 mod commands;
@@ -36,7 +37,8 @@ mod server;
 mod server_accept_tests;
 mod startup;
 
+pub use api::Coordinator;
 pub use commands::CoordinatorHandle;
 pub use config::{CoordinatorConfig, RebalanceStrategy, RecoveryStrategy};
 pub use error::CoordinatorError;
-pub use handle::{Coordinator, CoordinatorImpl};
+pub use handle::CoordinatorImpl;

@@ -350,38 +350,12 @@ async fn serve_worker(
                 None => break,
             },
             frame = reader.recv() => {
-                let inputs = match frame {
-                    Ok(Some(WorkerMessage::Heartbeat { running, job })) => {
-                        let mut inputs = vec![Input::Heartbeat { conn, running }];
-                        if let Some(progress) = job {
-                            inputs.push(Input::Job { conn, report: JobReport::Progress(progress) });
-                        }
-                        inputs
-                    }
-                    Ok(Some(WorkerMessage::Ack { generation, running })) => {
-                        vec![Input::Ack { conn, generation, running }]
-                    }
-                    Ok(Some(WorkerMessage::Leave)) => vec![Input::Leave { conn }],
-                    Ok(Some(WorkerMessage::CheckpointAck { attempt, id, partition, state_file, state_bytes, state_crc32, source_offset, source_exhausted, source_records })) => {
-                        let snapshot = PartitionSnapshot { state_file, state_bytes, state_crc32, source_offset: Some(source_offset), source_exhausted, source_records };
-                        vec![Input::Job { conn, report: JobReport::CheckpointAck { attempt, id, partition, snapshot } }]
-                    }
-                    Ok(Some(WorkerMessage::EpochsCommitted { attempt, upto, partitions })) => {
-                        vec![Input::Job { conn, report: JobReport::EpochsCommitted { attempt, upto, partitions } }]
-                    }
-                    Ok(Some(WorkerMessage::SourceDone { attempt, partition, records_in })) => {
-                        vec![Input::Job { conn, report: JobReport::SourceDone { attempt, partition, records_in } }]
-                    }
-                    Ok(Some(WorkerMessage::PartitionDone { attempt, partition, records_out })) => {
-                        vec![Input::Job { conn, report: JobReport::PartitionDone { attempt, partition, records_out } }]
-                    }
-                    Ok(Some(WorkerMessage::JobFailed { attempt, partition, error })) => {
-                        vec![Input::Job { conn, report: JobReport::Failed { attempt, partition, error } }]
-                    }
+                let message = match frame {
                     Ok(Some(WorkerMessage::Register(_))) => {
                         tracing::warn!(%peer, "closing worker connection: registered twice");
                         break;
                     }
+                    Ok(Some(message)) => message,
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "closing worker connection");
@@ -389,7 +363,7 @@ async fn serve_worker(
                     }
                 };
                 let mut gone = false;
-                for input in inputs {
+                for input in inputs_of(conn, message) {
                     gone |= shared.commands.send(Command::Input(input)).await.is_err();
                 }
                 if gone {
@@ -430,5 +404,91 @@ async fn serve_client(
             tracing::debug!(%peer, error = %e, "client went away");
             return;
         }
+    }
+}
+
+/// The engine's inputs for a message from a registered worker (a second `Register` is refused
+/// by the caller before this).
+fn inputs_of(conn: ConnId, message: WorkerMessage) -> Vec<Input> {
+    let job = |report| Input::Job { conn, report };
+    match message {
+        WorkerMessage::Heartbeat {
+            running,
+            job: progress,
+        } => {
+            let mut inputs = vec![Input::Heartbeat { conn, running }];
+            inputs.extend(progress.map(|p| job(JobReport::Progress(p))));
+            inputs
+        }
+        WorkerMessage::Ack { generation, running } => vec![Input::Ack {
+            conn,
+            generation,
+            running,
+        }],
+        WorkerMessage::Leave => vec![Input::Leave { conn }],
+        WorkerMessage::CheckpointAck {
+            attempt,
+            id,
+            partition,
+            state_file,
+            state_bytes,
+            state_crc32,
+            source_offset,
+            source_exhausted,
+            source_records,
+        } => {
+            let snapshot = PartitionSnapshot {
+                state_file,
+                state_bytes,
+                state_crc32,
+                source_offset: Some(source_offset),
+                source_exhausted,
+                source_records,
+            };
+            vec![job(JobReport::CheckpointAck {
+                attempt,
+                id,
+                partition,
+                snapshot,
+            })]
+        }
+        WorkerMessage::EpochsCommitted {
+            attempt,
+            upto,
+            partitions,
+        } => vec![job(JobReport::EpochsCommitted {
+            attempt,
+            upto,
+            partitions,
+        })],
+        WorkerMessage::SourceDone {
+            attempt,
+            partition,
+            records_in,
+        } => vec![job(JobReport::SourceDone {
+            attempt,
+            partition,
+            records_in,
+        })],
+        WorkerMessage::PartitionDone {
+            attempt,
+            partition,
+            records_out,
+        } => vec![job(JobReport::PartitionDone {
+            attempt,
+            partition,
+            records_out,
+        })],
+        WorkerMessage::JobFailed {
+            attempt,
+            partition,
+            error,
+        } => vec![job(JobReport::Failed {
+            attempt,
+            partition,
+            error,
+        })],
+        // Refused by the connection before it gets here; nothing for the engine.
+        WorkerMessage::Register(_) => Vec::new(),
     }
 }

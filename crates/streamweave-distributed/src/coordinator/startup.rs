@@ -99,7 +99,8 @@ fn resume_point(
     };
     if manifest.job != job {
         // Another job's checkpoints: they do not describe this job's progress.
-        tracing::warn!(checkpoint = %manifest.id, job = %manifest.job, "the stored checkpoint is of another job; ignored");
+        let (checkpoint, stored) = (&manifest.id, &manifest.job);
+        tracing::warn!(%checkpoint, job = %stored, "the stored checkpoint is of another job; ignored");
         return Ok(None);
     }
     if manifest.partitions != partitions {

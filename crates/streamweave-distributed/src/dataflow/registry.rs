@@ -108,7 +108,9 @@ type BuildFn = Arc<dyn Fn(&JobSpec) -> Result<Job, DataflowError> + Send + Sync>
 /// Job functions by name.
 ///
 /// ```
-/// use streamweave_distributed::dataflow::{sinks::CollectorSink, sources::CollectionSource, JobRegistry, JobSpec, Stream};
+/// use streamweave_distributed::dataflow::sinks::CollectorSink;
+/// use streamweave_distributed::dataflow::sources::CollectionSource;
+/// use streamweave_distributed::dataflow::{JobRegistry, JobSpec, Stream};
 ///
 /// let mut registry = JobRegistry::new();
 /// registry.register("shout", "upper-cases a fixed list", |_spec: &JobSpec| {

@@ -27,7 +27,9 @@ use super::{
 };
 
 /// Runs a source partition from an offset and sends what it reads into the exchange.
-pub(super) type SendFn = dyn Fn(&SourceContext, SourceOffset, &SourceControl, &mut dyn ExchangeOut) -> Result<SourceEnd, DataflowError>
+#[rustfmt::skip]
+pub(super) type SendFn = dyn Fn(&SourceContext, SourceOffset, &SourceControl, &mut dyn ExchangeOut)
+        -> Result<SourceEnd, DataflowError>
     + Send
     + Sync;
 

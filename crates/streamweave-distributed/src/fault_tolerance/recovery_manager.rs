@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::checkpoint::{restore_latest, CheckpointError, LocalDirStore, Manifest};
-use crate::coordinator::{CoordinatorConfig, CoordinatorError, CoordinatorHandle, RecoveryStrategy};
+use crate::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorHandle, RecoveryStrategy,
+};
 
 /// Checkpoint-based recovery.
 ///
@@ -77,11 +79,7 @@ impl RecoveryManager {
 
     /// Takes a checkpoint of the running job now and returns its id once it is committed.
     pub async fn checkpoint(&self) -> Result<u64, CoordinatorError> {
-        let coordinator = self.coordinator.as_ref().ok_or_else(|| {
-            CoordinatorError::Communication(
-                "the recovery manager is not attached to a coordinator".to_string(),
-            )
-        })?;
+        let coordinator = self.coordinator.as_ref().ok_or(CoordinatorError::NotAttached)?;
         coordinator
             .checkpoint_now(Duration::from_secs(30).max(self.checkpoint_interval))
             .await

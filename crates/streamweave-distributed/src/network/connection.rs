@@ -16,6 +16,7 @@ use crate::protocol::{MessageCodec, ProtocolError};
 pub struct Connection<Out, In> {
     reader: ConnectionReader<In>,
     writer: ConnectionWriter<Out>,
+    local: SocketAddr,
 }
 
 /// The receiving half of a [`Connection`].
@@ -46,9 +47,9 @@ impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
     ) -> Self {
         // Control messages are small and latency matters more than batching for them.
         let _ = stream.set_nodelay(true);
-        let peer = stream
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let unknown = |_| SocketAddr::from(([0, 0, 0, 0], 0));
+        let peer = stream.peer_addr().unwrap_or_else(unknown);
+        let local = stream.local_addr().unwrap_or_else(unknown);
         let (read, write) = stream.into_split();
         Connection {
             reader: ConnectionReader {
@@ -59,12 +60,18 @@ impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
                 frames: FramedWrite::new(write, MessageCodec::new(max_frame_size)),
                 _permit: permit,
             },
+            local,
         }
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.reader.peer
+    }
+
+    /// This end's address (the interface the peer is reached through).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Sends one message and flushes it.

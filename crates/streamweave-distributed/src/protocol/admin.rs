@@ -105,7 +105,8 @@ impl ClusterStatus {
     ///     cluster: "default".into(), generation: Generation(1), partitions: 4, strategy: "gradual".into(),
     ///     unassigned: vec![0, 1, 2, 3], moving: vec![], workers: vec![], job: None, checkpoints: None,
     /// };
-    /// assert_eq!(status.unassigned_reason().as_deref(), Some("4 of 4 partitions unassigned: no worker has registered"));
+    /// let reason = status.unassigned_reason();
+    /// assert_eq!(reason.as_deref(), Some("4 of 4 partitions unassigned: no worker has registered"));
     /// ```
     pub fn unassigned_reason(&self) -> Option<String> {
         if self.unassigned.is_empty() {

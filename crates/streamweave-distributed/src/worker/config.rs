@@ -29,6 +29,11 @@ pub struct WorkerConfig {
     pub worker_id: WorkerId,
     /// Where the worker listens for its data plane (port 0 picks a free port).
     pub bind_address: SocketAddr,
+    /// The data-plane address other workers dial, `HOST:PORT`, when it differs from
+    /// `bind_address` (a NAT, a container, a DNS name). Unset: the bound address, with an
+    /// unspecified IP (`0.0.0.0`, `::`) replaced by the local IP this worker reaches the
+    /// coordinator from.
+    pub advertise_address: Option<String>,
     /// The coordinator's address.
     pub coordinator_address: SocketAddr,
     /// How often it sends a heartbeat.
@@ -56,6 +61,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             worker_id: WorkerId::new(format!("worker-{}", std::process::id())),
             bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise_address: None,
             coordinator_address: SocketAddr::from(([127, 0, 0, 1], 7000)),
             heartbeat_interval: Duration::from_millis(500),
             communication_timeout: Duration::from_secs(5),
@@ -107,6 +113,17 @@ impl WorkerConfig {
         }
         if self.max_reconnect_backoff.is_zero() {
             return Err(ConfigError::new("max_reconnect_backoff", "must be above zero"));
+        }
+        if let Some(advertise) = &self.advertise_address {
+            let port = advertise
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+                return Err(ConfigError::new(
+                    "advertise_address",
+                    format!("{advertise:?} is not HOST:PORT with a port above 0"),
+                ));
+            }
         }
         Ok(())
     }
@@ -164,7 +181,26 @@ mod tests {
                 },
                 "cluster_name",
             ),
+            (
+                WorkerConfig {
+                    advertise_address: Some("10.0.0.2".into()),
+                    ..ok.clone()
+                },
+                "advertise_address",
+            ),
+            (
+                WorkerConfig {
+                    advertise_address: Some(":7001".into()),
+                    ..ok.clone()
+                },
+                "advertise_address",
+            ),
         ];
+        let named = WorkerConfig {
+            advertise_address: Some("worker-0.swd.default.svc:7001".into()),
+            ..ok.clone()
+        };
+        assert_eq!(named.validate(), Ok(()));
         for (config, field) in cases {
             assert_eq!(config.validate().unwrap_err().field, field);
         }

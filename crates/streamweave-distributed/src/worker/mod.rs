@@ -32,5 +32,4 @@ mod worker_impl;
 pub use config::WorkerConfig;
 pub use error::WorkerError;
 pub use exchange::CREDITS_PER_CHANNEL;
-pub use partition_tasks::{IdleTask, PartitionTask, TaskFuture};
 pub use worker_impl::{Worker, WorkerImpl, WorkerSnapshot};

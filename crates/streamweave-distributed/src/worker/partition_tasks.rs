@@ -1,9 +1,11 @@
 //! One task per owned partition: started on grant, stopped (and awaited) on revoke, and seen
 //! when it ends by itself.
 //!
-//! This is the seed's execution model (`WorkerImpl::with_task`): a [`PartitionTask`] per
-//! partition, [`IdleTask`] when none is given, kept by [`TaskSet`]. A dataflow job's work (source
-//! and receiver tasks, barriers, checkpoints) is in `job_tasks.rs` and `job_runner.rs`.
+//! This is the worker's record of ownership, not an execution model of its own: every owned
+//! partition holds an [`IdleTask`] (the [`PartitionTask`] trait exists so the unit tests below can
+//! watch starts and stops), kept by [`TaskSet`], and the session reports the running set to the
+//! coordinator. There is one way to run work on a cluster, a dataflow job: its source and
+//! receiver tasks, barriers and checkpoints are in `job_tasks.rs` and `job_runner.rs`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -17,28 +19,11 @@ use super::WorkerError;
 use crate::types::{Generation, PartitionId};
 
 /// The future a partition task runs.
-pub type TaskFuture = Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send>>;
+pub(crate) type TaskFuture = Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send>>;
 
 /// What a worker runs for each partition it owns. The task must return soon after `stop` is
 /// cancelled: the coordinator waits for that before it gives the partition to another worker.
-///
-/// ```
-/// use streamweave_distributed::worker::{PartitionTask, TaskFuture};
-/// use streamweave_distributed::{Generation, PartitionId};
-/// use tokio_util::sync::CancellationToken;
-///
-/// struct Print;
-/// impl PartitionTask for Print {
-///     fn run(&self, partition: PartitionId, generation: Generation, stop: CancellationToken) -> TaskFuture {
-///         Box::pin(async move {
-///             println!("partition {partition} started at generation {generation}");
-///             stop.cancelled().await;
-///             Ok(())
-///         })
-///     }
-/// }
-/// ```
-pub trait PartitionTask: Send + Sync + 'static {
+pub(crate) trait PartitionTask: Send + Sync + 'static {
     /// Runs the task of `partition`, granted at `generation`, until `stop` is cancelled.
     fn run(&self, partition: PartitionId, generation: Generation, stop: CancellationToken) -> TaskFuture;
 }
@@ -46,7 +31,7 @@ pub trait PartitionTask: Send + Sync + 'static {
 /// A task that holds its partition and does nothing until stopped: the default until a job is
 /// attached.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct IdleTask;
+pub(crate) struct IdleTask;
 
 impl PartitionTask for IdleTask {
     fn run(&self, _partition: PartitionId, _generation: Generation, stop: CancellationToken) -> TaskFuture {

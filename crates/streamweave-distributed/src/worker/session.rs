@@ -77,6 +77,21 @@ impl Session {
         Ok(connection)
     }
 
+    /// The data-plane address to announce: the configured advertised one, else the bound one
+    /// with an unspecified IP replaced by `local`, the IP this worker reaches the coordinator
+    /// from (other workers are on the coordinator's side of the network too).
+    fn announced_address(&self, local: std::net::SocketAddr) -> String {
+        if let Some(advertised) = &self.config.advertise_address {
+            return advertised.clone();
+        }
+        match self.address.parse::<std::net::SocketAddr>() {
+            Ok(bound) if bound.ip().is_unspecified() => {
+                std::net::SocketAddr::new(local.ip(), bound.port()).to_string()
+            }
+            _ => self.address.clone(),
+        }
+    }
+
     /// One connection and registration attempt; on success, the input for the core.
     async fn register_once(&mut self) -> Result<(WorkerConnection, SessionInput), WorkerError> {
         let addr = self.config.coordinator_address;
@@ -94,7 +109,7 @@ impl Session {
         let request = RegisterRequest {
             worker_id: self.config.worker_id.clone(),
             incarnation: self.incarnation,
-            address: self.address.clone(),
+            address: self.announced_address(connection.local_addr()),
             capacity: self.config.max_concurrent_tasks,
             requested,
             jobs: self.job_names.clone(),

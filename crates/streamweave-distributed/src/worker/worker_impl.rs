@@ -64,13 +64,13 @@ pub struct WorkerImpl {
 }
 
 impl WorkerImpl {
-    /// A worker whose partition tasks are [`IdleTask`]s.
+    /// A worker that can run the built-in jobs (see [`WorkerImpl::with_jobs`] for your own).
     pub fn new(config: WorkerConfig) -> Self {
         Self::with_task(config, Arc::new(IdleTask))
     }
 
-    /// A worker running `task` for each partition it owns.
-    pub fn with_task(config: WorkerConfig, task: Arc<dyn PartitionTask>) -> Self {
+    /// A worker holding `task` for each partition it owns (tests watch ownership with it).
+    pub(crate) fn with_task(config: WorkerConfig, task: Arc<dyn PartitionTask>) -> Self {
         let (sender, snapshot) = watch::channel(WorkerSnapshot::default());
         let transport = Transport::new(ConnectionPool::new().with_timeout(config.communication_timeout))
             .with_max_frame_size(config.max_frame_size);

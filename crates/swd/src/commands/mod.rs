@@ -88,6 +88,7 @@ fn flag_error(e: &ConfigError) -> anyhow::Error {
         "heartbeat_interval" => "--heartbeat-interval",
         "max_workers" => "--max-workers",
         "checkpoint_interval" => "--checkpoint-interval",
+        "advertise_address" => "--advertise",
         other => return anyhow::anyhow!("invalid {other}: {}", e.reason),
     };
     // The reason speaks of config fields; on the command line they are flags.

@@ -136,9 +136,10 @@ pub(super) fn summary(
         .last_recovery_ms
         .map(|ms| format!(" (last recovery {ms} ms)"))
         .unwrap_or_default();
+    let (records_in, records_out, restarts) = (job.records_in, job.records_out, job.restarts);
     println!(
-        "job {name} finished: {} records in, {} records out, {workers} workers, {partitions} partitions, {} restarts{recovery}",
-        job.records_in, job.records_out, job.restarts
+        "job {name} finished: {records_in} records in, {records_out} records out, {workers} workers, \
+         {partitions} partitions, {restarts} restarts{recovery}"
     );
     println!(
         "wall time {secs:.3} s ({} records/s end to end; job {} ms); output: {}",

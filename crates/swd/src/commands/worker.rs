@@ -16,6 +16,7 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
     let mut config = WorkerConfig {
         coordinator_address: args.coordinator,
         bind_address: args.bind,
+        advertise_address: args.advertise.clone(),
         heartbeat_interval: args.heartbeat_interval,
         max_concurrent_tasks: args.max_tasks,
         source_slots: args.source_slots,
