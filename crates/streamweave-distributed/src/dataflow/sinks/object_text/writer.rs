@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use super::ObjectTextSink;
 use crate::dataflow::{DataflowError, SinkContext, SinkWriter};
-use crate::storage::block_on;
+use crate::storage::{block_on, spawn};
 
 /// The size of a multipart upload's parts (S3 wants at least 5 MiB, the last part excepted).
 pub(super) const PART: usize = 8 << 20;
@@ -81,7 +81,7 @@ impl ObjectTextWriter {
         let payload = PutPayload::from(std::mem::take(&mut self.buf));
         if let Some(staged) = self.staged.as_mut() {
             let part = staged.upload.put_part(payload);
-            staged.in_flight = Some(block_on(async move { tokio::spawn(part) }));
+            staged.in_flight = Some(spawn(part));
         }
         Ok(())
     }
@@ -158,11 +158,9 @@ impl Drop for ObjectTextWriter {
             if let Some(part) = staged.in_flight.take() {
                 part.abort();
             }
-            block_on(async move {
-                tokio::spawn(async move {
-                    let _ = staged.upload.abort().await;
-                })
-            });
+            drop(spawn(async move {
+                let _ = staged.upload.abort().await;
+            }));
         }
     }
 }

@@ -69,8 +69,11 @@ pub struct ObjectTextSource {
     min_split: u64,
     /// The listing, taken when first needed and kept: one listing per job build serves every
     /// partition this worker reads.
-    listing: Arc<Mutex<Option<Arc<Vec<(ObjectPath, u64)>>>>>,
+    listing: Arc<Mutex<Option<Objects>>>,
 }
+
+/// The input objects with their sizes, in the store's order.
+type Objects = Arc<Vec<(ObjectPath, u64)>>;
 
 impl ObjectTextSource {
     /// A source reading the objects under `url` (an object store URL, not a local path).
@@ -95,7 +98,7 @@ impl ObjectTextSource {
     }
 
     /// The input objects with their sizes (listed once).
-    fn objects(&self) -> Result<Arc<Vec<(ObjectPath, u64)>>, DataflowError> {
+    fn objects(&self) -> Result<Objects, DataflowError> {
         let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(objects) = listing.as_ref() {
             return Ok(Arc::clone(objects));

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use tokio::task::JoinHandle;
 
-use crate::storage::{block_on, Location};
+use crate::storage::{block_on, spawn, Location};
 
 /// The size of a sequential read's GET.
 pub(super) const CHUNK: u64 = 8 << 20;
@@ -84,7 +84,7 @@ impl RangedReader {
     fn spawn(&mut self, range: Range<u64>) -> Fetch {
         self.fetched += range.end - range.start;
         let (store, key) = (self.location.store.clone(), self.key.clone());
-        block_on(async move { tokio::spawn(async move { store.get_range(&key, range).await }) })
+        spawn(async move { store.get_range(&key, range).await })
     }
 
     /// Makes the chunk hold `self.pos` (which is below `size`).
