@@ -97,10 +97,11 @@ pub struct JobArgs {
     /// A registered job (the swd binary has `wordcount` and `repartition`).
     #[arg(long)]
     pub job: Option<String>,
-    /// The job's input (a directory of text files for the built-in jobs).
+    /// The job's input (for the built-in jobs, text files: a directory, or an object store
+    /// prefix `s3://bucket/prefix`, configured by the AWS_* environment).
     #[arg(long, requires = "job")]
     pub input: Option<PathBuf>,
-    /// The job's output directory; it must not exist or be empty.
+    /// The job's output (a directory or an `s3://bucket/prefix`); it must not exist or be empty.
     #[arg(long, requires = "job")]
     pub output: Option<PathBuf>,
     /// Records per second per source partition (default unlimited): makes a job run long enough

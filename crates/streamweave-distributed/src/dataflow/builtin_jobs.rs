@@ -1,9 +1,9 @@
-//! The built-in jobs of `swd`: `wordcount` and `repartition`, both over a directory of text
-//! files, written with the public builder like any user job. Public as `dataflow::jobs`.
+//! The built-in jobs of `swd`: `wordcount` and `repartition`, both over text files in a
+//! directory or under an object store prefix ([`TextInput`], [`TextOutput`]), written with the
+//! public builder like any user job. Public as `dataflow::jobs`.
 
-use super::sinks::TextDirSink;
-use super::sources::{TextDirSource, Throttled, DEFAULT_MIN_SPLIT};
-use super::{DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, Stream};
+use super::sources::{Throttled, DEFAULT_MIN_SPLIT};
+use super::{DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, Stream, TextInput, TextOutput};
 
 /// A numeric parameter of the job, or `default`.
 fn number(spec: &JobSpec, name: &str, what: &str, default: u64) -> Result<u64, DataflowError> {
@@ -15,13 +15,14 @@ fn number(spec: &JobSpec, name: &str, what: &str, default: u64) -> Result<u64, D
     }
 }
 
-/// The job's input with the optional parameters `rate` (lines per second per source partition)
-/// and `min_split` (the smallest byte range a file is cut into; default 8 MiB).
-fn input(spec: &JobSpec) -> Result<Throttled<TextDirSource>, DataflowError> {
+/// The job's input (a directory, or an object store prefix such as `s3://bucket/in`) with the
+/// optional parameters `rate` (lines per second per source partition) and `min_split` (the
+/// smallest byte range a file is cut into; default 8 MiB).
+fn input(spec: &JobSpec) -> Result<Throttled<TextInput>, DataflowError> {
     let rate = number(spec, "rate", "a number of records per second", 0)?;
     let min_split = number(spec, "min_split", "a number of bytes", DEFAULT_MIN_SPLIT)?;
     Ok(Throttled::new(
-        TextDirSource::new(spec.require_input()?.clone()).with_min_split(min_split),
+        TextInput::new(spec.require_input()?, min_split)?,
         rate,
     ))
 }
@@ -30,7 +31,7 @@ fn input(spec: &JobSpec) -> Result<Throttled<TextDirSource>, DataflowError> {
 /// output lines `word<TAB>count`, one per distinct word, when the input ends. Parameter
 /// `rate`: lines per second per source partition (default unlimited).
 pub fn wordcount(spec: &JobSpec) -> Result<Job, DataflowError> {
-    let output = TextDirSink::new(spec.require_output()?.clone());
+    let output = TextOutput::new(spec.require_output()?)?;
     Ok(Stream::from_source(input(spec)?)
         .count_str_keys(|line: &String, emit| for_each_word(line, emit))
         .map(|(word, n)| format!("{word}\t{n}"))
@@ -73,7 +74,7 @@ pub fn for_each_word(line: &str, mut f: impl FnMut(&str)) {
 /// Repartition: every input line goes, by a stable hash of the line, to the partition that owns
 /// it and is written there; the output is the input's lines, reordered.
 pub fn repartition(spec: &JobSpec) -> Result<Job, DataflowError> {
-    let output = TextDirSink::new(spec.require_output()?.clone());
+    let output = TextOutput::new(spec.require_output()?)?;
     Ok(Stream::from_source(input(spec)?)
         .exchange(HashPartitioner)
         .sink(output))

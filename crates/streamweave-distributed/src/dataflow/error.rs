@@ -13,6 +13,9 @@ pub enum DataflowError {
         /// The error.
         source: std::io::Error,
     },
+    /// An object store (input or output on S3, ...) failed or could not be reached.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// The job's definition or parameters cannot work (missing input, unknown job, ...).
     #[error("invalid job: {0}")]
     InvalidJob(String),

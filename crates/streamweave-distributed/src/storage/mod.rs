@@ -30,6 +30,10 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
+pub mod list;
+mod spawn;
+pub use spawn::spawn;
+
 /// A storage URL that cannot be used, or a storage operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use streamweave_distributed::dataflow::{JobRegistry, JobSpec};
+use streamweave_distributed::storage::StorageUrl;
 use streamweave_distributed::ConfigError;
 
 use crate::cli::{Cli, Command, JobArgs};
@@ -46,12 +47,10 @@ fn job_spec_resuming(
     let Some(name) = &args.job else { return Ok(None) };
     let mut spec = JobSpec::new(name.clone());
     if let Some(input) = &args.input {
-        spec.input =
-            Some(std::path::absolute(input).with_context(|| format!("bad --input {}", input.display()))?);
+        spec.input = Some(job_location("--input", input)?);
     }
     if let Some(output) = &args.output {
-        spec.output =
-            Some(std::path::absolute(output).with_context(|| format!("bad --output {}", output.display()))?);
+        spec.output = Some(job_location("--output", output)?);
     }
     spec.params = args.params.iter().cloned().collect();
     if let Some(rate) = args.rate {
@@ -64,6 +63,16 @@ fn job_spec_resuming(
         job.validate()?;
     }
     Ok(Some(spec))
+}
+
+/// A job's input or output as the workers get it: an object store URL (`s3://`, `memory://`)
+/// as given, a local path (plain or `file:///path`) made absolute.
+fn job_location(flag: &str, given: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let bad = || format!("bad {flag} {}", given.display());
+    match streamweave_distributed::dataflow::storage_url(given).with_context(bad)? {
+        StorageUrl::Local(path) => std::path::absolute(path).with_context(bad),
+        _ => Ok(given.to_path_buf()),
+    }
 }
 
 /// A configuration error in the words of the command line: the flag, not the struct field.

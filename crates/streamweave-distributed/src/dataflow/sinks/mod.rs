@@ -1,10 +1,13 @@
-//! Built-in sinks: part files in a directory ([`TextDirSink`]), standard output
+//! Built-in sinks: part files in a directory ([`TextDirSink`]) or under an object store prefix
+//! ([`ObjectTextSink`]), standard output
 //! ([`StdoutSink`]) and an in-memory collector for tests ([`CollectorSink`]).
 
 mod collector;
+mod object_text;
 mod stdout;
 mod text_dir;
 
 pub use collector::CollectorSink;
+pub use object_text::ObjectTextSink;
 pub use stdout::StdoutSink;
 pub use text_dir::{is_final_output, TextDirSink};

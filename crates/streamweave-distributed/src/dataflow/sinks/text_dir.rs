@@ -34,7 +34,7 @@ use crate::dataflow::{DataflowError, Sink, SinkContext, SinkWriter};
 const WRITE_BUFFER: usize = 256 * 1024;
 
 /// The hidden directory holding the partitions' working directories.
-const WORK: &str = ".swd";
+pub(super) const WORK: &str = ".swd";
 
 /// Writes each record as a line of the file `part-{q:05}` of a directory, where `q` is the
 /// partition. A partition's file appears only when its writer commits; a later attempt's commit
@@ -135,7 +135,7 @@ pub fn is_final_output(name: &str) -> bool {
     !name.starts_with('.') && !name.starts_with('_')
 }
 
-fn final_name(partition: usize) -> String {
+pub(super) fn final_name(partition: usize) -> String {
     format!("part-{partition:05}")
 }
 
@@ -143,13 +143,13 @@ fn temp_prefix(partition: usize) -> String {
     format!(".part-{partition:05}.attempt-")
 }
 
-const PENDING_PREFIX: &str = "epoch-";
+pub(super) const PENDING_PREFIX: &str = "epoch-";
 
-fn pending_name(epoch: u64) -> String {
+pub(super) fn pending_name(epoch: u64) -> String {
     format!("{PENDING_PREFIX}{epoch:020}.pending")
 }
 
-fn epoch_name(partition: usize, epoch: u64) -> String {
+pub(super) fn epoch_name(partition: usize, epoch: u64) -> String {
     format!("part-{partition:05}-{epoch:020}")
 }
 
@@ -170,8 +170,14 @@ fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, DataflowError> {
     Ok(found)
 }
 
+/// The partition and epoch of a committed epoch's name ([`epoch_name`]).
+pub(super) fn parse_epoch_name(name: &str) -> Option<(usize, u64)> {
+    let (p, e) = name.strip_prefix("part-")?.split_once('-')?;
+    Some((p.parse().ok()?, e.parse().ok()?))
+}
+
 /// The number in `name` between `prefix` and `suffix`, if it has that shape.
-fn numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+pub(super) fn numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
     name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
 }
 
@@ -189,11 +195,7 @@ fn pending_epochs(work: &Path) -> Result<Vec<(u64, PathBuf)>, DataflowError> {
 fn list_output(dir: &Path) -> Result<BTreeMap<usize, Found>, DataflowError> {
     let mut found: BTreeMap<usize, Found> = BTreeMap::new();
     for (name, _) in entries(dir)? {
-        let committed = name
-            .strip_prefix("part-")
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(p, e)| Some((p.parse::<usize>().ok()?, e.parse::<u64>().ok()?)));
-        if let Some((partition, epoch)) = committed {
+        if let Some((partition, epoch)) = parse_epoch_name(&name) {
             found.entry(partition).or_default().committed.insert(epoch);
             continue;
         }
