@@ -3,11 +3,13 @@
 //! ([`StdoutSink`]) and an in-memory collector for tests ([`CollectorSink`]).
 
 mod collector;
+mod names;
 mod object_text;
 mod stdout;
 mod text_dir;
 
 pub use collector::CollectorSink;
+pub use names::is_final_output;
 pub use object_text::ObjectTextSink;
 pub use stdout::StdoutSink;
-pub use text_dir::{is_final_output, TextDirSink};
+pub use text_dir::TextDirSink;

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use object_store::path::Path as ObjectPath;
 
-use super::text_dir::{epoch_name, numbered, parse_epoch_name, PENDING_PREFIX, WORK};
+use super::names::{epoch_name, numbered, parse_epoch_name, PENDING_PREFIX, WORK};
 use crate::dataflow::{DataflowError, Sink, SinkContext, SinkWriter};
 use crate::storage::list::{is_empty, list_level};
 use crate::storage::{block_on, Location, StorageUrl};
@@ -107,7 +107,7 @@ impl ObjectTextSink {
     }
 
     fn pending_key(&self, partition: usize, epoch: u64) -> ObjectPath {
-        let name = super::text_dir::pending_name(epoch);
+        let name = super::names::pending_name(epoch);
         self.location.key(&format!("{}/{name}", Self::work(partition)))
     }
 

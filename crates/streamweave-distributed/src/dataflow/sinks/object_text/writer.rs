@@ -127,7 +127,7 @@ impl SinkWriter<String> for ObjectTextWriter {
         let target = self
             .sink
             .location
-            .key(&super::super::text_dir::final_name(self.partition));
+            .key(&super::super::names::final_name(self.partition));
         self.finish(&target)?;
         self.committed = true;
         // Earlier attempts of this partition may have left a temporary (a crash between
