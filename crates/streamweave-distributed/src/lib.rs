@@ -58,6 +58,7 @@ pub mod coordinator;
 pub mod dataflow;
 mod error;
 pub mod fault_tolerance;
+pub mod ha;
 pub mod network;
 pub mod protocol;
 pub mod storage;
