@@ -8,10 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/s3.sh
+. scripts/lib/etcd.sh
 
 port="${SWD_TEST_S3_PORT:-$((20000 + RANDOM % 20000))}"
-trap stop_s3 EXIT
+trap 'stop_s3; stop_etcd' EXIT
 start_s3 127.0.0.1 "$port"
+start_etcd 127.0.0.1 "${SWD_TEST_ETCD_PORT:-$((40000 + RANDOM % 20000))}"
 
 # Each test binary runs its tier2:: tests; a binary with none passes with zero run.
 cargo test --workspace --locked -- --ignored tier2:: "$@"

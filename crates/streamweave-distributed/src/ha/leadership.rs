@@ -40,7 +40,12 @@ pub struct Timing {
 impl Timing {
     /// Renewal at a third of the TTL, polling and retries at a tenth.
     pub fn for_ttl(ttl: Duration) -> Self {
-        Timing { ttl, renew_every: ttl / 3, poll_every: ttl / 10, retry_after: ttl / 10 }
+        Timing {
+            ttl,
+            renew_every: ttl / 3,
+            poll_every: ttl / 10,
+            retry_after: ttl / 10,
+        }
     }
 }
 
@@ -196,10 +201,13 @@ impl Leadership {
     /// Who leads, as seen at `now`: never "leader" past the lease's deadline.
     pub fn role(&self, now: Instant) -> Role {
         match (self.epoch, self.lease) {
-            (Some(epoch), Some(lease)) if now < lease.deadline => {
-                Role::Leader { epoch, deadline: lease.deadline }
-            }
-            _ => Role::Standby { leader: self.leader.clone() },
+            (Some(epoch), Some(lease)) if now < lease.deadline => Role::Leader {
+                epoch,
+                deadline: lease.deadline,
+            },
+            _ => Role::Standby {
+                leader: self.leader.clone(),
+            },
         }
     }
 
@@ -210,7 +218,10 @@ impl Leadership {
             return self.lease.map(|l| l.deadline);
         }
         let lease = self.lease.map(|l| l.renew_at.min(l.deadline));
-        [lease, self.next_campaign, self.next_grant].into_iter().flatten().min()
+        [lease, self.next_campaign, self.next_grant]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Handles one event at `now` and says what to do.
@@ -223,7 +234,11 @@ impl Leadership {
                 self.in_flight = None;
                 let deadline = sent_at + ttl;
                 if now < deadline {
-                    self.lease = Some(Lease { id: lease, deadline, renew_at: sent_at + self.timing.renew_every });
+                    self.lease = Some(Lease {
+                        id: lease,
+                        deadline,
+                        renew_at: sent_at + self.timing.renew_every,
+                    });
                     self.next_campaign = Some(now);
                 }
             }
@@ -282,7 +297,9 @@ impl Leadership {
                     actions.push(Action::StepDown);
                 }
                 if self.leader.as_deref() != Some(leader.as_str()) {
-                    actions.push(Action::Follow { leader: Some(leader.clone()) });
+                    actions.push(Action::Follow {
+                        leader: Some(leader.clone()),
+                    });
                 }
                 self.leader = Some(leader);
                 self.next_campaign = Some(now + self.timing.poll_every);

@@ -14,7 +14,14 @@ fn ms(n: u64) -> Duration {
 fn granted(t0: Instant) -> Leadership {
     let mut core = Leadership::new(Timing::for_ttl(TTL));
     assert_eq!(core.on_event(Event::Tick, t0), vec![Action::Grant { ttl: TTL }]);
-    let actions = core.on_event(Event::Granted { lease: 7, ttl: TTL, sent_at: t0 }, t0 + ms(5));
+    let actions = core.on_event(
+        Event::Granted {
+            lease: 7,
+            ttl: TTL,
+            sent_at: t0,
+        },
+        t0 + ms(5),
+    );
     assert_eq!(actions, vec![Action::Campaign { lease: 7 }]);
     core
 }
@@ -30,7 +37,13 @@ fn leader(t0: Instant) -> Leadership {
 fn a_won_campaign_leads_with_the_creation_revision_as_epoch_until_the_deadline() {
     let t0 = Instant::now();
     let core = leader(t0);
-    assert_eq!(core.role(t0 + ms(10)), Role::Leader { epoch: 42, deadline: t0 + TTL });
+    assert_eq!(
+        core.role(t0 + ms(10)),
+        Role::Leader {
+            epoch: 42,
+            deadline: t0 + TTL
+        }
+    );
     assert_eq!(core.role(t0 + ms(10)).leading_at(t0 + TTL - ms(1)), Some(42));
     // The deadline is measured from when the grant was sent, and is never exceeded.
     assert_eq!(core.role(t0 + TTL), Role::Standby { leader: None });
@@ -42,10 +55,28 @@ fn the_leader_renews_at_a_third_of_the_ttl_and_the_deadline_moves_from_the_send_
     let t0 = Instant::now();
     let mut core = leader(t0);
     assert_eq!(core.on_event(Event::Tick, t0 + ms(500)), vec![]);
-    assert_eq!(core.on_event(Event::Tick, t0 + TTL / 3), vec![Action::Renew { lease: 7 }]);
+    assert_eq!(
+        core.on_event(Event::Tick, t0 + TTL / 3),
+        vec![Action::Renew { lease: 7 }]
+    );
     let sent = t0 + TTL / 3;
-    assert_eq!(core.on_event(Event::Renewed { ttl: TTL, sent_at: sent }, sent + ms(20)), vec![]);
-    assert_eq!(core.role(sent + ms(20)), Role::Leader { epoch: 42, deadline: sent + TTL });
+    assert_eq!(
+        core.on_event(
+            Event::Renewed {
+                ttl: TTL,
+                sent_at: sent
+            },
+            sent + ms(20)
+        ),
+        vec![]
+    );
+    assert_eq!(
+        core.role(sent + ms(20)),
+        Role::Leader {
+            epoch: 42,
+            deadline: sent + TTL
+        }
+    );
     assert_eq!(core.next_wakeup(), Some(sent + TTL / 3));
 }
 
@@ -54,7 +85,13 @@ fn a_renewal_that_finds_the_lease_gone_steps_down_and_asks_for_a_new_lease() {
     let t0 = Instant::now();
     let mut core = leader(t0);
     core.on_event(Event::Tick, t0 + TTL / 3);
-    let actions = core.on_event(Event::Renewed { ttl: Duration::ZERO, sent_at: t0 + TTL / 3 }, t0 + ms(1100));
+    let actions = core.on_event(
+        Event::Renewed {
+            ttl: Duration::ZERO,
+            sent_at: t0 + TTL / 3,
+        },
+        t0 + ms(1100),
+    );
     assert_eq!(actions, vec![Action::StepDown, Action::Grant { ttl: TTL }]);
     assert_eq!(core.role(t0 + ms(1100)), Role::Standby { leader: None });
 }
@@ -79,7 +116,10 @@ fn failed_renewals_are_retried_and_the_leader_steps_down_at_its_deadline() {
     assert_eq!(core.on_event(Event::Tick, t0 + TTL), vec![Action::StepDown]);
     assert_eq!(core.role(t0 + TTL), Role::Standby { leader: None });
     // The hung renewal's late failure then lets it ask for a new lease.
-    assert_eq!(core.on_event(Event::Failed(Request::Renew), t0 + TTL + ms(1)), vec![Action::Grant { ttl: TTL }]);
+    assert_eq!(
+        core.on_event(Event::Failed(Request::Renew), t0 + TTL + ms(1)),
+        vec![Action::Grant { ttl: TTL }]
+    );
 }
 
 #[test]
@@ -90,8 +130,18 @@ fn a_leader_paused_past_its_lease_steps_down_before_anything_else() {
     // SIGSTOP for ten seconds; the renewal it had sent answers after SIGCONT, successfully
     // (sent long ago): the lease is gone at etcd by now, whatever the answer says.
     let woke = t0 + Duration::from_secs(10);
-    assert_eq!(core.role(woke).leading_at(woke), None, "no leader action after the deadline");
-    let actions = core.on_event(Event::Renewed { ttl: TTL, sent_at: t0 + TTL / 3 }, woke);
+    assert_eq!(
+        core.role(woke).leading_at(woke),
+        None,
+        "no leader action after the deadline"
+    );
+    let actions = core.on_event(
+        Event::Renewed {
+            ttl: TTL,
+            sent_at: t0 + TTL / 3,
+        },
+        woke,
+    );
     assert_eq!(actions, vec![Action::StepDown, Action::Grant { ttl: TTL }]);
     assert_eq!(core.role(woke), Role::Standby { leader: None });
 }
@@ -100,20 +150,45 @@ fn a_leader_paused_past_its_lease_steps_down_before_anything_else() {
 fn a_lost_campaign_follows_the_holder_and_takes_over_when_its_key_is_gone() {
     let t0 = Instant::now();
     let mut core = granted(t0);
-    let held = Campaign::Held { leader: "10.0.0.1:7000".into(), epoch: 40 };
+    let held = Campaign::Held {
+        leader: "10.0.0.1:7000".into(),
+        epoch: 40,
+    };
     let actions = core.on_event(Event::Campaigned(held.clone()), t0 + ms(10));
-    assert_eq!(actions, vec![Action::Follow { leader: Some("10.0.0.1:7000".into()) }]);
-    assert_eq!(core.role(t0 + ms(10)), Role::Standby { leader: Some("10.0.0.1:7000".into()) });
+    assert_eq!(
+        actions,
+        vec![Action::Follow {
+            leader: Some("10.0.0.1:7000".into())
+        }]
+    );
+    assert_eq!(
+        core.role(t0 + ms(10)),
+        Role::Standby {
+            leader: Some("10.0.0.1:7000".into())
+        }
+    );
     // Polls at a tenth of the TTL; the same leader is not announced again.
     assert_eq!(core.next_wakeup(), Some(t0 + ms(10) + TTL / 10));
     let poll = t0 + ms(10) + TTL / 10;
-    assert_eq!(core.on_event(Event::Tick, poll), vec![Action::Campaign { lease: 7 }]);
+    assert_eq!(
+        core.on_event(Event::Tick, poll),
+        vec![Action::Campaign { lease: 7 }]
+    );
     assert_eq!(core.on_event(Event::Campaigned(held), poll + ms(5)), vec![]);
     // The follower renews its own lease too, so it can campaign at once.
-    assert_eq!(core.on_event(Event::Tick, t0 + TTL / 3), vec![Action::Renew { lease: 7 }]);
+    assert_eq!(
+        core.on_event(Event::Tick, t0 + TTL / 3),
+        vec![Action::Renew { lease: 7 }]
+    );
     // The poll that fell due meanwhile goes out as soon as the renewal is answered.
     let poll = t0 + TTL / 3 + ms(5);
-    let actions = core.on_event(Event::Renewed { ttl: TTL, sent_at: t0 + TTL / 3 }, poll);
+    let actions = core.on_event(
+        Event::Renewed {
+            ttl: TTL,
+            sent_at: t0 + TTL / 3,
+        },
+        poll,
+    );
     assert_eq!(actions, vec![Action::Campaign { lease: 7 }]);
     let actions = core.on_event(Event::Campaigned(Campaign::Won { revision: 57 }), poll + ms(5));
     assert_eq!(actions, vec![Action::Lead { epoch: 57 }]);
@@ -138,25 +213,62 @@ fn a_grant_answered_after_its_ttl_is_useless_and_failed_requests_are_retried() {
     assert_eq!(core.on_event(Event::Failed(Request::Grant), t0 + ms(50)), vec![]);
     assert_eq!(core.next_wakeup(), Some(t0 + ms(50) + TTL / 10));
     let retry = t0 + ms(50) + TTL / 10;
-    assert_eq!(core.on_event(Event::Tick, retry), vec![Action::Grant { ttl: TTL }]);
-    let actions = core.on_event(Event::Granted { lease: 8, ttl: TTL, sent_at: retry }, retry + TTL);
+    assert_eq!(
+        core.on_event(Event::Tick, retry),
+        vec![Action::Grant { ttl: TTL }]
+    );
+    let actions = core.on_event(
+        Event::Granted {
+            lease: 8,
+            ttl: TTL,
+            sent_at: retry,
+        },
+        retry + TTL,
+    );
     assert_eq!(actions, vec![Action::Grant { ttl: TTL }]);
     // A failed campaign is retried too.
     let later = retry + TTL + ms(10);
-    core.on_event(Event::Granted { lease: 9, ttl: TTL, sent_at: later }, later);
-    assert_eq!(core.on_event(Event::Failed(Request::Campaign), later + ms(1)), vec![]);
+    core.on_event(
+        Event::Granted {
+            lease: 9,
+            ttl: TTL,
+            sent_at: later,
+        },
+        later,
+    );
+    assert_eq!(
+        core.on_event(Event::Failed(Request::Campaign), later + ms(1)),
+        vec![]
+    );
     let retry = later + ms(1) + TTL / 10;
-    assert_eq!(core.on_event(Event::Tick, retry), vec![Action::Campaign { lease: 9 }]);
+    assert_eq!(
+        core.on_event(Event::Tick, retry),
+        vec![Action::Campaign { lease: 9 }]
+    );
 }
 
 #[test]
 fn the_leader_seeing_its_own_key_keeps_leading_and_a_foreign_key_deposes_it() {
     let t0 = Instant::now();
     let mut core = leader(t0);
-    let ours = Campaign::Held { leader: "me:7000".into(), epoch: 42 };
+    let ours = Campaign::Held {
+        leader: "me:7000".into(),
+        epoch: 42,
+    };
     assert_eq!(core.on_event(Event::Campaigned(ours), t0 + ms(20)), vec![]);
     assert_eq!(core.role(t0 + ms(20)).leading_at(t0 + ms(20)), Some(42));
-    let theirs = Campaign::Held { leader: "other:7000".into(), epoch: 50 };
+    let theirs = Campaign::Held {
+        leader: "other:7000".into(),
+        epoch: 50,
+    };
     let actions = core.on_event(Event::Campaigned(theirs), t0 + ms(30));
-    assert_eq!(actions, vec![Action::StepDown, Action::Follow { leader: Some("other:7000".into()) }]);
+    assert_eq!(
+        actions,
+        vec![
+            Action::StepDown,
+            Action::Follow {
+                leader: Some("other:7000".into())
+            }
+        ]
+    );
 }

@@ -9,6 +9,10 @@
 //! etcd is reached through its JSON gateway (plain HTTP, on the client port since etcd 3.4)
 //! rather than its gRPC API, so the build needs no `protoc`.
 
+pub mod elector;
+pub mod etcd;
 pub mod leadership;
 
+pub use elector::{spawn_elector, Candidate};
+pub use etcd::{EtcdClient, EtcdError};
 pub use leadership::{Action, Campaign, Event, Leadership, Request, Role, Timing};
