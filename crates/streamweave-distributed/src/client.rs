@@ -9,6 +9,7 @@ use crate::protocol::{
     ClientRequest, ClientResponse, ClusterStatus, ErrorKind, Hello, JobState, ProtocolError, Role,
 };
 use crate::types::{Generation, PartitionId, WorkerId};
+use crate::worker::coordinators::Coordinators;
 
 /// What an admin request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,14 @@ pub enum ClientError {
     /// The coordinator answered with something that does not fit the request.
     #[error("unexpected response from the coordinator: {0}")]
     Unexpected(String),
+    /// The coordinator is a standby (high availability): ask the leader.
+    #[error("coordinator at {addr} is a standby; the leader is {}", .leader.as_deref().unwrap_or("not known yet"))]
+    NotLeader {
+        /// The standby's address.
+        addr: SocketAddr,
+        /// The leader's address, when the standby knows it.
+        leader: Option<String>,
+    },
     /// A checkpoint asked for with [`Client::checkpoint`] was not committed.
     #[error("checkpoint {id} was not committed: {reason}")]
     CheckpointNotCommitted {
@@ -88,6 +97,43 @@ impl Client {
         let mut client = Self::connect_with_timeout(addr, cluster, Duration::from_secs(5)).await?;
         client.timeout = Self::DEFAULT_REQUEST_TIMEOUT;
         Ok(client)
+    }
+
+    /// Connects to the leader among several coordinators of a highly available cluster: each
+    /// in turn, going where a standby's answer points, until one answers a status request as
+    /// leader. The last error when none does.
+    pub async fn connect_leader(
+        addrs: &[SocketAddr],
+        cluster: &str,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let Some(first) = addrs.first() else {
+            return Err(ClientError::Unexpected(
+                "no coordinator address given".to_string(),
+            ));
+        };
+        let mut round = Coordinators::new(*first, &addrs[1..]).round();
+        let mut last = None;
+        while let Some(addr) = round.next() {
+            let attempt = async {
+                let mut client = Self::connect_with_timeout(addr, cluster, timeout).await?;
+                client.status().await.map(|_| client)
+            };
+            match attempt.await {
+                Ok(client) => return Ok(client),
+                Err(ClientError::NotLeader { addr, leader }) => {
+                    round.not_leader(leader.as_deref());
+                    last = Some(ClientError::NotLeader { addr, leader });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unexpected("no coordinator address given".to_string())))
+    }
+
+    /// The coordinator's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Connects with a custom deadline, which each request then has too.
@@ -134,6 +180,7 @@ impl Client {
             .map_err(|source| ClientError::Protocol { addr, source })?;
         match self.connection.recv().await {
             Ok(Some(ClientResponse::Error { kind, message })) => Err(ClientError::Refused { kind, message }),
+            Ok(Some(ClientResponse::NotLeader { leader })) => Err(ClientError::NotLeader { addr, leader }),
             Ok(Some(response)) => Ok(response),
             Ok(None) => Err(ClientError::Protocol {
                 addr,

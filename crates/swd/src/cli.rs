@@ -86,6 +86,16 @@ pub struct CoordinatorArgs {
     /// The cluster's name (workers and clients must name the same).
     #[arg(long, default_value = "default")]
     pub cluster: String,
+    /// High availability: elect one leader among the coordinators started with the same
+    /// `--ha etcd://HOST:PORT[,HOST:PORT...][/PREFIX]` and `--cluster`; the others stand by.
+    /// Give them a shared --checkpoint-store: a new leader resumes the job from its latest
+    /// checkpoint.
+    #[arg(long, value_name = "URL")]
+    pub ha: Option<String>,
+    /// With --ha: the leader's etcd lease; a standby takes over this long after the leader
+    /// is lost (whole seconds, at least 2 s).
+    #[arg(long, value_parser = parse_duration, default_value = "2s", requires = "ha")]
+    pub ha_lease_ttl: Duration,
     #[command(flatten)]
     /// The job to run, if any.
     pub job: JobArgs,
@@ -130,9 +140,11 @@ pub struct FailureArgs {
 /// `swd worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// The coordinator's address, IP:PORT or HOST:PORT (a host name is resolved at start).
-    #[arg(long, value_parser = parse_address)]
-    pub coordinator: SocketAddr,
+    /// The coordinator's address, IP:PORT or HOST:PORT (a host name is resolved at start);
+    /// with high availability, all of them: a:7000,b:7000,c:7000 (the leader is found).
+    // `::std::vec::Vec` so clap takes the whole list from one value.
+    #[arg(long, value_parser = parse_addresses)]
+    pub coordinator: ::std::vec::Vec<SocketAddr>,
     /// The worker's id (default: worker-<pid>).
     #[arg(long)]
     pub id: Option<String>,
@@ -163,9 +175,11 @@ pub struct WorkerArgs {
 /// The coordinator an admin command talks to.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The coordinator's address, IP:PORT or HOST:PORT (a host name is resolved at start).
-    #[arg(long, value_parser = parse_address)]
-    pub coordinator: SocketAddr,
+    /// The coordinator's address, IP:PORT or HOST:PORT (a host name is resolved at start);
+    /// with high availability, all of them: a:7000,b:7000,c:7000 (the leader is found).
+    // `::std::vec::Vec` so clap takes the whole list from one value.
+    #[arg(long, value_parser = parse_addresses)]
+    pub coordinator: ::std::vec::Vec<SocketAddr>,
     /// The cluster's name.
     #[arg(long, default_value = "default")]
     pub cluster: String,
@@ -276,6 +290,11 @@ pub struct GenArgs {
 pub enum Workload {
     /// Lines of 10 Zipf-distributed words, with the expected word count.
     Wordcount,
+}
+
+/// `HOST:PORT[,HOST:PORT...]`, each as [`parse_address`].
+pub fn parse_addresses(s: &str) -> Result<Vec<SocketAddr>, String> {
+    s.split(',').map(parse_address).collect()
 }
 
 /// `IP:PORT`, or `HOST:PORT` resolved now (the first address the resolver gives).

@@ -26,6 +26,7 @@ use super::event_log::EventLog;
 use crate::checkpoint::{
     CheckpointError, CheckpointId, CheckpointStore, Manifest, PartitionEntry, StoredFile,
 };
+use crate::ha::Fence;
 use crate::types::{Generation, PartitionId};
 
 /// Work for the writer thread.
@@ -52,13 +53,14 @@ impl DiskWriter {
         events: Option<EventLog>,
         store: Option<Arc<dyn CheckpointStore>>,
         commands: mpsc::Sender<Command>,
+        fence: Option<Fence>,
     ) -> std::io::Result<Self> {
         // Unbounded: fed only by the actor, which must never wait; one job per event or
         // checkpoint, both bounded by what the actor handles.
         let (jobs, queue) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("swd-coordinator-disk".to_string())
-            .spawn(move || run(queue, events, store, &commands))?;
+            .spawn(move || run(queue, events, store, &commands, fence.as_ref()))?;
         Ok(DiskWriter { jobs, thread })
     }
 
@@ -79,6 +81,7 @@ fn run(
     mut events: Option<EventLog>,
     store: Option<Arc<dyn CheckpointStore>>,
     commands: &mpsc::Sender<Command>,
+    fence: Option<&Fence>,
 ) {
     while let Some(job) = queue.blocking_recv() {
         match job {
@@ -90,6 +93,11 @@ fn run(
             DiskJob::Commit { manifest, retain } => {
                 let id = manifest.id;
                 let result = match &store {
+                    // High availability: commit only while the lease holds, checked just before
+                    // the (create-if-absent) manifest put, so two leaders never both commit it.
+                    Some(_) if fence.is_some_and(|f| !f.holds(std::time::Instant::now())) => {
+                        Err("not committed: this coordinator's leadership may have lapsed".to_string())
+                    }
                     Some(store) => commit(store.as_ref(), &manifest, retain),
                     None => Err("checkpoints have no store (no data directory)".to_string()),
                 };
@@ -237,7 +245,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::checkpoint::LocalDirStore::new(dir.path()).unwrap());
         let (commands, mut inbox) = mpsc::channel(16);
-        let writer = DiskWriter::start(None, Some(store.clone()), commands).unwrap();
+        let writer = DiskWriter::start(None, Some(store.clone()), commands, None).unwrap();
         for id in [1, 2] {
             let snapshots: BTreeMap<_, _> = [(0, snapshot(0, b"s"))].into();
             store.put(CheckpointId(id), "state-p00000", b"s").unwrap();

@@ -17,6 +17,7 @@ use super::disk::DiskWriter;
 use super::engine::Engine;
 use super::server::{accept_loop, Actor, Shared};
 use super::{CoordinatorConfig, CoordinatorError};
+use crate::ha::Fence;
 use crate::network::describe_io_error;
 use crate::protocol::ClusterStatus;
 use crate::types::{PartitionId, WorkerId, WorkerInfo};
@@ -55,6 +56,8 @@ struct Running {
 pub struct CoordinatorImpl {
     config: CoordinatorConfig,
     running: Option<Running>,
+    /// With high availability: the leadership it acts under (its epoch numbers the attempts).
+    fence: Option<Fence>,
 }
 
 impl CoordinatorImpl {
@@ -63,7 +66,17 @@ impl CoordinatorImpl {
         CoordinatorImpl {
             config,
             running: None,
+            fence: None,
         }
+    }
+
+    /// A coordinator that leads under `fence` (high availability, see [`crate::ha`]): its
+    /// attempts are numbered from the fence's epoch instead of the data directory's, so they are
+    /// above every earlier leader's; it acts, and commits checkpoints, only while the fence
+    /// holds; and stopping it never tells the workers to stop (the next leader takes them over).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// Its configuration.
@@ -92,17 +105,25 @@ impl CoordinatorImpl {
         let mut prepared = tokio::task::spawn_blocking(move || super::startup::prepare(&config))
             .await
             .map_err(|e| CoordinatorError::Communication(format!("reading the data directory: {e}")))??;
+        if let Some(fence) = &self.fence {
+            prepared.epoch = fence.epoch();
+        }
         let mut engine = Engine::new(self.config.clone());
         prepared.apply(&mut engine);
         let disk = match self.config.data_dir {
             Some(_) => Some(
-                DiskWriter::start(prepared.events.take(), prepared.store.take(), commands.clone()).map_err(
-                    |e| CoordinatorError::Communication(format!("cannot start the disk writer: {e}")),
-                )?,
+                DiskWriter::start(
+                    prepared.events.take(),
+                    prepared.store.take(),
+                    commands.clone(),
+                    self.fence.clone(),
+                )
+                .map_err(|e| CoordinatorError::Communication(format!("cannot start the disk writer: {e}")))?,
             ),
             None => None,
         };
-        let actor = Actor::new(engine, disk, self.config.health_check_interval);
+        let actor =
+            Actor::new(engine, disk, self.config.health_check_interval).with_fence(self.fence.clone());
         let actor = tokio::spawn(actor.run(inbox, shutdown.clone()));
         let tracker = TaskTracker::new();
         let shared = Shared::new(

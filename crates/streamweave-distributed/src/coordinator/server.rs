@@ -30,6 +30,7 @@ use super::checkpoint_tracker::PartitionSnapshot;
 use super::commands::{answer, Command};
 use super::disk::{manifest_of, DiskJob, DiskWriter};
 use super::engine::{Action, ConnId, Engine, Input, JobReport, Note};
+use crate::ha::Fence;
 use crate::network::Connection;
 use crate::protocol::{
     accept_handshake, ClientRequest, ClientResponse, CoordinatorMessage, Role, WorkerMessage,
@@ -79,6 +80,8 @@ pub(crate) struct Actor {
     disk: Option<DiskWriter>,
     pub(crate) health_check_interval: Duration,
     outboxes: HashMap<ConnId, mpsc::Sender<CoordinatorMessage>>,
+    /// With high availability: the leadership this coordinator acts under.
+    fence: Option<Fence>,
 }
 
 impl Actor {
@@ -88,7 +91,22 @@ impl Actor {
             disk,
             health_check_interval,
             outboxes: HashMap::new(),
+            fence: None,
         }
+    }
+
+    /// Acts only while `fence` holds (high availability).
+    pub(crate) fn with_fence(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// False once the leadership this coordinator acts under may have lapsed: it then stops at
+    /// once, telling no one anything (the workers find the new leader themselves).
+    fn leading(&self) -> bool {
+        self.fence
+            .as_ref()
+            .is_none_or(|fence| fence.holds(Instant::now()))
     }
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
@@ -98,11 +116,15 @@ impl Actor {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
+                    if self.fence.is_some() {
+                        // A standby takes over: the workers must not be told to stop.
+                        break;
+                    }
                     let actions = self.engine.shutdown("the coordinator is shutting down");
                     self.execute(actions);
                     break;
                 }
-                _ = tick.tick() => {
+                _ = tick.tick(), if self.leading() => {
                     // What is queued happened before this tick: a heartbeat waiting behind a
                     // burst of messages must count before the failure check. Only what is queued
                     // now, so a steady stream of messages cannot starve the check.
@@ -113,7 +135,7 @@ impl Actor {
                     let actions = self.engine.handle(Input::Tick, Instant::now());
                     self.execute(actions);
                 }
-                command = commands.recv() => {
+                command = commands.recv(), if self.leading() => {
                     let Some(command) = command else { break };
                     self.handle(command);
                 }
@@ -129,6 +151,10 @@ impl Actor {
     }
 
     fn handle(&mut self, command: Command) {
+        if !self.leading() {
+            // Not even an admin answer: a lapsed leader answers nothing as leader.
+            return;
+        }
         let now = Instant::now();
         let actions = match command {
             Command::Connected {
@@ -156,6 +182,10 @@ impl Actor {
     }
 
     fn execute(&mut self, actions: Vec<Action>) {
+        if !self.leading() {
+            tracing::warn!("leadership lapsed: dropping {} actions", actions.len());
+            return;
+        }
         for action in actions {
             match action {
                 Action::Send { conn, message } => {

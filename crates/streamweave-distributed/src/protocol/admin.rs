@@ -69,6 +69,11 @@ pub enum ClientResponse {
         /// The checkpoint's id.
         id: u64,
     },
+    /// Any request to a standby coordinator (high availability): ask the leader instead.
+    NotLeader {
+        /// The leader's address, when the standby knows it.
+        leader: Option<String>,
+    },
 }
 
 /// A snapshot of the cluster, as `swd status` shows it.

@@ -279,6 +279,12 @@ pub enum CoordinatorMessage {
         /// Why.
         reason: String,
     },
+    /// Registration refused by a standby coordinator (high availability): register with the
+    /// leader instead.
+    NotLeader {
+        /// The leader's address, when the standby knows it.
+        leader: Option<String>,
+    },
 }
 
 /// Worker to worker, on the data plane.

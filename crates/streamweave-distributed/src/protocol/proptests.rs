@@ -171,6 +171,7 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
             }
         ),
         any::<String>().prop_map(|reason| CoordinatorMessage::RegistrationRefused { reason }),
+        proptest::option::of(any::<String>()).prop_map(|leader| CoordinatorMessage::NotLeader { leader }),
         (generation(), partitions()).prop_map(|(generation, partitions)| CoordinatorMessage::Assignment {
             generation,
             partitions
@@ -358,6 +359,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         generation().prop_map(|generation| ClientResponse::Done { generation }),
         (kind, any::<String>()).prop_map(|(kind, message)| ClientResponse::Error { kind, message }),
         any::<u64>().prop_map(|id| ClientResponse::CheckpointTriggered { id }),
+        proptest::option::of(any::<String>()).prop_map(|leader| ClientResponse::NotLeader { leader }),
     ]
 }
 

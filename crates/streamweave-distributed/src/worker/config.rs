@@ -36,6 +36,9 @@ pub struct WorkerConfig {
     pub advertise_address: Option<String>,
     /// The coordinator's address.
     pub coordinator_address: SocketAddr,
+    /// The other coordinators of a highly available cluster: registration tries them in turn
+    /// (and goes where a standby's refusal points) until the leader accepts.
+    pub other_coordinators: Vec<SocketAddr>,
     /// How often it sends a heartbeat.
     pub heartbeat_interval: Duration,
     /// Deadline for connecting and for the coordinator's answers.
@@ -63,6 +66,7 @@ impl Default for WorkerConfig {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise_address: None,
             coordinator_address: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            other_coordinators: Vec::new(),
             heartbeat_interval: Duration::from_millis(500),
             communication_timeout: Duration::from_secs(5),
             max_concurrent_tasks: 128,

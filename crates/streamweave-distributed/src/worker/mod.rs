@@ -8,6 +8,7 @@
 //!     granted -> Ack{generation, running};  Heartbeat every heartbeat_interval
 //!     connection lost -> capped exponential backoff, register again (same incarnation);
 //!     unreachable longer than heartbeat_timeout -> stop tasks (the coordinator moved them)
+//!     several coordinators (HA): coordinators.rs picks which to try; a standby names the leader
 //! WorkerImpl::stop     --> stop tasks, Leave -> LeaveAck
 //! ```
 
@@ -17,6 +18,7 @@ mod blocking;
 mod checkpoint_actor;
 mod checkpointing;
 mod config;
+pub(crate) mod coordinators;
 mod data_runtime;
 mod error;
 pub(crate) mod exchange;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::coordinators::Coordinators;
 use super::job_runner::JobRunner;
 use super::partition_tasks::TaskSet;
 use super::session_core::{SessionCore, DRAIN_TIMEOUT};
@@ -59,6 +60,8 @@ pub(crate) struct Session {
     pub(crate) job_names: Vec<String>,
     /// Runs job attempts; set when the worker starts.
     pub(crate) jobs: Option<JobRunner>,
+    /// The coordinators to register with (several with high availability).
+    pub(crate) coordinators: Coordinators,
 }
 
 /// The session's clock: tokio's, so tests with paused time drive it too.
@@ -93,9 +96,39 @@ impl Session {
         }
     }
 
-    /// One connection and registration attempt; on success, the input for the core.
+    /// One registration attempt: each coordinator in turn (several in a highly available
+    /// cluster) until one accepts as leader; on success, the input for the core.
     async fn register_once(&mut self) -> Result<(WorkerConnection, SessionInput), WorkerError> {
-        let addr = self.config.coordinator_address;
+        let mut round = self.coordinators.round();
+        let mut last = None;
+        while let Some(addr) = round.next() {
+            match self.register_at(addr).await {
+                Ok(Ok(registered)) => {
+                    self.coordinators.accepted(addr);
+                    return Ok(registered);
+                }
+                Ok(Err(leader)) => {
+                    tracing::info!(%addr, ?leader, "that coordinator is a standby; trying the leader");
+                    // Retryable: during an election no coordinator leads for a moment.
+                    last = Some(WorkerError::Communication(format!(
+                        "coordinator at {addr} is a standby (leader: {})",
+                        leader.as_deref().unwrap_or("unknown")
+                    )));
+                    round.not_leader(leader.as_deref());
+                }
+                // Refused by the leader, or fenced: final.
+                Err(e @ (WorkerError::Fenced(_) | WorkerError::RegistrationFailed(_))) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| WorkerError::Communication("no coordinator to register with".into())))
+    }
+
+    /// Registers with the coordinator at `addr`; `Ok(Err(leader))`: it is a standby.
+    async fn register_at(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> Result<Result<(WorkerConnection, SessionInput), Option<String>>, WorkerError> {
         let hello = Hello {
             role: Role::Worker,
             cluster: self.config.cluster_name.clone(),
@@ -137,8 +170,9 @@ impl Session {
                     generation,
                     heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms),
                 };
-                Ok((connection, registered))
+                Ok(Ok((connection, registered)))
             }
+            Some(CoordinatorMessage::NotLeader { leader }) => Ok(Err(leader)),
             Some(CoordinatorMessage::RegistrationRefused { reason }) => {
                 Err(WorkerError::RegistrationFailed(reason))
             }
@@ -311,7 +345,7 @@ impl Session {
 
     fn log(&self, note: SessionNote) {
         let worker = &self.config.worker_id;
-        let addr = self.config.coordinator_address;
+        let addr = self.coordinators.current();
         match note {
             SessionNote::Registered(generation) => {
                 tracing::info!(%worker, %addr, %generation, "registered with the coordinator");

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::coordinators::Coordinators;
 use super::exchange::DataPlane;
 use super::job_runner::JobRunner;
 use super::partition_tasks::{IdleTask, PartitionTask, TaskSet};
@@ -89,6 +90,7 @@ impl WorkerImpl {
             snapshot: sender,
             job_names: Vec::new(),
             jobs: None,
+            coordinators: Coordinators::new(config.coordinator_address, &config.other_coordinators),
             config,
         };
         WorkerImpl {

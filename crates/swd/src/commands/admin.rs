@@ -2,22 +2,50 @@
 
 use std::process::ExitCode;
 
-use streamweave_distributed::{Client, WorkerId};
+use streamweave_distributed::{Client, ClientError, WorkerId};
 
 use crate::cli::{AssignArgs, RebalanceArgs, StatusArgs, Target};
 use crate::table::{ranges, status_table};
 
-/// Connects within `--timeout`; each request then has the same deadline.
+/// Connects within `--timeout` (to the leader, given several coordinators); each request then
+/// has the same deadline.
 async fn connect(target: &Target) -> anyhow::Result<Client> {
-    Ok(Client::connect_with_timeout(target.coordinator, &target.cluster, target.timeout).await?)
+    Ok(Client::connect_leader(&target.coordinator, &target.cluster, target.timeout).await?)
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let status = connect(&args.target).await?.status().await?;
+    let target = &args.target;
+    // One coordinator: its own view, a standby's included; several: the leader's.
+    let mut client = match target.coordinator.as_slice() {
+        [one] => Client::connect_with_timeout(*one, &target.cluster, target.timeout).await?,
+        _ => connect(target).await?,
+    };
+    let (status, leader) = match client.status().await {
+        Ok(status) => (status, client.addr().to_string()),
+        Err(ClientError::NotLeader { leader, .. }) => {
+            let leader = leader.unwrap_or_default();
+            if args.json {
+                println!("{}", serde_json::json!({ "role": "standby", "leader": leader }));
+            } else {
+                println!(
+                    "standby; the leader is {}",
+                    if leader.is_empty() {
+                        "not known yet"
+                    } else {
+                        &leader
+                    }
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
         let mut json = serde_json::to_value(&status)?;
         if let Some(object) = json.as_object_mut() {
             object.insert("unassigned_reason".to_string(), status.unassigned_reason().into());
+            object.insert("role".to_string(), "leader".into());
+            object.insert("leader".to_string(), leader.into());
         }
         println!("{json}");
     } else {

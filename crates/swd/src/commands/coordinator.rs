@@ -11,6 +11,7 @@ use crate::cli::CoordinatorArgs;
 use crate::signals::shutdown_requested;
 use streamweave_distributed::checkpoint::{open_store, restore_latest};
 use streamweave_distributed::dataflow::JobRegistry;
+use streamweave_distributed::ha::{run_with_ha, HaOptions, HaUrl, Timing};
 
 pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
     let mut config = CoordinatorConfig {
@@ -33,10 +34,48 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
     };
     // A coordinator restarted on the same checkpoint store resumes its job from the last
     // checkpoint: its output already holds the committed epochs.
-    let resuming = config.checkpoint_store().is_some_and(|url| {
-        open_store(&url).is_ok_and(|store| restore_latest(store.as_ref()).is_ok_and(|m| m.is_some()))
-    });
-    config.job = job_spec_resuming(&args.job, registry, resuming)?;
+    let resuming = |config: &CoordinatorConfig| {
+        config.checkpoint_store().is_some_and(|url| {
+            open_store(&url).is_ok_and(|store| restore_latest(store.as_ref()).is_ok_and(|m| m.is_some()))
+        })
+    };
+    config.job = job_spec_resuming(&args.job, registry, resuming(&config))?;
+    if let Some(ha) = &args.ha {
+        let url = HaUrl::parse(ha, &config.cluster_name).map_err(|e| anyhow::anyhow!("--ha: {e}"))?;
+        config.validate().map_err(|e| flag_error(&e))?;
+        let options = HaOptions {
+            url,
+            advertise: None,
+            timing: Timing::for_ttl(args.ha_lease_ttl),
+        };
+        let (bind, cluster, max_frame_size) = (
+            config.bind_address,
+            config.cluster_name.clone(),
+            config.max_frame_size,
+        );
+        // Each leadership reads the job's spec from these flags again, resuming from the
+        // latest checkpoint committed (by any leader) in the shared store.
+        let make_config = move || {
+            let mut config = config.clone();
+            config.job = job_spec_resuming(&args.job, registry, resuming(&config))
+                .map_err(|e| CoordinatorError::Communication(format!("the job: {e:#}")))?;
+            Ok(config)
+        };
+        run_with_ha(
+            options,
+            bind,
+            &cluster,
+            max_frame_size,
+            make_config,
+            print_listening,
+            async {
+                shutdown_requested().await;
+            },
+        )
+        .await?;
+        tracing::info!("coordinator stopped");
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut coordinator = CoordinatorImpl::new(config);
     match coordinator.start().await {
         Ok(()) => {}
@@ -44,13 +83,17 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         Err(e) => return Err(e.into()),
     }
     if let Some(addr) = coordinator.local_addr() {
-        // The one line of command output: scripts and `swd local` read the bound address here.
-        let mut stdout = std::io::stdout();
-        writeln!(stdout, "listening on {addr}")?;
-        stdout.flush()?;
+        print_listening(addr);
     }
     shutdown_requested().await;
     coordinator.stop().await;
     tracing::info!("coordinator stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one line of command output: scripts and `swd local` read the bound address here.
+fn print_listening(addr: std::net::SocketAddr) {
+    let mut stdout = std::io::stdout();
+    // Nothing to do if stdout is gone: the coordinator serves on.
+    let _ = writeln!(stdout, "listening on {addr}").and_then(|()| stdout.flush());
 }

@@ -14,7 +14,8 @@ use crate::signals::shutdown_requested;
 
 pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<ExitCode> {
     let mut config = WorkerConfig {
-        coordinator_address: args.coordinator,
+        coordinator_address: args.coordinator[0],
+        other_coordinators: args.coordinator[1..].to_vec(),
         bind_address: args.bind,
         advertise_address: args.advertise.clone(),
         heartbeat_interval: args.heartbeat_interval,
@@ -48,6 +49,10 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
         stdout,
         "worker {id} registered with {}, data plane on {address}",
         args.coordinator
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     )?;
     stdout.flush()?;
     tokio::select! {

@@ -167,6 +167,7 @@ impl World {
                         | CoordinatorMessage::CommitEpochs { .. } => {
                             unreachable!("no job is configured in this simulation")
                         }
+                        CoordinatorMessage::NotLeader { .. } => unreachable!("only a standby says so"),
                         CoordinatorMessage::RegistrationRefused { .. }
                         | CoordinatorMessage::LeaveAck
                         | CoordinatorMessage::Shutdown { .. }
