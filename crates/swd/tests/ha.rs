@@ -260,7 +260,7 @@ pub mod tier2 {
     #[test]
     #[ignore = "tier 2: needs etcd (scripts/tier2.sh)"]
     fn the_leader_paused_past_its_lease_steps_down_and_commits_nothing_twice() {
-        let mut cluster = HaCluster::start("pause");
+        let cluster = HaCluster::start("pause");
         let first = cluster.leader(LONG, None);
         let seen = wait_status_at(
             cluster.addr(first),
