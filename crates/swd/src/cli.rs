@@ -96,6 +96,10 @@ pub struct CoordinatorArgs {
     /// is lost (whole seconds, at least 2 s).
     #[arg(long, value_parser = parse_duration, default_value = "2s", requires = "ha")]
     pub ha_lease_ttl: Duration,
+    /// With --ha: the address published while leading, HOST:PORT, which workers and clients
+    /// are sent to (default: the bound address; give it with --bind 0.0.0.0:PORT).
+    #[arg(long, value_name = "HOST:PORT", requires = "ha")]
+    pub advertise: Option<String>,
     #[command(flatten)]
     /// The job to run, if any.
     pub job: JobArgs,

@@ -209,6 +209,66 @@ mod tests {
 
         #[tokio::test]
         #[ignore = "tier 2: needs etcd (scripts/tier2.sh)"]
+        async fn the_client_creates_once_puts_only_under_the_right_leader_and_deletes() {
+            use crate::ha::etcd::Created;
+            let client = EtcdClient::new(vec![etcd_endpoint()], Duration::from_secs(1)).unwrap();
+            let prefix = format!("/tests/etcd-client-{}", std::process::id());
+            let (leader, pointer) = (format!("{prefix}/leader"), format!("{prefix}/pointer"));
+            let (lease, ttl) = client.grant(Duration::from_millis(1500)).await.unwrap();
+            assert_eq!(ttl, Duration::from_secs(2), "rounded up to whole seconds");
+            let Created::Created(revision) = client
+                .create_if_absent(leader.as_bytes(), b"a:1", lease)
+                .await
+                .unwrap()
+            else {
+                panic!("the key was absent")
+            };
+            let Created::Exists(kv) = client
+                .create_if_absent(leader.as_bytes(), b"b:1", 0)
+                .await
+                .unwrap()
+            else {
+                panic!("the key exists")
+            };
+            assert_eq!(
+                (kv.value.as_slice(), kv.create_revision, kv.lease),
+                (&b"a:1"[..], revision, lease)
+            );
+            assert!(client
+                .put_if_created_at(leader.as_bytes(), revision, pointer.as_bytes(), b"7")
+                .await
+                .unwrap());
+            assert!(!client
+                .put_if_created_at(leader.as_bytes(), revision + 1, pointer.as_bytes(), b"8")
+                .await
+                .unwrap());
+            assert_eq!(client.get(pointer.as_bytes()).await.unwrap().unwrap().value, b"7");
+            assert_eq!(client.keep_alive(lease).await.unwrap(), Duration::from_secs(2));
+            client.revoke(lease).await.unwrap();
+            assert_eq!(
+                client.keep_alive(lease).await.unwrap(),
+                Duration::ZERO,
+                "a revoked lease is gone"
+            );
+            assert_eq!(
+                client.get(leader.as_bytes()).await.unwrap(),
+                None,
+                "its key with it"
+            );
+            assert!(client.delete(pointer.as_bytes()).await.unwrap());
+            assert!(!client.delete(pointer.as_bytes()).await.unwrap());
+            let unreachable = EtcdClient::new(vec!["127.0.0.1:1".into()], Duration::from_secs(1)).unwrap();
+            let error = unreachable.get(b"x").await.unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("etcd at 127.0.0.1:1 is unreachable"),
+                "{error}"
+            );
+        }
+
+        #[tokio::test]
+        #[ignore = "tier 2: needs etcd (scripts/tier2.sh)"]
         async fn a_leader_shutting_down_hands_over_at_once() {
             let client = EtcdClient::new(vec![etcd_endpoint()], Duration::from_secs(1)).unwrap();
             let key = format!("/tests/elector-shutdown-{}/leader", std::process::id());
