@@ -32,6 +32,7 @@ mod event_log;
 pub(crate) mod failure_detector;
 mod handle;
 pub(crate) mod job_control;
+mod notes;
 mod server;
 #[cfg(test)]
 mod server_accept_tests;

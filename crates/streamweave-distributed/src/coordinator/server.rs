@@ -29,7 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::checkpoint_tracker::PartitionSnapshot;
 use super::commands::{answer, Command};
 use super::disk::{manifest_of, DiskJob, DiskWriter};
-use super::engine::{Action, ConnId, Engine, Input, JobReport, Note};
+use super::engine::{Action, ConnId, Engine, Input, JobReport};
+use super::notes::log;
 use crate::ha::Fence;
 use crate::network::Connection;
 use crate::protocol::{
@@ -236,37 +237,6 @@ impl Actor {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Writes an engine's note to the log.
-fn log(note: &Note) {
-    match note {
-        Note::WorkerLeaving { worker, partitions } => {
-            tracing::info!(%worker, partitions, "worker leaving: moving its partitions away first")
-        }
-        Note::MovingPartition { partition, from, to } => {
-            tracing::info!(partition, %from, %to, "moving a partition through a checkpoint")
-        }
-        Note::MoveFailed { reason } => {
-            tracing::warn!(%reason, "a partition move failed; restarting the job from the last checkpoint")
-        }
-        Note::TaskFailed {
-            worker,
-            attempt,
-            partition,
-            error,
-        } => tracing::warn!(%worker, attempt, ?partition, %error, "a job task failed"),
-        Note::CheckpointNotWritten { checkpoint, error } => {
-            tracing::warn!(checkpoint, %error, "checkpoint not written; the next one will be tried")
-        }
-        Note::CheckpointAborted { checkpoint, reason } => {
-            tracing::info!(checkpoint = %checkpoint, %reason, "checkpoint aborted")
-        }
-        Note::FailingAttempt { attempt, reason } => tracing::warn!(attempt, %reason, "failing the attempt"),
-        Note::CheckpointDamaged { checkpoint, error } => {
-            tracing::warn!(checkpoint, %error, "a checkpoint is damaged; the job restores an older one")
         }
     }
 }
