@@ -25,6 +25,14 @@ pub enum DataflowError {
     /// A peer connection failed while the attempt was running.
     #[error("exchange: {0}")]
     Exchange(String),
+    /// A request to a NATS JetStream server failed (connecting, reading a stream, publishing).
+    #[error("nats {url}: {message}")]
+    Nats {
+        /// The server and stream or subject (`nats://HOST:PORT/NAME`).
+        url: String,
+        /// What failed and why.
+        message: String,
+    },
     /// The job's own code (a source, operator, key function or sink) panicked; caught at the
     /// task boundary so that it fails the attempt instead of silently ending the task.
     #[error("panicked{}: {message}", location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]

@@ -15,6 +15,7 @@
 
 mod builtin_jobs;
 mod error;
+mod jetstream;
 mod keyed;
 mod partitioner;
 // Public only as `crate::internals::plan` (unstable).

@@ -93,7 +93,9 @@ impl<T: Send + 'static> Stream<T> {
             source: info,
             run: Arc::new(move |ctx, offset, control, emit| {
                 let mut pending = 0u64;
-                let end = source.read(ctx, offset, &mut |item| {
+                let interrupted =
+                    || control.pause.load(Ordering::Acquire) || control.cancel.load(Ordering::Acquire);
+                let end = source.read_interruptible(ctx, offset, &interrupted, &mut |item| {
                     pending += 1;
                     if pending == COUNT_CHUNK {
                         control.records_in.fetch_add(pending, Ordering::Relaxed);
@@ -102,7 +104,7 @@ impl<T: Send + 'static> Stream<T> {
                     let flow = emit(item);
                     // A checkpoint barrier is waiting: stop after this record (it counts as read,
                     // so the returned offset is exactly where to resume).
-                    if control.pause.load(Ordering::Acquire) || control.cancel.load(Ordering::Acquire) {
+                    if interrupted() {
                         Flow::Stop
                     } else {
                         flow
