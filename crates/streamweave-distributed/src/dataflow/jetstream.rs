@@ -135,6 +135,8 @@ pub(crate) mod tier2 {
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
+    use async_nats::jetstream::message::PublishMessage;
+
     use super::*;
 
     /// The server `scripts/tier2.sh` started; panics (fails the test) without one.
@@ -199,6 +201,65 @@ pub(crate) mod tier2 {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// A fresh stream `name` (an older one of that name is deleted) capturing `name.>`.
+    pub(crate) fn create_stream(server: &str, name: &str) {
+        let client = client(server);
+        let name = name.to_string();
+        run(async move {
+            let js = jetstream(client);
+            let _ = js.delete_stream(&name).await;
+            js.create_stream(async_nats::jetstream::stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{name}.>")],
+                ..Default::default()
+            })
+            .await
+            .expect("create stream");
+        });
+    }
+
+    fn client(server: &str) -> async_nats::Client {
+        let url = NatsUrl {
+            server: server.to_string(),
+            name: "-".to_string(),
+        };
+        url.client().expect("connect")
+    }
+
+    /// Publishes `lines` to `subject`, each with itself as message id (a publish retried after
+    /// a lost ack is stored once), and waits for the acks.
+    pub(crate) fn publish_lines(server: &str, subject: &str, lines: Vec<String>) {
+        let (client, subject) = (client(server), subject.to_string());
+        run(async move {
+            let js = jetstream(client);
+            let mut acks = Vec::new();
+            for line in lines {
+                let message = PublishMessage::build().message_id(&line).payload(line.into());
+                acks.push(js.send_publish(subject.clone(), message).await.expect("publish"));
+            }
+            for ack in acks {
+                ack.await.expect("ack");
+            }
+        });
+    }
+
+    /// Every message of stream `name`, in order, as text.
+    pub(crate) fn read_stream(server: &str, name: &str) -> Vec<String> {
+        let (client, name) = (client(server), name.to_string());
+        run(async move {
+            let js = jetstream(client);
+            let stream = js.get_stream(&name).await.expect("the stream");
+            let last = stream.get_info().await.expect("info").state.last_sequence;
+            let mut lines = Vec::new();
+            for seq in 1..=last {
+                if let Ok(message) = stream.get_raw_message(seq).await {
+                    lines.push(String::from_utf8_lossy(&message.payload).into_owned());
+                }
+            }
+            lines
+        })
     }
 
     impl Drop for OwnServer {

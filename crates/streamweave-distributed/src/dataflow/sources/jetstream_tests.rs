@@ -26,42 +26,13 @@ mod tier2 {
     use async_nats::jetstream::message::PublishMessage;
 
     use super::*;
-    use crate::dataflow::jetstream::tier2::{server, OwnServer};
+    use crate::dataflow::jetstream::tier2::{create_stream, publish_lines, server, OwnServer};
     use crate::dataflow::jetstream::{jetstream, run};
 
     /// A fresh stream `name` capturing subject `name.lines`, holding `lines`.
-    pub(crate) fn stream_with(server: &str, name: &str, lines: impl IntoIterator<Item = String>) {
-        let lines: Vec<String> = lines.into_iter().collect();
-        let url = NatsUrl {
-            server: server.to_string(),
-            name: name.to_string(),
-        };
-        let js = url.client().expect("connect");
-        let name = name.to_string();
-        run(async move {
-            let js = jetstream(js);
-            let _ = js.delete_stream(&name).await;
-            js.create_stream(async_nats::jetstream::stream::Config {
-                name: name.clone(),
-                subjects: vec![format!("{name}.>")],
-                ..Default::default()
-            })
-            .await
-            .expect("create stream");
-            publish(&js, &name, lines).await;
-        });
-    }
-
-    pub(crate) async fn publish(js: &async_nats::jetstream::Context, name: &str, lines: Vec<String>) {
-        let mut acks = Vec::new();
-        for line in lines {
-            // The line as its message id: a publish retried after a lost ack is not stored twice.
-            let message = PublishMessage::build().message_id(&line).payload(line.into());
-            acks.push(js.send_publish(format!("{name}.lines"), message).await.expect("publish"));
-        }
-        for ack in acks {
-            ack.await.expect("ack");
-        }
+    fn stream_with(server: &str, name: &str, lines: Vec<String>) {
+        create_stream(server, name);
+        publish_lines(server, &format!("{name}.lines"), lines);
     }
 
     fn source(server: &str, name: &str, until: Until) -> JetStreamSource {
@@ -193,12 +164,15 @@ mod tier2 {
         };
         let js = url.client().expect("client");
         let more: Vec<String> = (51..=100).map(|i| format!("line {i}")).collect();
+        let first_line = more[0].clone();
         run(async move {
             let js = jetstream(js);
             let deadline = Instant::now() + Duration::from_secs(20);
             // Until the client is back, publishing fails: retry the first one.
             loop {
-                let first = PublishMessage::build().message_id(&more[0]).payload(more[0].clone().into());
+                let first = PublishMessage::build()
+                    .message_id(&first_line)
+                    .payload(first_line.clone().into());
                 if let Ok(ack) = js.send_publish(format!("{name}.lines"), first).await {
                     if ack.await.is_ok() {
                         break;
@@ -207,8 +181,8 @@ mod tier2 {
                 assert!(Instant::now() < deadline, "the client did not reconnect");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            publish(&js, name, more[1..].to_vec()).await;
         });
+        publish_lines(&server, &format!("{name}.lines"), more[1..].to_vec());
         let (rest, end) = read(&source, ctx(0, 1), 30, None);
         got.extend(rest);
         assert_eq!(got, numbered(100), "every line once, in order");
