@@ -14,6 +14,7 @@
 //! jobs `swd` ships (public as `dataflow::jobs`).
 
 mod builtin_jobs;
+mod changelog;
 mod error;
 mod jetstream;
 mod keyed;

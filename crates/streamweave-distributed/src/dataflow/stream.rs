@@ -37,6 +37,7 @@ use super::plan::{ErasedPlan, SourceControl};
 use super::router::{self, SendFn};
 use super::short_key::ShortKey;
 use super::sink_plan::SinkPlan;
+use super::changelog::ChangelogCount;
 use super::stage::{
     merging, Keyed, LocalPassThrough, MapStage, PassThrough, PostOp, Stage, StageFactory, Update,
 };
@@ -115,6 +116,11 @@ impl<T: Send + 'static> Stream<T> {
             }),
             validate: vec![Arc::new(move || check.validate())],
         }
+    }
+
+    /// Whether the stream's source ends (see [`Source::is_bounded`]).
+    pub fn is_bounded(&self) -> bool {
+        self.source.bounded
     }
 
     fn then<U: Send + 'static>(
@@ -229,6 +235,24 @@ impl<T: Send + 'static> Stream<T> {
         // The keys stay short keys through the exchange and the receivers' table too (placed,
         // encoded and snapshotted exactly as strings), and become strings on the way out.
         counted::<ShortKey>(send, self.validate, self.source).map(|(key, n)| (key.into_string(), n))
+    }
+
+    /// [`Stream::count_str_keys`] as a changelog, for unbounded sources: at every checkpoint
+    /// barrier (and at the end) each partition emits `(key, new count)` for the keys counted
+    /// since the previous barrier. Without checkpoints it emits once, at the end.
+    pub fn count_str_keys_changelog(
+        self,
+        f: impl Fn(&T, &mut dyn FnMut(&str)) + Send + Sync + 'static,
+    ) -> Exchanged<(String, u64)> {
+        let send = router::count_str_keys(self.run, f);
+        let stage = Arc::new(|| ChangelogCount::<ShortKey>::boxed() as Box<dyn Stage<(ShortKey, u64)>>);
+        Exchanged {
+            send,
+            stage,
+            validate: self.validate,
+            source: self.source,
+        }
+        .map(|(key, n)| (key.into_string(), n))
     }
 
     /// Writes to `sink`; each partition's records stay in their partition (no exchange).
