@@ -46,12 +46,11 @@ fn job_spec_resuming(
     let Some(name) = &args.job else { return Ok(None) };
     let mut spec = JobSpec::new(name.clone());
     if let Some(input) = &args.input {
-        spec.input =
-            Some(std::path::absolute(input).with_context(|| format!("bad --input {}", input.display()))?);
+        spec.input = Some(absolute_unless_url(input).with_context(|| format!("bad --input {}", input.display()))?);
     }
     if let Some(output) = &args.output {
         spec.output =
-            Some(std::path::absolute(output).with_context(|| format!("bad --output {}", output.display()))?);
+            Some(absolute_unless_url(output).with_context(|| format!("bad --output {}", output.display()))?);
     }
     spec.params = args.params.iter().cloned().collect();
     if let Some(rate) = args.rate {
@@ -64,6 +63,14 @@ fn job_spec_resuming(
         job.validate()?;
     }
     Ok(Some(spec))
+}
+
+/// A path made absolute (workers may run elsewhere); a URL (`nats://...`) as it is.
+fn absolute_unless_url(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    match path.to_str().is_some_and(|p| p.contains("://")) {
+        true => Ok(path.to_path_buf()),
+        false => std::path::absolute(path),
+    }
 }
 
 /// A configuration error in the words of the command line: the flag, not the struct field.

@@ -52,6 +52,9 @@ const IN_FLIGHT: usize = 4096;
 /// How long a commit keeps retrying (the server restarting) before it fails the attempt.
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
+/// Pause between two tries.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 /// Publishes a job's lines to `nats://HOST:PORT/SUBJECT`, as described in the module docs.
 ///
 /// ```
@@ -144,8 +147,9 @@ impl JetStreamSink {
         })
     }
 
-    /// Phase one: the epoch's records into the spool, durably.
-    fn spool(&self, partition: usize, epoch: u64, records: Vec<String>) -> Result<(), DataflowError> {
+    /// Phase one: the epoch's records into the spool, durably. Each chunk has an id, so a
+    /// chunk published again after a lost ack (the server restarting) is stored once.
+    fn spool(&self, ctx: &SinkContext, epoch: u64, records: Vec<String>) -> Result<(), DataflowError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -161,19 +165,23 @@ impl JetStreamSink {
             chunk.push(record);
         }
         chunks.push(encode(&chunk)?);
-        let subject = self.spool_subject(partition, epoch);
-        self.with_spool("spooling an epoch", move |js, spool| async move {
-            // A pre-commit repeated by the same attempt cannot happen; an older attempt's
-            // leftovers of this epoch were purged by discard_after when this one opened.
-            let _ = spool;
-            let mut acks = Vec::new();
-            for chunk in chunks {
-                acks.push(js.publish(subject.clone(), chunk).await.map_err(|e| e.to_string())?);
-            }
-            for ack in acks {
-                ack.await.map_err(|e| e.to_string())?;
-            }
-            Ok(())
+        let subject = self.spool_subject(ctx.partition, epoch);
+        // An older attempt's leftovers of this epoch were purged by discard_after when this
+        // attempt opened the partition; the attempt in the ids keeps them apart meanwhile.
+        let ids = format!("{subject}.{}", ctx.attempt);
+        retrying(ctx.partition, "spooling an epoch", || {
+            let (subject, ids, chunks) = (subject.clone(), ids.clone(), chunks.clone());
+            self.with_spool("spooling an epoch", move |js, _| async move {
+                let mut acks = Vec::new();
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    let message = PublishMessage::build().message_id(format!("{ids}.{i}")).payload(chunk);
+                    acks.push(js.send_publish(subject.clone(), message).await.map_err(|e| e.to_string())?);
+                }
+                for ack in acks {
+                    ack.await.map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })
         })
     }
 
@@ -241,6 +249,21 @@ impl JetStreamSink {
     }
 }
 
+/// Runs `f` until it succeeds or has failed for [`RETRY_FOR`] (a server restarting); `f` must
+/// be safe to repeat.
+fn retrying(partition: usize, what: &str, mut f: impl FnMut() -> Result<(), DataflowError>) -> Result<(), DataflowError> {
+    let started = Instant::now();
+    loop {
+        match f() {
+            Err(e) if started.elapsed() < RETRY_FOR => {
+                tracing::warn!(partition, error = %e, "JetStream sink retrying: {what}");
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            result => return result,
+        }
+    }
+}
+
 fn encode(records: &[String]) -> Result<Bytes, DataflowError> {
     postcard::to_stdvec(records)
         .map(Bytes::from)
@@ -253,7 +276,7 @@ impl Sink for JetStreamSink {
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<String>>, DataflowError> {
         Ok(Box::new(JetStreamWriter {
             sink: self.clone(),
-            partition: ctx.partition,
+            ctx: *ctx,
             buffer: Vec::new(),
         }))
     }
@@ -263,23 +286,13 @@ impl Sink for JetStreamSink {
     }
 
     fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {
-        let started = Instant::now();
-        loop {
-            let result = self.spooled(partition).and_then(|epochs| {
-                epochs
-                    .into_iter()
-                    .take_while(|&(epoch, _)| epoch <= upto)
-                    .try_for_each(|(epoch, chunks)| self.publish_epoch(partition, epoch, chunks))
-            });
-            match result {
-                // Repeating is safe: the ids make the target drop what it already has.
-                Err(e) if started.elapsed() < RETRY_FOR => {
-                    tracing::warn!(partition, error = %e, "JetStream sink retrying a commit");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                result => return result,
-            }
-        }
+        // Repeating is safe: the ids make the target drop what it already has.
+        retrying(partition, "committing", || {
+            self.spooled(partition)?
+                .into_iter()
+                .take_while(|&(epoch, _)| epoch <= upto)
+                .try_for_each(|(epoch, chunks)| self.publish_epoch(partition, epoch, chunks))
+        })
     }
 
     fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
@@ -299,7 +312,7 @@ impl Sink for JetStreamSink {
 /// One partition's writer: buffers the running epoch.
 struct JetStreamWriter {
     sink: JetStreamSink,
-    partition: usize,
+    ctx: SinkContext,
     buffer: Vec<String>,
 }
 
@@ -315,7 +328,7 @@ impl SinkWriter<String> for JetStreamWriter {
 
     fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError> {
         let records = std::mem::take(&mut self.buffer);
-        self.sink.spool(self.partition, epoch, records)
+        self.sink.spool(&self.ctx, epoch, records)
     }
 }
 

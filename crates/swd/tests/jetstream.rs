@@ -1,0 +1,246 @@
+//! Jobs on NATS JetStream, end to end with real `swd` processes and a real `nats-server -js`:
+//! `repartition` from a stream of numbered lines to a subject captured by another stream must
+//! put every input line exactly once in the output stream, through SIGKILLs of workers (the
+//! restored attempts resume from the checkpointed stream sequences) and through a restart of
+//! the NATS server itself.
+
+mod common;
+
+/// Tier 2: needs `nats-server` (scripts/tier2.sh).
+mod tier2 {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use async_nats::jetstream::{self, message::PublishMessage, stream::Config};
+
+    use crate::common::{Cluster, Opts, DEADLINE};
+
+    /// The server scripts/tier2.sh started (`HOST:PORT`); fails the test without one.
+    fn shared_server() -> String {
+        match std::env::var("SWD_TEST_NATS_URL") {
+            Ok(url) => url.trim_start_matches("nats://").to_string(),
+            Err(_) => panic!("SWD_TEST_NATS_URL is not set: run the tier-2 tests through scripts/tier2.sh"),
+        }
+    }
+
+    /// A `nats-server -js` of this test's own, which it can kill and start again (same port,
+    /// same store).
+    struct OwnServer {
+        port: u16,
+        store: tempfile::TempDir,
+        child: Option<Child>,
+    }
+
+    impl OwnServer {
+        fn start() -> OwnServer {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let mut server = OwnServer {
+                port,
+                store: tempfile::tempdir().expect("store"),
+                child: None,
+            };
+            server.restart();
+            server
+        }
+
+        fn addr(&self) -> String {
+            format!("127.0.0.1:{}", self.port)
+        }
+
+        fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        fn restart(&mut self) {
+            self.kill();
+            let child = Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+                .arg(self.store.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server runs (scripts/lib/nats.sh installs it)");
+            self.child = Some(child);
+            let deadline = Instant::now() + DEADLINE;
+            while std::net::TcpStream::connect(self.addr()).is_err() {
+                assert!(Instant::now() < deadline, "nats-server did not listen");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    impl Drop for OwnServer {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Creates streams `input` (subject `input.lines`, holding `lines`) and `output` (capturing
+    /// `output.lines`), replacing older ones of those names.
+    fn prepare(server: &str, input: &str, output: &str, lines: &[String]) {
+        let (server, input, output, lines) = (server.to_string(), input.to_string(), output.to_string(), lines.to_vec());
+        runtime().block_on(async move {
+            let js = jetstream::new(async_nats::connect(server).await.expect("connect"));
+            for name in [&input, &output] {
+                let _ = js.delete_stream(name).await;
+                js.create_stream(Config {
+                    name: name.clone(),
+                    subjects: vec![format!("{name}.lines")],
+                    ..Default::default()
+                })
+                .await
+                .expect("create stream");
+            }
+            let mut acks = Vec::new();
+            for line in lines {
+                let message = PublishMessage::build().message_id(&line).payload(line.into());
+                acks.push(js.send_publish(format!("{input}.lines"), message).await.expect("publish"));
+            }
+            for ack in acks {
+                ack.await.expect("ack");
+            }
+        });
+    }
+
+    /// Every message of stream `name`, sorted.
+    fn stream_lines(server: &str, name: &str) -> Vec<String> {
+        let (server, name) = (server.to_string(), name.to_string());
+        runtime().block_on(async move {
+            let js = jetstream::new(async_nats::connect(server).await.expect("connect"));
+            let stream = js.get_stream(&name).await.expect("stream");
+            let last = stream.get_info().await.expect("info").state.last_sequence;
+            let mut lines = Vec::new();
+            for seq in 1..=last {
+                if let Ok(message) = stream.get_raw_message(seq).await {
+                    lines.push(String::from_utf8_lossy(&message.payload).into_owned());
+                }
+            }
+            lines.sort();
+            lines
+        })
+    }
+
+    fn numbered(n: usize) -> Vec<String> {
+        let mut lines: Vec<String> = (1..=n).map(|i| format!("line {i:06}")).collect();
+        lines.sort();
+        lines
+    }
+
+    /// A coordinator running `repartition` from stream `input` to subject `output.lines`,
+    /// checkpointing every 200 ms, reading `rate` lines/s per source partition until the
+    /// stream's end.
+    fn repartition(server: &str, input: &str, output: &str, rate: u64) -> Cluster {
+        let opts = Opts {
+            partitions: 4,
+            extra: [
+                "--job",
+                "repartition",
+                "--input",
+                &format!("nats://{server}/{input}"),
+                "--output",
+                &format!("nats://{server}/{output}.lines"),
+                "--param",
+                "until=end",
+                "--rate",
+                &rate.to_string(),
+                "--checkpoint-interval",
+                "200ms",
+                "--min-workers",
+                "2",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Opts::default()
+        };
+        Cluster::start(opts)
+    }
+
+    fn progress(s: &serde_json::Value) -> (u64, u64) {
+        (
+            s["job"]["attempt"].as_u64().unwrap_or(0),
+            s["checkpoints"]["last_completed"].as_u64().unwrap_or(0),
+        )
+    }
+
+    fn wait_finished(cluster: &Cluster) -> serde_json::Value {
+        let finished = cluster.wait_for_long("the job to end", |s| {
+            matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+        });
+        assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+        finished
+    }
+
+    #[test]
+    #[ignore = "tier 2: needs NATS (scripts/tier2.sh)"]
+    fn repartition_is_exactly_once_through_worker_kills() {
+        let server = shared_server();
+        let (input, output) = (format!("KILLIN{}", std::process::id()), format!("KILLOUT{}", std::process::id()));
+        let lines = numbered(4000);
+        prepare(&server, &input, &output, &lines);
+        // 4 partitions of 1,000 lines at 150 lines/s: about 7 s of reading, more with restarts.
+        let mut cluster = repartition(&server, &input, &output, 150);
+        for id in ["w1", "w2", "w3"] {
+            cluster.add_worker(id, &[]);
+        }
+        let mut at_kill = (0, 0);
+        for kill in 0..3 {
+            let seen = cluster.wait_for("the job to run and complete a checkpoint", |s| {
+                assert_ne!(s["job"]["state"], "finished", "the job finished after {kill} kills: make it longer");
+                assert_ne!(s["job"]["state"], "failed", "{s:#}");
+                let (attempt, checkpoint) = progress(s);
+                s["job"]["state"] == "running" && attempt > at_kill.0 && checkpoint > at_kill.1
+            });
+            at_kill = progress(&seen);
+            let victim = cluster.workers[kill % cluster.workers.len()].name.clone();
+            let mut killed = cluster.take_worker(&victim);
+            killed.signal(libc::SIGKILL);
+            killed.wait_exit(DEADLINE);
+            cluster.add_worker(&format!("r{kill}"), &[]);
+        }
+        let finished = wait_finished(&cluster);
+        assert!(
+            finished["job"]["last_restored_checkpoint"].as_u64().is_some_and(|c| c >= 1),
+            "the last attempt resumed from checkpointed sequences: {finished:#}"
+        );
+        let got = stream_lines(&server, &output);
+        assert_eq!(got.len(), lines.len(), "as many messages out as in");
+        assert!(got == lines, "every input line exactly once in the output stream");
+    }
+
+    #[test]
+    #[ignore = "tier 2: needs NATS (scripts/tier2.sh)"]
+    fn repartition_is_exactly_once_through_a_nats_server_restart() {
+        let mut nats = OwnServer::start();
+        let server = nats.addr();
+        let lines = numbered(3000);
+        prepare(&server, "IN", "OUT", &lines);
+        // About 5 s of reading; the server goes down once the job has checkpointed.
+        let mut cluster = repartition(&server, "IN", "OUT", 150);
+        cluster.add_worker("w1", &[]);
+        cluster.add_worker("w2", &[]);
+        cluster.wait_for("a completed checkpoint", |s| {
+            s["job"]["state"] == "running" && progress(s).1 >= 2
+        });
+        nats.kill();
+        // The outage's length (not a wait for anything): long enough for every client to notice.
+        std::thread::sleep(Duration::from_millis(500));
+        nats.restart();
+        wait_finished(&cluster);
+        let got = stream_lines(&server, "OUT");
+        assert_eq!(got.len(), lines.len(), "as many messages out as in");
+        assert!(got == lines, "every input line exactly once in the output stream");
+    }
+}
