@@ -91,7 +91,12 @@ mod tier2 {
     /// Creates streams `input` (subject `input.lines`, holding `lines`) and `output` (capturing
     /// `output.lines`), replacing older ones of those names.
     fn prepare(server: &str, input: &str, output: &str, lines: &[String]) {
-        let (server, input, output, lines) = (server.to_string(), input.to_string(), output.to_string(), lines.to_vec());
+        let (server, input, output, lines) = (
+            server.to_string(),
+            input.to_string(),
+            output.to_string(),
+            lines.to_vec(),
+        );
         runtime().block_on(async move {
             let js = jetstream::new(async_nats::connect(server).await.expect("connect"));
             for name in [&input, &output] {
@@ -107,7 +112,11 @@ mod tier2 {
             let mut acks = Vec::new();
             for line in lines {
                 let message = PublishMessage::build().message_id(&line).payload(line.into());
-                acks.push(js.send_publish(format!("{input}.lines"), message).await.expect("publish"));
+                acks.push(
+                    js.send_publish(format!("{input}.lines"), message)
+                        .await
+                        .expect("publish"),
+                );
             }
             for ack in acks {
                 ack.await.expect("ack");
@@ -187,7 +196,10 @@ mod tier2 {
     #[ignore = "tier 2: needs NATS (scripts/tier2.sh)"]
     fn repartition_is_exactly_once_through_worker_kills() {
         let server = shared_server();
-        let (input, output) = (format!("KILLIN{}", std::process::id()), format!("KILLOUT{}", std::process::id()));
+        let (input, output) = (
+            format!("KILLIN{}", std::process::id()),
+            format!("KILLOUT{}", std::process::id()),
+        );
         let lines = numbered(4000);
         prepare(&server, &input, &output, &lines);
         // 4 partitions of 1,000 lines at 150 lines/s: about 7 s of reading, more with restarts.
@@ -198,7 +210,10 @@ mod tier2 {
         let mut at_kill = (0, 0);
         for kill in 0..3 {
             let seen = cluster.wait_for("the job to run and complete a checkpoint", |s| {
-                assert_ne!(s["job"]["state"], "finished", "the job finished after {kill} kills: make it longer");
+                assert_ne!(
+                    s["job"]["state"], "finished",
+                    "the job finished after {kill} kills: make it longer"
+                );
                 assert_ne!(s["job"]["state"], "failed", "{s:#}");
                 let (attempt, checkpoint) = progress(s);
                 s["job"]["state"] == "running" && attempt > at_kill.0 && checkpoint > at_kill.1
@@ -212,7 +227,9 @@ mod tier2 {
         }
         let finished = wait_finished(&cluster);
         assert!(
-            finished["job"]["last_restored_checkpoint"].as_u64().is_some_and(|c| c >= 1),
+            finished["job"]["last_restored_checkpoint"]
+                .as_u64()
+                .is_some_and(|c| c >= 1),
             "the last attempt resumed from checkpointed sequences: {finished:#}"
         );
         let got = stream_lines(&server, &output);
@@ -242,5 +259,139 @@ mod tier2 {
         let got = stream_lines(&server, "OUT");
         assert_eq!(got.len(), lines.len(), "as many messages out as in");
         assert!(got == lines, "every input line exactly once in the output stream");
+    }
+
+    /// Publishes `lines` to `subject` (ids: the lines themselves).
+    fn publish(server: &str, subject: &str, lines: Vec<String>) {
+        let (server, subject) = (server.to_string(), subject.to_string());
+        runtime().block_on(async move {
+            let js = jetstream::new(async_nats::connect(server).await.expect("connect"));
+            let mut acks = Vec::new();
+            for line in lines {
+                let message = PublishMessage::build().message_id(&line).payload(line.into());
+                acks.push(js.send_publish(subject.clone(), message).await.expect("publish"));
+            }
+            for ack in acks {
+                ack.await.expect("ack");
+            }
+        });
+    }
+
+    /// The newest count of each word in a changelog stream (`word<TAB>count` messages, in
+    /// order), checking that each word's counts only grow.
+    fn latest_counts(server: &str, name: &str) -> std::collections::BTreeMap<String, u64> {
+        let (server, name) = (server.to_string(), name.to_string());
+        let messages = runtime().block_on(async move {
+            let js = jetstream::new(async_nats::connect(server).await.expect("connect"));
+            let stream = js.get_stream(&name).await.expect("stream");
+            let last = stream.get_info().await.expect("info").state.last_sequence;
+            let mut messages = Vec::new();
+            for seq in 1..=last {
+                if let Ok(message) = stream.get_raw_message(seq).await {
+                    messages.push(String::from_utf8_lossy(&message.payload).into_owned());
+                }
+            }
+            messages
+        });
+        let mut counts = std::collections::BTreeMap::new();
+        for message in messages {
+            let (word, n) = message.split_once('\t').expect("word<TAB>count");
+            let n: u64 = n.parse().expect("a count");
+            let old = counts.insert(word.to_string(), n).unwrap_or(0);
+            assert!(n > old, "{word}: a changelog count went from {old} to {n}");
+        }
+        counts
+    }
+
+    /// Lines `from..to`: `common wK` with K = i mod 5.
+    fn word_lines(from: u64, to: u64) -> Vec<String> {
+        (from..to).map(|i| format!("common w{} #{i}", i % 5)).collect()
+    }
+
+    fn expected_counts(to: u64) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for line in word_lines(0, to) {
+            for word in line.split_whitespace() {
+                *counts.entry(word.to_string()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
+    #[test]
+    #[ignore = "tier 2: needs NATS (scripts/tier2.sh)"]
+    fn unbounded_wordcount_emits_a_changelog_and_stops_cleanly_on_sigint() {
+        let server = shared_server();
+        let (input, output) = (
+            format!("WCIN{}", std::process::id()),
+            format!("WCOUT{}", std::process::id()),
+        );
+        prepare(&server, &input, &output, &word_lines(0, 500));
+        let mut local = std::process::Command::new(env!("CARGO_BIN_EXE_swd"))
+            .args([
+                "local",
+                "--workers",
+                "2",
+                "--partitions",
+                "4",
+                "--checkpoint-interval",
+                "200ms",
+            ])
+            .args([
+                "--job",
+                "wordcount",
+                "--input",
+                &format!("nats://{server}/{input}"),
+            ])
+            .args(["--output", &format!("nats://{server}/{output}.lines")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn swd local");
+        let wait_counts = |upto: u64| {
+            let deadline = Instant::now() + DEADLINE * 2;
+            loop {
+                if latest_counts(&server, &output) == expected_counts(upto) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the changelog never reached the counts of {upto} lines"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        wait_counts(500);
+        // It runs until stopped: new lines update the counts.
+        publish(&server, &format!("{input}.lines"), word_lines(500, 800));
+        wait_counts(800);
+        // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
+        unsafe { libc::kill(local.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + DEADLINE * 2;
+        let status = loop {
+            if let Some(status) = local.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "swd local did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut local.stdout.take().expect("stdout"), &mut stdout)
+            .expect("stdout");
+        assert!(
+            status.success(),
+            "a clean stop of an unbounded job exits 0: {status:?}, {stdout}"
+        );
+        assert!(
+            stdout.contains("job wordcount stopped by SIGINT")
+                && stdout.contains("output committed up to checkpoint"),
+            "{stdout}"
+        );
+        assert_eq!(
+            latest_counts(&server, &output),
+            expected_counts(800),
+            "nothing more after the stop"
+        );
     }
 }

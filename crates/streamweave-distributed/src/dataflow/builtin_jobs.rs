@@ -4,7 +4,9 @@
 
 use super::sinks::{JetStreamSink, TextDirSink};
 use super::sources::{JetStreamSource, TextDirSource, Throttled, Until, DEFAULT_MIN_SPLIT};
-use super::{DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, Sink, SinkContext, SinkWriter, Stream};
+use super::{
+    DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, Sink, SinkContext, SinkWriter, Stream,
+};
 
 /// A numeric parameter of the job, or `default`.
 fn number(spec: &JobSpec, name: &str, what: &str, default: u64) -> Result<u64, DataflowError> {

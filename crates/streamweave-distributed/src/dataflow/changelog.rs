@@ -98,10 +98,15 @@ mod tests {
     fn each_barrier_emits_the_new_counts_of_changed_keys_only() {
         let mut stage = ChangelogCount::<String>::boxed();
         let mut out = Vec::new();
-        stage.on_batch(batch(&[("a", 2), ("b", 1)]), &mut |x| out.push(x)).unwrap();
+        stage
+            .on_batch(batch(&[("a", 2), ("b", 1)]), &mut |x| out.push(x))
+            .unwrap();
         assert!(out.is_empty(), "nothing before the barrier");
         stage.on_barrier(&mut |x| out.push(x)).unwrap();
-        assert_eq!(sorted(std::mem::take(&mut out)), vec![("a".into(), 2), ("b".into(), 1)]);
+        assert_eq!(
+            sorted(std::mem::take(&mut out)),
+            vec![("a".into(), 2), ("b".into(), 1)]
+        );
         stage.on_batch(batch(&[("a", 3)]), &mut |x| out.push(x)).unwrap();
         stage.on_barrier(&mut |x| out.push(x)).unwrap();
         assert_eq!(std::mem::take(&mut out), vec![("a".to_string(), 5)]);
@@ -111,9 +116,13 @@ mod tests {
         // A restored partition has the counts and nothing pending.
         let snapshot = stage.snapshot().unwrap();
         let mut restored = ChangelogCount::<String>::boxed();
-        restored.on_batch(batch(&[("z", 1)]), &mut |x| out.push(x)).unwrap();
+        restored
+            .on_batch(batch(&[("z", 1)]), &mut |x| out.push(x))
+            .unwrap();
         restored.restore(&snapshot).unwrap();
-        restored.on_batch(batch(&[("b", 1)]), &mut |x| out.push(x)).unwrap();
+        restored
+            .on_batch(batch(&[("b", 1)]), &mut |x| out.push(x))
+            .unwrap();
         restored.finish(&mut |x| out.push(x)).unwrap();
         assert_eq!(out, vec![("b".to_string(), 2)]);
     }

@@ -88,7 +88,6 @@ impl NatsUrl {
         let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
         Ok(clients.entry(self.server.clone()).or_insert(client).clone())
     }
-
 }
 
 /// A JetStream context over `client`; call it inside [`run`] (it spawns its acknowledgement
@@ -197,7 +196,10 @@ pub(crate) mod tier2 {
             self.child = Some(child);
             let deadline = Instant::now() + Duration::from_secs(20);
             while std::net::TcpStream::connect(self.addr()).is_err() {
-                assert!(Instant::now() < deadline, "nats-server did not listen within 20 s");
+                assert!(
+                    Instant::now() < deadline,
+                    "nats-server did not listen within 20 s"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

@@ -32,12 +32,12 @@ use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::changelog::ChangelogCount;
 use super::keyed::KeyedStream;
 use super::plan::{ErasedPlan, SourceControl};
 use super::router::{self, SendFn};
 use super::short_key::ShortKey;
 use super::sink_plan::SinkPlan;
-use super::changelog::ChangelogCount;
 use super::stage::{
     merging, Keyed, LocalPassThrough, MapStage, PassThrough, PostOp, Stage, StageFactory, Update,
 };
@@ -384,6 +384,11 @@ impl Job {
     /// Checks that the job's source can be read and its sink written.
     pub fn validate(&self) -> Result<(), DataflowError> {
         self.plan.validate()
+    }
+
+    /// Whether the job's source ends; an unbounded job runs until it is stopped.
+    pub fn is_bounded(&self) -> bool {
+        self.plan.bounded()
     }
 
     /// Checks only that the job's source can be read: a job resumed from a checkpoint writes

@@ -1,15 +1,21 @@
-//! `swd coordinator`: serve until SIGINT or SIGTERM, then tell the workers and exit 0. With a
-//! job, it runs the job on its workers and keeps serving status after the job ends.
+//! `swd coordinator`: serve until SIGINT or SIGTERM, then (with checkpoints, a job running) take
+//! a final checkpoint and wait until it is committed, tell the workers and exit 0. With a job,
+//! it runs the job on its workers and keeps serving status after the job ends.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use streamweave_distributed::{CoordinatorConfig, CoordinatorError, CoordinatorImpl};
+use std::time::Duration;
+
+use streamweave_distributed::{Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorImpl};
 
 use super::{flag_error, job_spec_resuming};
 use crate::cli::CoordinatorArgs;
 use crate::signals::shutdown_requested;
 use streamweave_distributed::dataflow::JobRegistry;
+
+/// How long the final checkpoint at SIGINT/SIGTERM may take.
+const FINAL_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
     // A coordinator restarted on the same data directory resumes its job from the last
@@ -53,6 +59,14 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         stdout.flush()?;
     }
     shutdown_requested().await;
+    if args.checkpoint_interval.is_some() {
+        // A running job (an unbounded one stops only this way) ends with a final checkpoint,
+        // its epoch committed, so a restart on this data directory resumes exactly there.
+        match coordinator.checkpoint_now(FINAL_CHECKPOINT_TIMEOUT).await {
+            Ok(id) => tracing::info!(checkpoint = id, "final checkpoint committed"),
+            Err(e) => tracing::info!(error = %e, "no final checkpoint"),
+        }
+    }
     coordinator.stop().await;
     tracing::info!("coordinator stopped");
     Ok(ExitCode::SUCCESS)

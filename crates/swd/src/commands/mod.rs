@@ -46,7 +46,8 @@ fn job_spec_resuming(
     let Some(name) = &args.job else { return Ok(None) };
     let mut spec = JobSpec::new(name.clone());
     if let Some(input) = &args.input {
-        spec.input = Some(absolute_unless_url(input).with_context(|| format!("bad --input {}", input.display()))?);
+        spec.input =
+            Some(absolute_unless_url(input).with_context(|| format!("bad --input {}", input.display()))?);
     }
     if let Some(output) = &args.output {
         spec.output =

@@ -174,8 +174,14 @@ impl JetStreamSink {
             self.with_spool("spooling an epoch", move |js, _| async move {
                 let mut acks = Vec::new();
                 for (i, chunk) in chunks.into_iter().enumerate() {
-                    let message = PublishMessage::build().message_id(format!("{ids}.{i}")).payload(chunk);
-                    acks.push(js.send_publish(subject.clone(), message).await.map_err(|e| e.to_string())?);
+                    let message = PublishMessage::build()
+                        .message_id(format!("{ids}.{i}"))
+                        .payload(chunk);
+                    acks.push(
+                        js.send_publish(subject.clone(), message)
+                            .await
+                            .map_err(|e| e.to_string())?,
+                    );
                 }
                 for ack in acks {
                     ack.await.map_err(|e| e.to_string())?;
@@ -205,7 +211,10 @@ impl JetStreamSink {
                         .message_id(format!("{ids}.{index}"))
                         .payload(Bytes::from(record));
                     index += 1;
-                    let ack = js.send_publish(target.clone(), publish).await.map_err(|e| e.to_string())?;
+                    let ack = js
+                        .send_publish(target.clone(), publish)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     in_flight.push_back(ack);
                     if in_flight.len() >= IN_FLIGHT {
                         if let Some(ack) = in_flight.pop_front() {
@@ -233,7 +242,11 @@ impl JetStreamSink {
             let js = jetstream(client);
             let mut in_flight = VecDeque::new();
             for record in records {
-                in_flight.push_back(js.publish(target.clone(), record.into()).await.map_err(|e| e.to_string())?);
+                in_flight.push_back(
+                    js.publish(target.clone(), record.into())
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
                 if in_flight.len() >= IN_FLIGHT {
                     if let Some(ack) = in_flight.pop_front() {
                         ack.await.map_err(|e| e.to_string())?;
@@ -251,7 +264,11 @@ impl JetStreamSink {
 
 /// Runs `f` until it succeeds or has failed for [`RETRY_FOR`] (a server restarting); `f` must
 /// be safe to repeat.
-fn retrying(partition: usize, what: &str, mut f: impl FnMut() -> Result<(), DataflowError>) -> Result<(), DataflowError> {
+fn retrying(
+    partition: usize,
+    what: &str,
+    mut f: impl FnMut() -> Result<(), DataflowError>,
+) -> Result<(), DataflowError> {
     let started = Instant::now();
     loop {
         match f() {

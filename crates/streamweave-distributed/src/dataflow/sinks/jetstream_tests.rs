@@ -2,7 +2,9 @@ use super::*;
 
 #[test]
 fn only_nats_urls_make_a_sink_and_ids_are_subject_tokens() {
-    assert!(JetStreamSink::parse(Path::new("out"), "x").expect("a path").is_none());
+    assert!(JetStreamSink::parse(Path::new("out"), "x")
+        .expect("a path")
+        .is_none());
     let sink = JetStreamSink::parse(Path::new("nats://h:1/out.lines"), "word count/1.2")
         .expect("valid")
         .expect("nats");
@@ -40,17 +42,26 @@ mod tier2 {
         let name = format!("sinkout{}", std::process::id());
         create_stream(&server, &name);
         let url = format!("nats://{server}/{name}.lines");
-        let sink = JetStreamSink::parse(Path::new(&url), &name).expect("valid").expect("nats");
+        let sink = JetStreamSink::parse(Path::new(&url), &name)
+            .expect("valid")
+            .expect("nats");
         sink.validate().expect("reachable");
         sink.discard_after(0, 0).expect("a clean spool");
         write_epoch(&sink, 0, 1, 1, lines(0..100));
         write_epoch(&sink, 0, 1, 2, lines(100..150));
-        assert!(read_stream(&server, &name).is_empty(), "nothing before the commit");
+        assert!(
+            read_stream(&server, &name).is_empty(),
+            "nothing before the commit"
+        );
 
         sink.commit_epochs(0, 1).expect("commit 1");
         assert_eq!(read_stream(&server, &name), lines(0..100));
         sink.commit_epochs(0, 1).expect("repeated commit");
-        assert_eq!(read_stream(&server, &name), lines(0..100), "a repeat publishes nothing new");
+        assert_eq!(
+            read_stream(&server, &name),
+            lines(0..100),
+            "a repeat publishes nothing new"
+        );
 
         // Recovery from checkpoint 1: epoch 2 is thrown away, and written again by the new attempt.
         sink.discard_after(0, 1).expect("discard");
@@ -68,7 +79,9 @@ mod tier2 {
         let name = format!("sinkdup{}", std::process::id());
         create_stream(&server, &name);
         let url = format!("nats://{server}/{name}.lines");
-        let sink = JetStreamSink::parse(Path::new(&url), &name).expect("valid").expect("nats");
+        let sink = JetStreamSink::parse(Path::new(&url), &name)
+            .expect("valid")
+            .expect("nats");
         sink.discard_after(1, 0).expect("a clean spool");
         write_epoch(&sink, 1, 1, 4, lines(0..3000));
         sink.commit_epochs(1, 4).expect("commit");

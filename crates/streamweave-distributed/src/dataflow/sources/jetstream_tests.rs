@@ -105,7 +105,11 @@ mod tier2 {
         stream_with(&server, &name, numbered(60));
         let (got, end) = read(&source(&server, &name, Until::End), ctx(1, 2), 0, Some(10));
         assert_eq!(got.last().map(String::as_str), Some("line 19"));
-        assert_eq!(end, SourceEnd::Stopped(SourceOffset(19)), "the offset is the stream sequence");
+        assert_eq!(
+            end,
+            SourceEnd::Stopped(SourceOffset(19)),
+            "the offset is the stream sequence"
+        );
         // A new source (another worker, a restored attempt) from that offset.
         let (rest, end) = read(&source(&server, &name, Until::End), ctx(1, 2), 19, None);
         assert_eq!(rest.first().map(String::as_str), Some("line 21"));

@@ -55,16 +55,17 @@ impl<S: Source> Source for Throttled<S> {
         let start = Instant::now();
         let mut sent = 0u64;
         let rate = self.rate;
-        self.inner.read_interruptible(ctx, offset, interrupted, &mut |item| {
-            sent += 1;
-            // Sleep until this record's slot; the schedule is absolute, so no drift accumulates.
-            let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            emit(item)
-        })
+        self.inner
+            .read_interruptible(ctx, offset, interrupted, &mut |item| {
+                sent += 1;
+                // Sleep until this record's slot; the schedule is absolute, so no drift accumulates.
+                let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                emit(item)
+            })
     }
 
     fn validate(&self) -> Result<(), DataflowError> {
