@@ -13,7 +13,7 @@ mod tier2 {
 
     use async_nats::jetstream::{self, message::PublishMessage, stream::Config};
 
-    use crate::common::{Cluster, Opts, DEADLINE};
+    use crate::common::{start_coordinator, Cluster, Opts, DEADLINE};
 
     /// The server scripts/tier2.sh started (`HOST:PORT`); fails the test without one.
     fn shared_server() -> String {
@@ -140,6 +140,23 @@ mod tier2 {
             lines.sort();
             lines
         })
+    }
+
+    /// Polls stream `name` until its sorted lines satisfy `done`.
+    fn wait_output(server: &str, name: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let got = stream_lines(server, name);
+            if done(&got) {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the output stream has {} lines",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn numbered(n: usize) -> Vec<String> {
@@ -392,6 +409,148 @@ mod tier2 {
             latest_counts(&server, &output),
             expected_counts(800),
             "nothing more after the stop"
+        );
+    }
+
+    #[test]
+    #[ignore = "tier 2: needs NATS (scripts/tier2.sh)"]
+    fn sigterm_to_the_coordinator_takes_a_final_checkpoint_that_a_restart_resumes() {
+        let server = shared_server();
+        let (input, output) = (
+            format!("STOPIN{}", std::process::id()),
+            format!("STOPOUT{}", std::process::id()),
+        );
+        let lines = numbered(2000);
+        prepare(&server, &input, &output, &lines);
+        // Unbounded, and a checkpoint interval too long to matter: the only checkpoint is the
+        // one SIGTERM takes.
+        let opts = Opts {
+            partitions: 4,
+            extra: [
+                "--job",
+                "repartition",
+                "--input",
+                &format!("nats://{server}/{input}"),
+                "--output",
+                &format!("nats://{server}/{output}.lines"),
+                "--rate",
+                "100",
+                "--checkpoint-interval",
+                "1h",
+                "--min-workers",
+                "2",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Opts::default()
+        };
+        let mut cluster = Cluster::start(opts);
+        cluster.add_worker("w1", &[]);
+        cluster.add_worker("w2", &[]);
+        cluster.wait_for("the job reading", |s| {
+            s["job"]["state"] == "running" && s["job"]["records_in"].as_u64().is_some_and(|n| n >= 200)
+        });
+        assert!(
+            stream_lines(&server, &output).is_empty(),
+            "nothing committed before the stop"
+        );
+        cluster.coordinator.signal(libc::SIGTERM);
+        let status = cluster.coordinator.wait_exit(DEADLINE);
+        assert!(status.success(), "the coordinator exits 0: {status:?}");
+        // The checkpoint is durable when the coordinator exits; the workers, still running,
+        // publish its epoch right after.
+        let committed = wait_output(&server, &output, |got| !got.is_empty());
+        assert!(committed.windows(2).all(|w| w[0] != w[1]), "no line twice");
+
+        let (coordinator, addr) =
+            start_coordinator(&cluster.opts, &cluster.addr.to_string(), cluster.data_dir.path());
+        assert_eq!(addr, cluster.addr);
+        cluster.coordinator = coordinator;
+        let resumed = cluster.wait_for("the job resumed", |s| s["job"]["state"] == "running");
+        assert_eq!(
+            resumed["job"]["last_restored_checkpoint"], 1,
+            "resumed from the final checkpoint: {resumed:#}"
+        );
+        // The job never ends by itself; its output is committed by the stop that ends this test.
+        cluster.wait_for_long("everything read", |s| {
+            s["job"]["records_in"]
+                .as_u64()
+                .is_some_and(|n| n >= lines.len() as u64)
+        });
+        cluster.coordinator.signal(libc::SIGTERM);
+        assert!(cluster.coordinator.wait_exit(DEADLINE).success());
+        let got = wait_output(&server, &output, |got| got.len() >= lines.len());
+        assert_eq!(got.len(), lines.len(), "as many messages out as in");
+        assert!(got == lines, "every input line exactly once in the output stream");
+    }
+
+    #[test]
+    #[ignore = "tier 2: needs NATS (scripts/tier2.sh)"]
+    fn sigint_commits_the_final_epoch_before_swd_local_exits() {
+        let server = shared_server();
+        let (input, output) = (
+            format!("FININ{}", std::process::id()),
+            format!("FINOUT{}", std::process::id()),
+        );
+        prepare(&server, &input, &output, &word_lines(0, 600));
+        // No periodic checkpoint: whatever the output holds, the final one committed.
+        let mut local = std::process::Command::new(env!("CARGO_BIN_EXE_swd"))
+            .args([
+                "local",
+                "--workers",
+                "2",
+                "--partitions",
+                "4",
+                "--checkpoint-interval",
+                "1h",
+            ])
+            .args([
+                "--job",
+                "wordcount",
+                "--input",
+                &format!("nats://{server}/{input}"),
+            ])
+            .args(["--output", &format!("nats://{server}/{output}.lines")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn swd local");
+        // Its progress line (every 3 s on a pipe) says when every line has been read.
+        let stderr = std::io::BufReader::new(local.stderr.take().expect("stderr"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("wordcount running: 600 records in") => break,
+                Ok(_) => {}
+                Err(e) => panic!("no progress line with 600 records in: {e}"),
+            }
+        }
+        assert!(
+            latest_counts(&server, &output).is_empty(),
+            "nothing committed before the stop"
+        );
+        // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
+        unsafe { libc::kill(local.id() as i32, libc::SIGINT) };
+        let status = loop {
+            if let Some(status) = local.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline + DEADLINE, "swd local did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status:?}");
+        assert_eq!(
+            latest_counts(&server, &output),
+            expected_counts(600),
+            "the final checkpoint's epoch was published before swd local exited"
         );
     }
 }

@@ -93,14 +93,24 @@ impl<T: Send + 'static> Stream<T> {
         Stream {
             source: info,
             run: Arc::new(move |ctx, offset, control, emit| {
-                let mut pending = 0u64;
+                let pending = std::cell::Cell::new(0u64);
+                let flush = || {
+                    control
+                        .records_in
+                        .fetch_add(pending.replace(0), Ordering::Relaxed)
+                };
                 let interrupted =
                     || control.pause.load(Ordering::Acquire) || control.cancel.load(Ordering::Acquire);
-                let end = source.read_interruptible(ctx, offset, &interrupted, &mut |item| {
-                    pending += 1;
-                    if pending == COUNT_CHUNK {
-                        control.records_in.fetch_add(pending, Ordering::Relaxed);
-                        pending = 0;
+                // A source asks this only while it waits for input: the records it read count
+                // now, not when the next chunk fills (an idle stream may not fill it for hours).
+                let idle_interrupted = || {
+                    flush();
+                    interrupted()
+                };
+                let end = source.read_interruptible(ctx, offset, &idle_interrupted, &mut |item| {
+                    pending.set(pending.get() + 1);
+                    if pending.get() == COUNT_CHUNK {
+                        flush();
                     }
                     let flow = emit(item);
                     // A checkpoint barrier is waiting: stop after this record (it counts as read,
@@ -111,7 +121,7 @@ impl<T: Send + 'static> Stream<T> {
                         flow
                     }
                 });
-                control.records_in.fetch_add(pending, Ordering::Relaxed);
+                flush();
                 end
             }),
             validate: vec![Arc::new(move || check.validate())],

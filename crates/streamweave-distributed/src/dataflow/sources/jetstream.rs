@@ -183,6 +183,7 @@ impl JetStreamSource {
         let mut messages = match reader.messages.take() {
             Some(messages) => messages,
             None => {
+                tracing::debug!(stream = %self.url.name, start = reader.position + 1, "creating a consumer");
                 let (js, name, start) = (self.url.client()?, self.url.name.clone(), reader.position + 1);
                 run(async move {
                     let js = jetstream(js);
@@ -256,6 +257,11 @@ impl Source for JetStreamSource {
         emit: &mut dyn FnMut(String) -> Flow,
     ) -> Result<SourceEnd, DataflowError> {
         super::check_context(ctx)?;
+        tracing::debug!(
+            partition = ctx.partition,
+            offset = offset.0,
+            "JetStream source reading"
+        );
         let limit = self.limit()?;
         let (p, n) = (ctx.partition as u64, ctx.num_partitions as u64);
         let mut reader = self.take_reader(ctx.partition, offset.0);
@@ -289,7 +295,14 @@ impl Source for JetStreamSource {
                 return Ok(SourceEnd::Stopped(SourceOffset(at)));
             }
             match self.fetch(&mut reader) {
-                Ok(()) => failing_since = None,
+                Ok(()) => {
+                    tracing::trace!(
+                        partition = ctx.partition,
+                        buffered = reader.buffered.len(),
+                        "fetched"
+                    );
+                    failing_since = None
+                }
                 Err(e) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= RETRY_FOR {
