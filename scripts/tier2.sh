@@ -17,3 +17,9 @@ start_nats 127.0.0.1 "${SWD_TEST_NATS_PORT:-$((port + 1))}"
 
 # Each test binary runs its tier2:: tests; a binary with none passes with zero run.
 cargo test --workspace --locked -- --ignored tier2:: "$@"
+
+# Several hosts: network namespaces, S3 as the only shared storage (its own S3 server, on the
+# namespaces' bridge). Uses the debug `swd` the tests above built.
+stop_s3
+cargo build -p swd --locked
+scripts/netns-cluster.sh

@@ -27,12 +27,15 @@
 //! network/          Transport (dial + handshake), ConnectionPool (a limit), typed Connection
 //! coordinator/      engine/ (pure decisions, one file per concept) + assignment (pure planner)
 //!                   + failure_detector + server (async shell) + commands (CoordinatorHandle)
-//!                   + handle (CoordinatorImpl, the public API)
-//! worker/           session (register, heartbeat, apply assignments, reconnect)
-//!                   + partition_tasks (one task per owned partition) + job_tasks (a job's work)
+//!                   + api (the Coordinator trait) + handle (CoordinatorImpl)
+//! worker/           session_core (pure decisions) + session (register, heartbeat, apply
+//!                   assignments, reconnect) + partition_tasks (one task per owned partition)
+//!                   + job_runner_core (pure attempt lifecycle) + job_runner (its shell)
+//!                   + checkpointing (pure) + checkpoint_actor + job_tasks (a job's work)
 //!                   + WorkerImpl
-//! dataflow/         Stream, partitioners, sources, sinks, JobRegistry
-//! checkpoint/       checkpoint stores (local directory, memory) and restore
+//! dataflow/         Stream, partitioners, sources, sinks (files or object storage), JobRegistry
+//! checkpoint/       checkpoint stores (local directory, memory, object storage) and restore
+//! storage/          storage URLs (path, file://, s3://, memory://) opened as object stores
 //! fault_tolerance/  RecoveryManager (uses the coordinator); re-exports FailureDetector
 //! client            admin client used by `swd status | assign | rebalance`
 //! ```

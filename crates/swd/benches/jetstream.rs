@@ -57,7 +57,10 @@ fn start_server() -> Server {
 }
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 async fn fresh_streams(js: &jetstream::Context) {
@@ -80,7 +83,11 @@ async fn publish(js: &jetstream::Context, n: usize) -> f64 {
     let started = Instant::now();
     let mut acks = std::collections::VecDeque::new();
     for i in 0..n {
-        acks.push_back(js.publish("IN.lines", format!("line {i}").into()).await.expect("publish"));
+        acks.push_back(
+            js.publish("IN.lines", format!("line {i}").into())
+                .await
+                .expect("publish"),
+        );
         if acks.len() >= 4096 {
             acks.pop_front().expect("an ack").await.expect("ack");
         }
@@ -95,7 +102,10 @@ async fn publish(js: &jetstream::Context, n: usize) -> f64 {
 async fn consume(js: &jetstream::Context, n: usize) -> f64 {
     let started = Instant::now();
     let stream = js.get_stream("IN").await.expect("IN");
-    let consumer = stream.create_consumer(OrderedConfig::default()).await.expect("consumer");
+    let consumer = stream
+        .create_consumer(OrderedConfig::default())
+        .await
+        .expect("consumer");
     let mut messages = consumer.messages().await.expect("messages").take(n);
     while let Some(message) = messages.next().await {
         message.expect("message");
@@ -105,8 +115,21 @@ async fn consume(js: &jetstream::Context, n: usize) -> f64 {
 
 fn swd_local(port: u16, interval: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_swd"))
-        .args(["local", "--workers", "2", "--partitions", "4", "--checkpoint-interval", interval])
-        .args(["--job", "repartition", "--input", &format!("nats://127.0.0.1:{port}/IN")])
+        .args([
+            "local",
+            "--workers",
+            "2",
+            "--partitions",
+            "4",
+            "--checkpoint-interval",
+            interval,
+        ])
+        .args([
+            "--job",
+            "repartition",
+            "--input",
+            &format!("nats://127.0.0.1:{port}/IN"),
+        ])
         .args(["--output", &format!("nats://127.0.0.1:{port}/OUT.lines")])
         .args(extra)
         .stdin(Stdio::null())
@@ -118,12 +141,16 @@ fn swd_local(port: u16, interval: &str, extra: &[&str]) -> Child {
 
 /// Percentile `q` of sorted `v`.
 fn pct(v: &[f64], q: f64) -> f64 {
-    v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN)
+    v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 /// Runs an unbounded repartition while publishing at `rate`/s for `seconds`; latencies in ms.
 async fn latency(port: u16, rate: u64, interval: &str, seconds: u64) -> Vec<f64> {
-    let client = async_nats::connect(format!("127.0.0.1:{port}")).await.expect("connect");
+    let client = async_nats::connect(format!("127.0.0.1:{port}"))
+        .await
+        .expect("connect");
     let js = jetstream::new(client.clone());
     fresh_streams(&js).await;
     let mut output = client.subscribe("OUT.lines").await.expect("subscribe");
@@ -174,10 +201,18 @@ async fn latency(port: u16, rate: u64, interval: &str, seconds: u64) -> Vec<f64>
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::var("SWD_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
-    let seconds: u64 = std::env::var("SWD_BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let n: usize = std::env::var("SWD_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let seconds: u64 = std::env::var("SWD_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let server = start_server();
-    let client = async_nats::connect(format!("127.0.0.1:{}", server.port)).await.expect("connect");
+    let client = async_nats::connect(format!("127.0.0.1:{}", server.port))
+        .await
+        .expect("connect");
     let js = jetstream::new(client);
 
     fresh_streams(&js).await;
@@ -186,7 +221,9 @@ async fn main() {
     println!("raw client: publish {published:.0} msg/s, consume {consumed:.0} msg/s ({n} messages)");
 
     let started = Instant::now();
-    let status = swd_local(server.port, "1s", &["--param", "until=end"]).wait().expect("swd local");
+    let status = swd_local(server.port, "1s", &["--param", "until=end"])
+        .wait()
+        .expect("swd local");
     let secs = started.elapsed().as_secs_f64();
     println!(
         "backfill repartition IN -> OUT: {n} messages in {secs:.2} s = {:.0} msg/s ({:.2} of raw consume; exit {status})",

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use streamweave_distributed::storage::StorageUrl;
 use streamweave_distributed::{PartitionId, RebalanceStrategy, RecoveryStrategy};
 
 /// streamweave-distributed: run stream-processing jobs across worker processes.
@@ -57,10 +58,15 @@ pub struct CoordinatorArgs {
     /// Refuse workers beyond this many.
     #[arg(long, default_value_t = 100)]
     pub max_workers: usize,
-    /// With a job: take a checkpoint this often (needs --data-dir); recovery then resumes from
-    /// the last one instead of the beginning.
+    /// With a job: take a checkpoint this often (needs --data-dir or --checkpoint-store);
+    /// recovery then resumes from the last one instead of the beginning.
     #[arg(long, value_parser = parse_duration)]
     pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints are stored: a path or file:///path, s3://BUCKET/PREFIX (configured by
+    /// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP),
+    /// or memory://NAME (one process). Every worker must reach it. Default: DATA_DIR/checkpoints.
+    #[arg(long, value_name = "URL", value_parser = parse_storage_url)]
+    pub checkpoint_store: Option<StorageUrl>,
     /// With a job: where it resumes after a failure: `checkpoint` (the last completed one; the
     /// default) or `beginning`.
     #[arg(long, default_value = "checkpoint")]
@@ -91,10 +97,11 @@ pub struct JobArgs {
     /// A registered job (the swd binary has `wordcount` and `repartition`).
     #[arg(long)]
     pub job: Option<String>,
-    /// The job's input (a directory of text files for the built-in jobs).
+    /// The job's input (for the built-in jobs, text files: a directory, or an object store
+    /// prefix `s3://bucket/prefix`, configured by the AWS_* environment).
     #[arg(long, requires = "job")]
     pub input: Option<PathBuf>,
-    /// The job's output directory; it must not exist or be empty.
+    /// The job's output (a directory or an `s3://bucket/prefix`); it must not exist or be empty.
     #[arg(long, requires = "job")]
     pub output: Option<PathBuf>,
     /// Records per second per source partition (default unlimited): makes a job run long enough
@@ -228,6 +235,9 @@ pub struct LocalArgs {
     /// With a job: take a checkpoint this often; recovery then resumes from the last one.
     #[arg(long, value_parser = parse_duration)]
     pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints are stored (as for `swd coordinator`); default: DATA_DIR/checkpoints.
+    #[arg(long, value_name = "URL", value_parser = parse_storage_url)]
+    pub checkpoint_store: Option<StorageUrl>,
     /// Keep the cluster running until Ctrl-C instead of stopping once it has settled (or the
     /// job has ended).
     #[arg(long)]
@@ -288,6 +298,11 @@ pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
 /// Parses a human duration such as `100ms` or `2s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 100ms or 2s)"))
+}
+
+/// Parses a storage URL: a path, `file:///path`, `s3://bucket/prefix` or `memory://name`.
+pub fn parse_storage_url(s: &str) -> Result<StorageUrl, String> {
+    StorageUrl::parse(s).map_err(|e| e.to_string())
 }
 
 /// Parses a `key=value` job parameter.

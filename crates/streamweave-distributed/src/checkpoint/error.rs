@@ -20,6 +20,10 @@ pub enum CheckpointError {
         /// The error.
         source: std::io::Error,
     },
+    /// An object store operation failed, or the store could not be opened (the error names the
+    /// URL and key). Boxed: the object store's errors are large, and this one is rare.
+    #[error(transparent)]
+    Storage(Box<crate::storage::StorageError>),
     /// A stored file is torn, truncated or altered, or does not match the manifest.
     #[error("checkpoint {id}: {name} is corrupt: {reason}")]
     Corrupt {
@@ -46,8 +50,9 @@ pub enum CheckpointError {
         /// Why it is refused.
         reason: &'static str,
     },
-    /// `abort` was asked to delete a checkpoint that is already committed.
-    #[error("checkpoint {0} is committed and cannot be aborted")]
+    /// The checkpoint is already committed: `abort` was asked to delete it, or `commit` found
+    /// its manifest already created (by another coordinator).
+    #[error("checkpoint {0} is already committed")]
     AlreadyCommitted(CheckpointId),
     /// A manifest is intact but does not describe what a restore needs (a partition without an
     /// entry, an entry whose file is not listed): written by another version or another job.
@@ -61,6 +66,12 @@ pub enum CheckpointError {
     /// A manifest could not be encoded.
     #[error("checkpoint encoding: {0}")]
     Encoding(String),
+}
+
+impl From<crate::storage::StorageError> for CheckpointError {
+    fn from(e: crate::storage::StorageError) -> Self {
+        CheckpointError::Storage(Box::new(e))
+    }
 }
 
 impl CheckpointError {

@@ -9,6 +9,8 @@
 //! Every object is written to a temporary name in the same directory, fsynced, renamed into
 //! place, and the directory fsynced: an object is either complete or absent after a crash. (The
 //! rename is this backend's way to write an object atomically; the protocol does not rely on it.)
+//! Creating an object only if absent (the manifest) hard-links the temporary file to the final
+//! name instead, which fails if the name exists: of two racing writers, one wins.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -100,21 +102,59 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-impl CheckpointStore for LocalDirStore {
-    fn write_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+impl LocalDirStore {
+    /// Writes `bytes` to a fresh temporary file beside object `name` of checkpoint `id`,
+    /// fsynced; returns the checkpoint's directory and the temporary path.
+    fn write_temporary(
+        &self,
+        id: CheckpointId,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(PathBuf, PathBuf), CheckpointError> {
         let dir = self.ensure_checkpoint_dir(id)?;
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
-        let path = dir.join(name);
         if let Err(e) = write_synced(&tmp, bytes) {
             let _ = fs::remove_file(&tmp);
             return Err(CheckpointError::io(&tmp, e));
         }
+        Ok((dir, tmp))
+    }
+}
+
+impl CheckpointStore for LocalDirStore {
+    fn write_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+        let (dir, tmp) = self.write_temporary(id, name, bytes)?;
+        let path = dir.join(name);
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
             return Err(CheckpointError::io(&path, e));
         }
         sync_dir(&dir)
+    }
+
+    fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError> {
+        let (dir, tmp) = self.write_temporary(id, name, bytes)?;
+        let path = dir.join(name);
+        // A hard link, unlike a rename, never replaces an existing name: atomic create-if-absent.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => sync_dir(&dir).map(|()| true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(CheckpointError::io(&path, e)),
+        }
+    }
+
+    fn object_size(&self, id: CheckpointId, name: &str) -> Result<u64, CheckpointError> {
+        let path = self.object_path(id, name);
+        fs::metadata(&path).map(|m| m.len()).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => CheckpointError::NotFound {
+                id,
+                name: name.to_string(),
+            },
+            _ => CheckpointError::io(&path, e),
+        })
     }
 
     fn read_object(&self, id: CheckpointId, name: &str) -> Result<Vec<u8>, CheckpointError> {

@@ -1,5 +1,6 @@
 //! [`MemoryStore`]: checkpoints in memory, for tests, with helpers that damage stored objects.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -19,7 +20,12 @@ type Objects = BTreeMap<CheckpointId, BTreeMap<String, Vec<u8>>>;
 ///     m.files.push(store.put(CheckpointId(n), "state-p0000", b"abc")?);
 ///     store.commit(&m)?;
 /// }
+/// // An altered byte passes the size check and is caught where the file is read...
 /// assert!(store.corrupt(CheckpointId(2), "state-p0000"));
+/// assert_eq!(restore_latest(&store)?.unwrap().id, CheckpointId(2));
+/// assert!(store.get(CheckpointId(2), "state-p0000").unwrap_err().is_damage());
+/// // ...a cut file is caught by the size check: recovery falls back.
+/// assert!(store.truncate(CheckpointId(2), "state-p0000", 5));
 /// assert_eq!(restore_latest(&store)?.unwrap().id, CheckpointId(1));
 /// # Ok::<(), streamweave_distributed::checkpoint::CheckpointError>(())
 /// ```
@@ -109,6 +115,26 @@ impl CheckpointStore for MemoryStore {
             .or_default()
             .insert(name.to_string(), bytes.to_vec());
         Ok(())
+    }
+
+    fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError> {
+        // Checked and inserted under one lock: atomic.
+        match self.objects().entry(id).or_default().entry(name.to_string()) {
+            Entry::Occupied(_) => Ok(false),
+            Entry::Vacant(slot) => {
+                slot.insert(bytes.to_vec());
+                Ok(true)
+            }
+        }
+    }
+
+    fn object_size(&self, id: CheckpointId, name: &str) -> Result<u64, CheckpointError> {
+        self.object_len(id, name)
+            .map(|len| len as u64)
+            .ok_or_else(|| CheckpointError::NotFound {
+                id,
+                name: name.to_string(),
+            })
     }
 
     fn read_object(&self, id: CheckpointId, name: &str) -> Result<Vec<u8>, CheckpointError> {

@@ -13,16 +13,20 @@
 //! ```
 //!
 //! Every stored file is framed with its length and crc32, so a torn, truncated or altered file
-//! is detected on reading; the manifest also records each data file's size and crc32, so a
-//! missing or replaced file is detected too. The protocol uses only whole-object writes, reads,
-//! deletes and listings, never a rename, so an S3-compatible object store can implement
-//! [`CheckpointStore`] as well as [`LocalDirStore`] and [`MemoryStore`] do.
+//! is detected where it is read (a worker restoring its partition); the manifest also records
+//! each data file's size and crc32, so recovery checks, without reading any state, that every
+//! listed file is present with its size. The protocol uses only whole-object writes, a
+//! create-if-absent for the manifest (so two coordinators never both commit checkpoint `n`),
+//! reads, sizes, deletes and listings, never a rename: [`ObjectCheckpointStore`] (S3,
+//! `memory://`) implements [`CheckpointStore`] as well as [`LocalDirStore`] and [`MemoryStore`]
+//! do, and [`open_store`] picks one for a URL.
 
 mod error;
 mod frame;
 mod local;
 mod manifest;
 mod memory;
+mod object;
 #[cfg(test)]
 mod proptests;
 mod restore;
@@ -33,6 +37,7 @@ mod store;
 mod tests;
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +45,7 @@ pub use error::CheckpointError;
 pub use local::LocalDirStore;
 pub use manifest::{Manifest, PartitionEntry, StoredFile};
 pub use memory::MemoryStore;
+pub use object::ObjectCheckpointStore;
 pub use restore::{restore_latest, scan_latest, Recovery, Skipped};
 pub use store::{CheckpointStore, Listed};
 
@@ -70,6 +76,25 @@ impl CheckpointId {
 impl fmt::Display for CheckpointId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
+    }
+}
+
+/// Opens the checkpoint store at `url`: a local path (or `file://`) is a [`LocalDirStore`]
+/// (created if missing), `s3://` and `memory://` an [`ObjectCheckpointStore`].
+///
+/// ```
+/// use streamweave_distributed::checkpoint::open_store;
+/// use streamweave_distributed::storage::StorageUrl;
+/// let dir = tempfile::tempdir()?;
+/// let local = open_store(&StorageUrl::parse(dir.path().to_str().unwrap())?)?;
+/// let memory = open_store(&StorageUrl::parse("memory://doc-open-store/ckpt")?)?;
+/// assert!(local.completed()?.is_empty() && memory.completed()?.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn open_store(url: &crate::storage::StorageUrl) -> Result<Arc<dyn CheckpointStore>, CheckpointError> {
+    match url {
+        crate::storage::StorageUrl::Local(dir) => Ok(Arc::new(LocalDirStore::new(dir)?)),
+        _ => Ok(Arc::new(ObjectCheckpointStore::open(url)?)),
     }
 }
 

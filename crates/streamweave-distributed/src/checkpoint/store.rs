@@ -1,9 +1,12 @@
-//! The [`CheckpointStore`] trait: five object operations that a backend provides, and the
+//! The [`CheckpointStore`] trait: seven object operations that a backend provides, and the
 //! checkpoint protocol built on them once for every backend.
 //!
 //! The protocol needs from a backend only what an S3-compatible object store offers: whole
-//! objects written atomically, read, deleted and listed. It never renames; the commit point of
-//! checkpoint `n` is writing its manifest object, after all of its data files.
+//! objects written atomically, created only if absent (`If-None-Match: *`), read, sized (HEAD),
+//! deleted and listed. It never renames; the commit point of checkpoint `n` is creating its
+//! manifest object, after all of its data files, and only one writer can create it.
+
+use std::fmt;
 
 use super::{frame, validate_name, CheckpointError, CheckpointId, Manifest, StoredFile, MANIFEST_NAME};
 
@@ -17,9 +20,11 @@ pub struct Listed {
 }
 
 /// Where checkpoints are kept: a local directory ([`LocalDirStore`](super::LocalDirStore)),
-/// memory ([`MemoryStore`](super::MemoryStore)), or later an object store.
+/// memory ([`MemoryStore`](super::MemoryStore)), or an object store
+/// ([`ObjectCheckpointStore`](super::ObjectCheckpointStore)); [`open_store`](super::open_store)
+/// opens the right one for a URL.
 ///
-/// A backend implements the five object operations (`write_object` ... `list`); the protocol
+/// A backend implements the seven object operations (`write_object` ... `list`); the protocol
 /// methods (`put` ... `abort`) are provided and are not meant to be overridden. The trait is
 /// synchronous and object-safe: the async shell calls it from a blocking task and can hold an
 /// `Arc<dyn CheckpointStore>`.
@@ -38,14 +43,23 @@ pub struct Listed {
 /// assert_eq!(store.get(restored.id, "state-p0000")?, b"counts");
 /// # Ok::<(), streamweave_distributed::checkpoint::CheckpointError>(())
 /// ```
-pub trait CheckpointStore: Send + Sync {
+pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// Stores `bytes` as object `name` of checkpoint `id`, replacing any previous one. When it
     /// returns, the object is durable; a crash meanwhile leaves the old object, or none, or (on a
     /// store without atomic writes) a torn one, which the framing reveals.
     fn write_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<(), CheckpointError>;
 
+    /// Stores `bytes` as object `name` of checkpoint `id` only if no such object exists, as one
+    /// atomic step: of two writers racing for the same name exactly one creates it. True if it
+    /// was created; false (and nothing written) if the object was already there.
+    fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError>;
+
     /// The bytes of object `name` of checkpoint `id`; [`CheckpointError::NotFound`] if absent.
     fn read_object(&self, id: CheckpointId, name: &str) -> Result<Vec<u8>, CheckpointError>;
+
+    /// The stored size of object `name` of checkpoint `id` (framing included), without reading
+    /// it; [`CheckpointError::NotFound`] if absent.
+    fn object_size(&self, id: CheckpointId, name: &str) -> Result<u64, CheckpointError>;
 
     /// Deletes object `name` of checkpoint `id`; deleting an absent object succeeds.
     fn delete_object(&self, id: CheckpointId, name: &str) -> Result<(), CheckpointError>;
@@ -72,11 +86,17 @@ pub trait CheckpointStore: Send + Sync {
         frame::unframe(bytes).map_err(|reason| CheckpointError::corrupt(id, name, reason))
     }
 
-    /// Commits checkpoint `manifest.id` by writing its manifest. Call it only after every
-    /// `put` of the checkpoint has returned; ids are never reused.
+    /// Commits checkpoint `manifest.id` by creating its manifest. Call it only after every
+    /// `put` of the checkpoint has returned; ids are never reused. If the checkpoint already has
+    /// a manifest (another coordinator committed it), nothing is written and
+    /// [`CheckpointError::AlreadyCommitted`] is returned: two writers never both commit `n`.
     fn commit(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
         manifest.validate()?;
-        self.write_object(manifest.id, MANIFEST_NAME, &manifest.encode()?)
+        if self.create_object(manifest.id, MANIFEST_NAME, &manifest.encode()?)? {
+            Ok(())
+        } else {
+            Err(CheckpointError::AlreadyCommitted(manifest.id))
+        }
     }
 
     /// The manifest of checkpoint `id`, checked against its framing but not against its files.
@@ -84,24 +104,46 @@ pub trait CheckpointStore: Send + Sync {
         Manifest::decode(id, self.read_object(id, MANIFEST_NAME)?)
     }
 
-    /// The manifest of checkpoint `id` after reading every file it lists and checking its size
-    /// and crc32 against it.
+    /// The manifest of checkpoint `id` after checking that every file it lists is present with
+    /// the size it records, without reading the files (one size query each: on an object store
+    /// the coordinator downloads no state). Altered bytes of the right size are caught where
+    /// the file is read ([`get`](CheckpointStore::get) checks its crc32, and
+    /// [`get_listed`](CheckpointStore::get_listed) the manifest's too).
     fn verify(&self, id: CheckpointId) -> Result<Manifest, CheckpointError> {
         let manifest = self.manifest(id)?;
         for file in &manifest.files {
-            let found = StoredFile::of(&file.name, &self.get(id, &file.name)?);
-            if found != *file {
+            let stored = self.object_size(id, &file.name)?;
+            let expected = frame::HEADER_LEN as u64 + file.size;
+            if stored != expected {
                 return Err(CheckpointError::corrupt(
                     id,
                     &file.name,
                     format!(
-                        "{} bytes with crc32 {:08x}, the manifest says {} bytes with crc32 {:08x}",
-                        found.size, found.crc32, file.size, file.crc32
+                        "{stored} bytes stored, the manifest says {} bytes of state ({expected} framed)",
+                        file.size
                     ),
                 ));
             }
         }
         Ok(manifest)
+    }
+
+    /// Data file `file.name` of checkpoint `id`, checked against the manifest's description of
+    /// it (size and crc32) as well as its own framing.
+    fn get_listed(&self, id: CheckpointId, file: &StoredFile) -> Result<Vec<u8>, CheckpointError> {
+        let bytes = self.get(id, &file.name)?;
+        let found = StoredFile::of(&file.name, &bytes);
+        if found != *file {
+            return Err(CheckpointError::corrupt(
+                id,
+                &file.name,
+                format!(
+                    "{} bytes with crc32 {:08x}, the manifest says {} bytes with crc32 {:08x}",
+                    found.size, found.crc32, file.size, file.crc32
+                ),
+            ));
+        }
+        Ok(bytes)
     }
 
     /// The committed checkpoints (those with a manifest), ascending.

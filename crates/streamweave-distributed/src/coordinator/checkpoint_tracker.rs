@@ -379,6 +379,13 @@ impl CheckpointTracker {
         vec![CheckpointAction::NotifySinks { id }]
     }
 
+    /// A worker found committed checkpoint `id` damaged (a state file missing or corrupt) when
+    /// it read it: it is forgotten, so that recovery restores the newest one before it. True if
+    /// it was remembered.
+    pub fn damaged(&mut self, id: CheckpointId) -> bool {
+        self.committed.remove(&id).is_some()
+    }
+
     /// A worker was lost: abort the checkpoint in flight, if any.
     pub fn worker_lost(&mut self, now: Instant) -> Vec<CheckpointAction> {
         self.abort_in_flight(AbortReason::WorkerLost, now)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataflow::JobSpec;
 use crate::error::ConfigError;
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
+use crate::storage::StorageUrl;
 
 /// How the coordinator moves partitions when workers join or leave.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,9 +130,14 @@ pub struct CoordinatorConfig {
     /// Checkpoints in a row that may time out; the next timeout fails the attempt, which
     /// restarts from the last completed checkpoint.
     pub tolerable_checkpoint_failures: u32,
-    /// Take a checkpoint of the running job this often (off when `None`); needs `data_dir`,
-    /// under which the checkpoints are stored (`data_dir/checkpoints`).
+    /// Take a checkpoint of the running job this often (off when `None`); needs
+    /// `checkpoint_store` or `data_dir` (the default store is `data_dir/checkpoints`).
     pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints are stored, as a storage URL: a path or `file:///path`,
+    /// `s3://bucket/prefix` (configured by the `AWS_*` environment) or `memory://name/prefix`
+    /// (tests). `None`: `data_dir/checkpoints`. Workers write and read their state there
+    /// themselves, so every worker must reach it.
+    pub checkpoint_store: Option<String>,
     /// A checkpoint not complete after this long is aborted.
     pub checkpoint_timeout: Duration,
     /// How many completed checkpoints to keep.
@@ -161,6 +167,7 @@ impl Default for CoordinatorConfig {
             tolerable_checkpoint_failures: 3,
             min_workers: 1,
             checkpoint_interval: None,
+            checkpoint_store: None,
             checkpoint_timeout: Duration::from_secs(10),
             checkpoint_retain: 3,
             recovery_strategy: RecoveryStrategy::FromCheckpoint,
@@ -169,11 +176,31 @@ impl Default for CoordinatorConfig {
 }
 
 impl CoordinatorConfig {
-    /// Where checkpoints are stored, when they are on.
-    pub fn checkpoint_dir(&self) -> Option<PathBuf> {
-        self.checkpoint_interval
-            .and(self.data_dir.as_ref())
-            .map(|d| d.join("checkpoints"))
+    /// Where checkpoints are stored, when they are on: `checkpoint_store`, or
+    /// `data_dir/checkpoints` by default. (`None` for a URL that does not parse, which
+    /// [`validate`](CoordinatorConfig::validate) refuses.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use streamweave_distributed::CoordinatorConfig;
+    /// let mut config = CoordinatorConfig {
+    ///     checkpoint_interval: Some(Duration::from_secs(1)),
+    ///     data_dir: Some("/var/lib/swd".into()),
+    ///     ..Default::default()
+    /// };
+    /// assert_eq!(config.checkpoint_store().unwrap().to_string(), "/var/lib/swd/checkpoints");
+    /// config.checkpoint_store = Some("s3://bucket/swd/ckpt".into());
+    /// assert_eq!(config.checkpoint_store().unwrap().to_string(), "s3://bucket/swd/ckpt");
+    /// ```
+    pub fn checkpoint_store(&self) -> Option<StorageUrl> {
+        self.checkpoint_interval?;
+        match &self.checkpoint_store {
+            Some(url) => StorageUrl::parse(url).ok(),
+            None => self
+                .data_dir
+                .as_ref()
+                .map(|d| StorageUrl::Local(d.join("checkpoints"))),
+        }
     }
 
     /// Checks that the values can work together.
@@ -204,14 +231,19 @@ impl CoordinatorConfig {
             if interval.is_zero() {
                 return Err(ConfigError::new("checkpoint_interval", "must be above zero"));
             }
-            if self.data_dir.is_none() {
+            if self.data_dir.is_none() && self.checkpoint_store.is_none() {
                 return Err(ConfigError::new(
                     "checkpoint_interval",
-                    "needs a data directory to store the checkpoints in (data_dir)",
+                    "needs a place to store the checkpoints in (checkpoint_store or data_dir)",
                 ));
             }
             if self.checkpoint_retain == 0 {
                 return Err(ConfigError::new("checkpoint_retain", "must be at least 1"));
+            }
+        }
+        if let Some(url) = &self.checkpoint_store {
+            if let Err(e) = StorageUrl::parse(url) {
+                return Err(ConfigError::new("checkpoint_store", e.to_string()));
             }
         }
         if self.max_frame_size < 1024 {
@@ -273,10 +305,43 @@ mod tests {
                 },
                 "max_frame_size",
             ),
+            (
+                CoordinatorConfig {
+                    checkpoint_store: Some("gs://bucket/x".into()),
+                    ..ok.clone()
+                },
+                "checkpoint_store",
+            ),
+            (
+                CoordinatorConfig {
+                    checkpoint_interval: Some(Duration::from_secs(1)),
+                    ..ok.clone()
+                },
+                "checkpoint_interval",
+            ),
         ];
         for (config, field) in cases {
             assert_eq!(config.validate().unwrap_err().field, field);
         }
+    }
+
+    #[test]
+    fn a_checkpoint_store_needs_no_data_dir() {
+        let config = CoordinatorConfig {
+            checkpoint_interval: Some(Duration::from_secs(1)),
+            checkpoint_store: Some("memory://c/ckpt".into()),
+            ..CoordinatorConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.checkpoint_store(),
+            Some(StorageUrl::parse("memory://c/ckpt").unwrap())
+        );
+        let off = CoordinatorConfig {
+            checkpoint_interval: None,
+            ..config
+        };
+        assert_eq!(off.checkpoint_store(), None, "no checkpoints, no store");
     }
 
     #[test]

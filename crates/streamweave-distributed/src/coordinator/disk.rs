@@ -14,6 +14,7 @@
 //! size and crc32): the coordinator never reads a state file.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc;
@@ -23,7 +24,7 @@ use super::commands::Command;
 use super::engine::{ClusterEvent, Input};
 use super::event_log::EventLog;
 use crate::checkpoint::{
-    CheckpointError, CheckpointId, CheckpointStore, LocalDirStore, Manifest, PartitionEntry, StoredFile,
+    CheckpointError, CheckpointId, CheckpointStore, Manifest, PartitionEntry, StoredFile,
 };
 use crate::types::{Generation, PartitionId};
 
@@ -49,7 +50,7 @@ impl DiskWriter {
     /// Starts the thread; results go to `commands` (the actor's queue).
     pub(crate) fn start(
         events: Option<EventLog>,
-        store: Option<LocalDirStore>,
+        store: Option<Arc<dyn CheckpointStore>>,
         commands: mpsc::Sender<Command>,
     ) -> std::io::Result<Self> {
         // Unbounded: fed only by the actor, which must never wait; one job per event or
@@ -76,7 +77,7 @@ impl DiskWriter {
 fn run(
     mut queue: mpsc::UnboundedReceiver<DiskJob>,
     mut events: Option<EventLog>,
-    store: Option<LocalDirStore>,
+    store: Option<Arc<dyn CheckpointStore>>,
     commands: &mpsc::Sender<Command>,
 ) {
     while let Some(job) = queue.blocking_recv() {
@@ -89,7 +90,7 @@ fn run(
             DiskJob::Commit { manifest, retain } => {
                 let id = manifest.id;
                 let result = match &store {
-                    Some(store) => commit(store, &manifest, retain),
+                    Some(store) => commit(store.as_ref(), &manifest, retain),
                     None => Err("checkpoints have no store (no data directory)".to_string()),
                 };
                 let input = Input::CheckpointWritten { id: id.0, result };
@@ -103,8 +104,10 @@ fn run(
 /// Writes the manifest (the commit point), then deletes what retention no longer needs; a
 /// failed deletion is only logged, the checkpoint being committed. This is the one place that
 /// decides which checkpoints stay: it lists the store itself, so it also removes aborted
-/// checkpoints and an earlier coordinator's leftovers, which the engine never hears of.
-fn commit(store: &LocalDirStore, manifest: &Manifest, retain: usize) -> Result<(), String> {
+/// checkpoints and an earlier coordinator's leftovers, which the engine never hears of. The
+/// manifest is created only if absent: a second coordinator on the same store (a split brain)
+/// cannot commit the same checkpoint over the first one's, and learns so here.
+fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(), String> {
     store.commit(manifest).map_err(|e| e.to_string())?;
     if let Err(e) = store.retain(retain) {
         tracing::warn!(error = %e, "cannot delete old checkpoints");
@@ -188,7 +191,7 @@ mod tests {
     #[test]
     fn a_manifest_round_trips_the_snapshots_and_commits_without_reading_the_state() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalDirStore::new(dir.path()).unwrap();
+        let store = crate::checkpoint::LocalDirStore::new(dir.path()).unwrap();
         let snapshots: BTreeMap<_, _> = (0..3)
             .map(|p| (p, snapshot(p, format!("s{p}").as_bytes())))
             .collect();
@@ -203,9 +206,18 @@ mod tests {
         }
         let manifest = manifest_of(4, "wordcount".into(), 7, 0, 3, &snapshots);
         commit(&store, &manifest, 2).unwrap();
-        // The worker's checksums match what it stored: the checkpoint verifies.
+        // The worker's sizes and checksums match what it stored: the checkpoint verifies and
+        // each state file reads back as the manifest describes it.
         let read = store.verify(CheckpointId(4)).unwrap();
         assert_eq!(snapshots_of(&read).unwrap(), snapshots);
+        for file in &read.files {
+            store.get_listed(CheckpointId(4), file).unwrap();
+        }
+        // A second coordinator committing checkpoint 4 is refused; the first one's stands.
+        let other = manifest_of(4, "wordcount".into(), 8, 0, 3, &snapshots);
+        let refused = commit(&store, &other, 2).unwrap_err();
+        assert!(refused.contains("already committed"), "{refused}");
+        assert_eq!(store.manifest(CheckpointId(4)).unwrap().attempt, 7);
     }
 
     #[test]
@@ -223,7 +235,7 @@ mod tests {
     #[test]
     fn the_writer_commits_in_order_and_reports_each_result() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalDirStore::new(dir.path()).unwrap();
+        let store = Arc::new(crate::checkpoint::LocalDirStore::new(dir.path()).unwrap());
         let (commands, mut inbox) = mpsc::channel(16);
         let writer = DiskWriter::start(None, Some(store.clone()), commands).unwrap();
         for id in [1, 2] {

@@ -51,12 +51,12 @@ pub enum CoordinatorError {
         /// The error.
         source: std::io::Error,
     },
-    /// The job cannot resume from the checkpoints in its data directory (a manifest that does
-    /// not describe every partition, or a store that cannot be read).
-    #[error("cannot restore the job from the checkpoints in {dir}: {source}")]
+    /// The job cannot resume from the checkpoints in its store (a manifest that does not
+    /// describe every partition, or a store that cannot be opened or read).
+    #[error("cannot restore the job from the checkpoints in {store}: {source}")]
     Restore {
-        /// The checkpoint store's directory.
-        dir: PathBuf,
+        /// The checkpoint store's URL (or directory).
+        store: String,
         /// Why.
         source: crate::checkpoint::CheckpointError,
     },

@@ -235,6 +235,9 @@ fn log(note: &Note) {
             tracing::info!(checkpoint = %checkpoint, %reason, "checkpoint aborted")
         }
         Note::FailingAttempt { attempt, reason } => tracing::warn!(attempt, %reason, "failing the attempt"),
+        Note::CheckpointDamaged { checkpoint, error } => {
+            tracing::warn!(checkpoint, %error, "a checkpoint is damaged; the job restores an older one")
+        }
     }
 }
 
@@ -483,10 +486,12 @@ fn inputs_of(conn: ConnId, message: WorkerMessage) -> Vec<Input> {
             attempt,
             partition,
             error,
+            damaged_checkpoint,
         } => vec![job(JobReport::Failed {
             attempt,
             partition,
             error,
+            damaged_checkpoint,
         })],
         // Refused by the connection before it gets here; nothing for the engine.
         WorkerMessage::Register(_) => Vec::new(),

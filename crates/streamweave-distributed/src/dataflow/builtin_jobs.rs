@@ -1,11 +1,13 @@
-//! The built-in jobs of `swd`: `wordcount` and `repartition`, over a directory of text files or
-//! a NATS JetStream stream (chosen by the input's and output's URLs), written with the public
-//! builder like any user job. Public as `dataflow::jobs`.
+//! The built-in jobs of `swd`: `wordcount` and `repartition`, over text files in a directory
+//! or under an object store prefix ([`TextInput`], [`TextOutput`]) or over a NATS JetStream
+//! stream (chosen by the input's and output's URLs), written with the public builder like any
+//! user job. Public as `dataflow::jobs`.
 
-use super::sinks::{JetStreamSink, TextDirSink};
-use super::sources::{JetStreamSource, TextDirSource, Throttled, Until, DEFAULT_MIN_SPLIT};
+use super::sinks::JetStreamSink;
+use super::sources::{JetStreamSource, Throttled, Until, DEFAULT_MIN_SPLIT};
 use super::{
     DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, Sink, SinkContext, SinkWriter, Stream,
+    TextInput, TextOutput,
 };
 
 /// A numeric parameter of the job, or `default`.
@@ -19,9 +21,9 @@ fn number(spec: &JobSpec, name: &str, what: &str, default: u64) -> Result<u64, D
 }
 
 /// The job's input: a `nats://HOST:PORT/STREAM` JetStream stream (parameter `until`: `end` or
-/// a sequence; unbounded without it), or a directory of text files (parameter `min_split`: the
-/// smallest byte range a file is cut into; default 8 MiB). Both take `rate` (records per second
-/// per source partition).
+/// a sequence; unbounded without it), or text files in a directory or under an object store
+/// prefix such as `s3://bucket/in` (parameter `min_split`: the smallest byte range a file is
+/// cut into; default 8 MiB). Both take `rate` (records per second per source partition).
 fn input(spec: &JobSpec) -> Result<Stream<String>, DataflowError> {
     let rate = number(spec, "rate", "a number of records per second", 0)?;
     let until = Until::parse(spec.params.get("until").map(String::as_str))?;
@@ -30,13 +32,14 @@ fn input(spec: &JobSpec) -> Result<Stream<String>, DataflowError> {
     }
     let min_split = number(spec, "min_split", "a number of bytes", DEFAULT_MIN_SPLIT)?;
     Ok(Stream::from_source(Throttled::new(
-        TextDirSource::new(spec.require_input()?.clone()).with_min_split(min_split),
+        TextInput::new(spec.require_input()?, min_split)?,
         rate,
     )))
 }
 
 /// The job's output: a `nats://HOST:PORT/SUBJECT` (message ids start with the parameter
-/// `sink_id`, by default the job name and a hash of the spec) or a directory of part files.
+/// `sink_id`, by default the job name and a hash of the spec), or part files in a directory or
+/// under an object store prefix.
 fn output(spec: &JobSpec) -> Result<LineSink, DataflowError> {
     let id = match spec.params.get("sink_id") {
         Some(id) => id.clone(),
@@ -47,14 +50,14 @@ fn output(spec: &JobSpec) -> Result<LineSink, DataflowError> {
     };
     match JetStreamSink::parse(spec.require_output()?, &id)? {
         Some(sink) => Ok(LineSink::Nats(sink)),
-        None => Ok(LineSink::Dir(TextDirSink::new(spec.require_output()?.clone()))),
+        None => Ok(LineSink::Text(TextOutput::new(spec.require_output()?)?)),
     }
 }
 
 /// Where the built-in jobs write their lines, chosen by the output's URL.
 #[derive(Clone, Debug)]
 enum LineSink {
-    Dir(TextDirSink),
+    Text(TextOutput),
     Nats(JetStreamSink),
 }
 
@@ -63,28 +66,28 @@ impl Sink for LineSink {
 
     fn open(&self, ctx: &SinkContext) -> Result<Box<dyn SinkWriter<String>>, DataflowError> {
         match self {
-            LineSink::Dir(sink) => sink.open(ctx),
+            LineSink::Text(sink) => sink.open(ctx),
             LineSink::Nats(sink) => sink.open(ctx),
         }
     }
 
     fn validate(&self) -> Result<(), DataflowError> {
         match self {
-            LineSink::Dir(sink) => sink.validate(),
+            LineSink::Text(sink) => sink.validate(),
             LineSink::Nats(sink) => sink.validate(),
         }
     }
 
     fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {
         match self {
-            LineSink::Dir(sink) => sink.commit_epochs(partition, upto),
+            LineSink::Text(sink) => sink.commit_epochs(partition, upto),
             LineSink::Nats(sink) => sink.commit_epochs(partition, upto),
         }
     }
 
     fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
         match self {
-            LineSink::Dir(sink) => sink.discard_after(partition, after),
+            LineSink::Text(sink) => sink.discard_after(partition, after),
             LineSink::Nats(sink) => sink.discard_after(partition, after),
         }
     }

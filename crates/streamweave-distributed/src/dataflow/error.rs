@@ -13,6 +13,9 @@ pub enum DataflowError {
         /// The error.
         source: std::io::Error,
     },
+    /// An object store (input or output on S3, ...) failed or could not be reached.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// The job's definition or parameters cannot work (missing input, unknown job, ...).
     #[error("invalid job: {0}")]
     InvalidJob(String),
@@ -33,6 +36,15 @@ pub enum DataflowError {
         /// What failed and why.
         message: String,
     },
+    /// A checkpoint's state could not be restored because the checkpoint is damaged (a state
+    /// file missing, torn or altered): restoring an older checkpoint is the way on.
+    #[error("checkpoint {checkpoint} is damaged: {reason}")]
+    DamagedCheckpoint {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The job's own code (a source, operator, key function or sink) panicked; caught at the
     /// task boundary so that it fails the attempt instead of silently ending the task.
     #[error("panicked{}: {message}", location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]
@@ -45,6 +57,37 @@ pub enum DataflowError {
 }
 
 impl DataflowError {
+    /// Restoring from checkpoint `checkpoint` failed with `error`: a
+    /// [`DamagedCheckpoint`](DataflowError::DamagedCheckpoint) when the checkpoint itself is
+    /// damaged, an exchange failure (perhaps transient: the store) otherwise.
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::{CheckpointError, CheckpointId};
+    /// use streamweave_distributed::dataflow::DataflowError;
+    /// let missing = CheckpointError::NotFound { id: CheckpointId(3), name: "state-p00001".into() };
+    /// assert_eq!(DataflowError::restoring(3, missing).damaged_checkpoint(), Some(3));
+    /// let other = CheckpointError::Encoding("x".into());
+    /// assert_eq!(DataflowError::restoring(3, other).damaged_checkpoint(), None);
+    /// ```
+    pub fn restoring(checkpoint: u64, error: crate::checkpoint::CheckpointError) -> Self {
+        if error.is_damage() {
+            DataflowError::DamagedCheckpoint {
+                checkpoint,
+                reason: error.to_string(),
+            }
+        } else {
+            DataflowError::Exchange(format!("restoring checkpoint {checkpoint}: {error}"))
+        }
+    }
+
+    /// The checkpoint this error found damaged, if that is what it is.
+    pub fn damaged_checkpoint(&self) -> Option<u64> {
+        match self {
+            DataflowError::DamagedCheckpoint { checkpoint, .. } => Some(*checkpoint),
+            _ => None,
+        }
+    }
+
     /// An i/o error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataflowError::Io {

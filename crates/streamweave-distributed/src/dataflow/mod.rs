@@ -11,7 +11,8 @@
 //! Files: `stream.rs` (the builder) and `keyed.rs` (keyed aggregations) type and compose a job;
 //! `router.rs` is its send side, `stage.rs` its receive side, `sink_plan.rs` the two behind
 //! `plan::ErasedPlan`. `registry.rs` holds `JobSpec` and `JobRegistry`; `builtin_jobs.rs` the
-//! jobs `swd` ships (public as `dataflow::jobs`).
+//! jobs `swd` ships (public as `dataflow::jobs`); `text_io.rs` picks their text source and sink
+//! by URL (a directory, or an object store prefix).
 
 mod builtin_jobs;
 mod changelog;
@@ -31,6 +32,7 @@ mod source;
 pub mod sources;
 mod stage;
 mod stream;
+mod text_io;
 
 #[cfg(test)]
 mod barrier_tests;
@@ -52,3 +54,4 @@ pub use sink::{Sink, SinkContext, SinkWriter};
 pub use source::{Flow, Source, SourceContext, SourceEnd, SourceOffset};
 pub use stage::Stage;
 pub use stream::{Exchanged, Job, Stream};
+pub use text_io::{storage_url, TextInput, TextOutput};

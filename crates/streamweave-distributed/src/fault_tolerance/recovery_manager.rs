@@ -4,12 +4,14 @@
 //! would restore.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checkpoint::{restore_latest, CheckpointError, LocalDirStore, Manifest};
+use crate::checkpoint::{open_store, restore_latest, CheckpointError, CheckpointStore, Manifest};
 use crate::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorHandle, RecoveryStrategy,
 };
+use crate::storage::StorageUrl;
 
 /// Checkpoint-based recovery.
 ///
@@ -28,7 +30,7 @@ pub struct RecoveryManager {
     checkpoint_interval: Duration,
     strategy: RecoveryStrategy,
     coordinator: Option<CoordinatorHandle>,
-    store: Option<LocalDirStore>,
+    store: Option<Arc<dyn CheckpointStore>>,
 }
 
 impl RecoveryManager {
@@ -59,7 +61,7 @@ impl RecoveryManager {
     }
 
     /// Sets a coordinator's configuration to checkpoint and recover this way (it also needs a
-    /// `data_dir`, where the checkpoints are stored).
+    /// `checkpoint_store` or a `data_dir`, where the checkpoints are stored).
     pub fn configure(&self, config: &mut CoordinatorConfig) {
         config.checkpoint_interval = Some(self.checkpoint_interval);
         config.recovery_strategy = self.strategy;
@@ -72,8 +74,24 @@ impl RecoveryManager {
     }
 
     /// Reads checkpoints from this directory (`DATA_DIR/checkpoints` of the coordinator).
-    pub fn with_store_dir(mut self, dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
-        self.store = Some(LocalDirStore::new(dir.as_ref())?);
+    pub fn with_store_dir(self, dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        self.with_store_url(&StorageUrl::Local(dir.as_ref().to_path_buf()))
+    }
+
+    /// Reads checkpoints from the store at `url` (the coordinator's `checkpoint_store`: a path,
+    /// `s3://bucket/prefix` or `memory://name/prefix`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use streamweave_distributed::fault_tolerance::RecoveryManager;
+    /// use streamweave_distributed::storage::StorageUrl;
+    /// let url = StorageUrl::parse("memory://doc-recovery/ckpt")?;
+    /// let recovery = RecoveryManager::new(Duration::from_secs(60)).with_store_url(&url)?;
+    /// assert!(recovery.latest()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_store_url(mut self, url: &StorageUrl) -> Result<Self, CheckpointError> {
+        self.store = Some(open_store(url)?);
         Ok(self)
     }
 
@@ -89,7 +107,7 @@ impl RecoveryManager {
     /// ones are skipped with a warning), or `None` when there is none.
     pub fn latest(&self) -> Result<Option<Manifest>, CheckpointError> {
         match &self.store {
-            Some(store) => restore_latest(store),
+            Some(store) => restore_latest(store.as_ref()),
             None => Ok(None),
         }
     }

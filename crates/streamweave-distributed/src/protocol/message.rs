@@ -51,8 +51,9 @@ pub struct JobProgress {
 /// How a job attempt checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointPlan {
-    /// The checkpoint store's directory (shared by the workers: one machine or a shared file
-    /// system).
+    /// The checkpoint store's URL: `s3://bucket/prefix` (every worker reaches it), a path (one
+    /// machine or a shared file system), or `memory://` (one process). Named for its first use,
+    /// a directory, which is still a valid value: the wire layout is unchanged.
     pub store_dir: String,
     /// The checkpoint to restore, if any: recovery resumes from it instead of the beginning.
     pub restore: Option<RestorePoint>,
@@ -174,6 +175,10 @@ pub enum WorkerMessage {
         partition: Option<PartitionId>,
         /// What went wrong.
         error: String,
+        /// The checkpoint the task was restoring, when the failure is that the checkpoint is
+        /// damaged (a state file missing or corrupt): the coordinator then restores an older
+        /// one instead of retrying this one.
+        damaged_checkpoint: Option<u64>,
     },
     /// The worker applied the assignment of `generation`: these tasks are running, all others
     /// are stopped.

@@ -118,13 +118,17 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
         (
             any::<u64>(),
             proptest::option::of(any::<usize>()),
-            any::<String>()
+            any::<String>(),
+            proptest::option::of(any::<u64>())
         )
-            .prop_map(|(attempt, partition, error)| WorkerMessage::JobFailed {
-                attempt,
-                partition,
-                error
-            }),
+            .prop_map(
+                |(attempt, partition, error, damaged_checkpoint)| WorkerMessage::JobFailed {
+                    attempt,
+                    partition,
+                    error,
+                    damaged_checkpoint
+                }
+            ),
         (generation(), partitions())
             .prop_map(|(generation, running)| WorkerMessage::Ack { generation, running }),
         Just(WorkerMessage::Leave),

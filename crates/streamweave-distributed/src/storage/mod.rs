@@ -30,6 +30,10 @@ use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
+pub mod list;
+mod spawn;
+pub use spawn::spawn;
+
 /// A storage URL that cannot be used, or a storage operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -49,16 +53,17 @@ pub enum StorageError {
         /// The client's reason.
         reason: String,
     },
-    /// An operation on the store failed.
-    #[error("{operation} {location}: {source}")]
+    /// An operation on the store failed. Displayed once, with its root cause: the client's
+    /// errors repeat their causes in their own text, so the chain is not exposed as `source`
+    /// (an error report would print every cause again).
+    #[error("{operation} {location}: {}", concise(error))]
     Object {
         /// What was being done (`put`, `get`, `list`, ...).
         operation: &'static str,
         /// The object or prefix, with its URL.
         location: String,
         /// The store's error.
-        #[source]
-        source: object_store::Error,
+        error: object_store::Error,
     },
 }
 
@@ -289,8 +294,24 @@ impl Location {
         StorageError::Object {
             operation,
             location: self.describe(key),
-            source,
+            error: source,
         }
+    }
+}
+
+/// The client's message, with the innermost cause added when the message does not already say
+/// it (`... after 10 retries ... - HTTP error: error sending request: ... Connection refused`).
+fn concise(error: &object_store::Error) -> String {
+    let message = error.to_string();
+    let mut root: &dyn std::error::Error = error;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let root = root.to_string();
+    if message.contains(&root) {
+        message
+    } else {
+        format!("{message}: {root}")
     }
 }
 

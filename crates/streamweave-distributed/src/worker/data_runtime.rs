@@ -7,7 +7,6 @@
 //! Process-wide and never shut down, like a global thread pool: every worker in the process
 //! (tests run several) shares it, and its threads stay bounded by the cores.
 
-use std::future::Future;
 use std::sync::LazyLock;
 
 use tokio::runtime::{Builder, Runtime};
@@ -28,13 +27,11 @@ static DATA: LazyLock<Option<Runtime>> = LazyLock::new(|| {
     }
 });
 
-/// Spawns a job task on the data runtime (on the current runtime if it could not start).
-pub(crate) fn spawn<F>(future: F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
+/// The data runtime (the current runtime if it could not start): job tasks are spawned on it
+/// into the `JoinSet` of the attempt that owns them.
+pub(crate) fn handle() -> tokio::runtime::Handle {
     match DATA.as_ref() {
-        Some(runtime) => drop(runtime.spawn(future)),
-        None => drop(tokio::spawn(future)),
+        Some(runtime) => runtime.handle().clone(),
+        None => tokio::runtime::Handle::current(),
     }
 }

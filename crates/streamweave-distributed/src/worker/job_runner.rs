@@ -1,51 +1,68 @@
-//! Runs the worker's share of job attempts: for every partition it owns in an attempt, a source
-//! task and a receiver task (`job_tasks.rs`), connected through the data plane. Reports go to the coordinator through the session.
+//! Runs the worker's share of job attempts, as a thin shell around
+//! [`JobRunnerCore`](super::job_runner_core::JobRunnerCore): for every partition it owns in an
+//! attempt, a source task and a receiver task (`job_tasks.rs`), connected through the data
+//! plane. Reports go to the coordinator through the session.
 //!
 //! ```text
-//! StartJob{attempt, spec, owners, checkpoints} -> build the job -> AttemptTasks::launch
-//! TriggerCheckpoint{id, moves} -> (moves: routes to the new owners, leaving partitions marked)
-//!                                 sources pause at a barrier; receivers align and snapshot
-//! AdoptPartitions{checkpoint}  -> tasks of the partitions that moved here start from it
-//! CommitEpochs{upto}           -> the sinks of the partitions committed here make epochs <= upto final
-//! StopJob{attempt} / a newer StartJob -> cancel: tasks stop, inboxes are told, nothing commits
+//! StartJob{attempt, spec, owners, checkpoints} -> core: Launch -> build the job, open the store,
+//!                                 spawn the command task and the checkpoint actor
+//! TriggerCheckpoint{id, moves} -> command task: (moves: routes to the new owners, leaving
+//!                                 partitions marked) then the checkpoint actor: sources pause
+//!                                 at a barrier; receivers align and snapshot
+//! AdoptPartitions{checkpoint}  -> command task: tasks of the partitions that moved here start
+//! CommitEpochs{upto}           -> a commit task: the sinks of the partitions committed here
+//! StopJob{attempt} / a newer StartJob / StopAll -> core: Cancel -> tasks stop, inboxes are told
+//! a task of the runner ends    -> core: TaskEnded -> JobFailed if it failed or died (the session
+//!                                 polls next_ended)
 //! ```
 //!
-//! The launch, triggers and adoptions of an attempt run in order on one task of the attempt:
-//! a move must have its connections and routes before its barrier is requested, and an
-//! adoption must follow the move's preparation.
+//! The runner owns its tasks in a `JoinSet`: the command task of each attempt (which owns the
+//! attempt's source and receiver tasks in its own), the checkpoint actor, the commits. The
+//! launch, triggers and adoptions of an attempt run in order on its command task: a move must
+//! have its connections and routes before its barrier is requested, and an adoption must follow
+//! the move's preparation.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use super::attempt_commands::{run_commands, Command, Ended};
+use super::checkpoint_actor::{CheckpointActor, CheckpointHandle};
 use super::checkpointing::AttemptCheckpoints;
 use super::exchange::{DataPlane, RouteChanges};
-use super::job_tasks::{report_failure, AttemptTasks};
+use super::job_runner_core::{AttemptTask, JobRunnerCore, RunnerAction, RunnerInput, TaskOutcome};
+use super::job_tasks::{AttemptRun, AttemptTasks, TaskFailure};
 use super::source_task::SourceSlots;
-use crate::checkpoint::LocalDirStore;
+use crate::checkpoint::{open_store, CheckpointStore};
 use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
 use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
+use crate::storage::StorageUrl;
 
-/// What the attempt's task does, in order.
-enum Command {
-    Trigger {
-        id: u64,
-        moves: Vec<PartitionMove>,
-    },
-    Adopt {
-        checkpoint: u64,
-        partitions: Vec<Adoption>,
-        ended: Vec<usize>,
-    },
+/// Opens the checkpoint store an attempt's plan names: its URL (a plain path is a local
+/// directory, as older coordinators send it; `s3://` and `memory://` are object stores). The one
+/// place that decides what kind of store an attempt writes to.
+pub(crate) fn open_attempt_store(plan: &CheckpointPlan) -> Result<Arc<dyn CheckpointStore>, DataflowError> {
+    let store = StorageUrl::parse(&plan.store_dir).map_err(|e| DataflowError::InvalidJob(e.to_string()))?;
+    open_store(&store)
+        .map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))
 }
 
+/// The shell's side of the current attempt (the core knows which one it is).
 struct Attempt {
-    attempt: u64,
-    tasks: Option<Arc<AttemptTasks>>,
+    tasks: Arc<AttemptTasks>,
     commands: mpsc::UnboundedSender<Command>,
+}
+
+/// A task of the runner that ended, for [`JobRunner::task_ended`].
+pub(crate) struct TaskEnd {
+    attempt: u64,
+    task: AttemptTask,
+    joined: Result<Ended, tokio::task::JoinError>,
 }
 
 /// See the module documentation.
@@ -55,7 +72,11 @@ pub(crate) struct JobRunner {
     slots: Arc<SourceSlots>,
     plane: DataPlane,
     reports: mpsc::UnboundedSender<WorkerMessage>,
+    core: JobRunnerCore,
     current: Option<Attempt>,
+    tasks: JoinSet<Ended>,
+    /// The attempt and kind of each task.
+    roles: HashMap<Id, (u64, AttemptTask)>,
 }
 
 impl JobRunner {
@@ -70,14 +91,18 @@ impl JobRunner {
             slots: Arc::new(SourceSlots::new(source_slots)),
             plane,
             reports,
+            core: JobRunnerCore::default(),
             current: None,
+            tasks: JoinSet::new(),
+            roles: HashMap::new(),
         }
     }
 
     /// The progress of the running attempt, for heartbeats.
     pub(crate) fn progress(&self) -> Option<JobProgress> {
-        let current = self.current.as_ref()?;
-        let (records_in, records_out) = current.tasks.as_ref().map_or((0, 0), |t| {
+        let attempt = self.core.current()?;
+        let (records_in, records_out) = self.current.as_ref().map_or((0, 0), |a| {
+            let t = &a.tasks;
             (
                 t.controls
                     .iter()
@@ -87,7 +112,7 @@ impl JobRunner {
             )
         });
         Some(JobProgress {
-            attempt: current.attempt,
+            attempt,
             records_in,
             records_out,
         })
@@ -95,17 +120,43 @@ impl JobRunner {
 
     /// Whether an attempt runs with checkpoints (its partitions can move away with their state).
     pub(crate) fn carries_state(&self) -> bool {
-        self.current
-            .as_ref()
-            .and_then(|a| a.tasks.as_ref())
-            .is_some_and(|t| t.checkpoints.is_some() && !t.cancel.is_cancelled())
+        self.core.carries_state()
     }
 
-    /// Starts an attempt (stopping an older one); a repeated start of the same attempt is ignored,
-    /// and so is the start of an older one (a message that crossed a newer start). Attempt ids
-    /// grow across coordinator restarts (the coordinator's epoch is folded into them), so the
-    /// first start from a restarted coordinator replaces the attempt its predecessor left
-    /// running here.
+    /// Feeds the core and carries out its actions; `launch` and `forward` carry out the ones
+    /// that need the message in hand.
+    fn run(
+        &mut self,
+        input: RunnerInput,
+        mut launch: impl FnMut(&mut Self, u64),
+        mut forward: impl FnMut(&mut Self, u64),
+    ) {
+        for action in self.core.on_input(input) {
+            match action {
+                RunnerAction::Cancel { attempt } => self.cancel(attempt),
+                RunnerAction::Launch { attempt } => launch(self, attempt),
+                RunnerAction::Forward { attempt } => forward(self, attempt),
+                RunnerAction::Report(message) => {
+                    if let WorkerMessage::JobFailed {
+                        attempt,
+                        partition,
+                        error,
+                        ..
+                    } = &message
+                    {
+                        tracing::warn!(attempt, ?partition, %error, "job task failed");
+                    }
+                    let _ = self.reports.send(message);
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, input: RunnerInput) {
+        self.run(input, |_, _| {}, |_, _| {});
+    }
+
+    /// Starts an attempt (stopping an older one); see the core for stale and repeated starts.
     pub(crate) fn start(
         &mut self,
         attempt: u64,
@@ -113,27 +164,35 @@ impl JobRunner {
         owners: &[PartitionOwner],
         checkpoint_plan: Option<&CheckpointPlan>,
     ) {
-        if self.current.as_ref().is_some_and(|a| a.attempt >= attempt) {
-            return;
-        }
-        self.stop_all();
+        let input = RunnerInput::Start {
+            attempt,
+            checkpointed: checkpoint_plan.is_some(),
+        };
+        self.run(
+            input,
+            |runner, attempt| runner.launch(attempt, spec, owners, checkpoint_plan),
+            |_, _| {},
+        );
+    }
+
+    fn launch(
+        &mut self,
+        attempt: u64,
+        spec: &JobSpec,
+        owners: &[PartitionOwner],
+        checkpoint_plan: Option<&CheckpointPlan>,
+    ) {
         self.plane.set_floor(attempt);
         // The data plane takes records of this attempt only, from its owners, for our partitions.
         self.plane.begin_attempt(attempt, owners);
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
-        let (commands, queue) = mpsc::unbounded_channel();
         // The job's constructor is user code too (panics.rs).
         let job = match super::panics::guarded(|| self.registry.build(spec)) {
             Ok(job) => job,
             Err(e) => {
-                report_failure(&self.reports, attempt, None, &e);
-                self.current = Some(Attempt {
-                    attempt,
-                    tasks: None,
-                    commands,
-                });
-                return;
+                let error = e.to_string();
+                return self.input(RunnerInput::BuildFailed { attempt, error });
             }
         };
         // Source partitions with nothing to read: every worker computes the same set, so their
@@ -146,21 +205,34 @@ impl JobRunner {
         let restored = restore.as_ref().map_or(0, |r| r.id);
         let offsets = restore.as_ref().map(|r| r.partitions.clone()).unwrap_or_default();
         // A restored source goes on counting from what it had read by the checkpoint.
+        let records = |p: usize| match &restore {
+            Some(r) if mine.contains(&p) => r.source_records.get(p).copied().unwrap_or(0),
+            _ => 0,
+        };
         let controls: Arc<Vec<SourceControl>> = Arc::new(
             (0..owners.len())
                 .map(|p| SourceControl {
-                    records_in: AtomicU64::new(match &restore {
-                        Some(r) if mine.contains(&p) => r.source_records.get(p).copied().unwrap_or(0),
-                        _ => 0,
-                    }),
+                    records_in: AtomicU64::new(records(p)),
                     ..SourceControl::default()
                 })
                 .collect(),
         );
-        let checkpoints = match checkpoint_plan.map(|c| self.checkpoints(attempt, c, &mine, &controls)) {
-            Some(Ok(c)) => Some(Arc::new(c)),
+        let cancel = CancellationToken::new();
+        let checkpoints = match checkpoint_plan.map(open_attempt_store) {
+            Some(Ok(store)) => {
+                let start = (0..owners.len())
+                    .map(|p| {
+                        let offset = offsets.get(p).map_or(0, |(_, o)| *o);
+                        mine.contains(&p).then_some((offset, records(p)))
+                    })
+                    .collect();
+                Some(self.spawn_checkpoints(attempt, start, restored, store, &controls, &cancel))
+            }
             Some(Err(e)) => {
-                report_failure(&self.reports, attempt, None, &e);
+                self.input(RunnerInput::StoreFailed {
+                    attempt,
+                    error: e.to_string(),
+                });
                 None
             }
             None => None,
@@ -171,68 +243,76 @@ impl JobRunner {
             plane: self.plane.clone(),
             reports: self.reports.clone(),
             slots: Arc::clone(&self.slots),
-            cancel: CancellationToken::new(),
-            controls: Arc::clone(&controls),
+            cancel,
+            controls,
             records_out: Arc::new(AtomicU64::new(0)),
             checkpoints,
             routes: Arc::new(RouteChanges::default()),
-            owners: Mutex::new(owners.to_vec()),
             committing: Mutex::new(mine.iter().copied().collect()),
             empty_sources: Arc::new(empty_sources),
         });
         tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
+        let (commands, queue) = mpsc::unbounded_channel();
         self.current = Some(Attempt {
-            attempt,
-            tasks: Some(Arc::clone(&tasks)),
+            tasks: Arc::clone(&tasks),
             commands,
         });
-        tokio::spawn(run_attempt(tasks, mine, restored, offsets, queue));
+        let run = AttemptRun::new(tasks, owners.to_vec());
+        let id = self
+            .tasks
+            .spawn(run_commands(run, mine, restored, offsets, queue))
+            .id();
+        self.roles.insert(id, (attempt, AttemptTask::Commands));
     }
 
-    fn checkpoints(
-        &self,
+    /// Starts the attempt's checkpoint actor; the handle reaches it.
+    fn spawn_checkpoints(
+        &mut self,
         attempt: u64,
-        plan: &CheckpointPlan,
-        mine: &[usize],
+        start: Vec<Option<(u64, u64)>>,
+        restored: u64,
+        store: Arc<dyn CheckpointStore>,
         controls: &Arc<Vec<SourceControl>>,
-    ) -> Result<AttemptCheckpoints, DataflowError> {
-        let num_partitions = controls.len();
-        let store = LocalDirStore::new(&plan.store_dir)
-            .map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))?;
-        let restored = plan.restore.as_ref().map_or(0, |r| r.id);
-        let start = (0..num_partitions)
-            .map(|p| {
-                mine.contains(&p).then(|| {
-                    plan.restore
-                        .as_ref()
-                        .and_then(|r| r.partitions.get(p).map(|(_, o)| *o))
-                        .unwrap_or(0)
-                })
-            })
-            .collect();
-        Ok(AttemptCheckpoints::new(
-            attempt,
-            store,
-            start,
-            restored,
-            self.reports.clone(),
-            Arc::clone(controls),
-        ))
+        cancel: &CancellationToken,
+    ) -> CheckpointHandle {
+        let core = AttemptCheckpoints::new(attempt, start, restored);
+        let (actor, handle) = CheckpointActor::new(core, store, Arc::clone(controls), self.reports.clone());
+        let cancel = cancel.clone();
+        let task = async move {
+            actor.run(cancel).await;
+            Ended::of(Ok(()))
+        };
+        let id = self.tasks.spawn(task).id();
+        self.roles.insert(id, (attempt, AttemptTask::Checkpoints));
+        handle
     }
 
-    fn command(&self, attempt: u64, command: Command) {
-        if let Some(current) = self.current.as_ref().filter(|a| a.attempt == attempt) {
-            let _ = current.commands.send(command);
-        }
+    fn command(&mut self, attempt: u64, command: Command) {
+        let mut command = Some(command);
+        self.run(
+            RunnerInput::ForAttempt { attempt },
+            |_, _| {},
+            |runner, _| {
+                if let (Some(current), Some(command)) = (&runner.current, command.take()) {
+                    let _ = current.commands.send(command);
+                }
+            },
+        );
     }
 
     /// The coordinator asks for checkpoint `id` of the running attempt, moving `moves` at it.
-    pub(crate) fn trigger(&self, attempt: u64, id: u64, moves: Vec<PartitionMove>) {
+    pub(crate) fn trigger(&mut self, attempt: u64, id: u64, moves: Vec<PartitionMove>) {
         self.command(attempt, Command::Trigger { id, moves });
     }
 
     /// Partitions moved here through committed checkpoint `checkpoint`.
-    pub(crate) fn adopt(&self, attempt: u64, checkpoint: u64, partitions: Vec<Adoption>, ended: Vec<usize>) {
+    pub(crate) fn adopt(
+        &mut self,
+        attempt: u64,
+        checkpoint: u64,
+        partitions: Vec<Adoption>,
+        ended: Vec<usize>,
+    ) {
         self.command(
             attempt,
             Command::Adopt {
@@ -244,13 +324,16 @@ impl JobRunner {
     }
 
     /// Phase two of the sinks' commit for the partitions committed here; reported when done.
-    pub(crate) fn commit_epochs(&self, attempt: u64, upto: u64) {
-        let Some(tasks) = self
-            .current
-            .as_ref()
-            .filter(|a| a.attempt == attempt)
-            .and_then(|a| a.tasks.clone())
-        else {
+    pub(crate) fn commit_epochs(&mut self, attempt: u64, upto: u64) {
+        self.run(
+            RunnerInput::ForAttempt { attempt },
+            |_, _| {},
+            |runner, attempt| runner.spawn_commit(attempt, upto),
+        );
+    }
+
+    fn spawn_commit(&mut self, attempt: u64, upto: u64) {
+        let Some(tasks) = self.current.as_ref().map(|a| Arc::clone(&a.tasks)) else {
             return;
         };
         let partitions: Vec<usize> = tasks
@@ -261,45 +344,100 @@ impl JobRunner {
             .copied()
             .collect();
         let reports = self.reports.clone();
-        tokio::task::spawn_blocking(move || {
-            if upto == u64::MAX {
-                final_commit_test_delay();
-            }
-            for &q in &partitions {
-                // The sink's commit is user code (panics.rs).
-                if let Err(e) = super::panics::guarded(|| tasks.plan.commit_epochs(q, upto)) {
-                    report_failure(&reports, attempt, Some(q), &e);
-                    return;
+        let id = self
+            .tasks
+            .spawn_blocking(move || {
+                if upto == u64::MAX {
+                    final_commit_test_delay();
                 }
-            }
-            let _ = reports.send(WorkerMessage::EpochsCommitted {
-                attempt,
-                upto,
-                partitions,
-            });
-        });
+                for &q in &partitions {
+                    // The sink's commit is user code (panics.rs).
+                    if let Err(error) = super::panics::guarded(|| tasks.plan.commit_epochs(q, upto)) {
+                        return Ended::of(Err(TaskFailure {
+                            partition: Some(q),
+                            error,
+                        }));
+                    }
+                }
+                let _ = reports.send(WorkerMessage::EpochsCommitted {
+                    attempt,
+                    upto,
+                    partitions,
+                });
+                Ended::of(Ok(()))
+            })
+            .id();
+        self.roles.insert(id, (attempt, AttemptTask::Commit));
     }
 
     /// Stops the attempt if it is `attempt` or older.
     pub(crate) fn stop(&mut self, attempt: u64) {
-        if self.current.as_ref().is_some_and(|a| a.attempt <= attempt) {
-            self.stop_all();
-        }
+        self.input(RunnerInput::Stop { attempt });
     }
 
     /// Stops whatever runs.
     pub(crate) fn stop_all(&mut self) {
+        self.input(RunnerInput::StopAll);
+    }
+
+    fn cancel(&mut self, attempt: u64) {
+        tracing::info!(attempt, "stopping job attempt");
         let Some(current) = self.current.take() else {
             return;
         };
-        tracing::info!(attempt = current.attempt, "stopping job attempt");
-        let Some(tasks) = current.tasks else { return };
+        let tasks = current.tasks;
         tasks.cancel.cancel();
         for control in tasks.controls.iter() {
             control.cancel.store(true, Ordering::Release);
         }
         // Every inbox of the attempt, including those of partitions that moved here or away.
-        self.plane.cancel_attempt(current.attempt);
+        self.plane.cancel_attempt(attempt);
+    }
+
+    /// The next task of the runner to end; never while none runs.
+    pub(crate) async fn next_ended(&mut self) -> TaskEnd {
+        let Some(joined) = self.tasks.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        // Every task is spawned with its role; attempt 0 never runs, so a missing one is ignored.
+        let (attempt, task) = self.roles.remove(&id).unwrap_or((0, AttemptTask::Commands));
+        TaskEnd {
+            attempt,
+            task,
+            joined: joined.map(|(_, ended)| ended),
+        }
+    }
+
+    /// A task of the runner ended: the core decides whether it failed the attempt.
+    pub(crate) fn task_ended(&mut self, end: TaskEnd) {
+        let (partition, outcome, keep) = match end.joined {
+            Ok(Ended { result: Ok(()), keep }) => (None, TaskOutcome::Done, keep),
+            Ok(Ended {
+                result: Err(died),
+                keep,
+            }) => (died.partition, TaskOutcome::Failed(died.error.to_string()), keep),
+            Err(e) if e.is_panic() => {
+                let error = super::panics::panicked(e.into_panic());
+                (None, TaskOutcome::Failed(error.to_string()), None)
+            }
+            Err(_) => (
+                None,
+                TaskOutcome::Failed("the task was aborted".to_string()),
+                None,
+            ),
+        };
+        self.input(RunnerInput::TaskEnded {
+            attempt: end.attempt,
+            task: end.task,
+            partition,
+            outcome,
+        });
+        // A failed attempt's tasks go only now, after the report.
+        drop(keep);
     }
 }
 
@@ -321,47 +459,6 @@ fn final_commit_test_delay() {
     }
 }
 
-/// The attempt's task: launches it, then carries out triggers and adoptions in order.
-async fn run_attempt(
-    tasks: Arc<AttemptTasks>,
-    mine: Vec<usize>,
-    restored: u64,
-    restore: Vec<(String, u64)>,
-    mut queue: mpsc::UnboundedReceiver<Command>,
-) {
-    let result = async {
-        tasks.launch(&mine, restored, &restore).await?;
-        loop {
-            let command = tokio::select! {
-                command = queue.recv() => command,
-                _ = tasks.cancel.cancelled() => None,
-            };
-            match command {
-                None => return Ok(()),
-                Some(Command::Trigger { id, moves }) => {
-                    if !moves.is_empty() {
-                        tasks.prepare_moves(id, &moves).await?;
-                    }
-                    if let Some(checkpoints) = &tasks.checkpoints {
-                        checkpoints.trigger(id, &tasks.controls);
-                    }
-                }
-                Some(Command::Adopt {
-                    checkpoint,
-                    partitions,
-                    ended,
-                }) => tasks.adopt(checkpoint, &partitions, &ended),
-            }
-        }
-    }
-    .await;
-    if let Err(e) = result {
-        if !tasks.cancel.is_cancelled() {
-            report_failure(&tasks.reports, tasks.attempt, None, &e);
-        }
-    }
-}
-
 impl Drop for JobRunner {
     fn drop(&mut self) {
         // The session is over: no attempt may outlive it, and the data plane goes with it.
@@ -369,3 +466,7 @@ impl Drop for JobRunner {
         self.plane.shutdown();
     }
 }
+
+#[cfg(test)]
+#[path = "job_runner_tests.rs"]
+mod tests;

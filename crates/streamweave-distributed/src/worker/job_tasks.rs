@@ -14,10 +14,13 @@
 //!                  pre-commit the final epoch)
 //! ```
 //!
-//! A panic in job code on either side fails the task and the attempt with its message.
+//! A panic in job code on either side fails the task and the attempt with its message. The
+//! attempt's command task ([`AttemptRun`], run by `job_runner.rs`) owns the router, the owners
+//! and a `JoinSet` of these tasks (spawned on the data runtime): a task that dies outside the
+//! guards is seen there and fails the attempt.
 //!
 //! A partition moving out at barrier `n` ends both its tasks there; the new owner starts them
-//! once `n` is committed ([`AttemptTasks::adopt`]): the receiver restores `n`'s snapshot, the
+//! once `n` is committed ([`AttemptRun::adopt`]): the receiver restores `n`'s snapshot, the
 //! source resumes from `n`'s offset, and the batches routed to it since the barrier wait in
 //! its inbox.
 
@@ -26,9 +29,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, Semaphore};
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::checkpointing::Checkpoints;
+use super::checkpoint_actor::Checkpoints;
 use super::exchange::{AttemptOut, DataPlane, Destination, RouteChanges, CREDITS_PER_CHANNEL};
 use super::panics::guarded_async;
 use super::receiver_task::{ReceiverTask, RestoreFrom};
@@ -49,6 +53,7 @@ pub(crate) fn report_failure(
         attempt,
         partition,
         error: error.to_string(),
+        damaged_checkpoint: error.damaged_checkpoint(),
     });
 }
 
@@ -66,28 +71,80 @@ pub(crate) struct AttemptTasks {
     pub(crate) records_out: Arc<AtomicU64>,
     pub(crate) checkpoints: Checkpoints,
     pub(crate) routes: Arc<RouteChanges>,
-    /// Who owns each partition, as of the newest checkpoint barrier that moved some.
-    pub(crate) owners: Mutex<Vec<PartitionOwner>>,
-    /// The partitions whose sink output this worker commits.
+    /// The partitions whose sink output this worker commits (read by the sinks' commit, which
+    /// the session starts; a small set, locked briefly, never across an await).
     pub(crate) committing: Mutex<BTreeSet<usize>>,
     /// By source partition: whether its share is known to be empty (empty: not known). Such a
     /// source sends no end-of-stream and every receiver counts it as ended from the start.
     pub(crate) empty_sources: Arc<Vec<bool>>,
 }
 
-impl AttemptTasks {
-    fn num_partitions(&self) -> usize {
-        self.controls.len()
+/// Why a task of an attempt failed it: a source or receiver task that died outside the guards
+/// (a panic in the runtime's code, not the job's), a command that could not be carried out, a
+/// commit of sink epochs that failed.
+#[derive(Debug)]
+pub(crate) struct TaskFailure {
+    pub(crate) partition: Option<usize>,
+    pub(crate) error: DataflowError,
+}
+
+/// What only the attempt's command task holds: the router, who owns each partition, and the
+/// source and receiver tasks it started.
+pub(crate) struct AttemptRun {
+    pub(crate) shared: Arc<AttemptTasks>,
+    /// How sources reach every partition, once connected (built at launch, or at the first move
+    /// here on a worker that ran nothing).
+    router: Option<AttemptOut>,
+    /// Who owns each partition, as of the newest checkpoint barrier that moved some.
+    owners: Vec<PartitionOwner>,
+    tasks: JoinSet<()>,
+    /// The partition of each task.
+    partitions: HashMap<Id, usize>,
+}
+
+impl AttemptRun {
+    pub(crate) fn new(shared: Arc<AttemptTasks>, owners: Vec<PartitionOwner>) -> Self {
+        AttemptRun {
+            shared,
+            router: None,
+            owners,
+            tasks: JoinSet::new(),
+            partitions: HashMap::new(),
+        }
     }
 
-    fn me(&self) -> &WorkerId {
-        self.plane.me()
+    /// The next source or receiver task to end; never without any. `Err`: it died.
+    pub(crate) async fn next_ended(&mut self) -> Result<(), TaskFailure> {
+        let Some(joined) = self.tasks.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        match joined {
+            Ok((id, ())) => {
+                self.partitions.remove(&id);
+                Ok(())
+            }
+            Err(e) => Err(self.died(e)),
+        }
+    }
+
+    fn died(&mut self, e: JoinError) -> TaskFailure {
+        let partition = self.partitions.remove(&e.id());
+        let error = match e.try_into_panic() {
+            Ok(payload) => super::panics::panicked(payload),
+            Err(_) => DataflowError::Cancelled,
+        };
+        TaskFailure { partition, error }
+    }
+
+    /// After the attempt was cancelled: waits for its tasks to stop (they watch the token).
+    pub(crate) async fn drain(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
     }
 
     /// Connects to the owners of the partitions and starts the tasks of `mine`, restoring
     /// `restore[p]` (state file, source offset) from checkpoint `restored` where given.
     pub(crate) async fn launch(
-        self: &Arc<Self>,
+        &mut self,
         mine: &[usize],
         restored: u64,
         restore: &[(String, u64)],
@@ -95,12 +152,12 @@ impl AttemptTasks {
         if mine.is_empty() {
             return Ok(());
         }
-        let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let shared = Arc::clone(&self.shared);
         let out = AttemptOut::new(
-            self.attempt,
-            self.destinations(&owners).await?,
-            self.cancel.clone(),
-            Arc::clone(&self.routes),
+            shared.attempt,
+            shared.destinations(&self.owners).await?,
+            shared.cancel.clone(),
+            Arc::clone(&shared.routes),
             restored,
         );
         for &q in mine {
@@ -110,13 +167,14 @@ impl AttemptTasks {
                 .map(|(file, _)| (restored, file.clone()));
             self.spawn_receiver(q, from, HashSet::new());
         }
-        if let Some(checkpoints) = &self.checkpoints {
+        if let Some(checkpoints) = &shared.checkpoints {
             checkpoints.connected(out.clone());
         }
         for &p in mine {
             let start = restore.get(p).map_or(0, |(_, offset)| *offset);
             self.spawn_source(p, start, &out);
         }
+        self.router = Some(out);
         Ok(())
     }
 
@@ -124,146 +182,157 @@ impl AttemptTasks {
     /// them), marks the partitions leaving this worker, and, on a worker that gains partitions
     /// and had none, builds the attempt's router. Runs before `id` is requested here.
     pub(crate) async fn prepare_moves(
-        self: &Arc<Self>,
+        &mut self,
         id: u64,
         moves: &[PartitionMove],
     ) -> Result<(), DataflowError> {
-        let Some(checkpoints) = &self.checkpoints else {
+        let shared = Arc::clone(&self.shared);
+        let Some(checkpoints) = &shared.checkpoints else {
             return Err(DataflowError::Exchange(
                 "a partition move in an attempt without checkpoints".to_string(),
             ));
         };
         // The data plane takes what is routed to the partitions moving here, from their owners.
         for m in moves {
-            self.plane.add_member(self.attempt, &m.to.worker);
-            if m.to.worker == *self.me() {
-                self.plane.own(self.attempt, m.partition);
+            shared.plane.add_member(shared.attempt, &m.to.worker);
+            if m.to.worker == *shared.me() {
+                shared.plane.own(shared.attempt, m.partition);
             }
         }
-        let owners = {
-            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
-            for m in moves {
-                if m.partition >= owners.len() {
-                    return Err(DataflowError::Exchange(format!(
-                        "a move of partition {} of {}",
-                        m.partition,
-                        owners.len()
-                    )));
-                }
-                if owners[m.partition].worker == *self.me() && m.to.worker != *self.me() {
-                    checkpoints.leave_at(m.partition, id);
-                    self.committing
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&m.partition);
-                }
-                owners[m.partition] = m.to.clone();
+        for m in moves {
+            if m.partition >= self.owners.len() {
+                return Err(DataflowError::Exchange(format!(
+                    "a move of partition {} of {}",
+                    m.partition,
+                    self.owners.len()
+                )));
             }
-            owners.clone()
-        };
-        if checkpoints.router().is_none() {
+            if self.owners[m.partition].worker == *shared.me() && m.to.worker != *shared.me() {
+                checkpoints.leave_at(m.partition, id);
+                shared
+                    .committing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&m.partition);
+            }
+            self.owners[m.partition] = m.to.clone();
+        }
+        if self.router.is_none() {
             // Nothing ran here: only a worker that gains partitions needs a router, built on
             // the owners after this barrier.
-            if moves.iter().any(|m| m.to.worker == *self.me()) {
-                let destinations = self.destinations(&owners).await?;
-                checkpoints.connected(AttemptOut::new(
-                    self.attempt,
+            if moves.iter().any(|m| m.to.worker == *shared.me()) {
+                let destinations = shared.destinations(&self.owners).await?;
+                let out = AttemptOut::new(
+                    shared.attempt,
                     destinations,
-                    self.cancel.clone(),
-                    Arc::clone(&self.routes),
+                    shared.cancel.clone(),
+                    Arc::clone(&shared.routes),
                     id,
-                ));
+                );
+                checkpoints.connected(out.clone());
+                self.router = Some(out);
             }
             return Ok(());
         }
         for m in moves {
-            let to = self.destination(&m.to, m.partition).await?;
-            self.routes.add(id, m.partition, to);
+            let to = shared.destination(&m.to, m.partition).await?;
+            shared.routes.add(id, m.partition, to);
         }
         Ok(())
     }
 
     /// Checkpoint `checkpoint`, which moved `partitions` here, is committed: starts their
     /// receivers (restoring it) and sources (from its offsets).
-    pub(crate) fn adopt(self: &Arc<Self>, checkpoint: u64, partitions: &[Adoption], ended: &[usize]) {
-        let (Some(checkpoints), Some(out)) = (
-            &self.checkpoints,
-            self.checkpoints.as_ref().and_then(|c| c.router()),
-        ) else {
-            report_failure(
-                &self.reports,
-                self.attempt,
-                None,
-                &DataflowError::Exchange("partitions adopted before the move was prepared".to_string()),
-            );
-            return;
+    pub(crate) fn adopt(
+        &mut self,
+        checkpoint: u64,
+        partitions: &[Adoption],
+        ended: &[usize],
+    ) -> Result<(), DataflowError> {
+        let shared = Arc::clone(&self.shared);
+        let (Some(checkpoints), Some(out)) = (&shared.checkpoints, self.router.clone()) else {
+            return Err(DataflowError::Exchange(
+                "partitions adopted before the move was prepared".to_string(),
+            ));
         };
-        let ended: HashSet<usize> = ended
-            .iter()
-            .copied()
-            .filter(|&s| s < self.num_partitions())
-            .collect();
-        for a in partitions.iter().filter(|a| a.partition < self.num_partitions()) {
+        let n = shared.num_partitions();
+        let ended: HashSet<usize> = ended.iter().copied().filter(|&s| s < n).collect();
+        for a in partitions.iter().filter(|a| a.partition < n) {
             let p = a.partition;
             tracing::info!(
-                attempt = self.attempt,
+                attempt = shared.attempt,
                 partition = p,
                 checkpoint,
                 offset = a.source_offset,
                 exhausted = a.source_exhausted,
                 "adopting a partition"
             );
-            self.committing
+            shared
+                .committing
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(p);
             self.spawn_receiver(p, Some((checkpoint, a.state_file.clone())), ended.clone());
+            // The source goes on counting from what it had read by the checkpoint.
+            shared.controls[p]
+                .records_in
+                .store(a.source_records, Ordering::Relaxed);
             checkpoints.adopt_source(
                 p,
                 checkpoint,
                 a.source_offset,
                 a.source_exhausted,
                 a.source_records,
-                &self.controls,
             );
             if !a.source_exhausted {
                 self.spawn_source(p, a.source_offset, &out);
             }
         }
+        Ok(())
     }
 
-    fn spawn_receiver(self: &Arc<Self>, q: usize, restore: RestoreFrom, mut ended: HashSet<usize>) {
+    fn spawn(&mut self, partition: usize, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let id = self.tasks.spawn_on(task, &super::data_runtime::handle()).id();
+        self.partitions.insert(id, partition);
+    }
+
+    fn spawn_receiver(&mut self, q: usize, restore: RestoreFrom, mut ended: HashSet<usize>) {
+        let shared = Arc::clone(&self.shared);
         ended.extend(
-            self.empty_sources
+            shared
+                .empty_sources
                 .iter()
                 .enumerate()
                 .filter(|(_, e)| **e)
                 .map(|(s, _)| s),
         );
-        let Some(mut inbox) = self.plane.take_inbox(self.attempt, q) else {
+        let Some(mut inbox) = shared.plane.take_inbox(shared.attempt, q) else {
             return;
         };
         // Stopping cancels the token first, then tells the inboxes that exist: an inbox taken
         // after that is told nothing, so its receiver must not start.
-        if self.cancel.is_cancelled() {
+        if shared.cancel.is_cancelled() {
             return;
         }
         let receiver = ReceiverTask {
-            plan: Arc::clone(&self.plan),
+            plan: Arc::clone(&shared.plan),
             ctx: SinkContext {
                 partition: q,
-                num_partitions: self.num_partitions(),
-                attempt: self.attempt,
+                num_partitions: shared.num_partitions(),
+                attempt: shared.attempt,
             },
-            checkpoints: self.checkpoints.clone(),
+            checkpoints: shared.checkpoints.clone(),
             restore,
             ended,
-            cancel: self.cancel.clone(),
-            plane: self.plane.clone(),
+            cancel: shared.cancel.clone(),
+            plane: shared.plane.clone(),
         };
-        let (reports, records_out, attempt) =
-            (self.reports.clone(), Arc::clone(&self.records_out), self.attempt);
-        super::data_runtime::spawn(async move {
+        let (reports, records_out, attempt) = (
+            shared.reports.clone(),
+            Arc::clone(&shared.records_out),
+            shared.attempt,
+        );
+        self.spawn(q, async move {
             let cancel = receiver.cancel.clone();
             // The inbox outlives the failure's report: dropped first, local sources would fail
             // ("receiver is gone") and might report before the cause.
@@ -283,20 +352,32 @@ impl AttemptTasks {
         });
     }
 
-    fn spawn_source(self: &Arc<Self>, p: usize, start: u64, out: &AttemptOut) {
+    fn spawn_source(&mut self, p: usize, start: u64, out: &AttemptOut) {
+        let shared = &self.shared;
         let source = SourceTask::new(
             p,
-            self.num_partitions(),
+            shared.num_partitions(),
             SourceOffset(start),
-            Arc::clone(&self.plan),
-            Arc::clone(&self.controls),
+            Arc::clone(&shared.plan),
+            Arc::clone(&shared.controls),
             out.for_source(p),
-            self.reports.clone(),
-            self.checkpoints.clone(),
-            self.attempt,
-            self.empty_sources.get(p).copied().unwrap_or(false),
+            shared.reports.clone(),
+            shared.checkpoints.clone(),
+            shared.attempt,
+            shared.empty_sources.get(p).copied().unwrap_or(false),
         );
-        super::data_runtime::spawn(source.drive(Arc::clone(&self.slots)));
+        let slots = Arc::clone(&shared.slots);
+        self.spawn(p, source.drive(slots));
+    }
+}
+
+impl AttemptTasks {
+    pub(crate) fn num_partitions(&self) -> usize {
+        self.controls.len()
+    }
+
+    fn me(&self) -> &WorkerId {
+        self.plane.me()
     }
 
     /// Where each partition lives, connecting to the peers that own some.

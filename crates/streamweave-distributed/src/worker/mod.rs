@@ -12,13 +12,16 @@
 //! ```
 
 mod alignment;
+mod attempt_commands;
 mod blocking;
+mod checkpoint_actor;
 mod checkpointing;
 mod config;
 mod data_runtime;
 mod error;
 pub(crate) mod exchange;
 mod job_runner;
+mod job_runner_core;
 mod job_tasks;
 mod panics;
 mod partition_tasks;

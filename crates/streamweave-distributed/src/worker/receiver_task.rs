@@ -11,7 +11,7 @@
 //!          Apply    -> Receiver::on_batch, credit back
 //!          Aligned  -> seal (snapshot + sink pre-commit; blocking pool), then the write of the
 //!                      state and the acknowledgement go on beside the processing; a partition
-//!                      leaving at this barrier hands over and ends instead
+//!                      leaving here (the checkpoint actor says) hands over and ends instead
 //!          Finished -> finish (commit, or pre-commit the final epoch)     (blocking pool)
 //! ```
 
@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::alignment::{Alignment, Step};
 use super::blocking;
-use super::checkpointing::{AttemptCheckpoints, Checkpoints};
+use super::checkpoint_actor::{CheckpointHandle, Checkpoints};
 use super::exchange::DataPlane;
-use crate::checkpoint::{CheckpointId, CheckpointStore};
+use crate::checkpoint::CheckpointId;
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, SinkContext};
 
@@ -79,7 +79,11 @@ impl ReceiverTask {
                     }
                     Step::Cancelled => return Ok(None),
                     Step::Aligned(id) => {
-                        if let Some(checkpoints) = self.checkpoints.as_ref().filter(|c| c.leaves_at(q, id)) {
+                        let hand_over = match &self.checkpoints {
+                            Some(checkpoints) => checkpoints.receiver_aligned(q, id).await?,
+                            None => false,
+                        };
+                        if let Some(checkpoints) = self.checkpoints.as_ref().filter(|_| hand_over) {
                             if alignment.has_held() {
                                 // Every source routes to the new owner after this barrier, so
                                 // nothing can follow it here; if something did, fail rather
@@ -94,7 +98,7 @@ impl ReceiverTask {
                             // move is committed, and must then find a fresh inbox.
                             inbox.close();
                             self.plane.retire_inbox(self.ctx.attempt, q);
-                            let checkpoints = Arc::clone(checkpoints);
+                            let checkpoints = checkpoints.clone();
                             blocking::run(move || {
                                 store_snapshot(&checkpoints, id, q, &state);
                                 Ok(())
@@ -150,7 +154,7 @@ impl ReceiverTask {
                 let state = checkpoints
                     .store
                     .get(CheckpointId(*id), file)
-                    .map_err(|e| DataflowError::Exchange(format!("restoring checkpoint {id}: {e}")))?;
+                    .map_err(|e| DataflowError::restoring(*id, e))?;
                 receiver.restore(&state)?;
             }
             Ok(receiver)
@@ -170,7 +174,7 @@ impl ReceiverTask {
         };
         let q = self.ctx.partition;
         let (receiver, state) = seal(receiver, id).await?;
-        let checkpoints = Arc::clone(checkpoints);
+        let checkpoints = checkpoints.clone();
         tokio::spawn(blocking::run(move || {
             store_snapshot(&checkpoints, id, q, &state);
             Ok(())
@@ -194,7 +198,7 @@ async fn seal(
 }
 
 /// Writes partition `q`'s state for checkpoint `id` to the store and acknowledges it.
-fn store_snapshot(checkpoints: &AttemptCheckpoints, id: u64, q: usize, state: &[u8]) {
+fn store_snapshot(checkpoints: &CheckpointHandle, id: u64, q: usize, state: &[u8]) {
     let name = format!("state-p{q:05}");
     match checkpoints.store.put(CheckpointId(id), &name, state) {
         Ok(stored) => checkpoints.state_saved(id, q, stored),

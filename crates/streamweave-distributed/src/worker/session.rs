@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!  leave token / core deadline / job reports / ended tasks / coordinator frames
+//!  (a job task of the runner that ends goes to the runner, whose report comes back as a report)
 //!        |                                                ^
 //!        v                                                | Send / Heartbeat
 //!   SessionInput --> SessionCore::on_event(now) --> SessionAction
@@ -198,28 +199,41 @@ impl Session {
         let deadline = self.core.deadline();
         // Reports wait in their channel while no coordinator listens.
         let connected = link.is_some();
-        let reader = link.as_mut().map(|(reader, _)| reader);
-        tokio::select! {
-            biased;
-            _ = leave.cancelled(), if !*leave_seen => {
-                *leave_seen = true;
-                let carries_state = self.jobs.as_ref().is_some_and(JobRunner::carries_state);
-                SessionInput::LeaveRequested { carries_state }
-            }
-            _ = sleep_until(deadline) => SessionInput::Tick,
-            Some(report) = reports.recv(), if connected => SessionInput::Report(report),
-            ended = self.tasks.next_ended() => SessionInput::TaskEnded {
-                partition: ended.partition,
-                error: ended.error,
-            },
-            frame = recv(reader) => match frame {
-                Ok(Some(message)) => SessionInput::Message(message),
-                Ok(None) => SessionInput::ConnectionLost,
-                Err(e) => {
-                    tracing::warn!(error = %e, "connection to the coordinator failed");
-                    SessionInput::ConnectionLost
+        loop {
+            let reader = link.as_mut().map(|(reader, _)| reader);
+            let input = tokio::select! {
+                biased;
+                _ = leave.cancelled(), if !*leave_seen => {
+                    *leave_seen = true;
+                    let carries_state = self.jobs.as_ref().is_some_and(JobRunner::carries_state);
+                    Some(SessionInput::LeaveRequested { carries_state })
                 }
-            },
+                _ = sleep_until(deadline) => Some(SessionInput::Tick),
+                Some(report) = reports.recv(), if connected => Some(SessionInput::Report(report)),
+                ended = self.tasks.next_ended() => Some(SessionInput::TaskEnded {
+                    partition: ended.partition,
+                    error: ended.error,
+                }),
+                // A job task of the runner ended: the runner decides whether the attempt failed
+                // (its report comes back through `reports`).
+                ended = next_job_task_ended(self.jobs.as_mut()) => {
+                    if let Some(jobs) = self.jobs.as_mut() {
+                        jobs.task_ended(ended);
+                    }
+                    None
+                }
+                frame = recv(reader) => Some(match frame {
+                    Ok(Some(message)) => SessionInput::Message(message),
+                    Ok(None) => SessionInput::ConnectionLost,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "connection to the coordinator failed");
+                        SessionInput::ConnectionLost
+                    }
+                }),
+            };
+            if let Some(input) = input {
+                return input;
+            }
         }
     }
 
@@ -358,6 +372,14 @@ async fn send(link: &mut Option<Link>, message: WorkerMessage) -> Flow {
             tracing::warn!(error = %e, "sending to the coordinator failed");
             Flow::Lost
         }
+    }
+}
+
+/// The next task of the job runner to end, or never without a runner.
+async fn next_job_task_ended(jobs: Option<&mut JobRunner>) -> super::job_runner::TaskEnd {
+    match jobs {
+        Some(jobs) => jobs.next_ended().await,
+        None => std::future::pending().await,
     }
 }
 

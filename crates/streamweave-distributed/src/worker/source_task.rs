@@ -16,7 +16,8 @@
 //! ```
 //!
 //! A parked or waiting partition is "not started" for the checkpoints: its barriers are sent
-//! for it at its offset (`checkpointing.rs`), so receivers never wait for a source that waits
+//! for it at its offset (`checkpointing.rs`; the slice asks the attempt's checkpoint actor,
+//! `checkpoint_actor.rs`, at its start and at each barrier), so receivers never wait for a source that waits
 //! for a slot.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use super::checkpointing::Checkpoints;
+use super::checkpoint_actor::Checkpoints;
 use super::exchange::AttemptOut;
 use super::job_tasks::report_failure;
 use super::panics::guarded;
@@ -176,7 +177,8 @@ impl SourceTask {
             match end {
                 SourceEnd::Exhausted(end) => {
                     if let Some(checkpoints) = &self.checkpoints {
-                        checkpoints.source_exhausted(self.partition, end.0);
+                        let records = control.records_in.load(Ordering::Relaxed);
+                        checkpoints.source_exhausted(self.partition, end.0, records);
                     }
                     if !self.empty {
                         self.out.end_of_stream(self.partition)?;
@@ -194,8 +196,10 @@ impl SourceTask {
                     }
                     control.pause.store(false, Ordering::Release);
                     self.offset = at;
+                    // Stopped: the count is exact.
+                    let records = control.records_in.load(Ordering::Relaxed);
                     if let Some(checkpoints) = &self.checkpoints {
-                        if !checkpoints.barrier_reached(self.partition, at.0, &mut self.out)? {
+                        if !checkpoints.barrier_reached(self.partition, at.0, records, &mut self.out)? {
                             tracing::debug!(
                                 attempt = self.attempt,
                                 partition = self.partition,
@@ -207,7 +211,7 @@ impl SourceTask {
                     }
                     if self.yield_now.swap(false, Ordering::AcqRel) {
                         if let Some(checkpoints) = &self.checkpoints {
-                            checkpoints.source_parked(self.partition, at.0);
+                            checkpoints.source_parked(self.partition, at.0, records);
                         }
                         return Ok(Slice::Parked);
                     }

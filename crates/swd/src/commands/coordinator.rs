@@ -12,23 +12,14 @@ use streamweave_distributed::{Coordinator, CoordinatorConfig, CoordinatorError, 
 use super::{flag_error, job_spec_resuming};
 use crate::cli::CoordinatorArgs;
 use crate::signals::shutdown_requested;
+use streamweave_distributed::checkpoint::{open_store, restore_latest};
 use streamweave_distributed::dataflow::JobRegistry;
 
 /// How long the final checkpoint at SIGINT/SIGTERM may take.
 const FINAL_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
-    // A coordinator restarted on the same data directory resumes its job from the last
-    // checkpoint: its output already holds the committed epochs.
-    let resuming = args.checkpoint_interval.is_some()
-        && args.data_dir.as_ref().is_some_and(|dir| {
-            let store = streamweave_distributed::checkpoint::LocalDirStore::new(dir.join("checkpoints"));
-            store.is_ok_and(|s| {
-                streamweave_distributed::checkpoint::restore_latest(&s).is_ok_and(|m| m.is_some())
-            })
-        });
-    let job = job_spec_resuming(&args.job, registry, resuming)?;
-    let config = CoordinatorConfig {
+    let mut config = CoordinatorConfig {
         bind_address: args.bind,
         heartbeat_timeout: args.heartbeat_timeout,
         health_check_interval: args.health_check_interval,
@@ -42,10 +33,16 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         enable_failover: !args.no_failover,
         num_partitions: args.partitions,
         data_dir: args.data_dir,
+        checkpoint_store: args.checkpoint_store.map(|url| url.to_string()),
         cluster_name: args.cluster,
-        job,
         ..Default::default()
     };
+    // A coordinator restarted on the same checkpoint store resumes its job from the last
+    // checkpoint: its output already holds the committed epochs.
+    let resuming = config.checkpoint_store().is_some_and(|url| {
+        open_store(&url).is_ok_and(|store| restore_latest(store.as_ref()).is_ok_and(|m| m.is_some()))
+    });
+    config.job = job_spec_resuming(&args.job, registry, resuming)?;
     let mut coordinator = CoordinatorImpl::new(config);
     match coordinator.start().await {
         Ok(()) => {}

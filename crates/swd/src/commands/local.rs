@@ -158,6 +158,9 @@ async fn start_and_work(
     if let Some(dir) = data_dir {
         coordinator.arg("--data-dir").arg(dir);
     }
+    if let Some(store) = &args.checkpoint_store {
+        coordinator.arg("--checkpoint-store").arg(store.to_string());
+    }
     if let Some(interval) = args.checkpoint_interval {
         coordinator.args([
             "--checkpoint-interval",

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use streamweave_distributed::dataflow::{JobRegistry, JobSpec};
+use streamweave_distributed::storage::StorageUrl;
 use streamweave_distributed::ConfigError;
 
 use crate::cli::{Cli, Command, JobArgs};
@@ -46,12 +47,10 @@ fn job_spec_resuming(
     let Some(name) = &args.job else { return Ok(None) };
     let mut spec = JobSpec::new(name.clone());
     if let Some(input) = &args.input {
-        spec.input =
-            Some(absolute_unless_url(input).with_context(|| format!("bad --input {}", input.display()))?);
+        spec.input = Some(job_location("--input", input)?);
     }
     if let Some(output) = &args.output {
-        spec.output =
-            Some(absolute_unless_url(output).with_context(|| format!("bad --output {}", output.display()))?);
+        spec.output = Some(job_location("--output", output)?);
     }
     spec.params = args.params.iter().cloned().collect();
     if let Some(rate) = args.rate {
@@ -66,11 +65,16 @@ fn job_spec_resuming(
     Ok(Some(spec))
 }
 
-/// A path made absolute (workers may run elsewhere); a URL (`nats://...`) as it is.
-fn absolute_unless_url(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
-    match path.to_str().is_some_and(|p| p.contains("://")) {
-        true => Ok(path.to_path_buf()),
-        false => std::path::absolute(path),
+/// A job's input or output as the workers get it: an object store URL (`s3://`, `memory://`)
+/// or a NATS one (`nats://`) as given, a local path (plain or `file:///path`) made absolute.
+fn job_location(flag: &str, given: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let bad = || format!("bad {flag} {}", given.display());
+    if given.to_str().is_some_and(|p| p.starts_with("nats://")) {
+        return Ok(given.to_path_buf());
+    }
+    match streamweave_distributed::dataflow::storage_url(given).with_context(bad)? {
+        StorageUrl::Local(path) => std::path::absolute(path).with_context(bad),
+        _ => Ok(given.to_path_buf()),
     }
 }
 
@@ -87,10 +91,15 @@ fn flag_error(e: &ConfigError) -> anyhow::Error {
         "heartbeat_interval" => "--heartbeat-interval",
         "max_workers" => "--max-workers",
         "checkpoint_interval" => "--checkpoint-interval",
+        "checkpoint_store" => "--checkpoint-store",
         "advertise_address" => "--advertise",
         other => return anyhow::anyhow!("invalid {other}: {}", e.reason),
     };
     // The reason speaks of config fields; on the command line they are flags.
-    let reason = e.reason.replace("data_dir", "--data-dir").replace('_', "-");
+    let reason = e
+        .reason
+        .replace("checkpoint_store", "--checkpoint-store")
+        .replace("data_dir", "--data-dir")
+        .replace('_', "-");
     anyhow::anyhow!("invalid {flag}: {reason}")
 }

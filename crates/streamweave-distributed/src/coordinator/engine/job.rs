@@ -78,7 +78,18 @@ impl Engine {
                 attempt,
                 partition,
                 error,
+                damaged_checkpoint,
             } => {
+                if let (Some(checkpoint), Some(c)) = (damaged_checkpoint, self.checkpoints.as_mut()) {
+                    // Retrying it would fail the same way: the next attempt restores the one
+                    // before (the sinks discard what was made final after it).
+                    if c.damaged(CheckpointId(checkpoint)) {
+                        self.out.push(Action::Log(Note::CheckpointDamaged {
+                            checkpoint,
+                            error: error.clone(),
+                        }));
+                    }
+                }
                 self.out.push(Action::Log(Note::TaskFailed {
                     worker: id.clone(),
                     attempt,
@@ -279,8 +290,8 @@ impl Engine {
                 Some(PartitionOwner { worker, address })
             })
             .collect::<Option<Vec<_>>>()?;
-        let checkpoints = self.config.checkpoint_dir().map(|dir| CheckpointPlan {
-            store_dir: dir.display().to_string(),
+        let checkpoints = self.config.checkpoint_store().map(|url| CheckpointPlan {
+            store_dir: url.to_string(),
             restore: self.restore_point().map(|(id, snapshots)| RestorePoint {
                 id: id.0,
                 partitions: (0..self.config.num_partitions)

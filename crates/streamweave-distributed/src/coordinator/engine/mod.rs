@@ -148,6 +148,8 @@ pub enum JobReport {
         partition: Option<PartitionId>,
         /// What went wrong.
         error: String,
+        /// The checkpoint the task found damaged while restoring it, if that is the failure.
+        damaged_checkpoint: Option<u64>,
     },
     /// A partition snapshotted a checkpoint.
     CheckpointAck {

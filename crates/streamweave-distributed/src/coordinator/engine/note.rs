@@ -53,6 +53,14 @@ pub enum Note {
         /// Why.
         reason: String,
     },
+    /// A worker found a committed checkpoint damaged when it read its state: the next attempt
+    /// restores an older one (warning).
+    CheckpointDamaged {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// What the worker found.
+        error: String,
+    },
     /// Too many checkpoints timed out: the attempt fails (warning).
     FailingAttempt {
         /// The attempt.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::plane::{CreditReturn, Inbound};
+use super::inboxes::{CreditReturn, Inbound};
 use super::{InboxSender, Link};
 use crate::dataflow::plan::{Batch, ExchangeOut};
 use crate::dataflow::DataflowError;

@@ -23,14 +23,16 @@
 
 mod admission;
 mod attempt;
+mod inboxes;
 mod link;
 mod plane;
 
 use tokio::sync::mpsc;
 
 pub(crate) use attempt::{AttemptOut, Destination, RouteChanges};
+pub(crate) use inboxes::{CreditReturn, Inbound};
 pub(crate) use link::Link;
-pub(crate) use plane::{CreditReturn, DataPlane, Inbound};
+pub(crate) use plane::DataPlane;
 
 /// The sending end of a partition's inbox.
 pub(crate) type InboxSender = mpsc::Sender<Inbound>;

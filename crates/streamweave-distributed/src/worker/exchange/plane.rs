@@ -1,5 +1,6 @@
-//! The worker's data plane: its listener, its links to other workers, and the inboxes of its
-//! partitions' receiver tasks.
+//! The worker's data plane: its listener, its links to other workers, and what their read
+//! loops deliver to the inboxes of its partitions' receiver tasks (the inboxes and the
+//! admission changes: `inboxes.rs`).
 //!
 //! ```text
 //! listener --(connection slot, 5 s for handshake + Hello)--> Link + read loop
@@ -17,15 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Verdict};
-use super::{inbox_capacity, InboxReceiver, InboxSender, Link};
+use super::inboxes::{CreditReturn, Inbound, Inboxes};
+use super::{InboxSender, Link};
 use crate::dataflow::plan::Batch;
 use crate::dataflow::DataflowError;
 use crate::network::{Connection, ConnectionPool, ConnectionReader, Transport};
-use crate::protocol::{accept_handshake, Hello, PartitionOwner, PeerMessage, Role};
+use crate::protocol::{accept_handshake, Hello, PeerMessage, Role};
 use crate::types::WorkerId;
 
 /// How long a worker waits for a peer's connection when the peer is the one to dial, and how
@@ -47,64 +49,20 @@ pub(crate) const MAX_DATA_CONNECTIONS: usize = 256;
 /// or a move a moment before this worker), usually a batch of some KiB.
 const HELD_BYTES: usize = 16 * 1024 * 1024;
 
-/// What a receiver task gets.
-pub(crate) enum Inbound {
-    /// Records from source partition `from`, and how to hand the credit back once applied.
-    Batch {
-        batch: Batch,
-        credit: CreditReturn,
-        from: usize,
-    },
-    /// Source partition `from` has sent everything before checkpoint barrier `id`.
-    Barrier { id: u64, from: usize },
-    /// Source partition `from` has sent everything.
-    Eos { from: usize },
-    /// The attempt is over.
-    Cancel,
-}
-
-/// Where a consumed batch's credit goes.
-pub(crate) enum CreditReturn {
-    Local(Arc<Semaphore>),
-    Remote {
-        link: Arc<Link>,
-        attempt: u64,
-        partition: usize,
-    },
-}
-
-impl CreditReturn {
-    pub(crate) fn release(self) {
-        match self {
-            CreditReturn::Local(semaphore) => semaphore.add_permits(1),
-            CreditReturn::Remote {
-                link,
-                attempt,
-                partition,
-            } => link.return_credit(attempt, partition),
-        }
-    }
-}
-
-struct Inbox {
-    tx: InboxSender,
-    rx: Option<InboxReceiver>,
-}
-
-struct Inner {
-    me: WorkerId,
+pub(super) struct Inner {
+    pub(super) me: WorkerId,
     cluster: String,
     transport: Transport,
     max_frame_size: usize,
     /// Links by peer. Small maps touched per connection or attempt, never across an await.
-    links: Mutex<HashMap<WorkerId, Arc<Link>>>,
+    pub(super) links: Mutex<HashMap<WorkerId, Arc<Link>>>,
     link_added: Notify,
     /// Locked after `admission` where both are.
-    inboxes: Mutex<HashMap<(u64, usize), Inbox>>,
+    pub(super) inboxes: Mutex<Inboxes>,
     /// What the network may deliver; locked once per message, never across an await.
-    admission: Mutex<Admission>,
+    pub(super) admission: Mutex<Admission>,
     /// Notified whenever `admission` changes, for the messages held.
-    admission_changed: Notify,
+    pub(super) admission_changed: Notify,
     /// Bytes of held messages.
     held: Arc<Semaphore>,
     /// Slots for accepted connections.
@@ -116,7 +74,7 @@ struct Inner {
 /// See the module documentation. Cloning shares it.
 #[derive(Clone)]
 pub(crate) struct DataPlane {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl DataPlane {
@@ -438,109 +396,6 @@ impl DataPlane {
         }
     }
 
-    /// Attempt `attempt` starts here, `owners[p]` owning partition `p`: from now on the network
-    /// delivers records of this attempt, from its owners, for the partitions of this worker;
-    /// older attempts' are dropped.
-    pub(crate) fn begin_attempt(&self, attempt: u64, owners: &[PartitionOwner]) {
-        self.change_admission(|a, me| a.begin(me, attempt, owners));
-        self.set_floor(attempt);
-        let links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
-        for link in links.values() {
-            link.forget_before(attempt);
-        }
-    }
-
-    /// Partition `partition` moves here inside `attempt` (at a checkpoint barrier): what is
-    /// routed to it from now on is taken.
-    pub(crate) fn own(&self, attempt: u64, partition: usize) {
-        self.change_admission(|a, _| a.own(attempt, partition));
-    }
-
-    /// Partition `partition` left this worker inside `attempt`.
-    pub(crate) fn disown(&self, attempt: u64, partition: usize) {
-        self.change_admission(|a, _| a.disown(attempt, partition));
-    }
-
-    /// `worker` gains partitions inside `attempt` (it joined the attempt at a barrier).
-    pub(crate) fn add_member(&self, attempt: u64, worker: &WorkerId) {
-        self.change_admission(|a, _| a.add_member(attempt, worker));
-    }
-
-    fn change_admission(&self, change: impl FnOnce(&mut Admission, &WorkerId)) {
-        change(
-            &mut self.inner.admission.lock().unwrap_or_else(|e| e.into_inner()),
-            &self.inner.me,
-        );
-        self.inner.admission_changed.notify_waiters();
-    }
-
-    /// The sending end of a partition's inbox for an attempt, created on first use, with the
-    /// capacity of an attempt of `num_partitions` partitions. The caller holds `admission`.
-    fn inbox_of(&self, attempt: u64, partition: usize, num_partitions: usize) -> InboxSender {
-        let mut inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
-        inboxes
-            .entry((attempt, partition))
-            .or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(inbox_capacity(num_partitions.max(partition + 1)));
-                Inbox { tx, rx: Some(rx) }
-            })
-            .tx
-            .clone()
-    }
-
-    /// The sending end of a partition's inbox for an attempt of this worker (created on first
-    /// use, so records that arrive before its receiver starts wait for it).
-    pub(crate) fn inbox(&self, attempt: u64, partition: usize) -> InboxSender {
-        let admission = self.inner.admission.lock().unwrap_or_else(|e| e.into_inner());
-        let (current, num_partitions) = admission.current();
-        let num_partitions = if current == attempt { num_partitions } else { 0 };
-        self.inbox_of(attempt, partition, num_partitions)
-    }
-
-    /// The receiving end of a partition's inbox, for its receiver task (once).
-    pub(crate) fn take_inbox(&self, attempt: u64, partition: usize) -> Option<InboxReceiver> {
-        self.inbox(attempt, partition);
-        let mut inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
-        inboxes.get_mut(&(attempt, partition)).and_then(|i| i.rx.take())
-    }
-
-    /// Partition `partition` of `attempt` left this worker and its receiver is gone: the
-    /// network delivers nothing more for it, and its inbox is forgotten, so that if the
-    /// partition comes back within the attempt, what is sent to it then waits in a new one.
-    pub(crate) fn retire_inbox(&self, attempt: u64, partition: usize) {
-        self.disown(attempt, partition);
-        let mut inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
-        if inboxes.get(&(attempt, partition)).is_some_and(|i| i.rx.is_none()) {
-            inboxes.remove(&(attempt, partition));
-        }
-    }
-
-    /// Tells the receiver tasks of every partition of `attempt` here that it is over; what
-    /// still arrives for it is dropped.
-    pub(crate) fn cancel_attempt(&self, attempt: u64) {
-        self.change_admission(|a, _| a.stop(attempt));
-        let inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
-        for ((a, _), inbox) in inboxes.iter() {
-            if *a == attempt {
-                // A full inbox has a receiver behind: it sees the attempt's cancellation
-                // after its next message.
-                let _ = inbox.tx.try_send(Inbound::Cancel);
-            }
-        }
-    }
-
-    /// From now on, drop everything of attempts older than `attempt`.
-    pub(crate) fn set_floor(&self, attempt: u64) {
-        let mut admission = self.inner.admission.lock().unwrap_or_else(|e| e.into_inner());
-        admission.raise_floor(attempt);
-        let floor = admission.floor();
-        let mut inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
-        inboxes.retain(|(a, _), _| *a >= floor);
-        drop(inboxes);
-        drop(admission);
-        self.inner.admission_changed.notify_waiters();
-    }
-
     /// Closes the listener and every link.
     pub(crate) fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -554,230 +409,8 @@ impl DataPlane {
     pub(crate) fn me(&self) -> &WorkerId {
         &self.inner.me
     }
-
-    /// Inboxes that exist, for tests.
-    #[cfg(test)]
-    fn inbox_keys(&self) -> Vec<(u64, usize)> {
-        let inboxes = self.inner.inboxes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut keys: Vec<_> = inboxes.keys().copied().collect();
-        keys.sort_unstable();
-        keys
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::worker::exchange::CREDITS_PER_CHANNEL;
-
-    fn owner(worker: &str) -> PartitionOwner {
-        PartitionOwner {
-            worker: WorkerId::new(worker),
-            address: "127.0.0.1:1".to_string(),
-        }
-    }
-
-    /// w1's data plane in attempt 5: it owns partitions 0 and 2 of 4, w2 owns 1 and 3.
-    async fn w1_in_attempt_5() -> (DataPlane, std::net::SocketAddr) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let plane = DataPlane::start(listener, WorkerId::new("w1"), "test".into(), 1 << 20);
-        plane.begin_attempt(5, &[owner("w1"), owner("w2"), owner("w1"), owner("w2")]);
-        (plane, addr)
-    }
-
-    /// A data connection to `addr` introduced as worker `id`.
-    async fn peer(addr: std::net::SocketAddr, id: &str) -> Connection<PeerMessage, PeerMessage> {
-        let hello = Hello {
-            role: Role::Peer,
-            cluster: "test".into(),
-        };
-        let mut connection = Transport::default().connect(addr, &hello).await.unwrap();
-        connection
-            .send(PeerMessage::Hello {
-                worker: WorkerId::new(id),
-            })
-            .await
-            .unwrap();
-        connection
-    }
-
-    fn batch(attempt: u64, partition: u32) -> PeerMessage {
-        PeerMessage::Batch {
-            attempt,
-            partition,
-            from: 1,
-            records: vec![0; 16],
-        }
-    }
-
-    const LONG: Duration = Duration::from_secs(5);
-    const SHORT: Duration = Duration::from_millis(300);
-
-    /// Whether the plane closes the connection `within` (it sends nothing else).
-    async fn closed(connection: &mut Connection<PeerMessage, PeerMessage>, within: Duration) -> bool {
-        match tokio::time::timeout(within, connection.recv()).await {
-            Ok(Ok(None) | Err(_)) => true,
-            Ok(Ok(Some(other))) => panic!("unexpected {other:?}"),
-            Err(_) => false,
-        }
-    }
-
-    /// Polls `condition` until it holds or a deadline passes.
-    async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while tokio::time::Instant::now() < deadline {
-            if condition() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        false
-    }
-
-    #[tokio::test]
-    async fn inboxes_exist_only_for_this_attempts_partitions_of_this_worker_from_its_members() {
-        let (plane, addr) = w1_in_attempt_5().await;
-        // A partition that does not exist, even from a member (whose next connection replaces
-        // this one).
-        let mut out_of_range = peer(addr, "w2").await;
-        out_of_range.send(batch(5, 4)).await.unwrap();
-        assert!(
-            closed(&mut out_of_range, LONG).await,
-            "a partition that does not exist"
-        );
-        // A member's records for one of our partitions make its inbox.
-        let mut w2 = peer(addr, "w2").await;
-        w2.send(batch(5, 0)).await.unwrap();
-        assert!(eventually(|| plane.inbox_keys() == [(5, 0)]).await);
-        // An older attempt is dropped; another worker's partition and a later attempt are
-        // held: none makes an inbox.
-        w2.send(batch(4, 2)).await.unwrap();
-        w2.send(batch(6, 2)).await.unwrap();
-        let mut stranger = peer(addr, "w9").await;
-        stranger.send(batch(5, 2)).await.unwrap();
-        assert!(
-            closed(&mut stranger, LONG).await,
-            "a non-member's records close its connection"
-        );
-        let mut w3 = peer(addr, "w3").await;
-        w3.send(batch(7, 2)).await.unwrap();
-        assert!(!closed(&mut w3, SHORT).await, "a later attempt is held");
-        assert_eq!(plane.inbox_keys(), [(5, 0)]);
-        // Attempt 6 starts here: w2's held batch goes in, attempt 5's inbox is gone.
-        plane.begin_attempt(6, &[owner("w1"), owner("w2"), owner("w1"), owner("w2")]);
-        assert!(eventually(|| plane.inbox_keys() == [(6, 2)]).await);
-        // w3 owns nothing in attempt 7 either: its held batch closes it, without an inbox.
-        plane.begin_attempt(7, &[owner("w1"), owner("w2"), owner("w1"), owner("w2")]);
-        assert!(closed(&mut w3, LONG).await);
-        assert!(plane.inbox_keys().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_partition_moving_here_takes_the_records_held_for_it() {
-        let (plane, addr) = w1_in_attempt_5().await;
-        let mut w2 = peer(addr, "w2").await;
-        w2.send(batch(5, 1)).await.unwrap();
-        assert!(!closed(&mut w2, SHORT).await, "held, not refused");
-        assert!(plane.inbox_keys().is_empty());
-        plane.own(5, 1);
-        assert!(eventually(|| plane.inbox_keys() == [(5, 1)]).await);
-        let mut inbox = plane.take_inbox(5, 1).unwrap();
-        assert!(matches!(inbox.recv().await, Some(Inbound::Batch { from: 1, .. })));
-    }
-
-    #[tokio::test]
-    async fn a_sender_beyond_its_credits_is_disconnected() {
-        let (plane, addr) = w1_in_attempt_5().await;
-        let mut w2 = peer(addr, "w2").await;
-        for _ in 0..CREDITS_PER_CHANNEL {
-            w2.send(batch(5, 0)).await.unwrap();
-        }
-        let mut inbox = plane.take_inbox(5, 0).unwrap();
-        // Applying one returns its credit: one more is within the grant.
-        match inbox.recv().await {
-            Some(Inbound::Batch { credit, .. }) => credit.release(),
-            _ => panic!("expected a batch"),
-        }
-        match tokio::time::timeout(Duration::from_secs(5), w2.recv()).await {
-            Ok(Ok(Some(PeerMessage::Credit {
-                attempt: 5,
-                partition: 0,
-                credits: 1,
-            }))) => {}
-            other => panic!("expected the credit back, got {other:?}"),
-        }
-        w2.send(batch(5, 0)).await.unwrap();
-        assert!(!closed(&mut w2, SHORT).await, "within its credits");
-        w2.send(batch(5, 0)).await.unwrap();
-        assert!(closed(&mut w2, LONG).await, "one batch beyond its credits");
-    }
-
-    /// A raw data connection introduced as `id`, for writing partial frames.
-    async fn raw_peer(addr: std::net::SocketAddr, id: &str) -> tokio::net::TcpStream {
-        use tokio_util::codec::Encoder;
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let hello = Hello {
-            role: Role::Peer,
-            cluster: "test".into(),
-        };
-        crate::protocol::dial_handshake(&mut stream, &hello)
-            .await
-            .unwrap();
-        let mut frame = bytes::BytesMut::new();
-        crate::protocol::MessageCodec::<PeerMessage, ()>::new(1 << 20)
-            .encode(
-                PeerMessage::Hello {
-                    worker: WorkerId::new(id),
-                },
-                &mut frame,
-            )
-            .unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut stream, &frame)
-            .await
-            .unwrap();
-        stream
-    }
-
-    /// Whether the plane closed `stream` (reads end) within `within`.
-    async fn raw_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
-        let mut byte = [0u8; 1];
-        matches!(
-            tokio::time::timeout(within, tokio::io::AsyncReadExt::read(stream, &mut byte)).await,
-            Ok(Ok(0) | Err(_))
-        )
-    }
-
-    #[tokio::test]
-    async fn a_peer_stalled_in_the_middle_of_a_frame_is_closed_an_idle_one_is_not() {
-        let (_plane, addr) = w1_in_attempt_5().await;
-        let mut idle = raw_peer(addr, "w2").await;
-        let mut stalled = raw_peer(addr, "w3").await;
-        // A header announcing 64 KiB, ten bytes of it, then nothing.
-        let mut partial = (64u32 * 1024).to_be_bytes().to_vec();
-        partial.extend_from_slice(&[7; 10]);
-        tokio::io::AsyncWriteExt::write_all(&mut stalled, &partial)
-            .await
-            .unwrap();
-        assert!(raw_closed(&mut stalled, LONG).await, "stalled mid-frame");
-        // By now the idle link has been idle for several stall periods.
-        assert!(
-            !raw_closed(&mut idle, STALLED_FRAME * 3).await,
-            "idle between frames"
-        );
-    }
-
-    #[tokio::test]
-    async fn credits_never_granted_close_the_connection() {
-        let (_plane, addr) = w1_in_attempt_5().await;
-        let mut w2 = peer(addr, "w2").await;
-        w2.send(PeerMessage::Credit {
-            attempt: 5,
-            partition: 1,
-            credits: u32::MAX,
-        })
-        .await
-        .unwrap();
-        assert!(closed(&mut w2, LONG).await);
-    }
-}
+#[path = "plane_tests.rs"]
+mod tests;

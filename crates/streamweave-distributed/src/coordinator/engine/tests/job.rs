@@ -135,6 +135,7 @@ impl World {
                 attempt,
                 partition: Some(3),
                 error: "panicked: poison record".to_string(),
+                damaged_checkpoint: None,
             },
         });
     }

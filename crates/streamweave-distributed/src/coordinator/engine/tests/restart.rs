@@ -196,6 +196,7 @@ fn a_new_attempt_waits_for_the_manifest_being_written_and_restores_it() {
         attempt: 1,
         partition: Some(0),
         error: "boom".to_string(),
+        damaged_checkpoint: None,
     };
     let log = drive(&mut e, Input::Job { conn: 2, report }, t1);
     assert!(log.iter().any(|a| matches!(
@@ -242,6 +243,7 @@ fn a_failed_manifest_write_lets_the_next_attempt_start_from_the_previous_checkpo
         attempt: 1,
         partition: Some(0),
         error: "boom".to_string(),
+        damaged_checkpoint: None,
     };
     drive(&mut e, Input::Job { conn: 2, report }, t1);
     let later = t1 + Duration::from_secs(5);
@@ -254,6 +256,45 @@ fn a_failed_manifest_write_lets_the_next_attempt_start_from_the_previous_checkpo
         later,
     );
     assert_eq!(starts(&log), [(2, None)], "nothing committed: from the beginning");
+}
+
+#[test]
+fn a_checkpoint_a_worker_finds_damaged_is_passed_over_for_the_one_before() {
+    let t = Instant::now();
+    let mut e = Engine::new(config());
+    assert_eq!(starts(&two_workers(&mut e, t)), [(1, None)]);
+    let mut now = t;
+    for id in 1..=2 {
+        now += Duration::from_millis(250);
+        assert_eq!(triggered(&drive(&mut e, Input::Tick, now)), Some(id));
+        ack_all(&mut e, 1, id, now);
+        drive(&mut e, Input::CheckpointWritten { id, result: Ok(()) }, now);
+    }
+    let fail = |attempt, damaged_checkpoint| Input::Job {
+        conn: 2,
+        report: JobReport::Failed {
+            attempt,
+            partition: Some(1),
+            error: "checkpoint 2 is damaged: crc32 mismatch".to_string(),
+            damaged_checkpoint,
+        },
+    };
+    // An ordinary failure: the next attempt restores the newest checkpoint.
+    drive(&mut e, fail(1, None), now);
+    now += Duration::from_secs(5);
+    assert_eq!(starts(&drive(&mut e, Input::Tick, now)), [(2, Some(2))]);
+    // Its task finds checkpoint 2 damaged: the next attempt restores 1, not 2 again.
+    let log = drive(&mut e, fail(2, Some(2)), now);
+    assert!(log
+        .iter()
+        .any(|a| matches!(a, Action::Log(Note::CheckpointDamaged { checkpoint: 2, .. }))));
+    now += Duration::from_secs(10);
+    assert_eq!(starts(&drive(&mut e, Input::Tick, now)), [(3, Some(1))]);
+    // A late report of the same damage changes nothing more.
+    let log = drive(&mut e, fail(2, Some(2)), now);
+    assert!(!log
+        .iter()
+        .any(|a| matches!(a, Action::Log(Note::CheckpointDamaged { .. }))));
 }
 
 #[test]

@@ -10,20 +10,20 @@
 //! `splits.rs` plans (pure), `reader.rs` reads one split; this file lists the directory and
 //! runs a partition's share from an offset.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::dataflow::{DataflowError, Flow, Source, SourceContext, SourceEnd, SourceOffset};
 
-mod reader;
+pub(super) mod reader;
 mod splits;
 #[cfg(test)]
 mod tests;
 
-use reader::SplitReader;
+use reader::read_share;
 use splits::path_bytes;
-pub use splits::{plan_splits, plan_splits_min, Split};
+pub use splits::{plan_splits, plan_splits_min, Split, SplitName};
 
 /// The lines of every regular file of a directory (not recursive; names starting with `.` or
 /// `_` are skipped), one `String` per line without its `\n` (a `\r` before it stays).
@@ -118,27 +118,11 @@ impl Source for TextDirSource {
     ) -> Result<SourceEnd, DataflowError> {
         super::check_context(ctx)?;
         let plan = plan_splits_min(&self.list_files()?, ctx.num_partitions, self.min_split);
-        let mut to_skip = offset.0;
-        let mut consumed = 0u64;
-        let mut buf = Vec::new();
-        for split in &plan[ctx.partition] {
-            let mut reader = SplitReader::open(split)?;
-            if to_skip > 0 {
-                let len = reader.len()?;
-                let skip = to_skip.min(len);
-                to_skip -= skip;
-                consumed += skip;
-                if skip == len {
-                    continue;
-                }
-                reader.skip(skip)?;
-            }
-            if reader.emit_lines(&mut buf, &mut consumed, emit)? == Flow::Stop {
-                return Ok(SourceEnd::Stopped(SourceOffset(consumed)));
-            }
-        }
-        // An offset past the end of the share (the input shrank) stays where it was.
-        Ok(SourceEnd::Exhausted(SourceOffset(consumed.max(offset.0))))
+        let open = |split: &Split| {
+            let file = File::open(&split.path).map_err(|e| DataflowError::io(&split.path, e))?;
+            Ok((split.path.display().to_string(), file))
+        };
+        read_share(&plan[ctx.partition], offset, open, emit)
     }
 
     fn validate(&self) -> Result<(), DataflowError> {

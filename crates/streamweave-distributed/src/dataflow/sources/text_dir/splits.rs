@@ -1,8 +1,10 @@
 //! Split planning: which byte ranges of which files each source partition reads. A pure
-//! function of the directory listing, so every machine computes the same plan.
+//! function of the listing, so every machine computes the same plan. Files are named by any
+//! [`SplitName`]: a path for a directory, an object key for object storage, so both sources
+//! share one planner and give the same plan for the same names and sizes.
 //!
 //! ```text
-//! listing (path, size) --sort by path bytes, drop empty files--> plan_splits_min
+//! listing (name, size) --sort by name bytes, drop empty files--> plan_splits_min
 //!   >= P files: deal_whole_files (largest first, to the lightest partition)
 //!   <  P files: cut_ranges (ranges proportional to size, >= min_split, spread over 0..P)
 //! ```
@@ -11,12 +13,32 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 
-/// One piece of a partition's share: the lines of `path` whose first byte lies in
-/// `[start, end)`.
+/// What a file is named by in a listing: plans sort files by the name's bytes, the same order
+/// on every machine.
+pub trait SplitName: Clone {
+    /// The bytes the listing and the plan are sorted by.
+    fn name_bytes(&self) -> &[u8];
+}
+
+impl SplitName for PathBuf {
+    fn name_bytes(&self) -> &[u8] {
+        path_bytes(self)
+    }
+}
+
+/// An object key (object storage lists keys, not paths).
+impl SplitName for String {
+    fn name_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+/// One piece of a partition's share: the lines of `path` (a file, or an object key) whose
+/// first byte lies in `[start, end)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Split {
+pub struct Split<N = PathBuf> {
     /// The file.
-    pub path: PathBuf,
+    pub path: N,
     /// The first byte of the range.
     pub start: u64,
     /// One past the last byte of the range.
@@ -25,7 +47,7 @@ pub struct Split {
 
 /// Splits `files` (path and size) into the shares of `num_partitions` partitions, cutting
 /// ranges down to a single byte if need be (see [`plan_splits_min`]).
-pub fn plan_splits(files: &[(PathBuf, u64)], num_partitions: usize) -> Vec<Vec<Split>> {
+pub fn plan_splits<N: SplitName>(files: &[(N, u64)], num_partitions: usize) -> Vec<Vec<Split<N>>> {
     plan_splits_min(files, num_partitions, 1)
 }
 
@@ -49,10 +71,14 @@ pub fn plan_splits(files: &[(PathBuf, u64)], num_partitions: usize) -> Vec<Vec<S
 /// assert_eq!((plan[0][0].start, plan[0][0].end, plan[4][0].start), (0, 50, 50));
 /// assert_eq!(plan.iter().filter(|s| !s.is_empty()).count(), 2);
 /// ```
-pub fn plan_splits_min(files: &[(PathBuf, u64)], num_partitions: usize, min_split: u64) -> Vec<Vec<Split>> {
+pub fn plan_splits_min<N: SplitName>(
+    files: &[(N, u64)],
+    num_partitions: usize,
+    min_split: u64,
+) -> Vec<Vec<Split<N>>> {
     let mut plan = vec![Vec::new(); num_partitions];
-    let mut files: Vec<&(PathBuf, u64)> = files.iter().filter(|(_, len)| *len > 0).collect();
-    files.sort_by(|a, b| path_bytes(&a.0).cmp(path_bytes(&b.0)).then(a.1.cmp(&b.1)));
+    let mut files: Vec<&(N, u64)> = files.iter().filter(|(_, len)| *len > 0).collect();
+    files.sort_by(|a, b| a.0.name_bytes().cmp(b.0.name_bytes()).then(a.1.cmp(&b.1)));
     if num_partitions == 0 || files.is_empty() {
         return plan;
     }
@@ -65,7 +91,7 @@ pub fn plan_splits_min(files: &[(PathBuf, u64)], num_partitions: usize, min_spli
 }
 
 /// Whole files, largest first, each to the partition with the fewest bytes (lowest on ties).
-fn deal_whole_files(files: &[&(PathBuf, u64)], plan: &mut [Vec<Split>]) {
+fn deal_whole_files<N: SplitName>(files: &[&(N, u64)], plan: &mut [Vec<Split<N>>]) {
     let mut by_size = files.to_vec();
     // Stable: files of equal size stay in path order.
     by_size.sort_by_key(|(_, len)| Reverse(*len));
@@ -80,14 +106,14 @@ fn deal_whole_files(files: &[&(PathBuf, u64)], plan: &mut [Vec<Split>]) {
         load.push(Reverse((bytes + len, p)));
     }
     for splits in plan.iter_mut() {
-        splits.sort_by(|a, b| path_bytes(&a.path).cmp(path_bytes(&b.path)));
+        splits.sort_by(|a, b| a.path.name_bytes().cmp(b.path.name_bytes()));
     }
 }
 
 /// Fewer files than partitions: every file gets one range, then each spare partition goes to
 /// the file with the most bytes per range (lowest index on ties) whose ranges would still hold
 /// `min_split` bytes with one more.
-fn cut_ranges(files: &[&(PathBuf, u64)], plan: &mut [Vec<Split>], min_split: u64) {
+fn cut_ranges<N: SplitName>(files: &[&(N, u64)], plan: &mut [Vec<Split<N>>], min_split: u64) {
     let mut ranges = vec![1u64; files.len()];
     for _ in files.len()..plan.len() {
         let best = (0..files.len())
