@@ -225,8 +225,19 @@ async fn main() {
         .wait()
         .expect("swd local");
     let secs = started.elapsed().as_secs_f64();
+    let out = js
+        .get_stream("OUT")
+        .await
+        .expect("OUT")
+        .get_info()
+        .await
+        .expect("info")
+        .state
+        .messages;
+    assert_eq!(out, n as u64, "the backfill's output holds every message once");
     println!(
-        "backfill repartition IN -> OUT: {n} messages in {secs:.2} s = {:.0} msg/s ({:.2} of raw consume; exit {status})",
+        "backfill repartition IN -> OUT: {n} messages in {secs:.2} s = {:.0} msg/s, cluster start \
+         included ({:.2} of raw consume; {status})",
         n as f64 / secs,
         n as f64 / secs / consumed
     );
