@@ -63,8 +63,8 @@ pub struct CoordinatorArgs {
     #[arg(long, value_parser = parse_duration)]
     pub checkpoint_interval: Option<Duration>,
     /// Where checkpoints are stored: a path or file:///path, s3://BUCKET/PREFIX (configured by
-    /// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP),
-    /// or memory://NAME (one process). Every worker must reach it. Default: DATA_DIR/checkpoints.
+    /// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP).
+    /// Every worker must reach it. Default: DATA_DIR/checkpoints.
     #[arg(long, value_name = "URL", value_parser = parse_storage_url)]
     pub checkpoint_store: Option<StorageUrl>,
     /// With a job: where it resumes after a failure: `checkpoint` (the last completed one; the
@@ -300,10 +300,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 100ms or 2s)"))
 }
 
-/// Parses a storage URL: a path, `file:///path`, `s3://bucket/prefix` or `memory://name`.
+/// Parses a storage URL: a path, `file:///path` or `s3://bucket/prefix`. `memory://` is refused:
+/// it lives in one process, and `swd`'s coordinator and workers are separate processes.
 pub fn parse_storage_url(s: &str) -> Result<StorageUrl, String> {
-    StorageUrl::parse(s).map_err(|e| e.to_string())
+    match StorageUrl::parse(s).map_err(|e| e.to_string())? {
+        StorageUrl::Memory { .. } => Err(MEMORY_REFUSED.to_string()),
+        url => Ok(url),
+    }
 }
+
+/// Why `memory://` cannot be used on the command line.
+pub const MEMORY_REFUSED: &str =
+    "memory:// is in-process only (library tests); swd's processes need a path or s3://";
 
 /// Parses a `key=value` job parameter.
 pub fn parse_param(s: &str) -> Result<(String, String), String> {

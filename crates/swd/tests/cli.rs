@@ -280,3 +280,38 @@ fn a_coordinator_stopped_by_sigint_exits_0() {
         "the worker went down with the coordinator"
     );
 }
+
+#[test]
+fn in_process_storage_and_bad_addresses_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let out = out.to_str().expect("utf-8 path");
+    let stderr = refused(&["local", "--checkpoint-store", "memory://x"]);
+    assert!(
+        stderr.contains("--checkpoint-store") && stderr.contains("in-process only"),
+        "{stderr}"
+    );
+    let stderr = refused(&[
+        "local",
+        "--job",
+        "wordcount",
+        "--input",
+        "memory://x/in",
+        "--output",
+        out,
+    ]);
+    assert!(
+        stderr.contains("--input") && stderr.contains("in-process only"),
+        "{stderr}"
+    );
+    let stderr = refused(&["worker", "--coordinator", "127.0.0.1:1", "--advertise", "nohost"]);
+    assert!(
+        stderr.contains("--advertise") && stderr.contains("HOST:PORT"),
+        "{stderr}"
+    );
+    let stderr = refused(&["status", "--coordinator", "no-port-here"]);
+    assert!(
+        stderr.contains("--coordinator") && stderr.contains("HOST:PORT"),
+        "{stderr}"
+    );
+}
