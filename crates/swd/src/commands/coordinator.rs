@@ -11,7 +11,7 @@ use streamweave_distributed::{Coordinator, CoordinatorConfig, CoordinatorError, 
 
 use super::{flag_error, job_spec_resuming};
 use crate::cli::CoordinatorArgs;
-use crate::signals::shutdown_requested;
+use crate::signals::{shutdown_requested, PARENT_PID_ENV};
 use streamweave_distributed::checkpoint::{open_store, restore_latest};
 use streamweave_distributed::dataflow::JobRegistry;
 
@@ -56,9 +56,11 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         stdout.flush()?;
     }
     shutdown_requested().await;
-    if args.checkpoint_interval.is_some() {
+    // Under `swd local` the final checkpoint is its own (taken before it stops this process;
+    // when it dies, its workers die with it and no checkpoint could complete).
+    if args.checkpoint_interval.is_some() && std::env::var_os(PARENT_PID_ENV).is_none() {
         // A running job (an unbounded one stops only this way) ends with a final checkpoint,
-        // its epoch committed, so a restart on this data directory resumes exactly there.
+        // durable before this process exits, so a restart on this data directory resumes there.
         match coordinator.checkpoint_now(FINAL_CHECKPOINT_TIMEOUT).await {
             Ok(id) => tracing::info!(checkpoint = id, "final checkpoint committed"),
             Err(e) => tracing::info!(error = %e, "no final checkpoint"),
