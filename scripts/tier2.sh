@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tier 2: the tests that need real services (an S3 server; later NATS, etcd, network namespaces).
+# Tier 2: the tests that need real services (an S3 server, a NATS JetStream server, etcd, network namespaces).
 # It installs and starts what they need, then runs them; a service that cannot start fails the
 # run. Tier-2 tests are #[ignore]d in `cargo test` and live in modules named `tier2`, so
 # `cargo test -- --ignored tier2::` selects exactly them.
@@ -8,11 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/s3.sh
+. scripts/lib/nats.sh
 . scripts/lib/etcd.sh
 
 port="${SWD_TEST_S3_PORT:-$((20000 + RANDOM % 20000))}"
-trap 'stop_s3; stop_etcd' EXIT
+trap 'stop_s3; stop_nats; stop_etcd' EXIT
 start_s3 127.0.0.1 "$port"
+start_nats 127.0.0.1 "${SWD_TEST_NATS_PORT:-$((port + 1))}"
 start_etcd 127.0.0.1 "${SWD_TEST_ETCD_PORT:-$((40000 + RANDOM % 20000))}"
 
 # Each test binary runs its tier2:: tests; a binary with none passes with zero run.

@@ -28,6 +28,14 @@ pub enum DataflowError {
     /// A peer connection failed while the attempt was running.
     #[error("exchange: {0}")]
     Exchange(String),
+    /// A request to a NATS JetStream server failed (connecting, reading a stream, publishing).
+    #[error("nats {url}: {message}")]
+    Nats {
+        /// The server and stream or subject (`nats://HOST:PORT/NAME`).
+        url: String,
+        /// What failed and why.
+        message: String,
+    },
     /// A checkpoint's state could not be restored because the checkpoint is damaged (a state
     /// file missing, torn or altered): restoring an older checkpoint is the way on.
     #[error("checkpoint {checkpoint} is damaged: {reason}")]

@@ -15,7 +15,9 @@
 //! by URL (a directory, or an object store prefix).
 
 mod builtin_jobs;
+mod changelog;
 mod error;
+mod jetstream;
 mod keyed;
 mod partitioner;
 // Public only as `crate::internals::plan` (unstable).

@@ -131,6 +131,12 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
     }
 
     fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError> {
+        let (writer, written, failure) = (&mut self.writer, &mut self.written, &mut self.failure);
+        self.stage
+            .on_barrier(&mut |u| write(writer, written, failure, u))?;
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
         self.writer.pre_commit(epoch)
     }
 

@@ -54,6 +54,22 @@ pub trait Source: Send + Sync + 'static {
         emit: &mut dyn FnMut(Self::Item) -> Flow,
     ) -> Result<SourceEnd, DataflowError>;
 
+    /// [`Source::read`] for a source that can wait long for its next record (a network log):
+    /// while no record arrives it polls `interrupted`, and once that says true (a checkpoint
+    /// barrier, a yield or a cancellation is due) returns [`SourceEnd::Stopped`] at its current
+    /// offset. Without this an idle unbounded source would hold its barrier back forever. The
+    /// default calls `read`, which is right for sources that always have a record at hand.
+    fn read_interruptible(
+        &self,
+        ctx: &SourceContext,
+        offset: SourceOffset,
+        interrupted: &dyn Fn() -> bool,
+        emit: &mut dyn FnMut(Self::Item) -> Flow,
+    ) -> Result<SourceEnd, DataflowError> {
+        let _ = interrupted;
+        self.read(ctx, offset, emit)
+    }
+
     /// Checks that the source can be read at all (the input exists, ...), before a job starts.
     fn validate(&self) -> Result<(), DataflowError> {
         Ok(())

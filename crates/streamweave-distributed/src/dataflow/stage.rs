@@ -30,6 +30,13 @@ pub trait Stage<U>: Send {
     /// Every source has ended: emits what was held back (keyed results).
     fn finish(self: Box<Self>, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError>;
 
+    /// A checkpoint barrier, just before the sink pre-commits the epoch: emits what belongs to
+    /// the epoch (a changelog's changed keys). Most stages emit as they go and do nothing here.
+    fn on_barrier(&mut self, emit: &mut dyn FnMut(U)) -> Result<(), DataflowError> {
+        let _ = emit;
+        Ok(())
+    }
+
     /// The stage's state, encoded, for a checkpoint; stateless stages have none (empty).
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
         Ok(Vec::new())
@@ -47,11 +54,11 @@ pub trait Stage<U>: Send {
     }
 }
 
-fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, DataflowError> {
+pub(super) fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, DataflowError> {
     postcard::to_stdvec(state).map_err(|e| DataflowError::Encoding(format!("snapshot: {e}")))
 }
 
-fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, DataflowError> {
+pub(super) fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, DataflowError> {
     postcard::from_bytes(bytes).map_err(|e| DataflowError::Encoding(format!("restore: {e}")))
 }
 
@@ -172,6 +179,11 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
     fn finish(self: Box<Self>, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {
         let op = self.op;
         self.inner.finish(&mut |u| op(u, emit))
+    }
+
+    fn on_barrier(&mut self, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {
+        let op = &self.op;
+        self.inner.on_barrier(&mut |u| op(u, emit))
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {

@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::changelog::ChangelogCount;
 use super::keyed::KeyedStream;
 use super::plan::{ErasedPlan, SourceControl};
 use super::router::{self, SendFn};
@@ -92,27 +93,44 @@ impl<T: Send + 'static> Stream<T> {
         Stream {
             source: info,
             run: Arc::new(move |ctx, offset, control, emit| {
-                let mut pending = 0u64;
-                let end = source.read(ctx, offset, &mut |item| {
-                    pending += 1;
-                    if pending == COUNT_CHUNK {
-                        control.records_in.fetch_add(pending, Ordering::Relaxed);
-                        pending = 0;
+                let pending = std::cell::Cell::new(0u64);
+                let flush = || {
+                    control
+                        .records_in
+                        .fetch_add(pending.replace(0), Ordering::Relaxed)
+                };
+                let interrupted =
+                    || control.pause.load(Ordering::Acquire) || control.cancel.load(Ordering::Acquire);
+                // A source asks this only while it waits for input: the records it read count
+                // now, not when the next chunk fills (an idle stream may not fill it for hours).
+                let idle_interrupted = || {
+                    flush();
+                    interrupted()
+                };
+                let end = source.read_interruptible(ctx, offset, &idle_interrupted, &mut |item| {
+                    pending.set(pending.get() + 1);
+                    if pending.get() == COUNT_CHUNK {
+                        flush();
                     }
                     let flow = emit(item);
                     // A checkpoint barrier is waiting: stop after this record (it counts as read,
                     // so the returned offset is exactly where to resume).
-                    if control.pause.load(Ordering::Acquire) || control.cancel.load(Ordering::Acquire) {
+                    if interrupted() {
                         Flow::Stop
                     } else {
                         flow
                     }
                 });
-                control.records_in.fetch_add(pending, Ordering::Relaxed);
+                flush();
                 end
             }),
             validate: vec![Arc::new(move || check.validate())],
         }
+    }
+
+    /// Whether the stream's source ends (see [`Source::is_bounded`]).
+    pub fn is_bounded(&self) -> bool {
+        self.source.bounded
     }
 
     fn then<U: Send + 'static>(
@@ -227,6 +245,24 @@ impl<T: Send + 'static> Stream<T> {
         // The keys stay short keys through the exchange and the receivers' table too (placed,
         // encoded and snapshotted exactly as strings), and become strings on the way out.
         counted::<ShortKey>(send, self.validate, self.source).map(|(key, n)| (key.into_string(), n))
+    }
+
+    /// [`Stream::count_str_keys`] as a changelog, for unbounded sources: at every checkpoint
+    /// barrier (and at the end) each partition emits `(key, new count)` for the keys counted
+    /// since the previous barrier. Without checkpoints it emits once, at the end.
+    pub fn count_str_keys_changelog(
+        self,
+        f: impl Fn(&T, &mut dyn FnMut(&str)) + Send + Sync + 'static,
+    ) -> Exchanged<(String, u64)> {
+        let send = router::count_str_keys(self.run, f);
+        let stage = Arc::new(|| ChangelogCount::<ShortKey>::boxed() as Box<dyn Stage<(ShortKey, u64)>>);
+        Exchanged {
+            send,
+            stage,
+            validate: self.validate,
+            source: self.source,
+        }
+        .map(|(key, n)| (key.into_string(), n))
     }
 
     /// Writes to `sink`; each partition's records stay in their partition (no exchange).
@@ -358,6 +394,11 @@ impl Job {
     /// Checks that the job's source can be read and its sink written.
     pub fn validate(&self) -> Result<(), DataflowError> {
         self.plan.validate()
+    }
+
+    /// Whether the job's source ends; an unbounded job runs until it is stopped.
+    pub fn is_bounded(&self) -> bool {
+        self.plan.bounded()
     }
 
     /// Checks only that the job's source can be read: a job resumed from a checkpoint writes

@@ -1,17 +1,23 @@
-//! `swd coordinator`: serve until SIGINT or SIGTERM, then tell the workers and exit 0. With a
-//! job, it runs the job on its workers and keeps serving status after the job ends.
+//! `swd coordinator`: serve until SIGINT or SIGTERM, then (with checkpoints, a job running) take
+//! a final checkpoint and wait until it is committed, tell the workers and exit 0. With a job,
+//! it runs the job on its workers and keeps serving status after the job ends.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use streamweave_distributed::{CoordinatorConfig, CoordinatorError, CoordinatorImpl};
+use std::time::Duration;
+
+use streamweave_distributed::{Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorImpl};
 
 use super::{flag_error, job_spec_resuming};
 use crate::cli::CoordinatorArgs;
-use crate::signals::shutdown_requested;
+use crate::signals::{shutdown_requested, PARENT_PID_ENV};
 use streamweave_distributed::checkpoint::{open_store, restore_latest};
 use streamweave_distributed::dataflow::JobRegistry;
 use streamweave_distributed::ha::{run_with_ha, HaOptions, HaUrl, Timing};
+
+/// How long the final checkpoint at SIGINT/SIGTERM may take.
+const FINAL_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
     let mut config = CoordinatorConfig {
@@ -45,7 +51,7 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         config.validate().map_err(|e| flag_error(&e))?;
         let options = HaOptions {
             url,
-            advertise: None,
+            advertise: args.advertise.clone(),
             timing: Timing::for_ttl(args.ha_lease_ttl),
         };
         let (bind, cluster, max_frame_size) = (
@@ -86,6 +92,16 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         print_listening(addr);
     }
     shutdown_requested().await;
+    // Under `swd local` the final checkpoint is its own (taken before it stops this process;
+    // when it dies, its workers die with it and no checkpoint could complete).
+    if args.checkpoint_interval.is_some() && std::env::var_os(PARENT_PID_ENV).is_none() {
+        // A running job (an unbounded one stops only this way) ends with a final checkpoint,
+        // durable before this process exits, so a restart on this data directory resumes there.
+        match coordinator.checkpoint_now(FINAL_CHECKPOINT_TIMEOUT).await {
+            Ok(id) => tracing::info!(checkpoint = id, "final checkpoint committed"),
+            Err(e) => tracing::info!(error = %e, "no final checkpoint"),
+        }
+    }
     coordinator.stop().await;
     tracing::info!("coordinator stopped");
     Ok(ExitCode::SUCCESS)

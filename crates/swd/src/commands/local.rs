@@ -10,6 +10,7 @@
 //! SIGINT/SIGTERM while a job runs --> (checkpoints) final checkpoint, wait until committed
 //!                                 --> SIGTERM coordinator (it tells the workers to stop the job)
 //!                                 --> SIGTERM workers --> "job NAME stopped by SIG..." exit 130/143
+//!                                     (exit 0: an unbounded job whose final checkpoint committed)
 //! SIGINT/SIGTERM otherwise        --> SIGTERM workers, coordinator --> exit 130/143
 //! swd local killed (even SIGKILL) --> children get SIGTERM from the kernel (PR_SET_PDEATHSIG) or
 //!                                     see their parent gone (signals::bind_to_this_process)
@@ -96,12 +97,12 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
                 (Some(spec), Some(addr)) => {
                     let stopped = stop_job(addr, args.checkpoint_interval.is_some(), &mut signals).await;
                     stop_processes(&mut processes, true).await;
+                    let unbounded = registry.build(spec).is_ok_and(|job| !job.is_bounded());
                     progress::stopped(
                         &spec.name,
                         signal,
                         &stopped,
-                        args.workers,
-                        args.partitions,
+                        (args.workers, args.partitions, unbounded),
                         started.elapsed(),
                     )
                 }

@@ -65,10 +65,14 @@ fn job_spec_resuming(
     Ok(Some(spec))
 }
 
-/// A job's input or output as the workers get it: an object store URL (`s3://`) as given, a
-/// local path (plain or `file:///path`) made absolute; `memory://` refused (one process only).
+/// A job's input or output as the workers get it: an object store URL (`s3://`) or a NATS one
+/// (`nats://`) as given, a local path (plain or `file:///path`) made absolute; `memory://`
+/// refused (one process only).
 fn job_location(flag: &str, given: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let bad = || format!("bad {flag} {}", given.display());
+    if given.to_str().is_some_and(|p| p.starts_with("nats://")) {
+        return Ok(given.to_path_buf());
+    }
     match streamweave_distributed::dataflow::storage_url(given).with_context(bad)? {
         StorageUrl::Local(path) => std::path::absolute(path).with_context(bad),
         StorageUrl::Memory { .. } => Err(anyhow::anyhow!("{}: {}", bad(), crate::cli::MEMORY_REFUSED)),

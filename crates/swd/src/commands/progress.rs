@@ -162,20 +162,23 @@ pub(super) struct Stopped {
 }
 
 /// Prints the line of a job stopped by a signal and returns the exit code: 128 + the signal's
-/// number; or, if the job finished before the signal was handled, its summary and 0.
+/// number; or, if the job finished before the signal was handled, its summary and 0. Stopping
+/// is how an `unbounded` job ends: with its final checkpoint committed that is a clean stop, 0.
 pub(super) fn stopped(
     name: &str,
     signal: StopSignal,
     stopped: &Stopped,
-    workers: usize,
-    partitions: usize,
+    (workers, partitions, unbounded): (usize, usize, bool),
     wall: Duration,
 ) -> ExitCode {
     if let Some(job) = stopped.job.as_ref().filter(|j| j.state == JobState::Finished) {
         return summary(name, job, workers, partitions, wall);
     }
     println!("{}", stopped_line(name, signal, stopped, partitions));
-    ExitCode::from(signal.exit_code())
+    match unbounded && matches!(stopped.final_checkpoint, Some(Ok(_))) {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(signal.exit_code()),
+    }
 }
 
 /// `job NAME stopped by SIGINT after N records in; output committed up to checkpoint K`.

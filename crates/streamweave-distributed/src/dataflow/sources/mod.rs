@@ -1,7 +1,7 @@
 //! Built-in sources: the lines of a directory of text files ([`TextDirSource`]) or of the
 //! objects under a prefix of an object store ([`ObjectTextSource`]), an in-memory
-//! collection ([`CollectionSource`]), a deterministic generator ([`GeneratorSource`]), and a
-//! rate limit for any of them ([`Throttled`]).
+//! collection ([`CollectionSource`]), a deterministic generator ([`GeneratorSource`]), a NATS
+//! JetStream stream ([`JetStreamSource`]), and a rate limit for any of them ([`Throttled`]).
 //!
 //! Every source splits its input into `P` shares the same way on every machine, so the task of
 //! partition `p` can run anywhere and resume from the [`SourceOffset`](super::SourceOffset) it
@@ -9,12 +9,14 @@
 
 mod collection;
 mod generator;
+mod jetstream;
 mod object_text;
 mod text_dir;
 mod throttled;
 
 pub use collection::CollectionSource;
 pub use generator::GeneratorSource;
+pub use jetstream::{JetStreamSource, Until};
 pub use object_text::ObjectTextSource;
 pub use text_dir::{plan_splits, plan_splits_min, Split, SplitName, TextDirSource, DEFAULT_MIN_SPLIT};
 pub use throttled::Throttled;

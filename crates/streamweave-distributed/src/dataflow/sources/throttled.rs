@@ -39,22 +39,33 @@ impl<S: Source> Source for Throttled<S> {
         offset: SourceOffset,
         emit: &mut dyn FnMut(Self::Item) -> Flow,
     ) -> Result<SourceEnd, DataflowError> {
+        self.read_interruptible(ctx, offset, &|| false, emit)
+    }
+
+    fn read_interruptible(
+        &self,
+        ctx: &SourceContext,
+        offset: SourceOffset,
+        interrupted: &dyn Fn() -> bool,
+        emit: &mut dyn FnMut(Self::Item) -> Flow,
+    ) -> Result<SourceEnd, DataflowError> {
         if self.rate == 0 {
-            return self.inner.read(ctx, offset, emit);
+            return self.inner.read_interruptible(ctx, offset, interrupted, emit);
         }
         let start = Instant::now();
         let mut sent = 0u64;
         let rate = self.rate;
-        self.inner.read(ctx, offset, &mut |item| {
-            sent += 1;
-            // Sleep until this record's slot; the schedule is absolute, so no drift accumulates.
-            let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-            emit(item)
-        })
+        self.inner
+            .read_interruptible(ctx, offset, interrupted, &mut |item| {
+                sent += 1;
+                // Sleep until this record's slot; the schedule is absolute, so no drift accumulates.
+                let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                emit(item)
+            })
     }
 
     fn validate(&self) -> Result<(), DataflowError> {
