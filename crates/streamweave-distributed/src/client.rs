@@ -65,6 +65,12 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// A job asked to stop with [`Client::stop_job`] did not reach `stopped`.
+    #[error("the job did not stop: {reason}")]
+    NotStopped {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A connection to a coordinator for admin requests.
@@ -226,6 +232,35 @@ impl Client {
         match self.request(ClientRequest::Checkpoint).await? {
             ClientResponse::CheckpointTriggered { id } => Ok(id),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Stops the running job cleanly and waits (polling the status, up to `timeout`) until its
+    /// state is `stopped`: with checkpoints after a final checkpoint whose epoch every sink made
+    /// final (returned), without checkpoints at once (`None`).
+    pub async fn stop_job(&mut self, timeout: Duration) -> Result<Option<u64>, ClientError> {
+        let checkpoint = match self.request(ClientRequest::StopJob).await? {
+            ClientResponse::Stopping { checkpoint } => checkpoint,
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let state = self.status().await?.job.map(|j| j.state);
+            match state {
+                Some(JobState::Stopped) => return Ok(checkpoint),
+                Some(JobState::Running | JobState::Restarting | JobState::Waiting) => {}
+                other => {
+                    return Err(ClientError::NotStopped {
+                        reason: format!("the job ended first ({other:?})").to_lowercase(),
+                    })
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::NotStopped {
+                    reason: format!("not within {}", humantime::format_duration(timeout)),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

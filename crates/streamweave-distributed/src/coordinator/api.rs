@@ -67,4 +67,11 @@ pub trait Coordinator {
     /// [`CoordinatorError::Timeout`] if it is not within `timeout`.
     fn checkpoint_now(&self, timeout: Duration)
         -> impl Future<Output = Result<u64, CoordinatorError>> + Send;
+    /// Stops the running job cleanly and waits (up to `timeout`) until it is `stopped`: with
+    /// checkpoints, after a final checkpoint whose epoch every sink made final (returned; a
+    /// restart resumes from it), without checkpoints at once (`None`).
+    fn stop_job(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Option<u64>, CoordinatorError>> + Send;
 }

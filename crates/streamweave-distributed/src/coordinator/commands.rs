@@ -19,7 +19,7 @@ use super::api::Coordinator;
 use super::engine::{AdminAnswer, AdminRequest, ConnId, Input};
 use super::CoordinatorError;
 use crate::protocol::{
-    ClientRequest, ClientResponse, ClusterStatus, CoordinatorMessage, ErrorKind, RegisterRequest,
+    ClientRequest, ClientResponse, ClusterStatus, CoordinatorMessage, ErrorKind, JobState, RegisterRequest,
 };
 use crate::types::{Generation, PartitionId, WorkerId, WorkerInfo};
 
@@ -87,6 +87,15 @@ impl CoordinatorHandle {
     async fn trigger_checkpoint(&self) -> Option<Result<u64, CoordinatorError>> {
         Some(match self.ask(AdminRequest::Checkpoint).await? {
             AdminAnswer::Checkpoint(result) => result,
+            other => Err(mismatched(&other)),
+        })
+    }
+
+    /// Asks the job to stop; the final checkpoint (none: stopped at once). `None` when the
+    /// coordinator is not running.
+    async fn request_stop(&self) -> Option<Result<Option<u64>, CoordinatorError>> {
+        Some(match self.ask(AdminRequest::StopJob).await? {
+            AdminAnswer::Stopping(result) => result,
             other => Err(mismatched(&other)),
         })
     }
@@ -164,6 +173,29 @@ impl Coordinator for CoordinatorHandle {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    async fn stop_job(&self, timeout: Duration) -> Result<Option<u64>, CoordinatorError> {
+        let checkpoint = self.request_stop().await.ok_or_else(stopped)??;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let state = self.cluster_status().await?.job.map(|j| j.state);
+            match state {
+                Some(JobState::Stopped) => return Ok(checkpoint),
+                Some(JobState::Running) | Some(JobState::Restarting) | Some(JobState::Waiting) => {}
+                other => {
+                    return Err(CoordinatorError::NoJob(format!(
+                        "the job ended before it stopped: {other:?}"
+                    )))
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CoordinatorError::Timeout(format!(
+                    "the job did not stop within {timeout:?} (final checkpoint {checkpoint:?})"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Answers an admin client's request; `None` when the coordinator is stopping.
@@ -187,6 +219,16 @@ pub(crate) async fn answer(
         }
         ClientRequest::Rebalance => handle.change(AdminRequest::Rebalance).await,
         ClientRequest::FailWorker { worker } => handle.change(AdminRequest::FailWorker(worker)).await,
+        ClientRequest::StopJob => {
+            // Answered at once too: the client watches the status for `stopped`.
+            return Some(match handle.request_stop().await? {
+                Ok(checkpoint) => ClientResponse::Stopping { checkpoint },
+                Err(e) => ClientResponse::Error {
+                    kind: error_kind(&e),
+                    message: format!("cannot stop: {e}"),
+                },
+            });
+        }
         ClientRequest::Checkpoint => {
             // Answered at once: the client watches the status for the commit, so no admin
             // request waits on a checkpoint.

@@ -217,4 +217,8 @@ impl Coordinator for CoordinatorImpl {
     async fn checkpoint_now(&self, timeout: Duration) -> Result<u64, CoordinatorError> {
         self.handle()?.checkpoint_now(timeout).await
     }
+
+    async fn stop_job(&self, timeout: Duration) -> Result<Option<u64>, CoordinatorError> {
+        self.handle()?.stop_job(timeout).await
+    }
 }

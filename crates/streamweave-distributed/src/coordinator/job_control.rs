@@ -72,6 +72,11 @@ pub struct JobControl {
     final_commit: bool,
     /// Partitions whose final output is committed, in that second phase.
     committed: std::collections::BTreeSet<PartitionId>,
+    /// A stop asked for: the checkpoint it waits for; the job is `Stopped` once every
+    /// partition's sink has committed up to it ([`JobControl::request_stop`]).
+    stop_at: Option<u64>,
+    /// Partitions whose sinks committed up to `stop_at`.
+    stop_committed: std::collections::BTreeSet<PartitionId>,
     /// The checkpoint the running attempt restored.
     restored: Option<u64>,
     /// Attempt ids of earlier coordinators on the same data directory are at most this.
@@ -124,6 +129,8 @@ impl JobControl {
             last_recovery: None,
             final_commit: false,
             committed: std::collections::BTreeSet::new(),
+            stop_at: None,
+            stop_committed: std::collections::BTreeSet::new(),
             restored: None,
             attempt_floor: 0,
         }
@@ -147,6 +154,26 @@ impl JobControl {
         self.restored = id;
     }
 
+    /// Stop the running attempt once checkpoint `checkpoint` is committed and every partition's
+    /// sink has made its epochs up to it final (a clean stop: `Stopped`, resumable from that
+    /// checkpoint). Ignored unless an attempt runs.
+    pub fn request_stop(&mut self, checkpoint: u64) {
+        if self.state == JobState::Running {
+            self.stop_at = Some(checkpoint);
+            self.stop_committed.clear();
+        }
+    }
+
+    /// Stop now, without a checkpoint (checkpoints are off: nothing is committed).
+    pub fn stop_now(&mut self, now: Instant) -> JobStep {
+        if self.ended() {
+            return JobStep::Nothing;
+        }
+        self.state = JobState::Stopped;
+        self.elapsed = self.started.map(|s| now.saturating_duration_since(s));
+        JobStep::Stop(self.attempt)
+    }
+
     /// The sinks of `partitions` committed epochs up to `upto`.
     pub fn on_epochs_committed(
         &mut self,
@@ -155,6 +182,18 @@ impl JobControl {
         partitions: &[PartitionId],
         now: Instant,
     ) -> JobStep {
+        if let Some(stop) = self.stop_at {
+            if attempt == self.attempt && self.state == JobState::Running && upto >= stop {
+                self.stop_committed
+                    .extend(partitions.iter().copied().filter(|p| *p < self.num_partitions));
+                if self.stop_committed.len() == self.num_partitions {
+                    self.stop_at = None;
+                    self.state = JobState::Stopped;
+                    self.elapsed = self.started.map(|s| now.saturating_duration_since(s));
+                    return JobStep::Stop(self.attempt);
+                }
+            }
+        }
         if !self.final_commit
             || attempt != self.attempt
             || self.state != JobState::Running
@@ -188,7 +227,10 @@ impl JobControl {
     }
 
     fn ended(&self) -> bool {
-        matches!(self.state, JobState::Finished | JobState::Failed)
+        matches!(
+            self.state,
+            JobState::Finished | JobState::Failed | JobState::Stopped
+        )
     }
 
     /// The assignment is now `generation`; `stable` when every partition has an owner that
@@ -321,6 +363,9 @@ impl JobControl {
 
     fn abort(&mut self, reason: String) -> JobStep {
         self.error = Some(reason);
+        // A stop waits for its checkpoint in this attempt; the asker sees the restart and asks
+        // again once the next attempt runs.
+        self.stop_at = None;
         if self.restarts_in_row >= self.max_restarts {
             self.state = JobState::Failed;
         } else {

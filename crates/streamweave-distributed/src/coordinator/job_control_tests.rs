@@ -229,3 +229,43 @@ fn a_task_failure_names_the_partition_and_the_worker() {
         "worker w2: exchange: gone"
     );
 }
+
+#[test]
+fn a_stop_waits_until_every_sink_committed_the_final_checkpoint() {
+    let (mut job, t) = control();
+    let mut job_with_commits = JobControl::new(JobSpec::new("wordcount"), 2, 2).with_final_commit(true);
+    for j in [&mut job, &mut job_with_commits] {
+        assert_eq!(j.on_cluster(Generation(1), true, t), JobStep::Start(1));
+        j.request_stop(7);
+        // Older epochs, another attempt, one partition only: still running.
+        assert_eq!(j.on_epochs_committed(1, 6, &[0, 1], t), JobStep::Nothing);
+        assert_eq!(j.on_epochs_committed(0, 7, &[0, 1], t), JobStep::Nothing);
+        assert_eq!(j.on_epochs_committed(1, 7, &[0], t), JobStep::Nothing);
+        assert_eq!(j.state(), JobState::Running);
+        // The other partition's sink reaches the checkpoint (a later one counts too).
+        assert_eq!(j.on_epochs_committed(1, 8, &[1], t), JobStep::Stop(1));
+        assert_eq!(j.state(), JobState::Stopped);
+        // A stopped job never restarts.
+        assert_eq!(j.on_cluster(Generation(2), true, t), JobStep::Nothing);
+    }
+}
+
+#[test]
+fn a_restart_abandons_a_stop_and_without_checkpoints_it_stops_at_once() {
+    let (mut job, t) = control();
+    job.on_cluster(Generation(1), true, t);
+    job.request_stop(3);
+    assert_eq!(job.on_cluster(Generation(2), false, t), JobStep::Stop(1));
+    assert_eq!(
+        job.on_cluster(Generation(3), true, t + Duration::from_secs(1)),
+        JobStep::Start(2)
+    );
+    assert_eq!(
+        job.on_epochs_committed(2, 3, &[0, 1], t),
+        JobStep::Nothing,
+        "the stop belonged to the aborted attempt: the asker asks again"
+    );
+    assert_eq!(job.stop_now(t), JobStep::Stop(2));
+    assert_eq!(job.status(t).state, JobState::Stopped);
+    assert_eq!(job.stop_now(t), JobStep::Nothing, "stopping twice does nothing");
+}

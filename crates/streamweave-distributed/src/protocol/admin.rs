@@ -31,6 +31,9 @@ pub enum ClientRequest {
     /// Take a checkpoint of the running job now (`swd local` does before it stops a job); the
     /// answer names it, and the status shows when it is committed.
     Checkpoint,
+    /// Stop the running job cleanly: a final checkpoint, its epoch made final by every sink,
+    /// then the job's state is `stopped` (at once without checkpoints).
+    StopJob,
 }
 
 /// Which coordinator error a request met, so the client can rebuild a typed error.
@@ -68,6 +71,12 @@ pub enum ClientResponse {
     CheckpointTriggered {
         /// The checkpoint's id.
         id: u64,
+    },
+    /// The answer to [`ClientRequest::StopJob`]: the job stops after this checkpoint (none:
+    /// checkpoints are off, it stopped at once); the status's job state becomes `stopped`.
+    Stopping {
+        /// The final checkpoint.
+        checkpoint: Option<u64>,
     },
     /// Any request to a standby coordinator (high availability): ask the leader instead.
     NotLeader {
@@ -175,6 +184,9 @@ pub enum JobState {
     Finished,
     /// Too many attempts failed.
     Failed,
+    /// Stopped on request after a final checkpoint whose output every sink made final (or,
+    /// without checkpoints, at once with nothing committed); a restart resumes from it.
+    Stopped,
 }
 
 /// The job in a [`ClusterStatus`].

@@ -95,10 +95,11 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
     // Under `swd local` the final checkpoint is its own (taken before it stops this process;
     // when it dies, its workers die with it and no checkpoint could complete).
     if args.checkpoint_interval.is_some() && std::env::var_os(PARENT_PID_ENV).is_none() {
-        // A running job (an unbounded one stops only this way) ends with a final checkpoint,
-        // durable before this process exits, so a restart on this data directory resumes there.
-        match coordinator.checkpoint_now(FINAL_CHECKPOINT_TIMEOUT).await {
-            Ok(id) => tracing::info!(checkpoint = id, "final checkpoint committed"),
+        // A running job (an unbounded one stops only this way) stops cleanly: a final
+        // checkpoint, its epoch made final by every sink before this process exits (state
+        // `stopped`), so a restart on this checkpoint store resumes there.
+        match coordinator.stop_job(FINAL_CHECKPOINT_TIMEOUT).await {
+            Ok(id) => tracing::info!(checkpoint = ?id, "job stopped after its final checkpoint"),
             Err(e) => tracing::info!(error = %e, "no final checkpoint"),
         }
     }

@@ -241,9 +241,9 @@ async fn start_and_work(
     }
 }
 
-/// Stops a job that a signal interrupted: with checkpoints, takes a final one and waits until it
-/// is committed (the coordinator then tells the sinks to make its epoch final); then reads what
-/// the job did.
+/// Stops a job that a signal interrupted: with checkpoints, asks the coordinator to stop it
+/// cleanly and waits until it is `stopped` (a final checkpoint committed and its epoch made final
+/// by every sink); then reads what the job did.
 async fn stop_job(addr: SocketAddr, checkpoints: bool, signals: &mut StopSignals) -> progress::Stopped {
     let mut client = match Client::connect(addr, CLUSTER).await {
         Ok(client) => client,
@@ -256,7 +256,11 @@ async fn stop_job(addr: SocketAddr, checkpoints: bool, signals: &mut StopSignals
     };
     let final_checkpoint = if checkpoints {
         Some(tokio::select! {
-            result = client.checkpoint(FINAL_CHECKPOINT_TIMEOUT) => result.map_err(|e| e.to_string()),
+            result = client.stop_job(FINAL_CHECKPOINT_TIMEOUT) => match result {
+                Ok(Some(id)) => Ok(id),
+                Ok(None) => Err("checkpoints are off".to_string()),
+                Err(e) => Err(e.to_string()),
+            },
             signal = signals.recv() => Err(format!("{} before it was committed", signal.name())),
         })
     } else {

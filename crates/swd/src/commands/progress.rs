@@ -109,6 +109,7 @@ fn state_name(state: JobState) -> &'static str {
         JobState::Restarting => "restarting",
         JobState::Finished => "finished",
         JobState::Failed => "failed",
+        JobState::Stopped => "stopped",
     }
 }
 

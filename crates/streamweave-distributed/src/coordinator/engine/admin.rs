@@ -40,6 +40,8 @@ pub enum AdminRequest {
     FailWorker(WorkerId),
     /// Take a checkpoint of the running job now.
     Checkpoint,
+    /// Stop the running job cleanly (see [`Engine::stop_job`]).
+    StopJob,
 }
 
 /// The engine's answer to an [`AdminRequest`].
@@ -53,6 +55,8 @@ pub enum AdminAnswer {
     Done(Result<Generation, CoordinatorError>),
     /// To [`AdminRequest::Checkpoint`]: the checkpoint's id (or the one already in flight).
     Checkpoint(Result<u64, CoordinatorError>),
+    /// To [`AdminRequest::StopJob`]: the final checkpoint (none: stopped at once).
+    Stopping(Result<Option<u64>, CoordinatorError>),
 }
 
 impl Engine {
@@ -64,6 +68,12 @@ impl Engine {
             AdminRequest::GetWorker(id) => {
                 let info = self.worker_info(&id).ok_or(CoordinatorError::WorkerNotFound(id));
                 return (AdminAnswer::Worker(info), Vec::new());
+            }
+            AdminRequest::StopJob => {
+                return match self.stop_job(now) {
+                    Ok((checkpoint, actions)) => (AdminAnswer::Stopping(Ok(checkpoint)), actions),
+                    Err(e) => (AdminAnswer::Stopping(Err(e)), Vec::new()),
+                }
             }
             AdminRequest::Checkpoint => {
                 return match self.request_checkpoint(now) {

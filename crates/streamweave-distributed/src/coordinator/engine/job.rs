@@ -413,6 +413,30 @@ impl Engine {
         Ok((id.0, std::mem::take(&mut self.out)))
     }
 
+    /// Stops the running job cleanly: with checkpoints, triggers a final one (or joins the one in
+    /// flight) and the job becomes `Stopped` once every partition's sink has made its epochs up
+    /// to it final; without, stops the attempt at once. Returns the final checkpoint.
+    pub fn stop_job(&mut self, now: Instant) -> Result<(Option<u64>, Vec<Action>), CoordinatorError> {
+        let Some(job) = self.job.as_mut() else {
+            return Err(CoordinatorError::NoJob("no job".to_string()));
+        };
+        if job.running_attempt().is_none() {
+            return Err(CoordinatorError::NoJob(
+                format!("the job is {:?}", job.state()).to_lowercase(),
+            ));
+        }
+        if self.checkpoints.is_none() {
+            let step = job.stop_now(now);
+            self.execute_job_step(step, now);
+            return Ok((None, std::mem::take(&mut self.out)));
+        }
+        let (id, actions) = self.request_checkpoint(now)?;
+        if let Some(job) = self.job.as_mut() {
+            job.request_stop(id);
+        }
+        Ok((Some(id), actions))
+    }
+
     /// The checkpoints' part of the status.
     pub(super) fn checkpoint_status(&self) -> Option<CheckpointStatus> {
         let stats = self.checkpoints.as_ref()?.stats();
