@@ -34,7 +34,8 @@ fi
 # Names and addresses of the test hosts (a private range on a bridge this script creates).
 tag="swd$$"
 bridge="br-$tag"
-subnet=10.231.0
+# A subnet of its own per run (two runs on one machine must not answer each other's requests).
+subnet="10.$((230 + RANDOM % 10)).$((1 + $$ % 250))"
 hosts=(coord w1 w2 w3)
 declare -A ip=([coord]=$subnet.10 [w1]=$subnet.11 [w2]=$subnet.12 [w3]=$subnet.13)
 ns() { echo "$tag-$1"; }
