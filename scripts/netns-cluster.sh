@@ -26,10 +26,8 @@ if [ ! -x "$swd" ]; then
     exit 1
 fi
 swd="$(readlink -f "$swd")"
-if ! command -v nft >/dev/null; then
-    echo "installing nftables"
-    apt-get update -qq && apt-get install -y -qq nftables >/dev/null
-fi
+. scripts/lib/apt.sh
+apt_install nftables:nft
 
 # Names and addresses of the test hosts (a private range on a bridge this script creates).
 tag="swd$$"

@@ -4,13 +4,10 @@
 #   start_etcd HOST PORT   starts etcd with its client port on HOST:PORT (peer port PORT+1),
 #                          waits until it answers, exports SWD_TEST_ETCD=HOST:PORT; stop_etcd stops it.
 
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+
 install_etcd() {
-    if command -v etcd >/dev/null 2>&1; then
-        return 0
-    fi
-    echo "installing etcd-server"
-    { apt-get update -qq && apt-get install -y -qq etcd-server; } >/dev/null \
-        || { echo "error: apt-get install etcd-server failed (etcd 3.4+ must be on PATH)" >&2; return 1; }
+    apt_install etcd-server:etcd
 }
 
 start_etcd() {

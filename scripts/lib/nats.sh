@@ -6,13 +6,10 @@
 #                          (nats://HOST:PORT), which the tier-2 NATS tests read; stop_nats stops
 #                          it and removes the store.
 
+. "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+
 install_nats() {
-    if command -v nats-server >/dev/null 2>&1; then
-        return 0
-    fi
-    echo "installing nats-server (apt-get)"
-    { apt-get update -qq && apt-get install -y -qq nats-server; } >/dev/null ||
-        { echo "error: apt-get install nats-server failed (needs root and Debian's archive)" >&2; return 1; }
+    apt_install nats-server:nats-server
 }
 
 start_nats() {
