@@ -60,6 +60,7 @@ mod error;
 pub mod fault_tolerance;
 pub mod ha;
 pub mod network;
+pub mod observe;
 pub mod protocol;
 pub mod storage;
 mod types;

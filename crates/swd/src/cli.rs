@@ -100,6 +100,13 @@ pub struct CoordinatorArgs {
     /// are sent to (default: the bound address; give it with --bind 0.0.0.0:PORT).
     #[arg(long, value_name = "HOST:PORT", requires = "ha")]
     pub advertise: Option<String>,
+    /// Serve the web console, its JSON API (/api/...) and /metrics over HTTP on this address
+    /// (port 0 picks one; `console on URL` is printed after `listening on`).
+    #[arg(long, value_name = "ADDR")]
+    pub http_bind: Option<SocketAddr>,
+    /// Serve Prometheus /metrics alone on this address (`metrics on URL` is printed).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind: Option<SocketAddr>,
     #[command(flatten)]
     /// The job to run, if any.
     pub job: JobArgs,
@@ -174,6 +181,10 @@ pub struct WorkerArgs {
     /// The cluster's name.
     #[arg(long, default_value = "default")]
     pub cluster: String,
+    /// Serve Prometheus /metrics on this address (port 0 picks one; `metrics on URL` is
+    /// printed after the registration line).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// The coordinator an admin command talks to.
@@ -260,6 +271,10 @@ pub struct LocalArgs {
     /// job has ended).
     #[arg(long)]
     pub keep_running: bool,
+    /// Serve the coordinator's web console and /metrics on this address (127.0.0.1:0 picks a
+    /// port); its URL is printed on stderr.
+    #[arg(long, value_name = "ADDR")]
+    pub http_bind: Option<SocketAddr>,
     #[command(flatten)]
     /// When a failing job gives up.
     pub failures: FailureArgs,

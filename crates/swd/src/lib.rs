@@ -12,6 +12,7 @@
 
 pub mod cli;
 mod commands;
+mod console;
 pub mod corpus;
 mod signals;
 pub mod table;

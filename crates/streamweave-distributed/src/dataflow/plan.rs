@@ -13,6 +13,7 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
 
 use super::{DataflowError, SinkContext, SourceContext, SourceEnd, SourceOffset};
 
@@ -51,6 +52,9 @@ pub trait ExchangeOut {
 pub struct SourceControl {
     /// Records read so far (updated in chunks).
     pub records_in: AtomicU64,
+    /// The worker's metric of records read from this partition over every attempt (added to
+    /// with the same chunks; never reset).
+    pub records_in_total: Arc<AtomicU64>,
     /// Set by the runtime when a checkpoint barrier is due: the task stops at the next record.
     pub pause: AtomicBool,
     /// Set by the runtime when the attempt is cancelled: the task stops at the next record

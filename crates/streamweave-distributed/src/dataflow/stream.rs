@@ -95,9 +95,9 @@ impl<T: Send + 'static> Stream<T> {
             run: Arc::new(move |ctx, offset, control, emit| {
                 let pending = std::cell::Cell::new(0u64);
                 let flush = || {
-                    control
-                        .records_in
-                        .fetch_add(pending.replace(0), Ordering::Relaxed)
+                    let n = pending.replace(0);
+                    control.records_in_total.fetch_add(n, Ordering::Relaxed);
+                    control.records_in.fetch_add(n, Ordering::Relaxed)
                 };
                 let interrupted =
                     || control.pause.load(Ordering::Acquire) || control.cancel.load(Ordering::Acquire);

@@ -40,6 +40,7 @@ use super::source_task::SourceSlots;
 use crate::checkpoint::{open_store, CheckpointStore};
 use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
+use crate::observe::WorkerMetrics;
 use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
 use crate::storage::StorageUrl;
 
@@ -77,6 +78,7 @@ pub(crate) struct JobRunner {
     tasks: JoinSet<Ended>,
     /// The attempt and kind of each task.
     roles: HashMap<Id, (u64, AttemptTask)>,
+    metrics: WorkerMetrics,
 }
 
 impl JobRunner {
@@ -95,7 +97,14 @@ impl JobRunner {
             current: None,
             tasks: JoinSet::new(),
             roles: HashMap::new(),
+            metrics: WorkerMetrics::default(),
         }
+    }
+
+    /// Counts this worker's records and credit waits into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: WorkerMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The progress of the running attempt, for heartbeats.
@@ -213,6 +222,7 @@ impl JobRunner {
             (0..owners.len())
                 .map(|p| SourceControl {
                     records_in: AtomicU64::new(records(p)),
+                    records_in_total: self.metrics.records_in(&spec.name, p),
                     ..SourceControl::default()
                 })
                 .collect(),
@@ -250,7 +260,10 @@ impl JobRunner {
             routes: Arc::new(RouteChanges::default()),
             committing: Mutex::new(mine.iter().copied().collect()),
             empty_sources: Arc::new(empty_sources),
+            job_name: spec.name.clone(),
+            metrics: self.metrics.clone(),
         });
+        self.metrics.attempt_started();
         tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
         let (commands, queue) = mpsc::unbounded_channel();
         self.current = Some(Attempt {

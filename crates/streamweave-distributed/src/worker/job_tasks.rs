@@ -39,6 +39,7 @@ use super::receiver_task::{ReceiverTask, RestoreFrom};
 use super::source_task::{SourceSlots, SourceTask};
 use crate::dataflow::plan::{ErasedPlan, SourceControl};
 use crate::dataflow::{DataflowError, SinkContext, SourceOffset};
+use crate::observe::WorkerMetrics;
 use crate::protocol::{Adoption, PartitionMove, PartitionOwner, WorkerMessage};
 use crate::types::WorkerId;
 
@@ -77,6 +78,9 @@ pub(crate) struct AttemptTasks {
     /// By source partition: whether its share is known to be empty (empty: not known). Such a
     /// source sends no end-of-stream and every receiver counts it as ended from the start.
     pub(crate) empty_sources: Arc<Vec<bool>>,
+    /// The job's name (the metrics' label).
+    pub(crate) job_name: String,
+    pub(crate) metrics: WorkerMetrics,
 }
 
 /// Why a task of an attempt failed it: a source or receiver task that died outside the guards
@@ -159,6 +163,7 @@ impl AttemptRun {
             shared.cancel.clone(),
             Arc::clone(&shared.routes),
             restored,
+            shared.metrics.clone(),
         );
         for &q in mine {
             let from = restore
@@ -228,6 +233,7 @@ impl AttemptRun {
                     shared.cancel.clone(),
                     Arc::clone(&shared.routes),
                     id,
+                    shared.metrics.clone(),
                 );
                 checkpoints.connected(out.clone());
                 self.router = Some(out);
@@ -332,6 +338,7 @@ impl AttemptRun {
             Arc::clone(&shared.records_out),
             shared.attempt,
         );
+        let records_out_total = shared.metrics.records_out(&shared.job_name, q);
         self.spawn(q, async move {
             let cancel = receiver.cancel.clone();
             // The inbox outlives the failure's report: dropped first, local sources would fail
@@ -339,6 +346,7 @@ impl AttemptRun {
             match guarded_async(receiver.run(&mut inbox)).await {
                 Ok(Some(written)) => {
                     records_out.fetch_add(written, Ordering::Relaxed);
+                    records_out_total.fetch_add(written, Ordering::Relaxed);
                     let _ = reports.send(WorkerMessage::PartitionDone {
                         attempt,
                         partition: q,

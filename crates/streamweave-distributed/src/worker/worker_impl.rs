@@ -18,6 +18,7 @@ use super::session_core::{SessionCore, FIRST_BACKOFF};
 use super::session_events::SessionTiming;
 pub use super::session_events::WorkerSnapshot;
 use super::{WorkerConfig, WorkerError};
+use crate::observe::WorkerMetrics;
 use crate::dataflow::JobRegistry;
 use crate::network::{describe_io_error, ConnectionPool, Transport};
 
@@ -62,6 +63,7 @@ pub struct WorkerImpl {
     registry: JobRegistry,
     snapshot: watch::Receiver<WorkerSnapshot>,
     running: Option<Running>,
+    metrics: WorkerMetrics,
 }
 
 impl WorkerImpl {
@@ -101,6 +103,7 @@ impl WorkerImpl {
             registry: JobRegistry::new(),
             snapshot,
             running: None,
+            metrics: WorkerMetrics::default(),
         }
         .with_jobs(crate::dataflow::jobs::builtin())
     }
@@ -113,6 +116,12 @@ impl WorkerImpl {
         }
         self.registry = registry;
         self
+    }
+
+    /// Its metrics (records in and out, backpressure), shared with its tasks; render them
+    /// with the [`WorkerImpl::snapshot`] for a `/metrics` endpoint.
+    pub fn metrics(&self) -> WorkerMetrics {
+        self.metrics.clone()
     }
 
     /// What the worker runs now.
@@ -231,7 +240,9 @@ impl Worker for WorkerImpl {
                 session.config.max_frame_size,
             );
             let slots = session.config.effective_source_slots();
-            session.jobs = Some(JobRunner::new(self.registry.clone(), plane, reports, slots));
+            session.jobs = Some(
+                JobRunner::new(self.registry.clone(), plane, reports, slots).with_metrics(self.metrics.clone()),
+            );
         }
         let handle = tokio::spawn(session.run(connection, leave.clone(), reports_rx));
         self.running = Some(Running {

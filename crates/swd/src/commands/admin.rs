@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use streamweave_distributed::{Client, ClientError, WorkerId};
+use streamweave_distributed::{Client, ClientError, ClusterStatus, WorkerId};
 
 use crate::cli::{AssignArgs, RebalanceArgs, StatusArgs, Target};
 use crate::table::{ranges, status_table};
@@ -41,17 +41,23 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     if args.json {
-        let mut json = serde_json::to_value(&status)?;
-        if let Some(object) = json.as_object_mut() {
-            object.insert("unassigned_reason".to_string(), status.unassigned_reason().into());
-            object.insert("role".to_string(), "leader".into());
-            object.insert("leader".to_string(), leader.into());
-        }
-        println!("{json}");
+        println!("{}", status_json(&status, &leader)?);
     } else {
         print!("{}", status_table(&status));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The status as `swd status --json` prints it (and the console's `/api/status` serves it):
+/// the [`ClusterStatus`] with why partitions are unassigned, the role and the leader's address.
+pub fn status_json(status: &ClusterStatus, leader: &str) -> serde_json::Result<serde_json::Value> {
+    let mut json = serde_json::to_value(status)?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert("unassigned_reason".to_string(), status.unassigned_reason().into());
+        object.insert("role".to_string(), "leader".into());
+        object.insert("leader".to_string(), leader.into());
+    }
+    Ok(json)
 }
 
 pub async fn assign(args: AssignArgs) -> anyhow::Result<ExitCode> {

@@ -54,6 +54,8 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
             advertise: args.advertise.clone(),
             timing: Timing::for_ttl(args.ha_lease_ttl),
         };
+        let (console_cluster, http_bind, metrics_bind) =
+            (config.cluster_name.clone(), args.http_bind, args.metrics_bind);
         let (bind, cluster, max_frame_size) = (
             config.bind_address,
             config.cluster_name.clone(),
@@ -74,7 +76,14 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
             max_frame_size,
             make_config,
             print_listening,
-            async {
+            async move {
+                // Standby or leader, the console follows this process's coordinator.
+                let console =
+                    crate::console::start_for_coordinator(bind, &console_cluster, http_bind, metrics_bind)
+                .await;
+                if let Err(e) = &console {
+                    tracing::error!(error = %e, "no console");
+                }
                 shutdown_requested().await;
             },
         )
@@ -88,9 +97,17 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         Err(CoordinatorError::InvalidConfig(e)) => return Err(flag_error(&e)),
         Err(e) => return Err(e.into()),
     }
-    if let Some(addr) = coordinator.local_addr() {
-        print_listening(addr);
-    }
+    let Some(addr) = coordinator.local_addr() else {
+        anyhow::bail!("the coordinator is not listening");
+    };
+    print_listening(addr);
+    let _console = crate::console::start_for_coordinator(
+        addr,
+        &coordinator.config().cluster_name,
+        args.http_bind,
+        args.metrics_bind,
+    )
+    .await?;
     shutdown_requested().await;
     // Under `swd local` the final checkpoint is its own (taken before it stops this process;
     // when it dies, its workers die with it and no checkpoint could complete).

@@ -158,6 +158,9 @@ async fn start_and_work(
     if let Some(dir) = data_dir {
         coordinator.arg("--data-dir").arg(dir);
     }
+    if let Some(http) = args.http_bind {
+        coordinator.args(["--http-bind", &http.to_string()]);
+    }
     if let Some(store) = &args.checkpoint_store {
         coordinator.arg("--checkpoint-store").arg(store.to_string());
     }
@@ -184,7 +187,7 @@ async fn start_and_work(
             .spawn()
             .context("cannot start the coordinator process")?,
     );
-    let addr = read_address(coordinator).await?;
+    let addr = read_address(coordinator, args.http_bind.is_some()).await?;
     processes.addr = Some(addr);
     // The workers share this machine's cores: each reads as many source partitions at once as
     // its share of them.
@@ -313,8 +316,9 @@ fn command(exe: &Path) -> Command {
     command
 }
 
-/// Reads the coordinator's `listening on ADDR` line.
-async fn read_address(coordinator: &mut Child) -> anyhow::Result<SocketAddr> {
+/// Reads the coordinator's `listening on ADDR` line (and, with `console`, passes its `console
+/// on URL` line on to stderr).
+async fn read_address(coordinator: &mut Child, console: bool) -> anyhow::Result<SocketAddr> {
     let stdout = coordinator
         .stdout
         .take()
@@ -327,8 +331,17 @@ async fn read_address(coordinator: &mut Child) -> anyhow::Result<SocketAddr> {
     let addr = line
         .strip_prefix("listening on ")
         .ok_or_else(|| anyhow!("unexpected output from the coordinator: {line:?}"))?;
-    addr.parse()
-        .with_context(|| format!("bad address from the coordinator: {addr:?}"))
+    let addr = addr
+        .parse()
+        .with_context(|| format!("bad address from the coordinator: {addr:?}"))?;
+    if console {
+        let url = tokio::time::timeout(SETTLE_DEADLINE, lines.next_line())
+            .await
+            .map_err(|_| anyhow!("the coordinator's console did not start within {SETTLE_DEADLINE:?}"))??
+            .ok_or_else(|| anyhow!("the coordinator exited before serving its console"))?;
+        eprintln!("{url}");
+    }
+    Ok(addr)
 }
 
 /// Polls the status until every worker is registered and every partition is owned.

@@ -1,7 +1,7 @@
 //! One module per command. Each returns the process's exit code; errors become one
 //! `error: ...` line on stderr in [`crate::main`].
 
-mod admin;
+pub(crate) mod admin;
 mod coordinator;
 mod gen;
 mod local;

@@ -55,6 +55,9 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
             .join(",")
     )?;
     stdout.flush()?;
+    if let Some(addr) = args.metrics_bind {
+        crate::console::start_for_worker(addr, worker.metrics(), worker.watch(), stop.clone()).await?;
+    }
     tokio::select! {
         _ = stop.cancelled() => {
             worker.stop().await;

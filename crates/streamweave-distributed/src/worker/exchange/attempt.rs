@@ -8,6 +8,7 @@
 //! barrier, so what it sent before goes to the old owner and what follows to the new one.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::error::TrySendError;
@@ -18,6 +19,7 @@ use super::inboxes::{CreditReturn, Inbound};
 use super::{InboxSender, Link};
 use crate::dataflow::plan::{Batch, ExchangeOut};
 use crate::dataflow::DataflowError;
+use crate::observe::WorkerMetrics;
 use crate::protocol::PeerMessage;
 
 /// Where one partition of an attempt lives, as seen from this worker.
@@ -62,6 +64,8 @@ pub(crate) struct AttemptOut {
     routes: Arc<RouteChanges>,
     /// The newest barrier whose route changes `destinations` includes.
     routed_upto: u64,
+    /// Where time spent waiting for credits is counted.
+    metrics: WorkerMetrics,
 }
 
 impl AttemptOut {
@@ -73,6 +77,7 @@ impl AttemptOut {
         cancel: CancellationToken,
         routes: Arc<RouteChanges>,
         routed_upto: u64,
+        metrics: WorkerMetrics,
     ) -> Self {
         AttemptOut {
             attempt,
@@ -82,6 +87,7 @@ impl AttemptOut {
             runtime: Handle::current(),
             routes,
             routed_upto,
+            metrics,
         }
     }
 
@@ -115,14 +121,26 @@ impl AttemptOut {
         let never = CancellationToken::new();
         let closed = link.map_or(&never, |l| &l.closed);
         let gone = || DataflowError::Exchange("the connection to a peer worker closed".to_string());
+        // The receiver returns the credit by adding a permit, not by dropping this one. The
+        // clock is read only when no credit is there at once (backpressure, counted).
+        let took = match Arc::clone(&credits).try_acquire_owned() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        };
         self.runtime.block_on(async {
-            tokio::select! {
-                permit = credits.acquire_owned() => {
-                    // The receiver returns the credit by adding a permit, not by dropping this one.
-                    permit.map_err(|_| DataflowError::Cancelled)?.forget();
+            if !took {
+                let since = Instant::now();
+                tokio::select! {
+                    permit = credits.acquire_owned() => {
+                        permit.map_err(|_| DataflowError::Cancelled)?.forget();
+                    }
+                    _ = self.cancel.cancelled() => return Err(DataflowError::Cancelled),
+                    _ = closed.cancelled() => return Err(gone()),
                 }
-                _ = self.cancel.cancelled() => return Err(DataflowError::Cancelled),
-                _ = closed.cancelled() => return Err(gone()),
+                self.metrics.add_backpressure(since.elapsed());
             }
             let Some(link) = link else { return Ok(None) };
             tokio::select! {
