@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib/s3.sh
 . scripts/lib/nats.sh
 . scripts/lib/etcd.sh
+. scripts/lib/apt.sh
+
+# The console's browser test drives Debian's headless Chromium; promtool checks /metrics.
+apt_install chromium:chromium prometheus:promtool
 
 port="${SWD_TEST_S3_PORT:-$((20000 + RANDOM % 20000))}"
 trap 'stop_s3; stop_nats; stop_etcd' EXIT

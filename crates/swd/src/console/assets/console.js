@@ -64,7 +64,10 @@ function renderJob(data) {
   ];
   if (j.last_restored_checkpoint != null) rows.push(["restored from", `checkpoint ${j.last_restored_checkpoint}`]);
   if (j.last_recovery_ms != null) rows.push(["last recovery", `${j.last_recovery_ms} ms`]);
-  if (j.error) rows.push(["error", el("span", { class: "bad" }, j.error)]);
+  // While the job runs, `error` is why the last attempt was aborted (it recovered since).
+  if (j.error) rows.push(j.state === "failed"
+    ? ["error", el("span", { class: "bad" }, j.error)]
+    : ["last abort", el("span", { class: "muted" }, j.error)]);
   const dl = el("dl");
   for (const [k, v] of rows) dl.append(el("dt", {}, k), el("dd", {}, v));
   box.replaceChildren(el("h3", { id: "job-name" }, j.name), dl);
