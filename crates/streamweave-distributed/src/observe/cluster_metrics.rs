@@ -36,10 +36,30 @@ pub fn render(status: Option<&ClusterStatus>, totals: &Totals) -> String {
         c.inc_by(value);
         registry.register(name, help, c);
     };
-    counter(&mut registry, "job_records_in", "Records read by the job's sources, over every attempt", totals.records_in);
-    counter(&mut registry, "job_records_out", "Records committed by the job's sinks, over every attempt", totals.records_out);
-    counter(&mut registry, "checkpoint_failures", "Checkpoints triggered and abandoned without completing", totals.checkpoint_failures);
-    counter(&mut registry, "partition_moves", "Partitions that finished a move between two live workers", totals.moves);
+    counter(
+        &mut registry,
+        "job_records_in",
+        "Records read by the job's sources, over every attempt",
+        totals.records_in,
+    );
+    counter(
+        &mut registry,
+        "job_records_out",
+        "Records committed by the job's sinks, over every attempt",
+        totals.records_out,
+    );
+    counter(
+        &mut registry,
+        "checkpoint_failures",
+        "Checkpoints triggered and abandoned without completing",
+        totals.checkpoint_failures,
+    );
+    counter(
+        &mut registry,
+        "partition_moves",
+        "Partitions that finished a move between two live workers",
+        totals.moves,
+    );
     let pause: Counter<f64, AtomicU64> = Counter::default();
     pause.inc_by(totals.move_pause_seconds);
     registry.register_with_unit(
@@ -64,15 +84,42 @@ fn register_cluster(registry: &mut Registry, status: &ClusterStatus) {
         registry.register(name, help, g);
     };
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    gauge(registry, "assignment_generation", "The assignment generation", status.generation.0 as i64);
-    gauge(registry, "partitions", "The number of partitions", count(status.partitions));
-    gauge(registry, "partitions_unassigned", "Partitions without an owner", count(status.unassigned.len()));
-    gauge(registry, "partitions_moving", "Partitions in the middle of a move", count(status.moving.len()));
+    gauge(
+        registry,
+        "assignment_generation",
+        "The assignment generation",
+        status.generation.0 as i64,
+    );
+    gauge(
+        registry,
+        "partitions",
+        "The number of partitions",
+        count(status.partitions),
+    );
+    gauge(
+        registry,
+        "partitions_unassigned",
+        "Partitions without an owner",
+        count(status.unassigned.len()),
+    );
+    gauge(
+        registry,
+        "partitions_moving",
+        "Partitions in the middle of a move",
+        count(status.moving.len()),
+    );
 
     let workers = Family::<Labels, Gauge>::default();
-    for state in [WorkerState::Active, WorkerState::Disconnected, WorkerState::Failed, WorkerState::Leaving] {
+    for state in [
+        WorkerState::Active,
+        WorkerState::Disconnected,
+        WorkerState::Failed,
+        WorkerState::Leaving,
+    ] {
         let n = status.workers.iter().filter(|w| w.state == state).count();
-        workers.get_or_create(&vec![("state".into(), state.to_string())]).set(count(n));
+        workers
+            .get_or_create(&vec![("state".into(), state.to_string())])
+            .set(count(n));
     }
     registry.register("workers", "Member workers by state", workers);
     let age = Family::<Labels, FloatGauge>::default();
@@ -80,7 +127,8 @@ fn register_cluster(registry: &mut Registry, status: &ClusterStatus) {
     let owned = Family::<Labels, Gauge>::default();
     for w in &status.workers {
         let labels = vec![("worker".to_string(), w.id.to_string())];
-        age.get_or_create(&labels).set(w.last_heartbeat_ms as f64 / 1000.0);
+        age.get_or_create(&labels)
+            .set(w.last_heartbeat_ms as f64 / 1000.0);
         healthy.get_or_create(&labels).set(i64::from(w.healthy));
         owned.get_or_create(&labels).set(count(w.partitions.len()));
     }
@@ -90,7 +138,11 @@ fn register_cluster(registry: &mut Registry, status: &ClusterStatus) {
         Unit::Seconds,
         age,
     );
-    registry.register("worker_healthy", "1 when the worker was heard from within the heartbeat timeout", healthy);
+    registry.register(
+        "worker_healthy",
+        "1 when the worker was heard from within the heartbeat timeout",
+        healthy,
+    );
     registry.register("worker_partitions", "Partitions assigned to each worker", owned);
 
     if let Some(job) = &status.job {
@@ -108,7 +160,11 @@ fn register_cluster(registry: &mut Registry, status: &ClusterStatus) {
             labels.push(("state".into(), state_name(s).into()));
             state.get_or_create(&labels).set(i64::from(job.state == s));
         }
-        registry.register("job_state", "1 for the job's current state, 0 for the others", state);
+        registry.register(
+            "job_state",
+            "1 for the job's current state, 0 for the others",
+            state,
+        );
         let restarts = Family::<Labels, Counter>::default();
         restarts.get_or_create(&name()).inc_by(job.restarts);
         registry.register("job_restarts", "Attempts of the job aborted so far", restarts);
@@ -129,7 +185,11 @@ fn register_cluster(registry: &mut Registry, status: &ClusterStatus) {
     if let Some(c) = &status.checkpoints {
         let completed: Counter = Counter::default();
         completed.inc_by(c.completed);
-        registry.register("checkpoints_completed", "Checkpoints durably committed", completed);
+        registry.register(
+            "checkpoints_completed",
+            "Checkpoints durably committed",
+            completed,
+        );
         let duration = FloatGauge::default();
         duration.set(c.last_duration_ms.unwrap_or(0) as f64 / 1000.0);
         registry.register_with_unit(

@@ -174,10 +174,16 @@ impl History {
             diff_owners(&before, &status, &mut event);
         } else {
             for worker in &status.workers {
-                event(EventKind::Worker, format!("worker {} {}", worker.id, worker.state));
+                event(
+                    EventKind::Worker,
+                    format!("worker {} {}", worker.id, worker.state),
+                );
             }
             if let Some(job) = &status.job {
-                event(EventKind::Job, format!("job {} {}", job.name, state_name(job.state)));
+                event(
+                    EventKind::Job,
+                    format!("job {} {}", job.name, state_name(job.state)),
+                );
             }
             self.totals.records_in = status.job.as_ref().map_or(0, |j| j.records_in);
             self.totals.records_out = status.job.as_ref().map_or(0, |j| j.records_out);
@@ -217,7 +223,9 @@ impl History {
         at_ms: u64,
         event: &mut impl FnMut(EventKind, String),
     ) {
-        let (Some(b), Some(a)) = (&before.checkpoints, &after.checkpoints) else { return };
+        let (Some(b), Some(a)) = (&before.checkpoints, &after.checkpoints) else {
+            return;
+        };
         if a.last_completed.is_some() && a.last_completed != b.last_completed {
             let id = a.last_completed.unwrap_or_default();
             let record = CheckpointRecord {
@@ -226,9 +234,16 @@ impl History {
                 size_bytes: a.last_size_bytes,
                 at_ms,
             };
-            let took = a.last_duration_ms.map_or(String::new(), |d| format!(" in {d} ms"));
-            let size = a.last_size_bytes.map_or(String::new(), |s| format!(", {s} bytes"));
-            event(EventKind::Checkpoint, format!("checkpoint {id} completed{took}{size}"));
+            let took = a
+                .last_duration_ms
+                .map_or(String::new(), |d| format!(" in {d} ms"));
+            let size = a
+                .last_size_bytes
+                .map_or(String::new(), |s| format!(", {s} bytes"));
+            event(
+                EventKind::Checkpoint,
+                format!("checkpoint {id} completed{took}{size}"),
+            );
             push_bounded(&mut self.checkpoints, record, MAX_CHECKPOINTS);
         }
         // A checkpoint in flight that is no longer, and not completed: abandoned (timed out, or
@@ -268,14 +283,22 @@ impl History {
 
 /// Workers that joined, changed state or health, or left.
 fn diff_workers(before: &ClusterStatus, after: &ClusterStatus, event: &mut impl FnMut(EventKind, String)) {
-    let old: BTreeMap<&WorkerId, (WorkerState, bool)> =
-        before.workers.iter().map(|w| (&w.id, (w.state, w.healthy))).collect();
-    let new: BTreeMap<&WorkerId, (WorkerState, bool)> =
-        after.workers.iter().map(|w| (&w.id, (w.state, w.healthy))).collect();
+    let old: BTreeMap<&WorkerId, (WorkerState, bool)> = before
+        .workers
+        .iter()
+        .map(|w| (&w.id, (w.state, w.healthy)))
+        .collect();
+    let new: BTreeMap<&WorkerId, (WorkerState, bool)> = after
+        .workers
+        .iter()
+        .map(|w| (&w.id, (w.state, w.healthy)))
+        .collect();
     for (id, (state, healthy)) in &new {
         match old.get(id) {
             None => event(EventKind::Worker, format!("worker {id} joined ({state})")),
-            Some((was, _)) if was != state => event(EventKind::Worker, format!("worker {id} {was} -> {state}")),
+            Some((was, _)) if was != state => {
+                event(EventKind::Worker, format!("worker {id} {was} -> {state}"))
+            }
             Some((_, was_healthy)) if *was_healthy && !healthy => {
                 event(EventKind::Worker, format!("worker {id} missed its heartbeats"))
             }
@@ -288,19 +311,27 @@ fn diff_workers(before: &ClusterStatus, after: &ClusterStatus, event: &mut impl 
 }
 
 fn diff_job(before: &ClusterStatus, after: &ClusterStatus, event: &mut impl FnMut(EventKind, String)) {
-    let (Some(b), Some(a)) = (&before.job, &after.job) else { return };
+    let (Some(b), Some(a)) = (&before.job, &after.job) else {
+        return;
+    };
     if a.state != b.state {
         let why = match (&a.error, a.state) {
             (Some(e), JobState::Restarting | JobState::Failed) => format!(": {e}"),
             _ => String::new(),
         };
-        event(EventKind::Job, format!("job {} {}{why}", a.name, state_name(a.state)));
+        event(
+            EventKind::Job,
+            format!("job {} {}{why}", a.name, state_name(a.state)),
+        );
     }
     if a.attempt != b.attempt && a.attempt > 0 {
         let from = a
             .last_restored_checkpoint
             .map_or("the beginning".to_string(), |c| format!("checkpoint {c}"));
-        event(EventKind::Job, format!("attempt {} started from {from}", a.attempt));
+        event(
+            EventKind::Job,
+            format!("attempt {} started from {from}", a.attempt),
+        );
     }
 }
 

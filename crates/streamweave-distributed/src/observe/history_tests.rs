@@ -54,7 +54,10 @@ fn messages(events: &[Event]) -> Vec<&str> {
 fn a_failed_worker_and_its_partitions_going_to_the_others_are_events() {
     let t0 = Instant::now();
     let mut history = History::new(t0);
-    history.observe(status(vec![worker("w1", &[0, 1]), worker("w2", &[2, 3])], None), t0);
+    history.observe(
+        status(vec![worker("w1", &[0, 1]), worker("w2", &[2, 3])], None),
+        t0,
+    );
     let mut failed = worker("w2", &[]);
     failed.state = WorkerState::Failed;
     let after = status(vec![worker("w1", &[0, 1, 2, 3]), failed], None);
@@ -67,7 +70,11 @@ fn a_failed_worker_and_its_partitions_going_to_the_others_are_events() {
     let gone = status(vec![worker("w1", &[0, 1, 2, 3])], None);
     let events = history.observe(gone, t0 + Duration::from_secs(1));
     assert_eq!(messages(&events), ["worker w2 left the cluster"]);
-    assert_eq!(history.events().count(), 5, "2 joins, the failure, the move, the leave");
+    assert_eq!(
+        history.events().count(),
+        5,
+        "2 joins, the failure, the move, the leave"
+    );
 }
 
 #[test]

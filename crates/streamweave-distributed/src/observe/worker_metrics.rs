@@ -77,12 +77,21 @@ impl WorkerMetrics {
             // A poisoned lock only means a task panicked while inserting: the map is intact.
             let counters = counters.lock().unwrap_or_else(|e| e.into_inner());
             for ((job, partition), value) in counters.iter() {
-                let labels = vec![("job".to_string(), job.clone()), ("partition".to_string(), partition.to_string())];
-                family.get_or_create(&labels).inc_by(value.load(Ordering::Relaxed));
+                let labels = vec![
+                    ("job".to_string(), job.clone()),
+                    ("partition".to_string(), partition.to_string()),
+                ];
+                family
+                    .get_or_create(&labels)
+                    .inc_by(value.load(Ordering::Relaxed));
             }
             family
         };
-        registry.register("records_in", "Records read by this worker's sources, by job and partition", family(&self.inner.records_in));
+        registry.register(
+            "records_in",
+            "Records read by this worker's sources, by job and partition",
+            family(&self.inner.records_in),
+        );
         registry.register(
             "records_out",
             "Records committed by this worker's sinks, by job and partition",
@@ -105,9 +114,24 @@ impl WorkerMetrics {
             registry.register(name, help, g);
         };
         let owned = snapshot.partitions.len() as u64;
-        gauge(&mut registry, "partitions", "Partitions with a running task on this worker", owned);
-        gauge(&mut registry, "assignment_generation", "The generation of the last assignment applied", snapshot.generation.0);
-        gauge(&mut registry, "connected", "1 while registered with a coordinator", u64::from(snapshot.connected));
+        gauge(
+            &mut registry,
+            "partitions",
+            "Partitions with a running task on this worker",
+            owned,
+        );
+        gauge(
+            &mut registry,
+            "assignment_generation",
+            "The generation of the last assignment applied",
+            snapshot.generation.0,
+        );
+        gauge(
+            &mut registry,
+            "connected",
+            "1 while registered with a coordinator",
+            u64::from(snapshot.connected),
+        );
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &registry);
@@ -127,15 +151,30 @@ mod tests {
     #[test]
     fn counters_render_by_job_and_partition_and_only_grow() {
         let metrics = WorkerMetrics::default();
-        metrics.records_in("wordcount", 3).fetch_add(1024, Ordering::Relaxed);
+        metrics
+            .records_in("wordcount", 3)
+            .fetch_add(1024, Ordering::Relaxed);
         // A later attempt gets the same counter back.
-        metrics.records_in("wordcount", 3).fetch_add(10, Ordering::Relaxed);
-        metrics.records_out("wordcount", 1).fetch_add(7, Ordering::Relaxed);
+        metrics
+            .records_in("wordcount", 3)
+            .fetch_add(10, Ordering::Relaxed);
+        metrics
+            .records_out("wordcount", 1)
+            .fetch_add(7, Ordering::Relaxed);
         metrics.add_backpressure(Duration::from_millis(1500));
         let text = metrics.render(&WorkerSnapshot::default());
-        assert!(text.contains("swd_worker_records_in_total{job=\"wordcount\",partition=\"3\"} 1034\n"), "{text}");
-        assert!(text.contains("swd_worker_records_out_total{job=\"wordcount\",partition=\"1\"} 7\n"), "{text}");
-        assert!(text.contains("swd_worker_backpressure_wait_seconds_total 1.5\n"), "{text}");
+        assert!(
+            text.contains("swd_worker_records_in_total{job=\"wordcount\",partition=\"3\"} 1034\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swd_worker_records_out_total{job=\"wordcount\",partition=\"1\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("swd_worker_backpressure_wait_seconds_total 1.5\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE swd_worker_partitions gauge\n"), "{text}");
     }
 }

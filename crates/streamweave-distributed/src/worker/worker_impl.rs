@@ -18,9 +18,9 @@ use super::session_core::{SessionCore, FIRST_BACKOFF};
 use super::session_events::SessionTiming;
 pub use super::session_events::WorkerSnapshot;
 use super::{WorkerConfig, WorkerError};
-use crate::observe::WorkerMetrics;
 use crate::dataflow::JobRegistry;
 use crate::network::{describe_io_error, ConnectionPool, Transport};
+use crate::observe::WorkerMetrics;
 
 /// The seed's worker API.
 pub trait Worker {
@@ -241,7 +241,8 @@ impl Worker for WorkerImpl {
             );
             let slots = session.config.effective_source_slots();
             session.jobs = Some(
-                JobRunner::new(self.registry.clone(), plane, reports, slots).with_metrics(self.metrics.clone()),
+                JobRunner::new(self.registry.clone(), plane, reports, slots)
+                    .with_metrics(self.metrics.clone()),
             );
         }
         let handle = tokio::spawn(session.run(connection, leave.clone(), reports_rx));

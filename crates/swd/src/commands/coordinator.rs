@@ -80,7 +80,7 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
                 // Standby or leader, the console follows this process's coordinator.
                 let console =
                     crate::console::start_for_coordinator(bind, &console_cluster, http_bind, metrics_bind)
-                .await;
+                        .await;
                 if let Err(e) = &console {
                     tracing::error!(error = %e, "no console");
                 }

@@ -82,12 +82,20 @@ pub async fn start_for_coordinator(
     ));
     if let Some(listener) = http {
         let addr = listener.local_addr()?;
-        tokio::spawn(serve::serve(listener, routes::console(Arc::clone(&shared)), stop.clone()));
+        tokio::spawn(serve::serve(
+            listener,
+            routes::console(Arc::clone(&shared)),
+            stop.clone(),
+        ));
         serve::announce(&format!("console on http://{addr}/"));
     }
     if let Some(listener) = metrics {
         let addr = listener.local_addr()?;
-        tokio::spawn(serve::serve(listener, routes::coordinator_metrics(shared), stop.clone()));
+        tokio::spawn(serve::serve(
+            listener,
+            routes::coordinator_metrics(shared),
+            stop.clone(),
+        ));
         serve::announce(&format!("metrics on http://{addr}/metrics"));
     }
     Ok(Some(Console { stop }))
@@ -102,7 +110,11 @@ pub async fn start_for_worker(
 ) -> anyhow::Result<()> {
     let listener = serve::bind(addr, "--metrics-bind").await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(serve::serve(listener, routes::worker_metrics(metrics, snapshot), stop));
+    tokio::spawn(serve::serve(
+        listener,
+        routes::worker_metrics(metrics, snapshot),
+        stop,
+    ));
     serve::announce(&format!("metrics on http://{bound}/metrics"));
     Ok(())
 }

@@ -51,7 +51,9 @@ pub async fn run(addr: SocketAddr, cluster: String, shared: Shared, stop: Cancel
             match Client::connect_with_timeout(addr, &cluster, REQUEST_TIMEOUT).await {
                 Ok(c) => client = Some(c),
                 Err(e) => {
-                    record(&shared, |o| o.error = Some(format!("cannot reach the coordinator at {addr}: {e}")));
+                    record(&shared, |o| {
+                        o.error = Some(format!("cannot reach the coordinator at {addr}: {e}"))
+                    });
                     continue;
                 }
             }
@@ -73,11 +75,15 @@ pub async fn run(addr: SocketAddr, cluster: String, shared: Shared, stop: Cancel
             }),
             Ok(Err(e)) => {
                 client = None;
-                record(&shared, |o| o.error = Some(format!("the coordinator at {addr}: {e}")));
+                record(&shared, |o| {
+                    o.error = Some(format!("the coordinator at {addr}: {e}"))
+                });
             }
             Err(_) => {
                 client = None;
-                record(&shared, |o| o.error = Some(format!("the coordinator at {addr} did not answer")));
+                record(&shared, |o| {
+                    o.error = Some(format!("the coordinator at {addr} did not answer"))
+                });
             }
         }
     }

@@ -22,14 +22,21 @@ use crate::commands::admin::status_json;
 /// Events the page gets (the newest); `/api/events` gives every event kept.
 const PAGE_EVENTS: usize = 40;
 
-
 /// The console, its API and `/metrics`.
 pub fn console(shared: Shared) -> Router {
     Router::new()
-        .route("/", get(|| asset("text/html; charset=utf-8", include_str!("assets/index.html"))))
+        .route(
+            "/",
+            get(|| asset("text/html; charset=utf-8", include_str!("assets/index.html"))),
+        )
         .route(
             "/console.js",
-            get(|| asset("text/javascript; charset=utf-8", include_str!("assets/console.js"))),
+            get(|| {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("assets/console.js"),
+                )
+            }),
         )
         .route(
             "/console.css",
@@ -47,7 +54,9 @@ pub fn console(shared: Shared) -> Router {
 
 /// `/metrics` alone, for the coordinator's `--metrics-bind`.
 pub fn coordinator_metrics(shared: Shared) -> Router {
-    Router::new().route("/metrics", get(cluster_metrics)).with_state(shared)
+    Router::new()
+        .route("/metrics", get(cluster_metrics))
+        .with_state(shared)
 }
 
 /// A worker's `/metrics`.
@@ -79,49 +88,50 @@ fn exposition(headers: &HeaderMap, openmetrics: String) -> Response {
     if wants_openmetrics(accept) {
         ([(header::CONTENT_TYPE, OPENMETRICS_FORMAT)], openmetrics).into_response()
     } else {
-        ([(header::CONTENT_TYPE, TEXT_FORMAT)], to_text_format(&openmetrics)).into_response()
+        (
+            [(header::CONTENT_TYPE, TEXT_FORMAT)],
+            to_text_format(&openmetrics),
+        )
+            .into_response()
     }
 }
 
-/// The status as `swd status --json` prints it; 503 with the reason before the first one.
-fn status_value(shared: &Shared) -> Result<Value, Response> {
+/// The status as `swd status --json` prints it, or why there is none (no status yet, the
+/// coordinator unreachable, a standby).
+fn status_value(shared: &Shared) -> Result<Value, String> {
     let observed = shared.lock().unwrap_or_else(PoisonError::into_inner);
-    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": why }))).into_response();
     match (observed.history.latest(), &observed.error) {
-        (Some(status), None) => {
-            status_json(status, &observed.leader).map_err(|e| unavailable(e.to_string()))
-        }
-        (_, Some(error)) => Err(unavailable(error.clone())),
-        (None, None) => Err(unavailable("no status yet".to_string())),
+        (Some(status), None) => status_json(status, &observed.leader).map_err(|e| e.to_string()),
+        (_, Some(error)) => Err(error.clone()),
+        (None, None) => Err("no status yet".to_string()),
+    }
+}
+
+/// `part` of the status as JSON, or 503 with the reason there is none.
+fn status_part(shared: &Shared, part: impl FnOnce(Value) -> Value) -> Response {
+    match status_value(shared) {
+        Ok(value) => Json(part(value)).into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": why }))).into_response(),
     }
 }
 
 async fn status(State(shared): State<Shared>) -> Response {
-    match status_value(&shared) {
-        Ok(value) => Json(value).into_response(),
-        Err(response) => response,
-    }
+    status_part(&shared, |value| value)
 }
 
 /// The status without the job and checkpoints.
 async fn cluster(State(shared): State<Shared>) -> Response {
-    match status_value(&shared) {
-        Ok(mut value) => {
-            if let Some(object) = value.as_object_mut() {
-                object.remove("job");
-                object.remove("checkpoints");
-            }
-            Json(value).into_response()
+    status_part(&shared, |mut value| {
+        if let Some(object) = value.as_object_mut() {
+            object.remove("job");
+            object.remove("checkpoints");
         }
-        Err(response) => response,
-    }
+        value
+    })
 }
 
 async fn job(State(shared): State<Shared>) -> Response {
-    match status_value(&shared) {
-        Ok(value) => Json(value.get("job").cloned().unwrap_or(Value::Null)).into_response(),
-        Err(response) => response,
-    }
+    status_part(&shared, |value| value.get("job").cloned().unwrap_or(Value::Null))
 }
 
 async fn checkpoints(State(shared): State<Shared>) -> Json<Value> {

@@ -69,7 +69,9 @@ impl axum::serve::Listener for Limited {
     async fn accept(&mut self) -> (Held, SocketAddr) {
         loop {
             // The semaphore is never closed.
-            let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else { continue };
+            let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+                continue;
+            };
             match self.listener.accept().await {
                 Ok((stream, addr)) => {
                     return (
@@ -98,7 +100,11 @@ pub struct Held {
 }
 
 impl AsyncRead for Held {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }

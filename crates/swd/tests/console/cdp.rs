@@ -63,7 +63,8 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(20);
         let ws_url = loop {
             let targets: Value =
-                serde_json::from_str(&http::get(&format!("http://127.0.0.1:{port}/json/list"))).expect("targets");
+                serde_json::from_str(&http::get(&format!("http://127.0.0.1:{port}/json/list")))
+                    .expect("targets");
             let page = targets
                 .as_array()
                 .and_then(|t| t.iter().find(|t| t["type"] == "page"))
@@ -74,7 +75,8 @@ impl Browser {
             assert!(Instant::now() < deadline, "no page target in {targets}");
             std::thread::sleep(Duration::from_millis(50));
         };
-        let (socket, _) = tungstenite::connect(ws_url.as_str()).expect("connect to the page's DevTools socket");
+        let (socket, _) =
+            tungstenite::connect(ws_url.as_str()).expect("connect to the page's DevTools socket");
         Browser {
             child,
             socket,
@@ -88,7 +90,9 @@ impl Browser {
         let id = self.next_id;
         self.next_id += 1;
         let request = json!({ "id": id, "method": method, "params": params }).to_string();
-        self.socket.send(Message::text(request)).expect("send a DevTools command");
+        self.socket
+            .send(Message::text(request))
+            .expect("send a DevTools command");
         loop {
             let message = self.socket.read().expect("read from DevTools");
             let Message::Text(text) = message else { continue };
@@ -111,14 +115,23 @@ impl Browser {
     }
 
     /// Evaluates `expression` until `done` holds of its value, or panics with the last value.
-    pub fn wait_for(&mut self, what: &str, deadline: Duration, expression: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        expression: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let end = Instant::now() + deadline;
         loop {
             let value = self.eval(expression);
             if done(&value) {
                 return value;
             }
-            assert!(Instant::now() < end, "the page did not show {what} within {deadline:?}: {value}");
+            assert!(
+                Instant::now() < end,
+                "the page did not show {what} within {deadline:?}: {value}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -130,7 +143,9 @@ impl Browser {
             json!({ "format": "png", "captureBeyondViewport": true }),
         );
         let data = result["data"].as_str().expect("screenshot data");
-        let png = base64::engine::general_purpose::STANDARD.decode(data).expect("base64 PNG");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 PNG");
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         std::fs::write(path, png).expect("write the screenshot");
     }

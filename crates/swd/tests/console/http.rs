@@ -9,11 +9,19 @@ use std::time::Duration;
 /// Accept header when given.
 pub fn get_with(url: &str, accept: Option<&str>) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{accept}Connection: close\r\n\r\n").expect("send");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .expect("send");
     // Read the header, then Content-Length bytes (Chromium's DevTools server keeps the
     // connection open whatever the request says), or to the end without one.
     let mut raw = Vec::new();
@@ -23,14 +31,19 @@ pub fn get_with(url: &str, accept: Option<&str>) -> (u16, String) {
             break i;
         }
         let n = stream.read(&mut buf).expect("read response");
-        assert!(n > 0, "connection closed in the header: {}", String::from_utf8_lossy(&raw));
+        assert!(
+            n > 0,
+            "connection closed in the header: {}",
+            String::from_utf8_lossy(&raw)
+        );
         raw.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8(raw[..split].to_vec()).expect("utf-8 header");
     let mut body = raw[split + 4..].to_vec();
     let length = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
     });
     match length {
         Some(length) => {

@@ -2,9 +2,9 @@
 //! real `swd` processes. Tier 2 (`tier2::`): the console in headless Chromium follows a
 //! SIGKILLed worker live, and `promtool check metrics` accepts both nodes' metrics.
 
+mod cdp;
 #[path = "../common/mod.rs"]
 mod common;
-mod cdp;
 mod http;
 mod metrics_text;
 
@@ -22,9 +22,19 @@ use metrics_text::Exposition;
 
 /// A coordinator started with `args` (after `--data-dir`), its address and the URLs it printed
 /// after `listening on` (`console on URL`, `metrics on URL`), by their first word.
-fn coordinator(data_dir: &Path, args: &[String], urls: usize) -> (Proc, SocketAddr, BTreeMap<String, String>) {
+fn coordinator(
+    data_dir: &Path,
+    args: &[String],
+    urls: usize,
+) -> (Proc, SocketAddr, BTreeMap<String, String>) {
     let mut child = swd()
-        .args(["coordinator", "--bind", "127.0.0.1:0", "--heartbeat-timeout", "500ms"])
+        .args([
+            "coordinator",
+            "--bind",
+            "127.0.0.1:0",
+            "--heartbeat-timeout",
+            "500ms",
+        ])
         .args(["--health-check-interval", "50ms", "--data-dir"])
         .arg(data_dir)
         .args(args)
@@ -39,7 +49,14 @@ fn coordinator(data_dir: &Path, args: &[String], urls: usize) -> (Proc, SocketAd
         .parse()
         .expect("address");
     let urls = read_urls(&mut lines, urls);
-    (Proc { name: "coordinator".into(), child }, addr, urls)
+    (
+        Proc {
+            name: "coordinator".into(),
+            child,
+        },
+        addr,
+        urls,
+    )
 }
 
 /// A worker `id` with its `/metrics` on an ephemeral port, and that URL.
@@ -54,14 +71,25 @@ fn worker(coordinator: SocketAddr, id: &str) -> (Proc, String) {
     let registered = lines.next().expect("a first line").expect("read stdout");
     assert!(registered.contains("registered"), "{registered}");
     let url = read_urls(&mut lines, 1).remove("metrics").expect("metrics URL");
-    (Proc { name: id.into(), child }, url)
+    (
+        Proc {
+            name: id.into(),
+            child,
+        },
+        url,
+    )
 }
 
-fn read_urls(lines: &mut impl Iterator<Item = std::io::Result<String>>, n: usize) -> BTreeMap<String, String> {
+fn read_urls(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    n: usize,
+) -> BTreeMap<String, String> {
     (0..n)
         .map(|_| {
             let line = lines.next().expect("a URL line").expect("read stdout");
-            let (what, url) = line.split_once(" on ").unwrap_or_else(|| panic!("printed {line:?}"));
+            let (what, url) = line
+                .split_once(" on ")
+                .unwrap_or_else(|| panic!("printed {line:?}"));
             (what.to_string(), url.to_string())
         })
         .collect()
@@ -69,9 +97,17 @@ fn read_urls(lines: &mut impl Iterator<Item = std::io::Result<String>>, n: usize
 
 /// A word count over `corpus` on 4 partitions with checkpoints, waiting for 2 workers.
 fn wordcount_args(corpus: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = ["--partitions", "4", "--min-workers", "2", "--job", "wordcount", "--input"]
-        .map(String::from)
-        .to_vec();
+    let mut args: Vec<String> = [
+        "--partitions",
+        "4",
+        "--min-workers",
+        "2",
+        "--job",
+        "wordcount",
+        "--input",
+    ]
+    .map(String::from)
+    .to_vec();
     args.push(corpus.join("input").to_string_lossy().into());
     args.push("--output".into());
     args.push(output.to_string_lossy().into());
@@ -88,7 +124,10 @@ fn wait_metrics(url: &str, what: &str, done: impl Fn(&Exposition) -> bool) -> Ex
         if done(&metrics) {
             return metrics;
         }
-        assert!(std::time::Instant::now() < end, "{what} not in {url} within {DEADLINE:?}:\n{metrics:?}");
+        assert!(
+            std::time::Instant::now() < end,
+            "{what} not in {url} within {DEADLINE:?}:\n{metrics:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -97,11 +136,17 @@ fn wait_metrics(url: &str, what: &str, done: impl Fn(&Exposition) -> bool) -> Ex
 fn metrics_of_the_coordinator_and_its_workers_carry_the_key_series() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus(dir.path(), 30_000, 2);
-    let args = wordcount_args(&corpus, &dir.path().join("out"), &["--metrics-bind", "127.0.0.1:0"]);
+    let args = wordcount_args(
+        &corpus,
+        &dir.path().join("out"),
+        &["--metrics-bind", "127.0.0.1:0"],
+    );
     let (_coordinator, addr, urls) = coordinator(&dir.path().join("data"), &args, 1);
     let (_w1, w1_url) = worker(addr, "w1");
     let (_w2, w2_url) = worker(addr, "w2");
-    let status = wait_status_at(addr, DEADLINE * 2, "the job to finish", |s| s["job"]["state"] == "finished");
+    let status = wait_status_at(addr, DEADLINE * 2, "the job to finish", |s| {
+        s["job"]["state"] == "finished"
+    });
     let job = &status["job"];
     assert_eq!(job["restarts"], 0, "{status:#}");
     let records_in = job["records_in"].as_f64().expect("records_in");
@@ -113,16 +158,23 @@ fn metrics_of_the_coordinator_and_its_workers_carry_the_key_series() {
     });
     assert_eq!(c.value("swd_job_records_in_total", &[]), Some(records_in));
     assert_eq!(c.value("swd_job_records_out_total", &[]), Some(records_out));
-    assert_eq!(c.value("swd_job_restarts_total", &[("job", "wordcount")]), Some(0.0));
+    assert_eq!(
+        c.value("swd_job_restarts_total", &[("job", "wordcount")]),
+        Some(0.0)
+    );
     assert_eq!(c.value("swd_partitions", &[]), Some(4.0));
     assert_eq!(c.value("swd_workers", &[("state", "active")]), Some(2.0));
     assert_eq!(c.sum("swd_worker_partitions"), 4.0);
     for w in ["w1", "w2"] {
-        let age = c.value("swd_worker_heartbeat_age_seconds", &[("worker", w)]).expect("heartbeat age");
+        let age = c
+            .value("swd_worker_heartbeat_age_seconds", &[("worker", w)])
+            .expect("heartbeat age");
         assert!((0.0..0.5).contains(&age), "{w} heard from {age} s ago");
         assert_eq!(c.value("swd_worker_healthy", &[("worker", w)]), Some(1.0));
     }
-    assert!(c.value("swd_assignment_generation", &[]).is_some_and(|g| g >= 1.0));
+    assert!(c
+        .value("swd_assignment_generation", &[])
+        .is_some_and(|g| g >= 1.0));
     assert_eq!(c.types["swd_checkpoints_completed_total"], "counter");
     assert_eq!(c.types["swd_checkpoint_last_duration_seconds"], "gauge");
     assert_eq!(c.types["swd_checkpoint_last_size_bytes"], "gauge");
@@ -131,7 +183,10 @@ fn metrics_of_the_coordinator_and_its_workers_carry_the_key_series() {
 
     // Each partition was read and committed by one worker: the workers' series add up to the
     // job's counts.
-    let workers: Vec<Exposition> = [&w1_url, &w2_url].iter().map(|u| Exposition::parse(&http::get(u))).collect();
+    let workers: Vec<Exposition> = [&w1_url, &w2_url]
+        .iter()
+        .map(|u| Exposition::parse(&http::get(u)))
+        .collect();
     let total = |name: &str| workers.iter().map(|m| m.sum(name)).sum::<f64>();
     assert_eq!(total("swd_worker_records_in_total"), records_in);
     assert_eq!(total("swd_worker_records_out_total"), records_out);
@@ -142,9 +197,15 @@ fn metrics_of_the_coordinator_and_its_workers_carry_the_key_series() {
         assert!(m.value("swd_worker_partitions", &[]).is_some());
     }
     // A scraper asking for OpenMetrics gets it.
-    let (code, open) = http::get_with(&urls["metrics"], Some("application/openmetrics-text; version=1.0.0"));
+    let (code, open) = http::get_with(
+        &urls["metrics"],
+        Some("application/openmetrics-text; version=1.0.0"),
+    );
     assert_eq!(code, 200);
-    assert!(open.ends_with("# EOF\n") && open.contains("# TYPE swd_job_records_in counter\n"), "{open}");
+    assert!(
+        open.ends_with("# EOF\n") && open.contains("# TYPE swd_job_records_in counter\n"),
+        "{open}"
+    );
 }
 
 #[test]
@@ -156,8 +217,11 @@ fn the_api_serves_what_swd_status_shows_and_the_page_its_assets() {
     let base = urls["console"].trim_end_matches('/').to_string();
     let (_w1, _) = worker(addr, "w1");
     let (_w2, _) = worker(addr, "w2");
-    wait_status_at(addr, DEADLINE * 2, "the job to finish", |s| s["job"]["state"] == "finished");
-    let api = |path: &str| -> Value { serde_json::from_str(&http::get(&format!("{base}{path}"))).expect("JSON") };
+    wait_status_at(addr, DEADLINE * 2, "the job to finish", |s| {
+        s["job"]["state"] == "finished"
+    });
+    let api =
+        |path: &str| -> Value { serde_json::from_str(&http::get(&format!("{base}{path}"))).expect("JSON") };
     let end = std::time::Instant::now() + DEADLINE;
     let served = loop {
         let served = api("/api/status");
@@ -168,11 +232,24 @@ fn the_api_serves_what_swd_status_shows_and_the_page_its_assets() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let cli = status_at(addr);
-    for key in ["cluster", "generation", "partitions", "strategy", "unassigned", "role", "job"] {
+    for key in [
+        "cluster",
+        "generation",
+        "partitions",
+        "strategy",
+        "unassigned",
+        "role",
+        "job",
+    ] {
         assert_eq!(served[key], cli[key], "{key}");
     }
     let owners = |s: &Value| -> Vec<(Value, Value)> {
-        s["workers"].as_array().expect("workers").iter().map(|w| (w["id"].clone(), w["partitions"].clone())).collect()
+        s["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .map(|w| (w["id"].clone(), w["partitions"].clone()))
+            .collect()
     };
     assert_eq!(owners(&served), owners(&cli));
     let cluster = api("/api/cluster");
@@ -181,11 +258,22 @@ fn the_api_serves_what_swd_status_shows_and_the_page_its_assets() {
     assert_eq!(api("/api/job")["name"], "wordcount");
     assert!(api("/api/checkpoints")["history"].is_array());
     let events = api("/api/events");
-    let messages: Vec<&str> = events["events"].as_array().expect("events").iter().filter_map(|e| e["message"].as_str()).collect();
-    assert!(messages.iter().any(|m| m.starts_with("worker w1 joined")), "{messages:?}");
-    assert!(messages.iter().any(|m| *m == "job wordcount finished"), "{messages:?}");
+    let messages: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("worker w1 joined")),
+        "{messages:?}"
+    );
+    assert!(messages.contains(&"job wordcount finished"), "{messages:?}");
     let page = api("/api/console");
-    assert!(page["samples"].as_array().is_some_and(|s| !s.is_empty()), "{page}");
+    assert!(
+        page["samples"].as_array().is_some_and(|s| !s.is_empty()),
+        "{page}"
+    );
     assert_eq!(page["error"], Value::Null);
     let html = http::get(&format!("{base}/"));
     assert!(html.contains("<script src=\"/console.js\">"), "{html}");
@@ -221,38 +309,64 @@ mod tier2 {
               .map(r => [r.dataset.worker, r.dataset.state, r.dataset.healthy]), \
             owners: [...document.querySelectorAll('#partitions .partition')].map(p => p.dataset.owner), \
             marker: window.__marker || null })";
-        let parse = |v: &Value| -> Value { serde_json::from_str(v.as_str().unwrap_or("null")).unwrap_or(Value::Null) };
-        let owners_in = |v: &Value, allowed: &[&str]| {
-            v["owners"].as_array().is_some_and(|o| o.len() == 12 && o.iter().all(|w| allowed.iter().any(|a| w == a)))
+        let parse = |v: &Value| -> Value {
+            serde_json::from_str(v.as_str().unwrap_or("null")).unwrap_or(Value::Null)
         };
-        browser.wait_for("three healthy workers owning all 12 partitions", DEADLINE, shown, |v| {
-            let v = parse(v);
-            let rows = v["workers"].as_array().map_or(0, |w| w.iter().filter(|r| r[1] == "active" && r[2] == "true").count());
-            rows == 3 && owners_in(&v, &["w1", "w2", "w3"])
-        });
+        let owners_in = |v: &Value, allowed: &[&str]| {
+            v["owners"]
+                .as_array()
+                .is_some_and(|o| o.len() == 12 && o.iter().all(|w| allowed.iter().any(|a| w == a)))
+        };
+        browser.wait_for(
+            "three healthy workers owning all 12 partitions",
+            DEADLINE,
+            shown,
+            |v| {
+                let v = parse(v);
+                let rows = v["workers"].as_array().map_or(0, |w| {
+                    w.iter().filter(|r| r[1] == "active" && r[2] == "true").count()
+                });
+                rows == 3 && owners_in(&v, &["w1", "w2", "w3"])
+            },
+        );
         // Proof that the page is not reloaded: a reload would lose this.
         browser.eval("window.__marker = 'same page'; true");
         let (victim, _) = workers.remove(1);
         let killed = Instant::now();
         victim.signal(libc::SIGKILL);
-        let after = browser.wait_for("w2 gone and its partitions with w1 and w3", Duration::from_secs(5), shown, |v| {
-            let v = parse(v);
-            let w2_alive = v["workers"]
-                .as_array()
-                .is_some_and(|w| w.iter().any(|r| r[0] == "w2" && r[1] == "active" && r[2] == "true"));
-            !w2_alive && owners_in(&v, &["w1", "w3"])
-        });
+        let after = browser.wait_for(
+            "w2 gone and its partitions with w1 and w3",
+            Duration::from_secs(5),
+            shown,
+            |v| {
+                let v = parse(v);
+                let w2_alive = v["workers"].as_array().is_some_and(|w| {
+                    w.iter()
+                        .any(|r| r[0] == "w2" && r[1] == "active" && r[2] == "true")
+                });
+                !w2_alive && owners_in(&v, &["w1", "w3"])
+            },
+        );
         let took = killed.elapsed();
         let after = parse(&after);
         assert_eq!(after["marker"], "same page", "the page was reloaded");
-        assert!(took <= Duration::from_secs(2), "the page showed the failure after {took:?}");
+        assert!(
+            took <= Duration::from_secs(2),
+            "the page showed the failure after {took:?}"
+        );
         // Let the chart and the checkpoint history fill a little for the picture.
-        browser.wait_for("checkpoint rows", DEADLINE, "document.querySelectorAll('#checkpoints tbody tr').length", |v| {
-            v.as_u64().is_some_and(|n| n >= 6)
-        });
+        browser.wait_for(
+            "checkpoint rows",
+            DEADLINE,
+            "document.querySelectorAll('#checkpoints tbody tr').length",
+            |v| v.as_u64().is_some_and(|n| n >= 6),
+        );
         let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
         browser.screenshot(&shot);
-        eprintln!("screenshot: {} (the page showed the failure {took:?} after the SIGKILL)", shot.display());
+        eprintln!(
+            "screenshot: {} (the page showed the failure {took:?} after the SIGKILL)",
+            shot.display()
+        );
         drop(workers);
     }
 
@@ -261,15 +375,24 @@ mod tier2 {
     fn promtool_accepts_the_metrics_of_the_coordinator_and_a_worker() {
         let dir = tempfile::tempdir().unwrap();
         let corpus = corpus(dir.path(), 20_000, 2);
-        let args = wordcount_args(&corpus, &dir.path().join("out"), &["--metrics-bind", "127.0.0.1:0"]);
+        let args = wordcount_args(
+            &corpus,
+            &dir.path().join("out"),
+            &["--metrics-bind", "127.0.0.1:0"],
+        );
         let (_coordinator, addr, urls) = coordinator(&dir.path().join("data"), &args, 1);
         let (_w1, w1_url) = worker(addr, "w1");
         let (_w2, _) = worker(addr, "w2");
-        wait_status_at(addr, DEADLINE * 2, "the job to finish", |s| s["job"]["state"] == "finished");
+        wait_status_at(addr, DEADLINE * 2, "the job to finish", |s| {
+            s["job"]["state"] == "finished"
+        });
         let coordinator_metrics = wait_metrics(&urls["metrics"], "the finished job", |m| {
             m.value("swd_job_state", &[("job", "wordcount"), ("state", "finished")]) == Some(1.0)
         });
-        for (name, text) in [("coordinator", coordinator_metrics.text), ("worker", http::get(&w1_url))] {
+        for (name, text) in [
+            ("coordinator", coordinator_metrics.text),
+            ("worker", http::get(&w1_url)),
+        ] {
             let path = dir.path().join(format!("{name}.prom"));
             std::fs::write(&path, &text).unwrap();
             let out = Command::new("sh")

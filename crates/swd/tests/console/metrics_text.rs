@@ -26,23 +26,32 @@ impl Exposition {
                 let name = rest.split(' ').next().expect("name");
                 assert!(helped.insert(name.to_string()), "two HELP lines for {name}");
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap_or_else(|| panic!("bad TYPE line {line:?}"));
+                let (name, kind) = rest
+                    .split_once(' ')
+                    .unwrap_or_else(|| panic!("bad TYPE line {line:?}"));
                 assert!(
                     ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
                     "{line}"
                 );
                 assert!(helped.contains(name), "TYPE before HELP for {name}");
-                assert!(types.insert(name.to_string(), kind.to_string()).is_none(), "two TYPE lines for {name}");
+                assert!(
+                    types.insert(name.to_string(), kind.to_string()).is_none(),
+                    "two TYPE lines for {name}"
+                );
             } else if line.starts_with('#') || line.is_empty() {
                 panic!("unexpected line {line:?} (the text format has no {line:?})");
             } else {
-                let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample {line:?}"));
+                let (series, value) = line
+                    .rsplit_once(' ')
+                    .unwrap_or_else(|| panic!("bad sample {line:?}"));
                 let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
                 let (name, labels) = match series.split_once('{') {
                     Some((name, rest)) => (name, labels(rest.strip_suffix('}').expect("closing brace"))),
                     None => (series, Vec::new()),
                 };
-                let kind = types.get(name).unwrap_or_else(|| panic!("{name} has no TYPE line before it"));
+                let kind = types
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{name} has no TYPE line before it"));
                 if kind == "counter" {
                     assert!(name.ends_with("_total"), "counter {name} without _total");
                     assert!(value >= 0.0, "{line}");
@@ -52,19 +61,30 @@ impl Exposition {
             }
         }
         assert!(!samples.is_empty(), "no samples in {text}");
-        Exposition { types, samples, text: text.to_string() }
+        Exposition {
+            types,
+            samples,
+            text: text.to_string(),
+        }
     }
 
     /// The value of the series `name` with exactly these labels.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let mut labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         labels.sort();
         self.samples.get(&(name.to_string(), labels)).copied()
     }
 
     /// The sum of every series of `name`.
     pub fn sum(&self, name: &str) -> f64 {
-        self.samples.iter().filter(|((n, _), _)| n == name).map(|(_, v)| v).sum()
+        self.samples
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
@@ -74,7 +94,9 @@ fn labels(text: &str) -> Vec<(String, String)> {
         .split("\",")
         .filter(|s| !s.is_empty())
         .map(|pair| {
-            let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("bad label {pair:?}"));
+            let (k, v) = pair
+                .split_once("=\"")
+                .unwrap_or_else(|| panic!("bad label {pair:?}"));
             (k.to_string(), v.trim_end_matches('"').to_string())
         })
         .collect();
