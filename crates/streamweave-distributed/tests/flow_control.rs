@@ -134,6 +134,28 @@ async fn a_slow_sink_bounds_what_producers_run_ahead() {
         samples_while_lagging > 5,
         "the producers were never slowed ({samples_while_lagging} samples)"
     );
+    // The workers' metrics saw it: their senders waited for credits, and their sources read
+    // every record once.
+    let value = |text: &str, prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let texts: Vec<String> = workers
+        .iter()
+        .map(|w| w.metrics().render(&w.snapshot()))
+        .collect();
+    let waited: f64 = texts
+        .iter()
+        .map(|t| value(t, "swd_worker_backpressure_wait_seconds_total "))
+        .sum();
+    assert!(waited > 0.0, "no backpressure counted: {texts:?}");
+    let read: f64 = texts
+        .iter()
+        .map(|t| value(t, "swd_worker_records_in_total{"))
+        .sum();
+    assert_eq!(read, total as f64, "{texts:?}");
     for mut worker in workers {
         worker.stop().await;
     }

@@ -26,7 +26,7 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// ```
 /// use streamweave_distributed::observe::{render_cluster_metrics, Totals};
 /// let text = render_cluster_metrics(None, &Totals::default());
-/// assert!(text.contains("swd_job_records_in_total 0"));
+/// assert!(text.contains("swd_checkpoint_failures_total 0"));
 /// assert!(text.ends_with("# EOF\n"));
 /// ```
 pub fn render(status: Option<&ClusterStatus>, totals: &Totals) -> String {
@@ -36,18 +36,28 @@ pub fn render(status: Option<&ClusterStatus>, totals: &Totals) -> String {
         c.inc_by(value);
         registry.register(name, help, c);
     };
-    counter(
-        &mut registry,
-        "job_records_in",
-        "Records read by the job's sources, over every attempt",
-        totals.records_in,
-    );
-    counter(
-        &mut registry,
-        "job_records_out",
-        "Records committed by the job's sinks, over every attempt",
-        totals.records_out,
-    );
+    // By job (one per coordinator today), so the series stay apart once a cluster runs several.
+    let job = status.and_then(|s| s.job.as_ref()).map(|j| j.name.clone());
+    for (name, help, value) in [
+        (
+            "job_records_in",
+            "Records read by the job's sources, over every attempt",
+            totals.records_in,
+        ),
+        (
+            "job_records_out",
+            "Records committed by the job's sinks, over every attempt",
+            totals.records_out,
+        ),
+    ] {
+        let family = Family::<Labels, Counter>::default();
+        if let Some(job) = &job {
+            family
+                .get_or_create(&vec![("job".to_string(), job.clone())])
+                .inc_by(value);
+        }
+        registry.register(name, help, family);
+    }
     counter(
         &mut registry,
         "checkpoint_failures",

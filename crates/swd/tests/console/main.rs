@@ -156,8 +156,14 @@ fn metrics_of_the_coordinator_and_its_workers_carry_the_key_series() {
     let c = wait_metrics(&urls["metrics"], "the finished job", |m| {
         m.value("swd_job_state", &[("job", "wordcount"), ("state", "finished")]) == Some(1.0)
     });
-    assert_eq!(c.value("swd_job_records_in_total", &[]), Some(records_in));
-    assert_eq!(c.value("swd_job_records_out_total", &[]), Some(records_out));
+    assert_eq!(
+        c.value("swd_job_records_in_total", &[("job", "wordcount")]),
+        Some(records_in)
+    );
+    assert_eq!(
+        c.value("swd_job_records_out_total", &[("job", "wordcount")]),
+        Some(records_out)
+    );
     assert_eq!(
         c.value("swd_job_restarts_total", &[("job", "wordcount")]),
         Some(0.0)
