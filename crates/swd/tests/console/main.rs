@@ -289,6 +289,47 @@ fn the_api_serves_what_swd_status_shows_and_the_page_its_assets() {
     assert_eq!(http::get_with(&format!("{base}/nope"), None).0, 404);
 }
 
+#[test]
+fn the_console_serves_at_most_64_connections_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--http-bind", "127.0.0.1:0"].map(String::from);
+    let (_coordinator, _, urls) = coordinator(dir.path(), &args, 1);
+    let host = urls["console"]
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // The first status (503 until the console has one).
+    let end = std::time::Instant::now() + DEADLINE;
+    while http::get_with(&format!("http://{host}/api/cluster"), None).0 != 200 {
+        assert!(std::time::Instant::now() < end, "no status from the console");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 64 connections that say nothing hold every slot...
+    let mut idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&host).expect("connect"))
+        .collect();
+    // ...so the 65th waits in the backlog, unanswered (a second is far beyond a local answer).
+    let mut waiting = std::net::TcpStream::connect(&host).expect("connect");
+    waiting.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        waiting,
+        "GET /api/cluster HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 1];
+    let early = waiting.read(&mut first);
+    assert!(early.is_err(), "answered beyond the limit: {early:?}");
+    // One closes: the waiting request is served.
+    idle.pop();
+    waiting.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = String::new();
+    waiting
+        .read_to_string(&mut answer)
+        .expect("the answer once a slot is free");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 mod tier2 {
     use std::process::Command;
     use std::time::Instant;
