@@ -185,6 +185,16 @@ fn register_cluster(registry: &mut Registry, status: &ClusterStatus) {
         if let Some(ms) = job.last_recovery_ms {
             recovery.get_or_create(&name()).set(ms as f64 / 1000.0);
         }
+        let lag = Family::<Labels, Gauge>::default();
+        if let Some(records) = job.lag {
+            lag.get_or_create(&name())
+                .set(i64::try_from(records).unwrap_or(i64::MAX));
+        }
+        registry.register(
+            "job_lag_records",
+            "Records the job's sources are behind the end of their input (sources that can tell)",
+            lag,
+        );
         registry.register_with_unit(
             "job_last_recovery",
             "From the last abort to the start of the next attempt",

@@ -29,6 +29,7 @@ fn job(state: JobState, attempt: u64, records_in: u64, records_out: u64) -> JobS
         last_restored_checkpoint: None,
         last_recovery_ms: None,
         output: None,
+        lag: None,
     }
 }
 

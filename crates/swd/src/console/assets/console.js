@@ -62,6 +62,7 @@ function renderJob(data) {
     ["partitions done", `${j.partitions_done}`],
     ["elapsed", ago(j.elapsed_ms)],
   ];
+  if (j.lag != null) rows.push(["lag", `${j.lag.toLocaleString()} records`]);
   if (j.last_restored_checkpoint != null) rows.push(["restored from", `checkpoint ${j.last_restored_checkpoint}`]);
   if (j.last_recovery_ms != null) rows.push(["last recovery", `${j.last_recovery_ms} ms`]);
   // While the job runs, `error` is why the last attempt was aborted (it recovered since).
