@@ -59,6 +59,9 @@ pub struct HaOptions {
     pub advertise: Option<String>,
     /// Lease timing.
     pub timing: Timing,
+    /// TLS and secrets the standby applies to connections (the leader takes them from its
+    /// configuration).
+    pub security: crate::security::Security,
 }
 
 /// Runs a coordinator with high availability until `shutdown` resolves. `make_config` gives the
@@ -102,6 +105,7 @@ pub async fn run_with_ha(
             listener,
             cluster.clone(),
             max_frame_size,
+            options.security.clone(),
             roles.clone(),
             standby_stop.clone(),
         ));

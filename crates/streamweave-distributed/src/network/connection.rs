@@ -1,14 +1,14 @@
-//! A typed, framed TCP connection: send `Out` messages, receive `In` messages.
+//! A typed, framed connection over TCP or TLS: send `Out` messages, receive `In` messages.
 
 use std::net::SocketAddr;
 
 use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use super::stream::{NetReader, NetStream, NetWriter};
 use crate::protocol::{MessageCodec, ProtocolError};
 
 /// A duplex connection after the handshake. Dropping it closes the socket.
@@ -22,7 +22,7 @@ pub struct Connection<Out, In> {
 /// The receiving half of a [`Connection`].
 #[derive(Debug)]
 pub struct ConnectionReader<In> {
-    frames: FramedRead<OwnedReadHalf, MessageCodec<(), In>>,
+    frames: FramedRead<NetReader, MessageCodec<(), In>>,
     peer: SocketAddr,
 }
 
@@ -30,18 +30,23 @@ pub struct ConnectionReader<In> {
 /// the socket closes.
 #[derive(Debug)]
 pub struct ConnectionWriter<Out> {
-    frames: FramedWrite<OwnedWriteHalf, MessageCodec<Out, ()>>,
+    frames: FramedWrite<NetWriter, MessageCodec<Out, ()>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
     /// Wraps a stream whose handshake is done.
     pub fn new(stream: TcpStream, max_frame_size: usize) -> Self {
+        Self::with_permit(NetStream::Plain(stream), max_frame_size, None)
+    }
+
+    /// Wraps a plain or TLS stream whose handshake is done.
+    pub fn from_stream(stream: NetStream, max_frame_size: usize) -> Self {
         Self::with_permit(stream, max_frame_size, None)
     }
 
     pub(crate) fn with_permit(
-        stream: TcpStream,
+        stream: NetStream,
         max_frame_size: usize,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
@@ -50,7 +55,7 @@ impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
         let unknown = |_| SocketAddr::from(([0, 0, 0, 0], 0));
         let peer = stream.peer_addr().unwrap_or_else(unknown);
         let local = stream.local_addr().unwrap_or_else(unknown);
-        let (read, write) = stream.into_split();
+        let (read, write) = stream.split();
         Connection {
             reader: ConnectionReader {
                 frames: FramedRead::new(read, MessageCodec::new(max_frame_size)),

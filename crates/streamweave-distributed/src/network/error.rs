@@ -25,6 +25,14 @@ pub enum NetworkError {
         /// The timeout.
         after: Duration,
     },
+    /// TLS could not be set up with the peer (unknown CA, a plaintext peer, a bad certificate).
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Why, with a hint where one helps.
+        reason: String,
+    },
     /// The pool already holds its maximum number of connections.
     #[error("connection pool exhausted ({max} connections)")]
     PoolExhausted {
