@@ -106,6 +106,19 @@ impl Client {
         Ok(client)
     }
 
+    /// Like [`Client::connect`] (each request then has [`Client::DEFAULT_REQUEST_TIMEOUT`]),
+    /// connecting within `timeout` under `security`.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        cluster: &str,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Client, ClientError> {
+        let mut client = Self::connect_secured(addr, cluster, timeout, security).await?;
+        client.timeout = Self::DEFAULT_REQUEST_TIMEOUT;
+        Ok(client)
+    }
+
     /// Connects to the leader among several coordinators of a highly available cluster: each
     /// in turn, going where a standby's answer points, until one answers a status request as
     /// leader. The last error when none does.

@@ -98,7 +98,16 @@ impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
 impl<In: DeserializeOwned> ConnectionReader<In> {
     /// The next message; `Ok(None)` when the peer closed the connection cleanly.
     pub async fn recv(&mut self) -> Result<Option<In>, ProtocolError> {
-        self.frames.next().await.transpose()
+        match self.frames.next().await.transpose() {
+            // A TLS peer that closes the socket without a close_notify between frames has lost
+            // nothing (every message is length-framed): a clean close, as with plain TCP.
+            Err(ProtocolError::Io(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof && self.frames.read_buffer().is_empty() =>
+            {
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     /// The peer's address.

@@ -45,6 +45,22 @@ pub enum NetworkError {
 }
 
 impl NetworkError {
+    /// Whether the peer refused this node's credentials (or this node refused the peer's): a
+    /// wrong or missing secret, TLS on one side only, a certificate the other side does not
+    /// trust. Retrying does not help; the configuration must change.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            NetworkError::Protocol(ProtocolError::Unauthenticated(_)) => true,
+            NetworkError::Protocol(ProtocolError::Rejected(reason)) => {
+                reason.starts_with("authentication") || reason.contains("requires TLS")
+            }
+            NetworkError::Tls { reason, .. } => {
+                reason.contains("certificate") || reason.contains("speaks TLS") || reason.contains("CA")
+            }
+            _ => false,
+        }
+    }
+
     /// A short reason for users: `connection refused`, `timed out after 2s`, ...
     pub fn reason(&self) -> String {
         match self {

@@ -120,10 +120,21 @@ where
     }
     write_preamble(stream).await?;
     let mut machine = ListenerHandshake::new(cluster, keys.clone(), fresh_nonce()?);
+    let mut challenged = false;
     loop {
-        let message: DialerMessage = read_frame(stream).await?;
+        let message: DialerMessage = match read_frame(stream).await {
+            Ok(message) => message,
+            // The dialer checks our proof first and hangs up when it does not hold our secret.
+            Err(ProtocolError::Closed) if challenged => {
+                return Err(ProtocolError::Unauthenticated(
+                    "the peer hung up after the challenge: it does not hold this secret".into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
         match machine.on_message(message) {
             ListenerStep::Continue(reply) => {
+                challenged = true;
                 write_frame(stream, &reply).await?;
                 stream.flush().await?;
             }
@@ -279,7 +290,7 @@ mod tests {
         read_preamble(&mut a).await.unwrap();
         match read_frame::<_, HelloReply>(&mut a).await.unwrap() {
             HelloReply::Rejected { reason } => assert!(reason.contains("not supported"), "{reason}"),
-            HelloReply::Accepted => panic!("accepted a wrong version"),
+            other => panic!("expected a rejection of a wrong version, got {other:?}"),
         }
     }
 

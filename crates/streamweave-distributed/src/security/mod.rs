@@ -225,6 +225,17 @@ impl PeerCredentials {
     }
 }
 
+/// A fresh random secret: 32 random bytes as 64 hex digits (what `swd local` writes for its
+/// processes; `openssl rand -hex 32` makes the same kind).
+pub fn generate_secret() -> Result<String, SecurityError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| SecurityError::Tls("the system random source failed".to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn read_secret(path: &Path) -> Result<SecretKey, SecurityError> {
     let bytes = std::fs::read(path).map_err(|e| SecurityError::Read {
         path: path.to_path_buf(),
