@@ -264,4 +264,8 @@ fn warn_if_readable_by_others(path: &Path) {
 fn warn_if_readable_by_others(_: &Path) {}
 
 #[cfg(test)]
+pub(crate) mod test_certs;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

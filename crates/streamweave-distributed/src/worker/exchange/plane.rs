@@ -440,3 +440,7 @@ impl DataPlane {
 #[cfg(test)]
 #[path = "plane_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plane_tls_tests.rs"]
+mod tls_tests;
