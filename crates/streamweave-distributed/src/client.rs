@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::network::{Connection, ConnectionPool, NetworkError, Transport};
-use crate::security::Security;
 use crate::protocol::{
     ClientRequest, ClientResponse, ClusterStatus, ErrorKind, Hello, JobState, ProtocolError, Role,
 };
+use crate::security::Security;
 use crate::types::{Generation, PartitionId, WorkerId};
 use crate::worker::coordinators::Coordinators;
 

@@ -56,7 +56,10 @@ impl Files {
     fn flags(&self, mode: Mode, name: &str) -> Vec<String> {
         let mut flags = Vec::new();
         if mode != Mode::Plain {
-            flags.extend(["--secret-file".to_string(), self.secret.to_string_lossy().into_owned()]);
+            flags.extend([
+                "--secret-file".to_string(),
+                self.secret.to_string_lossy().into_owned(),
+            ]);
         }
         if mode == Mode::TlsSecret {
             flags.extend([
@@ -103,7 +106,10 @@ impl Mode {
 }
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn setup_cost(files: &Files) {
@@ -189,7 +195,12 @@ async fn wordcount_run(files: &Files, corpus: &Path, scratch: &Path, mode: Mode,
         .collect();
     let elapsed = finished(addr, files.security(mode, "coordinator")).await - start;
     let expected = std::fs::read_to_string(corpus.join("expected.tsv")).expect("expected.tsv");
-    assert_eq!(sorted_output(&output), sorted(&expected), "{} output differs", mode.name());
+    assert_eq!(
+        sorted_output(&output),
+        sorted(&expected),
+        "{} output differs",
+        mode.name()
+    );
     let _ = std::fs::remove_dir_all(&output);
     elapsed.as_secs_f64()
 }
@@ -210,7 +221,11 @@ async fn finished(addr: SocketAddr, security: Security) -> Instant {
 }
 
 fn sorted(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
     lines.sort();
     lines
 }

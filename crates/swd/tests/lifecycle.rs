@@ -174,10 +174,12 @@ fn wait_for_children(local: &Local, workers: usize) -> (Vec<Seen>, LocalTarget) 
                 args.next().map(str::to_string)
             })
         };
-        let addr = flag("--coordinator").and_then(|a| a.parse().ok()).and_then(|addr| {
-            let secret_file = flag("--secret-file")?;
-            Some(LocalTarget { addr, secret_file })
-        });
+        let addr = flag("--coordinator")
+            .and_then(|a| a.parse().ok())
+            .and_then(|addr| {
+                let secret_file = flag("--secret-file")?;
+                Some(LocalTarget { addr, secret_file })
+            });
         let coordinators = seen
             .iter()
             .filter(|p| p.cmdline.contains(" coordinator "))

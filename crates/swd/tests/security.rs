@@ -41,7 +41,14 @@ impl Setup {
             DEADLINE,
         );
         assert!(out.status.success(), "swd cert init: {}", text(&out.stderr));
-        for file in ["ca.pem", "ca-key.pem", "w1.pem", "w1-key.pem", "admin.pem", "coordinator-key.pem"] {
+        for file in [
+            "ca.pem",
+            "ca-key.pem",
+            "w1.pem",
+            "w1-key.pem",
+            "admin.pem",
+            "coordinator-key.pem",
+        ] {
             assert!(certs.join(file).is_file(), "swd cert init wrote no {file}");
         }
         let secret = write_secret(dir.path(), "secret", "cluster-secret-for-the-security-test");
@@ -71,7 +78,10 @@ impl Setup {
     }
 
     fn secret_flag(&self) -> Vec<String> {
-        vec!["--secret-file".into(), self.secret.to_str().expect("utf-8").into()]
+        vec![
+            "--secret-file".into(),
+            self.secret.to_str().expect("utf-8").into(),
+        ]
     }
 }
 
@@ -114,7 +124,9 @@ fn start_coordinator(setup: &Setup, flags: Vec<String>, job: &[String]) -> (Proc
         .expect("spawn coordinator");
     let stdout = child.stdout.take().expect("coordinator stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read coordinator stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read coordinator stdout");
     let addr = line
         .trim()
         .strip_prefix("listening on ")
@@ -174,8 +186,15 @@ fn assert_refused(addr: SocketAddr, credentials: Vec<String>, expected: &str) {
     args.extend(credentials);
     let out = swd_with(args.clone());
     let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "{args:?} was accepted: {}", text(&out.stdout));
-    assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
+    assert!(
+        !out.status.success(),
+        "{args:?} was accepted: {}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected {expected:?} in {stderr}"
+    );
 }
 
 /// Polls `path` until it contains `needle`.
@@ -239,7 +258,11 @@ fn tls_and_secrets_refuse_intruders_and_the_job_stays_exact() {
     ]));
     assert!(made.status.success(), "{}", text(&made.stderr));
     let mut foreign = setup.secret_flag();
-    for (flag, file) in [("--tls-cert", "w1.pem"), ("--tls-key", "w1-key.pem"), ("--tls-ca", "ca.pem")] {
+    for (flag, file) in [
+        ("--tls-cert", "w1.pem"),
+        ("--tls-key", "w1-key.pem"),
+        ("--tls-ca", "ca.pem"),
+    ] {
         foreign.extend(strings(&[flag, other_ca.join(file).to_str().expect("utf-8")]));
     }
     assert_refused(addr, foreign, "TLS with");
@@ -255,7 +278,11 @@ fn tls_and_secrets_refuse_intruders_and_the_job_stays_exact() {
     rebalance.extend(w1_credentials.clone());
     let out = swd_with(rebalance);
     assert!(!out.status.success(), "a worker's credentials rebalanced");
-    assert!(text(&out.stderr).contains("needs admin credentials"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("needs admin credentials"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Every refusal was logged with the peer's address, and the coordinator serves on.
     let logged = read(&log);
@@ -263,8 +290,14 @@ fn tls_and_secrets_refuse_intruders_and_the_job_stays_exact() {
         .lines()
         .filter(|l| l.contains("handshake failed peer=127.0.0.1:"))
         .count();
-    assert!(refusals >= 4, "refusals logged with the peer's address:\n{logged}");
-    assert!(!logged.contains("cluster-secret-for"), "the secret was logged:\n{logged}");
+    assert!(
+        refusals >= 4,
+        "refusals logged with the peer's address:\n{logged}"
+    );
+    assert!(
+        !logged.contains("cluster-secret-for"),
+        "the secret was logged:\n{logged}"
+    );
     assert!(coordinator.is_running(), "the coordinator died; log:\n{logged}");
 
     // The real workers, with their own certificates, run the job to the exact counts.
@@ -283,7 +316,11 @@ fn tls_and_secrets_refuse_intruders_and_the_job_stays_exact() {
     let mut rebalance = strings(&["rebalance", "--coordinator", &addr.to_string()]);
     rebalance.extend(admin);
     let out = swd_with(rebalance);
-    assert!(out.status.success(), "the admin could not rebalance: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the admin could not rebalance: {}",
+        text(&out.stderr)
+    );
     assert!(coordinator.is_running());
 }
 
@@ -307,7 +344,10 @@ fn a_shared_secret_alone_refuses_strangers_and_the_job_stays_exact() {
     assert_refused(addr, tls, "TLS with");
     // A worker without the secret gives up at once instead of retrying forever.
     let mut stranger = start_worker(addr, "w9", Vec::new());
-    assert!(!stranger.wait_exit(DEADLINE).success(), "a worker without the secret registered");
+    assert!(
+        !stranger.wait_exit(DEADLINE).success(),
+        "a worker without the secret registered"
+    );
     let logged = wait_log(&log, "the peer offered no secret");
     assert!(logged.contains("peer=127.0.0.1:"), "{logged}");
     assert!(coordinator.is_running(), "the coordinator died; log:\n{logged}");

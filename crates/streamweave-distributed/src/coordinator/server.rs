@@ -26,12 +26,12 @@ use tokio_util::task::TaskTracker;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::admin_conn::serve_client;
 use super::checkpoint_tracker::PartitionSnapshot;
 use super::commands::Command;
 use super::disk::{manifest_of, DiskJob, DiskWriter};
 use super::engine::{Action, ConnId, Engine, Input, JobReport};
 use super::notes::log;
-use super::admin_conn::serve_client;
 use crate::ha::Fence;
 use crate::network::Connection;
 use crate::protocol::{CoordinatorMessage, Role, WorkerMessage};
@@ -343,7 +343,9 @@ async fn serve_worker(
     if let Err(reason) = credentials.may_be_worker(&shared.security, request.worker_id.as_str()) {
         // A peer that cannot prove it is this worker must not take over its partitions.
         tracing::warn!(%peer, worker = %request.worker_id, %reason, "refusing registration");
-        let _ = writer.send(CoordinatorMessage::RegistrationRefused { reason }).await;
+        let _ = writer
+            .send(CoordinatorMessage::RegistrationRefused { reason })
+            .await;
         return;
     }
     let (outbox, mut outgoing) = mpsc::channel(OUTBOX_CAPACITY);

@@ -107,7 +107,9 @@ fn tls_hint(e: &std::io::Error) -> String {
 fn explain(addr: SocketAddr, stream: &NetStream, e: ProtocolError) -> NetworkError {
     match (&e, stream) {
         // TLS records start 0x15 (alert) or 0x16 (handshake), then version 3.x.
-        (ProtocolError::NotOurProtocol { got }, NetStream::Plain(_)) if matches!(got[0], 0x15 | 0x16) && got[1] == 3 => {
+        (ProtocolError::NotOurProtocol { got }, NetStream::Plain(_))
+            if matches!(got[0], 0x15 | 0x16) && got[1] == 3 =>
+        {
             NetworkError::Tls {
                 addr,
                 reason: "the listener speaks TLS; give --tls-cert, --tls-key and --tls-ca".to_string(),

@@ -221,9 +221,9 @@ impl DialerHandshake {
                 ))
             }
             HelloReply::Accepted => Ok(DialerStep::Done),
-            HelloReply::Challenge { .. } if self.challenged => {
-                Err(ProtocolError::Unauthenticated("the listener challenged twice".into()))
-            }
+            HelloReply::Challenge { .. } if self.challenged => Err(ProtocolError::Unauthenticated(
+                "the listener challenged twice".into(),
+            )),
             HelloReply::Challenge { nonce, mac } => {
                 let Some((kind, key, ours)) = &self.secret else {
                     return Err(ProtocolError::Unauthenticated(
@@ -231,7 +231,11 @@ impl DialerHandshake {
                     ));
                 };
                 self.challenged = true;
-                if !verify(key, &transcript(Side::Listener, &self.hello, *kind, ours, &nonce), &mac) {
+                if !verify(
+                    key,
+                    &transcript(Side::Listener, &self.hello, *kind, ours, &nonce),
+                    &mac,
+                ) {
                     return Err(ProtocolError::Unauthenticated(
                         "the listener could not prove it knows the secret".into(),
                     ));
@@ -302,7 +306,10 @@ impl ListenerHandshake {
                 };
                 let t = transcript(Side::Dialer, &hello, kind, &theirs, &self.nonce);
                 if verify(key, &t, &mac) {
-                    let who = Authenticated { hello, key: Some(kind) };
+                    let who = Authenticated {
+                        hello,
+                        key: Some(kind),
+                    };
                     ListenerStep::Accept(HelloReply::Accepted, who)
                 } else {
                     refuse(AUTH_FAILED, format!("wrong proof for the {kind:?} secret"))
@@ -316,7 +323,10 @@ impl ListenerHandshake {
     fn on_intro(&mut self, hello: Hello, offer: Option<Offer>) -> ListenerStep {
         if hello.cluster != self.cluster {
             // Name only what the peer sent: the listener's own cluster name stays private.
-            let reason = format!("cluster name mismatch: this listener does not serve {:?}", hello.cluster);
+            let reason = format!(
+                "cluster name mismatch: this listener does not serve {:?}",
+                hello.cluster
+            );
             return ListenerStep::Refuse(
                 HelloReply::Rejected { reason },
                 ProtocolError::Rejected(format!(
@@ -336,16 +346,25 @@ impl ListenerHandshake {
             return ListenerStep::Accept(HelloReply::Accepted, who);
         };
         if offer.key == KeyKind::Admin && hello.role != Role::Client {
-            return refuse(AUTH_FAILED, format!("an admin secret offered by a {:?}", hello.role));
+            return refuse(
+                AUTH_FAILED,
+                format!("an admin secret offered by a {:?}", hello.role),
+            );
         }
         let Some(key) = self.keys.key(offer.key) else {
-            let log = format!("the peer offered the {:?} secret, which is not configured here", offer.key);
+            let log = format!(
+                "the peer offered the {:?} secret, which is not configured here",
+                offer.key
+            );
             return refuse(AUTH_FAILED, log);
         };
         let t = transcript(Side::Listener, &hello, offer.key, &offer.nonce, &self.nonce);
         let mac = sign(key, &t);
         self.pending = Some((hello, offer.key, offer.nonce));
-        ListenerStep::Continue(HelloReply::Challenge { nonce: self.nonce, mac })
+        ListenerStep::Continue(HelloReply::Challenge {
+            nonce: self.nonce,
+            mac,
+        })
     }
 }
 

@@ -47,7 +47,7 @@ fn run(
             }
             Ok(DialerStep::Done) => return (Ok(()), outcome.expect("the listener decided")),
             Err(e) => {
-                let outcome = outcome.unwrap_or_else(|| Err(ProtocolError::Closed));
+                let outcome = outcome.unwrap_or(Err(ProtocolError::Closed));
                 return (Err(e), outcome);
             }
         }
@@ -56,7 +56,11 @@ fn run(
 
 #[test]
 fn right_secret_is_accepted_on_both_sides() {
-    let (dial, accept) = run(hello(Role::Worker), Some((KeyKind::Cluster, SECRET)), keys(Some(SECRET), None));
+    let (dial, accept) = run(
+        hello(Role::Worker),
+        Some((KeyKind::Cluster, SECRET)),
+        keys(Some(SECRET), None),
+    );
     dial.unwrap();
     assert_eq!(
         accept.unwrap(),
@@ -83,15 +87,25 @@ fn wrong_secret_fails_and_the_dialer_learns_it_first() {
         Some((KeyKind::Cluster, "this is the wrong secret")),
         keys(Some(SECRET), None),
     );
-    assert!(matches!(dial, Err(ProtocolError::Unauthenticated(ref m)) if m.contains("could not prove")), "{dial:?}");
+    assert!(
+        matches!(dial, Err(ProtocolError::Unauthenticated(ref m)) if m.contains("could not prove")),
+        "{dial:?}"
+    );
     assert!(accept.is_err());
 }
 
 #[test]
 fn a_wrong_proof_is_refused_without_detail() {
     let mut listener = ListenerHandshake::new("c", keys(Some(SECRET), None), [2; NONCE_LEN]);
-    let (_, intro) = DialerHandshake::new(hello(Role::Worker), Some((KeyKind::Cluster, key(SECRET))), [1; 32]);
-    assert!(matches!(listener.on_message(intro), ListenerStep::Continue(HelloReply::Challenge { .. })));
+    let (_, intro) = DialerHandshake::new(
+        hello(Role::Worker),
+        Some((KeyKind::Cluster, key(SECRET))),
+        [1; 32],
+    );
+    assert!(matches!(
+        listener.on_message(intro),
+        ListenerStep::Continue(HelloReply::Challenge { .. })
+    ));
     match listener.on_message(DialerMessage::Proof { mac: [7; 32] }) {
         ListenerStep::Refuse(HelloReply::Rejected { reason }, ProtocolError::Unauthenticated(_)) => {
             assert_eq!(reason, AUTH_FAILED)
@@ -132,7 +146,10 @@ fn cluster_mismatch_does_not_name_the_listeners_cluster() {
     );
     match listener.on_message(intro) {
         ListenerStep::Refuse(HelloReply::Rejected { reason }, _) => {
-            assert!(reason.contains("cluster name mismatch") && reason.contains("other"), "{reason}");
+            assert!(
+                reason.contains("cluster name mismatch") && reason.contains("other"),
+                "{reason}"
+            );
             assert!(!reason.contains("private"), "{reason}");
         }
         other => panic!("expected a refusal, got {other:?}"),
@@ -142,8 +159,11 @@ fn cluster_mismatch_does_not_name_the_listeners_cluster() {
 #[test]
 fn a_replayed_handshake_fails_against_a_fresh_nonce() {
     // Record a good handshake...
-    let (mut dialer, intro) =
-        DialerHandshake::new(hello(Role::Worker), Some((KeyKind::Cluster, key(SECRET))), [1; 32]);
+    let (mut dialer, intro) = DialerHandshake::new(
+        hello(Role::Worker),
+        Some((KeyKind::Cluster, key(SECRET))),
+        [1; 32],
+    );
     let mut first = ListenerHandshake::new("c", keys(Some(SECRET), None), [2; 32]);
     let ListenerStep::Continue(challenge) = first.on_message(intro.clone()) else {
         panic!("no challenge")
@@ -151,7 +171,10 @@ fn a_replayed_handshake_fails_against_a_fresh_nonce() {
     let Ok(DialerStep::Send(proof)) = dialer.on_reply(challenge) else {
         panic!("no proof")
     };
-    assert!(matches!(first.on_message(proof.clone()), ListenerStep::Accept(..)));
+    assert!(matches!(
+        first.on_message(proof.clone()),
+        ListenerStep::Accept(..)
+    ));
     // ... and replay the dialer's messages to a listener with another nonce.
     let mut second = ListenerHandshake::new("c", keys(Some(SECRET), None), [3; 32]);
     assert!(matches!(second.on_message(intro), ListenerStep::Continue(_)));
@@ -165,13 +188,23 @@ fn a_replayed_handshake_fails_against_a_fresh_nonce() {
 fn a_proof_made_for_another_role_fails() {
     // A dialer that introduced itself as a worker cannot pass a proof computed for a client.
     let mut listener = ListenerHandshake::new("c", keys(Some(SECRET), None), [2; 32]);
-    let (_, intro) = DialerHandshake::new(hello(Role::Worker), Some((KeyKind::Cluster, key(SECRET))), [1; 32]);
+    let (_, intro) = DialerHandshake::new(
+        hello(Role::Worker),
+        Some((KeyKind::Cluster, key(SECRET))),
+        [1; 32],
+    );
     let ListenerStep::Continue(HelloReply::Challenge { nonce, .. }) = listener.on_message(intro) else {
         panic!("no challenge")
     };
     let forged = sign(
         &key(SECRET),
-        &transcript(Side::Dialer, &hello(Role::Client), KeyKind::Cluster, &[1; 32], &nonce),
+        &transcript(
+            Side::Dialer,
+            &hello(Role::Client),
+            KeyKind::Cluster,
+            &[1; 32],
+            &nonce,
+        ),
     );
     assert!(matches!(
         listener.on_message(DialerMessage::Proof { mac: forged }),
@@ -182,7 +215,11 @@ fn a_proof_made_for_another_role_fails() {
 #[test]
 fn a_listener_mac_reflected_as_a_proof_fails() {
     let mut listener = ListenerHandshake::new("c", keys(Some(SECRET), None), [2; 32]);
-    let (_, intro) = DialerHandshake::new(hello(Role::Worker), Some((KeyKind::Cluster, key(SECRET))), [1; 32]);
+    let (_, intro) = DialerHandshake::new(
+        hello(Role::Worker),
+        Some((KeyKind::Cluster, key(SECRET))),
+        [1; 32],
+    );
     let ListenerStep::Continue(HelloReply::Challenge { mac, .. }) = listener.on_message(intro) else {
         panic!("no challenge")
     };
@@ -203,18 +240,35 @@ fn admin_secret_gives_the_admin_key_and_only_to_clients() {
     assert!(dial.is_err());
     // A worker offering the admin secret is refused outright.
     let (dial, accept) = run(hello(Role::Worker), Some((KeyKind::Admin, ADMIN)), both());
-    assert!(matches!(dial, Err(ProtocolError::Rejected(ref r)) if r == AUTH_FAILED), "{dial:?}");
+    assert!(
+        matches!(dial, Err(ProtocolError::Rejected(ref r)) if r == AUTH_FAILED),
+        "{dial:?}"
+    );
     assert!(accept.is_err());
     // An admin secret offered where none is configured is refused.
-    let (dial, _) = run(hello(Role::Client), Some((KeyKind::Admin, ADMIN)), keys(Some(SECRET), None));
+    let (dial, _) = run(
+        hello(Role::Client),
+        Some((KeyKind::Admin, ADMIN)),
+        keys(Some(SECRET), None),
+    );
     assert!(matches!(dial, Err(ProtocolError::Rejected(_))), "{dial:?}");
 }
 
 #[test]
 fn a_dialer_with_a_secret_refuses_a_listener_without_one() {
     // Otherwise anyone could stand in for the coordinator.
-    let (dial, _) = run(hello(Role::Worker), Some((KeyKind::Cluster, SECRET)), keys(None, None));
-    assert!(matches!(dial, Err(ProtocolError::Rejected(_) | ProtocolError::Unauthenticated(_))), "{dial:?}");
+    let (dial, _) = run(
+        hello(Role::Worker),
+        Some((KeyKind::Cluster, SECRET)),
+        keys(None, None),
+    );
+    assert!(
+        matches!(
+            dial,
+            Err(ProtocolError::Rejected(_) | ProtocolError::Unauthenticated(_))
+        ),
+        "{dial:?}"
+    );
 }
 
 #[test]
@@ -225,7 +279,13 @@ fn short_secrets_are_refused() {
 
 #[test]
 fn decoders_answer_garbage_with_errors() {
-    for bytes in [&b""[..], b"\0\0\0", b"\0\0\0\x01\xff", b"\xff\xff\xff\xff", b"\0\0\0\0"] {
+    for bytes in [
+        &b""[..],
+        b"\0\0\0",
+        b"\0\0\0\x01\xff",
+        b"\xff\xff\xff\xff",
+        b"\0\0\0\0",
+    ] {
         assert!(decode_dialer_frame(bytes).is_err());
         assert!(decode_listener_frame(bytes).is_err());
     }

@@ -8,11 +8,11 @@ use bytes::BytesMut;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+pub use super::auth::HelloReply;
 use super::auth::{
     Authenticated, DialerHandshake, DialerMessage, DialerStep, KeyKind, ListenerHandshake, ListenerKeys,
     ListenerStep, Nonce, SecretKey, NONCE_LEN,
 };
-pub use super::auth::HelloReply;
 use super::codec::{decode_frame, encode_frame};
 use super::ProtocolError;
 
@@ -95,7 +95,9 @@ pub async fn accept_handshake<S>(stream: &mut S, cluster: &str) -> Result<Hello,
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    Ok(accept_handshake_with(stream, cluster, &ListenerKeys::default()).await?.hello)
+    Ok(accept_handshake_with(stream, cluster, &ListenerKeys::default())
+        .await?
+        .hello)
 }
 
 /// Runs the listener's side, requiring the secrets in `keys`; returns who was accepted.
@@ -170,7 +172,10 @@ pub(crate) fn decode_handshake_frame<T: DeserializeOwned>(bytes: &[u8]) -> Resul
     let mut buf = BytesMut::from(bytes);
     let item = decode_frame(MAX_HANDSHAKE_FRAME, &mut buf)?.ok_or(ProtocolError::Truncated)?;
     if !buf.is_empty() {
-        return Err(ProtocolError::Decode(format!("{} bytes after the frame", buf.len())));
+        return Err(ProtocolError::Decode(format!(
+            "{} bytes after the frame",
+            buf.len()
+        )));
     }
     Ok(item)
 }

@@ -27,12 +27,12 @@ pub use admin::{
     CheckpointStatus, ClientRequest, ClientResponse, ClusterStatus, ErrorKind, JobState, JobStatus,
     MovingPartition, WorkerStatus,
 };
+pub use auth::{Authenticated, KeyKind, ListenerKeys, SecretKey};
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use error::ProtocolError;
 #[cfg(test)]
 pub(crate) use handshake::{accept_handshake, dial_handshake};
 pub(crate) use handshake::{accept_handshake_with, dial_handshake_with, refuse_handshake};
-pub use auth::{Authenticated, KeyKind, ListenerKeys, SecretKey};
 pub use handshake::{Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
 pub use job_spec::JobSpecWire;
 pub use message::{

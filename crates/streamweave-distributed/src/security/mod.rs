@@ -188,7 +188,10 @@ impl std::fmt::Debug for Security {
         f.debug_struct("Security")
             .field("secret", &inner.keys.cluster.is_some())
             .field("admin_secret", &inner.keys.admin.is_some())
-            .field("tls", &inner.tls.as_ref().map(|t| t.name().unwrap_or("?").to_string()))
+            .field(
+                "tls",
+                &inner.tls.as_ref().map(|t| t.name().unwrap_or("?").to_string()),
+            )
             .finish()
     }
 }
@@ -219,8 +222,12 @@ impl PeerCredentials {
         }
         match self.certificate_name.as_deref() {
             Some(name) if name == id => Ok(()),
-            Some(name) => Err(format!("the peer's certificate is for {name:?}, not worker {id:?}")),
-            None => Err(format!("the peer's certificate names no node, so it cannot be worker {id:?}")),
+            Some(name) => Err(format!(
+                "the peer's certificate is for {name:?}, not worker {id:?}"
+            )),
+            None => Err(format!(
+                "the peer's certificate names no node, so it cannot be worker {id:?}"
+            )),
         }
     }
 }
@@ -243,7 +250,10 @@ fn read_secret(path: &Path) -> Result<SecretKey, SecurityError> {
     })?;
     warn_if_readable_by_others(path);
     // A trailing newline from an editor or `echo` is not part of the secret.
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
     SecretKey::new(&bytes[..end]).ok_or_else(|| SecurityError::ShortSecret {
         path: path.to_path_buf(),
         min: SecretKey::MIN_LEN,

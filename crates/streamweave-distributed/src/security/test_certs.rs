@@ -18,9 +18,9 @@ pub(crate) fn make(dir: &Path, names: &[&str]) {
     let issuer = Issuer::from_params(&ca, &ca_key);
     for name in names {
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(SanType::URI(format!("{NODE_URI_PREFIX}{name}").try_into().unwrap()));
+        params.subject_alt_names.push(SanType::URI(
+            format!("{NODE_URI_PREFIX}{name}").try_into().unwrap(),
+        ));
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
         std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();

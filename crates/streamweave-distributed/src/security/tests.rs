@@ -75,9 +75,18 @@ fn clients_prove_the_admin_secret_when_they_have_one() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(security.dial_secret(Role::Client).map(|k| k.0), Some(KeyKind::Admin));
-    assert_eq!(security.dial_secret(Role::Worker).map(|k| k.0), Some(KeyKind::Cluster));
-    assert_eq!(security.dial_secret(Role::Peer).map(|k| k.0), Some(KeyKind::Cluster));
+    assert_eq!(
+        security.dial_secret(Role::Client).map(|k| k.0),
+        Some(KeyKind::Admin)
+    );
+    assert_eq!(
+        security.dial_secret(Role::Worker).map(|k| k.0),
+        Some(KeyKind::Cluster)
+    );
+    assert_eq!(
+        security.dial_secret(Role::Peer).map(|k| k.0),
+        Some(KeyKind::Cluster)
+    );
     assert!(security.admin_required());
 }
 

@@ -63,7 +63,9 @@ impl TlsSetup {
         let mut roots = RootCertStore::empty();
         for ca_cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls_error("cannot read", ca, e))? {
             let ca_cert = ca_cert.map_err(|e| tls_error("bad certificate in", ca, e))?;
-            roots.add(ca_cert).map_err(|e| tls_error("unusable CA certificate in", ca, e))?;
+            roots
+                .add(ca_cert)
+                .map_err(|e| tls_error("unusable CA certificate in", ca, e))?;
         }
         if roots.is_empty() {
             return Err(tls_error("no CA certificate in", ca, "empty"));

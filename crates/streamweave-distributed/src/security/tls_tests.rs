@@ -21,7 +21,10 @@ fn hello() -> Hello {
 /// A listener accepting one connection under `security`; the outcome of its accept.
 async fn listen_once(
     security: Security,
-) -> (SocketAddr, tokio::task::JoinHandle<Result<Accepted, NetworkError>>) {
+) -> (
+    SocketAddr,
+    tokio::task::JoinHandle<Result<Accepted, NetworkError>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -51,7 +54,10 @@ async fn the_listener_learns_the_dialers_name_from_its_certificate() {
     let tls = node(dir.path(), "w1");
     assert!(accepted.credentials.may_be_worker(&tls, "w1").is_ok());
     assert!(accepted.credentials.may_be_worker(&tls, "w2").is_err());
-    assert!(!accepted.credentials.is_admin(&tls), "TLS on: only the admin certificate is admin");
+    assert!(
+        !accepted.credentials.is_admin(&tls),
+        "TLS on: only the admin certificate is admin"
+    );
 }
 
 #[tokio::test]
@@ -77,7 +83,11 @@ async fn a_tls_dialer_against_a_plaintext_listener_fails_clearly() {
     let err = dial(addr, node(dir.path(), "w1")).await.unwrap_err();
     assert!(matches!(err, NetworkError::Tls { .. }), "{err}");
     let err = accepted.await.unwrap().unwrap_err();
-    assert!(err.to_string().contains("TLS peer reached this plaintext listener"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("TLS peer reached this plaintext listener"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -11,7 +11,10 @@ use crate::table::{ranges, status_table};
 /// has the same deadline.
 async fn connect(target: &Target) -> anyhow::Result<Client> {
     let security = super::security(&target.security)?;
-    Ok(Client::connect_leader_secured(&target.coordinator, &target.cluster, target.timeout, &security).await?)
+    Ok(
+        Client::connect_leader_secured(&target.coordinator, &target.cluster, target.timeout, &security)
+            .await?,
+    )
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {

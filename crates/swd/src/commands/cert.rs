@@ -31,7 +31,10 @@ fn init(args: &CertInitArgs) -> anyhow::Result<ExitCode> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         anyhow::ensure!(ok, "bad name {name:?}: use letters, digits, '-', '_' and '.'");
-        anyhow::ensure!(name != "ca", "\"ca\" is the CA's own file name; pick another node name");
+        anyhow::ensure!(
+            name != "ca",
+            "\"ca\" is the CA's own file name; pick another node name"
+        );
     }
     std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;

@@ -150,10 +150,13 @@ impl DataPlane {
             tokio::spawn(async move {
                 let introduced = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                     let inner = &plane.inner;
-                    let accepted = match crate::network::accept(stream, &inner.security, &inner.cluster).await {
+                    let accepted = match crate::network::accept(stream, &inner.security, &inner.cluster).await
+                    {
                         Ok(accepted) if accepted.hello.role == Role::Peer => accepted,
                         Ok(other) => return Err(format!("not a worker but {:?}", other.hello.role)),
-                        Err(crate::network::NetworkError::Protocol(crate::protocol::ProtocolError::Closed)) => {
+                        Err(crate::network::NetworkError::Protocol(
+                            crate::protocol::ProtocolError::Closed,
+                        )) => {
                             // A peer that gave up dialing (its attempt was cancelled).
                             return Err("closed during the handshake".to_string());
                         }
@@ -168,7 +171,9 @@ impl DataPlane {
                         Ok(Some(PeerMessage::Hello { worker })) => {
                             // With TLS the certificate must name the worker the peer claims to
                             // be, or it could replace another worker's link.
-                            accepted.credentials.may_be_worker(&inner.security, worker.as_str())?;
+                            accepted
+                                .credentials
+                                .may_be_worker(&inner.security, worker.as_str())?;
                             Ok((worker, connection))
                         }
                         _ => Err("no hello".to_string()),
