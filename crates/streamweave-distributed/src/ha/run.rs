@@ -91,6 +91,7 @@ pub async fn run_with_ha(
         address: options.advertise.clone().unwrap_or_else(|| bind.to_string()),
         timing: options.timing,
         cluster: cluster.to_string(),
+        security: options.security.clone(),
     };
     let (mut roles, elector) = spawn_elector(candidate, stop.clone().cancelled_owned());
     let cluster: Arc<str> = Arc::from(cluster);
