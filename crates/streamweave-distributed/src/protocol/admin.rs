@@ -47,6 +47,8 @@ pub enum ErrorKind {
     RebalanceFailed,
     /// Anything else.
     Other,
+    /// The request needs admin credentials the client did not prove.
+    Forbidden,
 }
 
 /// Coordinator to admin client.

@@ -357,6 +357,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         Just(ErrorKind::InvalidPartition),
         Just(ErrorKind::RebalanceFailed),
         Just(ErrorKind::Other),
+        Just(ErrorKind::Forbidden),
     ];
     prop_oneof![
         cluster_status().prop_map(|s| ClientResponse::Status(Box::new(s))),
