@@ -115,14 +115,22 @@ fn run(
 /// checkpoints and an earlier coordinator's leftovers, which the engine never hears of. The
 /// manifest is created only if absent: a second coordinator on the same store (a split brain)
 /// cannot commit the same checkpoint over the first one's, and learns so here.
+///
+/// Before the commit, the partitions' state indexes are read (a few dozen bytes each) so that
+/// the manifest lists every state segment the checkpoint refers to: restore checks them and
+/// retention keeps them.
 fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(), String> {
-    store.commit(manifest).map_err(|e| e.to_string())?;
+    let mut manifest = manifest.clone();
+    crate::checkpoint::resolve_refs(store, &mut manifest).map_err(|e| e.to_string())?;
+    store.commit(&manifest).map_err(|e| e.to_string())?;
     if let Err(e) = store.retain(retain) {
         tracing::warn!(error = %e, "cannot delete old checkpoints");
     }
     tracing::info!(
         checkpoint = %manifest.id,
         files = manifest.files.len(),
+        written_bytes = manifest.written_bytes(),
+        state_bytes = manifest.referenced_bytes(),
         "checkpoint committed"
     );
     Ok(())

@@ -15,6 +15,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::plan::{unpack, Batch};
 use super::stage::{decode_state, encode_state, FoldHashMap, Stage};
+use crate::checkpoint::SegmentKind;
 use super::DataflowError;
 
 /// Counts per key, emitting the changed ones at each barrier.
@@ -71,6 +72,28 @@ where
 
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
         encode_state(&self.counts)
+    }
+
+    /// A delta is the counts of the keys changed in the epoch the barrier closes (the barrier
+    /// emits and clears them right after), so it holds exactly what changed since the previous
+    /// segment.
+    fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
+        let bytes = match kind {
+            SegmentKind::Base => self.snapshot()?,
+            SegmentKind::Delta => {
+                let changed: Vec<(&K, u64)> = (self.changed.keys())
+                    .map(|k| (k, self.counts.get(k).copied().unwrap_or_default()))
+                    .collect();
+                encode_state(&changed)?
+            }
+        };
+        Ok((kind, bytes))
+    }
+
+    fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        let changed: Vec<(K, u64)> = decode_state(bytes)?;
+        self.counts.extend(changed);
+        Ok(())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
