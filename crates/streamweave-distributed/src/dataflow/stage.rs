@@ -271,3 +271,7 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
         self.inner.restore(bytes)
     }
 }
+
+#[cfg(test)]
+#[path = "stage_tests.rs"]
+mod tests;
