@@ -183,8 +183,11 @@ pub struct CheckpointStats {
     pub last_completed: Option<CheckpointId>,
     /// How long the newest committed checkpoint took from trigger to last acknowledgement.
     pub last_duration: Option<Duration>,
-    /// The newest committed checkpoint's size in bytes.
+    /// The bytes the newest committed checkpoint wrote (with incremental state, its deltas).
     pub last_size_bytes: Option<u64>,
+    /// The bytes of state the newest committed checkpoint refers to (what a restore reads),
+    /// once its manifest is written.
+    pub state_bytes: Option<u64>,
     /// The checkpoint in flight.
     pub in_flight: Option<CheckpointId>,
 }
@@ -203,6 +206,7 @@ struct Done {
     snapshots: BTreeMap<PartitionId, PartitionSnapshot>,
     duration: Duration,
     size_bytes: u64,
+    state_bytes: Option<u64>,
 }
 
 /// The coordinator's checkpoint bookkeeping, at most one checkpoint in flight (not the store,
@@ -330,6 +334,7 @@ impl CheckpointTracker {
         } = self.in_flight.take().expect("in flight: acknowledged above");
         let done = Done {
             size_bytes: acks.values().map(|s| s.state_bytes).sum(),
+            state_bytes: None,
             duration: now.saturating_duration_since(triggered_at),
             snapshots: acks,
         };
@@ -342,6 +347,15 @@ impl CheckpointTracker {
         self.completed.insert(id, done);
         self.timeouts_in_row = 0;
         vec![action]
+    }
+
+    /// The manifest of completed checkpoint `id` says it wrote `written` bytes and refers to
+    /// `state` bytes of state (incremental state: the acknowledgements only know the indexes).
+    pub fn sizes(&mut self, id: CheckpointId, written: u64, state: u64) {
+        if let Some(done) = self.completed.get_mut(&id).or_else(|| self.committed.get_mut(&id)) {
+            done.size_bytes = written;
+            done.state_bytes = Some(state);
+        }
     }
 
     /// The store could not commit `id`: it will never be committed (a newer one may be).
@@ -421,6 +435,7 @@ impl CheckpointTracker {
                 snapshots,
                 duration: Duration::ZERO,
                 size_bytes,
+                state_bytes: None,
             },
         );
         while self.committed.len() > self.config.retain {
@@ -460,6 +475,7 @@ impl CheckpointTracker {
             last_completed: last.map(|(id, _)| *id),
             last_duration: last.map(|(_, d)| d.duration),
             last_size_bytes: last.map(|(_, d)| d.size_bytes),
+            state_bytes: last.and_then(|(_, d)| d.state_bytes),
             in_flight: self.in_flight(),
         }
     }

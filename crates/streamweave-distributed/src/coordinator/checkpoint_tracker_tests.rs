@@ -411,6 +411,7 @@ fn sinks_are_notified_only_after_the_commit() {
             last_completed: Some(id(1)),
             last_duration: Some(ms(30)),
             last_size_bytes: Some(20),
+            state_bytes: None,
             in_flight: None,
         }
     );

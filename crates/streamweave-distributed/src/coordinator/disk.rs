@@ -98,7 +98,14 @@ fn run(
                     Some(_) if fence.is_some_and(|f| !f.holds(std::time::Instant::now())) => {
                         Err("not committed: this coordinator's leadership may have lapsed".to_string())
                     }
-                    Some(store) => commit(store.as_ref(), &manifest, retain),
+                    Some(store) => commit(store.as_ref(), &manifest, retain).map(|(written_bytes, state_bytes)| {
+                        let sizes = Input::CheckpointSizes {
+                            id: id.0,
+                            written_bytes,
+                            state_bytes,
+                        };
+                        let _ = commands.blocking_send(Command::Input(sizes));
+                    }),
                     None => Err("checkpoints have no store (no data directory)".to_string()),
                 };
                 let input = Input::CheckpointWritten { id: id.0, result };
@@ -119,7 +126,8 @@ fn run(
 /// Before the commit, the partitions' state indexes are read (a few dozen bytes each) so that
 /// the manifest lists every state segment the checkpoint refers to: restore checks them and
 /// retention keeps them.
-fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(), String> {
+/// Returns the bytes the checkpoint wrote and the bytes of state it refers to.
+fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(u64, u64), String> {
     let mut manifest = manifest.clone();
     crate::checkpoint::resolve_refs(store, &mut manifest).map_err(|e| e.to_string())?;
     store.commit(&manifest).map_err(|e| e.to_string())?;
@@ -133,7 +141,7 @@ fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Re
         state_bytes = manifest.referenced_bytes(),
         "checkpoint committed"
     );
-    Ok(())
+    Ok((manifest.written_bytes(), manifest.referenced_bytes()))
 }
 
 /// The manifest of checkpoint `id` from every partition's acknowledgement: one typed entry per
@@ -272,8 +280,10 @@ mod tests {
         }));
         writer.close().join().unwrap();
         let mut results = Vec::new();
-        while let Ok(Command::Input(Input::CheckpointWritten { id, result })) = inbox.try_recv() {
-            results.push((id, result.is_ok()));
+        while let Ok(Command::Input(input)) = inbox.try_recv() {
+            if let Input::CheckpointWritten { id, result } = input {
+                results.push((id, result.is_ok()));
+            }
         }
         assert_eq!(results, [(1, true), (2, true), (3, false)]);
         assert_eq!(store.completed().unwrap(), [CheckpointId(1), CheckpointId(2)]);
