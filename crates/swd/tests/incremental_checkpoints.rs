@@ -54,9 +54,8 @@ fn checkpoint_sizes(s: &Value) -> Option<(u64, u64, u64)> {
 /// A checkpoint that wrote under a tenth of the state it refers to, with the distinct words in
 /// the state (over 1 MB), newer than checkpoint `after`.
 fn incremental_after(s: &Value, after: u64) -> bool {
-    checkpoint_sizes(s).is_some_and(|(done, written, state)| {
-        done > after && state > 1_000_000 && written * 10 < state
-    })
+    checkpoint_sizes(s)
+        .is_some_and(|(done, written, state)| done > after && state > 1_000_000 && written * 10 < state)
 }
 
 #[test]

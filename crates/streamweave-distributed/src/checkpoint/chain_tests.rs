@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::checkpoint::{
-    frame, read_state, resolve_refs, CheckpointStore, LocalDirStore, Manifest, MemoryStore, PartitionEntry, StateRead,
-    MANIFEST_NAME, MANIFEST_VERSION,
+    frame, read_state, resolve_refs, CheckpointStore, LocalDirStore, Manifest, MemoryStore, PartitionEntry,
+    StateRead, MANIFEST_NAME, MANIFEST_VERSION,
 };
 
 fn file(name: &str, size: usize) -> StoredFile {
@@ -37,7 +37,11 @@ fn a_chain_compacts_after_max_deltas() {
         assert_eq!(chain.next_kind(), SegmentKind::Delta, "delta {id}");
         chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 1));
     }
-    assert_eq!(chain.next_kind(), SegmentKind::Base, "three deltas: the next is a base");
+    assert_eq!(
+        chain.next_kind(),
+        SegmentKind::Base,
+        "three deltas: the next is a base"
+    );
     let index = chain.record(CheckpointId(5), SegmentKind::Base, file("state-p00000", 100));
     assert_eq!(index.segments.len(), 1, "a base starts a new chain");
     assert_eq!(chain.next_kind(), SegmentKind::Delta);
@@ -97,7 +101,10 @@ fn an_index_of_an_unknown_version_or_truncated_is_refused() {
     let mut bytes = INDEX_MAGIC.to_vec();
     bytes.push(INDEX_VERSION + 1);
     let err = StateIndex::decode(CheckpointId(4), "state-p00000", &bytes).unwrap_err();
-    assert!(matches!(err, CheckpointError::UnsupportedVersion { version: 2, .. }), "{err}");
+    assert!(
+        matches!(err, CheckpointError::UnsupportedVersion { version: 2, .. }),
+        "{err}"
+    );
     assert!(!err.is_damage(), "a newer format is not damage");
     let err = StateIndex::decode(CheckpointId(4), "state-p00000", &INDEX_MAGIC).unwrap_err();
     assert!(err.is_damage(), "{err}");
@@ -117,7 +124,8 @@ fn a_manifest_of_an_unknown_version_is_refused_with_a_clear_error() {
     store.commit(&manifest).unwrap();
     let err = store.manifest(CheckpointId(2)).unwrap_err();
     assert!(
-        err.to_string().contains("manifest format version 3 is not supported"),
+        err.to_string()
+            .contains("manifest format version 3 is not supported"),
         "{err}"
     );
     // Recovery stops there instead of falling back past it.
@@ -128,7 +136,9 @@ fn a_manifest_of_an_unknown_version_is_refused_with_a_clear_error() {
 fn a_manifest_without_a_version_is_version_one() {
     let store = MemoryStore::new();
     let json = br#"{"id":3,"job":"j","attempt":1,"created_ms":0,"files":[],"partitions":0}"#;
-    store.write_object(CheckpointId(3), MANIFEST_NAME, &frame::frame(json)).unwrap();
+    store
+        .write_object(CheckpointId(3), MANIFEST_NAME, &frame::frame(json))
+        .unwrap();
     let manifest = store.manifest(CheckpointId(3)).unwrap();
     assert_eq!((manifest.version, manifest.refs.len()), (1, 0));
 }
@@ -172,8 +182,16 @@ fn retention_keeps_what_retained_checkpoints_refer_to(store: &dyn CheckpointStor
     assert_eq!((m1.written_bytes(), m1.referenced_bytes()), (1000, 1000));
     let m2 = checkpoint(store, &mut chain, 2, b"delta2");
     let at: Vec<u64> = m2.refs.iter().map(|r| r.checkpoint.0).collect();
-    assert_eq!(at, vec![1, 2], "checkpoint 2 refers to the base in 1 and its own delta");
-    assert!(m2.written_bytes() < 100, "a delta writes little: {}", m2.written_bytes());
+    assert_eq!(
+        at,
+        vec![1, 2],
+        "checkpoint 2 refers to the base in 1 and its own delta"
+    );
+    assert!(
+        m2.written_bytes() < 100,
+        "a delta writes little: {}",
+        m2.written_bytes()
+    );
     assert!(m2.referenced_bytes() > 1000);
     // Keep one: checkpoint 1 loses its manifest but keeps the base that 2 refers to.
     assert!(store.retain(1).unwrap().is_empty(), "nothing deleted entirely");
@@ -183,12 +201,21 @@ fn retention_keeps_what_retained_checkpoints_refer_to(store: &dyn CheckpointStor
     let StateRead::Chain(index) = read_state(store, CheckpointId(2), "state-p00000").unwrap() else {
         panic!("an index");
     };
-    assert_eq!(store.get_listed(index.segments[0].checkpoint, &index.segments[0].file).unwrap(), base);
+    assert_eq!(
+        store
+            .get_listed(index.segments[0].checkpoint, &index.segments[0].file)
+            .unwrap(),
+        base
+    );
 
     checkpoint(store, &mut chain, 3, b"delta3");
     // Compaction: a new base at 4; once 2 and 3 are gone nothing refers to 1 any more.
     let m4 = checkpoint(store, &mut chain, 4, &[4u8; 1000]);
-    assert!(m4.refs.is_empty(), "a base is the state file itself: {:?}", m4.refs);
+    assert!(
+        m4.refs.is_empty(),
+        "a base is the state file itself: {:?}",
+        m4.refs
+    );
     let deleted = store.retain(1).unwrap();
     assert_eq!(deleted, vec![CheckpointId(1), CheckpointId(2), CheckpointId(3)]);
     assert!(store.get(CheckpointId(1), "state-p00000").is_err());
@@ -217,7 +244,11 @@ fn a_missing_base_makes_the_checkpoint_that_refers_to_it_damaged() {
     let recovery = crate::checkpoint::scan_latest(&store).unwrap();
     assert!(recovery.manifest.is_none());
     assert_eq!(recovery.skipped.len(), 2);
-    assert!(recovery.skipped[0].error.to_string().contains("checkpoint 1"), "{}", recovery.skipped[0].error);
+    assert!(
+        recovery.skipped[0].error.to_string().contains("checkpoint 1"),
+        "{}",
+        recovery.skipped[0].error
+    );
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub(super) fn live_files<S: CheckpointStore + ?Sized>(
 pub(super) fn own_names<S: CheckpointStore + ?Sized>(store: &S, id: CheckpointId) -> Option<Vec<String>> {
     let manifest = store.manifest(id).ok()?;
     let files = manifest.files.into_iter().map(|f| f.name);
-    let own = manifest.refs.into_iter().filter(|r| r.checkpoint == id).map(|r| r.file.name);
+    let own = manifest
+        .refs
+        .into_iter()
+        .filter(|r| r.checkpoint == id)
+        .map(|r| r.file.name);
     Some(files.chain(own).collect())
 }

@@ -31,7 +31,11 @@ pub enum StateRead {
 /// assert_eq!(read_state(&store, CheckpointId(1), "state-p00001")?, StateRead::Whole(b"whole".to_vec()));
 /// # Ok::<(), CheckpointError>(())
 /// ```
-pub fn read_state(store: &dyn CheckpointStore, id: CheckpointId, name: &str) -> Result<StateRead, CheckpointError> {
+pub fn read_state(
+    store: &dyn CheckpointStore,
+    id: CheckpointId,
+    name: &str,
+) -> Result<StateRead, CheckpointError> {
     let bytes = store.get(id, name)?;
     Ok(match StateIndex::decode(id, name, &bytes)? {
         Some(index) => StateRead::Chain(index),
@@ -54,4 +58,3 @@ pub fn resolve_refs(store: &dyn CheckpointStore, manifest: &mut Manifest) -> Res
     manifest.refs = refs;
     Ok(())
 }
-

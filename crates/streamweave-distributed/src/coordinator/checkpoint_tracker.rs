@@ -352,7 +352,11 @@ impl CheckpointTracker {
     /// The manifest of completed checkpoint `id` says it wrote `written` bytes and refers to
     /// `state` bytes of state (incremental state: the acknowledgements only know the indexes).
     pub fn sizes(&mut self, id: CheckpointId, written: u64, state: u64) {
-        if let Some(done) = self.completed.get_mut(&id).or_else(|| self.committed.get_mut(&id)) {
+        if let Some(done) = self
+            .completed
+            .get_mut(&id)
+            .or_else(|| self.committed.get_mut(&id))
+        {
             done.size_bytes = written;
             done.state_bytes = Some(state);
         }

@@ -98,14 +98,16 @@ fn run(
                     Some(_) if fence.is_some_and(|f| !f.holds(std::time::Instant::now())) => {
                         Err("not committed: this coordinator's leadership may have lapsed".to_string())
                     }
-                    Some(store) => commit(store.as_ref(), &manifest, retain).map(|(written_bytes, state_bytes)| {
-                        let sizes = Input::CheckpointSizes {
-                            id: id.0,
-                            written_bytes,
-                            state_bytes,
-                        };
-                        let _ = commands.blocking_send(Command::Input(sizes));
-                    }),
+                    Some(store) => {
+                        commit(store.as_ref(), &manifest, retain).map(|(written_bytes, state_bytes)| {
+                            let sizes = Input::CheckpointSizes {
+                                id: id.0,
+                                written_bytes,
+                                state_bytes,
+                            };
+                            let _ = commands.blocking_send(Command::Input(sizes));
+                        })
+                    }
                     None => Err("checkpoints have no store (no data directory)".to_string()),
                 };
                 let input = Input::CheckpointWritten { id: id.0, result };

@@ -30,7 +30,9 @@ fn segment(stage: &mut dyn Stage<(String, u64)>, kind: SegmentKind) -> Vec<u8> {
 fn a_keyed_delta_holds_only_the_keys_changed_since_the_previous_segment() {
     let mut stage = counting();
     let ignore = &mut |_: (String, u64)| {};
-    stage.on_batch(batch(&[("a", 1), ("b", 2), ("c", 3)]), ignore).unwrap();
+    stage
+        .on_batch(batch(&[("a", 1), ("b", 2), ("c", 3)]), ignore)
+        .unwrap();
     let base = segment(stage.as_mut(), SegmentKind::Base);
     stage.on_batch(batch(&[("a", 10), ("d", 4)]), ignore).unwrap();
     let delta1 = segment(stage.as_mut(), SegmentKind::Delta);
@@ -38,7 +40,10 @@ fn a_keyed_delta_holds_only_the_keys_changed_since_the_previous_segment() {
     changed.sort();
     assert_eq!(changed, vec![("a".into(), 11), ("d".into(), 4)]);
     let delta2 = segment(stage.as_mut(), SegmentKind::Delta);
-    assert!(decode_state::<Vec<(String, u64)>>(&delta2).unwrap().is_empty(), "nothing changed");
+    assert!(
+        decode_state::<Vec<(String, u64)>>(&delta2).unwrap().is_empty(),
+        "nothing changed"
+    );
     stage.on_batch(batch(&[("b", 1)]), ignore).unwrap();
     let delta3 = segment(stage.as_mut(), SegmentKind::Delta);
 

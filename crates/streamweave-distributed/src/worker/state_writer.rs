@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 
 use super::checkpoint_actor::CheckpointHandle;
 use crate::checkpoint::{
-    read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId, PartitionChain, Segment, SegmentKind,
-    StateIndex, StateRead, StoredFile,
+    read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId, PartitionChain, Segment,
+    SegmentKind, StateIndex, StateRead, StoredFile,
 };
 use crate::dataflow::plan::Receiver;
 use crate::dataflow::DataflowError;
@@ -116,7 +116,12 @@ impl StateWriter {
         };
         let file = StoredFile::of(&name, &bytes);
         let index = self.chain.record(CheckpointId(id), kind, file);
-        Sealed { id, kind, bytes, index }
+        Sealed {
+            id,
+            kind,
+            bytes,
+            index,
+        }
     }
 
     /// Writes `sealed` once the previous write of the partition is done, then acknowledges it.
