@@ -4,7 +4,7 @@
 //! it. A checkpoint writes one new segment per partition, usually a delta, and the index.
 //!
 //! ```text
-//!  chk-5/seg-p00003   base  (all keys at 5)         chk-7/state-p00003 = index [5 base, 6 delta, 7 delta]
+//!  chk-5/state-p00003 base  (all keys at 5)         chk-7/index-p00003 = [5 base, 6 delta, 7 delta]
 //!  chk-6/seg-p00003   delta (keys changed in 6)     restore: base, then each delta in order
 //!  chk-7/seg-p00003   delta (keys changed in 7)     the coordinator copies the index's segments into
 //!                                                   the manifest's `refs`; retention keeps every
@@ -117,6 +117,20 @@ impl StateIndex {
 pub fn segment_name(partition: usize) -> String {
     format!("seg-p{partition:05}")
 }
+
+/// The name of partition `partition`'s state index in a checkpoint whose segment for it is a
+/// delta (a base is stored under the state file's usual name, `state-pNNNNN`, instead).
+pub fn index_name(partition: usize) -> String {
+    format!("{INDEX_PREFIX}{partition:05}")
+}
+
+/// Whether state file `name` is an index: the coordinator reads those (small) before a commit,
+/// and never a base (the whole state).
+pub fn is_index_name(name: &str) -> bool {
+    name.starts_with(INDEX_PREFIX)
+}
+
+const INDEX_PREFIX: &str = "index-p";
 
 /// When a partition writes a new base instead of a delta.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

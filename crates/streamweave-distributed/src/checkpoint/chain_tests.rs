@@ -153,7 +153,7 @@ fn checkpoint(store: &dyn CheckpointStore, chain: &mut PartitionChain, id: u64, 
         SegmentKind::Delta => {
             let seg = store.put(id, &segment_name(0), payload).unwrap();
             let index = chain.record(id, kind, seg);
-            store.put(id, "state-p00000", &index.encode().unwrap()).unwrap()
+            store.put(id, &index_name(0), &index.encode().unwrap()).unwrap()
         }
     };
     if kind == SegmentKind::Base {
@@ -198,7 +198,7 @@ fn retention_keeps_what_retained_checkpoints_refer_to(store: &dyn CheckpointStor
     assert_eq!(store.completed().unwrap(), vec![CheckpointId(2)]);
     let restored = crate::checkpoint::restore_latest(store).unwrap().unwrap();
     assert_eq!(restored.id, CheckpointId(2));
-    let StateRead::Chain(index) = read_state(store, CheckpointId(2), "state-p00000").unwrap() else {
+    let StateRead::Chain(index) = read_state(store, CheckpointId(2), &index_name(0)).unwrap() else {
         panic!("an index");
     };
     assert_eq!(
@@ -269,4 +269,40 @@ fn an_uncommitted_checkpoint_a_committed_one_refers_to_survives_retention() {
     checkpoint(&store, &mut chain, 4, &[4u8; 100]);
     let deleted = store.retain(1).unwrap();
     assert!(deleted.contains(&CheckpointId(2)), "{deleted:?}");
+}
+
+#[test]
+fn the_coordinator_reads_indexes_before_a_commit_never_a_base() {
+    let store = MemoryStore::new();
+    let id = CheckpointId(1);
+    // A base (the whole state) that the coordinator must not download: absent here, so a read
+    // would fail.
+    let base = StoredFile::of("state-p00000", &[9u8; 64]);
+    let seg = store.put(id, &segment_name(1), b"delta").unwrap();
+    let index = StateIndex {
+        segments: vec![
+            Segment {
+                checkpoint: CheckpointId(0),
+                file: file("state-p00001", 10),
+            },
+            Segment {
+                checkpoint: id,
+                file: seg,
+            },
+        ],
+    };
+    let indexed = store.put(id, &index_name(1), &index.encode().unwrap()).unwrap();
+    let mut manifest = Manifest::new(id, "job", 1, 0, 2);
+    for (partition, state) in [(0, base), (1, indexed)] {
+        manifest.add_partition(PartitionEntry {
+            partition,
+            state,
+            source_offset: 0,
+            source_exhausted: false,
+            source_records: 0,
+        });
+    }
+    resolve_refs(&store, &mut manifest).unwrap();
+    assert_eq!(manifest.refs, index.segments);
+    assert!(is_index_name(&index_name(3)) && !is_index_name("state-p00003"));
 }

@@ -3,7 +3,7 @@
 //! commit that copies every partition's segments into the manifest's `refs`.
 //!
 //! ```text
-//! worker restore:     read_state(store, n, "state-p00003") -> Chain(index) -> get each segment
+//! worker restore:     read_state(store, n, "index-p00003") -> Chain(index) -> get each segment
 //! coordinator commit: resolve_refs(store, &mut manifest)   -> manifest.refs = every index's segments
 //! ```
 
@@ -25,8 +25,8 @@ pub enum StateRead {
 /// let store = MemoryStore::new();
 /// let base = store.put(CheckpointId(1), &segment_name(0), b"base")?;
 /// let index = StateIndex { segments: vec![Segment { checkpoint: CheckpointId(1), file: base }] };
-/// store.put(CheckpointId(1), "state-p00000", &index.encode()?)?;
-/// assert_eq!(read_state(&store, CheckpointId(1), "state-p00000")?, StateRead::Chain(index));
+/// store.put(CheckpointId(1), &index_name(0), &index.encode()?)?;
+/// assert_eq!(read_state(&store, CheckpointId(1), &index_name(0))?, StateRead::Chain(index));
 /// store.put(CheckpointId(1), "state-p00001", b"whole")?;
 /// assert_eq!(read_state(&store, CheckpointId(1), "state-p00001")?, StateRead::Whole(b"whole".to_vec()));
 /// # Ok::<(), CheckpointError>(())
@@ -45,11 +45,12 @@ pub fn read_state(
 
 /// Fills `manifest.refs` with the segments of every partition's state index (reading each
 /// index, a few dozen bytes, checked against the size and crc32 its worker reported), before
-/// the manifest is committed. Whole states (no index) refer to nothing.
+/// the manifest is committed. State files not named as indexes ([`is_index_name`](super::is_index_name))
+/// are whole states (bases): they refer to nothing and are not read.
 pub fn resolve_refs(store: &dyn CheckpointStore, manifest: &mut Manifest) -> Result<(), CheckpointError> {
     let mut refs = Vec::new();
     let states: Vec<StoredFile> = manifest.entries.iter().map(|e| e.state.clone()).collect();
-    for state in &states {
+    for state in states.iter().filter(|s| super::is_index_name(&s.name)) {
         let bytes = store.get_listed(manifest.id, state)?;
         if let Some(index) = StateIndex::decode(manifest.id, &state.name, &bytes)? {
             refs.extend(index.segments);

@@ -183,10 +183,9 @@ pub struct CheckpointStats {
     pub last_completed: Option<CheckpointId>,
     /// How long the newest committed checkpoint took from trigger to last acknowledgement.
     pub last_duration: Option<Duration>,
-    /// The bytes the newest committed checkpoint wrote (with incremental state, its deltas).
+    /// The bytes the newest committed checkpoint wrote (incremental: its deltas).
     pub last_size_bytes: Option<u64>,
-    /// The bytes of state the newest committed checkpoint refers to (what a restore reads),
-    /// once its manifest is written.
+    /// The bytes of state the newest committed checkpoint refers to (what a restore reads).
     pub state_bytes: Option<u64>,
     /// The checkpoint in flight.
     pub in_flight: Option<CheckpointId>,
@@ -349,16 +348,11 @@ impl CheckpointTracker {
         vec![action]
     }
 
-    /// The manifest of completed checkpoint `id` says it wrote `written` bytes and refers to
-    /// `state` bytes of state (incremental state: the acknowledgements only know the indexes).
+    /// Checkpoint `id`'s manifest: `written` bytes written, `state` bytes of state referred to.
     pub fn sizes(&mut self, id: CheckpointId, written: u64, state: u64) {
-        if let Some(done) = self
-            .completed
-            .get_mut(&id)
-            .or_else(|| self.committed.get_mut(&id))
-        {
-            done.size_bytes = written;
-            done.state_bytes = Some(state);
+        let done = self.completed.get_mut(&id);
+        if let Some(done) = done.or_else(|| self.committed.get_mut(&id)) {
+            (done.size_bytes, done.state_bytes) = (written, Some(state));
         }
     }
 

@@ -8,7 +8,7 @@
 //! barrier: kind = chain.next_kind() --seal--> segment bytes --chain.record--> index
 //!          write (beside the processing, after the previous write of this partition):
 //!            base:  put state-pQ = the base                 (one object, as before)
-//!            delta: put seg-pQ = the delta, put state-pQ = the index
+//!            delta: put seg-pQ = the delta, put index-pQ = the index (the state file then)
 //! ```
 //!
 //! A delta is only good if everything it builds on was stored, so each write waits for the
@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 
 use super::checkpoint_actor::CheckpointHandle;
 use crate::checkpoint::{
-    read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId, PartitionChain, Segment,
-    SegmentKind, StateIndex, StateRead, StoredFile,
+    index_name, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId, PartitionChain,
+    Segment, SegmentKind, StateIndex, StateRead, StoredFile,
 };
 use crate::dataflow::plan::Receiver;
 use crate::dataflow::DataflowError;
@@ -171,7 +171,7 @@ fn store(checkpoints: &CheckpointHandle, q: usize, sealed: &Sealed) -> bool {
             .store
             .put(id, &segment_name(q), &sealed.bytes)
             .and_then(|_| sealed.index.encode())
-            .and_then(|index| checkpoints.store.put(id, &state_name(q), &index)),
+            .and_then(|index| checkpoints.store.put(id, &index_name(q), &index)),
     };
     match stored {
         Ok(file) => {
