@@ -306,3 +306,21 @@ fn the_coordinator_reads_indexes_before_a_commit_never_a_base() {
     assert_eq!(manifest.refs, index.segments);
     assert!(is_index_name(&index_name(3)) && !is_index_name("state-p00003"));
 }
+
+#[test]
+fn retention_keeps_referenced_segments_in_an_object_store() {
+    let url = crate::storage::StorageUrl::parse("memory://chain-retention/ckpt").unwrap();
+    let store = crate::checkpoint::ObjectCheckpointStore::open(&url).unwrap();
+    retention_keeps_what_retained_checkpoints_refer_to(&store);
+}
+
+/// Needs the S3 server that `scripts/tier2.sh` starts.
+mod tier2 {
+    #[test]
+    #[ignore = "tier 2: needs S3 (scripts/tier2.sh)"]
+    fn retention_keeps_referenced_segments_on_s3() {
+        let url = crate::storage::tests::tier2::s3_test_url("chain-retention");
+        let store = crate::checkpoint::ObjectCheckpointStore::open(&url).unwrap();
+        super::retention_keeps_what_retained_checkpoints_refer_to(&store);
+    }
+}
