@@ -9,13 +9,14 @@ use super::{CheckpointError, CheckpointId, CheckpointStore};
 /// By checkpoint: the names of its files that one of the `kept` checkpoints refers to. A kept
 /// checkpoint whose manifest is damaged refers to nothing (it cannot be restored); any other
 /// failure to read one stops the collection, so that nothing still needed is deleted.
-pub(super) fn live_files<S: CheckpointStore + ?Sized>(
+pub(super) fn live_files<S: CheckpointStore + ?Sized + Sync>(
     store: &S,
     kept: &[CheckpointId],
 ) -> Result<BTreeMap<CheckpointId, BTreeSet<String>>, CheckpointError> {
     let mut live: BTreeMap<CheckpointId, BTreeSet<String>> = BTreeMap::new();
-    for &id in kept {
-        let manifest = match store.manifest(id) {
+    let manifests = super::parallel::map(kept, |&id| store.manifest(id));
+    for (&id, manifest) in kept.iter().zip(manifests) {
+        let manifest = match manifest {
             Ok(manifest) => manifest,
             Err(e) if e.is_damage() => continue,
             Err(e) => return Err(e),

@@ -48,13 +48,18 @@ pub fn read_state(
 /// the manifest is committed. State files not named as indexes ([`is_index_name`](super::is_index_name))
 /// are whole states (bases): they refer to nothing and are not read.
 pub fn resolve_refs(store: &dyn CheckpointStore, manifest: &mut Manifest) -> Result<(), CheckpointError> {
+    let id = manifest.id;
+    let indexes: Vec<&StoredFile> = (manifest.entries.iter())
+        .map(|e| &e.state)
+        .filter(|s| super::is_index_name(&s.name))
+        .collect();
+    let read = |state: &&StoredFile| -> Result<Option<StateIndex>, CheckpointError> {
+        let bytes = store.get_listed(id, state)?;
+        StateIndex::decode(id, &state.name, &bytes)
+    };
     let mut refs = Vec::new();
-    let states: Vec<StoredFile> = manifest.entries.iter().map(|e| e.state.clone()).collect();
-    for state in states.iter().filter(|s| super::is_index_name(&s.name)) {
-        let bytes = store.get_listed(manifest.id, state)?;
-        if let Some(index) = StateIndex::decode(manifest.id, &state.name, &bytes)? {
-            refs.extend(index.segments);
-        }
+    for index in super::parallel::map(&indexes, read) {
+        refs.extend(index?.into_iter().flat_map(|i| i.segments));
     }
     manifest.refs = refs;
     Ok(())

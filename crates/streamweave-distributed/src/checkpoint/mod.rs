@@ -30,6 +30,7 @@ mod local;
 mod manifest;
 mod memory;
 mod object;
+mod parallel;
 #[cfg(test)]
 mod proptests;
 mod restore;

@@ -199,9 +199,13 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
                 // Still referred to: only its other files go (those its manifest named; an
                 // uncommitted leftover's stay until nothing refers to it).
                 Some(keep_names) => {
-                    for name in names.iter().flatten().filter(|n| !keep_names.contains(*n)) {
-                        self.delete_object(l.id, name)?;
-                    }
+                    let names: Vec<&String> = names
+                        .iter()
+                        .flatten()
+                        .filter(|n| !keep_names.contains(*n))
+                        .collect();
+                    let deletes = super::parallel::map(&names, |name| self.delete_object(l.id, name));
+                    deletes.into_iter().collect::<Result<Vec<()>, _>>()?;
                 }
             }
         }

@@ -130,9 +130,11 @@ fn run(
 /// retention keeps them.
 /// Returns the bytes the checkpoint wrote and the bytes of state it refers to.
 fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(u64, u64), String> {
+    let started = std::time::Instant::now();
     let mut manifest = manifest.clone();
     crate::checkpoint::resolve_refs(store, &mut manifest).map_err(|e| e.to_string())?;
     store.commit(&manifest).map_err(|e| e.to_string())?;
+    let commit_ms = started.elapsed().as_millis();
     if let Err(e) = store.retain(retain) {
         tracing::warn!(error = %e, "cannot delete old checkpoints");
     }
@@ -141,6 +143,8 @@ fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Re
         files = manifest.files.len(),
         written_bytes = manifest.written_bytes(),
         state_bytes = manifest.referenced_bytes(),
+        commit_ms,
+        retain_ms = started.elapsed().as_millis() - commit_ms,
         "checkpoint committed"
     );
     Ok((manifest.written_bytes(), manifest.referenced_bytes()))
