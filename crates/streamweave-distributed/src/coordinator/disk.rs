@@ -92,12 +92,12 @@ fn run(
             }
             DiskJob::Commit { manifest, retain } => {
                 let id = manifest.id;
+                // High availability: commit only while the lease holds and etcd confirms the
+                // leader key, checked just before the (create-if-absent) manifest put, so two
+                // leaders never both commit it.
+                let confirmed = fence.map_or(Ok(()), |f| f.confirm_commit(id.0));
                 let result = match &store {
-                    // High availability: commit only while the lease holds, checked just before
-                    // the (create-if-absent) manifest put, so two leaders never both commit it.
-                    Some(_) if fence.is_some_and(|f| !f.holds(std::time::Instant::now())) => {
-                        Err("not committed: this coordinator's leadership may have lapsed".to_string())
-                    }
+                    Some(_) if confirmed.is_err() => confirmed,
                     Some(store) => {
                         commit(store.as_ref(), &manifest, retain).map(|(written_bytes, state_bytes)| {
                             let sizes = Input::CheckpointSizes {
@@ -127,8 +127,7 @@ fn run(
 ///
 /// Before the commit, the partitions' state indexes are read (a few dozen bytes each) so that
 /// the manifest lists every state segment the checkpoint refers to: restore checks them and
-/// retention keeps them.
-/// Returns the bytes the checkpoint wrote and the bytes of state it refers to.
+/// retention keeps them. Returns the bytes the checkpoint wrote and the bytes of state it refers to.
 fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(u64, u64), String> {
     let started = std::time::Instant::now();
     let mut manifest = manifest.clone();
