@@ -62,6 +62,7 @@ pub mod ha;
 pub mod network;
 pub mod observe;
 pub mod protocol;
+pub mod security;
 pub mod storage;
 mod types;
 pub mod worker;

@@ -33,6 +33,8 @@ pub struct Candidate {
     pub timing: Timing,
     /// The cluster's name, for the connection a standby holds to the leader.
     pub cluster: String,
+    /// TLS and secret for that connection (the coordinator's own).
+    pub security: crate::security::Security,
 }
 
 type Pending = Pin<Box<dyn Future<Output = Event> + Send>>;
@@ -47,6 +49,7 @@ pub fn spawn_elector(
     let (gone_tx, gone) = mpsc::channel(4);
     tokio::spawn(super::watch::watch_leader(
         candidate.cluster.clone(),
+        candidate.security.clone(),
         tx.subscribe(),
         gone_tx,
     ));
@@ -201,6 +204,7 @@ mod tests {
                 address: address.into(),
                 timing: Timing::for_ttl(Duration::from_secs(2)),
                 cluster: "test".into(),
+                security: Default::default(),
             };
             let (mut a, a_task) = spawn_elector(candidate("a:1"), std::future::pending());
             let first = wait_for(&mut a, |r| matches!(r, Role::Leader { .. })).await;
@@ -306,6 +310,7 @@ mod tests {
                 address: address.into(),
                 timing: Timing::for_ttl(Duration::from_secs(10)),
                 cluster: "test".into(),
+                security: Default::default(),
             };
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let (mut a, a_task) = spawn_elector(candidate("a:1"), async move {

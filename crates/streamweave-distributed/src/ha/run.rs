@@ -59,6 +59,9 @@ pub struct HaOptions {
     pub advertise: Option<String>,
     /// Lease timing.
     pub timing: Timing,
+    /// TLS and secrets the standby applies to connections (the leader takes them from its
+    /// configuration).
+    pub security: crate::security::Security,
 }
 
 /// Runs a coordinator with high availability until `shutdown` resolves. `make_config` gives the
@@ -88,6 +91,7 @@ pub async fn run_with_ha(
         address: options.advertise.clone().unwrap_or_else(|| bind.to_string()),
         timing: options.timing,
         cluster: cluster.to_string(),
+        security: options.security.clone(),
     };
     let (mut roles, elector) = spawn_elector(candidate, stop.clone().cancelled_owned());
     let cluster: Arc<str> = Arc::from(cluster);
@@ -103,6 +107,7 @@ pub async fn run_with_ha(
             listener,
             cluster.clone(),
             max_frame_size,
+            options.security.clone(),
             roles.clone(),
             standby_stop.clone(),
         ));

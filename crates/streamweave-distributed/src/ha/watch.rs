@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use super::leadership::Role;
 use crate::network::{ConnectionPool, NetworkError, Transport};
 use crate::protocol::{ClientRequest, ClientResponse, Hello, Role as PeerRole};
+use crate::security::Security;
 
 /// How long a connection attempt to the leader may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -47,6 +48,7 @@ enum Probe {
 /// on `gone` when its port refuses connections. Ends when either channel closes.
 pub(super) async fn watch_leader(
     cluster: String,
+    security: Security,
     mut roles: watch::Receiver<Role>,
     gone: mpsc::Sender<String>,
 ) {
@@ -67,7 +69,7 @@ pub(super) async fn watch_leader(
             continue;
         };
         let probe = tokio::select! {
-            probe = probe(&leader, &cluster) => probe,
+            probe = probe(&leader, &cluster, &security) => probe,
             changed = roles.changed() => match changed {
                 Ok(()) => continue,
                 Err(_) => return,
@@ -95,7 +97,7 @@ pub(super) async fn watch_leader(
 }
 
 /// Connects to `leader` as a client and holds the connection until it closes.
-async fn probe(leader: &str, cluster: &str) -> Probe {
+async fn probe(leader: &str, cluster: &str, security: &Security) -> Probe {
     let Ok(Some(addr)) = tokio::net::lookup_host(leader).await.map(|mut a| a.next()) else {
         return Probe::Unknown;
     };
@@ -103,7 +105,8 @@ async fn probe(leader: &str, cluster: &str) -> Probe {
         ConnectionPool::new()
             .with_max_connections(1)
             .with_timeout(CONNECT_TIMEOUT),
-    );
+    )
+    .with_security(security.clone());
     let hello = Hello {
         role: PeerRole::Client,
         cluster: cluster.to_string(),
@@ -135,8 +138,11 @@ mod tests {
         let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = free.local_addr().expect("addr").to_string();
         drop(free);
-        assert_eq!(probe(&addr, "c").await, Probe::Gone);
-        assert_eq!(probe("no-such-host.invalid:7000", "c").await, Probe::Unknown);
+        assert_eq!(probe(&addr, "c", &Security::none()).await, Probe::Gone);
+        assert_eq!(
+            probe("no-such-host.invalid:7000", "c", &Security::none()).await,
+            Probe::Unknown
+        );
     }
 
     #[tokio::test]
@@ -146,7 +152,7 @@ mod tests {
         drop(free);
         let (_roles_tx, roles) = watch::channel(Role::Standby { leader: Some(addr) });
         let (gone_tx, mut gone) = mpsc::channel(4);
-        let watcher = tokio::spawn(watch_leader("c".into(), roles, gone_tx));
+        let watcher = tokio::spawn(watch_leader("c".into(), Security::none(), roles, gone_tx));
         assert!(
             tokio::time::timeout(Duration::from_millis(500), gone.recv())
                 .await
@@ -164,7 +170,7 @@ mod tests {
             leader: Some(alive.clone()),
         });
         let (gone_tx, mut gone) = mpsc::channel(4);
-        let watcher = tokio::spawn(watch_leader("c".into(), roles, gone_tx));
+        let watcher = tokio::spawn(watch_leader("c".into(), Security::none(), roles, gone_tx));
         // A live leader: the watcher connects and holds the connection.
         let (mut stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
             .await

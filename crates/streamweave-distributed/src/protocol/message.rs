@@ -283,7 +283,7 @@ pub enum CoordinatorMessage {
         reason: String,
     },
     /// The answer to every heartbeat: the coordinator is alive and reads this connection. A
-    /// worker that hears nothing for the heartbeat timeout drops the connection and looks for
+    /// worker that hears nothing for twice the heartbeat timeout drops the connection and looks for
     /// a coordinator again (a paused leader says nothing; a standby may lead by then).
     HeartbeatAck,
     /// Registration refused by a standby coordinator (high availability): register with the

@@ -16,7 +16,7 @@
 //!   carries state: Leave, Draining until LeaveAck or DRAIN_TIMEOUT, then StopAll, Exit(Left)
 //!   no state: StopAll, Leave, AwaitingLeaveAck until LeaveAck or communication_timeout, Exit(Left)
 //!   Fenced (any connected state but the last): StopAll, Exit(Fenced)
-//!   Connected and nothing heard (not even a HeartbeatAck) for the heartbeat timeout: the
+//!   Connected and nothing heard (not even a HeartbeatAck) for twice the heartbeat timeout: the
 //!   coordinator is paused or hung, not merely slow; Disconnect and retry as if the connection
 //!   had dropped, the silence counting as time without a coordinator.
 //! ```
@@ -233,7 +233,7 @@ impl SessionCore {
                 }
                 let silent_since = self.heard_at.unwrap_or(now);
                 let silent_for = now.saturating_duration_since(silent_since);
-                if silent_for >= self.timing.presumed_dead_after {
+                if silent_for >= self.silence_limit() {
                     actions.push(SessionAction::Log(SessionNote::Silent(silent_for)));
                     self.lost_since(silent_since, now, actions);
                     return;
@@ -312,6 +312,13 @@ impl SessionCore {
             | State::AwaitingLeaveAck { .. }
             | State::Exited => {}
         }
+    }
+
+    /// How long a connected coordinator may say nothing before the connection is dropped:
+    /// twice its heartbeat timeout, so that a coordinator slowed by a loaded machine (whose
+    /// answers queue up) is not mistaken for a paused one.
+    fn silence_limit(&self) -> Duration {
+        self.timing.presumed_dead_after.saturating_mul(2)
     }
 
     fn lost(&mut self, now: Instant, actions: &mut Vec<SessionAction>) {

@@ -13,7 +13,7 @@ use streamweave_distributed::protocol::{JobState, JobStatus};
 use streamweave_distributed::Client;
 use tokio::process::Child;
 
-use super::local::{check_alive, CLUSTER};
+use super::local::check_alive;
 use crate::signals::StopSignal;
 
 /// Polls are cheap (one status over loopback); a short interval keeps the end-to-end time honest.
@@ -70,7 +70,7 @@ pub(super) async fn follow(
     loop {
         check_alive(coordinator, workers)?;
         if client.is_none() {
-            client = Client::connect(addr, CLUSTER).await.ok();
+            client = super::local_secret::connect(addr).await.ok();
         }
         let status = match client.as_mut() {
             Some(c) => c.status().await.ok(),

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use streamweave_distributed::observe::{History, WorkerMetrics};
+use streamweave_distributed::security::Security;
 use streamweave_distributed::worker::WorkerSnapshot;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -51,12 +52,14 @@ impl Drop for Console {
     }
 }
 
-/// Starts the poller of the coordinator at `coordinator` and serves the console (with
+/// Starts the poller of the coordinator at `coordinator` (proving `security`'s secret, as an
+/// admin client would) and serves the console (with
 /// `/metrics`) on `http` and `/metrics` alone on `metrics`; prints `console on URL` and
 /// `metrics on URL` on stdout. Nothing to serve: `None`.
 pub async fn start_for_coordinator(
     coordinator: SocketAddr,
     cluster: &str,
+    security: Security,
     http: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
 ) -> anyhow::Result<Option<Console>> {
@@ -77,6 +80,7 @@ pub async fn start_for_coordinator(
     tokio::spawn(poller::run(
         serve::reachable(coordinator),
         cluster.to_string(),
+        security,
         Arc::clone(&shared),
         stop.clone(),
     ));

@@ -6,6 +6,7 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use streamweave_distributed::observe::History;
+use streamweave_distributed::security::Security;
 use streamweave_distributed::{Client, ClientError};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +39,13 @@ impl Observed {
 }
 
 /// Polls `addr` until `stop`, reconnecting after an error.
-pub async fn run(addr: SocketAddr, cluster: String, shared: Shared, stop: CancellationToken) {
+pub async fn run(
+    addr: SocketAddr,
+    cluster: String,
+    security: Security,
+    shared: Shared,
+    stop: CancellationToken,
+) {
     let mut client: Option<Client> = None;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -48,7 +55,7 @@ pub async fn run(addr: SocketAddr, cluster: String, shared: Shared, stop: Cancel
             _ = tick.tick() => {}
         }
         if client.is_none() {
-            match Client::connect_with_timeout(addr, &cluster, REQUEST_TIMEOUT).await {
+            match Client::connect_secured(addr, &cluster, REQUEST_TIMEOUT, &security).await {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     record(&shared, |o| {
