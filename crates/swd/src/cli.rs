@@ -19,6 +19,8 @@ pub struct Cli {
 }
 
 /// The commands.
+// Parsed once at start and moved into its command: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a coordinator.

@@ -118,6 +118,7 @@ fn completed_and_abandoned_checkpoints() {
             last_completed: last,
             last_duration_ms: Some(40),
             last_size_bytes: Some(2048),
+            state_bytes: Some(2048),
             in_flight,
         });
         s
