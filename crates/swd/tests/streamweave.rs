@@ -1,7 +1,8 @@
 //! The StreamWeave example's job (a user's `Tokenizer` before the exchange and `Formatter`
 //! after it, `examples/streamweave/`) on real processes, run by `swd-test-jobs`, which
 //! registers the example's exact code: the output is exact with `swd local`, and with
-//! checkpoints through a worker SIGKILL.
+//! checkpoints through a worker SIGKILL; so is the stateful `streamweave-sorted`, whose
+//! buffered partitions travel in the checkpoints.
 
 mod common;
 
@@ -118,12 +119,13 @@ fn checkpoints_completed(s: &Value) -> u64 {
     s["checkpoints"]["completed"].as_u64().unwrap_or(0)
 }
 
-#[test]
-fn with_checkpoints_the_streamweave_job_is_exact_through_a_worker_sigkill() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let corpus = corpus(dir.path(), 200_000, 4);
-    let output = dir.path().join("out");
-    let data = dir.path().join("data");
+/// Runs `job` on 200,000 words with checkpoints every 200 ms on three workers, SIGKILLs one
+/// after three checkpoints and starts another; returns the corpus, the output directory and
+/// the finished status, having checked that the job finished from a restored checkpoint.
+fn through_a_sigkill(dir: &Path, job: &str) -> (std::path::PathBuf, std::path::PathBuf, Value) {
+    let corpus = corpus(dir, 200_000, 4);
+    let output = dir.join("out");
+    let data = dir.join("data");
     let (input, out) = (corpus.join("input").display().to_string(), output.display().to_string());
     let (_coordinator, addr) = start_coordinator(
         &[
@@ -132,7 +134,7 @@ fn with_checkpoints_the_streamweave_job_is_exact_through_a_worker_sigkill() {
             "--min-workers",
             "3",
             "--job",
-            "streamweave-wordcount",
+            job,
             "--input",
             &input,
             "--output",
@@ -162,9 +164,51 @@ fn with_checkpoints_the_streamweave_job_is_exact_through_a_worker_sigkill() {
             .is_some_and(|c| c >= 1),
         "the job resumed from a checkpoint: {finished:#}"
     );
+    (corpus, output, finished)
+}
+
+#[test]
+fn with_checkpoints_the_streamweave_job_is_exact_through_a_worker_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (corpus, output, _) = through_a_sigkill(dir.path(), "streamweave-wordcount");
     let expected = expected_counts(&corpus.join("input"));
     // The corpus's words are already lowercase letters and digits: the tokenizer keeps them.
     let generated = std::fs::read(corpus.join("expected.tsv")).expect("expected.tsv");
     assert_eq!(expected, sorted_lines(&generated));
     assert_eq!(output_lines(&output), expected);
+}
+
+#[test]
+fn a_stateful_transformer_is_exact_through_a_worker_sigkill_and_runs_once_per_partition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (corpus, output, finished) = through_a_sigkill(dir.path(), "streamweave-sorted");
+    assert!(
+        finished["checkpoints"]["last_size_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "the buffered lines were checkpointed: {finished:#}"
+    );
+    let mut input = Vec::new();
+    for entry in std::fs::read_dir(corpus.join("input")).expect("input dir") {
+        input.extend(std::fs::read(entry.expect("entry").path()).expect("read input"));
+        input.push(b'\n');
+    }
+    assert_eq!(output_lines(&output), sorted_lines(&input), "every line exactly once");
+    // Each partition's lines come out of one run of the transformer: sorted, in one file.
+    let mut files = 0;
+    for entry in std::fs::read_dir(&output).expect("output dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let text = std::fs::read(entry.path()).expect("read output");
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        if lines.is_empty() {
+            continue;
+        }
+        files += 1;
+        assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{name} is not sorted");
+    }
+    assert!(files >= 2 && files <= 8, "one file per non-empty partition: {files}");
 }

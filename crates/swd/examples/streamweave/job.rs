@@ -1,23 +1,31 @@
 //! The job: a word count whose tokenizer (before the exchange) and formatter (after it) are
 //! the user's StreamWeave transformers. `--param via=native` runs the same functions as native
-//! operators instead, to measure what the adapter costs per record.
+//! operators instead, to measure what the adapter costs per record. And `streamweave-sorted`:
+//! lines spread over the partitions by a hash, each partition's sorted by a stateful
+//! transformer (bounded input only: it runs once, at the end, over the buffered partition).
 
 use streamweave_distributed::dataflow::sinks::TextDirSink;
 use streamweave_distributed::dataflow::sources::{TextDirSource, Throttled};
-use streamweave_distributed::dataflow::{DataflowError, Job, JobRegistry, JobSpec, Stream};
+use streamweave_distributed::dataflow::{DataflowError, HashPartitioner, Job, JobRegistry, JobSpec, Stream};
 
-use super::transformers::{words, Formatter, Tokenizer};
+use super::transformers::{words, Formatter, SortLines, Tokenizer};
 
-/// Registers `streamweave-wordcount`.
+/// Registers `streamweave-wordcount` and `streamweave-sorted`.
 pub fn register(registry: &mut JobRegistry) {
     registry.register(
         "streamweave-wordcount",
         "word count through StreamWeave transformers (params: rate, via=streamweave|native)",
         wordcount,
     );
+    registry.register(
+        "streamweave-sorted",
+        "lines hashed to partitions, each sorted by a stateful StreamWeave transformer (param: rate)",
+        sorted,
+    );
 }
 
-fn wordcount(spec: &JobSpec) -> Result<Job, DataflowError> {
+/// The input's lines, at most `rate` per second per partition (parameter `rate`; 0: no limit).
+fn lines(spec: &JobSpec) -> Result<Stream<String>, DataflowError> {
     let rate = match spec.params.get("rate") {
         Some(r) => r
             .parse()
@@ -25,7 +33,19 @@ fn wordcount(spec: &JobSpec) -> Result<Job, DataflowError> {
         None => 0,
     };
     let input = TextDirSource::new(spec.require_input()?.clone());
-    let lines = Stream::from_source(Throttled::new(input, rate));
+    Ok(Stream::from_source(Throttled::new(input, rate)))
+}
+
+fn sorted(spec: &JobSpec) -> Result<Job, DataflowError> {
+    let output = TextDirSink::new(spec.require_output()?.clone());
+    Ok(lines(spec)?
+        .exchange(HashPartitioner)
+        .through_streamweave_stateful(SortLines::default)
+        .sink(output))
+}
+
+fn wordcount(spec: &JobSpec) -> Result<Job, DataflowError> {
+    let lines = lines(spec)?;
     let output = TextDirSink::new(spec.require_output()?.clone());
     match spec.params.get("via").map(String::as_str) {
         None | Some("streamweave") => Ok(lines

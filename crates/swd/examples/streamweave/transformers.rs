@@ -95,3 +95,46 @@ impl Transformer for Formatter {
         &mut self.config
     }
 }
+
+/// Sorts its whole input: a transformer that keeps state (all of it) until its input ends.
+#[derive(Default)]
+pub struct SortLines {
+    config: TransformerConfig<String>,
+}
+
+impl Input for SortLines {
+    type Input = String;
+    type InputStream = Pin<Box<dyn Stream<Item = String> + Send>>;
+}
+
+impl Output for SortLines {
+    type Output = String;
+    type OutputStream = Pin<Box<dyn Stream<Item = String> + Send>>;
+}
+
+#[async_trait::async_trait]
+impl Transformer for SortLines {
+    type InputPorts = (String,);
+    type OutputPorts = (String,);
+
+    async fn transform(&mut self, input: Self::InputStream) -> Self::OutputStream {
+        let sorted = async move {
+            let mut lines: Vec<String> = input.collect().await;
+            lines.sort();
+            futures::stream::iter(lines)
+        };
+        Box::pin(futures::stream::once(sorted).flatten())
+    }
+
+    fn set_config_impl(&mut self, config: TransformerConfig<String>) {
+        self.config = config;
+    }
+
+    fn get_config_impl(&self) -> &TransformerConfig<String> {
+        &self.config
+    }
+
+    fn get_config_mut_impl(&mut self) -> &mut TransformerConfig<String> {
+        &mut self.config
+    }
+}
