@@ -73,7 +73,15 @@ fn swd_local_runs_a_users_streamweave_transformers_with_exact_output() {
             .collect();
         assert_eq!(
             lines,
-            ["42\t1", "end\t4", "hello\t2", "the\t1", "world\t1", "worlds\t1", "x\t1"],
+            [
+                "42\t1",
+                "end\t4",
+                "hello\t2",
+                "the\t1",
+                "world\t1",
+                "worlds\t1",
+                "x\t1"
+            ],
             "via={via}"
         );
     }
@@ -81,7 +89,13 @@ fn swd_local_runs_a_users_streamweave_transformers_with_exact_output() {
 
 fn start_coordinator(args: &[&str], data_dir: &Path) -> (Proc, SocketAddr) {
     let mut child = test_jobs()
-        .args(["coordinator", "--bind", "127.0.0.1:0", "--heartbeat-timeout", "500ms"])
+        .args([
+            "coordinator",
+            "--bind",
+            "127.0.0.1:0",
+            "--heartbeat-timeout",
+            "500ms",
+        ])
         .args(["--health-check-interval", "50ms", "--data-dir"])
         .arg(data_dir)
         .args(args)
@@ -126,7 +140,10 @@ fn through_a_sigkill(dir: &Path, job: &str) -> (std::path::PathBuf, std::path::P
     let corpus = corpus(dir, 200_000, 4);
     let output = dir.join("out");
     let data = dir.join("data");
-    let (input, out) = (corpus.join("input").display().to_string(), output.display().to_string());
+    let (input, out) = (
+        corpus.join("input").display().to_string(),
+        output.display().to_string(),
+    );
     let (_coordinator, addr) = start_coordinator(
         &[
             "--partitions",
@@ -146,7 +163,10 @@ fn through_a_sigkill(dir: &Path, job: &str) -> (std::path::PathBuf, std::path::P
         ],
         &data,
     );
-    let mut workers: Vec<Proc> = ["w1", "w2", "w3"].iter().map(|id| start_worker(addr, id)).collect();
+    let mut workers: Vec<Proc> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| start_worker(addr, id))
+        .collect();
     wait_status_at(addr, WITHIN, "a few checkpoints of the running job", |s| {
         s["job"]["state"] == "running" && checkpoints_completed(s) >= 3
     });
@@ -193,7 +213,11 @@ fn a_stateful_transformer_is_exact_through_a_worker_sigkill_and_runs_once_per_pa
         input.extend(std::fs::read(entry.expect("entry").path()).expect("read input"));
         input.push(b'\n');
     }
-    assert_eq!(output_lines(&output), sorted_lines(&input), "every line exactly once");
+    assert_eq!(
+        output_lines(&output),
+        sorted_lines(&input),
+        "every line exactly once"
+    );
     // Each partition's lines come out of one run of the transformer: sorted, in one file.
     let mut files = 0;
     for entry in std::fs::read_dir(&output).expect("output dir") {
@@ -210,5 +234,8 @@ fn a_stateful_transformer_is_exact_through_a_worker_sigkill_and_runs_once_per_pa
         files += 1;
         assert!(lines.windows(2).all(|w| w[0] <= w[1]), "{name} is not sorted");
     }
-    assert!(files >= 2 && files <= 8, "one file per non-empty partition: {files}");
+    assert!(
+        (2..=8).contains(&files),
+        "one file per non-empty partition: {files}"
+    );
 }

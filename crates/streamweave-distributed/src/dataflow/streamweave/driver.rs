@@ -23,6 +23,15 @@ use crate::dataflow::{DataflowError, Flow};
 /// How a transformer's output item reads: a record, or a record that failed.
 pub(super) type Classify<O, V, In> = fn(O) -> Result<V, StreamError<In>>;
 
+/// How a fallible transformer's output item reads: as it is.
+#[allow(clippy::result_large_err)] // StreamWeave's own error type, as its transformers make it.
+pub(super) fn as_is<V, In>(item: Result<V, StreamError<In>>) -> Result<V, StreamError<In>>
+where
+    In: Debug + Clone + Send + Sync,
+{
+    item
+}
+
 /// The bounds every adapted transformer meets: typed input stream, movable between threads.
 pub trait AdaptedTransformer<In>:
     Transformer<Input = In, InputStream = InputStream<In>> + Send + 'static
@@ -131,7 +140,10 @@ where
                     self.feed.push_front(x, tries + 1, &self.poller);
                     Ok(())
                 }
-                None => Err(failed(&error, "a retry was asked for, but no record to retry is known")),
+                None => Err(failed(
+                    &error,
+                    "a retry was asked for, but no record to retry is known",
+                )),
             },
         }
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 use streamweave_error::StreamError;
 
-use super::driver::{AdaptedTransformer, Classify, Driver};
+use super::driver::{as_is, AdaptedTransformer, Classify, Driver};
 use crate::dataflow::plan::Batch;
 use crate::dataflow::stage::{decode_state, encode_state, Stage};
 use crate::dataflow::{DataflowError, Exchanged, Flow, Stream};
@@ -52,10 +52,15 @@ where
         V: Send + 'static,
         F: Fn() -> X + Send + Sync + 'static,
     {
-        self.through(Arc::new(factory), |r| r, true)
+        self.through(Arc::new(factory), as_is, true)
     }
 
-    fn through<X, V>(self, factory: Factory<X>, classify: Classify<X::Output, V, T>, fallible: bool) -> Stream<V>
+    fn through<X, V>(
+        self,
+        factory: Factory<X>,
+        classify: Classify<X::Output, V, T>,
+        fallible: bool,
+    ) -> Stream<V>
     where
         X: AdaptedTransformer<T>,
         X::OutputStream: 'static,
@@ -115,7 +120,7 @@ where
         V: Send + 'static,
         F: Fn() -> X + Send + Sync + 'static,
     {
-        self.through(Arc::new(factory), |r| r, true)
+        self.through(Arc::new(factory), as_is, true)
     }
 
     /// A transformer that keeps state between records (sorts, windows, counts): allowed only
@@ -143,10 +148,15 @@ where
         V: Send + 'static,
         F: Fn() -> X + Send + Sync + 'static,
     {
-        self.buffered(Arc::new(factory), |r| r, true)
+        self.buffered(Arc::new(factory), as_is, true)
     }
 
-    fn through<X, V>(self, factory: Factory<X>, classify: Classify<X::Output, V, U>, fallible: bool) -> Exchanged<V>
+    fn through<X, V>(
+        self,
+        factory: Factory<X>,
+        classify: Classify<X::Output, V, U>,
+        fallible: bool,
+    ) -> Exchanged<V>
     where
         X: AdaptedTransformer<U>,
         X::OutputStream: 'static,
@@ -169,7 +179,12 @@ where
         }
     }
 
-    fn buffered<X, V>(self, factory: Factory<X>, classify: Classify<X::Output, V, U>, fallible: bool) -> Exchanged<V>
+    fn buffered<X, V>(
+        self,
+        factory: Factory<X>,
+        classify: Classify<X::Output, V, U>,
+        fallible: bool,
+    ) -> Exchanged<V>
     where
         U: Serialize + DeserializeOwned,
         X: AdaptedTransformer<U>,
@@ -178,7 +193,9 @@ where
     {
         let mut validate = self.validate;
         if !self.source.bounded {
-            validate.push(Arc::new(|| Err(DataflowError::InvalidJob(UNBOUNDED_STATEFUL.to_string()))));
+            validate.push(Arc::new(|| {
+                Err(DataflowError::InvalidJob(UNBOUNDED_STATEFUL.to_string()))
+            }));
         }
         let inner = self.stage;
         Exchanged {
@@ -272,7 +289,9 @@ where
         let Some(driver) = self.driver.as_mut() else {
             return Ok(());
         };
-        Self::feed(&mut self.inner, driver, emit, |inner, push| inner.on_batch(batch, push))
+        Self::feed(&mut self.inner, driver, emit, |inner, push| {
+            inner.on_batch(batch, push)
+        })
     }
 
     fn on_barrier(&mut self, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {
@@ -280,7 +299,9 @@ where
         let Some(driver) = self.driver.as_mut() else {
             return Ok(());
         };
-        Self::feed(&mut self.inner, driver, emit, |inner, push| inner.on_barrier(push))
+        Self::feed(&mut self.inner, driver, emit, |inner, push| {
+            inner.on_barrier(push)
+        })
     }
 
     fn finish(mut self: Box<Self>, emit: &mut dyn FnMut(V)) -> Result<(), DataflowError> {

@@ -117,7 +117,8 @@ fn numbers(n: u64) -> Stream<u64> {
 
 #[test]
 fn records_flow_through_a_transformer_in_order() {
-    let stream = numbers(5000).through_streamweave(|| fx(|input: InputStream<u64>| Box::pin(input.map(|x| x * 2))));
+    let stream =
+        numbers(5000).through_streamweave(|| fx(|input: InputStream<u64>| Box::pin(input.map(|x| x * 2))));
     let (end, out) = run(&stream, 0, None);
     assert_eq!(end.ok(), Some(SourceEnd::Exhausted(SourceOffset(5000))));
     assert_eq!(out, (0..5000).map(|x| x * 2).collect::<Vec<_>>());
@@ -161,6 +162,7 @@ fn a_transformer_waiting_on_another_thread_still_emits_in_order() {
 }
 
 /// Fails every multiple of 7, `fails` times each (then passes it).
+#[allow(clippy::result_large_err)] // StreamWeave's error type.
 fn flaky(fails: usize, strategy: ErrorStrategy<u64>) -> impl Fn() -> Fx<u64, Result<u64, StreamError<u64>>> {
     let tries = Arc::new(Mutex::new(std::collections::HashMap::<u64, usize>::new()));
     move || {
@@ -189,8 +191,14 @@ fn error_strategy_stop_fails_the_task_with_the_error_and_its_record() {
         .try_through_streamweave(flaky(1, ErrorStrategy::Stop));
     let (end, out) = run(&stream, 0, None);
     let message = end.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(message.contains("multiple of seven") && message.contains("record 7"), "{message}");
-    assert!(message.starts_with("streamweave component checker (Fx)"), "{message}");
+    assert!(
+        message.contains("multiple of seven") && message.contains("record 7"),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("streamweave component checker (Fx)"),
+        "{message}"
+    );
     assert_eq!(out, (1..7).collect::<Vec<_>>());
 }
 
@@ -228,7 +236,9 @@ fn a_panic_in_the_transformer_reaches_the_task_boundary() {
     });
     // The task boundary (worker/panics.rs) catches it and fails the attempt with its message.
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&stream, 0, None)));
-    let payload = caught.err().expect("the panic must not be swallowed");
+    let Err(payload) = caught else {
+        panic!("the panic must not be swallowed")
+    };
     let message = payload.downcast_ref::<String>().cloned().unwrap_or_default();
     assert_eq!(message, "poison record 4");
 }
