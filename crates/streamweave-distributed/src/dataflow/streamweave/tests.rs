@@ -431,3 +431,46 @@ fn a_consumer_sink_hands_over_each_record_before_write_returns() {
     assert_eq!(*seen.lock().unwrap_or_else(|e| e.into_inner()), vec![3, 1, 2]);
     assert_eq!(calls.load(Ordering::Relaxed), 1);
 }
+
+/// Nanoseconds per record to run `stream` over its source (best of 3), the outputs summed.
+fn ns_per_record(stream: &Stream<u64>, records: u64) -> f64 {
+    let control = SourceControl::default();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let mut sum = 0u64;
+        let start = std::time::Instant::now();
+        let end = (stream.run)(&ctx(0, 1), SourceOffset(0), &control, &mut |x| {
+            sum = sum.wrapping_add(x);
+            Flow::Continue
+        });
+        let elapsed = start.elapsed().as_nanos() as f64;
+        assert!(end.is_ok() && std::hint::black_box(sum) > 0);
+        best = best.min(elapsed / records as f64);
+    }
+    best
+}
+
+/// The adapter's cost per record against a native `map` doing the same work, in one source
+/// task. A measurement, not a check; run it in release:
+/// `cargo test --release -p streamweave-distributed --features streamweave --lib per_record_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run in release with --ignored --nocapture"]
+fn per_record_cost_against_a_native_map() {
+    let n = 5_000_000u64;
+    let source = || Stream::from_source(CollectionSource::new((1..=n).collect::<Vec<u64>>()));
+    let native = source().map(|x| x.wrapping_mul(3));
+    let adapted = source()
+        .through_streamweave(|| fx(|input: InputStream<u64>| Box::pin(input.map(|x| x.wrapping_mul(3)))));
+    let fallible = source().try_through_streamweave(|| {
+        fx(|input: InputStream<u64>| Box::pin(input.map(|x| Ok::<u64, StreamError<u64>>(x.wrapping_mul(3)))))
+    });
+    let base = ns_per_record(&native, n);
+    let through = ns_per_record(&adapted, n);
+    let tried = ns_per_record(&fallible, n);
+    println!(
+        "{n} u64 records, one source task: native map {base:.1} ns/record; through_streamweave \
+         {through:.1} ns/record (+{:.1}); try_through_streamweave {tried:.1} ns/record (+{:.1})",
+        through - base,
+        tried - base
+    );
+}
