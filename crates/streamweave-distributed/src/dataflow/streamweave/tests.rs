@@ -455,6 +455,7 @@ fn ns_per_record(stream: &Stream<u64>, records: u64) -> f64 {
 /// `cargo test --release -p streamweave-distributed --features streamweave --lib per_record_cost -- --ignored --nocapture`
 #[test]
 #[ignore = "a measurement: run in release with --ignored --nocapture"]
+#[allow(clippy::result_large_err)] // StreamWeave's error type.
 fn per_record_cost_against_a_native_map() {
     let n = 5_000_000u64;
     let source = || Stream::from_source(CollectionSource::new((1..=n).collect::<Vec<u64>>()));
