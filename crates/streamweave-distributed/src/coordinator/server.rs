@@ -365,12 +365,19 @@ async fn serve_worker(
                         break;
                     }
                 };
+                let heartbeat = matches!(message, WorkerMessage::Heartbeat { .. });
                 let mut gone = false;
                 for input in inputs_of(conn, message) {
                     gone |= shared.commands.send(Command::Input(input)).await.is_err();
                 }
                 if gone {
                     break;
+                }
+                if heartbeat {
+                    if let Err(e) = writer.send(CoordinatorMessage::HeartbeatAck).await {
+                        tracing::warn!(%peer, error = %e, "closing worker connection: write failed");
+                        break;
+                    }
                 }
             }
         }

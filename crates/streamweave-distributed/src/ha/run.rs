@@ -87,6 +87,7 @@ pub async fn run_with_ha(
         key: options.url.leader_key(),
         address: options.advertise.clone().unwrap_or_else(|| bind.to_string()),
         timing: options.timing,
+        cluster: cluster.to_string(),
     };
     let (mut roles, elector) = spawn_elector(candidate, stop.clone().cancelled_owned());
     let cluster: Arc<str> = Arc::from(cluster);
@@ -112,7 +113,12 @@ pub async fn run_with_ha(
         standby_stop.cancel();
         let _ = standby.await;
         let Some(epoch) = epoch else { break Ok(()) };
-        let fence = Fence::new(roles.clone(), epoch);
+        // Its own client: commits are confirmed from the coordinator's disk thread.
+        let fence = Fence::new(roles.clone(), epoch).with_etcd(
+            EtcdClient::new(options.url.endpoints.clone(), options.timing.ttl / 3)?,
+            options.url.leader_key(),
+            options.url.checkpoint_key(),
+        );
         tracing::info!(epoch, %bind, "leading: starting the coordinator (its job resumes from the latest checkpoint)");
         let mut config = match make_config() {
             Ok(config) => config,

@@ -360,6 +360,9 @@ impl Session {
                 tracing::error!(%worker, %reason, "fenced by the coordinator; stopping all tasks");
             }
             SessionNote::Lost => tracing::warn!(%worker, "lost the coordinator; reconnecting"),
+            SessionNote::Silent(silent) => {
+                tracing::warn!(%worker, ?silent, "the coordinator stopped answering; dropping the connection")
+            }
             SessionNote::RetryFailed {
                 attempt,
                 reason,
