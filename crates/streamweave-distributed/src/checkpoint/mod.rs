@@ -22,7 +22,8 @@
 //! do, and [`open_store`] picks one for a URL.
 
 mod error;
-mod frame;
+// Visible to the crate for `crate::fuzzing`.
+pub(crate) mod frame;
 mod local;
 mod manifest;
 mod memory;
