@@ -8,6 +8,7 @@ use crate::network::{Connection, ConnectionPool, NetworkError, Transport};
 use crate::protocol::{
     ClientRequest, ClientResponse, ClusterStatus, ErrorKind, Hello, JobState, ProtocolError, Role,
 };
+use crate::security::Security;
 use crate::types::{Generation, PartitionId, WorkerId};
 use crate::worker::coordinators::Coordinators;
 
@@ -105,6 +106,19 @@ impl Client {
         Ok(client)
     }
 
+    /// Like [`Client::connect`] (each request then has [`Client::DEFAULT_REQUEST_TIMEOUT`]),
+    /// connecting within `timeout` under `security`.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        cluster: &str,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Client, ClientError> {
+        let mut client = Self::connect_secured(addr, cluster, timeout, security).await?;
+        client.timeout = Self::DEFAULT_REQUEST_TIMEOUT;
+        Ok(client)
+    }
+
     /// Connects to the leader among several coordinators of a highly available cluster: each
     /// in turn, going where a standby's answer points, until one answers a status request as
     /// leader. The last error when none does.
@@ -112,6 +126,16 @@ impl Client {
         addrs: &[SocketAddr],
         cluster: &str,
         timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        Self::connect_leader_secured(addrs, cluster, timeout, &Security::none()).await
+    }
+
+    /// Like [`Client::connect_leader`], with TLS and a secret (see [`Client::connect_secured`]).
+    pub async fn connect_leader_secured(
+        addrs: &[SocketAddr],
+        cluster: &str,
+        timeout: Duration,
+        security: &Security,
     ) -> Result<Client, ClientError> {
         let Some(first) = addrs.first() else {
             return Err(ClientError::Unexpected(
@@ -122,7 +146,7 @@ impl Client {
         let mut last = None;
         while let Some(addr) = round.next() {
             let attempt = async {
-                let mut client = Self::connect_with_timeout(addr, cluster, timeout).await?;
+                let mut client = Self::connect_secured(addr, cluster, timeout, security).await?;
                 client.status().await.map(|_| client)
             };
             match attempt.await {
@@ -148,11 +172,23 @@ impl Client {
         cluster: &str,
         timeout: Duration,
     ) -> Result<Client, ClientError> {
+        Self::connect_secured(addr, cluster, timeout, &Security::none()).await
+    }
+
+    /// Like [`Client::connect_with_timeout`], with TLS and a secret (a client proves the admin
+    /// secret when `security` has one, else the cluster secret).
+    pub async fn connect_secured(
+        addr: SocketAddr,
+        cluster: &str,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Client, ClientError> {
         let transport = Transport::new(
             ConnectionPool::new()
                 .with_max_connections(1)
                 .with_timeout(timeout),
-        );
+        )
+        .with_security(security.clone());
         let hello = Hello {
             role: Role::Client,
             cluster: cluster.to_string(),

@@ -61,6 +61,7 @@ pub mod fault_tolerance;
 pub mod ha;
 pub mod network;
 pub mod protocol;
+pub mod security;
 pub mod storage;
 mod types;
 pub mod worker;

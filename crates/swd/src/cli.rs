@@ -33,6 +33,9 @@ pub enum Command {
     Rebalance(RebalanceArgs),
     /// Run a coordinator and N worker processes on loopback.
     Local(LocalArgs),
+    /// Development certificates for mutual TLS (docs/security.md).
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Generate a deterministic input corpus for tests and benchmarks.
     Gen(GenArgs),
 }
@@ -103,6 +106,9 @@ pub struct CoordinatorArgs {
     #[command(flatten)]
     /// The job to run, if any.
     pub job: JobArgs,
+    #[command(flatten)]
+    /// Shared secrets and TLS.
+    pub security: SecurityArgs,
 }
 
 /// Which job to run.
@@ -174,6 +180,9 @@ pub struct WorkerArgs {
     /// The cluster's name.
     #[arg(long, default_value = "default")]
     pub cluster: String,
+    #[command(flatten)]
+    /// Shared secrets and TLS.
+    pub security: SecurityArgs,
 }
 
 /// The coordinator an admin command talks to.
@@ -190,6 +199,9 @@ pub struct Target {
     /// Give up when the coordinator has not answered within this long.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub timeout: Duration,
+    #[command(flatten)]
+    /// Shared secrets and TLS.
+    pub security: SecurityArgs,
 }
 
 /// `swd status`.
@@ -260,12 +272,60 @@ pub struct LocalArgs {
     /// job has ended).
     #[arg(long)]
     pub keep_running: bool,
+    /// The cluster secret its processes share (default: a fresh random one, in a file only this
+    /// user can read, removed when the run ends).
+    #[arg(long, env = "SWD_SECRET_FILE", value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
     #[command(flatten)]
     /// When a failing job gives up.
     pub failures: FailureArgs,
     #[command(flatten)]
     /// The job to run, if any.
     pub job: JobArgs,
+}
+
+/// Shared secrets and mutual TLS, on every command that connects or listens
+/// (docs/security.md).
+#[derive(Clone, Debug, Default, Args)]
+pub struct SecurityArgs {
+    /// File holding the cluster's shared secret (16 bytes or more): every connection must prove
+    /// it (HMAC challenge-response; the secret never crosses the wire).
+    #[arg(long, env = "SWD_SECRET_FILE", value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
+    /// File holding the admin secret. On a coordinator: assign, rebalance, fail, checkpoint and
+    /// stop need it. On a client: prove it instead of the cluster secret.
+    #[arg(long, env = "SWD_ADMIN_SECRET_FILE", value_name = "PATH")]
+    pub admin_secret_file: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by --tls-ca; turns on mutual TLS.
+    #[arg(long, env = "SWD_TLS_CERT", value_name = "PATH", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "SWD_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers must present a certificate it signed.
+    #[arg(long, env = "SWD_TLS_CA", value_name = "PATH", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// `swd cert ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Writes a development CA (DIR/ca.pem, DIR/ca-key.pem) and, for each name, DIR/NAME.pem
+    /// and DIR/NAME-key.pem. Name workers by their --id; `admin` may issue admin requests.
+    Init(CertInitArgs),
+}
+
+/// `swd cert init`.
+#[derive(Debug, Args)]
+pub struct CertInitArgs {
+    /// Where to write the files (created if missing).
+    pub dir: PathBuf,
+    /// Comma-separated node names: coordinator, worker ids, admin.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub names: Vec<String>,
+    /// Comma-separated hosts (IP addresses or DNS names) the nodes are reached at.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1,localhost")]
+    pub hosts: Vec<String>,
 }
 
 /// `swd gen`.

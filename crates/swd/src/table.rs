@@ -58,7 +58,7 @@ pub fn status_table(status: &ClusterStatus) -> String {
     if let Some(job) = &status.job {
         let _ = writeln!(
             out,
-            "job {}: {}  attempt {}  restarts {}  records in {}  out {}  partitions done {}/{}{}",
+            "job {}: {}  attempt {}  restarts {}  records in {}  out {}  partitions done {}/{}{}{}",
             job.name,
             serde_json::to_value(job.state)
                 .ok()
@@ -70,6 +70,7 @@ pub fn status_table(status: &ClusterStatus) -> String {
             job.records_out,
             job.partitions_done,
             status.partitions,
+            job.lag.map(|lag| format!("  lag {lag}")).unwrap_or_default(),
             job.error
                 .as_deref()
                 .map(|e| format!("  ({e})"))

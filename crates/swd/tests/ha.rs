@@ -4,8 +4,9 @@
 //!
 //! - The leader SIGKILLed: a standby leads within a few seconds, resumes the job from the
 //!   latest checkpoint, and the output is exact.
-//! - The leader SIGSTOPped past its lease, then SIGCONTed: it steps down (the new leader ran in
-//!   the meantime), no checkpoint is committed twice (by anyone), and the output is exact.
+//! - The leader SIGSTOPped past its lease: the workers, hearing nothing from it, follow the new
+//!   leader, which runs the job while the old one is still paused; SIGCONTed, the old leader
+//!   steps down, no checkpoint is committed twice (by anyone), and the output is exact.
 
 mod common;
 
@@ -273,6 +274,22 @@ pub mod tier2 {
         // The lease (2 s) lapses: another coordinator leads while the first is paused.
         let second = cluster.leader(Duration::from_secs(10), Some(first));
         assert_ne!(second, first);
+        // The workers notice the paused leader's silence (no answer to their heartbeats) and
+        // follow the new one, which runs the job while the old leader is still paused.
+        let followed = wait_status_at(
+            cluster.addr(second),
+            LONG,
+            "the workers with the new leader, the job running",
+            |s| {
+                s["workers"].as_array().is_some_and(|w| w.len() == 2)
+                    && s["unassigned"].as_array().is_some_and(|u| u.is_empty())
+                    && (s["job"]["state"] == "running" || finished(s))
+            },
+        );
+        assert!(
+            followed["job"]["attempt"].as_u64() > Some(first_attempt),
+            "{followed:#}"
+        );
         cluster.coordinators[first].0.signal(libc::SIGCONT);
         // Woken up, the old leader answers as a standby naming the new one.
         let addr = cluster.addr(second).to_string();

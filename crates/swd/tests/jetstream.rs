@@ -447,8 +447,11 @@ mod tier2 {
         let mut cluster = Cluster::start(opts);
         cluster.add_worker("w1", &[]);
         cluster.add_worker("w2", &[]);
-        cluster.wait_for("the job reading", |s| {
-            s["job"]["state"] == "running" && s["job"]["records_in"].as_u64().is_some_and(|n| n >= 200)
+        // The lag: most of the stream is still ahead of the rate-limited sources.
+        cluster.wait_for("the job reading, behind the stream's end", |s| {
+            s["job"]["state"] == "running"
+                && s["job"]["records_in"].as_u64().is_some_and(|n| n >= 200)
+                && s["job"]["lag"].as_u64().is_some_and(|lag| lag > 0)
         });
         assert!(
             stream_lines(&server, &output).is_empty(),
@@ -472,10 +475,11 @@ mod tier2 {
             "resumed from the final checkpoint: {resumed:#}"
         );
         // The job never ends by itself; its output is committed by the stop that ends this test.
-        cluster.wait_for_long("everything read", |s| {
+        cluster.wait_for_long("everything read, no lag", |s| {
             s["job"]["records_in"]
                 .as_u64()
                 .is_some_and(|n| n >= lines.len() as u64)
+                && s["job"]["lag"] == 0
         });
         cluster.coordinator.signal(libc::SIGTERM);
         assert!(cluster.coordinator.wait_exit(DEADLINE).success());

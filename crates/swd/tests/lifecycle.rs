@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{swd, wait_status_at, Proc, DEADLINE};
+use common::{swd, wait_status_with, Proc, DEADLINE};
 use serde_json::Value;
 
 const FILES: u64 = 4;
@@ -155,17 +155,31 @@ fn wait_all_gone(processes: &[Seen], deadline: Duration) -> Duration {
     }
 }
 
+/// The coordinator `swd local` started: its address and the secret file it shares with it.
+struct LocalTarget {
+    addr: SocketAddr,
+    secret_file: String,
+}
+
 /// Waits until `swd local` has started its coordinator and `workers` workers; returns them and
-/// the coordinator's address (read from a worker's command line).
-fn wait_for_children(local: &Local, workers: usize) -> (Vec<Seen>, SocketAddr) {
+/// the coordinator's address and secret file (read from a worker's command line).
+fn wait_for_children(local: &Local, workers: usize) -> (Vec<Seen>, LocalTarget) {
     let end = Instant::now() + DEADLINE;
     loop {
         let seen = children(local.proc.pid());
-        let addr = seen.iter().find_map(|p| {
-            let mut args = p.cmdline.split(' ');
-            args.find(|a| *a == "--coordinator")?;
-            args.next()?.parse().ok()
-        });
+        let flag = |name: &str| {
+            seen.iter().find_map(|p| {
+                let mut args = p.cmdline.split(' ');
+                args.find(|a| *a == name)?;
+                args.next().map(str::to_string)
+            })
+        };
+        let addr = flag("--coordinator")
+            .and_then(|a| a.parse().ok())
+            .and_then(|addr| {
+                let secret_file = flag("--secret-file")?;
+                Some(LocalTarget { addr, secret_file })
+            });
         let coordinators = seen
             .iter()
             .filter(|p| p.cmdline.contains(" coordinator "))
@@ -183,8 +197,9 @@ fn wait_for_children(local: &Local, workers: usize) -> (Vec<Seen>, SocketAddr) {
 }
 
 /// Polls the coordinator until `done` holds.
-fn wait_status(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    wait_status_at(addr, DEADLINE, what, done)
+fn wait_status(target: LocalTarget, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let secret = ["--secret-file", target.secret_file.as_str()];
+    wait_status_with(target.addr, &secret, DEADLINE, what, done)
 }
 
 /// The committed output's numbers (files not starting with `.` or `_`), each once.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
+use streamweave_distributed::protocol::auth::DialerMessage;
 use streamweave_distributed::protocol::{Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
 
 /// How long the coordinator may take to answer or close a connection.
@@ -62,8 +63,10 @@ fn hello(role: Role, cluster: &str) -> Vec<u8> {
         role,
         cluster: cluster.to_string(),
     };
+    // The introduction without a secret (this coordinator has none).
+    let intro = DialerMessage::Intro { hello, offer: None };
     let mut bytes = preamble(PROTOCOL_VERSION);
-    bytes.extend(frame(&postcard::to_stdvec(&hello).expect("encode hello")));
+    bytes.extend(frame(&postcard::to_stdvec(&intro).expect("encode hello")));
     bytes
 }
 

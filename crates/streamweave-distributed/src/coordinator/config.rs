@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataflow::JobSpec;
 use crate::error::ConfigError;
 use crate::protocol::DEFAULT_MAX_FRAME_SIZE;
+use crate::security::Security;
 use crate::storage::StorageUrl;
 
 /// How the coordinator moves partitions when workers join or leave.
@@ -147,6 +148,10 @@ pub struct CoordinatorConfig {
     /// The job's first attempt waits until this many workers have registered (so a cluster
     /// that is still starting does not begin, then restart at every join).
     pub min_workers: usize,
+    /// TLS and secrets for every accepted connection, and who may issue admin requests (not
+    /// serialized: it holds keys).
+    #[serde(skip)]
+    pub security: Security,
 }
 
 impl Default for CoordinatorConfig {
@@ -171,6 +176,7 @@ impl Default for CoordinatorConfig {
             checkpoint_timeout: Duration::from_secs(10),
             checkpoint_retain: 3,
             recovery_strategy: RecoveryStrategy::FromCheckpoint,
+            security: Security::none(),
         }
     }
 }

@@ -92,12 +92,12 @@ fn run(
             }
             DiskJob::Commit { manifest, retain } => {
                 let id = manifest.id;
+                // High availability: commit only while the lease holds and etcd confirms the
+                // leader key, checked just before the (create-if-absent) manifest put, so two
+                // leaders never both commit it.
+                let confirmed = fence.map_or(Ok(()), |f| f.confirm_commit(id.0));
                 let result = match &store {
-                    // High availability: commit only while the lease holds, checked just before
-                    // the (create-if-absent) manifest put, so two leaders never both commit it.
-                    Some(_) if fence.is_some_and(|f| !f.holds(std::time::Instant::now())) => {
-                        Err("not committed: this coordinator's leadership may have lapsed".to_string())
-                    }
+                    Some(_) if confirmed.is_err() => confirmed,
                     Some(store) => commit(store.as_ref(), &manifest, retain),
                     None => Err("checkpoints have no store (no data directory)".to_string()),
                 };

@@ -131,7 +131,8 @@ impl CoordinatorImpl {
             &self.config.cluster_name,
             self.config.max_frame_size,
             shutdown.clone(),
-        );
+        )
+        .with_security(self.config.security.clone());
         tracker.spawn(accept_loop(
             listener,
             shared,

@@ -388,6 +388,14 @@ impl JobControl {
             let live: u64 = self.progress.values().map(|p| p.records_in).sum();
             live.max(done)
         };
+        let lag = match self.state {
+            JobState::Running => self
+                .progress
+                .values()
+                .filter_map(|p| p.lag)
+                .reduce(u64::saturating_add),
+            _ => None,
+        };
         let elapsed = self
             .elapsed
             .or_else(|| self.started.map(|s| now.saturating_duration_since(s)));
@@ -398,6 +406,7 @@ impl JobControl {
             restarts: self.restarts,
             records_in,
             records_out: self.done.values().sum(),
+            lag,
             partitions_done: self.done.len(),
             elapsed_ms: elapsed.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             error: self.error.clone(),

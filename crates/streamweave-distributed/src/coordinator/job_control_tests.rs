@@ -44,6 +44,7 @@ fn an_assignment_change_restarts_from_the_beginning() {
             attempt: 1,
             records_in: 7,
             records_out: 0,
+            lag: None,
         },
     );
     assert_eq!(job.on_partition_done(1, 0, 4, t), JobStep::Nothing);
@@ -76,9 +77,40 @@ fn an_assignment_change_restarts_from_the_beginning() {
             attempt: 1,
             records_in: 99,
             records_out: 0,
+            lag: Some(5),
         },
     );
     assert_eq!(job.status(t).records_in, 0);
+}
+
+#[test]
+fn the_lag_is_the_sum_of_the_workers_that_can_tell_while_the_job_runs() {
+    let (mut job, t) = control();
+    job.on_cluster(Generation(1), true, t);
+    let progress = |lag| JobProgress {
+        attempt: 1,
+        records_in: 10,
+        records_out: 0,
+        lag,
+    };
+    assert_eq!(job.status(t).lag, None, "no worker reported yet");
+    job.on_progress(&WorkerId::new("w1"), progress(Some(300)));
+    job.on_progress(&WorkerId::new("w2"), progress(None));
+    assert_eq!(
+        job.status(t).lag,
+        Some(300),
+        "a worker that cannot tell adds nothing"
+    );
+    job.on_progress(&WorkerId::new("w2"), progress(Some(45)));
+    assert_eq!(job.status(t).lag, Some(345));
+    job.on_progress(&WorkerId::new("w1"), progress(Some(0)));
+    assert_eq!(
+        job.status(t).lag,
+        Some(45),
+        "a worker's newer report replaces its older one"
+    );
+    assert_eq!(job.on_cluster(Generation(2), false, t), JobStep::Stop(1));
+    assert_eq!(job.status(t).lag, None, "no lag while the job is not running");
 }
 
 #[test]

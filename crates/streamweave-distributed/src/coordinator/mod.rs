@@ -18,6 +18,7 @@
 //! `fault_tolerance` (which uses it).
 
 // The decision internals below are public only as `crate::internals` (unstable).
+mod admin_conn;
 mod api;
 pub(crate) mod assignment;
 pub(crate) mod checkpoint_tracker;

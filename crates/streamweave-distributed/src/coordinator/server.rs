@@ -26,23 +26,21 @@ use tokio_util::task::TaskTracker;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::admin_conn::serve_client;
 use super::checkpoint_tracker::PartitionSnapshot;
-use super::commands::{answer, Command};
+use super::commands::Command;
 use super::disk::{manifest_of, DiskJob, DiskWriter};
 use super::engine::{Action, ConnId, Engine, Input, JobReport};
 use super::notes::log;
 use crate::ha::Fence;
 use crate::network::Connection;
-use crate::protocol::{
-    accept_handshake, ClientRequest, ClientResponse, CoordinatorMessage, Role, WorkerMessage,
-};
+use crate::protocol::{CoordinatorMessage, Role, WorkerMessage};
+use crate::security::{PeerCredentials, Security};
 
 /// How long a new connection may take to introduce itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections beyond one per worker taken at once (admin clients, workers reconnecting).
 const SPARE_CONNECTIONS: usize = 64;
-/// An admin connection without a request for this long is closed.
-const ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages queued for one connection before it is considered stuck and closed.
 const OUTBOX_CAPACITY: usize = 256;
 
@@ -53,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) cluster: Arc<str>,
     pub(crate) max_frame_size: usize,
     pub(crate) shutdown: CancellationToken,
+    /// TLS and secrets for accepted connections.
+    pub(crate) security: Security,
     next_conn: Arc<AtomicU64>,
 }
 
@@ -68,8 +68,15 @@ impl Shared {
             cluster: Arc::from(cluster),
             max_frame_size,
             shutdown,
+            security: Security::none(),
             next_conn: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// Accepts connections under `security`.
+    pub(crate) fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
     }
 }
 
@@ -279,25 +286,30 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, conn: ConnId, shared: Shared) {
-    let hello =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, &shared.cluster)).await {
-            Ok(Ok(hello)) => hello,
-            Ok(Err(e)) => {
-                tracing::warn!(%peer, error = %e, "closing connection: handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(%peer, "closing connection: no handshake within {HANDSHAKE_TIMEOUT:?}");
-                return;
-            }
-        };
-    tracing::debug!(%peer, conn, role = ?hello.role, "connection accepted");
-    match hello.role {
-        Role::Worker => {
-            serve_worker(Connection::new(stream, shared.max_frame_size), peer, conn, shared).await
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, conn: ConnId, shared: Shared) {
+    let accepting = crate::network::accept(stream, &shared.security, &shared.cluster);
+    let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "closing connection: handshake failed");
+            return;
         }
-        Role::Client => serve_client(Connection::new(stream, shared.max_frame_size), peer, shared).await,
+        Err(_) => {
+            tracing::warn!(%peer, "closing connection: no handshake within {HANDSHAKE_TIMEOUT:?}");
+            return;
+        }
+    };
+    let (stream, credentials) = (accepted.stream, accepted.credentials);
+    tracing::debug!(%peer, conn, role = ?accepted.hello.role, "connection accepted");
+    match accepted.hello.role {
+        Role::Worker => {
+            let connection = Connection::from_stream(stream, shared.max_frame_size);
+            serve_worker(connection, peer, conn, credentials, shared).await
+        }
+        Role::Client => {
+            let connection = Connection::from_stream(stream, shared.max_frame_size);
+            serve_client(connection, peer, credentials, shared).await
+        }
         Role::Peer => {
             tracing::warn!(%peer, "closing connection: a worker's data connection reached the coordinator")
         }
@@ -308,6 +320,7 @@ async fn serve_worker(
     connection: Connection<CoordinatorMessage, WorkerMessage>,
     peer: SocketAddr,
     conn: ConnId,
+    credentials: PeerCredentials,
     shared: Shared,
 ) {
     let (mut reader, mut writer) = connection.split();
@@ -327,6 +340,14 @@ async fn serve_worker(
             return;
         }
     };
+    if let Err(reason) = credentials.may_be_worker(&shared.security, request.worker_id.as_str()) {
+        // A peer that cannot prove it is this worker must not take over its partitions.
+        tracing::warn!(%peer, worker = %request.worker_id, %reason, "refusing registration");
+        let _ = writer
+            .send(CoordinatorMessage::RegistrationRefused { reason })
+            .await;
+        return;
+    }
     let (outbox, mut outgoing) = mpsc::channel(OUTBOX_CAPACITY);
     if shared
         .commands
@@ -365,12 +386,19 @@ async fn serve_worker(
                         break;
                     }
                 };
+                let heartbeat = matches!(message, WorkerMessage::Heartbeat { .. });
                 let mut gone = false;
                 for input in inputs_of(conn, message) {
                     gone |= shared.commands.send(Command::Input(input)).await.is_err();
                 }
                 if gone {
                     break;
+                }
+                if heartbeat {
+                    if let Err(e) = writer.send(CoordinatorMessage::HeartbeatAck).await {
+                        tracing::warn!(%peer, error = %e, "closing worker connection: write failed");
+                        break;
+                    }
                 }
             }
         }
@@ -379,35 +407,6 @@ async fn serve_worker(
         .commands
         .send(Command::Input(Input::Disconnected { conn }))
         .await;
-}
-
-async fn serve_client(
-    mut connection: Connection<ClientResponse, ClientRequest>,
-    peer: SocketAddr,
-    shared: Shared,
-) {
-    loop {
-        let request = match tokio::time::timeout(ADMIN_IDLE_TIMEOUT, connection.recv()).await {
-            Ok(Ok(Some(request))) => request,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => {
-                tracing::warn!(%peer, error = %e, "closing client connection");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "closing client connection: no request within {ADMIN_IDLE_TIMEOUT:?}");
-                return;
-            }
-        };
-        let response = match answer(&shared.commands, request).await {
-            Some(response) => response,
-            None => return,
-        };
-        if let Err(e) = connection.send(response).await {
-            tracing::debug!(%peer, error = %e, "client went away");
-            return;
-        }
-    }
 }
 
 /// The engine's inputs for a message from a registered worker (a second `Register` is refused

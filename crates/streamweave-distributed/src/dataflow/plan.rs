@@ -12,7 +12,7 @@
 //! keyed aggregations. The runtime sees only [`ErasedPlan`], [`ExchangeOut`] and [`Receiver`].
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{DataflowError, SinkContext, SourceContext, SourceEnd, SourceOffset};
 
@@ -47,15 +47,39 @@ pub trait ExchangeOut {
 }
 
 /// What the runtime and a running source task share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SourceControl {
     /// Records read so far (updated in chunks).
     pub records_in: AtomicU64,
+    /// The source's [`crate::dataflow::Source::lag`] for this partition, updated with
+    /// `records_in`; [`LAG_UNKNOWN`] when the source cannot tell or the partition is not read here.
+    pub lag: AtomicU64,
     /// Set by the runtime when a checkpoint barrier is due: the task stops at the next record.
     pub pause: AtomicBool,
     /// Set by the runtime when the attempt is cancelled: the task stops at the next record
     /// (rather than at its next full batch, which a slow source may take long to fill).
     pub cancel: AtomicBool,
+}
+
+/// [`SourceControl::lag`] when there is no figure.
+pub const LAG_UNKNOWN: u64 = u64::MAX;
+
+impl Default for SourceControl {
+    fn default() -> Self {
+        SourceControl {
+            records_in: AtomicU64::new(0),
+            lag: AtomicU64::new(LAG_UNKNOWN),
+            pause: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
+        }
+    }
+}
+
+impl SourceControl {
+    /// The partition's lag, if its source reported one.
+    pub fn lag(&self) -> Option<u64> {
+        Some(self.lag.load(Ordering::Relaxed)).filter(|&lag| lag != LAG_UNKNOWN)
+    }
 }
 
 /// One partition's receiving side: takes batches, then finishes into the sink.

@@ -70,6 +70,15 @@ pub trait Source: Send + Sync + 'static {
         self.read(ctx, offset, emit)
     }
 
+    /// How many of partition `partition`'s records are behind the end of the input, as this
+    /// source last saw it: the lag of a log that grows while the job runs. `None` when the
+    /// source cannot tell (the default) or has not read the partition yet. Called every few
+    /// hundred records from the reading thread, so it must be cheap and never block for long.
+    fn lag(&self, partition: usize) -> Option<u64> {
+        let _ = partition;
+        None
+    }
+
     /// Checks that the source can be read at all (the input exists, ...), before a job starts.
     fn validate(&self) -> Result<(), DataflowError> {
         Ok(())

@@ -34,7 +34,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::changelog::ChangelogCount;
 use super::keyed::KeyedStream;
-use super::plan::{ErasedPlan, SourceControl};
+use super::plan::{ErasedPlan, SourceControl, LAG_UNKNOWN};
 use super::router::{self, SendFn};
 use super::short_key::ShortKey;
 use super::sink_plan::SinkPlan;
@@ -97,7 +97,10 @@ impl<T: Send + 'static> Stream<T> {
                 let flush = || {
                     control
                         .records_in
-                        .fetch_add(pending.replace(0), Ordering::Relaxed)
+                        .fetch_add(pending.replace(0), Ordering::Relaxed);
+                    if let Some(lag) = source.lag(ctx.partition) {
+                        control.lag.store(lag.min(LAG_UNKNOWN - 1), Ordering::Relaxed);
+                    }
                 };
                 let interrupted =
                     || control.pause.load(Ordering::Acquire) || control.cancel.load(Ordering::Acquire);

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::etcd::{Created, EtcdClient};
 use super::leadership::{Action, Campaign, Event, Leadership, Request, Role, Timing};
@@ -31,6 +31,10 @@ pub struct Candidate {
     pub address: String,
     /// Lease timing.
     pub timing: Timing,
+    /// The cluster's name, for the connection a standby holds to the leader.
+    pub cluster: String,
+    /// TLS and secret for that connection (the coordinator's own).
+    pub security: crate::security::Security,
 }
 
 type Pending = Pin<Box<dyn Future<Output = Event> + Send>>;
@@ -42,11 +46,23 @@ pub fn spawn_elector(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (watch::Receiver<Role>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Role::Standby { leader: None });
-    let task = tokio::spawn(run(candidate, tx, shutdown));
+    let (gone_tx, gone) = mpsc::channel(4);
+    tokio::spawn(super::watch::watch_leader(
+        candidate.cluster.clone(),
+        candidate.security.clone(),
+        tx.subscribe(),
+        gone_tx,
+    ));
+    let task = tokio::spawn(run(candidate, tx, gone, shutdown));
     (rx, task)
 }
 
-async fn run(candidate: Candidate, roles: watch::Sender<Role>, shutdown: impl Future<Output = ()>) {
+async fn run(
+    candidate: Candidate,
+    roles: watch::Sender<Role>,
+    mut gone: mpsc::Receiver<String>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut core = Leadership::new(candidate.timing);
     let mut pending: Option<Pending> = None;
     let mut lease = None;
@@ -95,10 +111,23 @@ async fn run(candidate: Candidate, roles: watch::Sender<Role>, shutdown: impl Fu
                             Ok(Created::Exists(kv)) => Event::Campaigned(Campaign::Held {
                                 leader: String::from_utf8_lossy(&kv.value).into_owned(),
                                 epoch: kv.create_revision,
+                                lease: kv.lease,
                             }),
                             Err(e) => {
                                 tracing::warn!(error = %e, "could not campaign in etcd");
                                 Event::Failed(Request::Campaign)
+                            }
+                        }
+                    }));
+                }
+                Action::Revoke { lease: gone_lease } => {
+                    let client = candidate.client.clone();
+                    pending = Some(Box::pin(async move {
+                        match client.revoke(gone_lease).await {
+                            Ok(()) => Event::Revoked,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not revoke the gone leader's lease");
+                                Event::Failed(Request::Revoke)
                             }
                         }
                     }));
@@ -122,6 +151,7 @@ async fn run(candidate: Candidate, roles: watch::Sender<Role>, shutdown: impl Fu
                 pending = None;
                 result
             }
+            Some(leader) = gone.recv() => Event::LeaderGone { leader },
             () = sleep_until(wakeup) => Event::Tick,
         };
     }
@@ -173,6 +203,8 @@ mod tests {
                 key: key.clone(),
                 address: address.into(),
                 timing: Timing::for_ttl(Duration::from_secs(2)),
+                cluster: "test".into(),
+                security: Default::default(),
             };
             let (mut a, a_task) = spawn_elector(candidate("a:1"), std::future::pending());
             let first = wait_for(&mut a, |r| matches!(r, Role::Leader { .. })).await;
@@ -277,6 +309,8 @@ mod tests {
                 key: key.clone(),
                 address: address.into(),
                 timing: Timing::for_ttl(Duration::from_secs(10)),
+                cluster: "test".into(),
+                security: Default::default(),
             };
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let (mut a, a_task) = spawn_elector(candidate("a:1"), async move {

@@ -16,6 +16,14 @@
 //! at every poll (the same transaction reads the current leader when it loses), so it learns a
 //! new leader and takes over as soon as the old lease lapses.
 //!
+//! A follower need not wait for the lease when the leader's process is known to be gone: the
+//! shell holds a connection to the leader and, when it breaks and a new one is refused (nothing
+//! listens at the leader's address any more: the process died, its host is up), reports
+//! [`Event::LeaderGone`]. The follower then revokes the leader's lease, which deletes the key,
+//! and campaigns at once. A wrong verdict costs a needless failover, never safety: a leader
+//! whose lease is revoked learns it at its next renewal or campaign and steps down, and every
+//! commit it attempts is conditional on its key (fencing).
+//!
 //! The lease's deadline is measured from when the grant or renewal was *sent*: etcd starts its
 //! TTL no earlier, so our deadline passes no later than etcd's expiry. Every event first checks
 //! the deadline: a leader that was paused past its lease steps down before anything else, and
@@ -58,6 +66,8 @@ pub enum Request {
     Renew,
     /// Create the leader key if absent.
     Campaign,
+    /// Revoke a gone leader's lease.
+    Revoke,
 }
 
 /// What happened: the results of the requests the core asked for, and ticks.
@@ -83,6 +93,13 @@ pub enum Event {
     },
     /// The campaign transaction's result.
     Campaigned(Campaign),
+    /// The leader at this address is gone (its port refuses connections).
+    LeaderGone {
+        /// The address, as the leader key holds it.
+        leader: String,
+    },
+    /// A gone leader's lease was revoked.
+    Revoked,
     /// A request failed (network, timeout, an error from etcd).
     Failed(Request),
 }
@@ -101,6 +118,8 @@ pub enum Campaign {
         leader: String,
         /// The leader's epoch (the key's create revision).
         epoch: u64,
+        /// The leader's lease.
+        lease: i64,
     },
 }
 
@@ -120,6 +139,11 @@ pub enum Action {
     /// Create the leader key with this lease if it is absent, else read it.
     Campaign {
         /// The lease.
+        lease: i64,
+    },
+    /// Revoke the lease of a leader that is gone, deleting its key.
+    Revoke {
+        /// The gone leader's lease.
         lease: i64,
     },
     /// We lead from now on, with this epoch, until the lease's deadline (renewals extend it).
@@ -178,6 +202,10 @@ pub struct Leadership {
     /// Our epoch while we lead.
     epoch: Option<u64>,
     leader: Option<String>,
+    /// The current leader's lease, while we follow it.
+    leader_lease: Option<i64>,
+    /// A gone leader's lease to revoke.
+    revoke: Option<i64>,
     /// One request at a time: the shell reports its result before the next one.
     in_flight: Option<Request>,
     next_campaign: Option<Instant>,
@@ -192,6 +220,8 @@ impl Leadership {
             lease: None,
             epoch: None,
             leader: None,
+            leader_lease: None,
+            revoke: None,
             in_flight: None,
             next_campaign: None,
             next_grant: None,
@@ -255,12 +285,26 @@ impl Leadership {
                 self.in_flight = None;
                 self.on_campaign(outcome, now, &mut actions);
             }
+            Event::LeaderGone { leader } => {
+                if self.epoch.is_none() && self.leader.as_deref() == Some(leader.as_str()) {
+                    self.revoke = self.leader_lease.take();
+                }
+            }
+            Event::Revoked => {
+                self.in_flight = None;
+                // The key is gone with the lease: campaign now rather than at the next poll.
+                if self.lease.is_some() {
+                    self.next_campaign = Some(now);
+                }
+            }
             Event::Failed(request) => {
                 self.in_flight = None;
                 let retry = now + self.timing.retry_after;
                 match request {
                     Request::Grant => self.next_grant = Some(retry),
                     Request::Campaign => self.next_campaign = Some(retry),
+                    // The lease lapses by itself; the next poll finds the key gone then.
+                    Request::Revoke => {}
                     Request::Renew => {
                         if let Some(lease) = self.lease.as_mut() {
                             lease.renew_at = retry;
@@ -284,11 +328,12 @@ impl Leadership {
                 if self.epoch.is_none() {
                     self.epoch = Some(revision);
                     self.leader = None;
+                    self.leader_lease = None;
                     self.next_campaign = None;
                     actions.push(Action::Lead { epoch: revision });
                 }
             }
-            Campaign::Held { leader, epoch } => {
+            Campaign::Held { leader, epoch, lease } => {
                 if self.epoch == Some(epoch) {
                     // Our own key (a repeated campaign): still leading.
                     return;
@@ -302,6 +347,7 @@ impl Leadership {
                     });
                 }
                 self.leader = Some(leader);
+                self.leader_lease = Some(lease);
                 self.next_campaign = Some(now + self.timing.poll_every);
             }
         }
@@ -339,6 +385,12 @@ impl Leadership {
             Some(lease) if now >= lease.renew_at => {
                 self.in_flight = Some(Request::Renew);
                 actions.push(Action::Renew { lease: lease.id });
+            }
+            Some(_) if self.revoke.is_some() => {
+                if let Some(lease) = self.revoke.take() {
+                    self.in_flight = Some(Request::Revoke);
+                    actions.push(Action::Revoke { lease });
+                }
             }
             Some(lease) if self.epoch.is_none() && due(self.next_campaign) => {
                 self.next_campaign = None;

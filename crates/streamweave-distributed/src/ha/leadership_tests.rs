@@ -153,6 +153,7 @@ fn a_lost_campaign_follows_the_holder_and_takes_over_when_its_key_is_gone() {
     let held = Campaign::Held {
         leader: "10.0.0.1:7000".into(),
         epoch: 40,
+        lease: 99,
     };
     let actions = core.on_event(Event::Campaigned(held.clone()), t0 + ms(10));
     assert_eq!(
@@ -254,12 +255,14 @@ fn the_leader_seeing_its_own_key_keeps_leading_and_a_foreign_key_deposes_it() {
     let ours = Campaign::Held {
         leader: "me:7000".into(),
         epoch: 42,
+        lease: 7,
     };
     assert_eq!(core.on_event(Event::Campaigned(ours), t0 + ms(20)), vec![]);
     assert_eq!(core.role(t0 + ms(20)).leading_at(t0 + ms(20)), Some(42));
     let theirs = Campaign::Held {
         leader: "other:7000".into(),
         epoch: 50,
+        lease: 8,
     };
     let actions = core.on_event(Event::Campaigned(theirs), t0 + ms(30));
     assert_eq!(
@@ -271,4 +274,77 @@ fn the_leader_seeing_its_own_key_keeps_leading_and_a_foreign_key_deposes_it() {
             }
         ]
     );
+}
+
+/// A follower of the leader at `10.0.0.1:7000` (epoch 40, lease 99).
+fn follower(t0: Instant) -> Leadership {
+    let mut core = granted(t0);
+    let held = Campaign::Held {
+        leader: "10.0.0.1:7000".into(),
+        epoch: 40,
+        lease: 99,
+    };
+    core.on_event(Event::Campaigned(held), t0 + ms(10));
+    core
+}
+
+#[test]
+fn a_gone_leader_has_its_lease_revoked_and_the_follower_campaigns_at_once() {
+    let t0 = Instant::now();
+    let mut core = follower(t0);
+    let gone = t0 + ms(50);
+    let actions = core.on_event(
+        Event::LeaderGone {
+            leader: "10.0.0.1:7000".into(),
+        },
+        gone,
+    );
+    assert_eq!(actions, vec![Action::Revoke { lease: 99 }]);
+    // Not at the next poll: now.
+    let actions = core.on_event(Event::Revoked, gone + ms(3));
+    assert_eq!(actions, vec![Action::Campaign { lease: 7 }]);
+    let actions = core.on_event(Event::Campaigned(Campaign::Won { revision: 61 }), gone + ms(6));
+    assert_eq!(actions, vec![Action::Lead { epoch: 61 }]);
+    // Gone reports are about followers' leaders only: ours changes nothing.
+    let actions = core.on_event(
+        Event::LeaderGone {
+            leader: "me:7000".into(),
+        },
+        gone + ms(7),
+    );
+    assert_eq!(actions, vec![]);
+}
+
+#[test]
+fn a_gone_report_about_another_address_or_one_that_fails_changes_nothing() {
+    let t0 = Instant::now();
+    let mut core = follower(t0);
+    let actions = core.on_event(
+        Event::LeaderGone {
+            leader: "10.0.0.2:7000".into(),
+        },
+        t0 + ms(20),
+    );
+    assert_eq!(actions, vec![], "not the leader we follow");
+    let actions = core.on_event(
+        Event::LeaderGone {
+            leader: "10.0.0.1:7000".into(),
+        },
+        t0 + ms(30),
+    );
+    assert_eq!(actions, vec![Action::Revoke { lease: 99 }]);
+    // The revocation failed: the lease lapses by itself; polling goes on as before.
+    assert_eq!(core.on_event(Event::Failed(Request::Revoke), t0 + ms(40)), vec![]);
+    assert_eq!(
+        core.on_event(Event::Tick, t0 + ms(10) + TTL / 10),
+        vec![Action::Campaign { lease: 7 }]
+    );
+    // A second report is not acted on twice: the lease was handed over already.
+    let actions = core.on_event(
+        Event::LeaderGone {
+            leader: "10.0.0.1:7000".into(),
+        },
+        t0 + ms(10) + TTL / 10 + ms(1),
+    );
+    assert_eq!(actions, vec![]);
 }

@@ -7,6 +7,7 @@
 //!   standby.rs     what a standby serves: NotLeader naming the leader
 //!   fence.rs       checked before every leader action and checkpoint commit
 //!   elector.rs     the shell: runs the core's requests against etcd, publishes the Role
+//!   watch.rs       a standby's connection to the leader: a refused reconnect -> LeaderGone
 //!   run.rs         standby (standby.rs) until leader, then a fenced CoordinatorImpl, and back
 //! ```
 //!
@@ -20,6 +21,7 @@ pub mod leadership;
 mod run;
 mod standby;
 mod url;
+mod watch;
 
 pub use elector::{spawn_elector, Candidate};
 pub use etcd::{EtcdClient, EtcdError};

@@ -59,6 +59,9 @@ pub struct HaOptions {
     pub advertise: Option<String>,
     /// Lease timing.
     pub timing: Timing,
+    /// TLS and secrets the standby applies to connections (the leader takes them from its
+    /// configuration).
+    pub security: crate::security::Security,
 }
 
 /// Runs a coordinator with high availability until `shutdown` resolves. `make_config` gives the
@@ -87,6 +90,8 @@ pub async fn run_with_ha(
         key: options.url.leader_key(),
         address: options.advertise.clone().unwrap_or_else(|| bind.to_string()),
         timing: options.timing,
+        cluster: cluster.to_string(),
+        security: options.security.clone(),
     };
     let (mut roles, elector) = spawn_elector(candidate, stop.clone().cancelled_owned());
     let cluster: Arc<str> = Arc::from(cluster);
@@ -102,6 +107,7 @@ pub async fn run_with_ha(
             listener,
             cluster.clone(),
             max_frame_size,
+            options.security.clone(),
             roles.clone(),
             standby_stop.clone(),
         ));
@@ -112,7 +118,12 @@ pub async fn run_with_ha(
         standby_stop.cancel();
         let _ = standby.await;
         let Some(epoch) = epoch else { break Ok(()) };
-        let fence = Fence::new(roles.clone(), epoch);
+        // Its own client: commits are confirmed from the coordinator's disk thread.
+        let fence = Fence::new(roles.clone(), epoch).with_etcd(
+            EtcdClient::new(options.url.endpoints.clone(), options.timing.ttl / 3)?,
+            options.url.leader_key(),
+            options.url.checkpoint_key(),
+        );
         tracing::info!(epoch, %bind, "leading: starting the coordinator (its job resumes from the latest checkpoint)");
         let mut config = match make_config() {
             Ok(config) => config,

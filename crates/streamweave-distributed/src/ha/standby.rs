@@ -12,9 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::leadership::Role;
 use crate::network::Connection;
-use crate::protocol::{
-    accept_handshake, ClientResponse, CoordinatorMessage, Role as PeerRole, WorkerMessage,
-};
+use crate::protocol::{ClientResponse, CoordinatorMessage, Role as PeerRole, WorkerMessage};
+use crate::security::Security;
 
 /// How long a connection to a standby may stay open (it answers one thing and is done).
 const STANDBY_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,10 +21,12 @@ const STANDBY_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const STANDBY_CONNECTIONS: usize = 256;
 
 /// Serves `listener` as a standby until `stop` is cancelled, naming the leader `roles` knows.
+/// Peers must pass the same TLS and secret checks as with the leader.
 pub async fn serve_standby(
     listener: TcpListener,
     cluster: Arc<str>,
     max_frame_size: usize,
+    security: Security,
     roles: watch::Receiver<Role>,
     stop: CancellationToken,
 ) {
@@ -45,39 +46,41 @@ pub async fn serve_standby(
             Role::Leader { .. } => None,
         };
         let cluster = cluster.clone();
+        let security = security.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let served = serve(stream, peer, &cluster, max_frame_size, leader);
+            let served = serve(stream, peer, &cluster, max_frame_size, &security, leader);
             let _ = tokio::time::timeout(STANDBY_CONNECTION_TIMEOUT, served).await;
         });
     }
 }
 
 async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     cluster: &str,
     max_frame_size: usize,
+    security: &Security,
     leader: Option<String>,
 ) {
-    let hello = match accept_handshake(&mut stream, cluster).await {
-        Ok(hello) => hello,
+    let (stream, hello) = match crate::network::accept(stream, security, cluster).await {
+        Ok(accepted) => (accepted.stream, accepted.hello),
         Err(e) => {
-            tracing::debug!(%peer, error = %e, "standby: handshake failed");
+            tracing::warn!(%peer, error = %e, "standby: handshake failed");
             return;
         }
     };
     match hello.role {
         PeerRole::Worker => {
             let mut connection: Connection<CoordinatorMessage, WorkerMessage> =
-                Connection::new(stream, max_frame_size);
+                Connection::from_stream(stream, max_frame_size);
             if let Ok(Some(WorkerMessage::Register(_))) = connection.recv().await {
                 let _ = connection.send(CoordinatorMessage::NotLeader { leader }).await;
             }
         }
         PeerRole::Client => {
             let mut connection: Connection<ClientResponse, crate::protocol::ClientRequest> =
-                Connection::new(stream, max_frame_size);
+                Connection::from_stream(stream, max_frame_size);
             while let Ok(Some(_request)) = connection.recv().await {
                 let answer = ClientResponse::NotLeader {
                     leader: leader.clone(),

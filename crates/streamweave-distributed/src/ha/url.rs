@@ -59,4 +59,9 @@ impl HaUrl {
     pub fn leader_key(&self) -> String {
         format!("{}/leader", self.prefix)
     }
+
+    /// The key that names the latest committed checkpoint: `PREFIX/checkpoint`.
+    pub fn checkpoint_key(&self) -> String {
+        format!("{}/checkpoint", self.prefix)
+    }
 }

@@ -1,14 +1,14 @@
-//! A typed, framed TCP connection: send `Out` messages, receive `In` messages.
+//! A typed, framed connection over TCP or TLS: send `Out` messages, receive `In` messages.
 
 use std::net::SocketAddr;
 
 use futures::{SinkExt, StreamExt};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use super::stream::{NetReader, NetStream, NetWriter};
 use crate::protocol::{MessageCodec, ProtocolError};
 
 /// A duplex connection after the handshake. Dropping it closes the socket.
@@ -22,7 +22,7 @@ pub struct Connection<Out, In> {
 /// The receiving half of a [`Connection`].
 #[derive(Debug)]
 pub struct ConnectionReader<In> {
-    frames: FramedRead<OwnedReadHalf, MessageCodec<(), In>>,
+    frames: FramedRead<NetReader, MessageCodec<(), In>>,
     peer: SocketAddr,
 }
 
@@ -30,18 +30,23 @@ pub struct ConnectionReader<In> {
 /// the socket closes.
 #[derive(Debug)]
 pub struct ConnectionWriter<Out> {
-    frames: FramedWrite<OwnedWriteHalf, MessageCodec<Out, ()>>,
+    frames: FramedWrite<NetWriter, MessageCodec<Out, ()>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
     /// Wraps a stream whose handshake is done.
     pub fn new(stream: TcpStream, max_frame_size: usize) -> Self {
+        Self::with_permit(NetStream::Plain(stream), max_frame_size, None)
+    }
+
+    /// Wraps a plain or TLS stream whose handshake is done.
+    pub fn from_stream(stream: NetStream, max_frame_size: usize) -> Self {
         Self::with_permit(stream, max_frame_size, None)
     }
 
     pub(crate) fn with_permit(
-        stream: TcpStream,
+        stream: NetStream,
         max_frame_size: usize,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
@@ -50,7 +55,7 @@ impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
         let unknown = |_| SocketAddr::from(([0, 0, 0, 0], 0));
         let peer = stream.peer_addr().unwrap_or_else(unknown);
         let local = stream.local_addr().unwrap_or_else(unknown);
-        let (read, write) = stream.into_split();
+        let (read, write) = stream.split();
         Connection {
             reader: ConnectionReader {
                 frames: FramedRead::new(read, MessageCodec::new(max_frame_size)),
@@ -93,7 +98,16 @@ impl<Out: Serialize, In: DeserializeOwned> Connection<Out, In> {
 impl<In: DeserializeOwned> ConnectionReader<In> {
     /// The next message; `Ok(None)` when the peer closed the connection cleanly.
     pub async fn recv(&mut self) -> Result<Option<In>, ProtocolError> {
-        self.frames.next().await.transpose()
+        match self.frames.next().await.transpose() {
+            // A TLS peer that closes the socket without a close_notify between frames has lost
+            // nothing (every message is length-framed): a clean close, as with plain TCP.
+            Err(ProtocolError::Io(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof && self.frames.read_buffer().is_empty() =>
+            {
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     /// The peer's address.

@@ -25,6 +25,14 @@ pub enum NetworkError {
         /// The timeout.
         after: Duration,
     },
+    /// TLS could not be set up with the peer (unknown CA, a plaintext peer, a bad certificate).
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Why, with a hint where one helps.
+        reason: String,
+    },
     /// The pool already holds its maximum number of connections.
     #[error("connection pool exhausted ({max} connections)")]
     PoolExhausted {
@@ -37,6 +45,22 @@ pub enum NetworkError {
 }
 
 impl NetworkError {
+    /// Whether the peer refused this node's credentials (or this node refused the peer's): a
+    /// wrong or missing secret, TLS on one side only, a certificate the other side does not
+    /// trust. Retrying does not help; the configuration must change.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            NetworkError::Protocol(ProtocolError::Unauthenticated(_)) => true,
+            NetworkError::Protocol(ProtocolError::Rejected(reason)) => {
+                reason.starts_with("authentication") || reason.contains("requires TLS")
+            }
+            NetworkError::Tls { reason, .. } => {
+                reason.contains("certificate") || reason.contains("speaks TLS") || reason.contains("CA")
+            }
+            _ => false,
+        }
+    }
+
     /// A short reason for users: `connection refused`, `timed out after 2s`, ...
     pub fn reason(&self) -> String {
         match self {

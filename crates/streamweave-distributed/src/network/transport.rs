@@ -1,12 +1,14 @@
-//! Dialing: TCP connect and the protocol handshake, both under the pool's deadline.
+//! Dialing: TCP connect, TLS when configured, and the protocol handshake with the secret when
+//! configured, all under the pool's deadline.
 
 use std::net::SocketAddr;
 
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::net::TcpStream;
 
-use super::{Connection, ConnectionPool, NetworkError};
-use crate::protocol::{dial_handshake, Hello, DEFAULT_MAX_FRAME_SIZE};
+use super::{Connection, ConnectionPool, NetStream, NetworkError};
+use crate::protocol::{dial_handshake_with, Hello, ProtocolError, DEFAULT_MAX_FRAME_SIZE};
+use crate::security::Security;
 
 /// Opens connections to other nodes: connect, handshake, and wrap the stream as a typed
 /// [`Connection`].
@@ -23,6 +25,7 @@ use crate::protocol::{dial_handshake, Hello, DEFAULT_MAX_FRAME_SIZE};
 pub struct Transport {
     pool: ConnectionPool,
     max_frame_size: usize,
+    security: Security,
 }
 
 impl Transport {
@@ -32,7 +35,14 @@ impl Transport {
         Transport {
             pool,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            security: Security::none(),
         }
+    }
+
+    /// Sets the TLS setup and secret for connections it opens.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
     }
 
     /// Sets the maximum frame size for connections it opens.
@@ -59,16 +69,57 @@ impl Transport {
         let permit = self.pool.acquire()?;
         let after = self.pool.timeout();
         let dial = async {
-            let mut stream = TcpStream::connect(addr)
+            let tcp = TcpStream::connect(addr)
                 .await
                 .map_err(|source| NetworkError::Connect { addr, source })?;
-            dial_handshake(&mut stream, hello).await?;
+            let mut stream = match self.security.tls() {
+                None => NetStream::Plain(tcp),
+                Some(tls) => tls.connect(tcp, addr.ip()).await.map_err(|e| NetworkError::Tls {
+                    addr,
+                    reason: tls_hint(&e),
+                })?,
+            };
+            let secret = self.security.dial_secret(hello.role);
+            match dial_handshake_with(&mut stream, hello, secret).await {
+                Ok(()) => {}
+                Err(e) => return Err(explain(addr, &stream, e)),
+            }
             Ok::<_, NetworkError>(stream)
         };
         let stream = tokio::time::timeout(after, dial)
             .await
             .map_err(|_| NetworkError::Timeout { addr, after })??;
         Ok(Connection::with_permit(stream, self.max_frame_size, Some(permit)))
+    }
+}
+
+/// A TLS error with a hint when the cause is likely a plaintext listener.
+fn tls_hint(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if e.kind() == std::io::ErrorKind::UnexpectedEof || text.contains("eof") {
+        format!("{text} (the listener closed the connection: does it use TLS?)")
+    } else {
+        text
+    }
+}
+
+/// A handshake error in words that say what to fix where the cause is clear.
+fn explain(addr: SocketAddr, stream: &NetStream, e: ProtocolError) -> NetworkError {
+    match (&e, stream) {
+        // TLS records start 0x15 (alert) or 0x16 (handshake), then version 3.x.
+        (ProtocolError::NotOurProtocol { got }, NetStream::Plain(_))
+            if matches!(got[0], 0x15 | 0x16) && got[1] == 3 =>
+        {
+            NetworkError::Tls {
+                addr,
+                reason: "the listener speaks TLS; give --tls-cert, --tls-key and --tls-ca".to_string(),
+            }
+        }
+        (ProtocolError::Io(io), NetStream::Tls(_)) => NetworkError::Tls {
+            addr,
+            reason: format!("{io} (is this node's certificate signed by the listener's CA?)"),
+        },
+        _ => NetworkError::Protocol(e),
     }
 }
 

@@ -47,6 +47,8 @@ pub enum ErrorKind {
     RebalanceFailed,
     /// Anything else.
     Other,
+    /// The request needs admin credentials the client did not prove.
+    Forbidden,
 }
 
 /// Coordinator to admin client.
@@ -204,6 +206,10 @@ pub struct JobStatus {
     pub records_in: u64,
     /// Records committed by the sinks in the current attempt.
     pub records_out: u64,
+    /// While the job runs: how many records its sources are behind the end of their input (a
+    /// log's lag), summed over the workers whose sources can tell; null when none can.
+    #[serde(default)]
+    pub lag: Option<u64>,
     /// Partitions whose output is committed in the current attempt.
     pub partitions_done: usize,
     /// Milliseconds since the first attempt started, frozen when the job ends.

@@ -26,6 +26,10 @@ pub enum ProtocolError {
     /// The peer refused the handshake and said why.
     #[error("handshake rejected: {0}")]
     Rejected(String),
+    /// Authentication failed on this side: the peer could not prove it holds the shared secret,
+    /// or asked for one this side does not have. The text is for the local log and user.
+    #[error("authentication failed: {0}")]
+    Unauthenticated(String),
     /// A frame announced a length above the configured maximum.
     #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
     FrameTooLarge {

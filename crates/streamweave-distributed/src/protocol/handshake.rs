@@ -1,18 +1,25 @@
 //! The versioned handshake that opens every connection: magic bytes, protocol version, the
-//! dialer's role and the cluster name. The listener answers with its own magic and version and
-//! then accepts or rejects with a reason, so a mismatched peer learns why it was turned away.
+//! dialer's role and the cluster name, and (with a shared secret) a mutual challenge-response.
+//! The listener answers with its own magic and version and then accepts, challenges or rejects
+//! with a reason, so a mismatched peer learns why it was turned away. The decisions are in
+//! [`super::auth`]; this module moves its messages over a stream.
 
 use bytes::BytesMut;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+pub use super::auth::HelloReply;
+use super::auth::{
+    Authenticated, DialerHandshake, DialerMessage, DialerStep, KeyKind, ListenerHandshake, ListenerKeys,
+    ListenerStep, Nonce, SecretKey, NONCE_LEN,
+};
 use super::codec::{decode_frame, encode_frame};
 use super::ProtocolError;
 
 /// The first four bytes of every connection.
 pub const MAGIC: [u8; 4] = *b"SWDP";
 /// The protocol version this build speaks. Peers must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Handshakes are tiny; a larger frame at this stage is not our protocol.
 const MAX_HANDSHAKE_FRAME: usize = 4096;
@@ -37,41 +44,73 @@ pub struct Hello {
     pub cluster: String,
 }
 
-/// The listener's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HelloReply {
-    /// Go ahead.
-    Accepted,
-    /// Refused, with the reason; the listener closes the connection.
-    Rejected {
-        /// Why.
-        reason: String,
-    },
+/// Fresh random bytes for one handshake.
+pub(crate) fn fresh_nonce() -> Result<Nonce, ProtocolError> {
+    use ring::rand::SecureRandom;
+    let mut nonce = [0u8; NONCE_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| ProtocolError::Io(std::io::Error::other("the system random source failed")))?;
+    Ok(nonce)
 }
 
-/// Runs the dialer's side of the handshake on a fresh stream.
+/// Runs the dialer's side of the handshake on a fresh stream, without a secret.
 pub async fn dial_handshake<S>(stream: &mut S, hello: &Hello) -> Result<(), ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    dial_handshake_with(stream, hello, None).await
+}
+
+/// Runs the dialer's side, proving `secret` (of the given kind) when one is given.
+pub async fn dial_handshake_with<S>(
+    stream: &mut S,
+    hello: &Hello,
+    secret: Option<(KeyKind, SecretKey)>,
+) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut machine, intro) = DialerHandshake::new(hello.clone(), secret, fresh_nonce()?);
     write_preamble(stream).await?;
-    write_frame(stream, hello).await?;
+    write_frame(stream, &intro).await?;
     stream.flush().await?;
     read_preamble(stream).await?;
-    match read_frame::<_, HelloReply>(stream).await? {
-        HelloReply::Accepted => Ok(()),
-        HelloReply::Rejected { reason } => Err(ProtocolError::Rejected(reason)),
+    loop {
+        let reply: HelloReply = read_frame(stream).await?;
+        match machine.on_reply(reply)? {
+            DialerStep::Done => return Ok(()),
+            DialerStep::Send(message) => {
+                write_frame(stream, &message).await?;
+                stream.flush().await?;
+            }
+        }
     }
 }
 
-/// Runs the listener's side of the handshake; returns the dialer's [`Hello`] when it is
-/// accepted. On a version or cluster mismatch the dialer is told why before the error returns.
+/// Runs the listener's side of the handshake without secrets; returns the dialer's [`Hello`]
+/// when it is accepted. On a version or cluster mismatch the dialer is told why before the
+/// error returns.
 pub async fn accept_handshake<S>(stream: &mut S, cluster: &str) -> Result<Hello, ProtocolError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let version = match read_preamble(stream).await {
-        Ok(()) => PROTOCOL_VERSION,
+    Ok(accept_handshake_with(stream, cluster, &ListenerKeys::default())
+        .await?
+        .hello)
+}
+
+/// Runs the listener's side, requiring the secrets in `keys`; returns who was accepted.
+pub async fn accept_handshake_with<S>(
+    stream: &mut S,
+    cluster: &str,
+    keys: &ListenerKeys,
+) -> Result<Authenticated, ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match read_preamble(stream).await {
+        Ok(()) => {}
         Err(ProtocolError::VersionMismatch { ours, theirs }) => {
             write_preamble(stream).await?;
             let reason =
@@ -80,21 +119,65 @@ where
             return Err(ProtocolError::VersionMismatch { ours, theirs });
         }
         Err(e) => return Err(e),
-    };
-    debug_assert_eq!(version, PROTOCOL_VERSION);
-    write_preamble(stream).await?;
-    let hello: Hello = read_frame(stream).await?;
-    if hello.cluster != cluster {
-        let reason = format!(
-            "cluster name mismatch: this coordinator serves cluster {cluster:?}, peer asked for {:?}",
-            hello.cluster
-        );
-        reject(stream, reason.clone()).await?;
-        return Err(ProtocolError::Rejected(reason));
     }
-    write_frame(stream, &HelloReply::Accepted).await?;
-    stream.flush().await?;
-    Ok(hello)
+    write_preamble(stream).await?;
+    let mut machine = ListenerHandshake::new(cluster, keys.clone(), fresh_nonce()?);
+    let mut challenged = false;
+    loop {
+        let message: DialerMessage = match read_frame(stream).await {
+            Ok(message) => message,
+            // The dialer checks our proof first and hangs up when it does not hold our secret.
+            Err(ProtocolError::Closed) if challenged => {
+                return Err(ProtocolError::Unauthenticated(
+                    "the peer hung up after the challenge: it does not hold this secret".into(),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        match machine.on_message(message) {
+            ListenerStep::Continue(reply) => {
+                challenged = true;
+                write_frame(stream, &reply).await?;
+                stream.flush().await?;
+            }
+            ListenerStep::Accept(reply, who) => {
+                write_frame(stream, &reply).await?;
+                stream.flush().await?;
+                return Ok(who);
+            }
+            ListenerStep::Refuse(reply, error) => {
+                write_frame(stream, &reply).await?;
+                stream.flush().await?;
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// Reads a dialer's preamble and introduction and answers with a rejection: for a plaintext
+/// dialer that reached a TLS listener, so it learns why instead of seeing the socket close.
+pub(crate) async fn refuse_handshake<S>(stream: &mut S, reason: &str) -> Result<(), ProtocolError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    read_preamble(stream).await?;
+    write_preamble(stream).await?;
+    let _intro: DialerMessage = read_frame(stream).await?;
+    reject(stream, reason.to_string()).await
+}
+
+/// Decodes one whole handshake frame (length prefix and body) from `bytes`; bytes after the
+/// frame are an error, as is a frame above the handshake's size limit.
+pub(crate) fn decode_handshake_frame<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtocolError> {
+    let mut buf = BytesMut::from(bytes);
+    let item = decode_frame(MAX_HANDSHAKE_FRAME, &mut buf)?.ok_or(ProtocolError::Truncated)?;
+    if !buf.is_empty() {
+        return Err(ProtocolError::Decode(format!(
+            "{} bytes after the frame",
+            buf.len()
+        )));
+    }
+    Ok(item)
 }
 
 async fn reject<S: AsyncWrite + Unpin>(stream: &mut S, reason: String) -> Result<(), ProtocolError> {
@@ -212,7 +295,7 @@ mod tests {
         read_preamble(&mut a).await.unwrap();
         match read_frame::<_, HelloReply>(&mut a).await.unwrap() {
             HelloReply::Rejected { reason } => assert!(reason.contains("not supported"), "{reason}"),
-            HelloReply::Accepted => panic!("accepted a wrong version"),
+            other => panic!("expected a rejection of a wrong version, got {other:?}"),
         }
     }
 

@@ -46,6 +46,9 @@ pub struct JobProgress {
     pub records_in: u64,
     /// Records its sinks have committed in this attempt.
     pub records_out: u64,
+    /// Records its source partitions are behind the end of their input (a log's lag), summed
+    /// over the partitions whose source can tell; `None` if none can.
+    pub lag: Option<u64>,
 }
 
 /// How a job attempt checkpoints.
@@ -279,6 +282,10 @@ pub enum CoordinatorMessage {
         /// Why.
         reason: String,
     },
+    /// The answer to every heartbeat: the coordinator is alive and reads this connection. A
+    /// worker that hears nothing for the heartbeat timeout drops the connection and looks for
+    /// a coordinator again (a paused leader says nothing; a standby may lead by then).
+    HeartbeatAck,
     /// Registration refused by a standby coordinator (high availability): register with the
     /// leader instead.
     NotLeader {

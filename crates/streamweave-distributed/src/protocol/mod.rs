@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  dialer                                   listener
-//!    | -- "SWDP" | version u16 | frame(Hello) -->  |   handshake: magic, version, role, cluster
-//!    | <-- "SWDP" | version u16 | frame(HelloReply) |   Accepted, or Rejected(reason) then close
+//!    | -- "SWDP" | version u16 | frame(Intro) -->  |   handshake: magic, version, role, cluster
+//!    | <-- "SWDP" | version u16 | frame(HelloReply) |   Accepted, Challenge or Rejected(reason)
+//!    | -- frame(Proof) --> / <-- frame(HelloReply) |   with a shared secret (see `auth`)
 //!    | == frame(message) ... both ways ==========>  |   u32 big-endian length + postcard body
 //! ```
 //!
@@ -12,6 +13,7 @@
 //! a [`ProtocolError`]; the caller closes that one connection and carries on.
 
 mod admin;
+pub mod auth;
 mod codec;
 mod error;
 // The handshake functions are public only as `crate::internals` (unstable).
@@ -25,9 +27,12 @@ pub use admin::{
     CheckpointStatus, ClientRequest, ClientResponse, ClusterStatus, ErrorKind, JobState, JobStatus,
     MovingPartition, WorkerStatus,
 };
+pub use auth::{Authenticated, KeyKind, ListenerKeys, SecretKey};
 pub use codec::{MessageCodec, DEFAULT_MAX_FRAME_SIZE};
 pub use error::ProtocolError;
+#[cfg(test)]
 pub(crate) use handshake::{accept_handshake, dial_handshake};
+pub(crate) use handshake::{accept_handshake_with, dial_handshake_with, refuse_handshake};
 pub use handshake::{Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
 pub use job_spec::JobSpecWire;
 pub use message::{

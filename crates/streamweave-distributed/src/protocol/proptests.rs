@@ -52,11 +52,14 @@ fn register_request() -> impl Strategy<Value = RegisterRequest> {
 }
 
 fn job_progress() -> impl Strategy<Value = JobProgress> {
-    (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(attempt, records_in, records_out)| JobProgress {
-        attempt,
-        records_in,
-        records_out,
-    })
+    (any::<u64>(), any::<u64>(), any::<u64>(), any::<Option<u64>>()).prop_map(
+        |(attempt, records_in, records_out, lag)| JobProgress {
+            attempt,
+            records_in,
+            records_out,
+            lag,
+        },
+    )
 }
 
 fn job_spec() -> impl Strategy<Value = JobSpecWire> {
@@ -172,6 +175,7 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
         ),
         any::<String>().prop_map(|reason| CoordinatorMessage::RegistrationRefused { reason }),
         proptest::option::of(any::<String>()).prop_map(|leader| CoordinatorMessage::NotLeader { leader }),
+        Just(CoordinatorMessage::HeartbeatAck),
         (generation(), partitions()).prop_map(|(generation, partitions)| CoordinatorMessage::Assignment {
             generation,
             partitions
@@ -353,6 +357,7 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         Just(ErrorKind::InvalidPartition),
         Just(ErrorKind::RebalanceFailed),
         Just(ErrorKind::Other),
+        Just(ErrorKind::Forbidden),
     ];
     prop_oneof![
         cluster_status().prop_map(|s| ClientResponse::Status(Box::new(s))),

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::checkpointing::{AttemptCheckpoints, CheckpointAction, CheckpointEvent, SourceGo};
 use super::exchange::AttemptOut;
 use crate::checkpoint::{CheckpointStore, StoredFile};
-use crate::dataflow::plan::SourceControl;
+use crate::dataflow::plan::{SourceControl, LAG_UNKNOWN};
 use crate::dataflow::DataflowError;
 use crate::protocol::WorkerMessage;
 
@@ -258,6 +258,7 @@ impl CheckpointActor {
                     CheckpointAction::SourceLeft(p) => {
                         if let Some(control) = self.controls.get(p) {
                             control.records_in.store(0, Ordering::Relaxed);
+                            control.lag.store(LAG_UNKNOWN, Ordering::Relaxed);
                         }
                     }
                     answer_action @ (CheckpointAction::Source(_) | CheckpointAction::Receiver { .. }) => {

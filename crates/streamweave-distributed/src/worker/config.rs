@@ -57,6 +57,10 @@ pub struct WorkerConfig {
     /// core). Fewer concurrent readers than partitions keeps their pre-aggregation state in
     /// cache; unbounded sources always run all at once.
     pub source_slots: usize,
+    /// TLS and secrets for the connection to the coordinator and the data plane (not
+    /// serialized: it holds keys).
+    #[serde(skip)]
+    pub security: crate::security::Security,
 }
 
 impl Default for WorkerConfig {
@@ -75,6 +79,7 @@ impl Default for WorkerConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_reconnect_backoff: Duration::from_secs(5),
             source_slots: 0,
+            security: crate::security::Security::none(),
         }
     }
 }

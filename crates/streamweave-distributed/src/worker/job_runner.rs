@@ -101,20 +101,23 @@ impl JobRunner {
     /// The progress of the running attempt, for heartbeats.
     pub(crate) fn progress(&self) -> Option<JobProgress> {
         let attempt = self.core.current()?;
-        let (records_in, records_out) = self.current.as_ref().map_or((0, 0), |a| {
+        let (records_in, records_out, lag) = self.current.as_ref().map_or((0, 0, None), |a| {
             let t = &a.tasks;
+            let lags = t.controls.iter().filter_map(|c| c.lag());
             (
                 t.controls
                     .iter()
                     .map(|c| c.records_in.load(Ordering::Relaxed))
                     .sum(),
                 t.records_out.load(Ordering::Relaxed),
+                lags.reduce(u64::saturating_add),
             )
         });
         Some(JobProgress {
             attempt,
             records_in,
             records_out,
+            lag,
         })
     }
 

@@ -134,6 +134,10 @@ impl Session {
             cluster: self.config.cluster_name.clone(),
         };
         let mut connection: WorkerConnection = self.transport.connect(addr, &hello).await.map_err(|e| {
+            if e.is_refusal() {
+                // Final: a wrong secret or certificate does not fix itself.
+                return WorkerError::RegistrationFailed(format!("coordinator at {addr}: {}", e.reason()));
+            }
             WorkerError::Communication(format!("cannot reach coordinator at {addr}: {}", e.reason()))
         })?;
         let mut requested = self.tasks.partitions();
@@ -360,6 +364,9 @@ impl Session {
                 tracing::error!(%worker, %reason, "fenced by the coordinator; stopping all tasks");
             }
             SessionNote::Lost => tracing::warn!(%worker, "lost the coordinator; reconnecting"),
+            SessionNote::Silent(silent) => {
+                tracing::warn!(%worker, ?silent, "the coordinator stopped answering; dropping the connection")
+            }
             SessionNote::RetryFailed {
                 attempt,
                 reason,

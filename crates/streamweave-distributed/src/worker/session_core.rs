@@ -16,6 +16,9 @@
 //!   carries state: Leave, Draining until LeaveAck or DRAIN_TIMEOUT, then StopAll, Exit(Left)
 //!   no state: StopAll, Leave, AwaitingLeaveAck until LeaveAck or communication_timeout, Exit(Left)
 //!   Fenced (any connected state but the last): StopAll, Exit(Fenced)
+//!   Connected and nothing heard (not even a HeartbeatAck) for the heartbeat timeout: the
+//!   coordinator is paused or hung, not merely slow; Disconnect and retry as if the connection
+//!   had dropped, the silence counting as time without a coordinator.
 //! ```
 
 use std::collections::BTreeSet;
@@ -70,6 +73,8 @@ pub(crate) struct SessionCore {
     generation: Generation,
     /// What the task set runs: exactly the partitions of the last applied assignment.
     running: BTreeSet<PartitionId>,
+    /// When the coordinator last spoke on the current connection (registration or a message).
+    heard_at: Option<Instant>,
 }
 
 impl SessionCore {
@@ -79,6 +84,7 @@ impl SessionCore {
             state: State::Idle,
             generation: Generation::default(),
             running: BTreeSet::new(),
+            heard_at: None,
         }
     }
 
@@ -139,6 +145,7 @@ impl SessionCore {
         }
         self.generation = generation;
         self.timing.presumed_dead_after = heartbeat_timeout;
+        self.heard_at = Some(now);
         // The first heartbeat goes out at once, as the first tick of an interval does.
         self.state = State::Connected {
             next_heartbeat: now,
@@ -149,6 +156,9 @@ impl SessionCore {
     }
 
     fn message(&mut self, message: CoordinatorMessage, now: Instant, actions: &mut Vec<SessionAction>) {
+        if matches!(self.state, State::Connected { .. }) {
+            self.heard_at = Some(now);
+        }
         match self.state {
             State::Connected { draining, .. } => match message {
                 CoordinatorMessage::Assignment {
@@ -180,6 +190,8 @@ impl SessionCore {
                     self.lost(now, actions);
                 }
                 CoordinatorMessage::Fenced { reason } => self.fenced(reason, actions),
+                // It only says the coordinator is alive: `heard_at` is updated above.
+                CoordinatorMessage::HeartbeatAck => {}
                 CoordinatorMessage::LeaveAck if draining.is_some() => {
                     self.stop_all(actions);
                     self.exit_left(true, actions);
@@ -217,6 +229,13 @@ impl SessionCore {
                     actions.push(SessionAction::Log(SessionNote::DrainTimedOut));
                     self.stop_all(actions);
                     self.exit_left(false, actions);
+                    return;
+                }
+                let silent_since = self.heard_at.unwrap_or(now);
+                let silent_for = now.saturating_duration_since(silent_since);
+                if silent_for >= self.timing.presumed_dead_after {
+                    actions.push(SessionAction::Log(SessionNote::Silent(silent_for)));
+                    self.lost_since(silent_since, now, actions);
                     return;
                 }
                 if now >= next_heartbeat {
@@ -296,6 +315,12 @@ impl SessionCore {
     }
 
     fn lost(&mut self, now: Instant, actions: &mut Vec<SessionAction>) {
+        self.lost_since(now, now, actions)
+    }
+
+    /// The coordinator is out of reach since `lost_at` (now, or when it fell silent).
+    fn lost_since(&mut self, lost_at: Instant, now: Instant, actions: &mut Vec<SessionAction>) {
+        self.heard_at = None;
         match self.state {
             // Leaving with state and the coordinator is gone: nobody will move the partitions.
             State::Connected {
@@ -313,7 +338,7 @@ impl SessionCore {
                 actions.push(SessionAction::Disconnect);
                 actions.push(self.publish(false));
                 actions.push(SessionAction::Log(SessionNote::Lost));
-                self.retry_later(now, FIRST_BACKOFF, 0, now, actions);
+                self.retry_later(lost_at, FIRST_BACKOFF, 0, now, actions);
             }
             State::Idle | State::Retrying { .. } | State::Connecting { .. } | State::Exited => {}
         }

@@ -433,6 +433,8 @@ fn leaving_with_state_stops_anyway_after_the_drain_timeout() {
         }
         now = at;
         assert!(!stops(&core.on_event(SessionInput::Tick, now)));
+        // The coordinator answers every heartbeat.
+        core.on_event(SessionInput::Message(CoordinatorMessage::HeartbeatAck), now);
     }
     assert!(now >= t0 + DRAIN_TIMEOUT - HEARTBEAT);
     assert_eq!(core.deadline(), Some(t0 + DRAIN_TIMEOUT));
@@ -497,4 +499,60 @@ fn a_task_that_ends_by_itself_is_reported_and_its_partition_kept_until_revoked()
         core.on_event(SessionInput::Tick, t0 + HEARTBEAT),
         vec![SessionAction::Heartbeat { running: vec![1, 2] }]
     );
+}
+
+#[test]
+fn a_coordinator_that_acknowledges_heartbeats_is_never_presumed_silent() {
+    let t0 = Instant::now();
+    let mut core = running(t0, &[1, 2]);
+    for i in 1..=20u64 {
+        let now = t0 + HEARTBEAT * i as u32;
+        assert_eq!(
+            core.on_event(SessionInput::Tick, now),
+            vec![SessionAction::Heartbeat { running: vec![1, 2] }]
+        );
+        assert!(core
+            .on_event(
+                SessionInput::Message(CoordinatorMessage::HeartbeatAck),
+                now + ms(5)
+            )
+            .is_empty());
+    }
+}
+
+#[test]
+fn a_silent_coordinator_is_dropped_and_its_silence_counts_as_time_without_one() {
+    let t0 = Instant::now();
+    let mut core = running(t0, &[1, 2]);
+    // Heartbeats go out but nothing comes back (a paused leader: the connection stays open).
+    core.on_event(SessionInput::Tick, t0 + HEARTBEAT);
+    core.on_event(SessionInput::Tick, t0 + HEARTBEAT * 2);
+    core.on_event(SessionInput::Tick, t0 + HEARTBEAT * 3);
+    let at = t0 + HEARTBEAT_TIMEOUT;
+    let actions = core.on_event(SessionInput::Tick, at);
+    assert!(
+        actions.contains(&SessionAction::Log(SessionNote::Silent(HEARTBEAT_TIMEOUT))),
+        "{actions:?}"
+    );
+    assert!(actions.contains(&SessionAction::Disconnect), "{actions:?}");
+    // Silent for the whole timeout: the coordinator has declared us failed by now.
+    assert!(stops(&actions), "{actions:?}");
+    assert_eq!(core.running(), Vec::<PartitionId>::new());
+    // It looks for a coordinator again after the first backoff.
+    assert_eq!(core.deadline(), Some(at + FIRST_BACKOFF));
+    assert_eq!(
+        acts(core.on_event(SessionInput::Tick, at + FIRST_BACKOFF)),
+        vec![SessionAction::Connect]
+    );
+}
+
+#[test]
+fn any_message_from_the_coordinator_counts_as_hearing_from_it() {
+    let t0 = Instant::now();
+    let mut core = running(t0, &[3]);
+    core.on_event(assignment(3, &[3, 4]), t0 + ms(1900));
+    let actions = core.on_event(SessionInput::Tick, t0 + HEARTBEAT_TIMEOUT + ms(100));
+    assert!(!actions.contains(&SessionAction::Disconnect), "{actions:?}");
+    let actions = core.on_event(SessionInput::Tick, t0 + ms(1900) + HEARTBEAT_TIMEOUT);
+    assert!(actions.contains(&SessionAction::Disconnect), "{actions:?}");
 }

@@ -131,6 +131,9 @@ pub(crate) enum SessionNote {
     Fenced(String),
     /// The connection to the coordinator was lost; reconnecting.
     Lost,
+    /// The coordinator said nothing for this long on an open connection (paused or hung): the
+    /// connection is dropped as lost.
+    Silent(Duration),
     /// A registration attempt failed; the next one is in `retry_in`.
     RetryFailed {
         /// The number of attempts since the connection was lost.

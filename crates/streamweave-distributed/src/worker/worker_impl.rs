@@ -74,7 +74,8 @@ impl WorkerImpl {
     pub(crate) fn with_task(config: WorkerConfig, task: Arc<dyn PartitionTask>) -> Self {
         let (sender, snapshot) = watch::channel(WorkerSnapshot::default());
         let transport = Transport::new(ConnectionPool::new().with_timeout(config.communication_timeout))
-            .with_max_frame_size(config.max_frame_size);
+            .with_max_frame_size(config.max_frame_size)
+            .with_security(config.security.clone());
         let session = Session {
             incarnation: incarnation(),
             address: config.bind_address.to_string(),
@@ -224,11 +225,12 @@ impl Worker for WorkerImpl {
         let mut session = session;
         let (reports, reports_rx) = tokio::sync::mpsc::unbounded_channel();
         if let Some(listener) = self.listener.take() {
-            let plane = DataPlane::start(
+            let plane = DataPlane::start_secured(
                 listener,
                 session.config.worker_id.clone(),
                 session.config.cluster_name.clone(),
                 session.config.max_frame_size,
+                session.config.security.clone(),
             );
             let slots = session.config.effective_source_slots();
             session.jobs = Some(JobRunner::new(self.registry.clone(), plane, reports, slots));

@@ -10,14 +10,21 @@ use crate::table::{ranges, status_table};
 /// Connects within `--timeout` (to the leader, given several coordinators); each request then
 /// has the same deadline.
 async fn connect(target: &Target) -> anyhow::Result<Client> {
-    Ok(Client::connect_leader(&target.coordinator, &target.cluster, target.timeout).await?)
+    let security = super::security(&target.security)?;
+    Ok(
+        Client::connect_leader_secured(&target.coordinator, &target.cluster, target.timeout, &security)
+            .await?,
+    )
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let target = &args.target;
     // One coordinator: its own view, a standby's included; several: the leader's.
     let mut client = match target.coordinator.as_slice() {
-        [one] => Client::connect_with_timeout(*one, &target.cluster, target.timeout).await?,
+        [one] => {
+            let security = super::security(&target.security)?;
+            Client::connect_secured(*one, &target.cluster, target.timeout, &security).await?
+        }
         _ => connect(target).await?,
     };
     let (status, leader) = match client.status().await {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use streamweave_distributed::{Coordinator, CoordinatorConfig, CoordinatorError, CoordinatorImpl};
 
-use super::{flag_error, job_spec_resuming};
+use super::{flag_error, job_spec_resuming, security};
 use crate::cli::CoordinatorArgs;
 use crate::signals::{shutdown_requested, PARENT_PID_ENV};
 use streamweave_distributed::checkpoint::{open_store, restore_latest};
@@ -36,6 +36,7 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         data_dir: args.data_dir,
         checkpoint_store: args.checkpoint_store.map(|url| url.to_string()),
         cluster_name: args.cluster,
+        security: security(&args.security)?,
         ..Default::default()
     };
     // A coordinator restarted on the same checkpoint store resumes its job from the last
@@ -53,6 +54,7 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
             url,
             advertise: args.advertise.clone(),
             timing: Timing::for_ttl(args.ha_lease_ttl),
+            security: config.security.clone(),
         };
         let (bind, cluster, max_frame_size) = (
             config.bind_address,

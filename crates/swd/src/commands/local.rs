@@ -22,7 +22,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use streamweave_distributed::{Client, ClusterStatus};
+use streamweave_distributed::ClusterStatus;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -63,6 +63,18 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
         bail!("invalid --partitions: must be at least 1");
     }
     let job = job_spec(&args.job, registry)?;
+    let secret = super::local_secret::prepare(args.secret_file.as_deref())?;
+    let outcome = run_cluster(&args, registry, job, secret).await;
+    super::local_secret::cleanup();
+    outcome
+}
+
+async fn run_cluster(
+    args: &LocalArgs,
+    registry: &JobRegistry,
+    job: Option<JobSpec>,
+    secret: &Path,
+) -> anyhow::Result<ExitCode> {
     // From here on SIGINT and SIGTERM are ours to handle: they stop the cluster in order.
     let mut signals = StopSignals::listen();
     // Checkpoints need a data directory: a fresh one under the system's temporary directory
@@ -75,7 +87,7 @@ pub async fn run(args: LocalArgs, registry: &JobRegistry) -> anyhow::Result<Exit
     let started = Instant::now();
     let mut processes = Processes::default();
     let ended = tokio::select! {
-        outcome = start_and_work(&args, job.as_ref(), data_dir.as_deref(), &mut processes, started) => {
+        outcome = start_and_work(args, job.as_ref(), data_dir.as_deref(), secret, &mut processes, started) => {
             Ended::Done(outcome)
         }
         signal = signals.recv() => Ended::Stopped(signal),
@@ -130,6 +142,7 @@ async fn start_and_work(
     args: &LocalArgs,
     job: Option<&JobSpec>,
     data_dir: Option<&Path>,
+    secret: &Path,
     processes: &mut Processes,
     started: Instant,
 ) -> anyhow::Result<ExitCode> {
@@ -154,6 +167,8 @@ async fn start_and_work(
             "--tolerable-checkpoint-failures",
             &args.failures.tolerable_checkpoint_failures.to_string(),
         ])
+        .arg("--secret-file")
+        .arg(secret)
         .stdout(Stdio::piped());
     if let Some(dir) = data_dir {
         coordinator.arg("--data-dir").arg(dir);
@@ -207,6 +222,8 @@ async fn start_and_work(
                 "--heartbeat-interval",
                 &humantime::format_duration(args.heartbeat_interval).to_string(),
             ])
+            .arg("--secret-file")
+            .arg(secret)
             .stdout(Stdio::null());
         processes.workers.push(
             worker
@@ -245,7 +262,7 @@ async fn start_and_work(
 /// cleanly and waits until it is `stopped` (a final checkpoint committed and its epoch made final
 /// by every sink); then reads what the job did.
 async fn stop_job(addr: SocketAddr, checkpoints: bool, signals: &mut StopSignals) -> progress::Stopped {
-    let mut client = match Client::connect(addr, CLUSTER).await {
+    let mut client = match super::local_secret::connect(addr).await {
         Ok(client) => client,
         Err(e) => {
             return progress::Stopped {
@@ -342,7 +359,7 @@ pub(super) async fn settle(
     let mut last = None;
     while Instant::now() < deadline {
         check_alive(coordinator, workers)?;
-        if let Ok(mut client) = Client::connect(addr, CLUSTER).await {
+        if let Ok(mut client) = super::local_secret::connect(addr).await {
             if let Ok(status) = client.status().await {
                 let settled = status.workers.len() == expected_workers
                     && status.unassigned.is_empty()

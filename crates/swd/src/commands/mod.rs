@@ -2,9 +2,11 @@
 //! `error: ...` line on stderr in [`crate::main`].
 
 mod admin;
+mod cert;
 mod coordinator;
 mod gen;
 mod local;
+mod local_secret;
 mod progress;
 mod worker;
 
@@ -15,7 +17,8 @@ use streamweave_distributed::dataflow::{JobRegistry, JobSpec};
 use streamweave_distributed::storage::StorageUrl;
 use streamweave_distributed::ConfigError;
 
-use crate::cli::{Cli, Command, JobArgs};
+use crate::cli::{Cli, Command, JobArgs, SecurityArgs};
+use streamweave_distributed::security::{Security, SecurityFiles};
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli, registry: JobRegistry) -> anyhow::Result<ExitCode> {
@@ -27,7 +30,19 @@ pub async fn run(cli: Cli, registry: JobRegistry) -> anyhow::Result<ExitCode> {
         Command::Rebalance(args) => admin::rebalance(args).await,
         Command::Local(args) => local::run(args, &registry).await,
         Command::Gen(args) => gen::run(args).await,
+        Command::Cert(command) => cert::run(command).await,
     }
+}
+
+/// The TLS setup and secrets the flags name (nothing when none is given).
+fn security(args: &SecurityArgs) -> anyhow::Result<Security> {
+    Ok(Security::load(&SecurityFiles {
+        secret_file: args.secret_file.clone(),
+        admin_secret_file: args.admin_secret_file.clone(),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        tls_ca: args.tls_ca.clone(),
+    })?)
 }
 
 /// The job the flags name, checked before anything starts: the job exists in this binary, its

@@ -1,6 +1,7 @@
 //! Following a job from `swd local`: a progress bar on a terminal, a plain line every few
 //! seconds otherwise (both on stderr), and the summary on stdout.
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,12 +13,41 @@ use streamweave_distributed::protocol::{JobState, JobStatus};
 use streamweave_distributed::Client;
 use tokio::process::Child;
 
-use super::local::{check_alive, CLUSTER};
+use super::local::check_alive;
 use crate::signals::StopSignal;
 
 /// Polls are cheap (one status over loopback); a short interval keeps the end-to-end time honest.
 const POLL: Duration = Duration::from_millis(20);
 const PLAIN_EVERY: Duration = Duration::from_secs(3);
+/// The current rate is measured over this much of the recent past.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+/// Records per second over the last [`RATE_WINDOW`], from successive readings of a count that
+/// only grows within an attempt (a smaller reading is a new attempt: the window starts over).
+#[derive(Debug, Default)]
+struct RateMeter {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RateMeter {
+    /// Records `total` at `now`; the rate once the window spans at least half a second.
+    fn observe(&mut self, now: Instant, total: u64) -> Option<f64> {
+        if self.samples.back().is_some_and(|&(_, last)| total < last) {
+            self.samples.clear();
+        }
+        self.samples.push_back((now, total));
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|&(t, _)| now.saturating_duration_since(t) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let (t0, first) = *self.samples.front()?;
+        let span = now.saturating_duration_since(t0).as_secs_f64();
+        (span >= 0.5).then(|| (total - first) as f64 / span)
+    }
+}
 
 /// Polls the coordinator until the job finishes or fails.
 pub(super) async fn follow(
@@ -35,11 +65,12 @@ pub(super) async fn follow(
         bar
     });
     let mut last_line = Instant::now();
+    let mut rate = RateMeter::default();
     let mut client: Option<Client> = None;
     loop {
         check_alive(coordinator, workers)?;
         if client.is_none() {
-            client = Client::connect(addr, CLUSTER).await.ok();
+            client = super::local_secret::connect(addr).await.ok();
         }
         let status = match client.as_mut() {
             Some(c) => c.status().await.ok(),
@@ -48,7 +79,8 @@ pub(super) async fn follow(
         let waiting = status.as_ref().and_then(|s| s.unassigned_reason());
         match status.and_then(|s| s.job.map(|job| (job, s.partitions))) {
             Some((job, partitions)) => {
-                let mut line = describe(&job, partitions);
+                let current = rate.observe(Instant::now(), job.records_in);
+                let mut line = describe(&job, partitions, current);
                 if let Some(waiting) = waiting {
                     line = format!("{line}; {waiting}");
                 }
@@ -84,14 +116,19 @@ pub(super) async fn follow(
     }
 }
 
-fn describe(job: &JobStatus, partitions: usize) -> String {
-    let rate = if job.elapsed_ms > 0 {
+/// One progress line: `rate` is the current rate when known, else the average since the start.
+fn describe(job: &JobStatus, partitions: usize, rate: Option<f64>) -> String {
+    let rate = rate.unwrap_or(if job.elapsed_ms > 0 {
         job.records_in as f64 * 1000.0 / job.elapsed_ms as f64
     } else {
         0.0
-    };
+    });
+    let lag = job
+        .lag
+        .map(|lag| format!(", lag {} records", human(lag as f64)))
+        .unwrap_or_default();
     format!(
-        "{} {}: {} records in ({}/s), partitions done {}/{}, attempt {}",
+        "{} {}: {} records in ({}/s){lag}, partitions done {}/{}, attempt {}",
         job.name,
         state_name(job.state),
         job.records_in,
@@ -217,6 +254,26 @@ fn line_of_stop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_is_over_the_recent_window_and_starts_over_with_a_new_attempt() {
+        let t = Instant::now();
+        let at = |ms| t + Duration::from_millis(ms);
+        let mut meter = RateMeter::default();
+        assert_eq!(meter.observe(at(0), 0), None, "one reading is no rate");
+        assert_eq!(meter.observe(at(400), 400), None, "under half a second");
+        assert_eq!(meter.observe(at(1000), 1000), Some(1000.0));
+        // Ten seconds at 100/s: the window forgets the fast start.
+        let mut last = None;
+        for s in 1..=10u64 {
+            last = meter.observe(at(1000 + s * 1000), 1000 + s * 100);
+        }
+        let rate = last.expect("a rate");
+        assert!((rate - 100.0).abs() < 1e-9, "{rate}");
+        // A smaller count: a new attempt counting from zero.
+        assert_eq!(meter.observe(at(12_000), 5), None);
+        assert_eq!(meter.observe(at(13_000), 2005), Some(2000.0));
+    }
 
     #[test]
     fn the_stopped_line_says_what_is_committed() {

@@ -8,7 +8,7 @@ use streamweave_distributed::dataflow::JobRegistry;
 use streamweave_distributed::{Worker, WorkerConfig, WorkerError, WorkerId, WorkerImpl};
 use tokio_util::sync::CancellationToken;
 
-use super::flag_error;
+use super::{flag_error, security};
 use crate::cli::WorkerArgs;
 use crate::signals::shutdown_requested;
 
@@ -23,6 +23,7 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
         source_slots: args.source_slots,
         assigned_partitions: args.partitions.unwrap_or_default(),
         cluster_name: args.cluster,
+        security: security(&args.security)?,
         ..Default::default()
     };
     if let Some(id) = args.id {

@@ -345,10 +345,21 @@ pub fn wait_status_at(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
+    wait_status_with(addr, &[], deadline, what, done)
+}
+
+/// Like [`wait_status_at`], with extra flags for `swd status` (credentials).
+pub fn wait_status_with(
+    addr: SocketAddr,
+    extra: &[&str],
+    deadline: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let end = Instant::now() + deadline;
     let mut last = Value::Null;
     while Instant::now() < end {
-        if let Some(status) = try_status_at(addr) {
+        if let Some(status) = try_status_with(addr, extra) {
             if done(&status) {
                 return status;
             }
@@ -360,7 +371,15 @@ pub fn wait_status_at(
 }
 
 pub fn try_status_at(addr: SocketAddr) -> Option<Value> {
-    let out = run(&["status", "--coordinator", &addr.to_string(), "--json"]);
+    try_status_with(addr, &[])
+}
+
+/// `swd status --json` with extra flags, parsed; `None` when it fails.
+pub fn try_status_with(addr: SocketAddr, extra: &[&str]) -> Option<Value> {
+    let addr = addr.to_string();
+    let mut args = vec!["status", "--coordinator", &addr, "--json"];
+    args.extend_from_slice(extra);
+    let out = run(&args);
     if !out.status.success() {
         return None;
     }

@@ -17,6 +17,11 @@
 //!   offset >= until       -> Exhausted(offset)
 //! ```
 //!
+//! Lag: every message's JetStream info says how many messages the consumer has still to deliver
+//! after it, so `seq + pending` is the stream's end as last seen; a partition's
+//! [`Source::lag`] is the number of its own sequences between its position and that end,
+//! refreshed at every wait for messages.
+//!
 //! The [`SourceOffset`] of a partition is the stream sequence of the last message it consumed
 //! (0 before the first), so a restored attempt resumes exactly after it. The ordered consumer
 //! recreates itself from the last sequence it delivered when the connection or the server
@@ -94,12 +99,16 @@ pub struct JetStreamSource {
     end: OnceLock<u64>,
     /// Open consumers by partition, kept between `read` calls.
     readers: Mutex<HashMap<usize, Reader>>,
+    /// [`Source::lag`] by partition, refreshed by the reading thread.
+    lags: Mutex<HashMap<usize, u64>>,
 }
 
 /// One partition's open consumer and what it fetched but did not emit yet.
 struct Reader {
     /// The sequence of the last message consumed.
     position: u64,
+    /// The stream's last sequence as the consumer last reported it (`None`: not known yet).
+    end: Option<u64>,
     buffered: VecDeque<(u64, Bytes)>,
     /// `None` until created, and again after an error.
     messages: Option<Ordered>,
@@ -123,6 +132,7 @@ impl JetStreamSource {
             until,
             end: OnceLock::new(),
             readers: Mutex::default(),
+            lags: Mutex::default(),
         }))
     }
 
@@ -165,6 +175,7 @@ impl JetStreamSource {
             Some(reader) if reader.position == offset => reader,
             _ => Reader {
                 position: offset,
+                end: None,
                 buffered: VecDeque::new(),
                 messages: None,
                 last_used: Instant::now(),
@@ -202,9 +213,10 @@ impl JetStreamSource {
         };
         let (messages, fetched) = run(async move {
             let mut fetched = Vec::new();
+            let mut end = None;
             let first = tokio::time::timeout(IDLE_POLL, messages.next()).await;
             let mut next = match first {
-                Err(_) => return (messages, Ok(fetched)),
+                Err(_) => return (messages, Ok((fetched, end))),
                 Ok(next) => next,
             };
             loop {
@@ -212,6 +224,7 @@ impl JetStreamSource {
                     Some(Ok(message)) => match message.info() {
                         Ok(info) => {
                             let seq = info.stream_sequence;
+                            end = Some(seq.saturating_add(info.pending));
                             fetched.push((seq, message.message.payload.clone()));
                         }
                         Err(e) => return (messages, Err(e.to_string())),
@@ -228,11 +241,14 @@ impl JetStreamSource {
                     None => break,
                 }
             }
-            (messages, Ok(fetched))
+            (messages, Ok((fetched, end)))
         });
-        let fetched = fetched.map_err(|e| self.url.error("reading", e))?;
+        let (fetched, end) = fetched.map_err(|e| self.url.error("reading", e))?;
         reader.messages = Some(messages);
         reader.buffered.extend(fetched);
+        // Nothing arrived within the wait: the consumer has delivered everything there was.
+        let last = reader.buffered.back().map_or(reader.position, |(seq, _)| *seq);
+        reader.end = Some(end.unwrap_or(last).max(reader.end.unwrap_or(0)).max(last));
         Ok(())
     }
 }
@@ -296,6 +312,14 @@ impl Source for JetStreamSource {
             }
             match self.fetch(&mut reader) {
                 Ok(()) => {
+                    if let Some(end) = reader.end {
+                        let end = limit.map_or(end, |last| end.min(last));
+                        let lag = share_between(reader.position, end, p, n);
+                        self.lags
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(ctx.partition, lag);
+                    }
                     tracing::trace!(
                         partition = ctx.partition,
                         buffered = reader.buffered.len(),
@@ -319,9 +343,28 @@ impl Source for JetStreamSource {
         self.last_sequence().map(|_| ())
     }
 
+    fn lag(&self, partition: usize) -> Option<u64> {
+        self.lags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&partition)
+            .copied()
+    }
+
     fn is_bounded(&self) -> bool {
         self.until != Until::Forever
     }
+}
+
+/// How many sequences `s` in `after < s <= upto` partition `p` of `n` takes (`s % n == p`).
+fn share_between(after: u64, upto: u64, p: u64, n: u64) -> u64 {
+    // Sequences `1..=x` that are `p` modulo `n` (sequences start at 1).
+    let upto_x = |x: u64| match p {
+        0 => x / n,
+        _ if x >= p => (x - p) / n + 1,
+        _ => 0,
+    };
+    upto_x(upto).saturating_sub(upto_x(after))
 }
 
 #[cfg(test)]

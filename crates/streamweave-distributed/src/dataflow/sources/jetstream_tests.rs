@@ -19,6 +19,29 @@ fn only_nats_urls_make_a_source() {
     assert!(source.is_bounded());
 }
 
+#[test]
+fn a_partitions_share_between_two_sequences_is_counted_exactly() {
+    for n in 1..6u64 {
+        for p in 0..n {
+            for after in 0..20u64 {
+                for upto in after..30u64 {
+                    let brute = (after + 1..=upto).filter(|s| s % n == p).count() as u64;
+                    assert_eq!(
+                        share_between(after, upto, p, n),
+                        brute,
+                        "{after}..={upto}, {p} of {n}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        share_between(10, 5, 0, 2),
+        0,
+        "a position past the end has no lag"
+    );
+}
+
 /// Against a real `nats-server -js` (scripts/tier2.sh).
 mod tier2 {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,6 +118,59 @@ mod tier2 {
         let mut expected = numbered(100);
         expected.sort();
         assert_eq!(all, expected);
+    }
+
+    #[test]
+    #[ignore = "tier 2: needs NATS (scripts/tier2.sh)"]
+    fn lag_counts_the_partitions_messages_behind_the_streams_end() {
+        let server = server();
+        let name = format!("lag{}", std::process::id());
+        stream_with(&server, &name, numbered(100));
+        let source = source(&server, &name, Until::Forever);
+        assert_eq!(source.lag(1), None, "nothing read yet");
+        // Ten of partition 1's fifty messages (the odd sequences): the lag is as of the last
+        // wait for messages, which may have come before some of the ten were taken.
+        let (got, end) = read(&source, ctx(1, 2), 0, Some(10));
+        assert_eq!(got.len(), 10);
+        let lag = source.lag(1).expect("a lag once the consumer answered");
+        assert!((40..=50).contains(&lag), "{lag}: stale by at most one wait");
+        // The other forty, then one more wait that finds nothing: caught up.
+        let emitted = std::cell::Cell::new(0usize);
+        let waits_after = std::cell::Cell::new(0usize);
+        let SourceEnd::Stopped(SourceOffset(from)) = end else {
+            panic!("stopped, not {end:?}")
+        };
+        let end = source
+            .read_interruptible(
+                &ctx(1, 2),
+                SourceOffset(from),
+                &|| {
+                    if emitted.get() < 40 {
+                        return false;
+                    }
+                    waits_after.set(waits_after.get() + 1);
+                    waits_after.get() >= 2
+                },
+                &mut |_| {
+                    emitted.set(emitted.get() + 1);
+                    Flow::Continue
+                },
+            )
+            .expect("read");
+        assert_eq!(emitted.get(), 40);
+        assert_eq!(end, SourceEnd::Stopped(SourceOffset(100)));
+        assert_eq!(source.lag(1), Some(0), "caught up with the stream");
+        // Thirty more messages (new ids: the stream drops repeated ones), fifteen of them
+        // partition 1's.
+        let more: Vec<String> = (1..=30).map(|i| format!("more {i}")).collect();
+        publish_lines(&server, &format!("{name}.lines"), more);
+        let (got, _) = read(&source, ctx(1, 2), 100, Some(1));
+        assert_eq!(
+            got,
+            vec!["more 1".to_string()],
+            "sequence 101 is the new batch's first line"
+        );
+        assert_eq!(source.lag(1), Some(15));
     }
 
     #[test]

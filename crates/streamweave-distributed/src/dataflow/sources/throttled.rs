@@ -79,12 +79,43 @@ impl<S: Source> Source for Throttled<S> {
     fn empty_partitions(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
         self.inner.empty_partitions(num_partitions)
     }
+
+    fn lag(&self, partition: usize) -> Option<u64> {
+        self.inner.lag(partition)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dataflow::sources::CollectionSource;
+
+    /// A source with nothing to read that reports a lag of `10 * partition`.
+    struct Lagging;
+
+    impl Source for Lagging {
+        type Item = u8;
+
+        fn read(
+            &self,
+            _: &SourceContext,
+            offset: SourceOffset,
+            _: &mut dyn FnMut(u8) -> Flow,
+        ) -> Result<SourceEnd, DataflowError> {
+            Ok(SourceEnd::Exhausted(offset))
+        }
+
+        fn lag(&self, partition: usize) -> Option<u64> {
+            Some(10 * partition as u64)
+        }
+    }
+
+    #[test]
+    fn the_lag_is_the_inner_sources() {
+        assert_eq!(Throttled::new(Lagging, 100).lag(3), Some(30));
+        let plain = Throttled::new(CollectionSource::new(vec![1u8]), 100);
+        assert_eq!(plain.lag(0), None);
+    }
 
     #[test]
     fn paces_records_and_keeps_them_all() {

@@ -27,7 +27,8 @@ use super::{InboxSender, Link};
 use crate::dataflow::plan::Batch;
 use crate::dataflow::DataflowError;
 use crate::network::{Connection, ConnectionPool, ConnectionReader, Transport};
-use crate::protocol::{accept_handshake, Hello, PeerMessage, Role};
+use crate::protocol::{Hello, PeerMessage, Role};
+use crate::security::Security;
 use crate::types::WorkerId;
 
 /// How long a worker waits for a peer's connection when the peer is the one to dial, and how
@@ -52,6 +53,8 @@ const HELD_BYTES: usize = 16 * 1024 * 1024;
 pub(super) struct Inner {
     pub(super) me: WorkerId,
     cluster: String,
+    /// TLS and secrets for data connections, both ways.
+    security: Security,
     transport: Transport,
     max_frame_size: usize,
     /// Links by peer. Small maps touched per connection or attempt, never across an await.
@@ -78,18 +81,32 @@ pub(crate) struct DataPlane {
 }
 
 impl DataPlane {
-    /// Serves data connections on `listener`.
+    /// Serves data connections on `listener`, without TLS or secret.
+    #[cfg(test)]
     pub(crate) fn start(
         listener: TcpListener,
         me: WorkerId,
         cluster: String,
         max_frame_size: usize,
     ) -> DataPlane {
+        Self::start_secured(listener, me, cluster, max_frame_size, Security::none())
+    }
+
+    /// Serves data connections on `listener` under `security` (which its dials use too).
+    pub(crate) fn start_secured(
+        listener: TcpListener,
+        me: WorkerId,
+        cluster: String,
+        max_frame_size: usize,
+        security: Security,
+    ) -> DataPlane {
         let inner = Arc::new(Inner {
             me,
             cluster,
             transport: Transport::new(ConnectionPool::new().with_timeout(Duration::from_secs(5)))
-                .with_max_frame_size(max_frame_size),
+                .with_max_frame_size(max_frame_size)
+                .with_security(security.clone()),
+            security,
             max_frame_size,
             links: Mutex::new(HashMap::new()),
             link_added: Notify::new(),
@@ -121,7 +138,7 @@ impl DataPlane {
                 _ = self.inner.shutdown.cancelled() => return,
                 accepted = listener.accept() => accepted,
             };
-            let (mut stream, peer_addr) = match accepted {
+            let (stream, peer_addr) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "data plane accept failed");
@@ -132,22 +149,33 @@ impl DataPlane {
             let plane = self.clone();
             tokio::spawn(async move {
                 let introduced = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-                    match accept_handshake(&mut stream, &plane.inner.cluster).await {
-                        Ok(Hello { role: Role::Peer, .. }) => {}
-                        Ok(other) => return Err(format!("not a worker but {:?}", other.role)),
-                        Err(crate::protocol::ProtocolError::Closed) => {
+                    let inner = &plane.inner;
+                    let accepted = match crate::network::accept(stream, &inner.security, &inner.cluster).await
+                    {
+                        Ok(accepted) if accepted.hello.role == Role::Peer => accepted,
+                        Ok(other) => return Err(format!("not a worker but {:?}", other.hello.role)),
+                        Err(crate::network::NetworkError::Protocol(
+                            crate::protocol::ProtocolError::Closed,
+                        )) => {
                             // A peer that gave up dialing (its attempt was cancelled).
                             return Err("closed during the handshake".to_string());
                         }
                         Err(e) => return Err(format!("handshake failed: {e}")),
-                    }
+                    };
                     let mut connection = Connection::<PeerMessage, PeerMessage>::with_permit(
-                        stream,
-                        plane.inner.max_frame_size,
+                        accepted.stream,
+                        inner.max_frame_size,
                         Some(slot),
                     );
                     match connection.recv().await {
-                        Ok(Some(PeerMessage::Hello { worker })) => Ok((worker, connection)),
+                        Ok(Some(PeerMessage::Hello { worker })) => {
+                            // With TLS the certificate must name the worker the peer claims to
+                            // be, or it could replace another worker's link.
+                            accepted
+                                .credentials
+                                .may_be_worker(&inner.security, worker.as_str())?;
+                            Ok((worker, connection))
+                        }
                         _ => Err("no hello".to_string()),
                     }
                 })
@@ -156,7 +184,10 @@ impl DataPlane {
                     Ok(Ok((worker, connection))) => {
                         plane.add_link(worker, connection);
                     }
-                    Ok(Err(reason)) => tracing::debug!(%peer_addr, %reason, "closing data connection"),
+                    Ok(Err(reason)) if reason.starts_with("closed") => {
+                        tracing::debug!(%peer_addr, %reason, "closing data connection")
+                    }
+                    Ok(Err(reason)) => tracing::warn!(%peer_addr, %reason, "refusing data connection"),
                     Err(_) => tracing::debug!(
                         %peer_addr,
                         "closing data connection: no introduction within {HANDSHAKE_TIMEOUT:?}"
@@ -414,3 +445,7 @@ impl DataPlane {
 #[cfg(test)]
 #[path = "plane_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plane_tls_tests.rs"]
+mod tls_tests;

@@ -168,6 +168,9 @@ impl World {
                             unreachable!("no job is configured in this simulation")
                         }
                         CoordinatorMessage::NotLeader { .. } => unreachable!("only a standby says so"),
+                        CoordinatorMessage::HeartbeatAck => {
+                            unreachable!("the server's connection task sends it")
+                        }
                         CoordinatorMessage::RegistrationRefused { .. }
                         | CoordinatorMessage::LeaveAck
                         | CoordinatorMessage::Shutdown { .. }
