@@ -5,6 +5,7 @@ use bytes::BytesMut;
 use serde::Serialize;
 use streamweave_distributed::checkpoint::{CheckpointId, Manifest, PartitionEntry, StoredFile};
 use streamweave_distributed::fuzzing::frame_checkpoint_file;
+use streamweave_distributed::protocol::auth::DialerMessage;
 use streamweave_distributed::protocol::{
     ClientRequest, ClientResponse, CoordinatorMessage, ErrorKind, Hello, HelloReply, MessageCodec,
     PeerMessage, Role, WorkerMessage, MAGIC, PROTOCOL_VERSION,
@@ -55,9 +56,12 @@ pub fn all() -> Vec<Seed> {
         role: Role::Worker,
         cluster: "c".to_string(),
     };
+    let intro = DialerMessage::Intro { hello, offer: None };
+    seeds.push(("dialer_message", "intro", body(&intro)));
+    seeds.push(("hello_reply", "accepted", body(&HelloReply::Accepted)));
     let mut dialer = vec![64];
     dialer.extend(preamble());
-    dialer.extend(frame(&hello));
+    dialer.extend(frame(&intro));
     seeds.push(("handshake_accept", "worker-hello", dialer));
     for (name, reply) in [
         ("accepted", HelloReply::Accepted),
