@@ -38,21 +38,36 @@ mod tier2 {
         format!("s3://{bucket}/tests/{name}-{}", std::process::id())
     }
 
-    /// The committed checkpoints in the store at `url` once the job has ended (while it runs,
-    /// retention may delete one between the listing and the check), each checked: its manifest
-    /// lists a state file per partition, present with its size (HEAD), readable with its crc32.
+    /// The committed checkpoints in the store at `url` once the job has ended, each checked:
+    /// its manifest lists a state file per partition, present with its size (HEAD), readable
+    /// with its crc32. A checkpoint completed just before the end may still be committed after
+    /// it, and its retention then deletes the oldest: a checkpoint whose manifest is gone when
+    /// one of its files is found missing was deleted as a whole, and the check starts over.
     fn committed_checkpoints(url: &str, partitions: usize) -> Vec<CheckpointId> {
         let store = open_store(&StorageUrl::parse(url).unwrap()).unwrap();
-        let ids = store.completed().unwrap();
-        for &id in &ids {
-            let manifest = store.verify(id).unwrap();
-            assert_eq!(manifest.partitions, partitions);
-            assert_eq!(manifest.partition_entries().unwrap().len(), partitions);
-            for file in &manifest.files {
-                store.get_listed(id, file).unwrap();
+        'listing: for _ in 0..10 {
+            let ids = store.completed().unwrap();
+            for &id in &ids {
+                let checked = store.verify(id).and_then(|manifest| {
+                    assert_eq!(manifest.partitions, partitions);
+                    assert_eq!(manifest.partition_entries().unwrap().len(), partitions);
+                    manifest
+                        .files
+                        .iter()
+                        .try_for_each(|f| store.get_listed(id, f).map(drop))
+                });
+                match checked {
+                    Ok(()) => {}
+                    Err(e) if !store.completed().unwrap().contains(&id) => {
+                        eprintln!("checkpoint {id} deleted by retention while checked ({e}): again");
+                        continue 'listing;
+                    }
+                    Err(e) => panic!("committed checkpoint {id} is damaged: {e}"),
+                }
             }
+            return ids;
         }
-        ids
+        panic!("the committed checkpoints kept changing after the job ended");
     }
 
     fn wordcount_opts(corpus: &Path, output: &Path, store: &str) -> Opts {

@@ -63,6 +63,19 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
+    /// A manifest or state index written by a newer version of the format than this build
+    /// reads: not damage (an older checkpoint would lose progress), so recovery stops with it.
+    #[error("checkpoint {id}: {what} format version {version} is not supported (this build reads up to {supported}); upgrade swd")]
+    UnsupportedVersion {
+        /// The checkpoint.
+        id: CheckpointId,
+        /// What carries the version (`manifest`, `state index`).
+        what: &'static str,
+        /// The version found.
+        version: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
     /// A manifest could not be encoded.
     #[error("checkpoint encoding: {0}")]
     Encoding(String),

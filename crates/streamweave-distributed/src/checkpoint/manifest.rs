@@ -5,7 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{frame, validate_name, CheckpointError, CheckpointId, MANIFEST_NAME};
+use super::{frame, validate_name, CheckpointError, CheckpointId, Segment, MANIFEST_NAME};
+
+/// The manifest format this build writes; it reads every version up to it. Version 1 (no
+/// `version` field) had no `refs`; version 2 adds them (incremental checkpoints).
+pub const MANIFEST_VERSION: u32 = 2;
+
+fn version_one() -> u32 {
+    1
+}
 
 /// One data file of a checkpoint, as [`put`](super::CheckpointStore::put) stored it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +71,9 @@ pub struct PartitionEntry {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The format version ([`MANIFEST_VERSION`] when written by this build).
+    #[serde(default = "version_one")]
+    pub version: u32,
     /// The checkpoint.
     pub id: CheckpointId,
     /// The job's name.
@@ -81,6 +92,10 @@ pub struct Manifest {
     /// Anything else the job wants to record (sink epochs, ...).
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+    /// The state segments the partitions' state indexes name, in this checkpoint or earlier
+    /// ones: a restore reads them, and retention keeps them while this checkpoint is retained.
+    #[serde(default)]
+    pub refs: Vec<Segment>,
 }
 
 impl Manifest {
@@ -93,6 +108,7 @@ impl Manifest {
         partitions: usize,
     ) -> Self {
         Manifest {
+            version: MANIFEST_VERSION,
             id,
             job: job.into(),
             attempt,
@@ -101,6 +117,7 @@ impl Manifest {
             partitions,
             entries: Vec::new(),
             extra: BTreeMap::new(),
+            refs: Vec::new(),
         }
     }
 
@@ -144,6 +161,18 @@ impl Manifest {
             .collect()
     }
 
+    /// Bytes this checkpoint wrote: its own files and the segments it stored itself.
+    pub fn written_bytes(&self) -> u64 {
+        let own = self.refs.iter().filter(|r| r.checkpoint == self.id);
+        self.files.iter().map(|f| f.size).sum::<u64>() + own.map(|r| r.file.size).sum::<u64>()
+    }
+
+    /// Bytes of state a restore from this checkpoint reads: its files and every segment it
+    /// refers to, wherever stored.
+    pub fn referenced_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum::<u64>() + self.refs.iter().map(|r| r.file.size).sum::<u64>()
+    }
+
     /// The data file called `name`, if listed.
     pub fn file(&self, name: &str) -> Option<&StoredFile> {
         self.files.iter().find(|f| f.name == name)
@@ -179,6 +208,22 @@ impl Manifest {
     pub(crate) fn decode(id: CheckpointId, bytes: Vec<u8>) -> Result<Manifest, CheckpointError> {
         let corrupt = |reason: String| CheckpointError::corrupt(id, MANIFEST_NAME, reason);
         let json = frame::unframe(bytes).map_err(corrupt)?;
+        // The version first: a newer manifest may not parse as this build's, and must then say
+        // so rather than look corrupt.
+        #[derive(Deserialize)]
+        struct Versioned {
+            #[serde(default = "version_one")]
+            version: u32,
+        }
+        let versioned: Versioned = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
+        if versioned.version > MANIFEST_VERSION {
+            return Err(CheckpointError::UnsupportedVersion {
+                id,
+                what: "manifest",
+                version: versioned.version,
+                supported: MANIFEST_VERSION,
+            });
+        }
         let manifest: Manifest = serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?;
         if manifest.id != id {
             return Err(corrupt(format!("names checkpoint {}", manifest.id)));

@@ -21,13 +21,17 @@
 //! `memory://`) implements [`CheckpointStore`] as well as [`LocalDirStore`] and [`MemoryStore`]
 //! do, and [`open_store`] picks one for a URL.
 
+mod chain;
 mod error;
 // Visible to the crate for `crate::fuzzing`.
 pub(crate) mod frame;
+mod gc;
+mod incremental;
 mod local;
 mod manifest;
 mod memory;
 mod object;
+mod parallel;
 #[cfg(test)]
 mod proptests;
 mod restore;
@@ -42,9 +46,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use chain::{
+    index_name, is_index_name, segment_name, ChainPolicy, PartitionChain, Segment, SegmentKind, StateIndex,
+    INDEX_MAGIC, INDEX_VERSION,
+};
 pub use error::CheckpointError;
+pub use incremental::{read_state, resolve_refs, StateRead};
 pub use local::LocalDirStore;
-pub use manifest::{Manifest, PartitionEntry, StoredFile};
+pub use manifest::{Manifest, PartitionEntry, StoredFile, MANIFEST_VERSION};
 pub use memory::MemoryStore;
 pub use object::ObjectCheckpointStore;
 pub use restore::{restore_latest, scan_latest, Recovery, Skipped};

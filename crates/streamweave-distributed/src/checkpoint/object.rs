@@ -179,24 +179,37 @@ impl CheckpointStore for ObjectCheckpointStore {
         })
     }
 
+    /// One recursive listing of the prefix (a page per thousand objects), rather than a size
+    /// query per checkpoint: with incremental state, older checkpoints stay while a retained
+    /// one refers to their segments, and retention lists on every commit.
     fn list(&self) -> Result<Vec<Listed>, CheckpointError> {
         let prefix = self.location.prefix.clone();
         let (store, p) = (self.location.store.clone(), prefix.clone());
-        let listing = block_on(async move { store.list_with_delimiter(Some(&p)).await })
-            .map_err(|e| self.location.error("list", &prefix, e))?;
-        let mut listed = Vec::new();
-        for dir in &listing.common_prefixes {
-            let Some(id) = dir.filename().and_then(parse_dir_name) else {
+        let objects: Vec<ObjectPath> = block_on(async move {
+            store
+                .list(Some(&p))
+                .map_ok(|meta| meta.location)
+                .try_collect()
+                .await
+        })
+        .map_err(|e| self.location.error("list", &prefix, e))?;
+        let mut committed: std::collections::BTreeMap<CheckpointId, bool> = Default::default();
+        for path in &objects {
+            let rest = match prefix.as_ref() {
+                "" => Some(path.as_ref()),
+                p => path.as_ref().strip_prefix(p).and_then(|r| r.strip_prefix('/')),
+            };
+            let Some((dir, name)) = rest.and_then(|r| r.split_once('/')) else {
                 continue;
             };
-            let committed = match self.object_size(id, MANIFEST_NAME) {
-                Ok(_) => true,
-                Err(CheckpointError::NotFound { .. }) => false,
-                Err(e) => return Err(e),
-            };
-            listed.push(Listed { id, committed });
+            if let Some(id) = parse_dir_name(dir) {
+                *committed.entry(id).or_default() |= name == MANIFEST_NAME;
+            }
         }
-        Ok(listed)
+        Ok(committed
+            .into_iter()
+            .map(|(id, committed)| Listed { id, committed })
+            .collect())
     }
 }
 

@@ -111,12 +111,14 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// [`get_listed`](CheckpointStore::get_listed) the manifest's too).
     fn verify(&self, id: CheckpointId) -> Result<Manifest, CheckpointError> {
         let manifest = self.manifest(id)?;
-        for file in &manifest.files {
-            let stored = self.object_size(id, &file.name)?;
+        let own = manifest.files.iter().map(|f| (id, f));
+        let referenced = manifest.refs.iter().map(|r| (r.checkpoint, &r.file));
+        for (at, file) in own.chain(referenced) {
+            let stored = self.object_size(at, &file.name)?;
             let expected = frame::HEADER_LEN as u64 + file.size;
             if stored != expected {
                 return Err(CheckpointError::corrupt(
-                    id,
+                    at,
                     &file.name,
                     format!(
                         "{stored} bytes stored, the manifest says {} bytes of state ({expected} framed)",
@@ -159,8 +161,10 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     }
 
     /// Deletes every committed checkpoint but the newest `keep`, and every uncommitted one older
-    /// than the newest committed (left by an aborted attempt); returns the deleted ids,
-    /// ascending. Uncommitted checkpoints newer than that may be in progress and are kept.
+    /// than the newest committed (left by an aborted attempt), except the files a retained
+    /// checkpoint still refers to (the segments of incremental state, [`Manifest::refs`]);
+    /// returns the ids deleted entirely, ascending. Uncommitted checkpoints newer than the newest
+    /// committed may be in progress and are kept.
     ///
     /// `keep` should be at least 2: recovery falls back to the previous checkpoint when the
     /// newest turns out damaged.
@@ -171,18 +175,39 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
         let Some(&newest) = committed.last() else {
             return Ok(Vec::new());
         };
-        let old = &committed[..committed.len().saturating_sub(keep)];
+        let split = committed.len().saturating_sub(keep);
+        let (old, kept) = committed.split_at(split);
+        let live = super::gc::live_files(self, kept)?;
         let mut deleted = Vec::new();
         for l in &listed {
-            if old.binary_search(&l.id).is_ok() {
-                // Manifest first: a crash half-way leaves an uncommitted leftover, never a
+            let names = if old.binary_search(&l.id).is_ok() {
+                // The manifest first: a crash half-way leaves an uncommitted leftover, never a
                 // committed checkpoint with missing files.
+                let names = super::gc::own_names(self, l.id);
                 self.delete_object(l.id, MANIFEST_NAME)?;
+                names
             } else if l.committed || l.id > newest {
                 continue;
+            } else {
+                None
+            };
+            match live.get(&l.id) {
+                None => {
+                    self.delete_checkpoint(l.id)?;
+                    deleted.push(l.id);
+                }
+                // Still referred to: only its other files go (those its manifest named; an
+                // uncommitted leftover's stay until nothing refers to it).
+                Some(keep_names) => {
+                    let names: Vec<&String> = names
+                        .iter()
+                        .flatten()
+                        .filter(|n| !keep_names.contains(*n))
+                        .collect();
+                    let deletes = super::parallel::map(&names, |name| self.delete_object(l.id, name));
+                    deletes.into_iter().collect::<Result<Vec<()>, _>>()?;
+                }
             }
-            self.delete_checkpoint(l.id)?;
-            deleted.push(l.id);
         }
         Ok(deleted)
     }

@@ -183,8 +183,10 @@ pub struct CheckpointStats {
     pub last_completed: Option<CheckpointId>,
     /// How long the newest committed checkpoint took from trigger to last acknowledgement.
     pub last_duration: Option<Duration>,
-    /// The newest committed checkpoint's size in bytes.
+    /// The bytes the newest committed checkpoint wrote (incremental: its deltas).
     pub last_size_bytes: Option<u64>,
+    /// The bytes of state the newest committed checkpoint refers to (what a restore reads).
+    pub state_bytes: Option<u64>,
     /// The checkpoint in flight.
     pub in_flight: Option<CheckpointId>,
 }
@@ -203,6 +205,7 @@ struct Done {
     snapshots: BTreeMap<PartitionId, PartitionSnapshot>,
     duration: Duration,
     size_bytes: u64,
+    state_bytes: Option<u64>,
 }
 
 /// The coordinator's checkpoint bookkeeping, at most one checkpoint in flight (not the store,
@@ -330,6 +333,7 @@ impl CheckpointTracker {
         } = self.in_flight.take().expect("in flight: acknowledged above");
         let done = Done {
             size_bytes: acks.values().map(|s| s.state_bytes).sum(),
+            state_bytes: None,
             duration: now.saturating_duration_since(triggered_at),
             snapshots: acks,
         };
@@ -342,6 +346,14 @@ impl CheckpointTracker {
         self.completed.insert(id, done);
         self.timeouts_in_row = 0;
         vec![action]
+    }
+
+    /// Checkpoint `id`'s manifest: `written` bytes written, `state` bytes of state referred to.
+    pub fn sizes(&mut self, id: CheckpointId, written: u64, state: u64) {
+        let done = self.completed.get_mut(&id);
+        if let Some(done) = done.or_else(|| self.committed.get_mut(&id)) {
+            (done.size_bytes, done.state_bytes) = (written, Some(state));
+        }
     }
 
     /// The store could not commit `id`: it will never be committed (a newer one may be).
@@ -421,6 +433,7 @@ impl CheckpointTracker {
                 snapshots,
                 duration: Duration::ZERO,
                 size_bytes,
+                state_bytes: None,
             },
         );
         while self.committed.len() > self.config.retain {
@@ -460,6 +473,7 @@ impl CheckpointTracker {
             last_completed: last.map(|(id, _)| *id),
             last_duration: last.map(|(_, d)| d.duration),
             last_size_bytes: last.map(|(_, d)| d.size_bytes),
+            state_bytes: last.and_then(|(_, d)| d.state_bytes),
             in_flight: self.in_flight(),
         }
     }

@@ -411,8 +411,20 @@ fn sinks_are_notified_only_after_the_commit() {
             last_completed: Some(id(1)),
             last_duration: Some(ms(30)),
             last_size_bytes: Some(20),
+            state_bytes: None,
             in_flight: None,
         }
+    );
+    // The manifest's sizes (incremental state): written and referenced bytes replace the
+    // acknowledgements' sum.
+    c.sizes(id(1), 7, 900);
+    let stats = c.stats();
+    assert_eq!((stats.last_size_bytes, stats.state_bytes), (Some(7), Some(900)));
+    c.sizes(id(9), 1, 1);
+    assert_eq!(
+        c.stats().state_bytes,
+        Some(900),
+        "an unknown checkpoint changes nothing"
     );
 }
 

@@ -98,7 +98,16 @@ fn run(
                 let confirmed = fence.map_or(Ok(()), |f| f.confirm_commit(id.0));
                 let result = match &store {
                     Some(_) if confirmed.is_err() => confirmed,
-                    Some(store) => commit(store.as_ref(), &manifest, retain),
+                    Some(store) => {
+                        commit(store.as_ref(), &manifest, retain).map(|(written_bytes, state_bytes)| {
+                            let sizes = Input::CheckpointSizes {
+                                id: id.0,
+                                written_bytes,
+                                state_bytes,
+                            };
+                            let _ = commands.blocking_send(Command::Input(sizes));
+                        })
+                    }
                     None => Err("checkpoints have no store (no data directory)".to_string()),
                 };
                 let input = Input::CheckpointWritten { id: id.0, result };
@@ -115,17 +124,29 @@ fn run(
 /// checkpoints and an earlier coordinator's leftovers, which the engine never hears of. The
 /// manifest is created only if absent: a second coordinator on the same store (a split brain)
 /// cannot commit the same checkpoint over the first one's, and learns so here.
-fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(), String> {
-    store.commit(manifest).map_err(|e| e.to_string())?;
+///
+/// Before the commit, the partitions' state indexes are read (a few dozen bytes each) so that
+/// the manifest lists every state segment the checkpoint refers to: restore checks them and
+/// retention keeps them. Returns the bytes the checkpoint wrote and the bytes of state it refers to.
+fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(u64, u64), String> {
+    let started = std::time::Instant::now();
+    let mut manifest = manifest.clone();
+    crate::checkpoint::resolve_refs(store, &mut manifest).map_err(|e| e.to_string())?;
+    store.commit(&manifest).map_err(|e| e.to_string())?;
+    let commit_ms = started.elapsed().as_millis();
     if let Err(e) = store.retain(retain) {
         tracing::warn!(error = %e, "cannot delete old checkpoints");
     }
     tracing::info!(
         checkpoint = %manifest.id,
         files = manifest.files.len(),
+        written_bytes = manifest.written_bytes(),
+        state_bytes = manifest.referenced_bytes(),
+        commit_ms,
+        retain_ms = started.elapsed().as_millis() - commit_ms,
         "checkpoint committed"
     );
-    Ok(())
+    Ok((manifest.written_bytes(), manifest.referenced_bytes()))
 }
 
 /// The manifest of checkpoint `id` from every partition's acknowledgement: one typed entry per
@@ -264,8 +285,10 @@ mod tests {
         }));
         writer.close().join().unwrap();
         let mut results = Vec::new();
-        while let Ok(Command::Input(Input::CheckpointWritten { id, result })) = inbox.try_recv() {
-            results.push((id, result.is_ok()));
+        while let Ok(Command::Input(input)) = inbox.try_recv() {
+            if let Input::CheckpointWritten { id, result } = input {
+                results.push((id, result.is_ok()));
+            }
         }
         assert_eq!(results, [(1, true), (2, true), (3, false)]);
         assert_eq!(store.completed().unwrap(), [CheckpointId(1), CheckpointId(2)]);

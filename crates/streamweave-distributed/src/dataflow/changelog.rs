@@ -16,6 +16,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::plan::{unpack, Batch};
 use super::stage::{decode_state, encode_state, FoldHashMap, Stage};
 use super::DataflowError;
+use crate::checkpoint::SegmentKind;
 
 /// Counts per key, emitting the changed ones at each barrier.
 pub(super) struct ChangelogCount<K> {
@@ -73,6 +74,28 @@ where
         encode_state(&self.counts)
     }
 
+    /// A delta is the counts of the keys changed in the epoch the barrier closes (the barrier
+    /// emits and clears them right after), so it holds exactly what changed since the previous
+    /// segment.
+    fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
+        let bytes = match kind {
+            SegmentKind::Base => self.snapshot()?,
+            SegmentKind::Delta => {
+                let changed: Vec<(&K, u64)> = (self.changed.keys())
+                    .map(|k| (k, self.counts.get(k).copied().unwrap_or_default()))
+                    .collect();
+                encode_state(&changed)?
+            }
+        };
+        Ok((kind, bytes))
+    }
+
+    fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        let changed: Vec<(K, u64)> = decode_state(bytes)?;
+        self.counts.extend(changed);
+        Ok(())
+    }
+
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.counts = decode_state(bytes)?;
         self.changed.clear();
@@ -125,5 +148,40 @@ mod tests {
             .unwrap();
         restored.finish(&mut |x| out.push(x)).unwrap();
         assert_eq!(out, vec![("b".to_string(), 2)]);
+    }
+
+    #[test]
+    fn a_changelog_delta_holds_the_keys_changed_in_the_epoch_and_restores_with_its_base() {
+        let mut stage = ChangelogCount::<String>::boxed();
+        let ignore = &mut |_: (String, u64)| {};
+        stage.on_batch(batch(&[("a", 2), ("b", 1)]), ignore).unwrap();
+        let (_, base) = stage.snapshot_segment(SegmentKind::Base).unwrap();
+        stage.on_barrier(ignore).unwrap();
+        stage.on_batch(batch(&[("a", 3), ("c", 1)]), ignore).unwrap();
+        let (kind, delta) = stage.snapshot_segment(SegmentKind::Delta).unwrap();
+        assert_eq!(kind, SegmentKind::Delta);
+        let mut changed: Vec<(String, u64)> = decode_state(&delta).unwrap();
+        changed.sort();
+        assert_eq!(changed, vec![("a".to_string(), 5), ("c".to_string(), 1)]);
+        stage.on_barrier(ignore).unwrap();
+
+        let mut restored = ChangelogCount::<String>::boxed();
+        restored.restore(&base).unwrap();
+        restored.apply_delta(&delta).unwrap();
+        restored.on_batch(batch(&[("b", 1)]), ignore).unwrap();
+        let mut out = Vec::new();
+        restored.finish(&mut |x| out.push(x)).unwrap();
+        assert_eq!(out, vec![("b".to_string(), 2)], "b counted from the base");
+        assert_eq!(
+            restored_counts(&base, &delta),
+            vec![("a".into(), 5), ("b".into(), 1), ("c".into(), 1)]
+        );
+    }
+
+    fn restored_counts(base: &[u8], delta: &[u8]) -> Vec<(String, u64)> {
+        let mut stage = ChangelogCount::<String>::boxed();
+        stage.restore(base).unwrap();
+        stage.apply_delta(delta).unwrap();
+        sorted(stage.counts.into_iter().collect())
     }
 }

@@ -100,6 +100,16 @@ pub trait Receiver: Send {
     /// Recovery: replaces the stage's state with a snapshot.
     fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError>;
 
+    /// Checkpoint barrier `epoch`, incremental: a segment of the partition's state (see
+    /// [`Stage::snapshot_segment`](super::Stage::snapshot_segment)) and the kind taken.
+    fn snapshot_segment(
+        &mut self,
+        kind: crate::checkpoint::SegmentKind,
+    ) -> Result<(crate::checkpoint::SegmentKind, Vec<u8>), DataflowError>;
+
+    /// Recovery: applies a delta segment over the state restored so far.
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError>;
+
     /// Checkpoint barrier `epoch`: makes what the sink wrote since the previous barrier durable
     /// but not yet final (phase one of the sink's two-phase commit).
     fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError>;

@@ -119,6 +119,28 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         Ok(state)
     }
 
+    /// A segment carries the records written so far too (the newest segment's count wins).
+    fn snapshot_segment(
+        &mut self,
+        kind: crate::checkpoint::SegmentKind,
+    ) -> Result<(crate::checkpoint::SegmentKind, Vec<u8>), DataflowError> {
+        let (kind, stage) = self.stage.snapshot_segment(kind)?;
+        let mut state = self.written.to_le_bytes().to_vec();
+        state.extend(stage);
+        Ok((kind, state))
+    }
+
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
+        let Some((written, stage)) = delta.split_first_chunk::<8>() else {
+            return Err(DataflowError::Encoding(format!(
+                "a partition state delta of {} bytes is too short",
+                delta.len()
+            )));
+        };
+        self.written = u64::from_le_bytes(*written);
+        self.stage.apply_delta(stage)
+    }
+
     fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
         let Some((written, stage)) = state.split_first_chunk::<8>() else {
             return Err(DataflowError::Encoding(format!(

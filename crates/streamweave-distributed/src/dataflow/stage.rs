@@ -17,6 +17,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::plan::{unpack, unpack_local, Batch};
 use super::DataflowError;
+use crate::checkpoint::SegmentKind;
 
 /// In-process hash maps of keyed state: foldhash, fast and of good quality on short keys (which
 /// FxHash is not: its high bits collide for keys like `w123`, and probing then compares strings).
@@ -40,6 +41,23 @@ pub trait Stage<U>: Send {
     /// The stage's state, encoded, for a checkpoint; stateless stages have none (empty).
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
         Ok(Vec::new())
+    }
+
+    /// A segment of the state for an incremental checkpoint: the whole state when `kind` is
+    /// [`SegmentKind::Base`], or only what changed since the stage's previous segment when it is
+    /// [`SegmentKind::Delta`] and the stage tracks changes. Returns the kind taken: a stage
+    /// without change tracking always takes a base (its whole state).
+    fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
+        let _ = kind;
+        Ok((SegmentKind::Base, self.snapshot()?))
+    }
+
+    /// Applies a delta taken by [`Stage::snapshot_segment`] over the restored state.
+    fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        let _ = bytes;
+        Err(DataflowError::Encoding(
+            "a state delta given to a stage that takes none".to_string(),
+        ))
     }
 
     /// Replaces the state with one taken by [`Stage::snapshot`] (on recovery).
@@ -112,9 +130,20 @@ pub(super) type Update<A, X> = Arc<dyn Fn(Option<A>, X) -> A + Send + Sync>;
 /// Keyed state after the exchange: an accumulator per key, updated by every `(key, record)`
 /// that arrives, emitted when the input ends, snapshotted at checkpoints. Merging pre-aggregated
 /// partials (`reduce`, `count`) and folding raw records (`fold`) differ only in `update`.
+///
+/// Each entry carries the number of the segment it changed in, so a delta is the entries of the
+/// current segment number (one pass over the state, no copy of the keys).
 pub(super) struct Keyed<K, A, X> {
-    state: FoldHashMap<K, A>,
+    state: FoldHashMap<K, Tagged<A>>,
     update: Update<A, X>,
+    /// The number of the segment being accumulated (restored entries have 0).
+    segment: u32,
+}
+
+/// An accumulator and the segment it last changed in.
+pub(super) struct Tagged<A> {
+    acc: A,
+    segment: u32,
 }
 
 impl<K, A, X> Keyed<K, A, X> {
@@ -122,6 +151,7 @@ impl<K, A, X> Keyed<K, A, X> {
         Box::new(Keyed {
             state: FoldHashMap::default(),
             update: Arc::clone(update),
+            segment: 1,
         })
     }
 }
@@ -134,24 +164,63 @@ where
 {
     fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
         for (k, x) in unpack::<(K, X)>(batch)? {
-            let acc = (self.update)(self.state.remove(&k), x);
-            self.state.insert(k, acc);
+            let acc = (self.update)(self.state.remove(&k).map(|t| t.acc), x);
+            let segment = self.segment;
+            self.state.insert(k, Tagged { acc, segment });
         }
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
-        encode_state(&self.state)
+        encode_state(&Entries(&self.state))
+    }
+
+    fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
+        let bytes = match kind {
+            SegmentKind::Base => self.snapshot()?,
+            SegmentKind::Delta => {
+                let segment = self.segment;
+                let changed: Vec<(&K, &A)> = (self.state.iter())
+                    .filter(|(_, t)| t.segment == segment)
+                    .map(|(k, t)| (k, &t.acc))
+                    .collect();
+                encode_state(&changed)?
+            }
+        };
+        // Wrapping after 4 billion checkpoints at most marks unchanged entries changed once.
+        self.segment = self.segment.wrapping_add(1).max(1);
+        Ok((kind, bytes))
+    }
+
+    fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        let changed: Vec<(K, A)> = decode_state(bytes)?;
+        for (k, acc) in changed {
+            self.state.insert(k, Tagged { acc, segment: 0 });
+        }
+        Ok(())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
-        self.state = decode_state(bytes)?;
+        let state: FoldHashMap<K, A> = decode_state(bytes)?;
+        self.state = (state.into_iter())
+            .map(|(k, acc)| (k, Tagged { acc, segment: 0 }))
+            .collect();
         Ok(())
     }
 
     fn finish(self: Box<Self>, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
-        self.state.into_iter().for_each(emit);
+        self.state.into_iter().for_each(|(k, t)| emit((k, t.acc)));
         Ok(())
+    }
+}
+
+/// Keyed state encoded as the map of its accumulators (the tags are not stored): the same bytes
+/// as a `HashMap<K, A>`, so snapshots taken before the tags existed restore.
+struct Entries<'a, K, A>(&'a FoldHashMap<K, Tagged<A>>);
+
+impl<K: Serialize, A: Serialize> Serialize for Entries<'_, K, A> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, t)| (k, &t.acc)))
     }
 }
 
@@ -190,7 +259,19 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
         self.inner.snapshot()
     }
 
+    fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
+        self.inner.snapshot_segment(kind)
+    }
+
+    fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        self.inner.apply_delta(bytes)
+    }
+
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.inner.restore(bytes)
     }
 }
+
+#[cfg(test)]
+#[path = "stage_tests.rs"]
+mod tests;

@@ -165,8 +165,11 @@ pub struct CheckpointStatus {
     pub last_completed: Option<u64>,
     /// How long it took from trigger to the last acknowledgement.
     pub last_duration_ms: Option<u64>,
-    /// Its size (the partitions' state).
+    /// The bytes it wrote (with incremental checkpoints, the state that changed).
     pub last_size_bytes: Option<u64>,
+    /// The bytes of state it refers to (written by it or by the checkpoints it builds on).
+    #[serde(default)]
+    pub state_bytes: Option<u64>,
     /// The checkpoint triggered and not yet complete, if any.
     pub in_flight: Option<u64>,
 }

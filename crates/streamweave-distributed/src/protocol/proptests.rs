@@ -345,6 +345,7 @@ fn cluster_status() -> impl Strategy<Value = ClusterStatus> {
                     last_completed: Some(9),
                     last_duration_ms: None,
                     last_size_bytes: Some(10),
+                    state_bytes: Some(12),
                     in_flight: Some(10),
                 }),
             },

@@ -32,6 +32,7 @@ mod session;
 mod session_core;
 mod session_events;
 mod source_task;
+mod state_writer;
 mod worker_impl;
 
 pub use config::WorkerConfig;

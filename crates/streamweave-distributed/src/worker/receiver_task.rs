@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::alignment::{Alignment, Step};
 use super::blocking;
-use super::checkpoint_actor::{CheckpointHandle, Checkpoints};
+use super::checkpoint_actor::Checkpoints;
 use super::exchange::DataPlane;
-use crate::checkpoint::CheckpointId;
+use super::state_writer::{self, StateWriter};
+use crate::checkpoint::{ChainPolicy, PartitionChain, SegmentKind};
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, SinkContext};
 
@@ -56,7 +57,8 @@ impl ReceiverTask {
     /// the partition left this worker at a barrier.
     pub(crate) async fn run(self, inbox: &mut InboxRx) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
-        let mut receiver = self.open().await?;
+        let (mut receiver, chain) = self.open().await?;
+        let mut writer = StateWriter::new(q, chain);
         let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
         loop {
             let message = match alignment.next_held() {
@@ -92,18 +94,15 @@ impl ReceiverTask {
                                     "partition {q} received records after its hand-over barrier {id}"
                                 )));
                             }
-                            let (receiver, state) = seal(receiver, id).await?;
+                            let kind = writer.next_kind();
+                            let (receiver, kind, state) = seal(receiver, id, kind).await?;
                             drop(receiver);
+                            let sealed = writer.sealed(id, kind, state);
                             // Before the acknowledgement: the partition may come back once the
                             // move is committed, and must then find a fresh inbox.
                             inbox.close();
                             self.plane.retire_inbox(self.ctx.attempt, q);
-                            let checkpoints = checkpoints.clone();
-                            blocking::run(move || {
-                                store_snapshot(&checkpoints, id, q, &state);
-                                Ok(())
-                            })
-                            .await?;
+                            writer.write(checkpoints, sealed).await;
                             tracing::debug!(
                                 partition = q,
                                 checkpoint = id,
@@ -111,7 +110,7 @@ impl ReceiverTask {
                             );
                             return Ok(None);
                         }
-                        receiver = self.snapshot(receiver, id).await?;
+                        receiver = self.snapshot(receiver, &mut writer, id).await?;
                         step = alignment.snapshot_taken();
                         continue;
                     }
@@ -133,7 +132,7 @@ impl ReceiverTask {
     /// Opens the partition's receiver and sink: what earlier attempts (or the previous owner)
     /// wrote after the checkpoint restored never becomes output, what was pre-committed up to
     /// it is final (idempotent), and the stage gets the checkpoint's state.
-    async fn open(&self) -> Result<Box<dyn Receiver>, DataflowError> {
+    async fn open(&self) -> Result<(Box<dyn Receiver>, PartitionChain), DataflowError> {
         let (plan, ctx, checkpoints, restore) = (
             Arc::clone(&self.plan),
             self.ctx,
@@ -150,63 +149,50 @@ impl ReceiverTask {
                 }
             }
             let mut receiver = plan.open_receiver(&ctx)?;
-            if let (Some((id, file)), Some(checkpoints)) = (&restore, &checkpoints) {
-                let state = checkpoints
-                    .store
-                    .get(CheckpointId(*id), file)
-                    .map_err(|e| DataflowError::restoring(*id, e))?;
-                receiver.restore(&state)?;
-            }
-            Ok(receiver)
+            let chain = match (&restore, &checkpoints) {
+                (Some((id, file)), Some(checkpoints)) => {
+                    state_writer::restore(checkpoints, *id, file, receiver.as_mut())?
+                }
+                _ => PartitionChain::new(ChainPolicy::default()),
+            };
+            Ok((receiver, chain))
         })
         .await
     }
 
-    /// Barrier `id` aligned: seals the partition's state and sink output, then writes the state
-    /// and acknowledges beside the processing that goes on.
+    /// Barrier `id` aligned: seals the partition's state segment and sink output, then writes
+    /// the segment and acknowledges beside the processing that goes on.
     async fn snapshot(
         &self,
         receiver: Box<dyn Receiver>,
+        writer: &mut StateWriter,
         id: u64,
     ) -> Result<Box<dyn Receiver>, DataflowError> {
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(receiver);
         };
-        let q = self.ctx.partition;
-        let (receiver, state) = seal(receiver, id).await?;
-        let checkpoints = checkpoints.clone();
-        tokio::spawn(blocking::run(move || {
-            store_snapshot(&checkpoints, id, q, &state);
-            Ok(())
-        }));
+        let kind = writer.next_kind();
+        let (receiver, kind, state) = seal(receiver, id, kind).await?;
+        let sealed = writer.sealed(id, kind, state);
+        tokio::spawn(writer.write(checkpoints, sealed));
         Ok(receiver)
     }
 }
 
-/// Barrier `id`: the copy of the partition's state, with its sink's output pre-committed (the
-/// sink's pre-commit syncs files, so it runs in the blocking pool).
+/// Barrier `id`: a segment of the partition's state (of `kind`, or a base where the stage takes
+/// no deltas), with its sink's output pre-committed (the sink's pre-commit syncs files, so it
+/// runs in the blocking pool).
 async fn seal(
     mut receiver: Box<dyn Receiver>,
     id: u64,
-) -> Result<(Box<dyn Receiver>, Vec<u8>), DataflowError> {
+    kind: SegmentKind,
+) -> Result<(Box<dyn Receiver>, SegmentKind, Vec<u8>), DataflowError> {
     blocking::run(move || {
-        let state = receiver.snapshot()?;
+        let (kind, state) = receiver.snapshot_segment(kind)?;
         receiver.pre_commit(id)?;
-        Ok((receiver, state))
+        Ok((receiver, kind, state))
     })
     .await
-}
-
-/// Writes partition `q`'s state for checkpoint `id` to the store and acknowledges it.
-fn store_snapshot(checkpoints: &CheckpointHandle, id: u64, q: usize, state: &[u8]) {
-    let name = format!("state-p{q:05}");
-    match checkpoints.store.put(CheckpointId(id), &name, state) {
-        Ok(stored) => checkpoints.state_saved(id, q, stored),
-        // No acknowledgement: the coordinator times the checkpoint out and takes the next.
-        Err(e) => {
-            tracing::warn!(checkpoint = id, partition = q, error = %e, "cannot store a snapshot")
-        }
-    }
 }
 
 #[cfg(test)]

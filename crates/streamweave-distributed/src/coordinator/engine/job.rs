@@ -447,6 +447,7 @@ impl Engine {
                 .last_duration
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             last_size_bytes: stats.last_size_bytes,
+            state_bytes: stats.state_bytes,
             in_flight: stats.in_flight.map(|id| id.0),
         })
     }

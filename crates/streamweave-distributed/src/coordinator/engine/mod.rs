@@ -115,6 +115,16 @@ pub enum Input {
     },
     /// Time passed: check for failed workers.
     Tick,
+    /// What checkpoint `id`'s manifest says it wrote and refers to (sent just before
+    /// [`Input::CheckpointWritten`] when the commit succeeds), for status.
+    CheckpointSizes {
+        /// The checkpoint.
+        id: u64,
+        /// Bytes it wrote (with incremental state, the deltas).
+        written_bytes: u64,
+        /// Bytes of state it refers to (what a restore reads).
+        state_bytes: u64,
+    },
 }
 
 /// What a worker says about the job.
@@ -408,6 +418,15 @@ impl Engine {
             Input::Heartbeat { conn, running } => self.on_heartbeat(conn, running, now),
             Input::Job { conn, report } => self.on_job_report(conn, report, now),
             Input::CheckpointWritten { id, result } => self.on_checkpoint_written(id, result, now),
+            Input::CheckpointSizes {
+                id,
+                written_bytes,
+                state_bytes,
+            } => {
+                if let Some(c) = self.checkpoints.as_mut() {
+                    c.sizes(crate::checkpoint::CheckpointId(id), written_bytes, state_bytes);
+                }
+            }
             Input::Ack {
                 conn,
                 generation,

@@ -1,0 +1,326 @@
+//! The bookkeeping of incremental state: chains, compaction, the index format, manifests that
+//! refer to older checkpoints, and retention by reference.
+
+use super::*;
+use crate::checkpoint::{
+    frame, read_state, resolve_refs, CheckpointStore, LocalDirStore, Manifest, MemoryStore, PartitionEntry,
+    StateRead, MANIFEST_NAME, MANIFEST_VERSION,
+};
+
+fn file(name: &str, size: usize) -> StoredFile {
+    StoredFile::of(name, &vec![7u8; size])
+}
+
+#[test]
+fn a_chain_starts_with_a_base_then_appends_deltas() {
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    assert_eq!(chain.next_kind(), SegmentKind::Base);
+    let index = chain.record(CheckpointId(3), SegmentKind::Base, file("state-p00001", 1000));
+    assert_eq!(index.segments.len(), 1);
+    assert_eq!(chain.next_kind(), SegmentKind::Delta);
+    let index = chain.record(CheckpointId(4), SegmentKind::Delta, file("seg-p00001", 10));
+    let at: Vec<u64> = index.segments.iter().map(|s| s.checkpoint.0).collect();
+    assert_eq!(at, vec![3, 4]);
+    assert_eq!(index.written_at(CheckpointId(4)), 10);
+    assert_eq!(index.referenced_bytes(), 1010);
+}
+
+#[test]
+fn a_chain_compacts_after_max_deltas() {
+    let policy = ChainPolicy {
+        max_deltas: 3,
+        max_delta_factor: 100,
+    };
+    let mut chain = PartitionChain::new(policy);
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
+    for id in 2..=4 {
+        assert_eq!(chain.next_kind(), SegmentKind::Delta, "delta {id}");
+        chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 1));
+    }
+    assert_eq!(
+        chain.next_kind(),
+        SegmentKind::Base,
+        "three deltas: the next is a base"
+    );
+    let index = chain.record(CheckpointId(5), SegmentKind::Base, file("state-p00000", 100));
+    assert_eq!(index.segments.len(), 1, "a base starts a new chain");
+    assert_eq!(chain.next_kind(), SegmentKind::Delta);
+}
+
+#[test]
+fn a_chain_compacts_once_its_deltas_outweigh_its_base() {
+    let mut chain = PartitionChain::new(ChainPolicy {
+        max_deltas: 100,
+        max_delta_factor: 1,
+    });
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
+    chain.record(CheckpointId(2), SegmentKind::Delta, file("seg-p00000", 60));
+    assert_eq!(chain.next_kind(), SegmentKind::Delta, "60 of 100");
+    chain.record(CheckpointId(3), SegmentKind::Delta, file("seg-p00000", 60));
+    assert_eq!(chain.next_kind(), SegmentKind::Base, "120 of 100");
+}
+
+#[test]
+fn a_failed_write_makes_the_next_segment_a_base_and_a_restored_chain_continues() {
+    let base = Segment {
+        checkpoint: CheckpointId(9),
+        file: file("state-p00002", 50),
+    };
+    let mut chain = PartitionChain::restored(
+        ChainPolicy::default(),
+        StateIndex {
+            segments: vec![base.clone()],
+        },
+    );
+    assert_eq!(chain.next_kind(), SegmentKind::Delta);
+    let index = chain.record(CheckpointId(10), SegmentKind::Delta, file("seg-p00002", 5));
+    assert_eq!(index.segments[0], base, "the delta builds on the restored base");
+    chain.reset();
+    assert_eq!(chain.next_kind(), SegmentKind::Base);
+}
+
+#[test]
+fn an_index_round_trips_and_a_whole_state_is_not_an_index() {
+    let index = StateIndex {
+        segments: vec![Segment {
+            checkpoint: CheckpointId(1),
+            file: file("state-p00000", 3),
+        }],
+    };
+    let bytes = index.encode().unwrap();
+    assert_eq!(
+        StateIndex::decode(CheckpointId(1), "state-p00000", &bytes).unwrap(),
+        Some(index)
+    );
+    let whole = 5u64.to_le_bytes();
+    assert_eq!(StateIndex::decode(CheckpointId(1), "x", &whole).unwrap(), None);
+}
+
+#[test]
+fn an_index_of_an_unknown_version_or_truncated_is_refused() {
+    let mut bytes = INDEX_MAGIC.to_vec();
+    bytes.push(INDEX_VERSION + 1);
+    let err = StateIndex::decode(CheckpointId(4), "state-p00000", &bytes).unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::UnsupportedVersion { version: 2, .. }),
+        "{err}"
+    );
+    assert!(!err.is_damage(), "a newer format is not damage");
+    let err = StateIndex::decode(CheckpointId(4), "state-p00000", &INDEX_MAGIC).unwrap_err();
+    assert!(err.is_damage(), "{err}");
+    let mut empty = INDEX_MAGIC.to_vec();
+    empty.push(INDEX_VERSION);
+    empty.extend(postcard::to_stdvec(&StateIndex::default()).unwrap());
+    let err = StateIndex::decode(CheckpointId(4), "state-p00000", &empty).unwrap_err();
+    assert!(err.to_string().contains("without a base"), "{err}");
+}
+
+#[test]
+fn a_manifest_of_an_unknown_version_is_refused_with_a_clear_error() {
+    let store = MemoryStore::new();
+    let mut manifest = Manifest::new(CheckpointId(2), "job", 1, 0, 0);
+    assert_eq!(manifest.version, MANIFEST_VERSION);
+    manifest.version = MANIFEST_VERSION + 1;
+    store.commit(&manifest).unwrap();
+    let err = store.manifest(CheckpointId(2)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("manifest format version 3 is not supported"),
+        "{err}"
+    );
+    // Recovery stops there instead of falling back past it.
+    assert!(crate::checkpoint::scan_latest(&store).is_err());
+}
+
+#[test]
+fn a_manifest_without_a_version_is_version_one() {
+    let store = MemoryStore::new();
+    let json = br#"{"id":3,"job":"j","attempt":1,"created_ms":0,"files":[],"partitions":0}"#;
+    store
+        .write_object(CheckpointId(3), MANIFEST_NAME, &frame::frame(json))
+        .unwrap();
+    let manifest = store.manifest(CheckpointId(3)).unwrap();
+    assert_eq!((manifest.version, manifest.refs.len()), (1, 0));
+}
+
+/// Writes checkpoint `id` of one partition as a worker would: a base (`base`) or a delta over
+/// `chain`, then commits it as the coordinator would (refs resolved).
+fn checkpoint(store: &dyn CheckpointStore, chain: &mut PartitionChain, id: u64, payload: &[u8]) -> Manifest {
+    let id = CheckpointId(id);
+    let kind = chain.next_kind();
+    let state = match kind {
+        SegmentKind::Base => store.put(id, "state-p00000", payload).unwrap(),
+        SegmentKind::Delta => {
+            let seg = store.put(id, &segment_name(0), payload).unwrap();
+            let index = chain.record(id, kind, seg);
+            store.put(id, &index_name(0), &index.encode().unwrap()).unwrap()
+        }
+    };
+    if kind == SegmentKind::Base {
+        chain.record(id, kind, state.clone());
+    }
+    let mut manifest = Manifest::new(id, "job", 1, 0, 1);
+    manifest.add_partition(PartitionEntry {
+        partition: 0,
+        state,
+        source_offset: id.0,
+        source_exhausted: false,
+        source_records: id.0,
+    });
+    resolve_refs(store, &mut manifest).unwrap();
+    store.commit(&manifest).unwrap();
+    manifest
+}
+
+fn retention_keeps_what_retained_checkpoints_refer_to(store: &dyn CheckpointStore) {
+    let mut chain = PartitionChain::new(ChainPolicy {
+        max_deltas: 2,
+        max_delta_factor: 100,
+    });
+    let base = vec![1u8; 1000];
+    let m1 = checkpoint(store, &mut chain, 1, &base);
+    assert_eq!((m1.written_bytes(), m1.referenced_bytes()), (1000, 1000));
+    let m2 = checkpoint(store, &mut chain, 2, b"delta2");
+    let at: Vec<u64> = m2.refs.iter().map(|r| r.checkpoint.0).collect();
+    assert_eq!(
+        at,
+        vec![1, 2],
+        "checkpoint 2 refers to the base in 1 and its own delta"
+    );
+    assert!(
+        m2.written_bytes() < 100,
+        "a delta writes little: {}",
+        m2.written_bytes()
+    );
+    assert!(m2.referenced_bytes() > 1000);
+    // Keep one: checkpoint 1 loses its manifest but keeps the base that 2 refers to.
+    assert!(store.retain(1).unwrap().is_empty(), "nothing deleted entirely");
+    assert_eq!(store.completed().unwrap(), vec![CheckpointId(2)]);
+    let restored = crate::checkpoint::restore_latest(store).unwrap().unwrap();
+    assert_eq!(restored.id, CheckpointId(2));
+    let StateRead::Chain(index) = read_state(store, CheckpointId(2), &index_name(0)).unwrap() else {
+        panic!("an index");
+    };
+    assert_eq!(
+        store
+            .get_listed(index.segments[0].checkpoint, &index.segments[0].file)
+            .unwrap(),
+        base
+    );
+
+    checkpoint(store, &mut chain, 3, b"delta3");
+    // Compaction: a new base at 4; once 2 and 3 are gone nothing refers to 1 any more.
+    let m4 = checkpoint(store, &mut chain, 4, &[4u8; 1000]);
+    assert!(
+        m4.refs.is_empty(),
+        "a base is the state file itself: {:?}",
+        m4.refs
+    );
+    let deleted = store.retain(1).unwrap();
+    assert_eq!(deleted, vec![CheckpointId(1), CheckpointId(2), CheckpointId(3)]);
+    assert!(store.get(CheckpointId(1), "state-p00000").is_err());
+    assert_eq!(store.completed().unwrap(), vec![CheckpointId(4)]);
+}
+
+#[test]
+fn retention_keeps_referenced_segments_in_memory() {
+    retention_keeps_what_retained_checkpoints_refer_to(&MemoryStore::new());
+}
+
+#[test]
+fn retention_keeps_referenced_segments_in_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    retention_keeps_what_retained_checkpoints_refer_to(&LocalDirStore::new(dir.path()).unwrap());
+}
+
+#[test]
+fn a_missing_base_makes_the_checkpoint_that_refers_to_it_damaged() {
+    let store = MemoryStore::new();
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    checkpoint(&store, &mut chain, 1, &[1u8; 100]);
+    checkpoint(&store, &mut chain, 2, b"d");
+    store.delete_object(CheckpointId(1), "state-p00000").unwrap();
+    // 2 refers to 1's base, and 1 lists it: neither is intact.
+    let recovery = crate::checkpoint::scan_latest(&store).unwrap();
+    assert!(recovery.manifest.is_none());
+    assert_eq!(recovery.skipped.len(), 2);
+    assert!(
+        recovery.skipped[0].error.to_string().contains("checkpoint 1"),
+        "{}",
+        recovery.skipped[0].error
+    );
+}
+
+#[test]
+fn an_uncommitted_checkpoint_a_committed_one_refers_to_survives_retention() {
+    // Checkpoint 2 timed out (never committed), but partition 0's chain at 3 builds on its delta.
+    let store = MemoryStore::new();
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    checkpoint(&store, &mut chain, 1, &[1u8; 100]);
+    let seg = store.put(CheckpointId(2), &segment_name(0), b"d2").unwrap();
+    chain.record(CheckpointId(2), SegmentKind::Delta, seg);
+    store.put(CheckpointId(2), "offsets-p00001", b"other").unwrap();
+    checkpoint(&store, &mut chain, 3, b"d3");
+    store.retain(1).unwrap();
+    assert_eq!(store.get(CheckpointId(2), &segment_name(0)).unwrap(), b"d2");
+    assert!(crate::checkpoint::restore_latest(&store).unwrap().is_some());
+    // Once a base supersedes it, it goes.
+    chain.reset();
+    checkpoint(&store, &mut chain, 4, &[4u8; 100]);
+    let deleted = store.retain(1).unwrap();
+    assert!(deleted.contains(&CheckpointId(2)), "{deleted:?}");
+}
+
+#[test]
+fn the_coordinator_reads_indexes_before_a_commit_never_a_base() {
+    let store = MemoryStore::new();
+    let id = CheckpointId(1);
+    // A base (the whole state) that the coordinator must not download: absent here, so a read
+    // would fail.
+    let base = StoredFile::of("state-p00000", &[9u8; 64]);
+    let seg = store.put(id, &segment_name(1), b"delta").unwrap();
+    let index = StateIndex {
+        segments: vec![
+            Segment {
+                checkpoint: CheckpointId(0),
+                file: file("state-p00001", 10),
+            },
+            Segment {
+                checkpoint: id,
+                file: seg,
+            },
+        ],
+    };
+    let indexed = store.put(id, &index_name(1), &index.encode().unwrap()).unwrap();
+    let mut manifest = Manifest::new(id, "job", 1, 0, 2);
+    for (partition, state) in [(0, base), (1, indexed)] {
+        manifest.add_partition(PartitionEntry {
+            partition,
+            state,
+            source_offset: 0,
+            source_exhausted: false,
+            source_records: 0,
+        });
+    }
+    resolve_refs(&store, &mut manifest).unwrap();
+    assert_eq!(manifest.refs, index.segments);
+    assert!(is_index_name(&index_name(3)) && !is_index_name("state-p00003"));
+}
+
+#[test]
+fn retention_keeps_referenced_segments_in_an_object_store() {
+    let url = crate::storage::StorageUrl::parse("memory://chain-retention/ckpt").unwrap();
+    let store = crate::checkpoint::ObjectCheckpointStore::open(&url).unwrap();
+    retention_keeps_what_retained_checkpoints_refer_to(&store);
+}
+
+/// Needs the S3 server that `scripts/tier2.sh` starts.
+mod tier2 {
+    #[test]
+    #[ignore = "tier 2: needs S3 (scripts/tier2.sh)"]
+    fn retention_keeps_referenced_segments_on_s3() {
+        let url = crate::storage::tests::tier2::s3_test_url("chain-retention");
+        let store = crate::checkpoint::ObjectCheckpointStore::open(&url).unwrap();
+        super::retention_keeps_what_retained_checkpoints_refer_to(&store);
+    }
+}
