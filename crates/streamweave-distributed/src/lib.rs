@@ -88,6 +88,25 @@ pub use protocol::{ClusterStatus, JobState, JobStatus, WorkerStatus};
 pub use types::{Generation, PartitionId, WorkerId, WorkerInfo, WorkerState};
 pub use worker::{Worker, WorkerConfig, WorkerError, WorkerImpl};
 
+#[doc(hidden)]
+pub mod fuzzing {
+    //! Entry points for the fuzz targets in `fuzz/` (see `fuzz/README.md`): the decoders that are
+    //! not reachable through the public API. **Not part of the API**: hidden from the
+    //! documentation, changed without notice.
+    //!
+    //! Everything else the targets need is public already: the frame codec and the message
+    //! enums ([`crate::protocol`]), the handshake ([`crate::internals`]), the checkpoint store
+    //! and manifest ([`crate::checkpoint`]).
+
+    /// Frames a checkpoint file (magic, version, length, crc32, payload), as every store does,
+    /// so that a target can reach the decoder behind a valid checksum.
+    pub use crate::checkpoint::frame::frame as frame_checkpoint_file;
+    /// Reads a partition's share of text input (its splits, in order) from an offset: the line
+    /// splitting of [`TextDirSource`](crate::TextDirSource) and the object-storage text source,
+    /// over any seekable bytes.
+    pub use crate::dataflow::sources::text_dir::reader::read_share as read_text_share;
+}
+
 pub mod internals {
     //! Decision internals, for tools and tests that drive them directly. **Unstable**: these
     //! change with the implementation, without notice; a user's job or cluster never needs them.

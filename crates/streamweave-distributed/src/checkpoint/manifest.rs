@@ -199,7 +199,12 @@ impl Manifest {
         Ok(frame::frame(&json))
     }
 
-    /// The manifest of checkpoint `id` from its stored bytes.
+    /// The manifest of checkpoint `id` from its stored bytes. Only what [`commit`] accepts is
+    /// read back: a file name that is not a valid data file name (a path, `..`, a name listed
+    /// twice) makes the manifest corrupt, so recovery skips it rather than failing on it or
+    /// asking a store for an object outside the checkpoint.
+    ///
+    /// [`commit`]: super::CheckpointStore::commit
     pub(crate) fn decode(id: CheckpointId, bytes: Vec<u8>) -> Result<Manifest, CheckpointError> {
         let corrupt = |reason: String| CheckpointError::corrupt(id, MANIFEST_NAME, reason);
         let json = frame::unframe(bytes).map_err(corrupt)?;
@@ -223,6 +228,7 @@ impl Manifest {
         if manifest.id != id {
             return Err(corrupt(format!("names checkpoint {}", manifest.id)));
         }
+        manifest.validate().map_err(|e| corrupt(e.to_string()))?;
         Ok(manifest)
     }
 }

@@ -23,7 +23,8 @@
 
 mod chain;
 mod error;
-mod frame;
+// Visible to the crate for `crate::fuzzing`.
+pub(crate) mod frame;
 mod gc;
 mod incremental;
 mod local;

@@ -117,6 +117,33 @@ fn a_manifest_naming_another_checkpoint_is_corrupt(s: &dyn Damageable) {
     assert_eq!(restore_latest(s.store()).unwrap().unwrap().id, CheckpointId(2));
 }
 
+/// Found by the `checkpoint_manifest` fuzz target: a manifest with a valid checksum listing a
+/// name that `put` refuses (here `state-p000@00`; a path like `../x` alike) was read back, and
+/// reading that file failed with `InvalidName`, which is not damage, instead of falling back.
+fn a_manifest_listing_an_invalid_name_is_corrupt(s: &dyn Damageable) {
+    checkpoint(s.store(), 1);
+    let json = concat!(
+        r#"{"id":2,"job":"wordcount","attempt":1,"created_ms":1700000000000,"#,
+        r#""files":[{"name":"state-p000@00","size":11,"crc32":964589782}],"partitions":1}"#
+    );
+    s.write_object(
+        CheckpointId(2),
+        MANIFEST_NAME,
+        &super::frame::frame(json.as_bytes()),
+    )
+    .unwrap();
+    match s.manifest(CheckpointId(2)) {
+        Err(CheckpointError::Corrupt { reason, .. }) => assert!(reason.contains("state-p000@00"), "{reason}"),
+        other => panic!("not corrupt: {other:?}"),
+    }
+    let recovery = scan_latest(s.store()).unwrap();
+    assert_eq!(recovery.manifest.unwrap().id, CheckpointId(1));
+    assert_eq!(
+        recovery.skipped.iter().map(|k| k.id).collect::<Vec<_>>(),
+        ids(&[2])
+    );
+}
+
 fn restore_returns_none_when_every_checkpoint_is_damaged(s: &dyn Damageable) {
     for n in 1..=3 {
         checkpoint(s.store(), n);
@@ -135,6 +162,7 @@ store_scenarios!(
     restore_falls_back_when_the_manifest_is_damaged,
     restore_detects_a_file_replaced_after_commit,
     a_manifest_naming_another_checkpoint_is_corrupt,
+    a_manifest_listing_an_invalid_name_is_corrupt,
     restore_returns_none_when_every_checkpoint_is_damaged,
 );
 

@@ -45,6 +45,15 @@ pub enum DataflowError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A StreamWeave component run by the job failed a record and its `ErrorStrategy` said to
+    /// stop (or to retry a record it could not name).
+    #[error("streamweave component {component}: {message}")]
+    StreamWeave {
+        /// The component's name and type, as StreamWeave reports them.
+        component: String,
+        /// The error and the record it failed on.
+        message: String,
+    },
     /// The job's own code (a source, operator, key function or sink) panicked; caught at the
     /// task boundary so that it fails the attempt instead of silently ending the task.
     #[error("panicked{}: {message}", location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default())]

@@ -32,6 +32,8 @@ mod source;
 pub mod sources;
 mod stage;
 mod stream;
+#[cfg(feature = "streamweave")]
+pub mod streamweave;
 mod text_io;
 
 #[cfg(test)]

@@ -1,13 +1,20 @@
 //! `swd` with one more job, for the process tests of failing jobs (`tests/job_failures.rs`):
 //! the built-in jobs plus `poison`, a repartition whose map panics on every line containing
 //! `POISON`, as a user's job with a bug would. Built by `cargo test` like any binary of the
-//! package, so the tests find it (`CARGO_BIN_EXE_swd-test-jobs`).
+//! package, so the tests find it (`CARGO_BIN_EXE_swd-test-jobs`). It also registers the
+//! StreamWeave example's job (`examples/streamweave/`), for `tests/streamweave.rs`.
 //!
 //! ```text
 //! swd-test-jobs local --workers 2 --job poison --input DIR --output OUT [--param at=receiver]
 //! ```
 
 use std::process::ExitCode;
+
+// The StreamWeave example's own files, so the process tests run the example's exact code.
+#[path = "../../examples/streamweave/job.rs"]
+mod streamweave_job;
+#[path = "../../examples/streamweave/transformers.rs"]
+mod transformers;
 
 use streamweave_distributed::dataflow::sinks::TextDirSink;
 use streamweave_distributed::dataflow::sources::TextDirSource;
@@ -41,5 +48,6 @@ fn main() -> ExitCode {
         "repartition that panics on a line containing POISON (tests)",
         poison,
     );
+    streamweave_job::register(&mut registry);
     swd::main_with(registry)
 }

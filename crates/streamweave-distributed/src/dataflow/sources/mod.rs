@@ -11,7 +11,8 @@ mod collection;
 mod generator;
 mod jetstream;
 mod object_text;
-mod text_dir;
+// Visible to the crate for `crate::fuzzing`.
+pub(crate) mod text_dir;
 mod throttled;
 
 pub use collection::CollectionSource;

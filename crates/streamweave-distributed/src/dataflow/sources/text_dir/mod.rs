@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dataflow::{DataflowError, Flow, Source, SourceContext, SourceEnd, SourceOffset};
 
-pub(super) mod reader;
+pub(crate) mod reader;
 mod splits;
 #[cfg(test)]
 mod tests;

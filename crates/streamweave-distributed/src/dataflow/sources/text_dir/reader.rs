@@ -109,7 +109,7 @@ impl<'a, N, R: Read + Seek> SplitReader<'a, N, R> {
 /// Reads a partition's share (its splits, in order) from `offset`: the bytes an offset counts
 /// are skipped split by split, then every remaining line is emitted. `open` opens the file or
 /// object of one split and names it for errors.
-pub(in crate::dataflow::sources) fn read_share<N, R: Read + Seek>(
+pub fn read_share<N, R: Read + Seek>(
     splits: &[Split<N>],
     offset: SourceOffset,
     mut open: impl FnMut(&Split<N>) -> Result<(String, R), DataflowError>,

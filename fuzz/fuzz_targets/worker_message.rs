@@ -1,0 +1,7 @@
+//! A frame body decoded as a `WorkerMessage`, as a connection reads it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use streamweave_distributed::protocol::WorkerMessage;
+
+fuzz_target!(|data: &[u8]| swd_fuzz::message::decode::<WorkerMessage>(data));
