@@ -76,7 +76,7 @@ for h in "${hosts[@]}"; do
     ip -n "$(ns "$h")" link set lo up
     mkdir -p "$work/$h"
 done
-s3_port=$((20000 + RANDOM % 20000))
+s3_port=$((10000 + RANDOM % 20000))
 start_s3 "$subnet.1" "$s3_port"
 bucket="$SWD_TEST_S3_BUCKET"
 base="s3://$bucket/netns-$tag"

@@ -15,11 +15,13 @@ cd "$(dirname "$0")/.."
 # The console's browser test drives Debian's headless Chromium; promtool checks /metrics.
 apt_install chromium:chromium prometheus:promtool
 
-port="${SWD_TEST_S3_PORT:-$((20000 + RANDOM % 20000))}"
+# Ports below Linux's ephemeral range (32768-60999), which outgoing connections take theirs
+# from: a service's random port there can be in use already.
+port="${SWD_TEST_S3_PORT:-$((10000 + RANDOM % 20000))}"
 trap 'stop_s3; stop_nats; stop_etcd' EXIT
 start_s3 127.0.0.1 "$port"
 start_nats 127.0.0.1 "${SWD_TEST_NATS_PORT:-$((port + 1))}"
-start_etcd 127.0.0.1 "${SWD_TEST_ETCD_PORT:-$((40000 + RANDOM % 20000))}"
+start_etcd 127.0.0.1 "${SWD_TEST_ETCD_PORT:-$((port + 2))}"
 
 # Each test binary runs its tier2:: tests; a binary with none passes with zero run.
 cargo test --workspace --locked -- --ignored tier2:: "$@"
