@@ -27,6 +27,8 @@ pub async fn accept(tcp: TcpStream, security: &Security, cluster: &str) -> Resul
     let addr = tcp
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    // Before the handshakes, as the dialer does (see `Transport::connect`).
+    let _ = tcp.set_nodelay(true);
     let mut stream = match security.tls() {
         None => NetStream::Plain(tcp),
         Some(tls) => {

@@ -72,6 +72,9 @@ impl Transport {
             let tcp = TcpStream::connect(addr)
                 .await
                 .map_err(|source| NetworkError::Connect { addr, source })?;
+            // Before the handshakes: their small writes would otherwise wait on delayed ACKs
+            // (about 40 ms per round trip with TLS).
+            let _ = tcp.set_nodelay(true);
             let mut stream = match self.security.tls() {
                 None => NetStream::Plain(tcp),
                 Some(tls) => tls.connect(tcp, addr.ip()).await.map_err(|e| NetworkError::Tls {
