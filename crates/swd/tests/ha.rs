@@ -3,7 +3,8 @@
 //! checkpointed word count on two workers that know all three.
 //!
 //! - The leader SIGKILLed: a standby leads within a few seconds, resumes the job from the
-//!   latest checkpoint, and the output is exact.
+//!   latest checkpoint, and the output is exact. Then two leaders killed in a row: the third
+//!   coordinator finishes the job, exactly.
 //! - The leader SIGSTOPped past its lease: the workers, hearing nothing from it, follow the new
 //!   leader, which runs the job while the old one is still paused; SIGCONTed, the old leader
 //!   steps down, no checkpoint is committed twice (by anyone), and the output is exact.
@@ -119,7 +120,7 @@ pub mod tier2 {
 
         /// The index of the coordinator that says it leads, once exactly one does and the rest
         /// name it (polled until `deadline`).
-        fn leader(&self, deadline: Duration, except: Option<usize>) -> usize {
+        fn leader(&self, deadline: Duration, except: &[usize]) -> usize {
             let end = Instant::now() + deadline;
             loop {
                 let roles: Vec<Option<Value>> = self
@@ -127,7 +128,7 @@ pub mod tier2 {
                     .iter()
                     .enumerate()
                     .map(|(i, (_, addr))| {
-                        if Some(i) == except {
+                        if except.contains(&i) {
                             None
                         } else {
                             try_status_at(*addr)
@@ -218,7 +219,7 @@ pub mod tier2 {
     #[ignore = "tier 2: needs etcd (scripts/tier2.sh)"]
     fn the_leader_killed_mid_job_a_standby_resumes_it_exactly() {
         let mut cluster = HaCluster::start("kill");
-        let first = cluster.leader(LONG, None);
+        let first = cluster.leader(LONG, &[]);
         wait_status_at(
             cluster.addr(first),
             LONG,
@@ -227,7 +228,7 @@ pub mod tier2 {
         );
         cluster.coordinators[first].0.signal(libc::SIGKILL);
         let killed = Instant::now();
-        let second = cluster.leader(Duration::from_secs(10), Some(first));
+        let second = cluster.leader(Duration::from_secs(10), &[first]);
         let led = killed.elapsed();
         assert_ne!(second, first);
         let owned = wait_status_at(cluster.addr(second), LONG, "every partition owned", |s| {
@@ -260,9 +261,39 @@ pub mod tier2 {
 
     #[test]
     #[ignore = "tier 2: needs etcd (scripts/tier2.sh)"]
+    fn losing_two_leaders_in_a_row_the_third_coordinator_finishes_the_job_exactly() {
+        let mut cluster = HaCluster::start("two");
+        let first = cluster.leader(LONG, &[]);
+        wait_status_at(
+            cluster.addr(first),
+            LONG,
+            "a checkpoint",
+            running_with_a_checkpoint,
+        );
+        cluster.coordinators[first].0.signal(libc::SIGKILL);
+        let second = cluster.leader(Duration::from_secs(10), &[first]);
+        // Killed as soon as it runs the job again: mid-job, from a checkpoint.
+        wait_status_at(
+            cluster.addr(second),
+            LONG,
+            "the job running under the second leader",
+            |s| s["job"]["state"] == "running" && s["unassigned"].as_array().is_some_and(|u| u.is_empty()),
+        );
+        cluster.coordinators[second].0.signal(libc::SIGKILL);
+        let third = cluster.leader(Duration::from_secs(10), &[first, second]);
+        assert!(third != first && third != second);
+        let done = wait_status_at(cluster.addr(third), LONG, "the job to end", finished);
+        assert_eq!(done["job"]["state"], "finished", "{done:#}");
+        cluster.assert_exact_output();
+        assert!(unique(cluster.commits()), "{:?}", cluster.commits());
+        drop(cluster.workers.drain(..));
+    }
+
+    #[test]
+    #[ignore = "tier 2: needs etcd (scripts/tier2.sh)"]
     fn the_leader_paused_past_its_lease_steps_down_and_commits_nothing_twice() {
         let cluster = HaCluster::start("pause");
-        let first = cluster.leader(LONG, None);
+        let first = cluster.leader(LONG, &[]);
         let seen = wait_status_at(
             cluster.addr(first),
             LONG,
@@ -272,7 +303,7 @@ pub mod tier2 {
         let first_attempt = seen["job"]["attempt"].as_u64().expect("attempt");
         cluster.coordinators[first].0.signal(libc::SIGSTOP);
         // The lease (2 s) lapses: another coordinator leads while the first is paused.
-        let second = cluster.leader(Duration::from_secs(10), Some(first));
+        let second = cluster.leader(Duration::from_secs(10), &[first]);
         assert_ne!(second, first);
         // The workers notice the paused leader's silence (no answer to their heartbeats) and
         // follow the new one, which runs the job while the old leader is still paused.
