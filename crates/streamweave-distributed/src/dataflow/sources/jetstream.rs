@@ -246,9 +246,10 @@ impl JetStreamSource {
         let (fetched, end) = fetched.map_err(|e| self.url.error("reading", e))?;
         reader.messages = Some(messages);
         reader.buffered.extend(fetched);
-        // Nothing arrived within the wait: the consumer has delivered everything there was.
+        // The stream's end as last seen: the newest message's `seq + pending`, kept as it was
+        // by a wait that brought nothing, and never before what is already fetched.
         let last = reader.buffered.back().map_or(reader.position, |(seq, _)| *seq);
-        reader.end = Some(end.unwrap_or(last).max(reader.end.unwrap_or(0)).max(last));
+        reader.end = Some(end.max(reader.end).map_or(last, |end| end.max(last)));
         Ok(())
     }
 }
