@@ -79,6 +79,8 @@ pub(crate) struct JobRunner {
     /// The attempt and kind of each task.
     roles: HashMap<Id, (u64, AttemptTask)>,
     metrics: WorkerMetrics,
+    /// Where a job on the disk state backend keeps its database (none: a temporary directory).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl JobRunner {
@@ -98,12 +100,18 @@ impl JobRunner {
             tasks: JoinSet::new(),
             roles: HashMap::new(),
             metrics: WorkerMetrics::default(),
+            state_dir: None,
         }
     }
 
     /// Counts this worker's records and credit waits into `metrics`.
     pub(crate) fn with_metrics(mut self, metrics: WorkerMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    pub(crate) fn with_state_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.state_dir = dir;
         self
     }
 
@@ -200,8 +208,14 @@ impl JobRunner {
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
         // The job's constructor is user code too (panics.rs).
-        let job = match super::panics::guarded(|| self.registry.build(spec)) {
-            Ok(job) => job,
+        let (dir, name) = (
+            self.state_dir.as_deref(),
+            format!("{me}-{}-a{attempt}", spec.name),
+        );
+        let built = super::panics::guarded(|| self.registry.build(spec));
+        let plan = built.and_then(|job| crate::dataflow::state::attempt_plan(job.plan, spec, dir, &name));
+        let plan = match plan {
+            Ok(plan) => plan,
             Err(e) => {
                 let error = e.to_string();
                 return self.input(RunnerInput::BuildFailed { attempt, error });
@@ -209,7 +223,7 @@ impl JobRunner {
         };
         // Source partitions with nothing to read: every worker computes the same set, so their
         // end-of-stream markers are neither sent nor awaited. Unknown (or unreadable): all sent.
-        let empty_sources = match super::panics::guarded(|| job.plan.empty_sources(owners.len())) {
+        let empty_sources = match super::panics::guarded(|| plan.empty_sources(owners.len())) {
             Ok(Some(empty)) if empty.len() == owners.len() => empty,
             _ => Vec::new(),
         };
@@ -252,7 +266,7 @@ impl JobRunner {
         };
         let tasks = Arc::new(AttemptTasks {
             attempt,
-            plan: job.plan,
+            plan,
             plane: self.plane.clone(),
             reports: self.reports.clone(),
             slots: Arc::clone(&self.slots),
