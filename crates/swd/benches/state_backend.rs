@@ -121,9 +121,13 @@ async fn run(scratch: &Path, input: &Path, backend: &str, checkpoint: Option<&st
 /// Whether the output of a distinct-words count has `keys` lines, each with count 1.
 fn exact_distinct(output: &Path, keys: u64) -> bool {
     let mut lines = 0;
-    let Ok(entries) = std::fs::read_dir(output) else { return false };
+    let Ok(entries) = std::fs::read_dir(output) else {
+        return false;
+    };
     for entry in entries.flatten() {
-        let Ok(file) = std::fs::File::open(entry.path()) else { return false };
+        let Ok(file) = std::fs::File::open(entry.path()) else {
+            return false;
+        };
         for line in BufReader::new(file).lines() {
             let Ok(line) = line else { return false };
             if !line.ends_with("\t1") {
@@ -164,7 +168,11 @@ async fn main() {
             r.seconds,
             words as f64 / r.seconds.max(1e-9),
             mib(&r.peak_rss),
-            if r.finished { "" } else { " (the job did not finish)" }
+            if r.finished {
+                ""
+            } else {
+                " (the job did not finish)"
+            }
         );
     }
     drop(scratch);
@@ -177,7 +185,9 @@ async fn main() {
     let exact = r.finished && exact_distinct(&scratch.path().join("out-disk"), keys);
     println!(
         "disk, {state_gb} GB of keyed state ({keys} keys){}: {:.1} s, peak worker RSS {}, output {}",
-        checkpoint.map(|c| format!(", checkpoints every {c}")).unwrap_or_default(),
+        checkpoint
+            .map(|c| format!(", checkpoints every {c}"))
+            .unwrap_or_default(),
         r.seconds,
         mib(&r.peak_rss),
         if exact { "exact" } else { "NOT exact" }

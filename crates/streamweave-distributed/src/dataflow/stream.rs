@@ -32,14 +32,13 @@ use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::changelog::ChangelogCount;
 use super::keyed::KeyedStream;
 use super::plan::{ErasedPlan, SourceControl, LAG_UNKNOWN};
 use super::router::{self, SendFn};
 use super::short_key::ShortKey;
 use super::sink_plan::SinkPlan;
 use super::stage::{merging, LocalPassThrough, MapStage, PassThrough, PostOp, Stage, StageFactory, Update};
-use super::state::{keyed_factory, StageContext};
+use super::state::{changelog_factory, keyed_factory, StageContext};
 use super::{
     DataflowError, Flow, HashPartitioner, Partitioner, Sink, Source, SourceContext, SourceEnd, SourceOffset,
     StableHash,
@@ -259,9 +258,7 @@ impl<T: Send + 'static> Stream<T> {
         f: impl Fn(&T, &mut dyn FnMut(&str)) + Send + Sync + 'static,
     ) -> Exchanged<(String, u64)> {
         let send = router::count_str_keys(self.run, f);
-        let stage = Arc::new(|_: &StageContext| {
-            Ok(ChangelogCount::<ShortKey>::boxed() as Box<dyn Stage<(ShortKey, u64)>>)
-        });
+        let stage = changelog_factory::<ShortKey>();
         Exchanged {
             send,
             stage,

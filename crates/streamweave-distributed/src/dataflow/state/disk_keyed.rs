@@ -42,6 +42,9 @@ pub(crate) struct DiskKeyed<K, A, X> {
     /// Accumulators changed since the last flush (all of them dirty).
     cache: FoldHashMap<K, A>,
     capacity: usize,
+    /// A changelog (see `changelog.rs`): each barrier emits the keys changed in its epoch, which
+    /// are also the epoch's delta; the end emits those changed since the last barrier.
+    changelog: bool,
 }
 
 impl<K, A, X> DiskKeyed<K, A, X>
@@ -62,7 +65,24 @@ where
             update: Arc::clone(update),
             cache: FoldHashMap::default(),
             capacity: capacity.max(1),
+            changelog: false,
         })
+    }
+
+    /// The stage as a changelog (see the field).
+    pub(crate) fn changelog(mut self) -> Self {
+        self.changelog = true;
+        self
+    }
+
+    /// Emits the keys changed since the last barrier with their values, then forgets them.
+    fn emit_changed(&mut self, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        self.flush()?;
+        self.store.for_each_changed(&self.tables, |k, v| {
+            emit((decode_state(k)?, decode_state(v)?));
+            Ok(())
+        })?;
+        self.store.reset_changed(&self.tables)
     }
 
     /// Writes the cached entries to the store (sorted: neighbouring B-tree pages) and empties
@@ -209,12 +229,11 @@ where
                     out.extend_from_slice(v);
                     Ok(())
                 })?;
-                self.store.reset_changed(&self.tables)?;
                 out
             }
             SegmentKind::Delta => {
                 let mut body = Vec::new();
-                let n = self.store.take_changed(&self.tables, |k, v| {
+                let n = self.store.for_each_changed(&self.tables, |k, v| {
                     body.extend_from_slice(k);
                     body.extend_from_slice(v);
                     Ok(())
@@ -224,6 +243,10 @@ where
                 out
             }
         };
+        // A changelog's barrier, right after, emits the changed keys and then forgets them.
+        if !self.changelog {
+            self.store.reset_changed(&self.tables)?;
+        }
         Ok((kind, bytes))
     }
 
@@ -238,7 +261,17 @@ where
         self.load(bytes, true)
     }
 
+    fn on_barrier(&mut self, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        match self.changelog {
+            true => self.emit_changed(emit),
+            false => Ok(()),
+        }
+    }
+
     fn finish(mut self: Box<Self>, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        if self.changelog {
+            return self.emit_changed(emit);
+        }
         self.flush()?;
         self.store.for_each(&self.tables, |k, v| {
             emit((decode_state(k)?, decode_state(v)?));

@@ -23,6 +23,7 @@ pub use disk_keyed::CACHE_ENTRIES;
 use plan::with_state;
 pub use store::{DiskStore, DISK_CACHE_BYTES};
 
+use super::changelog::ChangelogCount;
 use super::plan::ErasedPlan;
 use super::stage::{Keyed, Stage, StageFactory, Update};
 use super::{DataflowError, JobSpec};
@@ -71,6 +72,22 @@ pub enum StateBackend {
     Memory,
     /// Every keyed stage of the attempt keeps its state in this store.
     Disk(Arc<DiskStore>),
+}
+
+/// The factory of a changelog count (see `changelog.rs`) on either backend.
+pub(super) fn changelog_factory<K>() -> StageFactory<(K, u64)>
+where
+    K: Clone + Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
+{
+    let add: Update<u64, u64> = super::stage::merging(Arc::new(|a, b| a + b));
+    Arc::new(move |ctx: &StageContext| match ctx.state {
+        StateBackend::Memory => Ok(ChangelogCount::<K>::boxed() as Box<dyn Stage<(K, u64)>>),
+        StateBackend::Disk(store) => {
+            let stage =
+                disk_keyed::DiskKeyed::<K, u64, u64>::open(store, ctx.partition, &add, CACHE_ENTRIES)?;
+            Ok(Box::new(stage.changelog()) as Box<dyn Stage<(K, u64)>>)
+        }
+    })
 }
 
 /// One attempt's plan on one worker: `plan` with its keyed stages on the backend `spec` asks

@@ -200,33 +200,26 @@ impl DiskStore {
         })
     }
 
-    /// Calls `f` with every key written since the last [`DiskStore::take_changed`] and its
-    /// value, then forgets them (the next delta starts empty).
-    pub(crate) fn take_changed(
+    /// Calls `f` with every key written since the last [`DiskStore::reset_changed`] and its
+    /// value.
+    pub(crate) fn for_each_changed(
         &self,
         tables: &Tables,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), DataflowError>,
     ) -> Result<u64, DataflowError> {
+        let e = |e: redb::Error| disk_error(&self.path, e);
+        let tx = self.db.begin_read().map_err(|x| e(x.into()))?;
+        let state = tx.open_table(tables.state()).map_err(|x| e(x.into()))?;
+        let marks = tx.open_table(tables.changed()).map_err(|x| e(x.into()))?;
         let mut n = 0;
-        {
-            let tx = self.db.begin_read().map_err(|e| disk_error(&self.path, e))?;
-            let state = tx
-                .open_table(tables.state())
-                .map_err(|e| disk_error(&self.path, e))?;
-            let marks = (tx.open_table(tables.changed())).map_err(|e| disk_error(&self.path, e))?;
-            for entry in marks.iter().map_err(|e| disk_error(&self.path, e))? {
-                let (k, ()) = entry
-                    .map(|(k, v)| (k, v.value()))
-                    .map_err(|e| disk_error(&self.path, e))?;
-                let value = state.get(k.value()).map_err(|e| disk_error(&self.path, e))?;
-                // Every marked key was written with its value in the same transaction.
-                if let Some(v) = value {
-                    f(k.value(), v.value())?;
-                    n += 1;
-                }
+        for entry in marks.iter().map_err(|x| e(x.into()))? {
+            let (k, _) = entry.map_err(|x| e(x.into()))?;
+            // Every marked key was written with its value in the same transaction.
+            if let Some(v) = state.get(k.value()).map_err(|x| e(x.into()))? {
+                f(k.value(), v.value())?;
+                n += 1;
             }
         }
-        self.reset_changed(tables)?;
         Ok(n)
     }
 

@@ -227,3 +227,61 @@ fn the_backend_is_read_from_the_job_parameter() {
         "{error}"
     );
 }
+
+fn changelog(state: &StateBackend) -> Counting {
+    changelog_factory::<String>()(&StageContext { partition: 5, state }).unwrap()
+}
+
+/// Each epoch: a batch, a segment (base first), the barrier's emitted changes (sorted).
+fn changelog_epochs(stage: &mut dyn Stage<(String, u64)>) -> Vec<(Vec<u8>, Vec<(String, u64)>)> {
+    let steps: [&[(&str, u64)]; 3] = [&[("a", 2), ("b", 1)], &[("a", 3), ("c", 1)], &[]];
+    let mut epochs = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        feed(stage, step);
+        let kind = if i == 0 {
+            SegmentKind::Base
+        } else {
+            SegmentKind::Delta
+        };
+        let bytes = segment(stage, kind);
+        let mut emitted = Vec::new();
+        stage.on_barrier(&mut |x| emitted.push(x)).unwrap();
+        emitted.sort();
+        epochs.push((bytes, emitted));
+    }
+    epochs
+}
+
+#[test]
+fn a_disk_changelog_emits_and_snapshots_each_epochs_changes_as_the_memory_one_does() {
+    let (_dir, store) = store();
+    let disk_state = StateBackend::Disk(Arc::clone(&store));
+    let on_disk = changelog_epochs(changelog(&disk_state).as_mut());
+    let in_memory = changelog_epochs(changelog(&StateBackend::Memory).as_mut());
+    let emitted = |epochs: &[(Vec<u8>, Vec<(String, u64)>)]| -> Vec<Vec<(String, u64)>> {
+        epochs.iter().map(|(_, e)| e.clone()).collect()
+    };
+    assert_eq!(emitted(&on_disk), emitted(&in_memory));
+    assert_eq!(
+        emitted(&on_disk),
+        vec![pairs(&[("a", 2), ("b", 1)]), pairs(&[("a", 5), ("c", 1)]), vec![]]
+    );
+    // The delta of the second epoch holds its changed keys; the empty epoch's holds none.
+    let delta: Vec<(String, u64)> = decode_state(&on_disk[1].0).unwrap();
+    assert_eq!(
+        pairs(&delta.iter().map(|(k, n)| (k.as_str(), *n)).collect::<Vec<_>>()),
+        pairs(&[("a", 5), ("c", 1)])
+    );
+    assert!(decode_state::<Vec<(String, u64)>>(&on_disk[2].0)
+        .unwrap()
+        .is_empty());
+
+    // Restored from the memory stage's segments, a disk changelog has nothing pending and
+    // counts on from the restored counts.
+    let mut restored = changelog(&disk_state);
+    restored.restore(&in_memory[0].0).unwrap();
+    restored.apply_delta(&in_memory[1].0).unwrap();
+    restored.apply_delta(&in_memory[2].0).unwrap();
+    feed(restored.as_mut(), &[("b", 1)]);
+    assert_eq!(finish(restored), pairs(&[("b", 2)]));
+}
