@@ -39,7 +39,7 @@ use super::job_tasks::{AttemptRun, AttemptTasks, TaskFailure};
 use super::source_task::SourceSlots;
 use crate::checkpoint::{open_store, CheckpointStore};
 use crate::dataflow::plan::SourceControl;
-use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
+use crate::dataflow::{state, DataflowError, JobRegistry, JobSpec};
 use crate::observe::WorkerMetrics;
 use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
 use crate::storage::StorageUrl;
@@ -110,6 +110,7 @@ impl JobRunner {
         self
     }
 
+    /// Where jobs on the disk state backend keep their databases.
     pub(crate) fn with_state_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
         self.state_dir = dir;
         self
@@ -208,12 +209,9 @@ impl JobRunner {
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
         // The job's constructor is user code too (panics.rs).
-        let (dir, name) = (
-            self.state_dir.as_deref(),
-            format!("{me}-{}-a{attempt}", spec.name),
-        );
+        let (dir, worker) = (self.state_dir.as_deref(), me.to_string());
         let built = super::panics::guarded(|| self.registry.build(spec));
-        let plan = built.and_then(|job| crate::dataflow::state::attempt_plan(job.plan, spec, dir, &name));
+        let plan = built.and_then(|job| state::attempt_plan(job.plan, spec, dir, &worker, attempt));
         let plan = match plan {
             Ok(plan) => plan,
             Err(e) => {

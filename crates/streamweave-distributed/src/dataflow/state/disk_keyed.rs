@@ -295,8 +295,16 @@ impl<K, A, X> DiskKeyed<K, A, X> {
 impl<K, A, X> Drop for DiskKeyed<K, A, X> {
     /// The partition ended or left this worker: its tables go (the checkpoint has its state).
     fn drop(&mut self) {
-        if let Err(e) = self.store.drop_tables(&self.tables) {
-            tracing::warn!(error = %e, "cannot drop a partition's disk state");
+        let (store, tables) = (Arc::clone(&self.store), self.tables.clone());
+        let drop_tables = move || {
+            if let Err(e) = store.drop_tables(&tables) {
+                tracing::warn!(error = %e, "cannot drop a partition's disk state");
+            }
+        };
+        // Freeing a large table's pages takes a while: not on an async runtime's thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(drop_tables)),
+            Err(_) => drop_tables(),
         }
     }
 }

@@ -91,27 +91,54 @@ where
 }
 
 /// One attempt's plan on one worker: `plan` with its keyed stages on the backend `spec` asks
-/// for; a disk backend's database is `name` (made a safe file name) in `dir`, or in a temporary
-/// directory without one.
+/// for. A disk backend's database is `WORKER.JOB.aATTEMPT.redb` (names made safe) in `dir`,
+/// where the worker's databases of earlier runs are removed first, or in a temporary directory.
 pub(crate) fn attempt_plan(
     plan: Arc<dyn ErasedPlan>,
     spec: &JobSpec,
     dir: Option<&Path>,
-    name: &str,
+    worker: &str,
+    attempt: u64,
 ) -> Result<Arc<dyn ErasedPlan>, DataflowError> {
     let state = match BackendKind::of(spec)? {
         BackendKind::Memory => StateBackend::Memory,
         BackendKind::Disk => {
-            let name: String = (name.chars())
-                .map(|c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    true => c,
-                    false => '_',
-                })
-                .collect();
+            let worker = safe_name(worker);
+            if let Some(dir) = dir {
+                remove_stale(dir, &format!("{worker}."));
+            }
+            let name = format!("{worker}.{}.a{attempt}", safe_name(&spec.name));
             StateBackend::Disk(Arc::new(DiskStore::create(dir, &name)?))
         }
     };
     Ok(with_state(plan, state))
+}
+
+/// `name` with every character but ASCII letters, digits, `-` and `_` replaced by `_`.
+fn safe_name(name: &str) -> String {
+    (name.chars())
+        .map(|c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            true => c,
+            false => '_',
+        })
+        .collect()
+}
+
+/// Removes the databases in `dir` whose names start with `prefix` (this worker's, left by a
+/// process that was killed); a store still open keeps its file until it is dropped.
+fn remove_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(prefix) && name.ends_with(".redb") {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove old disk state");
+            }
+        }
+    }
 }
 
 /// What a stage factory is told about the partition it builds a stage for.
