@@ -124,7 +124,9 @@ fn exact_distinct(output: &Path, keys: u64) -> bool {
     let Ok(entries) = std::fs::read_dir(output) else {
         return false;
     };
-    for entry in entries.flatten() {
+    // Output files only: the sink keeps its bookkeeping in `.swd/`.
+    let files = (entries.flatten()).filter(|e| !e.file_name().to_string_lossy().starts_with('.'));
+    for entry in files {
         let Ok(file) = std::fs::File::open(entry.path()) else {
             return false;
         };
