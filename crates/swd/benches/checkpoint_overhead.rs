@@ -13,13 +13,11 @@
 mod common;
 
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{print_ms, start_coordinator, start_worker, wait_until};
-use streamweave_distributed::protocol::JobState;
-use streamweave_distributed::Client;
+use common::{job_ended, print_ms, start_coordinator, start_worker};
+use streamweave_distributed::security::Security;
 
 const FILES: u64 = 8;
 const WORDS_PER_LINE: u64 = 10;
@@ -43,7 +41,11 @@ fn write_input(dir: &Path, keys: u64, passes: u64) {
         for pass in 0..passes {
             // A stride coprime with most sizes: each pass visits the keys in another order.
             let stride = [1u64, 7919, 104_729, 1_299_709][pass as usize % 4] % per_file;
-            let stride = if stride == 0 || gcd(stride, per_file) != 1 { 1 } else { stride };
+            let stride = if stride == 0 || gcd(stride, per_file) != 1 {
+                1
+            } else {
+                stride
+            };
             let mut i = pass % per_file;
             let mut line = Vec::with_capacity(WORDS_PER_LINE as usize);
             for _ in 0..per_file {
@@ -80,7 +82,9 @@ fn check_output(dir: &Path, keys: u64, passes: u64) {
             continue;
         }
         for line in std::fs::read_to_string(&path).expect("read output").lines() {
-            let Some((_, count)) = line.split_once('\t') else { continue };
+            let Some((_, count)) = line.split_once('\t') else {
+                continue;
+            };
             words += 1;
             if count.trim().parse::<u64>().ok() != Some(passes) {
                 wrong += 1;
@@ -89,21 +93,6 @@ fn check_output(dir: &Path, keys: u64, passes: u64) {
     }
     let expected = (keys / FILES).max(1) * FILES;
     assert_eq!((words, wrong), (expected, 0), "output: (words, wrong counts)");
-}
-
-async fn finished(addr: SocketAddr) -> Instant {
-    let mut client = loop {
-        if let Ok(c) = Client::connect(addr, "default").await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    wait_until(&mut client, "the job to finish", |s| {
-        s.job
-            .as_ref()
-            .is_some_and(|j| matches!(j.state, JobState::Finished | JobState::Failed))
-    })
-    .await
 }
 
 /// One run; its wall time from the coordinator's start to the job finished, in ms.
@@ -123,8 +112,11 @@ async fn run(input: &Path, scratch: &Path, checkpoints: bool, round: u64, keys: 
             c.args(["--checkpoint-interval", "1s"]);
         }
     });
-    let _workers: Vec<_> = ["w1", "w2"].iter().map(|id| start_worker(addr, id, &[])).collect();
-    let elapsed = finished(addr).await - start;
+    let _workers: Vec<_> = ["w1", "w2"]
+        .iter()
+        .map(|id| start_worker(addr, id, &[]))
+        .collect();
+    let elapsed = job_ended(addr, &Security::default()).await - start;
     check_output(&output, keys, passes);
     let _ = std::fs::remove_dir_all(&output);
     let _ = std::fs::remove_dir_all(&data);
