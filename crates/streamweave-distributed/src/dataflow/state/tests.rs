@@ -232,8 +232,11 @@ fn changelog(state: &StateBackend) -> Counting {
     changelog_factory::<String>()(&StageContext { partition: 5, state }).unwrap()
 }
 
-/// Each epoch: a batch, a segment (base first), the barrier's emitted changes (sorted).
-fn changelog_epochs(stage: &mut dyn Stage<(String, u64)>) -> Vec<(Vec<u8>, Vec<(String, u64)>)> {
+/// An epoch's segment and the changes its barrier emitted (sorted).
+type Epoch = (Vec<u8>, Vec<(String, u64)>);
+
+/// Each epoch: a batch, a segment (base first), the barrier's emitted changes.
+fn changelog_epochs(stage: &mut dyn Stage<(String, u64)>) -> Vec<Epoch> {
     let steps: [&[(&str, u64)]; 3] = [&[("a", 2), ("b", 1)], &[("a", 3), ("c", 1)], &[]];
     let mut epochs = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -258,9 +261,8 @@ fn a_disk_changelog_emits_and_snapshots_each_epochs_changes_as_the_memory_one_do
     let disk_state = StateBackend::Disk(Arc::clone(&store));
     let on_disk = changelog_epochs(changelog(&disk_state).as_mut());
     let in_memory = changelog_epochs(changelog(&StateBackend::Memory).as_mut());
-    let emitted = |epochs: &[(Vec<u8>, Vec<(String, u64)>)]| -> Vec<Vec<(String, u64)>> {
-        epochs.iter().map(|(_, e)| e.clone()).collect()
-    };
+    let emitted =
+        |epochs: &[Epoch]| -> Vec<Vec<(String, u64)>> { epochs.iter().map(|(_, e)| e.clone()).collect() };
     assert_eq!(emitted(&on_disk), emitted(&in_memory));
     assert_eq!(
         emitted(&on_disk),
