@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     /// TLS and secrets for accepted connections.
     pub(crate) security: Security,
     next_conn: Arc<AtomicU64>,
+    /// Submitted jobs, on a coordinator started without one.
+    pub(crate) jobs: Option<super::jobs::JobsService>,
 }
 
 impl Shared {
@@ -70,6 +72,7 @@ impl Shared {
             shutdown,
             security: Security::none(),
             next_conn: Arc::new(AtomicU64::new(1)),
+            jobs: None,
         }
     }
 

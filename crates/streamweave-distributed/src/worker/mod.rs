@@ -23,6 +23,7 @@ mod data_runtime;
 mod error;
 pub(crate) mod exchange;
 mod job_runner;
+mod job_sessions;
 mod job_runner_core;
 mod job_tasks;
 mod panics;
@@ -37,5 +38,6 @@ mod worker_impl;
 
 pub use config::WorkerConfig;
 pub use error::WorkerError;
+pub use job_sessions::follow_jobs;
 pub use exchange::CREDITS_PER_CHANNEL;
 pub use worker_impl::{Worker, WorkerImpl, WorkerSnapshot};
