@@ -23,7 +23,10 @@ impl Client {
 
     /// Cancels a submitted job: it ends at once, without a checkpoint.
     pub async fn cancel_job(&mut self, id: &str) -> Result<(), ClientError> {
-        match self.request(ClientRequest::CancelJob { id: id.to_string() }).await? {
+        match self
+            .request(ClientRequest::CancelJob { id: id.to_string() })
+            .await?
+        {
             ClientResponse::JobCancelled { .. } => Ok(()),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }

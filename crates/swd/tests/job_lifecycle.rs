@@ -49,7 +49,11 @@ fn run_args(addr: &str, job: &str, input: &Path, output: &Path, extra: &[&str]) 
         .iter()
         .map(ToString::to_string)
         .collect();
-    args.extend([path(input).to_string(), "--output".into(), path(output).to_string()]);
+    args.extend([
+        path(input).to_string(),
+        "--output".into(),
+        path(output).to_string(),
+    ]);
     // Ranges down to a byte, so that every partition reads a share of the small corpora.
     args.extend(["--param".into(), "min_split=1".into()]);
     args.extend(extra.iter().map(ToString::to_string));
@@ -173,7 +177,8 @@ fn a_stopped_job_resumes_from_its_savepoint_on_fewer_workers_with_each_line_once
         &["--rate", "150", "--checkpoint-interval", "200ms"],
     );
     wait_jobs(&addr, "the job under way", DEADLINE, |l| {
-        l.iter().any(|j| j["id"] == id && j["records_in"].as_u64() > Some(2_000))
+        l.iter()
+            .any(|j| j["id"] == id && j["records_in"].as_u64() > Some(2_000))
     });
     let savepoint = swd_ok(&["stop", "--coordinator", &addr, &id]);
     let (job_id, checkpoint) = savepoint
@@ -188,7 +193,12 @@ fn a_stopped_job_resumes_from_its_savepoint_on_fewer_workers_with_each_line_once
     // The savepoint's output is committed: part of the input, each line once.
     let all = input_lines(&corpus);
     let before = output_lines(&output);
-    assert!(!before.is_empty() && before.len() < all.len(), "{} of {} lines", before.len(), all.len());
+    assert!(
+        !before.is_empty() && before.len() < all.len(),
+        "{} of {} lines",
+        before.len(),
+        all.len()
+    );
     // One worker fewer: the resumed job spreads over two.
     drop(cluster.take_worker("w3"));
     cluster.wait_settled(2);
@@ -197,15 +207,30 @@ fn a_stopped_job_resumes_from_its_savepoint_on_fewer_workers_with_each_line_once
         "repartition",
         &corpus.join("input"),
         &output,
-        &["--rate", "2000", "--checkpoint-interval", "200ms", "--from-savepoint", &savepoint, "--wait"],
+        &[
+            "--rate",
+            "2000",
+            "--checkpoint-interval",
+            "200ms",
+            "--from-savepoint",
+            &savepoint,
+            "--wait",
+        ],
     );
     let resumed = swd_out(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&resumed.stderr);
-    assert!(resumed.status.success(), "swd run --from-savepoint --wait: {stderr}");
+    assert!(
+        resumed.status.success(),
+        "swd run --from-savepoint --wait: {stderr}"
+    );
     assert!(stderr.contains("finished"), "--wait follows the job: {stderr}");
     let new_id = String::from_utf8_lossy(&resumed.stdout).trim().to_string();
     assert_ne!(new_id, id);
-    assert_eq!(output_lines(&output), all, "every input line exactly once across the stop");
+    assert_eq!(
+        output_lines(&output),
+        all,
+        "every input line exactly once across the stop"
+    );
     assert_eq!(job(&jobs(&addr), &new_id)["state"], "finished");
 }
 
@@ -220,7 +245,13 @@ fn cancel_ends_one_job_while_the_workers_keep_serving_the_other_and_bad_input_is
     let cluster = cluster();
     let addr = cluster.addr.to_string();
     // The job to cancel, followed with --wait: it must exit non-zero once cancelled.
-    let args = run_args(&addr, "wordcount", &a.join("input"), &out_a, &["--rate", "50", "--wait"]);
+    let args = run_args(
+        &addr,
+        "wordcount",
+        &a.join("input"),
+        &out_a,
+        &["--rate", "50", "--wait"],
+    );
     let mut waiting = swd()
         .args(&args)
         .stdout(Stdio::piped())
@@ -244,10 +275,15 @@ fn cancel_ends_one_job_while_the_workers_keep_serving_the_other_and_bad_input_is
     let listed = jobs(&addr);
     assert_eq!(job(&listed, &cancelled)["state"], "cancelled");
     let status = waiting.wait_exit(DEADLINE);
-    assert!(!status.success(), "swd run --wait of a cancelled job exited {status}");
+    assert!(
+        !status.success(),
+        "swd run --wait of a cancelled job exited {status}"
+    );
     // Cancelled once only; then the other job finishes exactly on the same workers.
     swd_fails_naming(&["cancel", "--coordinator", &addr, &cancelled], &cancelled);
-    wait_jobs(&addr, "the other job finished", DEADLINE * 4, |l| state_is(l, &kept, "finished"));
+    wait_jobs(&addr, "the other job finished", DEADLINE * 4, |l| {
+        state_is(l, &kept, "finished")
+    });
     let expected = std::fs::read(b.join("expected.tsv")).unwrap();
     assert_eq!(output_lines(&out_b), sorted_lines(&expected));
     assert_eq!(job(&jobs(&addr), &cancelled)["state"], "cancelled");
@@ -257,7 +293,10 @@ fn cancel_ends_one_job_while_the_workers_keep_serving_the_other_and_bad_input_is
         swd_fails_naming(&[command, "--coordinator", &addr, "j-00000000"], "j-00000000");
     }
     let bad_name = run_args(&addr, "no-such-job", &a.join("input"), &dir.path().join("x"), &[]);
-    swd_fails_naming(&bad_name.iter().map(String::as_str).collect::<Vec<_>>(), "no-such-job");
+    swd_fails_naming(
+        &bad_name.iter().map(String::as_str).collect::<Vec<_>>(),
+        "no-such-job",
+    );
     for savepoint in ["j-00000000:3", "nonsense"] {
         let bad = run_args(
             &addr,
@@ -269,7 +308,13 @@ fn cancel_ends_one_job_while_the_workers_keep_serving_the_other_and_bad_input_is
         swd_fails_naming(&bad.iter().map(String::as_str).collect::<Vec<_>>(), savepoint);
     }
     // A job without checkpoints has no savepoint to stop at.
-    let plain = submit(&addr, "wordcount", &b.join("input"), &dir.path().join("z"), &["--rate", "50"]);
+    let plain = submit(
+        &addr,
+        "wordcount",
+        &b.join("input"),
+        &dir.path().join("z"),
+        &["--rate", "50"],
+    );
     swd_fails_naming(&["stop", "--coordinator", &addr, &plain], "without checkpoints");
     swd_ok(&["cancel", "--coordinator", &addr, &plain]);
 }
@@ -293,6 +338,12 @@ fn a_coordinator_with_its_own_job_refuses_submissions() {
     };
     let (_coordinator, addr): (Proc, SocketAddr) = start_coordinator(&opts, "127.0.0.1:0", &data);
     let addr = addr.to_string();
-    let args = run_args(&addr, "wordcount", &corpus.join("input"), &dir.path().join("o2"), &[]);
+    let args = run_args(
+        &addr,
+        "wordcount",
+        &corpus.join("input"),
+        &dir.path().join("o2"),
+        &[],
+    );
     swd_fails_naming(&args.iter().map(String::as_str).collect::<Vec<_>>(), "--job");
 }

@@ -83,9 +83,10 @@ pub(crate) async fn serve_client(
                 Some(jobs) => jobs.answer(request).await,
                 None => ClientResponse::Error {
                     kind: ErrorKind::Other,
-                    message: "this coordinator runs the one job it was started with (--job); submit jobs to a \
+                    message:
+                        "this coordinator runs the one job it was started with (--job); submit jobs to a \
                               coordinator started without --job"
-                        .to_string(),
+                            .to_string(),
                 },
             },
             None => match answer(&shared.commands, request).await {

@@ -275,15 +275,18 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
         worker_id().prop_map(|worker| ClientRequest::FailWorker { worker }),
         Just(ClientRequest::Checkpoint),
         Just(ClientRequest::StopJob),
-        (job_spec(), proptest::option::of(any::<u64>()), proptest::option::of(any::<String>())).prop_map(
-            |(spec, checkpoint_interval_ms, from_savepoint)| {
+        (
+            job_spec(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<String>())
+        )
+            .prop_map(|(spec, checkpoint_interval_ms, from_savepoint)| {
                 ClientRequest::SubmitJob(Box::new(crate::protocol::SubmitJob {
                     spec,
                     checkpoint_interval_ms,
                     from_savepoint,
                 }))
-            }
-        ),
+            }),
         Just(ClientRequest::ListJobs),
         any::<String>().prop_map(|id| ClientRequest::CancelJob { id }),
         any::<String>().prop_map(|id| ClientRequest::StopSubmittedJob { id }),
@@ -304,14 +307,25 @@ fn job_entry() -> impl Strategy<Value = crate::protocol::JobEntry> {
         Just(S::Cancelled),
     ];
     (
-        (any::<String>(), any::<String>(), state, proptest::option::of(any::<u16>())),
+        (
+            any::<String>(),
+            any::<String>(),
+            state,
+            proptest::option::of(any::<u16>()),
+        ),
         (any::<u64>(), any::<u64>(), any::<u64>()),
         proptest::option::of(any::<String>()),
         proptest::option::of(any::<String>()),
         proptest::option::of(any::<String>()),
     )
         .prop_map(
-            |((id, name, state, master_port), (restarts, records_in, records_out), error, savepoint, output)| {
+            |(
+                (id, name, state, master_port),
+                (restarts, records_in, records_out),
+                error,
+                savepoint,
+                output,
+            )| {
                 crate::protocol::JobEntry {
                     id,
                     name,

@@ -112,18 +112,12 @@ pub async fn follow_jobs(base: WorkerConfig, registry: JobRegistry, stop: Cancel
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
         }
-        if client.is_none() {
-            client = Client::connect_with(
-                base.coordinator_address,
-                &base.cluster_name,
-                base.communication_timeout,
-                &base.security,
-            )
-            .await
-            .ok();
-        }
-        let Some(connected) = client.as_mut() else { continue };
-        let listed = match connected.list_jobs().await {
+        // A paused or unreachable coordinator must not hold up the worker's exit.
+        let listed = tokio::select! {
+            _ = stop.cancelled() => break,
+            listed = list(&mut client, &base) => listed,
+        };
+        let listed = match listed {
             Ok(listed) => listed,
             Err(ClientError::Refused { message, .. }) => {
                 tracing::debug!(%message, "the coordinator takes no submitted jobs");
@@ -153,6 +147,25 @@ pub async fn follow_jobs(base: WorkerConfig, registry: JobRegistry, stop: Cancel
     }
     for (_, joined) in sessions.drain() {
         let _ = tokio::time::timeout(LEAVE_TIMEOUT, joined.task).await;
+    }
+}
+
+/// The job list, connecting first when `client` is not connected.
+async fn list(client: &mut Option<Client>, base: &WorkerConfig) -> Result<Vec<JobEntry>, ClientError> {
+    if client.is_none() {
+        *client = Some(
+            Client::connect_with(
+                base.coordinator_address,
+                &base.cluster_name,
+                base.communication_timeout,
+                &base.security,
+            )
+            .await?,
+        );
+    }
+    match client.as_mut() {
+        Some(connected) => connected.list_jobs().await,
+        None => Err(ClientError::Unexpected("not connected".to_string())),
     }
 }
 

@@ -48,7 +48,10 @@ fn joins_each_running_job_once_and_leaves_it_when_it_ends() {
 #[test]
 fn a_master_on_a_new_port_is_left_and_joined_again() {
     let mut core = JobSessionsCore::default();
-    assert_eq!(core.reconcile(&[job("j-1", S::Running, Some(10))]), vec![join("j-1", 10)]);
+    assert_eq!(
+        core.reconcile(&[job("j-1", S::Running, Some(10))]),
+        vec![join("j-1", 10)]
+    );
     assert_eq!(
         core.reconcile(&[job("j-1", S::Running, Some(11))]),
         vec![leave("j-1"), join("j-1", 11)]

@@ -23,8 +23,8 @@ mod data_runtime;
 mod error;
 pub(crate) mod exchange;
 mod job_runner;
-mod job_sessions;
 mod job_runner_core;
+mod job_sessions;
 mod job_tasks;
 mod panics;
 mod partition_tasks;
@@ -38,6 +38,6 @@ mod worker_impl;
 
 pub use config::WorkerConfig;
 pub use error::WorkerError;
-pub use job_sessions::follow_jobs;
 pub use exchange::CREDITS_PER_CHANNEL;
+pub use job_sessions::follow_jobs;
 pub use worker_impl::{Worker, WorkerImpl, WorkerSnapshot};

@@ -22,16 +22,17 @@ const RESUME_INTERVAL: Duration = Duration::from_secs(1);
 
 pub async fn run(args: RunArgs, registry: &JobRegistry) -> anyhow::Result<ExitCode> {
     if args.job.job.is_none() {
-        anyhow::bail!("swd run needs --job NAME (the swd binary has {})", registry.names().join(", "));
+        anyhow::bail!(
+            "swd run needs --job NAME (the swd binary has {})",
+            registry.names().join(", ")
+        );
     }
     // Resuming: the output already holds the stopped job's committed output.
     let resuming = args.from_savepoint.is_some();
     let Some(spec) = job_spec_resuming(&args.job, registry, resuming)? else {
         anyhow::bail!("swd run needs --job NAME");
     };
-    let interval = args
-        .checkpoint_interval
-        .or(resuming.then_some(RESUME_INTERVAL));
+    let interval = args.checkpoint_interval.or(resuming.then_some(RESUME_INTERVAL));
     let submit = SubmitJob {
         spec: JobSpecWire::from(spec),
         checkpoint_interval_ms: interval.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -57,14 +58,19 @@ async fn follow(client: &mut Client, id: &str) -> anyhow::Result<JobEntry> {
     loop {
         let job = find(client, id).await?;
         let now = (job.state, job.records_in, job.records_out);
-        if last.map(|l| l.0) != Some(job.state) || (last != Some(now) && printed.elapsed() >= Duration::from_secs(1)) {
+        if last.map(|l| l.0) != Some(job.state)
+            || (last != Some(now) && printed.elapsed() >= Duration::from_secs(1))
+        {
             eprintln!(
                 "{id} {}: {} records in, {} out, {} restarts{}",
                 job.state.as_str(),
                 job.records_in,
                 job.records_out,
                 job.restarts,
-                job.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+                job.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
             );
             printed = Instant::now();
         }

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,11 @@ pub(crate) struct JobsService {
 
 impl JobsService {
     /// Starts watching; every master ends when `shutdown` is cancelled.
-    pub(crate) fn start(base: CoordinatorConfig, cluster: CoordinatorHandle, shutdown: CancellationToken) -> Self {
+    pub(crate) fn start(
+        base: CoordinatorConfig,
+        cluster: CoordinatorHandle,
+        shutdown: CancellationToken,
+    ) -> Self {
         let service = JobsService {
             inner: Arc::new(Mutex::new(Inner {
                 table: JobTable::default(),
@@ -58,19 +62,29 @@ impl JobsService {
     // Boxed with a named type: a job master's `CoordinatorImpl::start` runs inside, and the
     // admin connections that call this are themselves spawned by `start` (an opaque type cannot
     // depend on itself).
-    pub(crate) fn answer(&self, request: ClientRequest) -> Pin<Box<dyn Future<Output = ClientResponse> + Send>> {
+    pub(crate) fn answer(
+        &self,
+        request: ClientRequest,
+    ) -> Pin<Box<dyn Future<Output = ClientResponse> + Send>> {
         let this = self.clone();
         Box::pin(async move { this.answer_now(request).await })
     }
 
     async fn answer_now(&self, request: ClientRequest) -> ClientResponse {
         let result = match request {
-            ClientRequest::SubmitJob(submit) => self.submit(*submit).await.map(|id| ClientResponse::JobSubmitted { id }),
+            ClientRequest::SubmitJob(submit) => self
+                .submit(*submit)
+                .await
+                .map(|id| ClientResponse::JobSubmitted { id }),
             ClientRequest::ListJobs => Ok(ClientResponse::Jobs(self.inner.lock().await.table.list())),
-            ClientRequest::CancelJob { id } => self.cancel(&id).await.map(|()| ClientResponse::JobCancelled { id }),
-            ClientRequest::StopSubmittedJob { id } => {
-                self.stop(&id).await.map(|savepoint| ClientResponse::JobStopping { savepoint })
-            }
+            ClientRequest::CancelJob { id } => self
+                .cancel(&id)
+                .await
+                .map(|()| ClientResponse::JobCancelled { id }),
+            ClientRequest::StopSubmittedJob { id } => self
+                .stop(&id)
+                .await
+                .map(|savepoint| ClientResponse::JobStopping { savepoint }),
             other => Err(JobsError::Cannot(format!("not a job request: {other:?}"))),
         };
         result.unwrap_or_else(|e| ClientResponse::Error {
@@ -129,7 +143,12 @@ impl JobsService {
             .cluster
             .status()
             .await
-            .map(|s| s.workers.iter().filter(|w| w.state == WorkerState::Active).count())
+            .map(|s| {
+                s.workers
+                    .iter()
+                    .filter(|w| w.state == WorkerState::Active)
+                    .count()
+            })
             .unwrap_or(1);
         let config = CoordinatorConfig {
             bind_address: SocketAddr::new(base.bind_address.ip(), 0),
@@ -183,7 +202,9 @@ impl JobsService {
                 tracing::info!(job = %id, checkpoint, "job stopping at its savepoint");
                 Ok(self.inner.lock().await.table.stopping(id, checkpoint))
             }
-            Some(Ok(None)) => Err(JobsError::Cannot(format!("job {id} stopped without a checkpoint"))),
+            Some(Ok(None)) => Err(JobsError::Cannot(format!(
+                "job {id} stopped without a checkpoint"
+            ))),
             Some(Err(e)) => Err(JobsError::Cannot(format!("cannot stop job {id}: {e}"))),
             None => Err(JobsError::Cannot(format!("job {id}'s master has stopped"))),
         }
@@ -202,7 +223,13 @@ impl JobsService {
                     .table
                     .watched()
                     .into_iter()
-                    .filter_map(|id| inner.masters.get(&id).and_then(|m| m.handle().ok()).map(|h| (id, h)))
+                    .filter_map(|id| {
+                        inner
+                            .masters
+                            .get(&id)
+                            .and_then(|m| m.handle().ok())
+                            .map(|h| (id, h))
+                    })
                     .collect()
             };
             let mut reports = Vec::new();
@@ -256,7 +283,10 @@ fn check_savepoint(savepoint: &str, store: &str, checkpoint: u64, name: &str) ->
         )));
     }
     if latest.job != name {
-        return Err(bad(format!("it is a checkpoint of job {}, not {name}", latest.job)));
+        return Err(bad(format!(
+            "it is a checkpoint of job {}, not {name}",
+            latest.job
+        )));
     }
     Ok(())
 }

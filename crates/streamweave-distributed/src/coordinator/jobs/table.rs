@@ -79,7 +79,13 @@ pub(crate) fn job_id(random: u32) -> String {
 pub(crate) fn job_store(data_dir: Option<&Path>, store: Option<&str>, id: &str) -> Option<String> {
     match (store, data_dir) {
         (Some(url), _) => Some(format!("{}/jobs/{id}", url.trim_end_matches('/'))),
-        (None, Some(dir)) => Some(dir.join("jobs").join(id).join("checkpoints").display().to_string()),
+        (None, Some(dir)) => Some(
+            dir.join("jobs")
+                .join(id)
+                .join("checkpoints")
+                .display()
+                .to_string(),
+        ),
         (None, None) => None,
     }
 }

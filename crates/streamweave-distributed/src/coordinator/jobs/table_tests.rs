@@ -23,7 +23,12 @@ fn status(state: JobState, restarts: u64, records_out: u64) -> JobStatus {
 }
 
 fn state(table: &JobTable, id: &str) -> S {
-    table.list().into_iter().find(|j| j.id == id).map(|j| j.state).unwrap()
+    table
+        .list()
+        .into_iter()
+        .find(|j| j.id == id)
+        .map(|j| j.state)
+        .unwrap()
 }
 
 #[test]
@@ -45,7 +50,10 @@ fn a_job_follows_its_master_to_the_end_and_its_master_goes_after_the_grace() {
     assert_eq!(table.watched(), vec!["j-1".to_string()]);
     table.observe("j-1", &status(JobState::Running, 2, 5), now);
     let entry = &table.list()[0];
-    assert_eq!((entry.state, entry.restarts, entry.records_out), (S::Running, 2, 5));
+    assert_eq!(
+        (entry.state, entry.restarts, entry.records_out),
+        (S::Running, 2, 5)
+    );
     table.observe("j-1", &status(JobState::Finished, 2, 7), now);
     assert_eq!(state(&table, "j-1"), S::Finished);
     assert_eq!(table.list()[0].master_port, None, "workers leave an ended job");
@@ -84,15 +92,21 @@ fn cancel_ends_a_running_job_at_once_and_refuses_unknown_or_ended_ones() {
     let mut table = JobTable::default();
     table.submit("j-1", "wordcount", None, None);
     table.master_started("j-1", 1);
-    assert_eq!(
-        table.cancel("j-9", now),
-        Err(JobsError::UnknownJob("j-9".into()))
-    );
+    assert_eq!(table.cancel("j-9", now), Err(JobsError::UnknownJob("j-9".into())));
     assert!(table.cancel("j-9", now).unwrap_err().to_string().contains("j-9"));
     assert_eq!(table.cancel("j-1", now), Ok(()));
     assert_eq!(state(&table, "j-1"), S::Cancelled);
-    assert!(table.tick(now + END_GRACE).is_empty(), "the shell ended the master already");
-    assert!(matches!(table.cancel("j-1", now), Err(JobsError::Ended { state: "cancelled", .. })));
+    assert!(
+        table.tick(now + END_GRACE).is_empty(),
+        "the shell ended the master already"
+    );
+    assert!(matches!(
+        table.cancel("j-1", now),
+        Err(JobsError::Ended {
+            state: "cancelled",
+            ..
+        })
+    ));
     // The master's last report does not revive it.
     table.observe("j-1", &status(JobState::Running, 0, 0), now);
     assert_eq!(state(&table, "j-1"), S::Cancelled);
@@ -148,7 +162,10 @@ fn a_master_that_cannot_start_fails_its_job() {
     table.submit("j-1", "wordcount", None, None);
     table.master_failed("j-1", "cannot listen".into(), now);
     let entry = &table.list()[0];
-    assert_eq!((entry.state, entry.error.as_deref()), (S::Failed, Some("cannot listen")));
+    assert_eq!(
+        (entry.state, entry.error.as_deref()),
+        (S::Failed, Some("cannot listen"))
+    );
     assert!(table.tick(now + END_GRACE).is_empty(), "no master to end");
 }
 
