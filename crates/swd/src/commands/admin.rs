@@ -9,7 +9,7 @@ use crate::table::{ranges, status_table};
 
 /// Connects within `--timeout` (to the leader, given several coordinators); each request then
 /// has the same deadline.
-async fn connect(target: &Target) -> anyhow::Result<Client> {
+pub(crate) async fn connect(target: &Target) -> anyhow::Result<Client> {
     let security = super::security(&target.security)?;
     Ok(
         Client::connect_leader_secured(&target.coordinator, &target.cluster, target.timeout, &security)

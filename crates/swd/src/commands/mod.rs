@@ -5,6 +5,7 @@ pub(crate) mod admin;
 mod cert;
 mod coordinator;
 mod gen;
+mod job_admin;
 mod local;
 mod local_secret;
 mod progress;
@@ -31,6 +32,10 @@ pub async fn run(cli: Cli, registry: JobRegistry) -> anyhow::Result<ExitCode> {
         Command::Local(args) => local::run(args, &registry).await,
         Command::Gen(args) => gen::run(args).await,
         Command::Cert(command) => cert::run(command).await,
+        Command::Run(args) => job_admin::run(args, &registry).await,
+        Command::Jobs(args) => job_admin::jobs(args).await,
+        Command::Cancel(args) => job_admin::cancel(args).await,
+        Command::Stop(args) => job_admin::stop(args).await,
     }
 }
 
