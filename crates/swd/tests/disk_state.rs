@@ -91,7 +91,10 @@ fn a_disk_backed_word_count_survives_a_sigkill_with_exact_output() {
         checkpointed_state(s).is_some_and(|(done, state)| done >= 2 && state > 100_000)
             || matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
     });
-    assert_eq!(before["job"]["state"], "running", "not killed mid-run: {before:#}");
+    assert_eq!(
+        before["job"]["state"], "running",
+        "not killed mid-run: {before:#}"
+    );
     assert!(
         state_dirs.iter().all(|d| holds_a_database(d)),
         "every worker keeps the job's state in its --state-dir"

@@ -17,6 +17,7 @@ mod plan;
 mod store;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use disk_keyed::CACHE_ENTRIES;
@@ -91,8 +92,10 @@ where
 }
 
 /// One attempt's plan on one worker: `plan` with its keyed stages on the backend `spec` asks
-/// for. A disk backend's database is `WORKER.JOB.aATTEMPT.redb` (names made safe) in `dir`,
-/// where the worker's databases of earlier runs are removed first, or in a temporary directory.
+/// for. A disk backend's database is `WORKER.PID-N.JOB.aATTEMPT.redb` (names made safe; `N`
+/// counts the databases of this process, so two jobs of one name never share one) in `dir`,
+/// where the worker's databases left by earlier processes are removed first, or in a
+/// temporary directory.
 pub(crate) fn attempt_plan(
     plan: Arc<dyn ErasedPlan>,
     spec: &JobSpec,
@@ -104,10 +107,13 @@ pub(crate) fn attempt_plan(
         BackendKind::Memory => StateBackend::Memory,
         BackendKind::Disk => {
             let worker = safe_name(worker);
+            let this_process = format!("{worker}.{}-", std::process::id());
             if let Some(dir) = dir {
-                remove_stale(dir, &format!("{worker}."));
+                remove_stale(dir, &format!("{worker}."), &this_process);
             }
-            let name = format!("{worker}.{}.a{attempt}", safe_name(&spec.name));
+            static DATABASES: AtomicU64 = AtomicU64::new(0);
+            let n = DATABASES.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{this_process}{n}.{}.a{attempt}", safe_name(&spec.name));
             StateBackend::Disk(Arc::new(DiskStore::create(dir, &name)?))
         }
     };
@@ -124,16 +130,16 @@ fn safe_name(name: &str) -> String {
         .collect()
 }
 
-/// Removes the databases in `dir` whose names start with `prefix` (this worker's, left by a
-/// process that was killed); a store still open keeps its file until it is dropped.
-fn remove_stale(dir: &Path, prefix: &str) {
+/// Removes the databases in `dir` whose names start with `prefix` (this worker's) but not with
+/// `keep` (this process's): left by a process that was killed.
+fn remove_stale(dir: &Path, prefix: &str, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(prefix) && name.ends_with(".redb") {
+        if name.starts_with(prefix) && !name.starts_with(keep) && name.ends_with(".redb") {
             if let Err(e) = std::fs::remove_file(entry.path()) {
                 tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove old disk state");
             }

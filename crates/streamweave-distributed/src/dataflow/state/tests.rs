@@ -287,3 +287,44 @@ fn a_disk_changelog_emits_and_snapshots_each_epochs_changes_as_the_memory_one_do
     feed(restored.as_mut(), &[("b", 1)]);
     assert_eq!(finish(restored), pairs(&[("b", 2)]));
 }
+
+#[test]
+fn a_disk_attempt_removes_its_workers_databases_of_killed_processes_only() {
+    use crate::dataflow::sinks::CollectorSink;
+    use crate::dataflow::sources::CollectionSource;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    for stale in [
+        "w1.1-0.wordcount.a3.redb",
+        "w10.1-0.wordcount.a3.redb",
+        "w1.notes",
+    ] {
+        std::fs::write(file(stale), b"x").unwrap();
+    }
+    let job = crate::dataflow::Stream::from_source(CollectionSource::new(vec!["a".to_string()]))
+        .count()
+        .sink(CollectorSink::new());
+    let mut spec = JobSpec::new("wordcount");
+    spec.params.insert(STATE_BACKEND_PARAM.into(), "disk".into());
+    let plan = attempt_plan(Arc::clone(&job.plan), &spec, Some(dir.path()), "w1", 4).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let pid = std::process::id();
+    let ours = |n: &String| n.starts_with(&format!("w1.{pid}-")) && n.ends_with(".wordcount.a4.redb");
+    assert_eq!(names.len(), 3, "w1's database of process 1 removed: {names:?}");
+    assert!(names.iter().any(ours), "this attempt's database: {names:?}");
+    assert!(names.contains(&"w1.notes".to_string()), "not a database: kept");
+    assert!(
+        names.contains(&"w10.1-0.wordcount.a3.redb".to_string()),
+        "another worker's: kept"
+    );
+    drop(plan);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "the attempt's database goes with it"
+    );
+}
