@@ -40,7 +40,7 @@ pub async fn run(args: RunArgs, registry: &JobRegistry) -> anyhow::Result<ExitCo
     };
     let mut client = connect(&args.target).await?;
     let id = client.submit_job(submit).await?;
-    println!("{id}");
+    outln!("{id}")?;
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -96,9 +96,9 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<ExitCode> {
     let mut client = connect(&args.target).await?;
     let jobs = client.list_jobs().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        outln!("{}", serde_json::to_string_pretty(&jobs)?)?;
     } else {
-        print!("{}", jobs_table(&jobs));
+        out!("{}", jobs_table(&jobs))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -157,6 +157,6 @@ pub async fn stop(args: JobIdArgs) -> anyhow::Result<ExitCode> {
             _ => tokio::time::sleep(POLL).await,
         }
     }
-    println!("{savepoint}");
+    outln!("{savepoint}")?;
     Ok(ExitCode::SUCCESS)
 }

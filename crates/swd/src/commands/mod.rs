@@ -1,6 +1,24 @@
 //! One module per command. Each returns the process's exit code; errors become one
 //! `error: ...` line on stderr in [`crate::main`].
 
+/// `println!` for command output, returning the write's error instead of panicking: `swd jobs |
+/// head` closes the pipe early, which ends the command quietly (see [`crate::main`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` for command output; see [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        write!(stdout, $($arg)*).and_then(|()| stdout.flush())
+    }};
+}
+
 pub(crate) mod admin;
 mod cert;
 mod coordinator;
