@@ -463,6 +463,17 @@ fn inputs_of(conn: ConnId, message: WorkerMessage) -> Vec<Input> {
             upto,
             partitions,
         })],
+        WorkerMessage::MoveStatus {
+            attempt,
+            checkpoint,
+            partitions,
+            phase,
+        } => vec![job(JobReport::MoveStatus {
+            attempt,
+            checkpoint,
+            partitions,
+            phase,
+        })],
         WorkerMessage::SourceDone {
             attempt,
             partition,

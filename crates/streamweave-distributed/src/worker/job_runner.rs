@@ -41,7 +41,9 @@ use crate::checkpoint::{open_store, CheckpointStore};
 use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
 use crate::observe::WorkerMetrics;
-use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
+use crate::protocol::{
+    Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, Preload, WorkerMessage,
+};
 use crate::storage::StorageUrl;
 
 /// Opens the checkpoint store an attempt's plan names: its URL (a plain path is a local
@@ -265,6 +267,8 @@ impl JobRunner {
             empty_sources: Arc::new(empty_sources),
             job_name: spec.name.clone(),
             metrics: self.metrics.clone(),
+            preloaded: Arc::default(),
+            move_barrier: Arc::default(),
         });
         self.metrics.attempt_started();
         tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
@@ -335,6 +339,17 @@ impl JobRunner {
                 checkpoint,
                 partitions,
                 ended,
+            },
+        );
+    }
+
+    /// Partitions about to move here: load their state from committed checkpoint `checkpoint`.
+    pub(crate) fn prepare(&mut self, attempt: u64, checkpoint: u64, partitions: Vec<Preload>) {
+        self.command(
+            attempt,
+            Command::Prepare {
+                checkpoint,
+                partitions,
             },
         );
     }

@@ -27,6 +27,7 @@ mod job_runner_core;
 mod job_tasks;
 mod panics;
 mod partition_tasks;
+mod preload;
 mod receiver_task;
 mod session;
 mod session_core;

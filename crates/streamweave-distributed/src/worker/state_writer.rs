@@ -22,10 +22,10 @@ use tokio::sync::oneshot;
 
 use super::checkpoint_actor::CheckpointHandle;
 use crate::checkpoint::{
-    index_name, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId, PartitionChain,
-    Segment, SegmentKind, StateIndex, StateRead, StoredFile,
+    index_name, parallel, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId,
+    CheckpointStore, PartitionChain, Segment, SegmentKind, StateIndex, StateRead, StoredFile,
 };
-use crate::dataflow::plan::Receiver;
+use crate::dataflow::plan::{LoadedState, Receiver};
 use crate::dataflow::DataflowError;
 
 /// The name of partition `q`'s state file (a base, or the index of its chain).
@@ -40,33 +40,80 @@ pub(crate) fn restore(
     name: &str,
     receiver: &mut dyn Receiver,
 ) -> Result<PartitionChain, DataflowError> {
-    let store = checkpoints.store.as_ref();
+    let index = load(checkpoints.store.as_ref(), id, name, receiver, None)?;
+    Ok(PartitionChain::restored(ChainPolicy::default(), index))
+}
+
+/// What a partition's segments are applied to: its receiver, or its state loaded ahead of one
+/// (a move's preparation).
+pub(crate) trait StateTarget {
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError>;
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError>;
+}
+
+impl StateTarget for dyn Receiver + '_ {
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+        Receiver::restore(self, state)
+    }
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
+        Receiver::apply_delta(self, delta)
+    }
+}
+
+impl StateTarget for dyn LoadedState + '_ {
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+        LoadedState::restore(self, state)
+    }
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
+        LoadedState::apply_delta(self, delta)
+    }
+}
+
+/// Brings `target` to state file `name` of checkpoint `id` and returns the partition's index
+/// there. `have` is the index `target` already holds (state loaded ahead of a move): when it is
+/// a prefix of the new chain (same base, fewer deltas), only the segments after it are read and
+/// applied, which is the whole point of loading ahead; otherwise (a new base since, a whole
+/// state) everything is read. The segments to read are fetched in parallel (on an object store
+/// each is a round trip), then applied in order.
+pub(crate) fn load<T: StateTarget + ?Sized>(
+    store: &dyn CheckpointStore,
+    id: u64,
+    name: &str,
+    target: &mut T,
+    have: Option<&StateIndex>,
+) -> Result<StateIndex, DataflowError> {
     let damaged = |e: CheckpointError| DataflowError::restoring(id, e);
-    let policy = ChainPolicy::default();
     match read_state(store, CheckpointId(id), name).map_err(damaged)? {
         StateRead::Whole(bytes) => {
-            receiver.restore(&bytes)?;
+            target.restore(&bytes)?;
             let base = Segment {
                 checkpoint: CheckpointId(id),
                 file: StoredFile::of(name, &bytes),
             };
-            Ok(PartitionChain::restored(
-                policy,
-                StateIndex { segments: vec![base] },
-            ))
+            Ok(StateIndex { segments: vec![base] })
         }
         StateRead::Chain(index) => {
-            for (i, segment) in index.segments.iter().enumerate() {
-                let bytes = store
-                    .get_listed(segment.checkpoint, &segment.file)
-                    .map_err(damaged)?;
+            let skip = have.map_or(0, |have| applied_prefix(have, &index));
+            let missing = &index.segments[skip..];
+            let read = parallel::map(missing, |s| store.get_listed(s.checkpoint, &s.file));
+            for (i, bytes) in (skip..).zip(read) {
+                let bytes = bytes.map_err(damaged)?;
                 match i {
-                    0 => receiver.restore(&bytes)?,
-                    _ => receiver.apply_delta(&bytes)?,
+                    0 => target.restore(&bytes)?,
+                    _ => target.apply_delta(&bytes)?,
                 }
             }
-            Ok(PartitionChain::restored(policy, index))
+            Ok(index)
         }
+    }
+}
+
+/// How many of `index`'s segments state holding `have` already reflects: all of `have`'s when
+/// they begin `index` (same base, same deltas), none otherwise.
+pub(crate) fn applied_prefix(have: &StateIndex, index: &StateIndex) -> usize {
+    match index.segments.starts_with(&have.segments) {
+        true => have.segments.len(),
+        false => 0,
     }
 }
 
@@ -105,6 +152,17 @@ impl StateWriter {
             self.chain.reset();
         }
         self.chain.next_kind()
+    }
+
+    /// The kind of segment to take at a hand-over barrier (the partition moves away): a delta
+    /// whenever there is a chain to build on, whatever the compaction policy says, because the
+    /// partition's pause lasts while it is written and its new owner has loaded the chain
+    /// already; the new owner compacts later.
+    pub(crate) fn hand_over_kind(&mut self) -> SegmentKind {
+        match (self.next_kind(), self.chain.has_chain()) {
+            (SegmentKind::Base, true) => SegmentKind::Delta,
+            (kind, _) => kind,
+        }
     }
 
     /// Checkpoint `id` took a segment of `kind` (what the stage took, maybe a base where a delta

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use super::*;
 use crate::coordinator::assignment::owned_by;
 use crate::dataflow::JobSpec;
-use crate::protocol::JobState;
+use crate::protocol::{JobState, MovePhase};
 use RebalanceStrategy::{Gradual, Immediate};
 
 const P: usize = 12;
@@ -22,6 +22,19 @@ struct World {
     log: Vec<Action>,
     /// Whether checkpoints are acknowledged (off: they time out).
     acking: bool,
+    /// How new owners answer `PreparePartitions`.
+    preloads: Preloads,
+}
+
+/// How the simulated new owners answer a move's preparation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Preloads {
+    /// Loaded at once.
+    Load,
+    /// Never answer (a slow or stuck load).
+    Silent,
+    /// The load fails.
+    Fail,
 }
 
 impl World {
@@ -41,6 +54,7 @@ impl World {
             conns: BTreeMap::new(),
             log: Vec::new(),
             acking: true,
+            preloads: Preloads::Load,
         }
     }
 
@@ -102,6 +116,45 @@ impl World {
             Action::WriteCheckpoint { id, .. } => vec![Input::CheckpointWritten {
                 id: *id,
                 result: Ok(()),
+            }],
+            Action::Send {
+                conn,
+                message:
+                    CoordinatorMessage::PreparePartitions {
+                        attempt,
+                        checkpoint,
+                        partitions,
+                    },
+            } if self.preloads != Preloads::Silent => vec![Input::Job {
+                conn: *conn,
+                report: JobReport::MoveStatus {
+                    attempt: *attempt,
+                    checkpoint: *checkpoint,
+                    partitions: partitions.iter().map(|p| p.partition).collect(),
+                    phase: match self.preloads {
+                        Preloads::Fail => MovePhase::PreloadFailed,
+                        _ => MovePhase::Preloaded,
+                    },
+                },
+            }],
+            // The adopted partitions run again at once.
+            Action::Send {
+                conn,
+                message:
+                    CoordinatorMessage::AdoptPartitions {
+                        attempt,
+                        checkpoint,
+                        partitions,
+                        ..
+                    },
+            } => vec![Input::Job {
+                conn: *conn,
+                report: JobReport::MoveStatus {
+                    attempt: *attempt,
+                    checkpoint: *checkpoint,
+                    partitions: partitions.iter().map(|a| a.partition).collect(),
+                    phase: MovePhase::Resumed,
+                },
             }],
             _ => Vec::new(),
         }
