@@ -15,7 +15,11 @@ pub(super) fn log(note: &Note) {
         Note::PreparingMove {
             partitions,
             checkpoint,
-        } => tracing::info!(?partitions, checkpoint, "new owners loading partition state ahead of a move"),
+        } => tracing::info!(
+            ?partitions,
+            checkpoint,
+            "new owners loading partition state ahead of a move"
+        ),
         Note::MoveAbandoned { reason } => {
             tracing::warn!(%reason, "a partition move was abandoned before its barrier; the partitions stay")
         }

@@ -81,9 +81,10 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
         ctx: &SinkContext,
         state: Box<dyn LoadedState>,
     ) -> Result<Box<dyn Receiver>, DataflowError> {
-        let loaded = state.into_any().downcast::<Loaded<U>>().map_err(|_| {
-            DataflowError::InvalidJob("partition state loaded by another job".to_string())
-        })?;
+        let loaded = state
+            .into_any()
+            .downcast::<Loaded<U>>()
+            .map_err(|_| DataflowError::InvalidJob("partition state loaded by another job".to_string()))?;
         Ok(Box::new(SinkReceiver {
             stage: loaded.stage,
             writer: self.sink.open(ctx)?,

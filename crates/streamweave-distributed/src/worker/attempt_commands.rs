@@ -85,7 +85,9 @@ pub(crate) async fn run_commands(
                         false => run.prepare_moves(id, &moves).await,
                     };
                     if !moves.is_empty() {
-                        run.shared.move_barrier.fetch_max(id, std::sync::atomic::Ordering::AcqRel);
+                        run.shared
+                            .move_barrier
+                            .fetch_max(id, std::sync::atomic::Ordering::AcqRel);
                     }
                     if let (Ok(()), Some(checkpoints)) = (&prepared, &run.shared.checkpoints) {
                         checkpoints.trigger(id);

@@ -41,9 +41,8 @@ use crate::checkpoint::{open_store, CheckpointStore};
 use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
 use crate::observe::WorkerMetrics;
-use crate::protocol::{
-    Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, Preload, WorkerMessage,
-};
+use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner};
+use crate::protocol::{Preload, WorkerMessage};
 use crate::storage::StorageUrl;
 
 /// Opens the checkpoint store an attempt's plan names: its URL (a plain path is a local
@@ -345,13 +344,11 @@ impl JobRunner {
 
     /// Partitions about to move here: load their state from committed checkpoint `checkpoint`.
     pub(crate) fn prepare(&mut self, attempt: u64, checkpoint: u64, partitions: Vec<Preload>) {
-        self.command(
-            attempt,
-            Command::Prepare {
-                checkpoint,
-                partitions,
-            },
-        );
+        let command = Command::Prepare {
+            checkpoint,
+            partitions,
+        };
+        self.command(attempt, command);
     }
 
     /// Phase two of the sinks' commit for the partitions committed here; reported when done.

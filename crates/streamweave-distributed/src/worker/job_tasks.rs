@@ -268,8 +268,10 @@ impl AttemptRun {
             reports: shared.reports.clone(),
             cancel: shared.cancel.clone(),
         };
-        self.tasks
-            .spawn_on(preparation.run(checkpoint, partitions), &super::data_runtime::handle());
+        self.tasks.spawn_on(
+            preparation.run(checkpoint, partitions),
+            &super::data_runtime::handle(),
+        );
     }
 
     /// Checkpoint `checkpoint`, which moved `partitions` here, is committed: starts their

@@ -80,7 +80,9 @@ impl Preparation {
         let loading = {
             let map = Arc::clone(&map);
             tokio::task::spawn_blocking(move || {
-                super::panics::guarded(|| load_all(plan.as_ref(), checkpoints.as_ref(), &map, checkpoint, &partitions))
+                super::panics::guarded(|| {
+                    load_all(plan.as_ref(), checkpoints.as_ref(), &map, checkpoint, &partitions)
+                })
             })
         };
         let outcome = tokio::select! {
@@ -125,14 +127,22 @@ fn load_all(
             Some(loaded) => loaded,
             None => Preloaded {
                 state: plan.load_state().ok_or_else(|| {
-                    DataflowError::InvalidJob("this job cannot load partition state ahead of a move".to_string())
+                    DataflowError::InvalidJob(
+                        "this job cannot load partition state ahead of a move".to_string(),
+                    )
                 })?,
                 index: StateIndex::default(),
                 checkpoint: 0,
             },
         };
         let store = checkpoints.store.as_ref();
-        loaded.index = state_writer::load(store, checkpoint, &p.state_file, loaded.state.as_mut(), Some(&loaded.index))?;
+        loaded.index = state_writer::load(
+            store,
+            checkpoint,
+            &p.state_file,
+            loaded.state.as_mut(),
+            Some(&loaded.index),
+        )?;
         loaded.checkpoint = checkpoint;
         tracing::info!(
             partition = p.partition,

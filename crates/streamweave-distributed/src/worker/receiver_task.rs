@@ -172,14 +172,22 @@ impl ReceiverTask {
             }
             let started = std::time::Instant::now();
             let (Some((id, file)), Some(checkpoints)) = (&restore, &checkpoints) else {
-                return Ok((plan.open_receiver(&ctx)?, PartitionChain::new(ChainPolicy::default())));
+                return Ok((
+                    plan.open_receiver(&ctx)?,
+                    PartitionChain::new(ChainPolicy::default()),
+                ));
             };
             let (receiver, chain, preloaded) = match preloaded {
                 Some(mut loaded) => {
                     let store = checkpoints.store.as_ref();
-                    let index = state_writer::load(store, *id, file, loaded.state.as_mut(), Some(&loaded.index))?;
+                    let index =
+                        state_writer::load(store, *id, file, loaded.state.as_mut(), Some(&loaded.index))?;
                     let receiver = plan.open_loaded(&ctx, loaded.state)?;
-                    (receiver, PartitionChain::restored(ChainPolicy::default(), index), Some(loaded.checkpoint))
+                    (
+                        receiver,
+                        PartitionChain::restored(ChainPolicy::default(), index),
+                        Some(loaded.checkpoint),
+                    )
                 }
                 None => {
                     let mut receiver = plan.open_receiver(&ctx)?;

@@ -242,3 +242,77 @@ fn store(checkpoints: &CheckpointHandle, q: usize, sealed: &Sealed) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MemoryStore;
+
+    /// Records what it was given: "R:bytes" for a restore, "D:bytes" for a delta.
+    #[derive(Default)]
+    struct Applied(Vec<String>);
+
+    impl StateTarget for Applied {
+        fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+            self.0 = vec![format!("R:{}", String::from_utf8_lossy(state))];
+            Ok(())
+        }
+        fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
+            self.0.push(format!("D:{}", String::from_utf8_lossy(delta)));
+            Ok(())
+        }
+    }
+
+    /// Writes a chain: checkpoint 1 a base, then a delta per checkpoint in `deltas`; returns the
+    /// index at each checkpoint.
+    fn chain(store: &MemoryStore, deltas: &[u64]) -> Vec<StateIndex> {
+        let mut chain = PartitionChain::new(ChainPolicy::default());
+        let base = store.put(CheckpointId(1), "state-p00000", b"base").unwrap();
+        let mut indexes = vec![chain.record(CheckpointId(1), SegmentKind::Base, base)];
+        for &id in deltas {
+            let bytes = format!("d{id}");
+            let file = store.put(CheckpointId(id), &segment_name(0), bytes.as_bytes()).unwrap();
+            let index = chain.record(CheckpointId(id), SegmentKind::Delta, file);
+            store.put(CheckpointId(id), &index_name(0), &index.encode().unwrap()).unwrap();
+            indexes.push(index);
+        }
+        indexes
+    }
+
+    #[test]
+    fn state_loaded_ahead_takes_only_the_segments_written_since() {
+        let store = MemoryStore::new();
+        let indexes = chain(&store, &[2, 3, 4]);
+        // Loaded ahead at checkpoint 2 (base + d2).
+        let mut target = Applied::default();
+        let at_2 = load(&store, 2, &index_name(0), &mut target, None).unwrap();
+        assert_eq!(at_2, indexes[1]);
+        assert_eq!(target.0, ["R:base", "D:d2"]);
+        // The move's barrier is checkpoint 4: only d3 and d4 are read and applied.
+        let at_4 = load(&store, 4, &index_name(0), &mut target, Some(&at_2)).unwrap();
+        assert_eq!(at_4, indexes[3]);
+        assert_eq!(target.0, ["R:base", "D:d2", "D:d3", "D:d4"]);
+        // Even if the loaded segments' files are gone by then, they are not read again.
+        store.delete_checkpoint(CheckpointId(2)).unwrap();
+        let mut again = Applied(vec!["R:base".into(), "D:d2".into()]);
+        load(&store, 4, &index_name(0), &mut again, Some(&at_2)).unwrap();
+        assert_eq!(again.0, ["R:base", "D:d2", "D:d3", "D:d4"]);
+    }
+
+    #[test]
+    fn a_chain_that_does_not_extend_what_was_loaded_is_read_in_full() {
+        let store = MemoryStore::new();
+        chain(&store, &[2, 3]);
+        // What was loaded ahead came from another chain (a new base was written since).
+        let other = StateIndex {
+            segments: vec![Segment {
+                checkpoint: CheckpointId(9),
+                file: StoredFile::of("state-p00000", b"old base"),
+            }],
+        };
+        assert_eq!(applied_prefix(&other, &chain(&MemoryStore::new(), &[2])[1]), 0);
+        let mut target = Applied(vec!["R:old base".into()]);
+        load(&store, 3, &index_name(0), &mut target, Some(&other)).unwrap();
+        assert_eq!(target.0, ["R:base", "D:d2", "D:d3"]);
+    }
+}

@@ -148,7 +148,10 @@ impl Engine {
                     return;
                 }
                 if phase == MovePhase::PreloadFailed {
-                    return self.abandon_move(format!("worker {worker} could not load partitions {theirs:?}"), now);
+                    return self.abandon_move(
+                        format!("worker {worker} could not load partitions {theirs:?}"),
+                        now,
+                    );
                 }
                 for p in &theirs {
                     preparing.waiting.remove(p);
