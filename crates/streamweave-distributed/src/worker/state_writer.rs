@@ -271,9 +271,13 @@ mod tests {
         let mut indexes = vec![chain.record(CheckpointId(1), SegmentKind::Base, base)];
         for &id in deltas {
             let bytes = format!("d{id}");
-            let file = store.put(CheckpointId(id), &segment_name(0), bytes.as_bytes()).unwrap();
+            let file = store
+                .put(CheckpointId(id), &segment_name(0), bytes.as_bytes())
+                .unwrap();
             let index = chain.record(CheckpointId(id), SegmentKind::Delta, file);
-            store.put(CheckpointId(id), &index_name(0), &index.encode().unwrap()).unwrap();
+            store
+                .put(CheckpointId(id), &index_name(0), &index.encode().unwrap())
+                .unwrap();
             indexes.push(index);
         }
         indexes
