@@ -114,9 +114,12 @@ pub mod internals {
     //! The coordinator's pure decision core ([`engine`]), its partition planner
     //! ([`assignment`]), its job-attempt and checkpoint bookkeeping ([`job_control`],
     //! [`checkpoint_tracker`]), the job's type-erased execution plan ([`plan`]) and the two
-    //! halves of the protocol handshake ([`dial_handshake`], [`accept_handshake`]).
+    //! halves of the protocol handshake ([`dial_handshake`], [`accept_handshake`], and with
+    //! secrets [`dial_handshake_with`], [`accept_handshake_with`]).
 
-    pub use crate::protocol::handshake::{accept_handshake, dial_handshake};
+    pub use crate::protocol::handshake::{
+        accept_handshake, accept_handshake_with, dial_handshake, dial_handshake_with,
+    };
 
     /// The coordinator's decision core: a synchronous state machine, inputs and `now` in, actions out.
     pub mod engine {

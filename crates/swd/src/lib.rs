@@ -41,10 +41,28 @@ pub fn main_with(registry: streamweave_distributed::dataflow::JobRegistry) -> Ex
     match runtime.block_on(commands::run(cli, registry)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `outer: cause: root`. Many of the library's errors
+/// already say their cause in their own message (`coordinator at ADDR: connection refused`),
+/// so a cause the line already ends with is not repeated.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn init_logging() {
@@ -57,4 +75,46 @@ fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    /// Says its cause in its message and also gives it as its source, as thiserror's
+    /// `#[error("...: {source}")]` does.
+    #[derive(Debug)]
+    struct Says {
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for Says {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "coordinator at 127.0.0.1:1: {}", self.source)
+        }
+    }
+
+    impl std::error::Error for Says {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = anyhow::Error::new(Says {
+            source: std::io::Error::other("connection refused"),
+        })
+        .context("status");
+        assert_eq!(
+            error_chain(&e),
+            "status: coordinator at 127.0.0.1:1: connection refused"
+        );
+    }
+
+    #[test]
+    fn causes_not_in_the_message_are_chained() {
+        let e = anyhow::anyhow!("root").context("middle").context("outer");
+        assert_eq!(error_chain(&e), "outer: middle: root");
+    }
 }
