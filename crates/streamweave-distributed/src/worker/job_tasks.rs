@@ -260,6 +260,7 @@ impl AttemptRun {
         let n = self.shared.num_partitions();
         let partitions: Vec<Preload> = partitions.into_iter().filter(|p| p.partition < n).collect();
         let shared = &self.shared;
+        shared.preloaded.keep_only(&partitions);
         let preparation = Preparation {
             attempt: shared.attempt,
             plan: Arc::clone(&shared.plan),

@@ -49,6 +49,13 @@ impl PreloadMap {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&p)
     }
 
+    /// Drops what was loaded for partitions other than `keep`: one move is prepared at a time,
+    /// so those belong to a move that was abandoned (or planned elsewhere since).
+    pub(crate) fn keep_only(&self, keep: &[Preload]) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|p, _| keep.iter().any(|k| k.partition == *p));
+    }
+
     fn put(&self, p: usize, loaded: Preloaded) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(p, loaded);
     }
