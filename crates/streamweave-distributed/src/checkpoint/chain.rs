@@ -231,6 +231,11 @@ impl PartitionChain {
         index
     }
 
+    /// Whether a delta could build on the chain (there is one), whatever the policy prefers.
+    pub fn has_chain(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// A segment could not be stored: nothing may build on the chain, the next segment is a
     /// base.
     pub fn reset(&mut self) {

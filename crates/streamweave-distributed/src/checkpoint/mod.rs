@@ -31,7 +31,7 @@ mod local;
 mod manifest;
 mod memory;
 mod object;
-mod parallel;
+pub(crate) mod parallel;
 #[cfg(test)]
 mod proptests;
 mod restore;

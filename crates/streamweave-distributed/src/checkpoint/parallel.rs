@@ -7,7 +7,7 @@ const MAX_THREADS: usize = 16;
 
 /// `f` applied to every item, in order, on up to [`MAX_THREADS`] threads. A panic in `f` is
 /// propagated to the caller, as if `f` had run here.
-pub(super) fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     if items.len() <= 1 {
         return items.iter().map(f).collect();
     }

@@ -39,6 +39,7 @@ mod server;
 #[cfg(test)]
 mod server_accept_tests;
 mod startup;
+mod worker_inputs;
 
 pub use api::Coordinator;
 pub use commands::CoordinatorHandle;

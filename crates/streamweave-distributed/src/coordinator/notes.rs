@@ -12,6 +12,17 @@ pub(super) fn log(note: &Note) {
         Note::MovingPartition { partition, from, to } => {
             tracing::info!(partition, %from, %to, "moving a partition through a checkpoint")
         }
+        Note::PreparingMove {
+            partitions,
+            checkpoint,
+        } => tracing::info!(
+            ?partitions,
+            checkpoint,
+            "new owners loading partition state ahead of a move"
+        ),
+        Note::MoveAbandoned { reason } => {
+            tracing::warn!(%reason, "a partition move was abandoned before its barrier; the partitions stay")
+        }
         Note::MoveFailed { reason } => {
             tracing::warn!(%reason, "a partition move failed; restarting the job from the last checkpoint")
         }

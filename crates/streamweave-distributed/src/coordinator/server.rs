@@ -25,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::admin_conn::serve_client;
-use super::checkpoint_tracker::PartitionSnapshot;
 use super::commands::Command;
 use super::disk::{manifest_of, DiskJob, DiskWriter};
-use super::engine::{Action, ConnId, Engine, Input, JobReport};
+use super::engine::{Action, ConnId, Engine, Input};
 use super::notes::log;
+use super::worker_inputs::inputs_of;
 use crate::ha::Fence;
 use crate::network::Connection;
 use crate::protocol::{CoordinatorMessage, Role, WorkerMessage};
@@ -408,92 +408,4 @@ async fn serve_worker(
         .commands
         .send(Command::Input(Input::Disconnected { conn }))
         .await;
-}
-
-/// The engine's inputs for a message from a registered worker (a second `Register` is refused
-/// by the caller before this).
-fn inputs_of(conn: ConnId, message: WorkerMessage) -> Vec<Input> {
-    let job = |report| Input::Job { conn, report };
-    match message {
-        WorkerMessage::Heartbeat {
-            running,
-            job: progress,
-        } => {
-            let mut inputs = vec![Input::Heartbeat { conn, running }];
-            inputs.extend(progress.map(|p| job(JobReport::Progress(p))));
-            inputs
-        }
-        WorkerMessage::Ack { generation, running } => vec![Input::Ack {
-            conn,
-            generation,
-            running,
-        }],
-        WorkerMessage::Leave => vec![Input::Leave { conn }],
-        WorkerMessage::CheckpointAck {
-            attempt,
-            id,
-            partition,
-            state_file,
-            state_bytes,
-            state_crc32,
-            source_offset,
-            source_exhausted,
-            source_records,
-        } => {
-            let snapshot = PartitionSnapshot {
-                state_file,
-                state_bytes,
-                state_crc32,
-                source_offset: Some(source_offset),
-                source_exhausted,
-                source_records,
-            };
-            vec![job(JobReport::CheckpointAck {
-                attempt,
-                id,
-                partition,
-                snapshot,
-            })]
-        }
-        WorkerMessage::EpochsCommitted {
-            attempt,
-            upto,
-            partitions,
-        } => vec![job(JobReport::EpochsCommitted {
-            attempt,
-            upto,
-            partitions,
-        })],
-        WorkerMessage::SourceDone {
-            attempt,
-            partition,
-            records_in,
-        } => vec![job(JobReport::SourceDone {
-            attempt,
-            partition,
-            records_in,
-        })],
-        WorkerMessage::PartitionDone {
-            attempt,
-            partition,
-            records_out,
-        } => vec![job(JobReport::PartitionDone {
-            attempt,
-            partition,
-            records_out,
-        })],
-        WorkerMessage::JobFailed {
-            attempt,
-            partition,
-            error,
-            damaged_checkpoint,
-        } => vec![job(JobReport::Failed {
-            attempt,
-            partition,
-            error,
-            damaged_checkpoint,
-        })],
-        // Refused by the connection before it gets here; nothing for the engine.
-        WorkerMessage::Register(_) => Vec::new(),
-    }
 }

@@ -172,6 +172,48 @@ pub trait ErasedPlan: Send + Sync {
 
     /// Recovery: throws away partition `partition`'s sink output of epochs after `after`.
     fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError>;
+
+    /// Partition `partition`'s state without its sink, to load ahead of a move (see
+    /// [`LoadedState`]); `None` when the plan cannot (the partition then restores in full when it is adopted).
+    fn load_state(&self, partition: usize) -> Result<Option<Box<dyn LoadedState>>, DataflowError> {
+        self.load_state_in(partition, &super::state::StateBackend::Memory)
+    }
+
+    /// [`ErasedPlan::load_state`] with the keyed state on `state` (as
+    /// [`ErasedPlan::open_receiver_in`]).
+    fn load_state_in(
+        &self,
+        partition: usize,
+        state: &super::state::StateBackend,
+    ) -> Result<Option<Box<dyn LoadedState>>, DataflowError> {
+        let _ = (partition, state);
+        Ok(None)
+    }
+
+    /// Opens partition `ctx.partition`'s receiver and sink around `state`, loaded ahead by
+    /// [`ErasedPlan::load_state`] of this plan.
+    fn open_loaded(
+        &self,
+        ctx: &SinkContext,
+        state: Box<dyn LoadedState>,
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
+        let _ = (ctx, state);
+        Err(DataflowError::InvalidJob(
+            "this job cannot load partition state ahead of a move".to_string(),
+        ))
+    }
+}
+
+/// A partition's state loaded while its old owner still runs it (a move's preparation): the
+/// same snapshot bytes as [`Receiver::restore`] and [`Receiver::apply_delta`] take, without a
+/// sink (opening one belongs to the adoption, after the old owner's last epoch).
+pub trait LoadedState: Send {
+    /// Replaces the state with a snapshot (a base).
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError>;
+    /// Applies a delta segment over the state loaded so far.
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError>;
+    /// For [`ErasedPlan::open_loaded`], which knows the concrete type.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
 
 /// Records per batch: large enough to amortise channel and framing costs, small enough that

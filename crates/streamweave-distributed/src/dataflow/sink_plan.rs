@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::plan::{Batch, ErasedPlan, ExchangeOut, Receiver, SourceControl};
+use super::plan::{Batch, ErasedPlan, ExchangeOut, LoadedState, Receiver, SourceControl};
 use super::router::SendFn;
 use super::stage::{Stage, StageFactory};
 use super::state::{StageContext, StateBackend};
@@ -81,6 +81,68 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
     fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
         self.sink.discard_after(partition, after)
     }
+
+    fn load_state_in(
+        &self,
+        partition: usize,
+        state: &StateBackend,
+    ) -> Result<Option<Box<dyn LoadedState>>, DataflowError> {
+        let stage = (self.stage)(&StageContext { partition, state })?;
+        Ok(Some(Box::new(Loaded { stage, written: 0 })))
+    }
+
+    fn open_loaded(
+        &self,
+        ctx: &SinkContext,
+        state: Box<dyn LoadedState>,
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
+        let loaded = state
+            .into_any()
+            .downcast::<Loaded<U>>()
+            .map_err(|_| DataflowError::InvalidJob("partition state loaded by another job".to_string()))?;
+        Ok(Box::new(SinkReceiver {
+            stage: loaded.stage,
+            writer: self.sink.open(ctx)?,
+            written: loaded.written,
+            failure: None,
+        }))
+    }
+}
+
+/// A partition's stage and output count, loaded ahead of its sink (a move's preparation).
+struct Loaded<U> {
+    stage: Box<dyn Stage<U>>,
+    written: u64,
+}
+
+impl<U: Send + 'static> LoadedState for Loaded<U> {
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+        let (written, stage) = split_written(state, "snapshot")?;
+        self.written = written;
+        self.stage.restore(stage)
+    }
+
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
+        let (written, stage) = split_written(delta, "state delta")?;
+        self.written = written;
+        self.stage.apply_delta(stage)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+/// A snapshot or delta: the records written so far (8 bytes, little-endian), then the stage's
+/// bytes.
+fn split_written<'a>(bytes: &'a [u8], what: &str) -> Result<(u64, &'a [u8]), DataflowError> {
+    let Some((written, stage)) = bytes.split_first_chunk::<8>() else {
+        return Err(DataflowError::Encoding(format!(
+            "a partition {what} of {} bytes is too short",
+            bytes.len()
+        )));
+    };
+    Ok((u64::from_le_bytes(*written), stage))
 }
 
 /// A receiver task's pipeline: the stage, then the partition's sink writer.
@@ -144,24 +206,14 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
     }
 
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
-        let Some((written, stage)) = delta.split_first_chunk::<8>() else {
-            return Err(DataflowError::Encoding(format!(
-                "a partition state delta of {} bytes is too short",
-                delta.len()
-            )));
-        };
-        self.written = u64::from_le_bytes(*written);
+        let (written, stage) = split_written(delta, "state delta")?;
+        self.written = written;
         self.stage.apply_delta(stage)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
-        let Some((written, stage)) = state.split_first_chunk::<8>() else {
-            return Err(DataflowError::Encoding(format!(
-                "a partition snapshot of {} bytes is too short",
-                state.len()
-            )));
-        };
-        self.written = u64::from_le_bytes(*written);
+        let (written, stage) = split_written(state, "snapshot")?;
+        self.written = written;
         self.stage.restore(stage)
     }
 

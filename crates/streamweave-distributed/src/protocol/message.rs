@@ -193,6 +193,39 @@ pub enum WorkerMessage {
     },
     /// Graceful leave: move my partitions now.
     Leave,
+    /// Partitions moving here inside attempt `attempt`: where each stands (see [`MovePhase`]).
+    MoveStatus {
+        /// The attempt.
+        attempt: u64,
+        /// The checkpoint: the one preloaded ([`MovePhase::Preloaded`], [`MovePhase::PreloadFailed`]),
+        /// or the one the partitions moved through ([`MovePhase::Resumed`]).
+        checkpoint: u64,
+        /// The partitions.
+        partitions: Vec<PartitionId>,
+        /// Where they stand.
+        phase: MovePhase,
+    },
+}
+
+/// Where partitions moving to a worker stand, in [`WorkerMessage::MoveStatus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MovePhase {
+    /// Their state as of the checkpoint is loaded (their old owner still runs them): the move's
+    /// barrier may come.
+    Preloaded,
+    /// Their state could not be loaded: the move is abandoned.
+    PreloadFailed,
+    /// They were adopted at the checkpoint and run here again (their pause is over).
+    Resumed,
+}
+
+/// A partition whose state a worker loads ahead of its move there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preload {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Its state file in the checkpoint.
+    pub state_file: String,
 }
 
 /// Coordinator to worker.
@@ -258,6 +291,18 @@ pub enum CoordinatorMessage {
         /// Source partitions that had ended at the barrier: their end-of-stream went to the
         /// old owners, so the new receivers count them as ended.
         ended_sources: Vec<PartitionId>,
+    },
+    /// Partitions about to move here inside the running attempt: load their state from committed
+    /// checkpoint `checkpoint` while their owners go on running them, then report
+    /// [`MovePhase::Preloaded`] (the move's barrier follows; its adoption then applies only the
+    /// deltas since `checkpoint`).
+    PreparePartitions {
+        /// The attempt.
+        attempt: u64,
+        /// The committed checkpoint to load.
+        checkpoint: u64,
+        /// The partitions and their state files in it.
+        partitions: Vec<Preload>,
     },
     /// Checkpoint `upto` is durable: make the sinks' epochs up to it final (phase two).
     CommitEpochs {

@@ -41,3 +41,4 @@ pub use message::{
     Adoption, CheckpointPlan, CoordinatorMessage, JobProgress, PartitionMove, PartitionOwner, PeerMessage,
     RegisterRequest, RestorePoint, WorkerMessage,
 };
+pub use message::{MovePhase, Preload};

@@ -161,6 +161,17 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
                     source_records,
                 }
             ),
+        (any::<u64>(), any::<u64>(), partitions(), 0..3u8).prop_map(
+            |(attempt, checkpoint, partitions, phase)| {
+                WorkerMessage::MoveStatus {
+                    attempt,
+                    checkpoint,
+                    partitions,
+                    phase: [MovePhase::Preloaded, MovePhase::PreloadFailed, MovePhase::Resumed]
+                        [phase as usize],
+                }
+            }
+        ),
     ]
 }
 
@@ -263,6 +274,24 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
                     ended_sources,
                 }
             }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            vec((any::<usize>(), any::<String>()), 0..4)
+        )
+            .prop_map(
+                |(attempt, checkpoint, preloads)| CoordinatorMessage::PreparePartitions {
+                    attempt,
+                    checkpoint,
+                    partitions: preloads
+                        .into_iter()
+                        .map(|(partition, state_file)| Preload {
+                            partition,
+                            state_file
+                        })
+                        .collect(),
+                }
+            ),
     ]
 }
 

@@ -6,6 +6,7 @@
 //! ```text
 //! launch -> loop: Trigger{id, moves} -> prepare the moves (connect, routes, leaving marked)
 //!                                       -> the checkpoint actor: Trigger{id}
+//!                 Prepare{checkpoint} -> load the state of partitions about to move here
 //!                 Adopt{checkpoint}  -> start the tasks of the partitions moved here
 //!                 a task died        -> end with its failure (the runner reports it)
 //!                 cancelled          -> wait for the tasks to stop, end
@@ -17,13 +18,17 @@
 use tokio::sync::mpsc;
 
 use super::job_tasks::{AttemptRun, TaskFailure};
-use crate::protocol::{Adoption, PartitionMove};
+use crate::protocol::{Adoption, PartitionMove, Preload};
 
 /// What the attempt's command task does, in order.
 pub(crate) enum Command {
     Trigger {
         id: u64,
         moves: Vec<PartitionMove>,
+    },
+    Prepare {
+        checkpoint: u64,
+        partitions: Vec<Preload>,
     },
     Adopt {
         checkpoint: u64,
@@ -79,10 +84,22 @@ pub(crate) async fn run_commands(
                         true => Ok(()),
                         false => run.prepare_moves(id, &moves).await,
                     };
+                    if !moves.is_empty() {
+                        run.shared
+                            .move_barrier
+                            .fetch_max(id, std::sync::atomic::Ordering::AcqRel);
+                    }
                     if let (Ok(()), Some(checkpoints)) = (&prepared, &run.shared.checkpoints) {
                         checkpoints.trigger(id);
                     }
                     prepared
+                }
+                Some(Command::Prepare {
+                    checkpoint,
+                    partitions,
+                }) => {
+                    run.prepare(checkpoint, partitions);
+                    Ok(())
                 }
                 Some(Command::Adopt {
                     checkpoint,

@@ -35,13 +35,14 @@ use super::checkpoint_actor::{CheckpointActor, CheckpointHandle};
 use super::checkpointing::AttemptCheckpoints;
 use super::exchange::{DataPlane, RouteChanges};
 use super::job_runner_core::{AttemptTask, JobRunnerCore, RunnerAction, RunnerInput, TaskOutcome};
-use super::job_tasks::{AttemptRun, AttemptTasks, TaskFailure};
+use super::job_tasks::{AttemptRun, AttemptTasks};
 use super::source_task::SourceSlots;
 use crate::checkpoint::{open_store, CheckpointStore};
 use crate::dataflow::plan::SourceControl;
 use crate::dataflow::{state, DataflowError, JobRegistry, JobSpec};
 use crate::observe::WorkerMetrics;
-use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
+use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner};
+use crate::protocol::{Preload, WorkerMessage};
 use crate::storage::StorageUrl;
 
 /// Opens the checkpoint store an attempt's plan names: its URL (a plain path is a local
@@ -277,6 +278,8 @@ impl JobRunner {
             empty_sources: Arc::new(empty_sources),
             job_name: spec.name.clone(),
             metrics: self.metrics.clone(),
+            preloaded: Arc::default(),
+            move_barrier: Arc::default(),
         });
         self.metrics.attempt_started();
         tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
@@ -351,6 +354,15 @@ impl JobRunner {
         );
     }
 
+    /// Partitions about to move here: load their state from committed checkpoint `checkpoint`.
+    pub(crate) fn prepare(&mut self, attempt: u64, checkpoint: u64, partitions: Vec<Preload>) {
+        let command = Command::Prepare {
+            checkpoint,
+            partitions,
+        };
+        self.command(attempt, command);
+    }
+
     /// Phase two of the sinks' commit for the partitions committed here; reported when done.
     pub(crate) fn commit_epochs(&mut self, attempt: u64, upto: u64) {
         self.run(
@@ -375,17 +387,8 @@ impl JobRunner {
         let id = self
             .tasks
             .spawn_blocking(move || {
-                if upto == u64::MAX {
-                    final_commit_test_delay();
-                }
-                for &q in &partitions {
-                    // The sink's commit is user code (panics.rs).
-                    if let Err(error) = super::panics::guarded(|| tasks.plan.commit_epochs(q, upto)) {
-                        return Ended::of(Err(TaskFailure {
-                            partition: Some(q),
-                            error,
-                        }));
-                    }
+                if let Err(failure) = super::epoch_commit::commit(tasks.plan.as_ref(), &partitions, upto) {
+                    return Ended::of(Err(*failure));
                 }
                 let _ = reports.send(WorkerMessage::EpochsCommitted {
                     attempt,
@@ -466,24 +469,6 @@ impl JobRunner {
         });
         // A failed attempt's tasks go only now, after the report.
         drop(keep);
-    }
-}
-
-/// Test-only, in debug builds: `SWD_TEST_FINAL_COMMIT_DELAY_MS=N` delays this worker process's
-/// first final commit (the sinks' `CommitEpochs{upto: MAX}`) by N ms, so that process tests can
-/// kill the coordinator between the last `PartitionDone` and the job's end
-/// (`crates/swd/tests/failover_coordinator.rs`); later ones (a restarted job's) are not delayed.
-/// Release builds ignore it.
-fn final_commit_test_delay() {
-    #[cfg(debug_assertions)]
-    {
-        static DELAYED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        let ms = std::env::var("SWD_TEST_FINAL_COMMIT_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok());
-        if let Some(ms) = ms.filter(|_| !DELAYED.swap(true, Ordering::Relaxed)) {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
     }
 }
 

@@ -35,12 +35,13 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint_actor::Checkpoints;
 use super::exchange::{AttemptOut, DataPlane, Destination, RouteChanges, CREDITS_PER_CHANNEL};
 use super::panics::guarded_async;
+use super::preload::{PreloadMap, Preloaded, Preparation};
 use super::receiver_task::{ReceiverTask, RestoreFrom};
 use super::source_task::{SourceSlots, SourceTask};
 use crate::dataflow::plan::{ErasedPlan, SourceControl};
 use crate::dataflow::{DataflowError, SinkContext, SourceOffset};
 use crate::observe::WorkerMetrics;
-use crate::protocol::{Adoption, PartitionMove, PartitionOwner, WorkerMessage};
+use crate::protocol::{Adoption, PartitionMove, PartitionOwner, Preload, WorkerMessage};
 use crate::types::WorkerId;
 
 pub(crate) fn report_failure(
@@ -81,6 +82,12 @@ pub(crate) struct AttemptTasks {
     /// The job's name (the metrics' label).
     pub(crate) job_name: String,
     pub(crate) metrics: WorkerMetrics,
+    /// The state of partitions moving here, loaded ahead of their moves (`preload.rs`).
+    pub(crate) preloaded: Arc<PreloadMap>,
+    /// The newest checkpoint that moves partitions (set before it is requested here): at its
+    /// barrier every partition writes a delta and compacts later, since the moved partitions
+    /// wait for the whole checkpoint.
+    pub(crate) move_barrier: Arc<AtomicU64>,
 }
 
 /// Why a task of an attempt failed it: a source or receiver task that died outside the guards
@@ -170,7 +177,7 @@ impl AttemptRun {
                 .get(q)
                 .filter(|_| restored > 0)
                 .map(|(file, _)| (restored, file.clone()));
-            self.spawn_receiver(q, from, HashSet::new());
+            self.spawn_receiver(q, from, HashSet::new(), None, false);
         }
         if let Some(checkpoints) = &shared.checkpoints {
             checkpoints.connected(out.clone());
@@ -247,6 +254,27 @@ impl AttemptRun {
         Ok(())
     }
 
+    /// Partitions about to move here: loads their state from committed checkpoint
+    /// `checkpoint` beside the processing, then reports (`preload.rs`).
+    pub(crate) fn prepare(&mut self, checkpoint: u64, partitions: Vec<Preload>) {
+        let n = self.shared.num_partitions();
+        let partitions: Vec<Preload> = partitions.into_iter().filter(|p| p.partition < n).collect();
+        let shared = &self.shared;
+        shared.preloaded.keep_only(&partitions);
+        let preparation = Preparation {
+            attempt: shared.attempt,
+            plan: Arc::clone(&shared.plan),
+            checkpoints: shared.checkpoints.clone(),
+            map: Arc::clone(&shared.preloaded),
+            reports: shared.reports.clone(),
+            cancel: shared.cancel.clone(),
+        };
+        self.tasks.spawn_on(
+            preparation.run(checkpoint, partitions),
+            &super::data_runtime::handle(),
+        );
+    }
+
     /// Checkpoint `checkpoint`, which moved `partitions` here, is committed: starts their
     /// receivers (restoring it) and sources (from its offsets).
     pub(crate) fn adopt(
@@ -278,7 +306,9 @@ impl AttemptRun {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(p);
-            self.spawn_receiver(p, Some((checkpoint, a.state_file.clone())), ended.clone());
+            let preloaded = shared.preloaded.take(p);
+            let from = Some((checkpoint, a.state_file.clone()));
+            self.spawn_receiver(p, from, ended.clone(), preloaded, true);
             // The source goes on counting from what it had read by the checkpoint.
             shared.controls[p]
                 .records_in
@@ -302,7 +332,16 @@ impl AttemptRun {
         self.partitions.insert(id, partition);
     }
 
-    fn spawn_receiver(&mut self, q: usize, restore: RestoreFrom, mut ended: HashSet<usize>) {
+    /// Starts partition `q`'s receiver task: restoring `restore` (over `preloaded`, its state
+    /// loaded ahead of a move here), reporting that it runs again if it was `adopted`.
+    fn spawn_receiver(
+        &mut self,
+        q: usize,
+        restore: RestoreFrom,
+        mut ended: HashSet<usize>,
+        preloaded: Option<Preloaded>,
+        adopted: bool,
+    ) {
         let shared = Arc::clone(&self.shared);
         ended.extend(
             shared
@@ -332,6 +371,9 @@ impl AttemptRun {
             ended,
             cancel: shared.cancel.clone(),
             plane: shared.plane.clone(),
+            preloaded: Mutex::new(preloaded),
+            move_barrier: Arc::clone(&shared.move_barrier),
+            resumed: adopted.then(|| shared.reports.clone()),
         };
         let (reports, records_out, attempt) = (
             shared.reports.clone(),

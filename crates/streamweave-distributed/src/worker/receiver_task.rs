@@ -16,18 +16,22 @@
 //! ```
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::alignment::{Alignment, Step};
 use super::blocking;
 use super::checkpoint_actor::Checkpoints;
 use super::exchange::DataPlane;
+use super::preload::Preloaded;
 use super::state_writer::{self, StateWriter};
 use crate::checkpoint::{ChainPolicy, PartitionChain, SegmentKind};
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, SinkContext};
+use crate::protocol::{MovePhase, WorkerMessage};
 
 /// The epoch under which a checkpointed job's final output is pre-committed.
 pub(crate) const FINAL_EPOCH: u64 = u64::MAX;
@@ -49,6 +53,13 @@ pub(crate) struct ReceiverTask {
     pub(crate) ended: HashSet<usize>,
     pub(crate) cancel: CancellationToken,
     pub(crate) plane: DataPlane,
+    /// The partition's state, loaded ahead of its move here (`preload.rs`); taken once, when
+    /// the receiver opens (a mutex only so that the task can be shared across its awaits).
+    pub(crate) preloaded: Mutex<Option<Preloaded>>,
+    /// A partition adopted inside the attempt: where to report that it runs again.
+    pub(crate) resumed: Option<mpsc::UnboundedSender<WorkerMessage>>,
+    /// The attempt's newest checkpoint that moves partitions (`AttemptTasks::move_barrier`).
+    pub(crate) move_barrier: Arc<AtomicU64>,
 }
 
 impl ReceiverTask {
@@ -58,6 +69,14 @@ impl ReceiverTask {
     pub(crate) async fn run(self, inbox: &mut InboxRx) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
         let (mut receiver, chain) = self.open().await?;
+        if let (Some(reports), Some((checkpoint, _))) = (&self.resumed, &self.restore) {
+            let _ = reports.send(WorkerMessage::MoveStatus {
+                attempt: self.ctx.attempt,
+                checkpoint: *checkpoint,
+                partitions: vec![q],
+                phase: MovePhase::Resumed,
+            });
+        }
         let mut writer = StateWriter::new(q, chain);
         let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
         loop {
@@ -94,7 +113,7 @@ impl ReceiverTask {
                                     "partition {q} received records after its hand-over barrier {id}"
                                 )));
                             }
-                            let kind = writer.next_kind();
+                            let kind = writer.hand_over_kind();
                             let (receiver, kind, state) = seal(receiver, id, kind).await?;
                             drop(receiver);
                             let sealed = writer.sealed(id, kind, state);
@@ -132,12 +151,15 @@ impl ReceiverTask {
     /// Opens the partition's receiver and sink: what earlier attempts (or the previous owner)
     /// wrote after the checkpoint restored never becomes output, what was pre-committed up to
     /// it is final (idempotent), and the stage gets the checkpoint's state.
+    ///
+    /// State loaded ahead of a move here only needs the segments written since it was loaded.
     async fn open(&self) -> Result<(Box<dyn Receiver>, PartitionChain), DataflowError> {
-        let (plan, ctx, checkpoints, restore) = (
+        let (plan, ctx, checkpoints, restore, preloaded) = (
             Arc::clone(&self.plan),
             self.ctx,
             self.checkpoints.clone(),
             self.restore.clone(),
+            self.preloaded.lock().unwrap_or_else(|e| e.into_inner()).take(),
         );
         blocking::run(move || {
             let q = ctx.partition;
@@ -148,13 +170,38 @@ impl ReceiverTask {
                     plan.commit_epochs(q, restored)?;
                 }
             }
-            let mut receiver = plan.open_receiver(&ctx)?;
-            let chain = match (&restore, &checkpoints) {
-                (Some((id, file)), Some(checkpoints)) => {
-                    state_writer::restore(checkpoints, *id, file, receiver.as_mut())?
-                }
-                _ => PartitionChain::new(ChainPolicy::default()),
+            let started = std::time::Instant::now();
+            let (Some((id, file)), Some(checkpoints)) = (&restore, &checkpoints) else {
+                return Ok((
+                    plan.open_receiver(&ctx)?,
+                    PartitionChain::new(ChainPolicy::default()),
+                ));
             };
+            let (receiver, chain, preloaded) = match preloaded {
+                Some(mut loaded) => {
+                    let store = checkpoints.store.as_ref();
+                    let index =
+                        state_writer::load(store, *id, file, loaded.state.as_mut(), Some(&loaded.index))?;
+                    let receiver = plan.open_loaded(&ctx, loaded.state)?;
+                    (
+                        receiver,
+                        PartitionChain::restored(ChainPolicy::default(), index),
+                        Some(loaded.checkpoint),
+                    )
+                }
+                None => {
+                    let mut receiver = plan.open_receiver(&ctx)?;
+                    let chain = state_writer::restore(checkpoints, *id, file, receiver.as_mut())?;
+                    (receiver, chain, None)
+                }
+            };
+            tracing::info!(
+                partition = q,
+                checkpoint = id,
+                preloaded_at = ?preloaded,
+                restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "partition state restored"
+            );
             Ok((receiver, chain))
         })
         .await
@@ -171,7 +218,10 @@ impl ReceiverTask {
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(receiver);
         };
-        let kind = writer.next_kind();
+        let kind = match self.move_barrier.load(Ordering::Acquire) == id {
+            true => writer.hand_over_kind(),
+            false => writer.next_kind(),
+        };
         let (receiver, kind, state) = seal(receiver, id, kind).await?;
         let sealed = writer.sealed(id, kind, state);
         tokio::spawn(writer.write(checkpoints, sealed));
@@ -223,6 +273,9 @@ mod tests {
             ended: HashSet::new(),
             cancel: CancellationToken::new(),
             plane,
+            preloaded: Mutex::new(None),
+            resumed: None,
+            move_barrier: Arc::default(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(messages.len().max(1));
         for m in messages {
@@ -268,6 +321,9 @@ mod tests {
                 ended: (0..999).collect(),
                 cancel: CancellationToken::new(),
                 plane: plane.clone(),
+                preloaded: Mutex::new(None),
+                resumed: None,
+                move_barrier: Arc::default(),
             };
             tasks.push(tokio::spawn(async move { receiver.run(&mut { rx }).await }));
         }

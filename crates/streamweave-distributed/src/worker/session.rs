@@ -341,6 +341,11 @@ impl Session {
                 partitions,
                 ended_sources,
             } => jobs.adopt(attempt, checkpoint, partitions, ended_sources),
+            CoordinatorMessage::PreparePartitions {
+                attempt,
+                checkpoint,
+                partitions,
+            } => jobs.prepare(attempt, checkpoint, partitions),
             CoordinatorMessage::CommitEpochs { attempt, upto } => jobs.commit_epochs(attempt, upto),
             CoordinatorMessage::StopJob { attempt } => jobs.stop(attempt),
             other => tracing::debug!(message = ?other, "not a job message"),

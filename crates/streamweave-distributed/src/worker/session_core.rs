@@ -199,6 +199,7 @@ impl SessionCore {
                 message @ (CoordinatorMessage::StartJob { .. }
                 | CoordinatorMessage::TriggerCheckpoint { .. }
                 | CoordinatorMessage::AdoptPartitions { .. }
+                | CoordinatorMessage::PreparePartitions { .. }
                 | CoordinatorMessage::CommitEpochs { .. }
                 | CoordinatorMessage::StopJob { .. }) => actions.push(SessionAction::ToJobs(message)),
                 other => actions.push(SessionAction::Log(SessionNote::Ignored(other))),

@@ -22,10 +22,10 @@ use tokio::sync::oneshot;
 
 use super::checkpoint_actor::CheckpointHandle;
 use crate::checkpoint::{
-    index_name, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId, PartitionChain,
-    Segment, SegmentKind, StateIndex, StateRead, StoredFile,
+    index_name, parallel, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId,
+    CheckpointStore, PartitionChain, Segment, SegmentKind, StateIndex, StateRead, StoredFile,
 };
-use crate::dataflow::plan::Receiver;
+use crate::dataflow::plan::{LoadedState, Receiver};
 use crate::dataflow::DataflowError;
 
 /// The name of partition `q`'s state file (a base, or the index of its chain).
@@ -40,33 +40,80 @@ pub(crate) fn restore(
     name: &str,
     receiver: &mut dyn Receiver,
 ) -> Result<PartitionChain, DataflowError> {
-    let store = checkpoints.store.as_ref();
+    let index = load(checkpoints.store.as_ref(), id, name, receiver, None)?;
+    Ok(PartitionChain::restored(ChainPolicy::default(), index))
+}
+
+/// What a partition's segments are applied to: its receiver, or its state loaded ahead of one
+/// (a move's preparation).
+pub(crate) trait StateTarget {
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError>;
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError>;
+}
+
+impl StateTarget for dyn Receiver + '_ {
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+        Receiver::restore(self, state)
+    }
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
+        Receiver::apply_delta(self, delta)
+    }
+}
+
+impl StateTarget for dyn LoadedState + '_ {
+    fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+        LoadedState::restore(self, state)
+    }
+    fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
+        LoadedState::apply_delta(self, delta)
+    }
+}
+
+/// Brings `target` to state file `name` of checkpoint `id` and returns the partition's index
+/// there. `have` is the index `target` already holds (state loaded ahead of a move): when it is
+/// a prefix of the new chain (same base, fewer deltas), only the segments after it are read and
+/// applied, which is the whole point of loading ahead; otherwise (a new base since, a whole
+/// state) everything is read. The segments to read are fetched in parallel (on an object store
+/// each is a round trip), then applied in order.
+pub(crate) fn load<T: StateTarget + ?Sized>(
+    store: &dyn CheckpointStore,
+    id: u64,
+    name: &str,
+    target: &mut T,
+    have: Option<&StateIndex>,
+) -> Result<StateIndex, DataflowError> {
     let damaged = |e: CheckpointError| DataflowError::restoring(id, e);
-    let policy = ChainPolicy::default();
     match read_state(store, CheckpointId(id), name).map_err(damaged)? {
         StateRead::Whole(bytes) => {
-            receiver.restore(&bytes)?;
+            target.restore(&bytes)?;
             let base = Segment {
                 checkpoint: CheckpointId(id),
                 file: StoredFile::of(name, &bytes),
             };
-            Ok(PartitionChain::restored(
-                policy,
-                StateIndex { segments: vec![base] },
-            ))
+            Ok(StateIndex { segments: vec![base] })
         }
         StateRead::Chain(index) => {
-            for (i, segment) in index.segments.iter().enumerate() {
-                let bytes = store
-                    .get_listed(segment.checkpoint, &segment.file)
-                    .map_err(damaged)?;
+            let skip = have.map_or(0, |have| applied_prefix(have, &index));
+            let missing = &index.segments[skip..];
+            let read = parallel::map(missing, |s| store.get_listed(s.checkpoint, &s.file));
+            for (i, bytes) in (skip..).zip(read) {
+                let bytes = bytes.map_err(damaged)?;
                 match i {
-                    0 => receiver.restore(&bytes)?,
-                    _ => receiver.apply_delta(&bytes)?,
+                    0 => target.restore(&bytes)?,
+                    _ => target.apply_delta(&bytes)?,
                 }
             }
-            Ok(PartitionChain::restored(policy, index))
+            Ok(index)
         }
+    }
+}
+
+/// How many of `index`'s segments state holding `have` already reflects: all of `have`'s when
+/// they begin `index` (same base, same deltas), none otherwise.
+pub(crate) fn applied_prefix(have: &StateIndex, index: &StateIndex) -> usize {
+    match index.segments.starts_with(&have.segments) {
+        true => have.segments.len(),
+        false => 0,
     }
 }
 
@@ -105,6 +152,17 @@ impl StateWriter {
             self.chain.reset();
         }
         self.chain.next_kind()
+    }
+
+    /// The kind of segment to take at a hand-over barrier (the partition moves away): a delta
+    /// whenever there is a chain to build on, whatever the compaction policy says, because the
+    /// partition's pause lasts while it is written and its new owner has loaded the chain
+    /// already; the new owner compacts later.
+    pub(crate) fn hand_over_kind(&mut self) -> SegmentKind {
+        match (self.next_kind(), self.chain.has_chain()) {
+            (SegmentKind::Base, true) => SegmentKind::Delta,
+            (kind, _) => kind,
+        }
     }
 
     /// Checkpoint `id` took a segment of `kind` (what the stage took, maybe a base where a delta
@@ -182,5 +240,83 @@ fn store(checkpoints: &CheckpointHandle, q: usize, sealed: &Sealed) -> bool {
             tracing::warn!(checkpoint = sealed.id, partition = q, error = %e, "cannot store a snapshot");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MemoryStore;
+
+    /// Records what it was given: "R:bytes" for a restore, "D:bytes" for a delta.
+    #[derive(Default)]
+    struct Applied(Vec<String>);
+
+    impl StateTarget for Applied {
+        fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
+            self.0 = vec![format!("R:{}", String::from_utf8_lossy(state))];
+            Ok(())
+        }
+        fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
+            self.0.push(format!("D:{}", String::from_utf8_lossy(delta)));
+            Ok(())
+        }
+    }
+
+    /// Writes a chain: checkpoint 1 a base, then a delta per checkpoint in `deltas`; returns the
+    /// index at each checkpoint.
+    fn chain(store: &MemoryStore, deltas: &[u64]) -> Vec<StateIndex> {
+        let mut chain = PartitionChain::new(ChainPolicy::default());
+        let base = store.put(CheckpointId(1), "state-p00000", b"base").unwrap();
+        let mut indexes = vec![chain.record(CheckpointId(1), SegmentKind::Base, base)];
+        for &id in deltas {
+            let bytes = format!("d{id}");
+            let file = store
+                .put(CheckpointId(id), &segment_name(0), bytes.as_bytes())
+                .unwrap();
+            let index = chain.record(CheckpointId(id), SegmentKind::Delta, file);
+            store
+                .put(CheckpointId(id), &index_name(0), &index.encode().unwrap())
+                .unwrap();
+            indexes.push(index);
+        }
+        indexes
+    }
+
+    #[test]
+    fn state_loaded_ahead_takes_only_the_segments_written_since() {
+        let store = MemoryStore::new();
+        let indexes = chain(&store, &[2, 3, 4]);
+        // Loaded ahead at checkpoint 2 (base + d2).
+        let mut target = Applied::default();
+        let at_2 = load(&store, 2, &index_name(0), &mut target, None).unwrap();
+        assert_eq!(at_2, indexes[1]);
+        assert_eq!(target.0, ["R:base", "D:d2"]);
+        // The move's barrier is checkpoint 4: only d3 and d4 are read and applied.
+        let at_4 = load(&store, 4, &index_name(0), &mut target, Some(&at_2)).unwrap();
+        assert_eq!(at_4, indexes[3]);
+        assert_eq!(target.0, ["R:base", "D:d2", "D:d3", "D:d4"]);
+        // Even if the loaded segments' files are gone by then, they are not read again.
+        store.delete_checkpoint(CheckpointId(2)).unwrap();
+        let mut again = Applied(vec!["R:base".into(), "D:d2".into()]);
+        load(&store, 4, &index_name(0), &mut again, Some(&at_2)).unwrap();
+        assert_eq!(again.0, ["R:base", "D:d2", "D:d3", "D:d4"]);
+    }
+
+    #[test]
+    fn a_chain_that_does_not_extend_what_was_loaded_is_read_in_full() {
+        let store = MemoryStore::new();
+        chain(&store, &[2, 3]);
+        // What was loaded ahead came from another chain (a new base was written since).
+        let other = StateIndex {
+            segments: vec![Segment {
+                checkpoint: CheckpointId(9),
+                file: StoredFile::of("state-p00000", b"old base"),
+            }],
+        };
+        assert_eq!(applied_prefix(&other, &chain(&MemoryStore::new(), &[2])[1]), 0);
+        let mut target = Applied(vec!["R:old base".into()]);
+        load(&store, 3, &index_name(0), &mut target, Some(&other)).unwrap();
+        assert_eq!(target.0, ["R:base", "D:d2", "D:d3"]);
     }
 }

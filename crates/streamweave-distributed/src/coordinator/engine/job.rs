@@ -55,6 +55,15 @@ impl Engine {
         let Some(id) = self.conns.get(&conn).cloned() else {
             return;
         };
+        if let JobReport::MoveStatus {
+            attempt,
+            checkpoint,
+            partitions,
+            phase,
+        } = report
+        {
+            return self.on_move_status(&id, attempt, checkpoint, &partitions, phase, now);
+        }
         let Some(job) = self.job.as_mut() else { return };
         let step = match report {
             JobReport::Progress(progress) => {
@@ -103,6 +112,7 @@ impl Engine {
                 upto,
                 partitions,
             } => job.on_epochs_committed(attempt, upto, &partitions, now),
+            JobReport::MoveStatus { .. } => JobStep::Nothing,
             JobReport::CheckpointAck {
                 attempt,
                 id: checkpoint,
@@ -128,9 +138,11 @@ impl Engine {
         if self.job.as_ref().and_then(|j| j.running_attempt()).is_none() {
             return;
         }
-        if self.moving.is_some() {
+        self.tick_moves(now);
+        if self.moving.as_ref().is_some_and(|m| m.preparing.is_none()) {
             // A move's checkpoint goes next; after it, nothing new until the move completes
-            // (only the timeout of the one in flight is watched).
+            // (only the timeout of the one in flight is watched). While its new owners load
+            // the state ahead, checkpoints go on as usual.
             self.trigger_move(now);
             if self.checkpoints.as_ref().is_none_or(|c| c.in_flight().is_none()) {
                 return;
@@ -318,6 +330,7 @@ impl Engine {
         if matches!(step, JobStep::Start(_) | JobStep::Stop(_)) {
             // A move belongs to its attempt.
             self.moving = None;
+            self.move_book.resuming.clear();
         }
         match step {
             JobStep::Nothing => {}

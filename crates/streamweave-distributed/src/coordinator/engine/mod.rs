@@ -53,6 +53,7 @@ mod job;
 mod membership;
 mod moves;
 mod note;
+mod prepare;
 pub use note::Note;
 mod reconcile;
 mod status;
@@ -172,6 +173,17 @@ pub enum JobReport {
         /// Its state file and where its source resumes.
         snapshot: PartitionSnapshot,
     },
+    /// Partitions moving to the reporting worker: loaded ahead, or running again.
+    MoveStatus {
+        /// The attempt.
+        attempt: u64,
+        /// The checkpoint loaded, or moved through.
+        checkpoint: u64,
+        /// The partitions.
+        partitions: Vec<PartitionId>,
+        /// Where they stand.
+        phase: crate::protocol::MovePhase,
+    },
     /// These partitions' sinks committed their epochs up to `upto`.
     EpochsCommitted {
         /// The attempt.
@@ -286,6 +298,22 @@ pub enum ClusterEvent {
         /// From the checkpoint's trigger to the move (the partition's records wait meanwhile).
         duration_ms: u64,
     },
+    /// A partition moved inside the running attempt runs again on its new owner: its state is
+    /// restored (over what was loaded ahead, if it was).
+    Resumed {
+        /// The partition.
+        partition: PartitionId,
+        /// Its new owner.
+        worker: WorkerId,
+        /// The checkpoint it moved through.
+        checkpoint: u64,
+        /// From the move's barrier being triggered to this report: how long the partition's
+        /// records waited.
+        pause_ms: u64,
+        /// How long its new owner took to load its state ahead of the barrier (none: it was not
+        /// loaded ahead).
+        preload_ms: Option<u64>,
+    },
     /// A job attempt started on a stable assignment.
     JobStarted {
         /// The attempt.
@@ -350,6 +378,8 @@ pub struct Engine {
     checkpoints: Option<CheckpointTracker>,
     /// Partitions moving through a checkpoint while the job runs (`moves.rs`).
     moving: Option<moves::Move>,
+    /// What moves remember beyond the one under way (`moves.rs`).
+    move_book: prepare::MoveBook,
 }
 
 impl Engine {
@@ -388,6 +418,7 @@ impl Engine {
             checkpoints,
             job,
             moving: None,
+            move_book: prepare::MoveBook::default(),
         }
     }
 

@@ -4,6 +4,8 @@
 //! ```text
 //! reconcile: owner != target  --> Move{(p, from, to)..}  (Gradual: one partition; Immediate and
 //!                                  Manual: every partition that must move)
+//! a checkpoint is committed    --> Preparing: PreparePartitions to each `to`, which loads the
+//!                                  state while `from` runs p (`prepare.rs`); all Preloaded -->
 //! no checkpoint in flight      --> TriggerCheckpoint{id, moves} to every worker: sources route
 //!                                  p's records to `to` after their barrier, `from` snapshots p at
 //!                                  the barrier and stops it
@@ -23,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::prepare::{Preparing, Resuming};
 use super::{Action, ClusterEvent, Departure, Engine, Note};
 use crate::coordinator::assignment::{balanced, owned_by};
 use crate::coordinator::checkpoint_tracker::CheckpointId;
@@ -39,6 +42,10 @@ pub(super) struct Move {
     pub(super) checkpoint: Option<u64>,
     /// When that checkpoint was triggered.
     pub(super) triggered_at: Option<Instant>,
+    /// Before the barrier: the new owners load the partitions' state (`prepare.rs`).
+    pub(super) preparing: Option<Preparing>,
+    /// How long the new owners took to load the state ahead (none: not loaded ahead).
+    pub(super) preload_ms: Option<u64>,
 }
 
 impl Engine {
@@ -110,6 +117,10 @@ impl Engine {
         if self.moving.is_some() || self.job.as_ref().is_some_and(|j| j.sources_finished()) {
             return;
         }
+        if self.move_book.retry_at.is_some_and(|at| now < at) {
+            // A move was abandoned: the partitions stay a while before it is tried again.
+            return;
+        }
         let mut gaining: BTreeMap<WorkerId, usize> = BTreeMap::new();
         let mut partitions = Vec::new();
         for (p, from) in moving {
@@ -146,13 +157,19 @@ impl Engine {
             partitions,
             checkpoint: None,
             triggered_at: None,
+            preparing: None,
+            preload_ms: None,
         });
-        self.trigger_move(now);
+        self.prepare_move(now);
     }
 
     /// Triggers the planned move's checkpoint once no other is in flight.
     pub(super) fn trigger_move(&mut self, now: Instant) {
-        if self.moving.as_ref().is_none_or(|m| m.checkpoint.is_some()) {
+        if self
+            .moving
+            .as_ref()
+            .is_none_or(|m| m.checkpoint.is_some() || m.preparing.is_some())
+        {
             return;
         }
         let Some(checkpoints) = self.checkpoints.as_mut() else {
@@ -253,6 +270,15 @@ impl Engine {
                 checkpoint: id,
                 duration_ms,
             }));
+            self.move_book.resuming.insert(
+                *p,
+                Resuming {
+                    worker: to.clone(),
+                    checkpoint: id,
+                    triggered_at: m.triggered_at.unwrap_or(now),
+                    preload_ms: m.preload_ms,
+                },
+            );
             adoptions.entry(to.clone()).or_default().push(Adoption {
                 partition: *p,
                 state_file: snapshot.state_file.clone(),

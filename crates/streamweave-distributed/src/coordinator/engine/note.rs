@@ -23,6 +23,21 @@ pub enum Note {
         /// Its new owner.
         to: WorkerId,
     },
+    /// The new owners of a move load the partitions' state from a committed checkpoint
+    /// before its barrier (info).
+    PreparingMove {
+        /// The partitions.
+        partitions: Vec<PartitionId>,
+        /// The checkpoint they load.
+        checkpoint: u64,
+    },
+    /// A move was abandoned before its barrier (its new owner failed to load the state, took
+    /// too long, or went): the old owners keep the partitions, the move is planned again later
+    /// (warning).
+    MoveAbandoned {
+        /// Why.
+        reason: String,
+    },
     /// A partition move failed; the job restarts from the last checkpoint (warning).
     MoveFailed {
         /// Why.

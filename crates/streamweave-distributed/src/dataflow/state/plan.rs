@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::StateBackend;
-use crate::dataflow::plan::{ErasedPlan, ExchangeOut, Receiver, SourceControl};
+use crate::dataflow::plan::{ErasedPlan, ExchangeOut, LoadedState, Receiver, SourceControl};
 use crate::dataflow::{DataflowError, SinkContext, SourceContext, SourceEnd, SourceOffset};
 
 /// `plan` with its keyed stages on `state` (the plan itself when it is memory).
@@ -41,6 +41,26 @@ impl ErasedPlan for StatefulPlan {
         state: &StateBackend,
     ) -> Result<Box<dyn Receiver>, DataflowError> {
         self.inner.open_receiver_in(ctx, state)
+    }
+
+    fn load_state(&self, partition: usize) -> Result<Option<Box<dyn LoadedState>>, DataflowError> {
+        self.inner.load_state_in(partition, &self.state)
+    }
+
+    fn load_state_in(
+        &self,
+        partition: usize,
+        state: &StateBackend,
+    ) -> Result<Option<Box<dyn LoadedState>>, DataflowError> {
+        self.inner.load_state_in(partition, state)
+    }
+
+    fn open_loaded(
+        &self,
+        ctx: &SinkContext,
+        state: Box<dyn LoadedState>,
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
+        self.inner.open_loaded(ctx, state)
     }
 
     fn validate(&self) -> Result<(), DataflowError> {

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use super::*;
 use crate::coordinator::assignment::owned_by;
 use crate::dataflow::JobSpec;
-use crate::protocol::JobState;
+use crate::protocol::{JobState, MovePhase};
 use RebalanceStrategy::{Gradual, Immediate};
 
 const P: usize = 12;
@@ -22,6 +22,19 @@ struct World {
     log: Vec<Action>,
     /// Whether checkpoints are acknowledged (off: they time out).
     acking: bool,
+    /// How new owners answer `PreparePartitions`.
+    preloads: Preloads,
+}
+
+/// How the simulated new owners answer a move's preparation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Preloads {
+    /// Loaded at once.
+    Load,
+    /// Never answer (a slow or stuck load).
+    Silent,
+    /// The load fails.
+    Fail,
 }
 
 impl World {
@@ -41,6 +54,7 @@ impl World {
             conns: BTreeMap::new(),
             log: Vec::new(),
             acking: true,
+            preloads: Preloads::Load,
         }
     }
 
@@ -102,6 +116,45 @@ impl World {
             Action::WriteCheckpoint { id, .. } => vec![Input::CheckpointWritten {
                 id: *id,
                 result: Ok(()),
+            }],
+            Action::Send {
+                conn,
+                message:
+                    CoordinatorMessage::PreparePartitions {
+                        attempt,
+                        checkpoint,
+                        partitions,
+                    },
+            } if self.preloads != Preloads::Silent => vec![Input::Job {
+                conn: *conn,
+                report: JobReport::MoveStatus {
+                    attempt: *attempt,
+                    checkpoint: *checkpoint,
+                    partitions: partitions.iter().map(|p| p.partition).collect(),
+                    phase: match self.preloads {
+                        Preloads::Fail => MovePhase::PreloadFailed,
+                        _ => MovePhase::Preloaded,
+                    },
+                },
+            }],
+            // The adopted partitions run again at once.
+            Action::Send {
+                conn,
+                message:
+                    CoordinatorMessage::AdoptPartitions {
+                        attempt,
+                        checkpoint,
+                        partitions,
+                        ..
+                    },
+            } => vec![Input::Job {
+                conn: *conn,
+                report: JobReport::MoveStatus {
+                    attempt: *attempt,
+                    checkpoint: *checkpoint,
+                    partitions: partitions.iter().map(|a| a.partition).collect(),
+                    phase: MovePhase::Resumed,
+                },
             }],
             _ => Vec::new(),
         }
@@ -454,5 +507,242 @@ mod random {
                 prop_assert!(n == P / members || n == P.div_ceil(members), "{} owns {}", worker, n);
             }
         }
+    }
+}
+
+/// Moves prepared ahead of their barrier (`prepare.rs`): the new owner loads the state first.
+mod preparing {
+    use super::*;
+    use crate::coordinator::engine::prepare::{PREPARE_TIMEOUT, RETRY_AFTER};
+
+    impl World {
+        /// The `PreparePartitions` sent since `from`: (conn, checkpoint, partitions).
+        fn preparations(&self, from: usize) -> Vec<(ConnId, u64, Vec<PartitionId>)> {
+            self.log[from..]
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Send {
+                        conn,
+                        message:
+                            CoordinatorMessage::PreparePartitions {
+                                checkpoint,
+                                partitions,
+                                ..
+                            },
+                    } => Some((
+                        *conn,
+                        *checkpoint,
+                        partitions.iter().map(|p| p.partition).collect(),
+                    )),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn abandoned(&self, from: usize) -> usize {
+            self.log[from..]
+                .iter()
+                .filter(|a| matches!(a, Action::Log(Note::MoveAbandoned { .. })))
+                .count()
+        }
+
+        /// The `resumed` events since `from`: (partition, worker, checkpoint, pause, preload).
+        fn resumed(&self, from: usize) -> Vec<(PartitionId, String, u64, u64, Option<u64>)> {
+            self.log[from..]
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Event(ClusterEvent::Resumed {
+                        partition,
+                        worker,
+                        checkpoint,
+                        pause_ms,
+                        preload_ms,
+                    }) => Some((
+                        *partition,
+                        worker.to_string(),
+                        *checkpoint,
+                        *pause_ms,
+                        *preload_ms,
+                    )),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn committed(&self) -> u64 {
+            self.e
+                .checkpoints
+                .as_ref()
+                .and_then(|c| c.restore_point())
+                .map_or(0, |(id, _)| id.0)
+        }
+
+        fn report_preload(
+            &mut self,
+            conn: ConnId,
+            checkpoint: u64,
+            partitions: Vec<PartitionId>,
+            phase: MovePhase,
+        ) {
+            self.input(Input::Job {
+                conn,
+                report: JobReport::MoveStatus {
+                    attempt: 1,
+                    checkpoint,
+                    partitions,
+                    phase,
+                },
+            });
+        }
+    }
+
+    #[test]
+    fn the_barrier_waits_for_the_new_owner_to_load_while_checkpoints_go_on() {
+        let mut world = running_on_two(Gradual);
+        world.preloads = Preloads::Silent;
+        let committed = world.committed();
+        assert!(committed > 0, "a checkpoint is committed before the join");
+        let mark = world.log.len();
+        world.join(3, "w3");
+        // Prepare: w3 is asked to load one partition from the last committed checkpoint.
+        let preparations = world.preparations(mark);
+        assert_eq!(preparations.len(), 1, "{preparations:?}");
+        let (conn, checkpoint, partitions) = preparations[0].clone();
+        assert_eq!((conn, checkpoint, partitions.len()), (3, committed, 1));
+        let p = partitions[0];
+        let from = world.e.owner[p].clone().expect("an owner");
+        // While w3 loads, the old owner runs p and plain checkpoints go on; no barrier moves p.
+        world.run(1_000);
+        assert!(world.move_triggers(mark).is_empty(), "no move before the load");
+        assert!(
+            world.committed() >= committed + 3,
+            "checkpoints went on: {}",
+            world.committed()
+        );
+        assert_eq!(world.e.owner[p].as_ref(), Some(&from));
+        assert!(world.owned("w3").is_empty());
+        // A report for another checkpoint, or from a worker that is not p's new owner, is
+        // ignored.
+        world.report_preload(3, checkpoint + 1, vec![p], MovePhase::Preloaded);
+        world.report_preload(1, checkpoint, vec![p], MovePhase::Preloaded);
+        assert!(world.move_triggers(mark).is_empty());
+        // Ready: the move's barrier is triggered at once, carrying p to w3 (the next moves
+        // follow: the simulated w3 loads them at once from now on).
+        world.preloads = Preloads::Load;
+        let ready = world.log.len();
+        world.report_preload(3, checkpoint, vec![p], MovePhase::Preloaded);
+        let moves = world.move_triggers(ready);
+        assert!(!moves.is_empty());
+        assert_eq!(moves[0].1, vec![(p, "w3".to_string())]);
+        let barrier = moves[0].0;
+        // The barrier completes: w3 adopts p and reports it running; the pause is recorded
+        // with the preparation's time.
+        let adoptions = world.adoptions(ready);
+        assert_eq!(
+            adoptions.first().map(|a| (a.0, a.1, a.2.clone())),
+            Some((3, barrier, vec![p]))
+        );
+        let resumed = world.resumed(ready);
+        assert_eq!(resumed.first().map(|r| r.0), Some(p), "{resumed:?}");
+        assert_eq!((resumed[0].1.as_str(), resumed[0].2), ("w3", barrier));
+        assert!(resumed[0].4.is_some_and(|ms| ms >= 1_000), "{resumed:?}");
+        // The rest of w3's share moves the same way; the attempt never stopped.
+        world.run(2_000);
+        assert_eq!(world.owned("w3").len(), 4);
+        assert_eq!(world.stops(mark), 0);
+        assert_eq!(world.abandoned(mark), 0);
+        assert_eq!(world.resumed(mark).len(), 4);
+        assert_eq!(world.job().attempt, 1);
+    }
+
+    #[test]
+    fn a_failed_load_abandons_the_move_the_old_owner_keeps_it_and_it_is_tried_again_later() {
+        let mut world = running_on_two(Gradual);
+        world.preloads = Preloads::Fail;
+        let before = world.e.owner.clone();
+        let mark = world.log.len();
+        world.join(3, "w3");
+        assert_eq!(world.abandoned(mark), 1);
+        assert!(world.e.moving.is_none());
+        // Nothing is planned again within the pause after an abandoned move.
+        world.run(u64::try_from(RETRY_AFTER.as_millis()).unwrap() - 100);
+        assert_eq!(world.preparations(mark).len(), 1);
+        assert!(world.move_triggers(mark).is_empty());
+        assert_eq!(world.e.owner, before, "nothing changed hands");
+        assert_eq!(world.stops(mark), 0, "the attempt goes on");
+        // Then the move is planned again, and loads this time.
+        world.preloads = Preloads::Load;
+        world.run(2_000);
+        assert!(world.preparations(mark).len() >= 2);
+        assert_eq!(world.owned("w3").len(), 4);
+        assert_eq!(world.stops(mark), 0);
+        assert_eq!(world.job().attempt, 1);
+    }
+
+    #[test]
+    fn a_load_past_its_deadline_abandons_the_move() {
+        let mut world = running_on_two(Gradual);
+        world.preloads = Preloads::Silent;
+        let before = world.e.owner.clone();
+        let mark = world.log.len();
+        world.join(3, "w3");
+        let deadline = u64::try_from(PREPARE_TIMEOUT.as_millis()).unwrap();
+        world.run(deadline - 100);
+        assert_eq!(world.abandoned(mark), 0, "still within the deadline");
+        world.run(200);
+        assert_eq!(world.abandoned(mark), 1);
+        assert!(world.e.moving.is_none());
+        assert!(world.move_triggers(mark).is_empty());
+        assert_eq!(world.e.owner, before);
+        assert_eq!(world.stops(mark), 0);
+        assert_eq!(world.job().state, JobState::Running);
+    }
+
+    #[test]
+    fn a_new_owner_that_goes_while_loading_abandons_the_move_without_a_restart() {
+        let mut world = running_on_two(Gradual);
+        world.preloads = Preloads::Silent;
+        let before = world.e.owner.clone();
+        let mark = world.log.len();
+        world.join(3, "w3");
+        assert_eq!(world.preparations(mark).len(), 1);
+        world.input(Input::Disconnected { conn: 3 });
+        world.run(100);
+        assert_eq!(world.abandoned(mark), 1);
+        assert!(world.move_triggers(mark).is_empty());
+        assert_eq!(world.e.owner, before, "the old owners kept everything");
+        // w3 owned nothing yet: the attempt is not stopped.
+        assert_eq!(world.stops(mark), 0);
+        assert_eq!(world.job().attempt, 1);
+    }
+
+    #[test]
+    fn an_old_owner_failing_while_the_new_one_loads_restarts_from_the_last_checkpoint() {
+        let mut world = running_on_two(Gradual);
+        world.preloads = Preloads::Silent;
+        let mark = world.log.len();
+        world.join(3, "w3");
+        let (_, checkpoint, partitions) = world.preparations(mark)[0].clone();
+        let from = world.e.owner[partitions[0]].clone().expect("an owner");
+        let conn = *world.conns.iter().find(|(_, w)| **w == from).expect("conn").0;
+        // The old owner fails: its partitions have no owner, the attempt stops (exactly-once
+        // rests on the restart from the last checkpoint), and the move is dropped with it.
+        let actions = world.e.fail_worker(&from, at(world.now)).expect("fail");
+        world.carry_out(actions);
+        world.conns.remove(&conn);
+        assert!(world.stops(mark) >= 1);
+        assert!(world
+            .e
+            .moving
+            .as_ref()
+            .is_none_or(|m| m.preparing.as_ref().is_none_or(|p| p.checkpoint != checkpoint)));
+        // A late report of the old preparation changes nothing.
+        world.report_preload(3, checkpoint, partitions.clone(), MovePhase::Preloaded);
+        assert!(world.move_triggers(mark).iter().all(|(_, m)| m.is_empty()));
+        world.preloads = Preloads::Load;
+        world.run(3_000);
+        let job = world.job();
+        assert_eq!(job.state, JobState::Running);
+        assert!(job.attempt >= 2, "{job:?}");
     }
 }

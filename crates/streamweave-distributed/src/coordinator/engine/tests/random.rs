@@ -164,6 +164,7 @@ impl World {
                         | CoordinatorMessage::StopJob { .. }
                         | CoordinatorMessage::TriggerCheckpoint { .. }
                         | CoordinatorMessage::AdoptPartitions { .. }
+                        | CoordinatorMessage::PreparePartitions { .. }
                         | CoordinatorMessage::CommitEpochs { .. } => {
                             unreachable!("no job is configured in this simulation")
                         }

@@ -1,0 +1,226 @@
+//! A move's preparation: before its barrier, the new owners load the moving partitions' state
+//! from the last committed checkpoint while the old owners go on running them, so that at the
+//! barrier only what changed since then is still to load and the partitions' pause does not
+//! grow with their state.
+//!
+//! ```text
+//! plan_move --> a committed checkpoint c with every moving partition's state?
+//!                 no  --> trigger the move's checkpoint at once (the new owner restores in full)
+//!                 yes --> Preparing{c, waiting = the partitions, deadline}:
+//!                         PreparePartitions{attempt, c, [(p, state file)]} to each new owner
+//!                         (checkpoints go on meanwhile)
+//! MoveStatus{c, [p], Preloaded} from p's new owner --> p no longer waiting; none waiting -->
+//!                         the move's checkpoint m is triggered (moves.rs)
+//! PreloadFailed, the deadline, or a new owner gone --> abandoned: the old owners keep the
+//!                         partitions; no move is planned for RETRY_AFTER, then the next plan
+//! m committed, AdoptPartitions --> MoveStatus{m, [p], Resumed} --> ClusterEvent::Resumed with
+//!                         the partition's pause (from m's trigger) and its preload time
+//! ```
+//!
+//! Exactly-once does not depend on the preparation: loaded state is only a head start, the
+//! adoption still restores the chain of the move's own checkpoint (over what was loaded when
+//! its segments begin that chain, in full otherwise), and a failure in any phase ends as before
+//! (a failed worker stops the attempt, which drops the move).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::{Action, ClusterEvent, Engine, Note};
+use crate::protocol::{CoordinatorMessage, MovePhase, Preload};
+use crate::types::{PartitionId, WorkerId, WorkerState};
+
+/// How long new owners may take to load the state of the partitions moving to them.
+pub(super) const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After a move was abandoned, how long before one is planned again.
+pub(super) const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A move whose new owners are loading the partitions' state.
+#[derive(Clone, Debug)]
+pub(super) struct Preparing {
+    /// The committed checkpoint they load.
+    pub(super) checkpoint: u64,
+    /// The partitions not reported loaded yet.
+    pub(super) waiting: BTreeSet<PartitionId>,
+    /// When the preparation started.
+    pub(super) started: Instant,
+    /// When it is abandoned if not done.
+    pub(super) deadline: Instant,
+}
+
+/// A partition adopted by its new owner, until that owner reports it running.
+#[derive(Clone, Debug)]
+pub(super) struct Resuming {
+    pub(super) worker: WorkerId,
+    pub(super) checkpoint: u64,
+    pub(super) triggered_at: Instant,
+    pub(super) preload_ms: Option<u64>,
+}
+
+/// What moves remember beyond the one under way.
+#[derive(Clone, Debug, Default)]
+pub(super) struct MoveBook {
+    /// No move is planned before this (one was abandoned).
+    pub(super) retry_at: Option<Instant>,
+    /// Partitions adopted and not yet reported running, by partition.
+    pub(super) resuming: BTreeMap<PartitionId, Resuming>,
+}
+
+impl Engine {
+    /// The move just planned: its new owners load the state first when a committed checkpoint
+    /// has it; otherwise its checkpoint is triggered at once.
+    pub(super) fn prepare_move(&mut self, now: Instant) {
+        let (Some(attempt), Some(m)) = (
+            self.job.as_ref().and_then(|j| j.running_attempt()),
+            self.moving.as_ref(),
+        ) else {
+            return;
+        };
+        let Some((committed, snapshots)) = self.checkpoints.as_ref().and_then(|c| c.restore_point()) else {
+            return self.trigger_move(now);
+        };
+        let mut by_owner: BTreeMap<WorkerId, Vec<Preload>> = BTreeMap::new();
+        for (p, _, to) in &m.partitions {
+            let Some(snapshot) = snapshots.get(p) else {
+                return self.trigger_move(now);
+            };
+            by_owner.entry(to.clone()).or_default().push(Preload {
+                partition: *p,
+                state_file: snapshot.state_file.clone(),
+            });
+        }
+        let mut sends = Vec::new();
+        for (to, partitions) in by_owner {
+            let Some(conn) = self.workers.get(&to).and_then(|e| e.conn) else {
+                return self.trigger_move(now);
+            };
+            sends.push(Action::Send {
+                conn,
+                message: CoordinatorMessage::PreparePartitions {
+                    attempt,
+                    checkpoint: committed.0,
+                    partitions,
+                },
+            });
+        }
+        let waiting: BTreeSet<PartitionId> = m.partitions.iter().map(|(p, _, _)| *p).collect();
+        self.out.push(Action::Log(Note::PreparingMove {
+            partitions: waiting.iter().copied().collect(),
+            checkpoint: committed.0,
+        }));
+        self.out.extend(sends);
+        if let Some(m) = self.moving.as_mut() {
+            m.preparing = Some(Preparing {
+                checkpoint: committed.0,
+                waiting,
+                started: now,
+                deadline: now + PREPARE_TIMEOUT,
+            });
+        }
+    }
+
+    /// Worker `worker` reports on partitions moving to it.
+    pub(super) fn on_move_status(
+        &mut self,
+        worker: &WorkerId,
+        attempt: u64,
+        checkpoint: u64,
+        partitions: &[PartitionId],
+        phase: MovePhase,
+        now: Instant,
+    ) {
+        if self.job.as_ref().and_then(|j| j.running_attempt()) != Some(attempt) {
+            return;
+        }
+        match phase {
+            MovePhase::Resumed => self.resumed(worker, checkpoint, partitions, now),
+            MovePhase::Preloaded | MovePhase::PreloadFailed => {
+                let Some(m) = self.moving.as_mut() else { return };
+                let Some(preparing) = m.preparing.as_mut().filter(|p| p.checkpoint == checkpoint) else {
+                    return;
+                };
+                // Only the partition's new owner speaks for it.
+                let theirs: Vec<PartitionId> = (partitions.iter())
+                    .filter(|p| m.partitions.iter().any(|(q, _, to)| q == *p && to == worker))
+                    .copied()
+                    .collect();
+                if theirs.is_empty() {
+                    return;
+                }
+                if phase == MovePhase::PreloadFailed {
+                    return self.abandon_move(
+                        format!("worker {worker} could not load partitions {theirs:?}"),
+                        now,
+                    );
+                }
+                for p in &theirs {
+                    preparing.waiting.remove(p);
+                }
+                if preparing.waiting.is_empty() {
+                    let started = preparing.started;
+                    m.preparing = None;
+                    m.preload_ms = Some(super::duration_ms(now.saturating_duration_since(started)));
+                    self.trigger_move(now);
+                }
+            }
+        }
+    }
+
+    /// Adopted partitions run again: their pause, from the move's trigger, is over.
+    fn resumed(&mut self, worker: &WorkerId, checkpoint: u64, partitions: &[PartitionId], now: Instant) {
+        for p in partitions {
+            let matches = self
+                .move_book
+                .resuming
+                .get(p)
+                .is_some_and(|r| r.worker == *worker && r.checkpoint == checkpoint);
+            let Some(r) = matches.then(|| self.move_book.resuming.remove(p)).flatten() else {
+                continue;
+            };
+            self.out.push(Action::Event(ClusterEvent::Resumed {
+                partition: *p,
+                worker: worker.clone(),
+                checkpoint,
+                pause_ms: super::duration_ms(now.saturating_duration_since(r.triggered_at)),
+                preload_ms: r.preload_ms,
+            }));
+        }
+    }
+
+    /// Time passed: a preparation past its deadline, or whose new owner went, is abandoned;
+    /// once the pause after an abandoned move is over, the next move is planned.
+    pub(super) fn tick_moves(&mut self, now: Instant) {
+        if let Some(m) = self.moving.as_ref() {
+            if let Some(preparing) = &m.preparing {
+                let gone = m.partitions.iter().find(|(_, _, to)| {
+                    self.workers
+                        .get(to)
+                        .is_none_or(|e| e.conn.is_none() || e.info.state == WorkerState::Failed)
+                });
+                if let Some((p, _, to)) = gone {
+                    let reason = format!("worker {to} went before it loaded partition {p}");
+                    return self.abandon_move(reason, now);
+                }
+                if now >= preparing.deadline {
+                    let reason = format!(
+                        "partitions {:?} not loaded within {PREPARE_TIMEOUT:?}",
+                        preparing.waiting
+                    );
+                    return self.abandon_move(reason, now);
+                }
+            }
+        }
+        if self.move_book.retry_at.is_some_and(|at| now >= at) {
+            self.move_book.retry_at = None;
+            self.reconcile(now);
+        }
+    }
+
+    /// The move under way is given up before its barrier: nothing changed hands, the old
+    /// owners keep running the partitions.
+    fn abandon_move(&mut self, reason: String, now: Instant) {
+        self.moving = None;
+        self.move_book.retry_at = Some(now + RETRY_AFTER);
+        self.out.push(Action::Log(Note::MoveAbandoned { reason }));
+    }
+}

@@ -1,0 +1,223 @@
+//! Move pause and recovery time against state size. A coordinator (Gradual, P = 8,
+//! checkpoints every second, heartbeat timeout 1 s) and two workers run `wordcount` on an input
+//! whose first part holds `K` distinct words (the keyed state: about 20 bytes a key) and whose
+//! second part touches 1% of the keys per second. Once the state is loaded:
+//!   move     - each round a third worker joins (its share moves to it, one partition per
+//!              checkpoint, loaded ahead from the last committed checkpoint), then leaves with
+//!              SIGTERM (its partitions move back). Per moved partition, from the coordinator's
+//!              `resumed` events: `pause` (from the move's barrier being triggered to the new
+//!              owner running the partition: its records wait meanwhile) and `preload` (the new
+//!              owner loading the state ahead, while the old owner still runs it);
+//!   recovery - a worker is SIGKILLed; from the kill: `restarted` (the attempt on the survivor
+//!              started, after the failure was detected), `flowing` (records read in it), and
+//!              `checkpointed` (its first checkpoint completed: every partition restored).
+//!
+//! Run: `cargo bench -p swd --bench state_moves` (state sizes in MB: `SWD_BENCH_STATE_MB`,
+//! default `10,100,1000`; rounds of moves: `SWD_BENCH_ROUNDS`, default 3; the 1000 MB case writes
+//! about 2 GB of input and needs a few GB of RAM). A measurement, not a test: it prints figures
+//! and asserts nothing about speed.
+mod common;
+
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{print_ms, start_coordinator, start_worker, Killed};
+use streamweave_distributed::protocol::JobState;
+use streamweave_distributed::{Client, ClusterStatus};
+
+const PARTITIONS: u64 = 8;
+const WORDS_PER_LINE: u64 = 10;
+/// Bytes of state per key, roughly (a 16-byte word, its length and its count).
+const BYTES_PER_KEY: u64 = 20;
+/// Seconds of the 1%-per-second phase: long enough for the moves and the kill.
+const CHANGE_SECONDS: u64 = 300;
+
+/// Writes `keys` distinct words, then lines touching 1% of the keys per second, over
+/// `PARTITIONS` files; returns the rate (lines per second per partition) of the second part.
+fn write_input(dir: &Path, keys: u64) -> u64 {
+    std::fs::create_dir_all(dir).expect("input dir");
+    let rate = (keys / 100).max(WORDS_PER_LINE * PARTITIONS) / WORDS_PER_LINE / PARTITIONS;
+    let per_file = keys / PARTITIONS;
+    for f in 0..PARTITIONS {
+        let file = std::fs::File::create(dir.join(format!("part-{f:03}.txt"))).expect("input file");
+        let mut out = BufWriter::new(file);
+        let word = |i: u64| format!("k{f:02}-{i:012}");
+        let line = |out: &mut BufWriter<std::fs::File>, next: &mut dyn FnMut() -> u64| {
+            let words: Vec<String> = (0..WORDS_PER_LINE).map(|_| word(next())).collect();
+            writeln!(out, "{}", words.join(" ")).expect("write");
+        };
+        let mut i = 0;
+        for _ in 0..per_file.div_ceil(WORDS_PER_LINE) {
+            line(&mut out, &mut || {
+                i += 1;
+                (i - 1) % per_file.max(1)
+            });
+        }
+        let stride = (7919 % per_file.max(1)).max(1);
+        for _ in 0..rate * CHANGE_SECONDS {
+            line(&mut out, &mut || {
+                i = (i + stride) % per_file.max(1);
+                i
+            });
+        }
+        out.flush().expect("flush");
+    }
+    rate
+}
+
+/// Polls the status until `done` holds (within an hour: loading 1 GB takes a while).
+async fn wait(
+    client: &mut Client,
+    what: &str,
+    done: impl Fn(&ClusterStatus) -> bool,
+) -> (Instant, ClusterStatus) {
+    let end = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let s = client.status().await.expect("status");
+        if done(&s) {
+            return (Instant::now(), s);
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn owned(s: &ClusterStatus, id: &str) -> usize {
+    s.workers
+        .iter()
+        .find(|w| w.id.as_str() == id)
+        .map_or(0, |w| w.partitions.len())
+}
+
+/// `(pause_ms, preload_ms)` of every `resumed` event in the data directory's event log.
+fn resumed(data: &Path) -> Vec<(f64, Option<f64>)> {
+    let log = std::fs::read_to_string(data.join("events.jsonl")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "resumed")
+        .map(|e| {
+            (
+                e["pause_ms"].as_f64().unwrap_or(f64::NAN),
+                e["preload_ms"].as_f64(),
+            )
+        })
+        .collect()
+}
+
+async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
+    let keys = state_mb * 1_000_000 / BYTES_PER_KEY;
+    let input = scratch.join("input");
+    let rate = write_input(&input, keys);
+    let (output, data) = (scratch.join("out"), scratch.join("data"));
+    let (_coordinator, addr): (Killed, SocketAddr) = start_coordinator(|c| {
+        c.args(["--partitions", &PARTITIONS.to_string(), "--min-workers", "2"])
+            .args(["--heartbeat-timeout", "1s", "--health-check-interval", "50ms"])
+            .args(["--rebalance", "gradual", "--job", "wordcount"])
+            .args(["--checkpoint-interval", "1s", "--rate", &rate.to_string()])
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .arg("--data-dir")
+            .arg(&data);
+    });
+    let mut workers: Vec<Killed> = (1..=2)
+        .map(|i| start_worker(addr, &format!("w{i}"), &[]))
+        .collect();
+    let mut client = Client::connect(addr, "default").await.expect("connect");
+    let loaded = keys * BYTES_PER_KEY * 9 / 10;
+    wait(&mut client, "the state to load", |s| {
+        s.checkpoints
+            .as_ref()
+            .and_then(|c| c.state_bytes)
+            .is_some_and(|b| b >= loaded)
+    })
+    .await;
+    for _ in 0..rounds {
+        let mut w3 = start_worker(addr, "w3", &[]);
+        wait(&mut client, "w3's share moved in", |s| {
+            owned(s, "w3") >= (PARTITIONS / 3) as usize && s.moving.is_empty()
+        })
+        .await;
+        // SIGTERM: w3's partitions move back, then it exits.
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(w3.0.id() as i32, libc::SIGTERM) };
+        let _ = w3.0.wait();
+        wait(&mut client, "w3 gone", |s| {
+            s.workers.iter().all(|w| w.id.as_str() != "w3")
+        })
+        .await;
+    }
+    let moves = resumed(&data);
+    let mut pause: Vec<f64> = moves.iter().map(|m| m.0).collect();
+    let mut preload: Vec<f64> = moves.iter().filter_map(|m| m.1).collect();
+
+    let (_, before) = wait(&mut client, "a running attempt", |s| {
+        s.job.as_ref().is_some_and(|j| j.state == JobState::Running)
+    })
+    .await;
+    let attempt = before.job.as_ref().map_or(0, |j| j.attempt);
+    let killed_at = Instant::now();
+    workers[1].0.kill().expect("SIGKILL");
+    let (restarted, s) = wait(&mut client, "the attempt on the survivor", |s| {
+        s.job
+            .as_ref()
+            .is_some_and(|j| j.attempt > attempt && j.state == JobState::Running)
+            && s.workers.iter().all(|w| w.id.as_str() != "w2")
+    })
+    .await;
+    let restored = s
+        .job
+        .as_ref()
+        .and_then(|j| j.last_restored_checkpoint)
+        .unwrap_or(0);
+    let first_in = s.job.as_ref().map_or(0, |j| j.records_in);
+    let (flowing, _) = wait(&mut client, "records read in the new attempt", |s| {
+        s.job
+            .as_ref()
+            .is_some_and(|j| j.attempt > attempt && j.records_in > first_in)
+    })
+    .await;
+    let (checkpointed, _) = wait(&mut client, "a checkpoint of the new attempt", |s| {
+        s.checkpoints
+            .as_ref()
+            .and_then(|c| c.last_completed)
+            .is_some_and(|id| id > restored)
+    })
+    .await;
+    let ms = |t: Instant| (t - killed_at).as_secs_f64() * 1000.0;
+    println!("state {state_mb} MB, {} moves:", pause.len());
+    if !pause.is_empty() {
+        print_ms("  move pause", &mut pause);
+    }
+    if !preload.is_empty() {
+        print_ms("  move preload", &mut preload);
+    }
+    println!(
+        "  recovery           kill -> restarted {:.0} ms, -> flowing {:.0} ms, -> checkpointed {:.0} ms",
+        ms(restarted),
+        ms(flowing),
+        ms(checkpointed)
+    );
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let sizes: Vec<u64> = std::env::var("SWD_BENCH_STATE_MB")
+        .unwrap_or_else(|_| "10,100,1000".to_string())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rounds: usize = std::env::var("SWD_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("state_moves: wordcount, 2 workers (+1 joining), P=8, checkpoints every 1s, 1% of keys changed per second, {cores} cores");
+    for state_mb in sizes {
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        run(scratch.path(), state_mb, rounds).await;
+    }
+}
