@@ -43,7 +43,11 @@ fn write_input(dir: &Path, keys: u64, passes: u64) {
         for pass in 0..passes {
             // A stride coprime with most sizes: each pass visits the keys in another order.
             let stride = [1u64, 7919, 104_729, 1_299_709][pass as usize % 4] % per_file;
-            let stride = if stride == 0 || gcd(stride, per_file) != 1 { 1 } else { stride };
+            let stride = if stride == 0 || gcd(stride, per_file) != 1 {
+                1
+            } else {
+                stride
+            };
             let mut i = pass % per_file;
             let mut line = Vec::with_capacity(WORDS_PER_LINE as usize);
             for _ in 0..per_file {
@@ -80,7 +84,9 @@ fn check_output(dir: &Path, keys: u64, passes: u64) {
             continue;
         }
         for line in std::fs::read_to_string(&path).expect("read output").lines() {
-            let Some((_, count)) = line.split_once('\t') else { continue };
+            let Some((_, count)) = line.split_once('\t') else {
+                continue;
+            };
             words += 1;
             if count.trim().parse::<u64>().ok() != Some(passes) {
                 wrong += 1;
@@ -123,7 +129,10 @@ async fn run(input: &Path, scratch: &Path, checkpoints: bool, round: u64, keys: 
             c.args(["--checkpoint-interval", "1s"]);
         }
     });
-    let _workers: Vec<_> = ["w1", "w2"].iter().map(|id| start_worker(addr, id, &[])).collect();
+    let _workers: Vec<_> = ["w1", "w2"]
+        .iter()
+        .map(|id| start_worker(addr, id, &[]))
+        .collect();
     let elapsed = finished(addr).await - start;
     check_output(&output, keys, passes);
     let _ = std::fs::remove_dir_all(&output);

@@ -7,6 +7,7 @@
 //! requested, and every source applies it ([`AttemptOut::reroute`]) right after it sent that
 //! barrier, so what it sent before goes to the old owner and what follows to the new one.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -25,13 +26,35 @@ use crate::protocol::PeerMessage;
 /// Where one partition of an attempt lives, as seen from this worker.
 #[derive(Clone)]
 pub(crate) enum Destination {
-    /// On this worker: its inbox and the worker-wide credits for it.
+    /// On this worker: its inbox and the credits of the channels to it.
     Local {
         inbox: InboxSender,
-        credits: Arc<Semaphore>,
+        credits: Arc<LocalCredits>,
     },
     /// On another worker, over this link.
     Remote(Arc<Link>),
+}
+
+/// The credits of the channels from this worker's sources to one partition here, a counter per
+/// source partition (made at its first batch). Per source, not shared: batches that a receiver
+/// holds back behind a barrier it aligns keep their credits, and must not take those of a
+/// source that has yet to reach that barrier (which would then never come).
+#[derive(Debug, Default)]
+pub(crate) struct LocalCredits {
+    /// By source partition. Locked once per batch, never across an await.
+    channels: Mutex<HashMap<usize, Arc<Semaphore>>>,
+}
+
+impl LocalCredits {
+    /// The credit counter of source partition `from`'s channel.
+    fn of(&self, from: usize) -> Arc<Semaphore> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            channels
+                .entry(from)
+                .or_insert_with(|| Arc::new(Semaphore::new(super::CREDITS_PER_CHANNEL))),
+        )
+    }
 }
 
 /// The destination changes of one attempt, each taking effect after a checkpoint barrier.
@@ -218,8 +241,9 @@ impl ExchangeOut for AttemptOut {
     fn send(&mut self, q: usize, batch: Batch) -> Result<(), DataflowError> {
         match (&self.destinations[q], batch) {
             (Destination::Local { inbox, credits }, batch) => {
-                self.wait_for_credit(Arc::clone(credits), None)?;
-                let credit = CreditReturn::Local(Arc::clone(credits));
+                let credits = credits.of(self.from);
+                self.wait_for_credit(Arc::clone(&credits), None)?;
+                let credit = CreditReturn::Local(credits);
                 let batch = Inbound::Batch {
                     batch,
                     credit,
@@ -234,7 +258,8 @@ impl ExchangeOut for AttemptOut {
                 }
             }
             (Destination::Remote(link), Batch::Encoded(records)) => {
-                let slot = self.wait_for_credit(link.credits(self.attempt, q), Some(link))?;
+                let channel = (self.attempt, q, self.from);
+                let slot = self.wait_for_credit(link.credits(channel), Some(link))?;
                 let message = PeerMessage::Batch {
                     attempt: self.attempt,
                     partition: q as u32,
