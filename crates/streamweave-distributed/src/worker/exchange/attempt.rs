@@ -285,3 +285,61 @@ impl ExchangeOut for AttemptOut {
         self.cancel.is_cancelled()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::worker::exchange::{inbox_capacity, CREDITS_PER_CHANNEL};
+
+    fn batch(x: u64) -> Batch {
+        Batch::Local(Box::new(vec![x]))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_held_behind_a_barrier_leave_the_other_sources_their_credits() {
+        // Partition 0 here aligns barrier 7: source 0 sent it, so the batches source 0 sends
+        // next wait in the receiver, their credits not returned. Source 1, on the same worker,
+        // has not reached the barrier yet: unless it can still send, the barrier never aligns
+        // and nothing returns the credits (the job stood still, its checkpoints timing out).
+        let (inbox, mut received) = tokio::sync::mpsc::channel(inbox_capacity(2));
+        let credits = Arc::new(LocalCredits::default());
+        let destination = Destination::Local {
+            inbox,
+            credits: Arc::clone(&credits),
+        };
+        let (routes, cancel) = (Arc::new(RouteChanges::default()), CancellationToken::new());
+        let metrics = WorkerMetrics::default();
+        let out = AttemptOut::new(1, vec![destination], cancel.clone(), routes, 0, metrics);
+        let (mut ahead, mut behind) = (out.for_source(0), out.for_source(1));
+        let sent = tokio::task::spawn_blocking(move || {
+            ahead.barrier(7)?;
+            for x in 0..CREDITS_PER_CHANNEL as u64 {
+                ahead.send(0, batch(x))?;
+            }
+            behind.send(0, batch(100))
+        });
+        let sent = tokio::time::timeout(Duration::from_secs(10), sent).await;
+        // Cancelling frees a thread still waiting, so that the test fails instead of hanging.
+        cancel.cancel();
+        sent.expect("source 1 waits for a credit that only the alignment would return")
+            .expect("the sending thread")
+            .expect("sent");
+        // Each source's channel holds its own credits: source 0 used all of its, no more.
+        assert_eq!(credits.of(0).available_permits(), 0);
+        assert_eq!(credits.of(1).available_permits(), CREDITS_PER_CHANNEL - 1);
+        let mut froms = Vec::new();
+        while let Ok(message) = received.try_recv() {
+            match message {
+                Inbound::Barrier { id: 7, from: 0 } => froms.push(None),
+                Inbound::Batch { from, .. } => froms.push(Some(from)),
+                _ => panic!("a message neither the barrier nor a batch"),
+            }
+        }
+        let mut expected = vec![None];
+        expected.extend(std::iter::repeat_n(Some(0), CREDITS_PER_CHANNEL));
+        expected.push(Some(1));
+        assert_eq!(froms, expected);
+    }
+}
