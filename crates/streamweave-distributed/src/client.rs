@@ -12,6 +12,9 @@ use crate::security::Security;
 use crate::types::{Generation, PartitionId, WorkerId};
 use crate::worker::coordinators::Coordinators;
 
+#[path = "client_jobs.rs"]
+mod jobs;
+
 /// What an admin request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -13,13 +13,11 @@
 mod common;
 
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{print_ms, start_coordinator, start_worker, wait_until};
-use streamweave_distributed::protocol::JobState;
-use streamweave_distributed::Client;
+use common::{job_ended, print_ms, start_coordinator, start_worker};
+use streamweave_distributed::security::Security;
 
 const FILES: u64 = 8;
 const WORDS_PER_LINE: u64 = 10;
@@ -97,21 +95,6 @@ fn check_output(dir: &Path, keys: u64, passes: u64) {
     assert_eq!((words, wrong), (expected, 0), "output: (words, wrong counts)");
 }
 
-async fn finished(addr: SocketAddr) -> Instant {
-    let mut client = loop {
-        if let Ok(c) = Client::connect(addr, "default").await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    wait_until(&mut client, "the job to finish", |s| {
-        s.job
-            .as_ref()
-            .is_some_and(|j| matches!(j.state, JobState::Finished | JobState::Failed))
-    })
-    .await
-}
-
 /// One run; its wall time from the coordinator's start to the job finished, in ms.
 async fn run(input: &Path, scratch: &Path, checkpoints: bool, round: u64, keys: u64, passes: u64) -> f64 {
     let output = scratch.join(format!("out-{checkpoints}-{round}"));
@@ -133,7 +116,7 @@ async fn run(input: &Path, scratch: &Path, checkpoints: bool, round: u64, keys: 
         .iter()
         .map(|id| start_worker(addr, id, &[]))
         .collect();
-    let elapsed = finished(addr).await - start;
+    let elapsed = job_ended(addr, &Security::default()).await - start;
     check_output(&output, keys, passes);
     let _ = std::fs::remove_dir_all(&output);
     let _ = std::fs::remove_dir_all(&data);

@@ -17,13 +17,11 @@
 //! A measurement, not a test: it prints figures and asserts only that the output is exact.
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{print_ms, start_coordinator, start_worker, swd, wait_until};
-use streamweave_distributed::protocol::JobState;
+use common::{job_ended, print_ms, start_coordinator, start_worker, swd};
 use streamweave_distributed::security::{Security, SecurityFiles};
 use streamweave_distributed::Client;
 
@@ -193,7 +191,7 @@ async fn wordcount_run(files: &Files, corpus: &Path, scratch: &Path, mode: Mode,
             start_worker(addr, id, &flags)
         })
         .collect();
-    let elapsed = finished(addr, files.security(mode, "coordinator")).await - start;
+    let elapsed = job_ended(addr, &files.security(mode, "coordinator")).await - start;
     let expected = std::fs::read_to_string(corpus.join("expected.tsv")).expect("expected.tsv");
     assert_eq!(
         sorted_output(&output),
@@ -203,21 +201,6 @@ async fn wordcount_run(files: &Files, corpus: &Path, scratch: &Path, mode: Mode,
     );
     let _ = std::fs::remove_dir_all(&output);
     elapsed.as_secs_f64()
-}
-
-async fn finished(addr: SocketAddr, security: Security) -> Instant {
-    let mut client = loop {
-        if let Ok(c) = Client::connect_with(addr, "default", Duration::from_secs(5), &security).await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    wait_until(&mut client, "the job to finish", |s| {
-        s.job
-            .as_ref()
-            .is_some_and(|j| matches!(j.state, JobState::Finished | JobState::Failed))
-    })
-    .await
 }
 
 fn sorted(text: &str) -> Vec<String> {

@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use streamweave_distributed::storage::StorageUrl;
 use streamweave_distributed::{PartitionId, RebalanceStrategy, RecoveryStrategy};
 
+mod jobs;
+pub use jobs::{JobIdArgs, JobsArgs, RunArgs};
+
 /// streamweave-distributed: run stream-processing jobs across worker processes.
 #[derive(Debug, Parser)]
 #[command(name = "swd", version, about)]
@@ -40,6 +43,14 @@ pub enum Command {
     Cert(CertCommand),
     /// Generate a deterministic input corpus for tests and benchmarks.
     Gen(GenArgs),
+    /// Submit a job to a running cluster (a coordinator started without --job); prints its id.
+    Run(RunArgs),
+    /// List the jobs submitted to a running cluster.
+    Jobs(JobsArgs),
+    /// Cancel a submitted job: it ends at once, without a checkpoint.
+    Cancel(JobIdArgs),
+    /// Stop a submitted job with a savepoint (a final checkpoint); prints the savepoint's id.
+    Stop(JobIdArgs),
 }
 
 /// `swd coordinator`.

@@ -40,11 +40,20 @@ pub fn main_with(registry: streamweave_distributed::dataflow::JobRegistry) -> Ex
     };
     match runtime.block_on(commands::run(cli, registry)) {
         Ok(code) => code,
+        // The reader of our output went away (`swd jobs | head`): nothing left to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// An error and its causes on one line, `outer: cause: root`. Many of the library's errors
@@ -79,7 +88,7 @@ fn init_logging() {
 
 #[cfg(test)]
 mod tests {
-    use super::error_chain;
+    use super::{error_chain, is_broken_pipe};
 
     /// Says its cause in its message and also gives it as its source, as thiserror's
     /// `#[error("...: {source}")]` does.
@@ -110,6 +119,13 @@ mod tests {
             error_chain(&e),
             "status: coordinator at 127.0.0.1:1: connection refused"
         );
+    }
+
+    #[test]
+    fn a_closed_stdout_is_told_from_other_errors() {
+        let closed = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&closed.context("jobs")));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("broken pipe")));
     }
 
     #[test]

@@ -315,3 +315,26 @@ fn in_process_storage_and_bad_addresses_are_refused_naming_the_flag() {
         "{stderr}"
     );
 }
+
+#[test]
+fn output_into_a_pipe_closed_early_ends_quietly() {
+    let cluster = Cluster::with_workers(Opts::default(), 1);
+    let addr = cluster.addr.to_string();
+    for command in [
+        &["status", "--coordinator", &addr][..],
+        &["jobs", "--coordinator", &addr],
+    ] {
+        let mut child = swd()
+            .args(command)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn swd");
+        // The reader goes away before anything is written, as `swd jobs | head -0` does.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for swd");
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{command:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{command:?}: {stderr}");
+    }
+}

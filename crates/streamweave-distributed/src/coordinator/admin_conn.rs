@@ -23,8 +23,23 @@ pub(crate) fn needs_admin(request: &ClientRequest) -> bool {
         | ClientRequest::Rebalance
         | ClientRequest::FailWorker { .. }
         | ClientRequest::Checkpoint
-        | ClientRequest::StopJob => true,
+        | ClientRequest::StopJob
+        | ClientRequest::SubmitJob(_)
+        | ClientRequest::CancelJob { .. }
+        | ClientRequest::StopSubmittedJob { .. } => true,
+        ClientRequest::ListJobs => false,
     }
+}
+
+/// Whether `request` is about submitted jobs (answered by the jobs service, not the actor).
+fn is_job_request(request: &ClientRequest) -> bool {
+    matches!(
+        request,
+        ClientRequest::SubmitJob(_)
+            | ClientRequest::ListJobs
+            | ClientRequest::CancelJob { .. }
+            | ClientRequest::StopSubmittedJob { .. }
+    )
 }
 
 /// The answer to a request the peer may not make, or `None` when it may.
@@ -64,6 +79,16 @@ pub(crate) async fn serve_client(
                 tracing::warn!(%peer, ?request, "refusing an admin request without admin credentials");
                 refused
             }
+            None if is_job_request(&request) => match &shared.jobs {
+                Some(jobs) => jobs.answer(request).await,
+                None => ClientResponse::Error {
+                    kind: ErrorKind::Other,
+                    message:
+                        "this coordinator runs the one job it was started with (--job); submit jobs to a \
+                              coordinator started without --job"
+                            .to_string(),
+                },
+            },
             None => match answer(&shared.commands, request).await {
                 Some(response) => response,
                 None => return,

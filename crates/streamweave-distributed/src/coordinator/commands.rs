@@ -93,7 +93,7 @@ impl CoordinatorHandle {
 
     /// Asks the job to stop; the final checkpoint (none: stopped at once). `None` when the
     /// coordinator is not running.
-    async fn request_stop(&self) -> Option<Result<Option<u64>, CoordinatorError>> {
+    pub(crate) async fn request_stop(&self) -> Option<Result<Option<u64>, CoordinatorError>> {
         Some(match self.ask(AdminRequest::StopJob).await? {
             AdminAnswer::Stopping(result) => result,
             other => Err(mismatched(&other)),
@@ -228,6 +228,16 @@ pub(crate) async fn answer(
                     message: format!("cannot stop: {e}"),
                 },
             });
+        }
+        // Answered by the jobs service (`admin_conn.rs`), never sent here.
+        ClientRequest::SubmitJob(_)
+        | ClientRequest::ListJobs
+        | ClientRequest::CancelJob { .. }
+        | ClientRequest::StopSubmittedJob { .. } => {
+            return Some(ClientResponse::Error {
+                kind: ErrorKind::Other,
+                message: "job requests go to a coordinator started without --job".to_string(),
+            })
         }
         ClientRequest::Checkpoint => {
             // Answered at once: the client watches the status for the commit, so no admin

@@ -133,6 +133,15 @@ impl CoordinatorImpl {
             shutdown.clone(),
         )
         .with_security(self.config.security.clone());
+        let mut shared = shared;
+        // A coordinator without a job (and not one of an HA group) takes submitted jobs.
+        if self.config.job.is_none() && self.fence.is_none() {
+            shared.jobs = Some(super::jobs::JobsService::start(
+                self.config.clone(),
+                CoordinatorHandle::new(commands.clone()),
+                shutdown.clone(),
+            ));
+        }
         tracker.spawn(accept_loop(
             listener,
             shared,

@@ -33,6 +33,7 @@ mod event_log;
 pub(crate) mod failure_detector;
 mod handle;
 pub(crate) mod job_control;
+mod jobs;
 mod notes;
 mod server;
 #[cfg(test)]
@@ -44,3 +45,4 @@ pub use commands::CoordinatorHandle;
 pub use config::{CoordinatorConfig, RebalanceStrategy, RecoveryStrategy};
 pub use error::CoordinatorError;
 pub use handle::CoordinatorImpl;
+pub use jobs::JobsError;

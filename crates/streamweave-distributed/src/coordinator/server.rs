@@ -17,14 +17,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::admin_conn::serve_client;
 use super::checkpoint_tracker::PartitionSnapshot;
@@ -54,6 +52,8 @@ pub(crate) struct Shared {
     /// TLS and secrets for accepted connections.
     pub(crate) security: Security,
     next_conn: Arc<AtomicU64>,
+    /// Submitted jobs, on a coordinator started without one.
+    pub(crate) jobs: Option<super::jobs::JobsService>,
 }
 
 impl Shared {
@@ -70,6 +70,7 @@ impl Shared {
             shutdown,
             security: Security::none(),
             next_conn: Arc::new(AtomicU64::new(1)),
+            jobs: None,
         }
     }
 

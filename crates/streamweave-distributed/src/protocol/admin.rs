@@ -34,6 +34,20 @@ pub enum ClientRequest {
     /// Stop the running job cleanly: a final checkpoint, its epoch made final by every sink,
     /// then the job's state is `stopped` (at once without checkpoints).
     StopJob,
+    /// Submit a job to a cluster coordinator started without `--job` (`protocol/jobs.rs`).
+    SubmitJob(Box<super::jobs::SubmitJob>),
+    /// The submitted jobs.
+    ListJobs,
+    /// Cancel a submitted job: it ends at once, without a checkpoint.
+    CancelJob {
+        /// The job's id.
+        id: String,
+    },
+    /// Stop a submitted job with a savepoint (its final checkpoint).
+    StopSubmittedJob {
+        /// The job's id.
+        id: String,
+    },
 }
 
 /// Which coordinator error a request met, so the client can rebuild a typed error.
@@ -79,6 +93,24 @@ pub enum ClientResponse {
     Stopping {
         /// The final checkpoint.
         checkpoint: Option<u64>,
+    },
+    /// The answer to [`ClientRequest::SubmitJob`].
+    JobSubmitted {
+        /// The new job's id.
+        id: String,
+    },
+    /// The answer to [`ClientRequest::ListJobs`], in submission order.
+    Jobs(Vec<super::jobs::JobEntry>),
+    /// The answer to [`ClientRequest::CancelJob`].
+    JobCancelled {
+        /// The job's id.
+        id: String,
+    },
+    /// The answer to [`ClientRequest::StopSubmittedJob`]: the job stops after this savepoint;
+    /// its state becomes `stopped` once the savepoint is committed.
+    JobStopping {
+        /// The savepoint, `<job id>:<checkpoint id>`.
+        savepoint: String,
     },
     /// Any request to a standby coordinator (high availability): ask the leader instead.
     NotLeader {

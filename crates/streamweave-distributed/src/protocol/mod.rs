@@ -19,6 +19,7 @@ mod error;
 // The handshake functions are public only as `crate::internals` (unstable).
 pub(crate) mod handshake;
 mod job_spec;
+mod jobs;
 mod message;
 #[cfg(test)]
 mod proptests;
@@ -35,6 +36,7 @@ pub(crate) use handshake::{accept_handshake, dial_handshake};
 pub(crate) use handshake::{accept_handshake_with, dial_handshake_with, refuse_handshake};
 pub use handshake::{Hello, HelloReply, Role, MAGIC, PROTOCOL_VERSION};
 pub use job_spec::JobSpecWire;
+pub use jobs::{JobEntry, SubmitJob, SubmittedJobState};
 pub use message::{
     Adoption, CheckpointPlan, CoordinatorMessage, JobProgress, PartitionMove, PartitionOwner, PeerMessage,
     RegisterRequest, RestorePoint, WorkerMessage,

@@ -275,7 +275,72 @@ fn client_request() -> impl Strategy<Value = ClientRequest> {
         Just(ClientRequest::Rebalance),
         worker_id().prop_map(|worker| ClientRequest::FailWorker { worker }),
         Just(ClientRequest::Checkpoint),
+        Just(ClientRequest::StopJob),
+        (
+            job_spec(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<String>())
+        )
+            .prop_map(|(spec, checkpoint_interval_ms, from_savepoint)| {
+                ClientRequest::SubmitJob(Box::new(crate::protocol::SubmitJob {
+                    spec,
+                    checkpoint_interval_ms,
+                    from_savepoint,
+                }))
+            }),
+        Just(ClientRequest::ListJobs),
+        any::<String>().prop_map(|id| ClientRequest::CancelJob { id }),
+        any::<String>().prop_map(|id| ClientRequest::StopSubmittedJob { id }),
     ]
+}
+
+fn job_entry() -> impl Strategy<Value = crate::protocol::JobEntry> {
+    use crate::protocol::SubmittedJobState as S;
+    let state = prop_oneof![
+        Just(S::Starting),
+        Just(S::Waiting),
+        Just(S::Running),
+        Just(S::Restarting),
+        Just(S::Stopping),
+        Just(S::Finished),
+        Just(S::Failed),
+        Just(S::Stopped),
+        Just(S::Cancelled),
+    ];
+    (
+        (
+            any::<String>(),
+            any::<String>(),
+            state,
+            proptest::option::of(any::<u16>()),
+        ),
+        (any::<u64>(), any::<u64>(), any::<u64>()),
+        proptest::option::of(any::<String>()),
+        proptest::option::of(any::<String>()),
+        proptest::option::of(any::<String>()),
+    )
+        .prop_map(
+            |(
+                (id, name, state, master_port),
+                (restarts, records_in, records_out),
+                error,
+                savepoint,
+                output,
+            )| {
+                crate::protocol::JobEntry {
+                    id,
+                    name,
+                    state,
+                    master_port,
+                    restarts,
+                    records_in,
+                    records_out,
+                    error,
+                    savepoint,
+                    output,
+                }
+            },
+        )
 }
 
 fn worker_state() -> impl Strategy<Value = WorkerState> {
@@ -367,6 +432,11 @@ fn client_response() -> impl Strategy<Value = ClientResponse> {
         (kind, any::<String>()).prop_map(|(kind, message)| ClientResponse::Error { kind, message }),
         any::<u64>().prop_map(|id| ClientResponse::CheckpointTriggered { id }),
         proptest::option::of(any::<String>()).prop_map(|leader| ClientResponse::NotLeader { leader }),
+        proptest::option::of(any::<u64>()).prop_map(|checkpoint| ClientResponse::Stopping { checkpoint }),
+        any::<String>().prop_map(|id| ClientResponse::JobSubmitted { id }),
+        proptest::collection::vec(job_entry(), 0..4).prop_map(ClientResponse::Jobs),
+        any::<String>().prop_map(|id| ClientResponse::JobCancelled { id }),
+        any::<String>().prop_map(|savepoint| ClientResponse::JobStopping { savepoint }),
     ]
 }
 

@@ -104,3 +104,24 @@ pub async fn wait_until(client: &mut Client, what: &str, done: impl Fn(&ClusterS
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// The moment the job at `addr` ended (finished or failed), connecting with `security` as soon
+/// as the coordinator listens.
+pub async fn job_ended(addr: SocketAddr, security: &streamweave_distributed::security::Security) -> Instant {
+    let mut client = loop {
+        if let Ok(c) = Client::connect_with(addr, "default", Duration::from_secs(5), security).await {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    wait_until(&mut client, "the job to end", |s| {
+        s.job.as_ref().is_some_and(|j| {
+            matches!(
+                j.state,
+                streamweave_distributed::protocol::JobState::Finished
+                    | streamweave_distributed::protocol::JobState::Failed
+            )
+        })
+    })
+    .await
+}

@@ -9,7 +9,7 @@ use crate::table::{ranges, status_table};
 
 /// Connects within `--timeout` (to the leader, given several coordinators); each request then
 /// has the same deadline.
-async fn connect(target: &Target) -> anyhow::Result<Client> {
+pub(crate) async fn connect(target: &Target) -> anyhow::Result<Client> {
     let security = super::security(&target.security)?;
     Ok(
         Client::connect_leader_secured(&target.coordinator, &target.cluster, target.timeout, &security)
@@ -32,25 +32,25 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         Err(ClientError::NotLeader { leader, .. }) => {
             let leader = leader.unwrap_or_default();
             if args.json {
-                println!("{}", serde_json::json!({ "role": "standby", "leader": leader }));
+                outln!("{}", serde_json::json!({ "role": "standby", "leader": leader }))?;
             } else {
-                println!(
+                outln!(
                     "standby; the leader is {}",
                     if leader.is_empty() {
                         "not known yet"
                     } else {
                         &leader
                     }
-                );
+                )?;
             }
             return Ok(ExitCode::SUCCESS);
         }
         Err(e) => return Err(e.into()),
     };
     if args.json {
-        println!("{}", status_json(&status, &leader)?);
+        outln!("{}", status_json(&status, &leader)?)?;
     } else {
-        print!("{}", status_table(&status));
+        out!("{}", status_table(&status))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -72,16 +72,16 @@ pub async fn assign(args: AssignArgs) -> anyhow::Result<ExitCode> {
     let generation = client
         .assign(WorkerId::new(args.worker.clone()), args.partitions.clone())
         .await?;
-    println!(
+    outln!(
         "assigned partitions {} to {} (generation {generation})",
         ranges(&args.partitions),
         args.worker
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn rebalance(args: RebalanceArgs) -> anyhow::Result<ExitCode> {
     let generation = connect(&args.target).await?.rebalance().await?;
-    println!("rebalance started (generation {generation})");
+    outln!("rebalance started (generation {generation})")?;
     Ok(ExitCode::SUCCESS)
 }

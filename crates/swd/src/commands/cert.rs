@@ -69,12 +69,12 @@ fn init(args: &CertInitArgs) -> anyhow::Result<ExitCode> {
         write(&args.dir, &format!("{name}.pem"), &cert.pem(), false)?;
         write(&args.dir, &format!("{name}-key.pem"), &key.serialize_pem(), true)?;
     }
-    println!(
+    outln!(
         "wrote a development CA and certificates for {} to {} (hosts {})",
         args.names.join(", "),
         args.dir.display(),
         args.hosts.join(", ")
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

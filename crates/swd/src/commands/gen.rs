@@ -27,7 +27,7 @@ pub async fn run(args: GenArgs) -> anyhow::Result<ExitCode> {
     let summary = tokio::task::spawn_blocking(move || generate(&args))
         .await
         .context("the generator panicked")??;
-    println!("{summary} in {:.1} s", started.elapsed().as_secs_f64());
+    outln!("{summary} in {:.1} s", started.elapsed().as_secs_f64())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -94,10 +94,10 @@ async fn run_cluster(
     };
     let outcome = match ended {
         Ended::Done(outcome) if outcome.is_ok() && args.keep_running => {
-            println!("running; press Ctrl-C to stop");
+            outln!("running; press Ctrl-C to stop")?;
             let signal = signals.recv().await;
             stop_processes(&mut processes, false).await;
-            println!("local cluster stopped by {}", signal.name());
+            outln!("local cluster stopped by {}", signal.name())?;
             Ok(ExitCode::from(signal.exit_code()))
         }
         Ended::Done(outcome) => {
@@ -116,11 +116,11 @@ async fn run_cluster(
                         &stopped,
                         (args.workers, args.partitions, unbounded),
                         started.elapsed(),
-                    )
+                    )?
                 }
                 _ => {
                     stop_processes(&mut processes, false).await;
-                    println!("local cluster stopped by {}", signal.name());
+                    outln!("local cluster stopped by {}", signal.name())?;
                     ExitCode::from(signal.exit_code())
                 }
             };
@@ -245,19 +245,27 @@ async fn start_and_work(
     match job {
         None => settle(addr, args.workers, coordinator, workers)
             .await
-            .map(|status| {
-                println!(
+            .and_then(|status| {
+                outln!(
                     "local cluster at {addr}: {} workers own all {} partitions (settled in {} ms)",
                     status.workers.len(),
                     status.partitions,
                     started.elapsed().as_millis()
-                );
-                print!("{}", status_table(&status));
-                ExitCode::SUCCESS
+                )?;
+                out!("{}", status_table(&status))?;
+                Ok(ExitCode::SUCCESS)
             }),
         Some(spec) => progress::follow(addr, coordinator, workers)
             .await
-            .map(|job| progress::summary(&spec.name, &job, args.workers, args.partitions, started.elapsed())),
+            .and_then(|job| {
+                Ok(progress::summary(
+                    &spec.name,
+                    &job,
+                    args.workers,
+                    args.partitions,
+                    started.elapsed(),
+                )?)
+            }),
     }
 }
 

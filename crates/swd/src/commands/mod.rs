@@ -1,10 +1,29 @@
 //! One module per command. Each returns the process's exit code; errors become one
 //! `error: ...` line on stderr in [`crate::main`].
 
+/// `println!` for command output, returning the write's error instead of panicking: `swd jobs |
+/// head` closes the pipe early, which ends the command quietly (see [`crate::main`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `print!` for command output; see [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        write!(stdout, $($arg)*).and_then(|()| stdout.flush())
+    }};
+}
+
 pub(crate) mod admin;
 mod cert;
 mod coordinator;
 mod gen;
+mod job_admin;
 mod local;
 mod local_secret;
 mod progress;
@@ -31,6 +50,10 @@ pub async fn run(cli: Cli, registry: JobRegistry) -> anyhow::Result<ExitCode> {
         Command::Local(args) => local::run(args, &registry).await,
         Command::Gen(args) => gen::run(args).await,
         Command::Cert(command) => cert::run(command).await,
+        Command::Run(args) => job_admin::run(args, &registry).await,
+        Command::Jobs(args) => job_admin::jobs(args).await,
+        Command::Cancel(args) => job_admin::cancel(args).await,
+        Command::Stop(args) => job_admin::stop(args).await,
     }
 }
 

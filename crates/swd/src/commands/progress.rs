@@ -168,24 +168,24 @@ pub(super) fn summary(
     workers: usize,
     partitions: usize,
     wall: Duration,
-) -> ExitCode {
+) -> std::io::Result<ExitCode> {
     let secs = wall.as_secs_f64();
     let recovery = job
         .last_recovery_ms
         .map(|ms| format!(" (last recovery {ms} ms)"))
         .unwrap_or_default();
     let (records_in, records_out, restarts) = (job.records_in, job.records_out, job.restarts);
-    println!(
+    outln!(
         "job {name} finished: {records_in} records in, {records_out} records out, {workers} workers, \
          {partitions} partitions, {restarts} restarts{recovery}"
-    );
-    println!(
+    )?;
+    outln!(
         "wall time {secs:.3} s ({} records/s end to end; job {} ms); output: {}",
         human(job.records_in as f64 / secs.max(1e-9)),
         job.elapsed_ms,
         job.output.as_deref().unwrap_or("-")
-    );
-    ExitCode::SUCCESS
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `swd local` learned while stopping a job that a signal interrupted.
@@ -208,15 +208,17 @@ pub(super) fn stopped(
     stopped: &Stopped,
     (workers, partitions, unbounded): (usize, usize, bool),
     wall: Duration,
-) -> ExitCode {
+) -> std::io::Result<ExitCode> {
     if let Some(job) = stopped.job.as_ref().filter(|j| j.state == JobState::Finished) {
         return summary(name, job, workers, partitions, wall);
     }
-    println!("{}", stopped_line(name, signal, stopped, partitions));
-    match unbounded && matches!(stopped.final_checkpoint, Some(Ok(_))) {
-        true => ExitCode::SUCCESS,
-        false => ExitCode::from(signal.exit_code()),
-    }
+    outln!("{}", stopped_line(name, signal, stopped, partitions))?;
+    Ok(
+        match unbounded && matches!(stopped.final_checkpoint, Some(Ok(_))) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::from(signal.exit_code()),
+        },
+    )
 }
 
 /// `job NAME stopped by SIGINT after N records in; output committed up to checkpoint K`.

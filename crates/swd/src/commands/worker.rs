@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use streamweave_distributed::dataflow::JobRegistry;
+use streamweave_distributed::worker::follow_jobs;
 use streamweave_distributed::{Worker, WorkerConfig, WorkerError, WorkerId, WorkerImpl};
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +31,7 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
         config.worker_id = WorkerId::new(id);
     }
     let id = config.worker_id.clone();
+    let (job_base, job_registry) = (config.clone(), registry.clone());
     let mut worker = WorkerImpl::new(config).with_jobs(registry);
     let stop = CancellationToken::new();
     let signal = stop.clone();
@@ -56,11 +58,19 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
             .join(",")
     )?;
     stdout.flush()?;
+    // Jobs submitted to the cluster (`swd run`): a session with each one's master. Not with
+    // high availability, whose coordinators take no submitted jobs.
+    let follower = (args.coordinator.len() == 1)
+        .then(|| tokio::spawn(follow_jobs(job_base, job_registry, stop.clone())));
     if let Some(addr) = args.metrics_bind {
         crate::console::start_for_worker(addr, worker.metrics(), worker.watch(), stop.clone()).await?;
     }
     tokio::select! {
         _ = stop.cancelled() => {
+            if let Some(follower) = follower {
+                // Each job session leaves its master (bounded inside).
+                let _ = follower.await;
+            }
             worker.stop().await;
             Ok(ExitCode::SUCCESS)
         }

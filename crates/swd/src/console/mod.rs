@@ -11,6 +11,7 @@
 //!        axum routes: /  /console.js  /console.css   (assets compiled in: include_str!)
 //!                     /api/console (all the page needs, polled every 500 ms by the page)
 //!                     /api/status  /api/cluster  /api/job  /api/checkpoints  /api/events
+//!                     /api/jobs (jobs submitted with `swd run`)
 //!                     /metrics (OpenMetrics text)
 //! ```
 //!

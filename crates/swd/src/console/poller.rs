@@ -6,6 +6,7 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use streamweave_distributed::observe::History;
+use streamweave_distributed::protocol::JobEntry;
 use streamweave_distributed::security::Security;
 use streamweave_distributed::{Client, ClientError};
 use tokio::time::MissedTickBehavior;
@@ -25,6 +26,8 @@ pub struct Observed {
     pub error: Option<String>,
     /// The coordinator's address, as `swd status --json` names the leader.
     pub leader: String,
+    /// Jobs submitted with `swd run` (none on a coordinator started with `--job`).
+    pub jobs: Vec<JobEntry>,
 }
 
 impl Observed {
@@ -34,6 +37,7 @@ impl Observed {
             history,
             error: Some("no status yet".to_string()),
             leader: String::new(),
+            jobs: Vec::new(),
         }
     }
 }
@@ -69,11 +73,17 @@ pub async fn run(
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, c.status()).await;
         let now = Instant::now();
         match answer {
-            Ok(Ok(status)) => record(&shared, |o| {
-                o.history.observe(status, now);
-                o.error = None;
-                o.leader = addr.to_string();
-            }),
+            Ok(Ok(status)) => {
+                // Refused by a coordinator with its own job: no submitted jobs to show.
+                let jobs = tokio::time::timeout(REQUEST_TIMEOUT, c.list_jobs()).await;
+                let jobs = jobs.ok().and_then(Result::ok).unwrap_or_default();
+                record(&shared, |o| {
+                    o.history.observe(status, now);
+                    o.error = None;
+                    o.leader = addr.to_string();
+                    o.jobs = jobs;
+                })
+            }
             Ok(Err(ClientError::NotLeader { leader, .. })) => record(&shared, |o| {
                 o.error = Some(format!(
                     "standby; the leader is {}",

@@ -48,6 +48,7 @@ pub fn console(shared: Shared) -> Router {
         .route("/api/job", get(job))
         .route("/api/checkpoints", get(checkpoints))
         .route("/api/events", get(events))
+        .route("/api/jobs", get(jobs))
         .route("/metrics", get(cluster_metrics))
         .with_state(shared)
 }
@@ -147,6 +148,12 @@ async fn events(State(shared): State<Shared>) -> Json<Value> {
     Json(json!({ "now_ms": observed.history.ms_since_start(Instant::now()), "events": events }))
 }
 
+/// The jobs submitted with `swd run`, as `swd jobs --json` lists them.
+async fn jobs(State(shared): State<Shared>) -> Json<Value> {
+    let observed = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    Json(json!(observed.jobs))
+}
+
 /// Everything the page shows, in one answer.
 async fn page(State(shared): State<Shared>) -> Json<Value> {
     let status = status_value(&shared).ok();
@@ -162,5 +169,6 @@ async fn page(State(shared): State<Shared>) -> Json<Value> {
         "checkpoints": history.checkpoints().collect::<Vec<_>>(),
         "events": newest,
         "totals": history.totals(),
+        "jobs": observed.jobs,
     }))
 }

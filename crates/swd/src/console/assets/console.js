@@ -74,6 +74,18 @@ function renderJob(data) {
   box.replaceChildren(el("h3", { id: "job-name" }, j.name), dl);
 }
 
+function renderJobs(data) {
+  const jobs = data.jobs || [];
+  document.getElementById("jobs-section").hidden = jobs.length === 0;
+  document.querySelector("#jobs tbody").replaceChildren(...jobs.map(j => el("tr", { "data-job": j.id, "data-state": j.state },
+    el("td", {}, j.id),
+    el("td", {}, j.name),
+    el("td", {}, el("span", { class: `state ${j.state}` }, j.state)),
+    el("td", {}, j.restarts),
+    el("td", {}, `${j.records_in.toLocaleString()} / ${j.records_out.toLocaleString()}`),
+    el("td", { class: "muted" }, j.savepoint || "-"))));
+}
+
 function renderWorkers(data) {
   const body = document.querySelector("#workers tbody");
   const s = data.status;
@@ -193,6 +205,7 @@ async function poll() {
     const data = await response.json();
     renderHeader(data);
     renderJob(data);
+    renderJobs(data);
     renderWorkers(data);
     renderPartitions(data);
     renderThroughput(data);
