@@ -151,6 +151,19 @@ pub struct JobArgs {
     /// A job parameter, `key=value` (repeatable).
     #[arg(long = "param", value_parser = parse_param, requires = "job")]
     pub params: Vec<(String, String)>,
+    /// Where the job's keyed state lives on the workers: in memory, or on disk (an embedded
+    /// database per worker, for state larger than memory). The same as `--param state.backend=`.
+    #[arg(long, value_enum, requires = "job")]
+    pub state_backend: Option<StateBackend>,
+}
+
+/// `--state-backend`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StateBackend {
+    /// Hash maps in memory (the default).
+    Memory,
+    /// An embedded on-disk store per worker, with a bounded cache.
+    Disk,
 }
 
 /// When a failing job gives up.
@@ -204,6 +217,10 @@ pub struct WorkerArgs {
     /// printed after the registration line).
     #[arg(long, value_name = "ADDR")]
     pub metrics_bind: Option<SocketAddr>,
+    /// Where jobs on the disk state backend keep their keyed state (default: a directory under
+    /// the system's temporary directory, removed when the job attempt ends).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     /// Shared secrets and TLS.
     pub security: SecurityArgs,
@@ -304,6 +321,9 @@ pub struct LocalArgs {
     /// user can read, removed when the run ends).
     #[arg(long, env = "SWD_SECRET_FILE", value_name = "PATH")]
     pub secret_file: Option<PathBuf>,
+    /// The workers' directory for keyed state on the disk backend (as for `swd worker`).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     /// When a failing job gives up.
     pub failures: FailureArgs,

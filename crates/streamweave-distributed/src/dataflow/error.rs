@@ -16,6 +16,14 @@ pub enum DataflowError {
     /// An object store (input or output on S3, ...) failed or could not be reached.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// The disk state backend's database failed.
+    #[error("disk state {path}: {message}")]
+    DiskState {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        message: String,
+    },
     /// The job's definition or parameters cannot work (missing input, unknown job, ...).
     #[error("invalid job: {0}")]
     InvalidJob(String),

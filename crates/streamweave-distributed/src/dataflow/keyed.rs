@@ -12,7 +12,8 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::router;
-use super::stage::{Keyed, Stage, Update};
+use super::stage::Update;
+use super::state::keyed_factory;
 use super::stream::{Exchanged, Stream};
 use super::Partitioner;
 
@@ -68,7 +69,7 @@ where
         let send = router::by_key(pairs.run, partitioner);
         let update: Update<A, T> =
             Arc::new(move |acc: Option<A>, t: T| f(acc.unwrap_or_else(|| init.clone()), t));
-        let stage = Arc::new(move || Keyed::<K, A, T>::boxed(&update) as Box<dyn Stage<(K, A)>>);
+        let stage = keyed_factory::<K, A, T>(update);
         Exchanged {
             send,
             stage,

@@ -31,6 +31,7 @@ pub mod sinks;
 mod source;
 pub mod sources;
 mod stage;
+pub mod state;
 mod stream;
 #[cfg(feature = "streamweave")]
 pub mod streamweave;

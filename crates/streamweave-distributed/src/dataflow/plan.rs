@@ -139,6 +139,17 @@ pub trait ErasedPlan: Send + Sync {
     /// Opens partition `ctx.partition`'s receiver and sink for one attempt.
     fn open_receiver(&self, ctx: &SinkContext) -> Result<Box<dyn Receiver>, DataflowError>;
 
+    /// Opens the receiver with its keyed state on `state` (see [`super::state`]); a plan
+    /// without keyed stages ignores it.
+    fn open_receiver_in(
+        &self,
+        ctx: &SinkContext,
+        state: &super::state::StateBackend,
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
+        let _ = state;
+        self.open_receiver(ctx)
+    }
+
     /// Checks the source and sink before the job starts.
     fn validate(&self) -> Result<(), DataflowError>;
 

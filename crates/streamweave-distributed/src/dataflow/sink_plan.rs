@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::plan::{Batch, ErasedPlan, ExchangeOut, Receiver, SourceControl};
 use super::router::SendFn;
 use super::stage::{Stage, StageFactory};
+use super::state::{StageContext, StateBackend};
 use super::stream::{SourceInfo, ValidateFn};
 use super::{DataflowError, Sink, SinkContext, SinkWriter, SourceContext, SourceEnd, SourceOffset};
 
@@ -36,8 +37,20 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
     }
 
     fn open_receiver(&self, ctx: &SinkContext) -> Result<Box<dyn Receiver>, DataflowError> {
+        self.open_receiver_in(ctx, &StateBackend::Memory)
+    }
+
+    fn open_receiver_in(
+        &self,
+        ctx: &SinkContext,
+        state: &StateBackend,
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
+        let stage_ctx = StageContext {
+            partition: ctx.partition,
+            state,
+        };
         Ok(Box::new(SinkReceiver {
-            stage: (self.stage)(),
+            stage: (self.stage)(&stage_ctx)?,
             writer: self.sink.open(ctx)?,
             written: 0,
             failure: None,

@@ -83,7 +83,9 @@ pub(super) fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, Dataf
 /// A fused post-exchange operator: one record in, any number out.
 pub(super) type PostOp<U, V> = Arc<dyn Fn(U, &mut dyn FnMut(V)) + Send + Sync>;
 
-pub(super) type StageFactory<U> = Arc<dyn Fn() -> Box<dyn Stage<U>> + Send + Sync>;
+/// Builds a partition's stage for an attempt, on the attempt's state backend.
+pub(super) type StageFactory<U> =
+    Arc<dyn Fn(&super::state::StageContext) -> Result<Box<dyn Stage<U>>, DataflowError> + Send + Sync>;
 
 pub(super) struct PassThrough<T>(std::marker::PhantomData<fn() -> T>);
 

@@ -32,15 +32,13 @@ use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::changelog::ChangelogCount;
 use super::keyed::KeyedStream;
 use super::plan::{ErasedPlan, SourceControl, LAG_UNKNOWN};
 use super::router::{self, SendFn};
 use super::short_key::ShortKey;
 use super::sink_plan::SinkPlan;
-use super::stage::{
-    merging, Keyed, LocalPassThrough, MapStage, PassThrough, PostOp, Stage, StageFactory, Update,
-};
+use super::stage::{merging, LocalPassThrough, MapStage, PassThrough, PostOp, Stage, StageFactory, Update};
+use super::state::{changelog_factory, keyed_factory, StageContext};
 use super::{
     DataflowError, Flow, HashPartitioner, Partitioner, Sink, Source, SourceContext, SourceEnd, SourceOffset,
     StableHash,
@@ -195,7 +193,9 @@ impl<T: Send + 'static> Stream<T> {
         let send = router::exchange(self.run, Arc::new(partitioner));
         Exchanged {
             send,
-            stage: Arc::new(|| Box::new(PassThrough::<T>::default()) as Box<dyn Stage<T>>),
+            stage: Arc::new(
+                |_: &StageContext| Ok(Box::new(PassThrough::<T>::default()) as Box<dyn Stage<T>>),
+            ),
             validate: self.validate,
             source: self.source,
         }
@@ -258,7 +258,7 @@ impl<T: Send + 'static> Stream<T> {
         f: impl Fn(&T, &mut dyn FnMut(&str)) + Send + Sync + 'static,
     ) -> Exchanged<(String, u64)> {
         let send = router::count_str_keys(self.run, f);
-        let stage = Arc::new(|| ChangelogCount::<ShortKey>::boxed() as Box<dyn Stage<(ShortKey, u64)>>);
+        let stage = changelog_factory::<ShortKey>();
         Exchanged {
             send,
             stage,
@@ -273,7 +273,9 @@ impl<T: Send + 'static> Stream<T> {
         let send = router::local(self.run);
         Exchanged {
             send,
-            stage: Arc::new(|| Box::new(LocalPassThrough::<T>::default()) as Box<dyn Stage<T>>),
+            stage: Arc::new(|_: &StageContext| {
+                Ok(Box::new(LocalPassThrough::<T>::default()) as Box<dyn Stage<T>>)
+            }),
             validate: self.validate,
             source: self.source,
         }
@@ -295,7 +297,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
     {
         let send = router::combine(self.run, partitioner, Arc::clone(&f));
         let update: Update<V, V> = merging(f);
-        let stage = Arc::new(move || Keyed::<K, V, V>::boxed(&update) as Box<dyn Stage<(K, V)>>);
+        let stage = keyed_factory::<K, V, V>(update);
         Exchanged {
             send,
             stage,
@@ -311,7 +313,7 @@ where
     K: Eq + Hash + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let add: Update<u64, u64> = merging(Arc::new(|a, b| a + b));
-    let stage = Arc::new(move || Keyed::<K, u64, u64>::boxed(&add) as Box<dyn Stage<(K, u64)>>);
+    let stage = keyed_factory::<K, u64, u64>(add);
     Exchanged {
         send,
         stage,
@@ -337,11 +339,11 @@ impl<U: Send + 'static> Exchanged<U> {
         let op: PostOp<U, V> = Arc::new(op);
         Exchanged {
             send: self.send,
-            stage: Arc::new(move || {
-                Box::new(MapStage {
-                    inner: inner(),
+            stage: Arc::new(move |ctx: &StageContext| {
+                Ok(Box::new(MapStage {
+                    inner: inner(ctx)?,
                     op: Arc::clone(&op),
-                }) as Box<dyn Stage<V>>
+                }) as Box<dyn Stage<V>>)
             }),
             validate: self.validate,
             source: self.source,

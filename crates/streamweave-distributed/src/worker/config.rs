@@ -57,6 +57,9 @@ pub struct WorkerConfig {
     /// core). Fewer concurrent readers than partitions keeps their pre-aggregation state in
     /// cache; unbounded sources always run all at once.
     pub source_slots: usize,
+    /// Where jobs on the disk state backend keep their keyed state (a database per job attempt,
+    /// removed when it ends); none: a directory under the system's temporary directory.
+    pub state_dir: Option<std::path::PathBuf>,
     /// TLS and secrets for the connection to the coordinator and the data plane (not
     /// serialized: it holds keys).
     #[serde(skip)]
@@ -79,6 +82,7 @@ impl Default for WorkerConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_reconnect_backoff: Duration::from_secs(5),
             source_slots: 0,
+            state_dir: None,
             security: crate::security::Security::none(),
         }
     }

@@ -39,7 +39,7 @@ use super::job_tasks::{AttemptRun, AttemptTasks, TaskFailure};
 use super::source_task::SourceSlots;
 use crate::checkpoint::{open_store, CheckpointStore};
 use crate::dataflow::plan::SourceControl;
-use crate::dataflow::{DataflowError, JobRegistry, JobSpec};
+use crate::dataflow::{state, DataflowError, JobRegistry, JobSpec};
 use crate::observe::WorkerMetrics;
 use crate::protocol::{Adoption, CheckpointPlan, JobProgress, PartitionMove, PartitionOwner, WorkerMessage};
 use crate::storage::StorageUrl;
@@ -79,6 +79,8 @@ pub(crate) struct JobRunner {
     /// The attempt and kind of each task.
     roles: HashMap<Id, (u64, AttemptTask)>,
     metrics: WorkerMetrics,
+    /// Where a job on the disk state backend keeps its database (none: a temporary directory).
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl JobRunner {
@@ -98,12 +100,19 @@ impl JobRunner {
             tasks: JoinSet::new(),
             roles: HashMap::new(),
             metrics: WorkerMetrics::default(),
+            state_dir: None,
         }
     }
 
     /// Counts this worker's records and credit waits into `metrics`.
     pub(crate) fn with_metrics(mut self, metrics: WorkerMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Where jobs on the disk state backend keep their databases.
+    pub(crate) fn with_state_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.state_dir = dir;
         self
     }
 
@@ -200,8 +209,11 @@ impl JobRunner {
         let me = self.plane.me().clone();
         let mine: Vec<usize> = (0..owners.len()).filter(|&p| owners[p].worker == me).collect();
         // The job's constructor is user code too (panics.rs).
-        let job = match super::panics::guarded(|| self.registry.build(spec)) {
-            Ok(job) => job,
+        let (dir, worker) = (self.state_dir.as_deref(), me.to_string());
+        let built = super::panics::guarded(|| self.registry.build(spec));
+        let plan = built.and_then(|job| state::attempt_plan(job.plan, spec, dir, &worker, attempt));
+        let plan = match plan {
+            Ok(plan) => plan,
             Err(e) => {
                 let error = e.to_string();
                 return self.input(RunnerInput::BuildFailed { attempt, error });
@@ -209,7 +221,7 @@ impl JobRunner {
         };
         // Source partitions with nothing to read: every worker computes the same set, so their
         // end-of-stream markers are neither sent nor awaited. Unknown (or unreadable): all sent.
-        let empty_sources = match super::panics::guarded(|| job.plan.empty_sources(owners.len())) {
+        let empty_sources = match super::panics::guarded(|| plan.empty_sources(owners.len())) {
             Ok(Some(empty)) if empty.len() == owners.len() => empty,
             _ => Vec::new(),
         };
@@ -252,7 +264,7 @@ impl JobRunner {
         };
         let tasks = Arc::new(AttemptTasks {
             attempt,
-            plan: job.plan,
+            plan,
             plane: self.plane.clone(),
             reports: self.reports.clone(),
             slots: Arc::clone(&self.slots),

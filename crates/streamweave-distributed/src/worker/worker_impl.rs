@@ -244,7 +244,8 @@ impl Worker for WorkerImpl {
             let slots = session.config.effective_source_slots();
             session.jobs = Some(
                 JobRunner::new(self.registry.clone(), plane, reports, slots)
-                    .with_metrics(self.metrics.clone()),
+                    .with_metrics(self.metrics.clone())
+                    .with_state_dir(session.config.state_dir.clone()),
             );
         }
         let handle = tokio::spawn(session.run(connection, leave.clone(), reports_rx));

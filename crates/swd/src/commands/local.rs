@@ -228,6 +228,9 @@ async fn start_and_work(
             .arg("--secret-file")
             .arg(secret)
             .stdout(Stdio::null());
+        if let Some(dir) = &args.state_dir {
+            worker.arg("--state-dir").arg(dir);
+        }
         processes.workers.push(
             worker
                 .spawn()

@@ -94,6 +94,15 @@ fn job_spec_resuming(
     if let Some(rate) = args.rate {
         spec.params.insert("rate".to_string(), rate.to_string());
     }
+    if let Some(backend) = args.state_backend {
+        let name = match backend {
+            crate::cli::StateBackend::Memory => "memory",
+            crate::cli::StateBackend::Disk => "disk",
+        };
+        let param = streamweave_distributed::dataflow::state::STATE_BACKEND_PARAM;
+        spec.params.insert(param.to_string(), name.to_string());
+    }
+    streamweave_distributed::dataflow::state::BackendKind::of(&spec)?;
     let job = registry.build(&spec)?;
     if resuming {
         job.validate_input()?;

@@ -24,6 +24,7 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
         source_slots: args.source_slots,
         assigned_partitions: args.partitions.unwrap_or_default(),
         cluster_name: args.cluster,
+        state_dir: args.state_dir,
         security: security(&args.security)?,
         ..Default::default()
     };

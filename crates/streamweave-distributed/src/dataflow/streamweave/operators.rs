@@ -17,6 +17,7 @@ use streamweave_error::StreamError;
 use super::driver::{as_is, AdaptedTransformer, Classify, Driver};
 use crate::dataflow::plan::Batch;
 use crate::dataflow::stage::{decode_state, encode_state, Stage};
+use crate::dataflow::state::StageContext;
 use crate::dataflow::{DataflowError, Exchanged, Flow, Stream};
 
 /// Makes a fresh transformer (one per partition and attempt).
@@ -165,14 +166,14 @@ where
         let inner = self.stage;
         Exchanged {
             send: self.send,
-            stage: Arc::new(move || {
-                Box::new(TransformStage {
-                    inner: inner(),
+            stage: Arc::new(move |ctx: &StageContext| {
+                Ok(Box::new(TransformStage {
+                    inner: inner(ctx)?,
                     factory: Arc::clone(&factory),
                     driver: None,
                     classify,
                     fallible,
-                }) as Box<dyn Stage<V>>
+                }) as Box<dyn Stage<V>>)
             }),
             validate: self.validate,
             source: self.source,
@@ -200,14 +201,14 @@ where
         let inner = self.stage;
         Exchanged {
             send: self.send,
-            stage: Arc::new(move || {
-                Box::new(BufferedStage {
-                    inner: inner(),
+            stage: Arc::new(move |ctx: &StageContext| {
+                Ok(Box::new(BufferedStage {
+                    inner: inner(ctx)?,
                     buffer: Vec::new(),
                     factory: Arc::clone(&factory),
                     classify,
                     fallible,
-                }) as Box<dyn Stage<V>>
+                }) as Box<dyn Stage<V>>)
             }),
             validate,
             source: self.source,

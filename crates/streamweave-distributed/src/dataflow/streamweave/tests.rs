@@ -248,7 +248,7 @@ fn after_the_exchange_records_of_a_partition_flow_through_in_order_and_errors_fa
     let exchanged = numbers(10)
         .exchange(HashPartitioner)
         .try_through_streamweave(flaky(1, ErrorStrategy::Stop));
-    let mut stage = (exchanged.stage)();
+    let mut stage = (exchanged.stage)(&memory_stage()).unwrap();
     let mut out = Vec::new();
     let batch = |v: Vec<u64>| Batch::Local(Box::new(v));
     assert!(stage.on_batch(batch(vec![5, 1, 3]), &mut |x| out.push(x)).is_ok());
@@ -278,14 +278,14 @@ fn a_stateful_transformer_buffers_in_the_snapshot_and_runs_once_at_the_end() {
         .exchange(HashPartitioner)
         .through_streamweave_stateful(sorter);
     let mut out = Vec::new();
-    let mut first = (exchanged.stage)();
+    let mut first = (exchanged.stage)(&memory_stage()).unwrap();
     let batch = |v: Vec<u64>| Batch::Local(Box::new(v));
     assert!(first.on_batch(batch(vec![9, 3, 7]), &mut |x| out.push(x)).is_ok());
     assert!(first.on_barrier(&mut |x| out.push(x)).is_ok());
     let state = first.snapshot().unwrap_or_default();
     assert!(out.is_empty(), "nothing leaves before the end: {out:?}");
     // A restart from that checkpoint: a fresh stage restored from the snapshot.
-    let mut second = (exchanged.stage)();
+    let mut second = (exchanged.stage)(&memory_stage()).unwrap();
     assert!(second.restore(&state).is_ok());
     assert!(second.on_batch(batch(vec![1, 8]), &mut |x| out.push(x)).is_ok());
     assert!(second.finish(&mut |x| out.push(x)).is_ok());
@@ -474,4 +474,13 @@ fn per_record_cost_against_a_native_map() {
         through - base,
         tried - base
     );
+}
+
+/// What a stage factory is given for partition 0 on the memory backend.
+fn memory_stage() -> crate::dataflow::state::StageContext<'static> {
+    static MEMORY: crate::dataflow::state::StateBackend = crate::dataflow::state::StateBackend::Memory;
+    crate::dataflow::state::StageContext {
+        partition: 0,
+        state: &MEMORY,
+    }
 }

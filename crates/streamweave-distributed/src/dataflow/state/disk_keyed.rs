@@ -1,0 +1,343 @@
+//! [`DiskKeyed`]: the keyed stage of `reduce`, `count` and `fold` with its state in a
+//! [`DiskStore`] instead of a hash map, so a partition's state may exceed memory.
+//!
+//! ```text
+//! (key, x) --cache hit--> acc = update(acc, x)                      (in memory)
+//!          --cache miss--> acc = update(store.get(key), x)          (one read transaction a batch)
+//! cache full (or barrier, end) --flush: one write transaction--> state table + changed marks
+//! barrier: base  = every stored entry            (streamed out of the table)
+//!          delta = the entries of the changed marks, which are then cleared
+//! restore: base and deltas decoded entry by entry into the store, in batches
+//! ```
+//!
+//! The cache holds only entries changed since the last flush and is emptied by each flush, so
+//! memory is bounded by its capacity and redb's page cache, not by the state. Segments have the
+//! memory backend's bytes exactly (see `stage.rs`), so either backend restores the other's.
+
+use std::fmt;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Serialize;
+
+use super::store::{DiskStore, Tables};
+use crate::checkpoint::SegmentKind;
+use crate::dataflow::plan::{unpack, Batch};
+use crate::dataflow::stage::{decode_state, encode_state, FoldHashMap, Stage, Update};
+use crate::dataflow::DataflowError;
+
+/// Entries changed since the last flush kept in memory per partition, by default.
+pub const CACHE_ENTRIES: usize = 1 << 16;
+
+/// Entries written to the store per transaction on restore.
+const LOAD_BATCH: usize = 1 << 16;
+
+/// See the module documentation.
+pub(crate) struct DiskKeyed<K, A, X> {
+    store: Arc<DiskStore>,
+    tables: Tables,
+    update: Update<A, X>,
+    /// Accumulators changed since the last flush (all of them dirty).
+    cache: FoldHashMap<K, A>,
+    capacity: usize,
+    /// A changelog (see `changelog.rs`): each barrier emits the keys changed in its epoch, which
+    /// are also the epoch's delta; the end emits those changed since the last barrier.
+    changelog: bool,
+}
+
+impl<K, A, X> DiskKeyed<K, A, X>
+where
+    K: Eq + Hash + Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned,
+{
+    /// Partition `q`'s stage, with new empty tables in `store` and a cache of `capacity` entries.
+    pub(crate) fn open(
+        store: &Arc<DiskStore>,
+        q: usize,
+        update: &Update<A, X>,
+        capacity: usize,
+    ) -> Result<Self, DataflowError> {
+        Ok(DiskKeyed {
+            tables: store.open_tables(q)?,
+            store: Arc::clone(store),
+            update: Arc::clone(update),
+            cache: FoldHashMap::default(),
+            capacity: capacity.max(1),
+            changelog: false,
+        })
+    }
+
+    /// The stage as a changelog (see the field).
+    pub(crate) fn changelog(mut self) -> Self {
+        self.changelog = true;
+        self
+    }
+
+    /// Emits the keys changed since the last barrier with their values, then forgets them.
+    fn emit_changed(&mut self, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        self.flush()?;
+        self.store.for_each_changed(&self.tables, |k, v| {
+            emit((decode_state(k)?, decode_state(v)?));
+            Ok(())
+        })?;
+        self.store.reset_changed(&self.tables)
+    }
+
+    /// Writes the cached entries to the store (sorted: neighbouring B-tree pages) and empties
+    /// the cache.
+    fn flush(&mut self) -> Result<(), DataflowError> {
+        if self.cache.is_empty() {
+            return Ok(());
+        }
+        let mut entries = Vec::with_capacity(self.cache.len());
+        for (k, a) in self.cache.drain() {
+            entries.push((encode_state(&k)?, encode_state(&a)?));
+        }
+        entries.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        (self.store).put_all(
+            &self.tables,
+            entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            true,
+        )
+    }
+
+    /// Loads encoded entries (a base's map or a delta's sequence) into the store in batches.
+    fn load(&mut self, bytes: &[u8], base: bool) -> Result<(), DataflowError> {
+        let mut batch = Vec::new();
+        let mut failed = None;
+        let (store, tables) = (&self.store, &self.tables);
+        let mut put = |k: K, a: A| -> Result<(), String> {
+            let entry = (encode_state(&k), encode_state(&a));
+            let (Ok(k), Ok(v)) = entry else {
+                return Err("cannot encode a restored entry".to_string());
+            };
+            batch.push((k, v));
+            if batch.len() >= LOAD_BATCH {
+                write_sorted(store, tables, &mut batch).map_err(|e| {
+                    let message = e.to_string();
+                    failed = Some(e);
+                    message
+                })?;
+            }
+            Ok(())
+        };
+        let mut de = postcard::Deserializer::from_bytes(bytes);
+        let seed = Entries::<K, A, _> {
+            put: &mut put,
+            types: PhantomData,
+        };
+        let decoded = match base {
+            true => (&mut de).deserialize_map(seed),
+            false => (&mut de).deserialize_seq(seed),
+        };
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        decoded.map_err(|e| DataflowError::Encoding(format!("restore: {e}")))?;
+        write_sorted(&self.store, &self.tables, &mut batch)
+    }
+}
+
+fn write_sorted(
+    store: &DiskStore,
+    tables: &Tables,
+    batch: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), DataflowError> {
+    batch.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+    store.put_all(
+        tables,
+        batch.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+        false,
+    )?;
+    batch.clear();
+    Ok(())
+}
+
+/// A postcard collection length, as a map or sequence of `n` entries starts.
+fn length_prefix(n: u64) -> Result<Vec<u8>, DataflowError> {
+    encode_state(&n)
+}
+
+impl<K, A, X> Stage<(K, A)> for DiskKeyed<K, A, X>
+where
+    K: Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
+    X: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        let records = unpack::<(K, X)>(batch)?;
+        {
+            // One read transaction for the batch's misses, opened at the first; the cache is
+            // flushed only after it ends, so it sees every entry not in the cache.
+            let mut reader = None;
+            for (k, x) in records {
+                let acc = match self.cache.remove(&k) {
+                    Some(acc) => Some(acc),
+                    None => {
+                        let reader = match &mut reader {
+                            Some(reader) => reader,
+                            None => reader.insert(self.store.reader(&self.tables)?),
+                        };
+                        let stored = reader.get(&encode_state(&k)?)?;
+                        stored.map(|bytes| decode_state::<A>(&bytes)).transpose()?
+                    }
+                };
+                let acc = (self.update)(acc, x);
+                self.cache.insert(k, acc);
+            }
+        }
+        if self.cache.len() >= self.capacity {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The stored entries overlaid with the cached ones, as the memory backend's map.
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        let mut cached = FoldHashMap::default();
+        for (k, a) in &self.cache {
+            cached.insert(encode_state(k)?, encode_state(a)?);
+        }
+        let (mut body, mut n) = (Vec::new(), 0u64);
+        self.store.for_each(&self.tables, |k, v| {
+            if !cached.contains_key(k) {
+                n += 1;
+                body.extend_from_slice(k);
+                body.extend_from_slice(v);
+            }
+            Ok(())
+        })?;
+        for (k, v) in &cached {
+            n += 1;
+            body.extend_from_slice(k);
+            body.extend_from_slice(v);
+        }
+        let mut out = length_prefix(n)?;
+        out.extend(body);
+        Ok(out)
+    }
+
+    fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
+        self.flush()?;
+        let bytes = match kind {
+            SegmentKind::Base => {
+                let mut out = length_prefix(self.store.len(&self.tables)?)?;
+                self.store.for_each(&self.tables, |k, v| {
+                    out.extend_from_slice(k);
+                    out.extend_from_slice(v);
+                    Ok(())
+                })?;
+                out
+            }
+            SegmentKind::Delta => {
+                let mut body = Vec::new();
+                let n = self.store.for_each_changed(&self.tables, |k, v| {
+                    body.extend_from_slice(k);
+                    body.extend_from_slice(v);
+                    Ok(())
+                })?;
+                let mut out = length_prefix(n)?;
+                out.extend(body);
+                out
+            }
+        };
+        // A changelog's barrier, right after, emits the changed keys and then forgets them.
+        if !self.changelog {
+            self.store.reset_changed(&self.tables)?;
+        }
+        Ok((kind, bytes))
+    }
+
+    fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        self.flush()?;
+        self.load(bytes, false)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        self.cache.clear();
+        self.store.clear(&self.tables)?;
+        self.load(bytes, true)
+    }
+
+    fn on_barrier(&mut self, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        match self.changelog {
+            true => self.emit_changed(emit),
+            false => Ok(()),
+        }
+    }
+
+    fn finish(mut self: Box<Self>, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        if self.changelog {
+            return self.emit_changed(emit);
+        }
+        self.flush()?;
+        self.store.for_each(&self.tables, |k, v| {
+            emit((decode_state(k)?, decode_state(v)?));
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl<K, A, X> DiskKeyed<K, A, X> {
+    pub(super) fn tables_for_test(&self) -> Tables {
+        self.tables.clone()
+    }
+
+    pub(super) fn cached_for_test(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+impl<K, A, X> Drop for DiskKeyed<K, A, X> {
+    /// The partition ended or left this worker: its tables go (the checkpoint has its state).
+    fn drop(&mut self) {
+        let (store, tables) = (Arc::clone(&self.store), self.tables.clone());
+        let drop_tables = move || {
+            if let Err(e) = store.drop_tables(&tables) {
+                tracing::warn!(error = %e, "cannot drop a partition's disk state");
+            }
+        };
+        // Freeing a large table's pages takes a while: not on an async runtime's thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(drop_tables)),
+            Err(_) => drop_tables(),
+        }
+    }
+}
+
+/// Decodes a map or a sequence of `(K, A)` entries, handing each to `put` as it is read.
+struct Entries<'p, K, A, P> {
+    put: &'p mut P,
+    types: PhantomData<fn() -> (K, A)>,
+}
+
+impl<'de, K, A, P> Visitor<'de> for Entries<'_, K, A, P>
+where
+    K: DeserializeOwned,
+    A: DeserializeOwned,
+    P: FnMut(K, A) -> Result<(), String>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("keyed state entries")
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        while let Some((k, a)) = map.next_entry::<K, A>()? {
+            (self.put)(k, a).map_err(serde::de::Error::custom)?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        while let Some((k, a)) = seq.next_element::<(K, A)>()? {
+            (self.put)(k, a).map_err(serde::de::Error::custom)?;
+        }
+        Ok(())
+    }
+}

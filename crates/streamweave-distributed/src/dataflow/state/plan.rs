@@ -1,0 +1,69 @@
+//! [`with_state`]: a job's plan whose receivers keep their keyed state in the attempt's
+//! backend. The worker wraps the plan it built once per attempt; everything else passes through.
+
+use std::sync::Arc;
+
+use super::StateBackend;
+use crate::dataflow::plan::{ErasedPlan, ExchangeOut, Receiver, SourceControl};
+use crate::dataflow::{DataflowError, SinkContext, SourceContext, SourceEnd, SourceOffset};
+
+/// `plan` with its keyed stages on `state` (the plan itself when it is memory).
+pub(crate) fn with_state(plan: Arc<dyn ErasedPlan>, state: StateBackend) -> Arc<dyn ErasedPlan> {
+    match state {
+        StateBackend::Memory => plan,
+        state => Arc::new(StatefulPlan { inner: plan, state }),
+    }
+}
+
+struct StatefulPlan {
+    inner: Arc<dyn ErasedPlan>,
+    state: StateBackend,
+}
+
+impl ErasedPlan for StatefulPlan {
+    fn run_source(
+        &self,
+        ctx: &SourceContext,
+        offset: SourceOffset,
+        control: &SourceControl,
+        out: &mut dyn ExchangeOut,
+    ) -> Result<SourceEnd, DataflowError> {
+        self.inner.run_source(ctx, offset, control, out)
+    }
+
+    fn open_receiver(&self, ctx: &SinkContext) -> Result<Box<dyn Receiver>, DataflowError> {
+        self.inner.open_receiver_in(ctx, &self.state)
+    }
+
+    fn open_receiver_in(
+        &self,
+        ctx: &SinkContext,
+        state: &StateBackend,
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
+        self.inner.open_receiver_in(ctx, state)
+    }
+
+    fn validate(&self) -> Result<(), DataflowError> {
+        self.inner.validate()
+    }
+
+    fn validate_input(&self) -> Result<(), DataflowError> {
+        self.inner.validate_input()
+    }
+
+    fn bounded(&self) -> bool {
+        self.inner.bounded()
+    }
+
+    fn empty_sources(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
+        self.inner.empty_sources(num_partitions)
+    }
+
+    fn commit_epochs(&self, partition: usize, upto: u64) -> Result<(), DataflowError> {
+        self.inner.commit_epochs(partition, upto)
+    }
+
+    fn discard_after(&self, partition: usize, after: u64) -> Result<(), DataflowError> {
+        self.inner.discard_after(partition, after)
+    }
+}
