@@ -379,12 +379,15 @@ pub enum PeerMessage {
         /// The source partition that ended.
         from: u32,
     },
-    /// The receiver of `partition` consumed `credits` batches: the sender may send as many more.
+    /// The receiver of `partition` consumed `credits` batches of source partition `from`: that
+    /// source may send as many more (credits are per channel, one source to one partition).
     Credit {
         /// The job attempt.
         attempt: u64,
         /// The partition.
         partition: u32,
+        /// The source partition whose batches were consumed.
+        from: u32,
         /// How many.
         credits: u32,
     },

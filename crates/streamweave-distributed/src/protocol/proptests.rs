@@ -96,13 +96,14 @@ fn peer_message() -> impl Strategy<Value = PeerMessage> {
                 from,
             }
         }),
-        (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(attempt, partition, credits)| {
-            PeerMessage::Credit {
+        (any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>()).prop_map(
+            |(attempt, partition, from, credits)| PeerMessage::Credit {
                 attempt,
                 partition,
+                from,
                 credits,
             }
-        }),
+        ),
     ]
 }
 

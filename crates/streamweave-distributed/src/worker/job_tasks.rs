@@ -28,12 +28,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint_actor::Checkpoints;
-use super::exchange::{AttemptOut, DataPlane, Destination, RouteChanges, CREDITS_PER_CHANNEL};
+use super::exchange::{AttemptOut, DataPlane, Destination, RouteChanges};
 use super::panics::guarded_async;
 use super::preload::{PreloadMap, Preloaded, Preparation};
 use super::receiver_task::{ReceiverTask, RestoreFrom};
@@ -466,7 +466,7 @@ impl AttemptTasks {
     fn local(&self, q: usize) -> Destination {
         Destination::Local {
             inbox: self.plane.inbox(self.attempt, q),
-            credits: Arc::new(Semaphore::new(CREDITS_PER_CHANNEL)),
+            credits: Arc::default(),
         }
     }
 }

@@ -79,6 +79,8 @@ impl ReceiverTask {
         }
         let mut writer = StateWriter::new(q, chain);
         let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
+        // From the first barrier of an alignment to the snapshot (a debug figure).
+        let mut aligning_since: Option<std::time::Instant> = None;
         loop {
             let message = match alignment.next_held() {
                 Some(message) => message,
@@ -90,6 +92,9 @@ impl ReceiverTask {
             if self.cancel.is_cancelled() {
                 return Ok(None);
             }
+            if matches!(message, super::exchange::Inbound::Barrier { .. }) && aligning_since.is_none() {
+                aligning_since = Some(std::time::Instant::now());
+            }
             let mut step = alignment.on_message(message)?;
             loop {
                 match step {
@@ -100,6 +105,14 @@ impl ReceiverTask {
                     }
                     Step::Cancelled => return Ok(None),
                     Step::Aligned(id) => {
+                        if let Some(since) = aligning_since.take() {
+                            tracing::debug!(
+                                partition = q,
+                                checkpoint = id,
+                                align_ms = since.elapsed().as_millis() as u64,
+                                "barrier aligned"
+                            );
+                        }
                         let hand_over = match &self.checkpoints {
                             Some(checkpoints) => checkpoints.receiver_aligned(q, id).await?,
                             None => false,
@@ -237,9 +250,21 @@ async fn seal(
     id: u64,
     kind: SegmentKind,
 ) -> Result<(Box<dyn Receiver>, SegmentKind, Vec<u8>), DataflowError> {
+    let asked = std::time::Instant::now();
     blocking::run(move || {
+        let started = std::time::Instant::now();
         let (kind, state) = receiver.snapshot_segment(kind)?;
+        let encoded = std::time::Instant::now();
         receiver.pre_commit(id)?;
+        tracing::debug!(
+            checkpoint = id,
+            ?kind,
+            bytes = state.len(),
+            queued_ms = (started - asked).as_millis() as u64,
+            encode_ms = (encoded - started).as_millis() as u64,
+            pre_commit_ms = encoded.elapsed().as_millis() as u64,
+            "state sealed"
+        );
         Ok((receiver, kind, state))
     })
     .await

@@ -223,6 +223,7 @@ impl StateWriter {
 /// coordinator times the checkpoint out and takes the next) if a put failed.
 fn store(checkpoints: &CheckpointHandle, q: usize, sealed: &Sealed) -> bool {
     let id = CheckpointId(sealed.id);
+    let started = std::time::Instant::now();
     let stored = match sealed.kind {
         SegmentKind::Base => checkpoints.store.put(id, &state_name(q), &sealed.bytes),
         SegmentKind::Delta => checkpoints
@@ -233,6 +234,13 @@ fn store(checkpoints: &CheckpointHandle, q: usize, sealed: &Sealed) -> bool {
     };
     match stored {
         Ok(file) => {
+            tracing::debug!(
+                checkpoint = sealed.id,
+                partition = q,
+                bytes = sealed.bytes.len(),
+                write_ms = started.elapsed().as_millis() as u64,
+                "state stored"
+            );
             checkpoints.state_saved(sealed.id, q, file);
             true
         }

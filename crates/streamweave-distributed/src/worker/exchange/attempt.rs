@@ -7,6 +7,7 @@
 //! requested, and every source applies it ([`AttemptOut::reroute`]) right after it sent that
 //! barrier, so what it sent before goes to the old owner and what follows to the new one.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -25,13 +26,35 @@ use crate::protocol::PeerMessage;
 /// Where one partition of an attempt lives, as seen from this worker.
 #[derive(Clone)]
 pub(crate) enum Destination {
-    /// On this worker: its inbox and the worker-wide credits for it.
+    /// On this worker: its inbox and the credits of the channels to it.
     Local {
         inbox: InboxSender,
-        credits: Arc<Semaphore>,
+        credits: Arc<LocalCredits>,
     },
     /// On another worker, over this link.
     Remote(Arc<Link>),
+}
+
+/// The credits of the channels from this worker's sources to one partition here, a counter per
+/// source partition (made at its first batch). Per source, not shared: batches that a receiver
+/// holds back behind a barrier it aligns keep their credits, and must not take those of a
+/// source that has yet to reach that barrier (which would then never come).
+#[derive(Debug, Default)]
+pub(crate) struct LocalCredits {
+    /// By source partition. Locked once per batch, never across an await.
+    channels: Mutex<HashMap<usize, Arc<Semaphore>>>,
+}
+
+impl LocalCredits {
+    /// The credit counter of source partition `from`'s channel.
+    fn of(&self, from: usize) -> Arc<Semaphore> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            channels
+                .entry(from)
+                .or_insert_with(|| Arc::new(Semaphore::new(super::CREDITS_PER_CHANNEL))),
+        )
+    }
 }
 
 /// The destination changes of one attempt, each taking effect after a checkpoint barrier.
@@ -218,8 +241,9 @@ impl ExchangeOut for AttemptOut {
     fn send(&mut self, q: usize, batch: Batch) -> Result<(), DataflowError> {
         match (&self.destinations[q], batch) {
             (Destination::Local { inbox, credits }, batch) => {
-                self.wait_for_credit(Arc::clone(credits), None)?;
-                let credit = CreditReturn::Local(Arc::clone(credits));
+                let credits = credits.of(self.from);
+                self.wait_for_credit(Arc::clone(&credits), None)?;
+                let credit = CreditReturn::Local(credits);
                 let batch = Inbound::Batch {
                     batch,
                     credit,
@@ -234,7 +258,8 @@ impl ExchangeOut for AttemptOut {
                 }
             }
             (Destination::Remote(link), Batch::Encoded(records)) => {
-                let slot = self.wait_for_credit(link.credits(self.attempt, q), Some(link))?;
+                let channel = (self.attempt, q, self.from);
+                let slot = self.wait_for_credit(link.credits(channel), Some(link))?;
                 let message = PeerMessage::Batch {
                     attempt: self.attempt,
                     partition: q as u32,
@@ -258,5 +283,63 @@ impl ExchangeOut for AttemptOut {
 
     fn cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::worker::exchange::{inbox_capacity, CREDITS_PER_CHANNEL};
+
+    fn batch(x: u64) -> Batch {
+        Batch::Local(Box::new(vec![x]))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_held_behind_a_barrier_leave_the_other_sources_their_credits() {
+        // Partition 0 here aligns barrier 7: source 0 sent it, so the batches source 0 sends
+        // next wait in the receiver, their credits not returned. Source 1, on the same worker,
+        // has not reached the barrier yet: unless it can still send, the barrier never aligns
+        // and nothing returns the credits (the job stood still, its checkpoints timing out).
+        let (inbox, mut received) = tokio::sync::mpsc::channel(inbox_capacity(2));
+        let credits = Arc::new(LocalCredits::default());
+        let destination = Destination::Local {
+            inbox,
+            credits: Arc::clone(&credits),
+        };
+        let (routes, cancel) = (Arc::new(RouteChanges::default()), CancellationToken::new());
+        let metrics = WorkerMetrics::default();
+        let out = AttemptOut::new(1, vec![destination], cancel.clone(), routes, 0, metrics);
+        let (mut ahead, mut behind) = (out.for_source(0), out.for_source(1));
+        let sent = tokio::task::spawn_blocking(move || {
+            ahead.barrier(7)?;
+            for x in 0..CREDITS_PER_CHANNEL as u64 {
+                ahead.send(0, batch(x))?;
+            }
+            behind.send(0, batch(100))
+        });
+        let sent = tokio::time::timeout(Duration::from_secs(10), sent).await;
+        // Cancelling frees a thread still waiting, so that the test fails instead of hanging.
+        cancel.cancel();
+        sent.expect("source 1 waits for a credit that only the alignment would return")
+            .expect("the sending thread")
+            .expect("sent");
+        // Each source's channel holds its own credits: source 0 used all of its, no more.
+        assert_eq!(credits.of(0).available_permits(), 0);
+        assert_eq!(credits.of(1).available_permits(), CREDITS_PER_CHANNEL - 1);
+        let mut froms = Vec::new();
+        while let Ok(message) = received.try_recv() {
+            match message {
+                Inbound::Barrier { id: 7, from: 0 } => froms.push(None),
+                Inbound::Batch { from, .. } => froms.push(Some(from)),
+                _ => panic!("a message neither the barrier nor a batch"),
+            }
+        }
+        let mut expected = vec![None];
+        expected.extend(std::iter::repeat_n(Some(0), CREDITS_PER_CHANNEL));
+        expected.push(Some(1));
+        assert_eq!(froms, expected);
     }
 }

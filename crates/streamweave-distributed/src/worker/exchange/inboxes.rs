@@ -48,8 +48,7 @@ pub(crate) enum CreditReturn {
     Local(Arc<Semaphore>),
     Remote {
         link: Arc<Link>,
-        attempt: u64,
-        partition: usize,
+        channel: super::link::Channel,
     },
 }
 
@@ -57,11 +56,7 @@ impl CreditReturn {
     pub(crate) fn release(self) {
         match self {
             CreditReturn::Local(semaphore) => semaphore.add_permits(1),
-            CreditReturn::Remote {
-                link,
-                attempt,
-                partition,
-            } => link.return_credit(attempt, partition),
+            CreditReturn::Remote { link, channel } => link.return_credit(channel),
         }
     }
 }

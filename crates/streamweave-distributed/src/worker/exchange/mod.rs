@@ -40,14 +40,15 @@ pub(crate) type InboxSender = mpsc::Sender<Inbound>;
 pub(crate) type InboxReceiver = mpsc::Receiver<Inbound>;
 
 /// Messages a partition's inbox holds at most in an attempt of `num_partitions` partitions:
-/// the batches the credits allow (each sender holds [`CREDITS_PER_CHANNEL`]; a sender owns a
-/// partition, plus two local channels across a move back here), the barriers of two
-/// checkpoints and an end of stream from every source, and the cancellation. A protocol-abiding
-/// peer never fills it; one that does waits (its connection is read no further).
+/// the batches the credits allow ([`CREDITS_PER_CHANNEL`] per channel, a channel per source
+/// partition and worker sending it, and across a move a source partition sends from its old
+/// owner and its new one), the barriers of two checkpoints and an end of stream from every
+/// source, and the cancellation. A protocol-abiding peer never fills it; one that does waits
+/// (its connection is read no further).
 pub(crate) fn inbox_capacity(num_partitions: usize) -> usize {
-    CREDITS_PER_CHANNEL * (num_partitions + 2) + 3 * num_partitions + 8
+    CREDITS_PER_CHANNEL * 2 * (num_partitions + 1) + 3 * num_partitions + 8
 }
 
-/// Batches a sender may have in flight to one partition of one worker, per link (remote) or
-/// per worker (local).
+/// Batches one source partition may have in flight to one partition (a channel), over a link
+/// or to a partition on its own worker.
 pub const CREDITS_PER_CHANNEL: usize = 8;

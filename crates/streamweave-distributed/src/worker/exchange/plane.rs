@@ -303,8 +303,9 @@ impl DataPlane {
             PeerMessage::Credit {
                 attempt,
                 partition,
+                from,
                 credits,
-            } => return link.add_credits(attempt, partition as usize, credits),
+            } => return link.add_credits((attempt, partition as usize, from as usize), credits),
             PeerMessage::Hello { .. } => {
                 tracing::debug!(peer = %link.peer, "ignoring a second hello");
                 return Ok(());
@@ -319,8 +320,7 @@ impl DataPlane {
                 let bytes = records.len();
                 let credit = CreditReturn::Remote {
                     link: Arc::clone(link),
-                    attempt,
-                    partition,
+                    channel: (attempt, partition, from),
                 };
                 let inbound = Inbound::Batch {
                     batch: Batch::Encoded(records),
@@ -359,9 +359,9 @@ impl DataPlane {
         let Some(inbox) = self.admit(link, attempt, partition, from, bytes).await? else {
             return Ok(());
         };
-        if matches!(inbound, Inbound::Batch { .. }) && !link.take_credit(attempt, partition) {
+        if matches!(inbound, Inbound::Batch { .. }) && !link.take_credit((attempt, partition, from)) {
             return Err(format!(
-                "a batch for partition {partition} of attempt {attempt} beyond the credits granted"
+                "a batch for partition {partition} from {from} of attempt {attempt} beyond the credits granted"
             ));
         }
         // The inbox's capacity covers every credit and control message; a peer that fills it

@@ -138,6 +138,7 @@ async fn a_sender_beyond_its_credits_is_disconnected() {
         Ok(Ok(Some(PeerMessage::Credit {
             attempt: 5,
             partition: 0,
+            from: 1,
             credits: 1,
         }))) => {}
         other => panic!("expected the credit back, got {other:?}"),
@@ -209,6 +210,7 @@ async fn credits_never_granted_close_the_connection() {
     w2.send(PeerMessage::Credit {
         attempt: 5,
         partition: 1,
+        from: 0,
         credits: u32::MAX,
     })
     .await
