@@ -92,9 +92,19 @@ pub fn print_ms(name: &str, values: &mut [f64]) {
     );
 }
 
-/// Polls the status (every 2 ms) until `done` holds; the time it did.
+/// Polls the status (every 2 ms) until `done` holds; the time it did. Panics after a minute.
 pub async fn wait_until(client: &mut Client, what: &str, done: impl Fn(&ClusterStatus) -> bool) -> Instant {
-    let end = Instant::now() + Duration::from_secs(60);
+    wait_within(client, what, Duration::from_secs(60), done).await
+}
+
+/// [`wait_until`] with a deadline of `within`.
+pub async fn wait_within(
+    client: &mut Client,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&ClusterStatus) -> bool,
+) -> Instant {
+    let end = Instant::now() + within;
     loop {
         let s = client.status().await.expect("status");
         if done(&s) {
@@ -114,7 +124,8 @@ pub async fn job_ended(addr: SocketAddr, security: &streamweave_distributed::sec
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    wait_until(&mut client, "the job to end", |s| {
+    // Large-state runs on a loaded 2-core machine can take minutes.
+    wait_within(&mut client, "the job to end", Duration::from_secs(1800), |s| {
         s.job.as_ref().is_some_and(|j| {
             matches!(
                 j.state,
