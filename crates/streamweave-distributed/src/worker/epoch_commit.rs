@@ -2,8 +2,6 @@
 //! checkpoint, each partition's sink makes the epochs up to it visible (`CommitEpochs`); the
 //! job runner runs this on a blocking thread and reports `EpochsCommitted` when all succeeded.
 
-use std::sync::atomic::Ordering;
-
 use super::job_tasks::TaskFailure;
 use crate::dataflow::plan::ErasedPlan;
 
@@ -37,7 +35,7 @@ fn final_commit_test_delay() {
         let ms = std::env::var("SWD_TEST_FINAL_COMMIT_DELAY_MS")
             .ok()
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(ms) = ms.filter(|_| !DELAYED.swap(true, Ordering::Relaxed)) {
+        if let Some(ms) = ms.filter(|_| !DELAYED.swap(true, std::sync::atomic::Ordering::Relaxed)) {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
     }
