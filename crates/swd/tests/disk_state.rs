@@ -59,22 +59,21 @@ fn a_disk_backed_word_count_survives_a_sigkill_with_exact_output() {
     let output = dir.path().join("out");
     let opts = Opts {
         partitions: 8,
-        extra: vec![
-            "--job".into(),
-            "wordcount".into(),
-            "--input".into(),
-            input.to_string_lossy().to_string(),
-            "--output".into(),
-            output.to_string_lossy().to_string(),
-            "--state-backend".into(),
-            "disk".into(),
-            "--rate".into(),
-            "500".into(),
-            "--min-workers".into(),
-            "3".into(),
-            "--checkpoint-interval".into(),
-            "1s".into(),
-        ],
+        extra: job_flags(
+            "wordcount",
+            &input,
+            &output,
+            &[
+                "--state-backend",
+                "disk",
+                "--rate",
+                "500",
+                "--min-workers",
+                "3",
+                "--checkpoint-interval",
+                "1s",
+            ],
+        ),
         ..Opts::default()
     };
     let mut cluster = Cluster::start(opts);

@@ -211,18 +211,12 @@ fn a_hundred_hostile_connections_leave_the_workers_memory_and_the_jobs_output_al
         partitions: 8,
         // Failure detection is not under test: a loaded machine must not fail a worker.
         heartbeat_timeout: "3s",
-        extra: vec![
-            "--job".into(),
-            "wordcount".into(),
-            "--input".into(),
-            input.to_string_lossy().to_string(),
-            "--output".into(),
-            output.to_string_lossy().to_string(),
-            "--rate".into(),
-            "300".into(),
-            "--min-workers".into(),
-            "2".into(),
-        ],
+        extra: job_flags(
+            "wordcount",
+            &input,
+            &output,
+            &["--rate", "300", "--min-workers", "2"],
+        ),
         ..Opts::default()
     };
     let mut cluster = Cluster::start(opts);

@@ -66,20 +66,19 @@ fn checkpoints_write_only_changed_state_and_a_sigkill_keeps_the_output_exact() {
     let output = dir.path().join("out");
     let opts = Opts {
         partitions: 8,
-        extra: vec![
-            "--job".into(),
-            "wordcount".into(),
-            "--input".into(),
-            input.to_string_lossy().to_string(),
-            "--output".into(),
-            output.to_string_lossy().to_string(),
-            "--rate".into(),
-            "3000".into(),
-            "--min-workers".into(),
-            "3".into(),
-            "--checkpoint-interval".into(),
-            "1s".into(),
-        ],
+        extra: job_flags(
+            "wordcount",
+            &input,
+            &output,
+            &[
+                "--rate",
+                "3000",
+                "--min-workers",
+                "3",
+                "--checkpoint-interval",
+                "1s",
+            ],
+        ),
         ..Opts::default()
     };
     let mut cluster = Cluster::start(opts);

@@ -52,20 +52,19 @@ fn partitions_moved_at_tens_of_mb_of_state_load_it_ahead_and_pause_briefly_with_
     let opts = Opts {
         partitions: 8,
         heartbeat_timeout: "2s",
-        extra: vec![
-            "--job".into(),
-            "wordcount".into(),
-            "--input".into(),
-            input.to_string_lossy().to_string(),
-            "--output".into(),
-            output.to_string_lossy().to_string(),
-            "--rate".into(),
-            "3000".into(),
-            "--min-workers".into(),
-            "2".into(),
-            "--checkpoint-interval".into(),
-            "1s".into(),
-        ],
+        extra: job_flags(
+            "wordcount",
+            &input,
+            &output,
+            &[
+                "--rate",
+                "3000",
+                "--min-workers",
+                "2",
+                "--checkpoint-interval",
+                "1s",
+            ],
+        ),
         ..Opts::default()
     };
     let mut cluster = Cluster::start(opts);

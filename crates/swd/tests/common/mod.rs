@@ -594,3 +594,17 @@ pub fn run_command_bounded(mut command: Command, name: &str, deadline: Duration)
         stderr: stderr.join().expect("stderr reader"),
     }
 }
+
+/// `--job JOB --input INPUT --output OUTPUT` and then `more`, as [`Opts::extra`] takes a job.
+pub fn job_flags(job: &str, input: &Path, output: &Path, more: &[&str]) -> Vec<String> {
+    let mut flags = vec![
+        "--job".to_string(),
+        job.to_string(),
+        "--input".to_string(),
+        input.to_string_lossy().into_owned(),
+        "--output".to_string(),
+        output.to_string_lossy().into_owned(),
+    ];
+    flags.extend(more.iter().map(|s| s.to_string()));
+    flags
+}
