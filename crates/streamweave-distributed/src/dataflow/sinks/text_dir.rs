@@ -324,7 +324,8 @@ struct TextDirWriter {
     partition: usize,
     attempt: u64,
     temp: PathBuf,
-    /// `None` once committed.
+    /// The temporary being written; `None` after a pre-commit (until the next write) and once
+    /// committed.
     out: Option<BufWriter<File>>,
     /// Whether anything was written since the last pre-commit.
     dirty: bool,
@@ -332,15 +333,19 @@ struct TextDirWriter {
 
 impl SinkWriter<String> for TextDirWriter {
     fn write(&mut self, item: String) -> Result<(), DataflowError> {
-        let out = self.out.as_mut().expect("written after commit");
         self.dirty = true;
+        let out = self.open_temp()?;
         out.write_all(item.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
             .map_err(|e| DataflowError::io(&self.temp, e))
     }
 
     fn commit(mut self: Box<Self>) -> Result<(), DataflowError> {
-        let out = self.out.take().expect("committed twice");
+        // Nothing written since the last pre-commit: the final file is empty.
+        self.open_temp()?;
+        let Some(out) = self.out.take() else {
+            return Ok(());
+        };
         let temp = &self.temp;
         let file = out
             .into_inner()
@@ -358,7 +363,9 @@ impl SinkWriter<String> for TextDirWriter {
         if !self.dirty {
             return Ok(());
         }
-        let out = self.out.take().expect("pre-committed after commit");
+        let Some(out) = self.out.take() else {
+            return Ok(());
+        };
         let temp = &self.temp;
         let file = out
             .into_inner()
@@ -368,15 +375,27 @@ impl SinkWriter<String> for TextDirWriter {
         let pending = self.work.join(pending_name(epoch));
         fs::rename(temp, &pending).map_err(|e| DataflowError::io(&pending, e))?;
         sync_dir(&self.work);
-        // The next epoch starts in a fresh temporary under the same name.
-        let file = File::create(temp).map_err(|e| DataflowError::io(temp, e))?;
-        self.out = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
+        // The next epoch starts in a fresh temporary under the same name, created by its first
+        // write. Not before: when the partition moves away at this barrier, the new owner's
+        // writer (same attempt, same name) may create that file before this writer is dropped,
+        // and dropping a writer that held one would remove the new owner's file.
         self.dirty = false;
         Ok(())
     }
 }
 
 impl TextDirWriter {
+    /// The temporary being written, created (empty) if this epoch has none yet.
+    fn open_temp(&mut self) -> Result<&mut BufWriter<File>, DataflowError> {
+        if self.out.is_none() {
+            let file = File::create(&self.temp).map_err(|e| DataflowError::io(&self.temp, e))?;
+            self.out = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
+        }
+        self.out
+            .as_mut()
+            .ok_or_else(|| DataflowError::InvalidJob("the temporary output file was not opened".into()))
+    }
+
     /// Removes the temporaries that earlier attempts of this partition left behind. A newer
     /// attempt's file is left alone: it belongs to a live writer, this one being the stale one.
     fn remove_older_temporaries(&self) -> Result<(), DataflowError> {

@@ -54,6 +54,33 @@ fn overlapping_commits_of_the_same_epochs_both_succeed() {
     assert_eq!(finals.len(), 200);
 }
 
+/// A partition moving inside an attempt: the old owner pre-commits at the move's barrier, the
+/// new owner (same attempt, same temporary name) opens and writes, and only then is the old
+/// owner's writer dropped. Found by `rebalance_live` once moves got fast: the old writer's drop
+/// removed the new owner's temporary, whose next pre-commit then failed.
+#[test]
+fn dropping_the_old_owners_writer_after_a_move_leaves_the_new_owners_file() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("out");
+    let sink = TextDirSink::new(&dir);
+    let mut old = sink.open(&ctx(3, 1)).unwrap();
+    old.write("before the move".into()).unwrap();
+    old.pre_commit(7).unwrap();
+    let mut new = sink.open(&ctx(3, 1)).unwrap();
+    new.write("after the move".into()).unwrap();
+    drop(old);
+    new.pre_commit(8).unwrap();
+    sink.commit_epochs(3, 8).unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.join(epoch_name(3, 7))).unwrap(),
+        "before the move\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join(epoch_name(3, 8))).unwrap(),
+        "after the move\n"
+    );
+}
+
 fn ctx(partition: usize, attempt: u64) -> SinkContext {
     SinkContext {
         partition,
