@@ -342,10 +342,7 @@ impl SinkWriter<String> for TextDirWriter {
 
     fn commit(mut self: Box<Self>) -> Result<(), DataflowError> {
         // Nothing written since the last pre-commit: the final file is empty.
-        self.open_temp()?;
-        let Some(out) = self.out.take() else {
-            return Ok(());
-        };
+        let out = self.take_temp()?;
         let temp = &self.temp;
         let file = out
             .into_inner()
@@ -385,15 +382,22 @@ impl SinkWriter<String> for TextDirWriter {
 }
 
 impl TextDirWriter {
+    /// The temporary being written, taken out of the writer; created (empty) if this epoch has
+    /// none yet.
+    fn take_temp(&mut self) -> Result<BufWriter<File>, DataflowError> {
+        match self.out.take() {
+            Some(out) => Ok(out),
+            None => {
+                let file = File::create(&self.temp).map_err(|e| DataflowError::io(&self.temp, e))?;
+                Ok(BufWriter::with_capacity(WRITE_BUFFER, file))
+            }
+        }
+    }
+
     /// The temporary being written, created (empty) if this epoch has none yet.
     fn open_temp(&mut self) -> Result<&mut BufWriter<File>, DataflowError> {
-        if self.out.is_none() {
-            let file = File::create(&self.temp).map_err(|e| DataflowError::io(&self.temp, e))?;
-            self.out = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
-        }
-        self.out
-            .as_mut()
-            .ok_or_else(|| DataflowError::InvalidJob("the temporary output file was not opened".into()))
+        let out = self.take_temp()?;
+        Ok(self.out.insert(out))
     }
 
     /// Removes the temporaries that earlier attempts of this partition left behind. A newer
