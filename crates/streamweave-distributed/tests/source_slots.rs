@@ -2,12 +2,14 @@
 //! not grow with partitions. Unbounded sources share the slots by turns (each gives its slot to a
 //! waiting one after a quantum), and a parked source's checkpoint barriers are sent for it: with
 //! one slot and six unbounded partitions, every partition makes progress, checkpoints complete
-//! while most sources are parked, and the output is exact.
+//! while most sources are parked, and the output is exact. A bounded source under a rate limit
+//! (`Throttled`) shares the slots the same way rather than holding one while it sleeps.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use streamweave_distributed::dataflow::sinks::CollectorSink;
+use streamweave_distributed::dataflow::sources::Throttled;
 use streamweave_distributed::dataflow::{
     DataflowError, Flow, HashPartitioner, JobRegistry, JobSpec, Source, SourceContext, SourceEnd,
     SourceOffset, Stream,
@@ -21,18 +23,20 @@ use streamweave_distributed::{
 const PARTITIONS: usize = 6;
 const PER_PARTITION: u64 = 3_000;
 
-/// An "unbounded" source (it says so, so it shares slots by turns) that ends after
-/// `PER_PARTITION` records, a record per 100 µs, logging the order in which partitions emit.
+/// A source that ends after `PER_PARTITION` records, logging the order in which partitions
+/// emit. Unbounded (it says so, so it shares slots by turns), it sleeps 100 µs a record itself;
+/// bounded, it does not, and is paced by a `Throttled` around it.
 #[derive(Clone)]
 struct Trickle {
     log: Arc<Mutex<Vec<usize>>>,
+    bounded: bool,
 }
 
 impl Source for Trickle {
     type Item = u64;
 
     fn is_bounded(&self) -> bool {
-        false
+        self.bounded
     }
 
     fn read(
@@ -46,7 +50,9 @@ impl Source for Trickle {
             if i % 100 == 0 {
                 self.log.lock().unwrap().push(ctx.partition);
             }
-            std::thread::sleep(Duration::from_micros(100));
+            if !self.bounded {
+                std::thread::sleep(Duration::from_micros(100));
+            }
             let record = ctx.partition as u64 * PER_PARTITION + i;
             i += 1;
             if emit(record) == Flow::Stop {
@@ -59,16 +65,32 @@ impl Source for Trickle {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbounded_sources_share_one_slot_by_turns_and_checkpoints_still_complete() {
-    let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
+    let source = Trickle {
+        log: Arc::clone(&log),
+        bounded: false,
+    };
+    one_slot_by_turns(source, log).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_bounded_sources_share_one_slot_by_turns() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let source = Trickle {
+        log: Arc::clone(&log),
+        bounded: true,
+    };
+    // 10 k records a second: about 0.3 s a partition, as the unbounded one sleeps.
+    one_slot_by_turns(Throttled::new(source, 10_000), log).await;
+}
+
+/// Runs `source` on six partitions and one worker with one source slot; checks exact output,
+/// that every partition started before the first one finished, and that checkpoints completed.
+async fn one_slot_by_turns<S: Source<Item = u64> + Clone>(source: S, log: Arc<Mutex<Vec<usize>>>) {
+    let dir = tempfile::tempdir().unwrap();
     let sink = CollectorSink::<u64>::new();
     let mut registry = JobRegistry::new();
-    let (source, collected) = (
-        Trickle {
-            log: Arc::clone(&log),
-        },
-        sink.clone(),
-    );
+    let collected = sink.clone();
     registry.register("trickle", "slow unbounded sources", move |_spec: &JobSpec| {
         Ok(Stream::from_source(source.clone())
             .exchange(HashPartitioner)

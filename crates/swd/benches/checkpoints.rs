@@ -11,55 +11,17 @@
 //! A measurement, not a test: it prints figures and asserts nothing about speed.
 mod common;
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::keyed_input::{loaded, write_keyed_input, BYTES_PER_KEY};
 use common::{percentile, start_coordinator, start_worker};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::{Client, ClusterStatus};
 
 const PARTITIONS: u64 = 8;
-const WORDS_PER_LINE: u64 = 10;
-/// Bytes of state per key, roughly (a 16-byte word, its length and its count).
-const BYTES_PER_KEY: u64 = 20;
 /// Seconds of the 1%-per-second phase.
 const CHANGE_SECONDS: u64 = 15;
-
-/// Writes `keys` distinct words, then `CHANGE_SECONDS` seconds of lines touching 1% of the keys
-/// per second, over `PARTITIONS` files. Returns the lines per second per partition that make
-/// 1% of the keys change per second.
-fn write_input(dir: &Path, keys: u64) -> u64 {
-    std::fs::create_dir_all(dir).expect("input dir");
-    let changes_per_second = (keys / 100).max(WORDS_PER_LINE * PARTITIONS);
-    let rate = changes_per_second / WORDS_PER_LINE / PARTITIONS;
-    let keys_per_file = keys / PARTITIONS;
-    for f in 0..PARTITIONS {
-        let file = std::fs::File::create(dir.join(format!("part-{f:03}.txt"))).expect("input file");
-        let mut out = BufWriter::new(file);
-        let word = |i: u64| format!("k{f:02}-{i:012}");
-        for line in 0..keys_per_file.div_ceil(WORDS_PER_LINE) {
-            let words: Vec<String> = (0..WORDS_PER_LINE)
-                .map(|w| word((line * WORDS_PER_LINE + w) % keys_per_file))
-                .collect();
-            writeln!(out, "{}", words.join(" ")).expect("write");
-        }
-        // A stride through the file's keys: every line touches keys not touched recently.
-        let stride = 7919 % keys_per_file.max(1);
-        let mut i = 0;
-        for _ in 0..rate * CHANGE_SECONDS {
-            let words: Vec<String> = (0..WORDS_PER_LINE)
-                .map(|_| {
-                    i = (i + stride.max(1)) % keys_per_file.max(1);
-                    word(i)
-                })
-                .collect();
-            writeln!(out, "{}", words.join(" ")).expect("write");
-        }
-        out.flush().expect("flush");
-    }
-    rate
-}
 
 struct Sample {
     written: u64,
@@ -70,7 +32,8 @@ struct Sample {
 async fn run(scratch: &Path, state_mb: u64) -> Vec<Sample> {
     let keys = state_mb * 1_000_000 / BYTES_PER_KEY;
     let input = scratch.join(format!("input-{state_mb}"));
-    let rate = write_input(&input, keys);
+    let written = write_keyed_input(&input, keys, PARTITIONS, CHANGE_SECONDS);
+    let rate = written.rate;
     let (output, data) = (
         scratch.join(format!("out-{state_mb}")),
         scratch.join(format!("data-{state_mb}")),
@@ -79,6 +42,8 @@ async fn run(scratch: &Path, state_mb: u64) -> Vec<Sample> {
         c.args(["--partitions", &PARTITIONS.to_string(), "--min-workers", "2"])
             .args(["--job", "wordcount", "--checkpoint-interval", "1s"])
             .args(["--rate", &rate.to_string()])
+            // One split per file: each source reads its keys before its changing lines.
+            .args(["--param", "min_split=1099511627776"])
             .arg("--input")
             .arg(&input)
             .arg("--output")
@@ -90,7 +55,6 @@ async fn run(scratch: &Path, state_mb: u64) -> Vec<Sample> {
         .map(|i| start_worker(addr, &format!("w{i}"), &[]))
         .collect();
     let mut client = Client::connect(addr, "default").await.expect("connect");
-    let loaded = keys * BYTES_PER_KEY * 9 / 10;
     let end = Instant::now() + Duration::from_secs(3600);
     let mut samples = Vec::new();
     let mut last = None;
@@ -104,7 +68,7 @@ async fn run(scratch: &Path, state_mb: u64) -> Vec<Sample> {
             if c.last_completed != last {
                 last = c.last_completed;
                 if let (Some(written), Some(state)) = (c.last_size_bytes, c.state_bytes) {
-                    if state >= loaded {
+                    if loaded(Some(state), keys) {
                         samples.push(Sample {
                             written,
                             state,

@@ -18,54 +18,18 @@
 //! and asserts nothing about speed.
 mod common;
 
-use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::keyed_input::{loaded, write_keyed_input, BYTES_PER_KEY};
 use common::{print_ms, start_coordinator, start_worker, Killed};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::{Client, ClusterStatus};
 
 const PARTITIONS: u64 = 8;
-const WORDS_PER_LINE: u64 = 10;
-/// Bytes of state per key, roughly (a 16-byte word, its length and its count).
-const BYTES_PER_KEY: u64 = 20;
 /// Seconds of the 1%-per-second phase: long enough for the moves and the kill.
 const CHANGE_SECONDS: u64 = 300;
-
-/// Writes `keys` distinct words, then lines touching 1% of the keys per second, over
-/// `PARTITIONS` files; returns the rate (lines per second per partition) of the second part.
-fn write_input(dir: &Path, keys: u64) -> u64 {
-    std::fs::create_dir_all(dir).expect("input dir");
-    let rate = (keys / 100).max(WORDS_PER_LINE * PARTITIONS) / WORDS_PER_LINE / PARTITIONS;
-    let per_file = keys / PARTITIONS;
-    for f in 0..PARTITIONS {
-        let file = std::fs::File::create(dir.join(format!("part-{f:03}.txt"))).expect("input file");
-        let mut out = BufWriter::new(file);
-        let word = |i: u64| format!("k{f:02}-{i:012}");
-        let line = |out: &mut BufWriter<std::fs::File>, next: &mut dyn FnMut() -> u64| {
-            let words: Vec<String> = (0..WORDS_PER_LINE).map(|_| word(next())).collect();
-            writeln!(out, "{}", words.join(" ")).expect("write");
-        };
-        let mut i = 0;
-        for _ in 0..per_file.div_ceil(WORDS_PER_LINE) {
-            line(&mut out, &mut || {
-                i += 1;
-                (i - 1) % per_file.max(1)
-            });
-        }
-        let stride = (7919 % per_file.max(1)).max(1);
-        for _ in 0..rate * CHANGE_SECONDS {
-            line(&mut out, &mut || {
-                i = (i + stride) % per_file.max(1);
-                i
-            });
-        }
-        out.flush().expect("flush");
-    }
-    rate
-}
 
 /// Polls the status until `done` holds (within an hour: loading 1 GB takes a while).
 async fn wait(
@@ -109,13 +73,16 @@ fn resumed(data: &Path) -> Vec<(f64, Option<f64>)> {
 async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
     let keys = state_mb * 1_000_000 / BYTES_PER_KEY;
     let input = scratch.join("input");
-    let rate = write_input(&input, keys);
+    let written = write_keyed_input(&input, keys, PARTITIONS, CHANGE_SECONDS);
+    let rate = written.rate;
     let (output, data) = (scratch.join("out"), scratch.join("data"));
     let (_coordinator, addr): (Killed, SocketAddr) = start_coordinator(|c| {
         c.args(["--partitions", &PARTITIONS.to_string(), "--min-workers", "2"])
             .args(["--heartbeat-timeout", "1s", "--health-check-interval", "50ms"])
             .args(["--rebalance", "gradual", "--job", "wordcount"])
             .args(["--checkpoint-interval", "1s", "--rate", &rate.to_string()])
+            // One split per file: each source reads its keys before its changing lines.
+            .args(["--param", "min_split=1099511627776"])
             .arg("--input")
             .arg(&input)
             .arg("--output")
@@ -127,14 +94,11 @@ async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
         .map(|i| start_worker(addr, &format!("w{i}"), &[]))
         .collect();
     let mut client = Client::connect(addr, "default").await.expect("connect");
-    let loaded = keys * BYTES_PER_KEY * 9 / 10;
-    wait(&mut client, "the state to load", |s| {
-        s.checkpoints
-            .as_ref()
-            .and_then(|c| c.state_bytes)
-            .is_some_and(|b| b >= loaded)
+    let (_, s) = wait(&mut client, "the state loaded", |s| {
+        loaded(s.checkpoints.as_ref().and_then(|c| c.state_bytes), keys)
     })
     .await;
+    let state = s.checkpoints.as_ref().and_then(|c| c.state_bytes).unwrap_or(0);
     for _ in 0..rounds {
         let mut w3 = start_worker(addr, "w3", &[]);
         wait(&mut client, "w3's share moved in", |s| {
@@ -188,7 +152,10 @@ async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
     })
     .await;
     let ms = |t: Instant| (t - killed_at).as_secs_f64() * 1000.0;
-    println!("state {state_mb} MB, {} moves:", pause.len());
+    println!(
+        "state {state_mb} MB ({state} B referenced by the checkpoint), {} moves:",
+        pause.len()
+    );
     if !pause.is_empty() {
         print_ms("  move pause", &mut pause);
     }

@@ -159,6 +159,12 @@ pub trait ErasedPlan: Send + Sync {
     /// Whether the source is bounded (see [`crate::dataflow::Source::is_bounded`]).
     fn bounded(&self) -> bool;
 
+    /// Whether the source's partitions share the worker's source slots by time slices (an
+    /// unbounded or a paced source) rather than each reading to its end once it has a slot.
+    fn time_sliced(&self) -> bool {
+        !self.bounded()
+    }
+
     /// The source partitions with nothing to read, if known (see
     /// [`crate::dataflow::Source::empty_partitions`]).
     fn empty_sources(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {

@@ -70,6 +70,10 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
         self.source.bounded
     }
 
+    fn time_sliced(&self) -> bool {
+        !self.source.bounded || self.source.paced
+    }
+
     fn empty_sources(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
         (self.source.empty)(num_partitions)
     }

@@ -90,6 +90,15 @@ pub trait Source: Send + Sync + 'static {
         true
     }
 
+    /// Whether the source waits between records on purpose (a rate limit, see
+    /// [`Throttled`](crate::dataflow::sources::Throttled)). A paced bounded source shares the
+    /// worker's source slots as an unbounded one does: it gives its slot to a waiting partition
+    /// after a short slice instead of holding it while it sleeps, so every partition of a
+    /// rate-limited job reads at its rate at once.
+    fn is_paced(&self) -> bool {
+        false
+    }
+
     /// Which of `num_partitions` partitions' shares hold nothing at all, when the source can
     /// tell for certain (`None`: it cannot). Every worker must compute the same answer: the
     /// receivers count those sources as ended from the start and their tasks send no

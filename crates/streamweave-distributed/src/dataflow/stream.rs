@@ -63,6 +63,8 @@ type EmptyFn = Arc<dyn Fn(usize) -> Result<Option<Vec<bool>>, DataflowError> + S
 #[derive(Clone)]
 pub(super) struct SourceInfo {
     pub(super) bounded: bool,
+    /// [`Source::is_paced`].
+    pub(super) paced: bool,
     pub(super) empty: EmptyFn,
 }
 
@@ -83,6 +85,7 @@ impl<T: Send + 'static> Stream<T> {
         let check = Arc::clone(&source);
         let info = SourceInfo {
             bounded: source.is_bounded(),
+            paced: source.is_paced(),
             empty: {
                 let source = Arc::clone(&source);
                 Arc::new(move |n| source.empty_partitions(n))

@@ -6,7 +6,8 @@
 //! ```text
 //! driver (async): take a slot -> read a slice on a blocking thread -> give the slot back
 //!   bounded source:   the slice reads to the end (its pre-aggregation stays in cache)
-//!   unbounded source: after QUANTUM, if another source waits for a slot, the slice is asked
+//!   unbounded or paced (rate-limited) source: after QUANTUM, if another source waits for a
+//!                     slot, the slice is asked
 //!                     to stop at its next record (flushing what it read); the partition is
 //!                     parked at its offset and queues for a slot again
 //! slice: run_source(offset) --Stopped (barrier)--> ack offset, barrier to every q, reroute;
@@ -112,7 +113,7 @@ impl SourceTask {
     /// Runs the partition's source to its end on this worker, a slice per slot held.
     pub(crate) async fn drive(mut self, slots: Arc<SourceSlots>) {
         let cancel = self.out.cancel.clone();
-        let yields = !self.plan.bounded();
+        let yields = self.plan.time_sliced();
         loop {
             slots.waiting.fetch_add(1, Ordering::AcqRel);
             let slot = tokio::select! {

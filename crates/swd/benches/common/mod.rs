@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod keyed_input;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,13 +23,22 @@ impl Drop for Killed {
     }
 }
 
-/// The built `swd`, quiet.
+/// The built `swd`, quiet; with `SWD_BENCH_LOG_DIR` set, each process logs at `info` to a file
+/// of its own there (`swd-N.log`, in the order started), to see where a figure's time goes.
 pub fn swd() -> Command {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut command = Command::new(env!("CARGO_BIN_EXE_swd"));
-    command
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "warn");
+    command.stdin(Stdio::null());
+    match std::env::var_os("SWD_BENCH_LOG_DIR") {
+        Some(dir) => {
+            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let log = std::fs::File::create(Path::new(&dir).join(format!("swd-{n}.log"))).expect("log file");
+            command.stderr(log).env("RUST_LOG", "info");
+        }
+        None => {
+            command.stderr(Stdio::null()).env("RUST_LOG", "warn");
+        }
+    }
     command
 }
 

@@ -76,6 +76,10 @@ impl<S: Source> Source for Throttled<S> {
         self.inner.is_bounded()
     }
 
+    fn is_paced(&self) -> bool {
+        self.rate > 0 || self.inner.is_paced()
+    }
+
     fn empty_partitions(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
         self.inner.empty_partitions(num_partitions)
     }

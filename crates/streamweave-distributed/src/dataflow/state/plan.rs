@@ -75,6 +75,10 @@ impl ErasedPlan for StatefulPlan {
         self.inner.bounded()
     }
 
+    fn time_sliced(&self) -> bool {
+        self.inner.time_sliced()
+    }
+
     fn empty_sources(&self, num_partitions: usize) -> Result<Option<Vec<bool>>, DataflowError> {
         self.inner.empty_sources(num_partitions)
     }
