@@ -98,6 +98,15 @@ async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
         loaded(s.checkpoints.as_ref().and_then(|c| c.state_bytes), keys)
     })
     .await;
+    // Three more checkpoints: the last keys in, the chain past its first base.
+    let settled = s.checkpoints.as_ref().and_then(|c| c.last_completed).unwrap_or(0) + 3;
+    let (_, s) = wait(&mut client, "the state settled", |s| {
+        s.checkpoints
+            .as_ref()
+            .and_then(|c| c.last_completed)
+            .is_some_and(|id| id >= settled)
+    })
+    .await;
     let state = s.checkpoints.as_ref().and_then(|c| c.state_bytes).unwrap_or(0);
     for _ in 0..rounds {
         let mut w3 = start_worker(addr, "w3", &[]);

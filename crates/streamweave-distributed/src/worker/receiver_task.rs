@@ -86,11 +86,11 @@ impl ReceiverTask {
                 Some(message) => message,
                 None => match inbox.recv().await {
                     Some(message) => message,
-                    None => return Ok(None),
+                    None => return Ok(free(receiver)),
                 },
             };
             if self.cancel.is_cancelled() {
-                return Ok(None);
+                return Ok(free(receiver));
             }
             if matches!(message, super::exchange::Inbound::Barrier { .. }) && aligning_since.is_none() {
                 aligning_since = Some(std::time::Instant::now());
@@ -103,7 +103,7 @@ impl ReceiverTask {
                         receiver.on_batch(batch)?;
                         credit.release();
                     }
-                    Step::Cancelled => return Ok(None),
+                    Step::Cancelled => return Ok(free(receiver)),
                     Step::Aligned(id) => {
                         if let Some(since) = aligning_since.take() {
                             tracing::debug!(
@@ -128,13 +128,14 @@ impl ReceiverTask {
                             }
                             let kind = writer.hand_over_kind();
                             let (receiver, kind, state) = seal(receiver, id, kind).await?;
-                            drop(receiver);
                             let sealed = writer.sealed(id, kind, state);
                             // Before the acknowledgement: the partition may come back once the
                             // move is committed, and must then find a fresh inbox.
                             inbox.close();
                             self.plane.retire_inbox(self.ctx.attempt, q);
                             writer.write(checkpoints, sealed).await;
+                            // After the acknowledgement, so the move's pause does not wait for it.
+                            free(receiver);
                             tracing::debug!(
                                 partition = q,
                                 checkpoint = id,
@@ -240,6 +241,14 @@ impl ReceiverTask {
         tokio::spawn(writer.write(checkpoints, sealed));
         Ok(receiver)
     }
+}
+
+/// Frees a receiver's state on a blocking thread: every entry is an allocation, so freeing a
+/// large state takes a while (140 ms for 700 k keys), and on the runtime's threads it would hold
+/// up the other partitions' tasks and the next attempt's. `None`, for the task's result.
+fn free(receiver: Box<dyn Receiver>) -> Option<u64> {
+    drop(tokio::task::spawn_blocking(move || drop(receiver)));
+    None
 }
 
 /// Barrier `id`: a segment of the partition's state (of `kind`, or a base where the stage takes

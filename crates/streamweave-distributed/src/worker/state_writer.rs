@@ -193,13 +193,24 @@ impl StateWriter {
         let (done, next) = oneshot::channel();
         self.previous = Some(next);
         let (broken, checkpoints, q) = (Arc::clone(&self.broken), checkpoints.clone(), self.q);
+        let created = std::time::Instant::now();
         async move {
             let previous_ok = match previous {
                 Some(previous) => previous.await.unwrap_or(false),
                 None => true,
             };
+            let after_previous = created.elapsed();
             let ok = if previous_ok || sealed.kind == SegmentKind::Base {
-                super::blocking::run(move || Ok(store(&checkpoints, q, &sealed)))
+                super::blocking::run(move || {
+                    tracing::debug!(
+                        checkpoint = sealed.id,
+                        partition = q,
+                        previous_ms = after_previous.as_millis() as u64,
+                        queued_ms = created.elapsed().as_millis() as u64,
+                        "storing state"
+                    );
+                    Ok(store(&checkpoints, q, &sealed))
+                })
                     .await
                     .unwrap_or(false)
             } else {

@@ -23,8 +23,9 @@ impl Drop for Killed {
     }
 }
 
-/// The built `swd`, quiet; with `SWD_BENCH_LOG_DIR` set, each process logs at `info` to a file
-/// of its own there (`swd-N.log`, in the order started), to see where a figure's time goes.
+/// The built `swd`, quiet; with `SWD_BENCH_LOG_DIR` set, each process logs to a file of its own
+/// there (`swd-N.log`, in the order started; filter `SWD_BENCH_LOG`, default `info`), to see
+/// where a figure's time goes.
 pub fn swd() -> Command {
     static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut command = Command::new(env!("CARGO_BIN_EXE_swd"));
@@ -33,7 +34,8 @@ pub fn swd() -> Command {
         Some(dir) => {
             let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let log = std::fs::File::create(Path::new(&dir).join(format!("swd-{n}.log"))).expect("log file");
-            command.stderr(log).env("RUST_LOG", "info");
+            let filter = std::env::var("SWD_BENCH_LOG").unwrap_or_else(|_| "info".to_string());
+            command.stderr(log).env("RUST_LOG", filter);
         }
         None => {
             command.stderr(Stdio::null()).env("RUST_LOG", "warn");
