@@ -69,7 +69,7 @@ where
         let send = router::by_key(pairs.run, partitioner);
         let update: Update<A, T> =
             Arc::new(move |acc: Option<A>, t: T| f(acc.unwrap_or_else(|| init.clone()), t));
-        let stage = keyed_factory::<K, A, T>(update);
+        let stage = keyed_factory::<K, A, T>(update, None);
         Exchanged {
             send,
             stage,

@@ -118,6 +118,21 @@ pub trait Receiver: Send {
     /// Checkpoint barrier `epoch`: makes what the sink wrote since the previous barrier durable
     /// but not yet final (phase one of the sink's two-phase commit).
     fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError>;
+
+    /// Whether recovery may apply batches before the restored state is in, merging it later
+    /// with [`Receiver::merge_restored`] (see [`Stage::merges_restored`](super::Stage::merges_restored)).
+    fn merges_restored(&self) -> bool {
+        false
+    }
+
+    /// Takes `restored` (this plan's [`ErasedPlan::load_state`], brought to the checkpoint
+    /// being recovered) as the state, with the batches applied since merged on top.
+    fn merge_restored(&mut self, restored: Box<dyn LoadedState>) -> Result<(), DataflowError> {
+        let _ = restored;
+        Err(DataflowError::InvalidJob(
+            "this job restores its state before it applies records".to_string(),
+        ))
+    }
 }
 
 /// A job as the runtime sees it.

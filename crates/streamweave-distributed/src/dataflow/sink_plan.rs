@@ -221,6 +221,23 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         self.stage.restore(stage)
     }
 
+    fn merges_restored(&self) -> bool {
+        self.stage.merges_restored()
+    }
+
+    /// The output count goes on from the checkpoint's (a merging stage emits nothing before
+    /// the end of its input, so nothing was written meanwhile).
+    fn merge_restored(&mut self, restored: Box<dyn LoadedState>) -> Result<(), DataflowError> {
+        let mut loaded = (restored.into_any())
+            .downcast::<Loaded<U>>()
+            .map_err(|_| DataflowError::InvalidJob("partition state loaded by another job".to_string()))?;
+        let state = (loaded.stage.take_state())
+            .ok_or_else(|| DataflowError::InvalidJob("a stage without mergeable state".to_string()))?;
+        self.stage.merge_restored(state)?;
+        self.written += loaded.written;
+        Ok(())
+    }
+
     fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError> {
         let (writer, written, failure) = (&mut self.writer, &mut self.written, &mut self.failure);
         self.stage

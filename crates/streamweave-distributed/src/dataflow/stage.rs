@@ -70,6 +70,30 @@ pub trait Stage<U>: Send {
             ))
         }
     }
+
+    /// Whether, on recovery, the stage may apply records to an empty state while its restored
+    /// state loads beside it, the two merged once loaded ([`Stage::merge_restored`]): true for
+    /// keyed stages whose accumulators merge (counts, reductions), which emit nothing before
+    /// the end of the input. Other stages restore before they apply a record.
+    fn merges_restored(&self) -> bool {
+        false
+    }
+
+    /// The stage's whole state, taken out (leaving it empty) for [`Stage::merge_restored`] of a
+    /// stage built by the same factory; `None` for stages that do not merge restored state.
+    fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        None
+    }
+
+    /// Takes `restored` (the state of a stage of the same factory brought to the checkpoint,
+    /// from [`Stage::take_state`]) as the state, with what this stage applied since it started
+    /// empty merged on top, as changed since the checkpoint.
+    fn merge_restored(&mut self, restored: Box<dyn std::any::Any + Send>) -> Result<(), DataflowError> {
+        let _ = restored;
+        Err(DataflowError::InvalidJob(
+            "this stage restores its state before it applies records".to_string(),
+        ))
+    }
 }
 
 pub(super) fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, DataflowError> {
@@ -138,6 +162,9 @@ pub(super) type Update<A, X> = Arc<dyn Fn(Option<A>, X) -> A + Send + Sync>;
 pub(super) struct Keyed<K, A, X> {
     state: FoldHashMap<K, Tagged<A>>,
     update: Update<A, X>,
+    /// How two accumulators of a key merge (`update` itself when records are accumulators:
+    /// counts, reductions); with it, recovery applies records while the state loads.
+    combine: Option<Update<A, A>>,
     /// The number of the segment being accumulated (restored entries have 0).
     segment: u32,
 }
@@ -149,10 +176,11 @@ pub(super) struct Tagged<A> {
 }
 
 impl<K, A, X> Keyed<K, A, X> {
-    pub(super) fn boxed(update: &Update<A, X>) -> Box<Self> {
+    pub(super) fn boxed(update: &Update<A, X>, combine: Option<&Update<A, A>>) -> Box<Self> {
         Box::new(Keyed {
             state: FoldHashMap::default(),
             update: Arc::clone(update),
+            combine: combine.map(Arc::clone),
             segment: 1,
         })
     }
@@ -214,6 +242,30 @@ where
         self.state.into_iter().for_each(|(k, t)| emit((k, t.acc)));
         Ok(())
     }
+
+    fn merges_restored(&self) -> bool {
+        self.combine.is_some()
+    }
+
+    fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(std::mem::take(&mut self.state)))
+    }
+
+    fn merge_restored(&mut self, restored: Box<dyn std::any::Any + Send>) -> Result<(), DataflowError> {
+        let (Some(combine), Ok(restored)) = (&self.combine, restored.downcast::<FoldHashMap<K, Tagged<A>>>())
+        else {
+            return Err(DataflowError::InvalidJob(
+                "restored state of another kind of stage".to_string(),
+            ));
+        };
+        let applied = std::mem::replace(&mut self.state, *restored);
+        let segment = self.segment;
+        for (k, t) in applied {
+            let acc = combine(self.state.remove(&k).map(|r| r.acc), t.acc);
+            self.state.insert(k, Tagged { acc, segment });
+        }
+        Ok(())
+    }
 }
 
 /// Keyed state encoded as the map of its accumulators (the tags are not stored): the same bytes
@@ -271,6 +323,18 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.inner.restore(bytes)
+    }
+
+    fn merges_restored(&self) -> bool {
+        self.inner.merges_restored()
+    }
+
+    fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.inner.take_state()
+    }
+
+    fn merge_restored(&mut self, restored: Box<dyn std::any::Any + Send>) -> Result<(), DataflowError> {
+        self.inner.merge_restored(restored)
     }
 }
 

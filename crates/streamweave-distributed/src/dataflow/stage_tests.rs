@@ -10,7 +10,7 @@ fn batch(pairs: &[(&str, u64)]) -> Batch {
 
 fn counting() -> Box<dyn Stage<(String, u64)>> {
     let update = merging(Arc::new(|a: u64, b: u64| a + b));
-    Keyed::<String, u64, u64>::boxed(&update)
+    Keyed::<String, u64, u64>::boxed(&update, Some(&update))
 }
 
 fn finish(stage: Box<dyn Stage<(String, u64)>>) -> Vec<(String, u64)> {
@@ -76,4 +76,53 @@ fn a_stage_without_state_takes_a_base_and_refuses_deltas() {
     let (kind, bytes) = stage.snapshot_segment(SegmentKind::Delta).unwrap();
     assert_eq!((kind, bytes.len()), (SegmentKind::Base, 0));
     assert!(stage.apply_delta(b"x").is_err());
+}
+
+#[test]
+fn records_applied_while_the_state_loads_merge_on_top_of_it_as_changed() {
+    let ignore = &mut |_: (String, u64)| {};
+    // The checkpoint: a base and a delta.
+    let mut before = counting();
+    before
+        .on_batch(batch(&[("a", 1), ("b", 2), ("c", 3)]), ignore)
+        .unwrap();
+    let base = segment(before.as_mut(), SegmentKind::Base);
+    before.on_batch(batch(&[("b", 5)]), ignore).unwrap();
+    let delta = segment(before.as_mut(), SegmentKind::Delta);
+
+    // Recovery: records applied to an empty stage while another loads the checkpoint.
+    let mut running = counting();
+    assert!(running.merges_restored());
+    running.on_batch(batch(&[("a", 10), ("d", 4)]), ignore).unwrap();
+    let mut loading = counting();
+    loading.restore(&base).unwrap();
+    loading.apply_delta(&delta).unwrap();
+    running.merge_restored(loading.take_state().unwrap()).unwrap();
+    running.on_batch(batch(&[("c", 100)]), ignore).unwrap();
+
+    // The next delta holds every key changed since the checkpoint, with its whole count.
+    let mut changed: Vec<(String, u64)> =
+        decode_state(&segment(running.as_mut(), SegmentKind::Delta)).unwrap();
+    changed.sort();
+    assert_eq!(
+        changed,
+        vec![("a".into(), 11), ("c".into(), 103), ("d".into(), 4)]
+    );
+    assert_eq!(
+        finish(running),
+        vec![
+            ("a".into(), 11),
+            ("b".into(), 7),
+            ("c".into(), 103),
+            ("d".into(), 4)
+        ]
+    );
+}
+
+#[test]
+fn a_fold_restores_before_it_applies_records() {
+    let update: Update<u64, u64> = Arc::new(|acc: Option<u64>, x: u64| acc.unwrap_or(0) * 2 + x);
+    let mut stage = Keyed::<String, u64, u64>::boxed(&update, None) as Box<dyn Stage<(String, u64)>>;
+    assert!(!stage.merges_restored());
+    assert!(stage.merge_restored(Box::new(())).is_err());
 }

@@ -300,7 +300,7 @@ impl<K: Send + 'static, V: Send + 'static> Stream<(K, V)> {
     {
         let send = router::combine(self.run, partitioner, Arc::clone(&f));
         let update: Update<V, V> = merging(f);
-        let stage = keyed_factory::<K, V, V>(update);
+        let stage = keyed_factory::<K, V, V>(Arc::clone(&update), Some(update));
         Exchanged {
             send,
             stage,
@@ -316,7 +316,7 @@ where
     K: Eq + Hash + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let add: Update<u64, u64> = merging(Arc::new(|a, b| a + b));
-    let stage = keyed_factory::<K, u64, u64>(add);
+    let stage = keyed_factory::<K, u64, u64>(Arc::clone(&add), Some(add));
     Exchanged {
         send,
         stage,

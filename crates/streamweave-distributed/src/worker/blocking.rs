@@ -29,6 +29,16 @@ where
 {
     let _permit = POOL.acquire().await.map_err(|_| DataflowError::Cancelled)?;
     // Guarded on the pool's thread, where the panic's location is known.
+    unpooled(f).await
+}
+
+/// Runs `f` on a blocking thread outside the pool, for work that bounds itself (state loads
+/// under their own limit): a panic in `f` comes back as an error, as with [`run`].
+pub(crate) async fn unpooled<T, F>(f: F) -> Result<T, DataflowError>
+where
+    F: FnOnce() -> Result<T, DataflowError> + Send + 'static,
+    T: Send + 'static,
+{
     match tokio::task::spawn_blocking(move || super::panics::guarded(f)).await {
         Ok(result) => result,
         Err(e) if e.is_panic() => Err(super::panics::panicked(e.into_panic())),

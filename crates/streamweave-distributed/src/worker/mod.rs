@@ -14,6 +14,7 @@
 
 mod alignment;
 mod attempt_commands;
+mod background_restore;
 mod blocking;
 mod checkpoint_actor;
 mod checkpointing;

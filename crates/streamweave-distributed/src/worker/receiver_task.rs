@@ -7,6 +7,8 @@
 //! ```text
 //! start: discard sink output after the restored checkpoint, commit epochs <= it, open the
 //!        receiver, restore its state                                     (blocking pool)
+//!        (a stage that merges restored state starts empty instead, its state loading beside
+//!        it and merged in at the first barrier: `background_restore.rs`)
 //! loop:  inbox / replayed message -> Alignment::on_message
 //!          Apply    -> Receiver::on_batch, credit back
 //!          Aligned  -> seal (snapshot + sink pre-commit; blocking pool), then the write of the
@@ -23,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::alignment::{Alignment, Step};
+use super::background_restore::BackgroundRestore;
 use super::blocking;
 use super::checkpoint_actor::Checkpoints;
 use super::exchange::DataPlane;
@@ -68,7 +71,7 @@ impl ReceiverTask {
     /// the partition left this worker at a barrier.
     pub(crate) async fn run(self, inbox: &mut InboxRx) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
-        let (mut receiver, chain) = self.open().await?;
+        let (mut receiver, chain, mut loading) = self.open().await?;
         if let (Some(reports), Some((checkpoint, _))) = (&self.resumed, &self.restore) {
             let _ = reports.send(WorkerMessage::MoveStatus {
                 attempt: self.ctx.attempt,
@@ -105,6 +108,9 @@ impl ReceiverTask {
                     }
                     Step::Cancelled => return Ok(free(receiver)),
                     Step::Aligned(id) => {
+                        if let Some(load) = loading.take() {
+                            (receiver, writer) = restored(load, receiver, q).await?;
+                        }
                         if let Some(since) = aligning_since.take() {
                             tracing::debug!(
                                 partition = q,
@@ -148,6 +154,9 @@ impl ReceiverTask {
                         continue;
                     }
                     Step::Finished => {
+                        if let Some(load) = loading.take() {
+                            (receiver, _) = restored(load, receiver, q).await?;
+                        }
                         let checkpointed = self.checkpoints.is_some();
                         return blocking::run(move || match checkpointed {
                             true => receiver.finish_pending(FINAL_EPOCH),
@@ -166,8 +175,11 @@ impl ReceiverTask {
     /// wrote after the checkpoint restored never becomes output, what was pre-committed up to
     /// it is final (idempotent), and the stage gets the checkpoint's state.
     ///
-    /// State loaded ahead of a move here only needs the segments written since it was loaded.
-    async fn open(&self) -> Result<(Box<dyn Receiver>, PartitionChain), DataflowError> {
+    /// State loaded ahead of a move here only needs the segments written since it was loaded;
+    /// a stage that merges restored state opens empty, its state loading beside it (returned).
+    async fn open(
+        &self,
+    ) -> Result<(Box<dyn Receiver>, PartitionChain, Option<BackgroundRestore>), DataflowError> {
         let (plan, ctx, checkpoints, restore, preloaded) = (
             Arc::clone(&self.plan),
             self.ctx,
@@ -175,7 +187,8 @@ impl ReceiverTask {
             self.restore.clone(),
             self.preloaded.lock().unwrap_or_else(|e| e.into_inner()).take(),
         );
-        blocking::run(move || {
+        let plan_later = Arc::clone(&plan);
+        let (receiver, opened) = blocking::run(move || {
             let q = ctx.partition;
             if checkpoints.is_some() {
                 let restored = restore.as_ref().map_or(0, |(id, _)| *id);
@@ -188,7 +201,7 @@ impl ReceiverTask {
             let (Some((id, file)), Some(checkpoints)) = (&restore, &checkpoints) else {
                 return Ok((
                     plan.open_receiver(&ctx)?,
-                    PartitionChain::new(ChainPolicy::default()),
+                    Opened::Ready(PartitionChain::new(ChainPolicy::default())),
                 ));
             };
             let (receiver, chain, preloaded) = match preloaded {
@@ -205,6 +218,9 @@ impl ReceiverTask {
                 }
                 None => {
                     let mut receiver = plan.open_receiver(&ctx)?;
+                    if receiver.merges_restored() {
+                        return Ok((receiver, Opened::Later(*id, file.clone())));
+                    }
                     let chain = state_writer::restore(checkpoints, *id, file, receiver.as_mut())?;
                     (receiver, chain, None)
                 }
@@ -216,9 +232,22 @@ impl ReceiverTask {
                 restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "partition state restored"
             );
-            Ok((receiver, chain))
+            Ok((receiver, Opened::Ready(chain)))
         })
-        .await
+        .await?;
+        Ok(match (opened, &self.checkpoints) {
+            (Opened::Later(id, file), Some(checkpoints)) => {
+                let load =
+                    BackgroundRestore::start(&plan_later, &checkpoints.store, self.ctx.partition, id, file);
+                (receiver, PartitionChain::new(ChainPolicy::default()), Some(load))
+            }
+            (Opened::Later(..), None) => {
+                return Err(DataflowError::Exchange(
+                    "a restore without checkpoints".to_string(),
+                ))
+            }
+            (Opened::Ready(chain), _) => (receiver, chain, None),
+        })
     }
 
     /// Barrier `id` aligned: seals the partition's state segment and sink output, then writes
@@ -241,6 +270,24 @@ impl ReceiverTask {
         tokio::spawn(writer.write(checkpoints, sealed));
         Ok(receiver)
     }
+}
+
+/// How [`ReceiverTask::open`] left the partition's state: restored, with its chain, or to load
+/// beside the processing (from this checkpoint and state file).
+enum Opened {
+    Ready(PartitionChain),
+    Later(u64, String),
+}
+
+/// Partition `q`'s state loaded beside the processing, merged into `receiver`: the receiver
+/// and the writer of the restored chain.
+async fn restored(
+    load: BackgroundRestore,
+    receiver: Box<dyn Receiver>,
+    q: usize,
+) -> Result<(Box<dyn Receiver>, StateWriter), DataflowError> {
+    let (receiver, chain) = load.finish(receiver).await?;
+    Ok((receiver, StateWriter::new(q, chain)))
 }
 
 /// Frees a receiver's state on a blocking thread: every entry is an allocation, so freeing a

@@ -211,8 +211,8 @@ impl StateWriter {
                     );
                     Ok(store(&checkpoints, q, &sealed))
                 })
-                    .await
-                    .unwrap_or(false)
+                .await
+                .unwrap_or(false)
             } else {
                 tracing::warn!(
                     checkpoint = sealed.id,

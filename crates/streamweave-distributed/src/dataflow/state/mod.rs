@@ -156,15 +156,21 @@ pub struct StageContext<'a> {
     pub state: &'a StateBackend,
 }
 
-/// The factory of a keyed stage updating accumulators with `update`, on either backend.
-pub(super) fn keyed_factory<K, A, X>(update: Update<A, X>) -> StageFactory<(K, A)>
+/// The factory of a keyed stage updating accumulators with `update`, on either backend;
+/// `combine` merges two accumulators where records are accumulators (see [`Keyed`]).
+pub(super) fn keyed_factory<K, A, X>(
+    update: Update<A, X>,
+    combine: Option<Update<A, A>>,
+) -> StageFactory<(K, A)>
 where
     K: Eq + Hash + Serialize + DeserializeOwned + Send + 'static,
     A: Serialize + DeserializeOwned + Send + 'static,
     X: Serialize + DeserializeOwned + Send + 'static,
 {
     Arc::new(move |ctx: &StageContext| match ctx.state {
-        StateBackend::Memory => Ok(Keyed::<K, A, X>::boxed(&update) as Box<dyn Stage<(K, A)>>),
+        StateBackend::Memory => {
+            Ok(Keyed::<K, A, X>::boxed(&update, combine.as_ref()) as Box<dyn Stage<(K, A)>>)
+        }
         StateBackend::Disk(store) => {
             let stage = disk_keyed::DiskKeyed::<K, A, X>::open(store, ctx.partition, &update, CACHE_ENTRIES)?;
             Ok(Box::new(stage) as Box<dyn Stage<(K, A)>>)

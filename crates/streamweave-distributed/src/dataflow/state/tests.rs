@@ -24,7 +24,8 @@ fn store() -> (tempfile::TempDir, Arc<DiskStore>) {
 }
 
 fn memory() -> Counting {
-    let factory = keyed_factory::<String, u64, u64>(merging(Arc::new(|a, b| a + b)));
+    let add = merging(Arc::new(|a, b| a + b));
+    let factory = keyed_factory::<String, u64, u64>(Arc::clone(&add), Some(add));
     let state = StateBackend::Memory;
     factory(&StageContext {
         partition: 0,

@@ -1,0 +1,168 @@
+//! Recovery that does not wait for the state: a partition whose stage merges restored state
+//! (counts, reductions: [`Receiver::merges_restored`]) starts applying records to an empty
+//! state at once, while its checkpointed state loads on a blocking thread beside it; the two
+//! are merged at the first barrier (or the end of the input), which waits for the load if it
+//! has not finished. Records flow again after a failure without first reading every byte of
+//! state, and the state is exactly what a restore-then-apply would have built.
+//!
+//! ```text
+//! open: empty receiver --start--> load_state + base and deltas (a loading thread)
+//! batches --> receiver (partial accumulators)
+//! first barrier / end --finish: await the load, merge_restored (blocking pool)--> receiver, chain
+//! ```
+
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::blocking;
+use super::state_writer;
+use crate::checkpoint::{ChainPolicy, CheckpointStore, PartitionChain, StateIndex};
+use crate::dataflow::plan::{ErasedPlan, LoadedState, Receiver};
+use crate::dataflow::DataflowError;
+
+/// Loads at once, process-wide: one per core, and apart from the blocking pool, so that long
+/// loads never hold up the sink opens, seals and state writes of the partitions that run.
+static LOADS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+
+type Loaded = (Box<dyn LoadedState>, StateIndex);
+
+/// A partition's state loading beside its receiver.
+pub(crate) struct BackgroundRestore {
+    load: JoinHandle<Result<Loaded, DataflowError>>,
+    partition: usize,
+    checkpoint: u64,
+    started: Instant,
+}
+
+impl BackgroundRestore {
+    /// Starts loading partition `partition`'s state file `file` of checkpoint `checkpoint`.
+    pub(crate) fn start(
+        plan: &Arc<dyn ErasedPlan>,
+        store: &Arc<dyn CheckpointStore>,
+        partition: usize,
+        checkpoint: u64,
+        file: String,
+    ) -> Self {
+        let (plan, store) = (Arc::clone(plan), Arc::clone(store));
+        let load = tokio::spawn(async move {
+            let _permit = LOADS.acquire().await.map_err(|_| DataflowError::Cancelled)?;
+            blocking::unpooled(move || {
+                let mut state = plan.load_state(partition)?.ok_or_else(|| {
+                    DataflowError::InvalidJob("a job that merges restored state cannot load it".to_string())
+                })?;
+                let index = state_writer::load(store.as_ref(), checkpoint, &file, state.as_mut(), None)?;
+                Ok((state, index))
+            })
+            .await
+        });
+        BackgroundRestore {
+            load,
+            partition,
+            checkpoint,
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits for the load, then merges what `receiver` applied meanwhile on top of it: the
+    /// receiver with the whole state, and the partition's chain as restored.
+    pub(crate) async fn finish(
+        self,
+        mut receiver: Box<dyn Receiver>,
+    ) -> Result<(Box<dyn Receiver>, PartitionChain), DataflowError> {
+        let needed = Instant::now();
+        let (state, index) = match self.load.await {
+            Ok(loaded) => loaded?,
+            Err(e) if e.is_panic() => return Err(super::panics::panicked(e.into_panic())),
+            Err(_) => return Err(DataflowError::Cancelled),
+        };
+        let (loaded_ms, waited_ms) = (self.started.elapsed(), needed.elapsed());
+        let receiver = blocking::run(move || {
+            receiver.merge_restored(state)?;
+            Ok(receiver)
+        })
+        .await?;
+        tracing::info!(
+            partition = self.partition,
+            checkpoint = self.checkpoint,
+            loaded_ms = loaded_ms.as_millis() as u64,
+            waited_ms = waited_ms.as_millis() as u64,
+            "partition state restored beside the processing"
+        );
+        Ok((receiver, PartitionChain::restored(ChainPolicy::default(), index)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{CheckpointId, MemoryStore, SegmentKind};
+    use crate::dataflow::plan::Batch;
+    use crate::dataflow::sinks::CollectorSink;
+    use crate::dataflow::sources::CollectionSource;
+    use crate::dataflow::{SinkContext, Stream};
+
+    fn counts(pairs: &[(&str, u64)]) -> Batch {
+        let pairs: Vec<(String, u64)> = pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        Batch::Encoded(postcard::to_stdvec(&pairs).unwrap())
+    }
+
+    #[tokio::test]
+    async fn records_applied_before_the_state_is_loaded_count_on_top_of_it() {
+        let sink = CollectorSink::new();
+        let job = Stream::from_source(CollectionSource::new(vec![String::new()]))
+            .count_keys::<String, str>(|line: &String, emit| line.split_whitespace().for_each(emit))
+            .sink(sink.clone());
+        let ctx = SinkContext {
+            partition: 0,
+            num_partitions: 1,
+            attempt: 1,
+        };
+        // Checkpoint 1 holds a base: a=2, b=1.
+        let mut before = job.plan.open_receiver(&ctx).unwrap();
+        before.on_batch(counts(&[("a", 2), ("b", 1)])).unwrap();
+        let (_, base) = before.snapshot_segment(SegmentKind::Base).unwrap();
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let file = state_writer::state_name(0);
+        store.put(CheckpointId(1), &file, &base).unwrap();
+
+        // The next attempt applies records while the state loads, then merges.
+        let mut receiver = job
+            .plan
+            .open_receiver(&SinkContext { attempt: 2, ..ctx })
+            .unwrap();
+        assert!(receiver.merges_restored());
+        let load = BackgroundRestore::start(&job.plan, &store, 0, 1, file);
+        receiver.on_batch(counts(&[("a", 5), ("c", 1)])).unwrap();
+        let (mut receiver, chain) = load.finish(receiver).await.unwrap();
+        assert!(chain.has_chain(), "the chain goes on from the restored base");
+        receiver.on_batch(counts(&[("b", 1)])).unwrap();
+        assert_eq!(receiver.finish().unwrap(), 3);
+        let mut got = sink.collected();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("a".to_string(), 7), ("b".to_string(), 2), ("c".to_string(), 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_state_that_cannot_be_read_fails_the_partition_when_it_is_needed() {
+        let job = Stream::from_source(CollectionSource::new(vec![String::new()]))
+            .count_keys::<String, str>(|line: &String, emit| line.split_whitespace().for_each(emit))
+            .sink(CollectorSink::new());
+        let ctx = SinkContext {
+            partition: 0,
+            num_partitions: 1,
+            attempt: 2,
+        };
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let receiver = job.plan.open_receiver(&ctx).unwrap();
+        let load = BackgroundRestore::start(&job.plan, &store, 0, 7, state_writer::state_name(0));
+        let error = load.finish(receiver).await.err().expect("no checkpoint 7");
+        assert!(error.to_string().contains('7'), "{error}");
+    }
+}
