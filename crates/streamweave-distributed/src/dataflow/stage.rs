@@ -180,6 +180,12 @@ impl<K: Eq + Hash, A, X> Keyed<K, A, X> {
         })
     }
 
+    /// A restored state is grown now (while it loads, beside the processing) rather than by the
+    /// first segment's settling, which would pause the partition while every entry is rehashed.
+    fn room_to_settle(&mut self) {
+        self.cold.reserve(self.cold.len() / 8);
+    }
+
     /// A segment was taken: everything changed so far is clean.
     fn settle(&mut self) {
         if self.cold.is_empty() {
@@ -227,12 +233,14 @@ where
             self.hot.remove(&k);
             self.cold.insert(k, acc);
         }
+        self.room_to_settle();
         Ok(())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.cold = decode_state(bytes)?;
         self.hot.clear();
+        self.room_to_settle();
         Ok(())
     }
 

@@ -28,14 +28,14 @@ use crate::dataflow::DataflowError;
 static LOADS: LazyLock<Semaphore> =
     LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
 
-type Loaded = (Box<dyn LoadedState>, StateIndex);
+/// The state, its chain, and how long loading took.
+type Loaded = (Box<dyn LoadedState>, StateIndex, std::time::Duration);
 
 /// A partition's state loading beside its receiver.
 pub(crate) struct BackgroundRestore {
     load: JoinHandle<Result<Loaded, DataflowError>>,
     partition: usize,
     checkpoint: u64,
-    started: Instant,
 }
 
 impl BackgroundRestore {
@@ -47,7 +47,7 @@ impl BackgroundRestore {
         checkpoint: u64,
         file: String,
     ) -> Self {
-        let (plan, store) = (Arc::clone(plan), Arc::clone(store));
+        let (plan, store, started) = (Arc::clone(plan), Arc::clone(store), Instant::now());
         let load = tokio::spawn(async move {
             let _permit = LOADS.acquire().await.map_err(|_| DataflowError::Cancelled)?;
             blocking::unpooled(move || {
@@ -55,7 +55,7 @@ impl BackgroundRestore {
                     DataflowError::InvalidJob("a job that merges restored state cannot load it".to_string())
                 })?;
                 let index = state_writer::load(store.as_ref(), checkpoint, &file, state.as_mut(), None)?;
-                Ok((state, index))
+                Ok((state, index, started.elapsed()))
             })
             .await
         });
@@ -63,7 +63,6 @@ impl BackgroundRestore {
             load,
             partition,
             checkpoint,
-            started: Instant::now(),
         }
     }
 
@@ -74,12 +73,12 @@ impl BackgroundRestore {
         mut receiver: Box<dyn Receiver>,
     ) -> Result<(Box<dyn Receiver>, PartitionChain), DataflowError> {
         let needed = Instant::now();
-        let (state, index) = match self.load.await {
+        let (state, index, loaded) = match self.load.await {
             Ok(loaded) => loaded?,
             Err(e) if e.is_panic() => return Err(super::panics::panicked(e.into_panic())),
             Err(_) => return Err(DataflowError::Cancelled),
         };
-        let (loaded_ms, waited_ms) = (self.started.elapsed(), needed.elapsed());
+        let (loaded_ms, waited_ms) = (loaded, needed.elapsed());
         let receiver = blocking::run(move || {
             receiver.merge_restored(state)?;
             Ok(receiver)
