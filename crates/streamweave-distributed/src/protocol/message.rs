@@ -278,6 +278,10 @@ pub enum CoordinatorMessage {
         /// the new owner from its barrier on; the old owner snapshots them at the barrier and
         /// stops them. Empty for a plain checkpoint.
         moves: Vec<PartitionMove>,
+        /// Partitions whose new owners are loading their state ahead of a move: their owners
+        /// write a delta at this barrier whatever compaction would say, so that what is being
+        /// loaded stays a prefix of the chain (a new base would make the move load it all again).
+        keep_chains: Vec<usize>,
     },
     /// Checkpoint `checkpoint`, which moved these partitions here, is committed: restore each
     /// from it and run its receiver and (unless exhausted) its source within the running attempt.

@@ -223,22 +223,26 @@ fn coordinator_message() -> impl Strategy<Value = CoordinatorMessage> {
         (
             any::<u64>(),
             any::<u64>(),
-            vec((any::<usize>(), any::<String>(), any::<String>()), 0..4)
+            vec((any::<usize>(), any::<String>(), any::<String>()), 0..4),
+            vec(any::<usize>(), 0..4)
         )
-            .prop_map(|(attempt, id, moves)| CoordinatorMessage::TriggerCheckpoint {
-                attempt,
-                id,
-                moves: moves
-                    .into_iter()
-                    .map(|(partition, w, address)| PartitionMove {
-                        partition,
-                        to: PartitionOwner {
-                            worker: WorkerId::new(w),
-                            address,
-                        },
-                    })
-                    .collect(),
-            }),
+            .prop_map(
+                |(attempt, id, moves, keep_chains)| CoordinatorMessage::TriggerCheckpoint {
+                    attempt,
+                    id,
+                    keep_chains,
+                    moves: moves
+                        .into_iter()
+                        .map(|(partition, w, address)| PartitionMove {
+                            partition,
+                            to: PartitionOwner {
+                                worker: WorkerId::new(w),
+                                address,
+                            },
+                        })
+                        .collect(),
+                }
+            ),
         (
             any::<u64>(),
             any::<u64>(),

@@ -25,6 +25,9 @@ pub(crate) enum Command {
     Trigger {
         id: u64,
         moves: Vec<PartitionMove>,
+        /// Partitions whose chains go on with a delta at this barrier (see
+        /// [`DeltaBarriers`](super::state_writer::DeltaBarriers)).
+        keep_chains: Vec<usize>,
     },
     Prepare {
         checkpoint: u64,
@@ -79,16 +82,16 @@ pub(crate) async fn run_commands(
             };
             let done = match command {
                 None => return Ok(()),
-                Some(Command::Trigger { id, moves }) => {
+                Some(Command::Trigger {
+                    id,
+                    moves,
+                    keep_chains,
+                }) => {
                     let prepared = match moves.is_empty() {
                         true => Ok(()),
                         false => run.prepare_moves(id, &moves).await,
                     };
-                    if !moves.is_empty() {
-                        run.shared
-                            .move_barrier
-                            .fetch_max(id, std::sync::atomic::Ordering::AcqRel);
-                    }
+                    run.shared.delta_barriers.set(id, !moves.is_empty(), keep_chains);
                     if let (Ok(()), Some(checkpoints)) = (&prepared, &run.shared.checkpoints) {
                         checkpoints.trigger(id);
                     }

@@ -279,7 +279,7 @@ impl JobRunner {
             job_name: spec.name.clone(),
             metrics: self.metrics.clone(),
             preloaded: Arc::default(),
-            move_barrier: Arc::default(),
+            delta_barriers: Arc::default(),
         });
         self.metrics.attempt_started();
         tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
@@ -332,8 +332,21 @@ impl JobRunner {
     }
 
     /// The coordinator asks for checkpoint `id` of the running attempt, moving `moves` at it.
-    pub(crate) fn trigger(&mut self, attempt: u64, id: u64, moves: Vec<PartitionMove>) {
-        self.command(attempt, Command::Trigger { id, moves });
+    pub(crate) fn trigger(
+        &mut self,
+        attempt: u64,
+        id: u64,
+        moves: Vec<PartitionMove>,
+        keep_chains: Vec<usize>,
+    ) {
+        self.command(
+            attempt,
+            Command::Trigger {
+                id,
+                moves,
+                keep_chains,
+            },
+        );
     }
 
     /// Partitions moved here through committed checkpoint `checkpoint`.

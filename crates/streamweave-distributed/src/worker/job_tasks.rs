@@ -38,6 +38,7 @@ use super::panics::guarded_async;
 use super::preload::{PreloadMap, Preloaded, Preparation};
 use super::receiver_task::{ReceiverTask, RestoreFrom};
 use super::source_task::{SourceSlots, SourceTask};
+use super::state_writer::DeltaBarriers;
 use crate::dataflow::plan::{ErasedPlan, SourceControl};
 use crate::dataflow::{DataflowError, SinkContext, SourceOffset};
 use crate::observe::WorkerMetrics;
@@ -84,10 +85,9 @@ pub(crate) struct AttemptTasks {
     pub(crate) metrics: WorkerMetrics,
     /// The state of partitions moving here, loaded ahead of their moves (`preload.rs`).
     pub(crate) preloaded: Arc<PreloadMap>,
-    /// The newest checkpoint that moves partitions (set before it is requested here): at its
-    /// barrier every partition writes a delta and compacts later, since the moved partitions
-    /// wait for the whole checkpoint.
-    pub(crate) move_barrier: Arc<AtomicU64>,
+    /// The barriers at which partitions write a delta whatever compaction would say (set
+    /// before a checkpoint is requested here).
+    pub(crate) delta_barriers: Arc<DeltaBarriers>,
 }
 
 /// Why a task of an attempt failed it: a source or receiver task that died outside the guards
@@ -372,7 +372,7 @@ impl AttemptRun {
             cancel: shared.cancel.clone(),
             plane: shared.plane.clone(),
             preloaded: Mutex::new(preloaded),
-            move_barrier: Arc::clone(&shared.move_barrier),
+            delta_barriers: Arc::clone(&shared.delta_barriers),
             resumed: adopted.then(|| shared.reports.clone()),
         };
         let (reports, records_out, attempt) = (

@@ -18,7 +18,6 @@
 //! ```
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -30,7 +29,7 @@ use super::blocking;
 use super::checkpoint_actor::Checkpoints;
 use super::exchange::DataPlane;
 use super::preload::Preloaded;
-use super::state_writer::{self, StateWriter};
+use super::state_writer::{self, DeltaBarriers, StateWriter};
 use crate::checkpoint::{ChainPolicy, PartitionChain, SegmentKind};
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, SinkContext};
@@ -61,8 +60,9 @@ pub(crate) struct ReceiverTask {
     pub(crate) preloaded: Mutex<Option<Preloaded>>,
     /// A partition adopted inside the attempt: where to report that it runs again.
     pub(crate) resumed: Option<mpsc::UnboundedSender<WorkerMessage>>,
-    /// The attempt's newest checkpoint that moves partitions (`AttemptTasks::move_barrier`).
-    pub(crate) move_barrier: Arc<AtomicU64>,
+    /// Where the partition writes a delta whatever compaction would say
+    /// (`AttemptTasks::delta_barriers`).
+    pub(crate) delta_barriers: Arc<DeltaBarriers>,
 }
 
 impl ReceiverTask {
@@ -261,7 +261,7 @@ impl ReceiverTask {
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(receiver);
         };
-        let kind = match self.move_barrier.load(Ordering::Acquire) == id {
+        let kind = match self.delta_barriers.deltas_only(id, self.ctx.partition) {
             true => writer.hand_over_kind(),
             false => writer.next_kind(),
         };
@@ -356,7 +356,7 @@ mod tests {
             plane,
             preloaded: Mutex::new(None),
             resumed: None,
-            move_barrier: Arc::default(),
+            delta_barriers: Arc::default(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(messages.len().max(1));
         for m in messages {
@@ -404,7 +404,7 @@ mod tests {
                 plane: plane.clone(),
                 preloaded: Mutex::new(None),
                 resumed: None,
-                move_barrier: Arc::default(),
+                delta_barriers: Arc::default(),
             };
             tasks.push(tokio::spawn(async move { receiver.run(&mut { rx }).await }));
         }

@@ -334,7 +334,12 @@ impl Session {
                 owners,
                 checkpoints,
             } => jobs.start(attempt, &spec.into(), &owners, checkpoints.as_ref()),
-            CoordinatorMessage::TriggerCheckpoint { attempt, id, moves } => jobs.trigger(attempt, id, moves),
+            CoordinatorMessage::TriggerCheckpoint {
+                attempt,
+                id,
+                moves,
+                keep_chains,
+            } => jobs.trigger(attempt, id, moves, keep_chains),
             CoordinatorMessage::AdoptPartitions {
                 attempt,
                 checkpoint,

@@ -15,7 +15,7 @@
 //! previous one of its partition, and a delta whose predecessor failed is not written (the
 //! checkpoint then times out, as when any write fails); the next barrier then takes a base.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
@@ -114,6 +114,39 @@ pub(crate) fn applied_prefix(have: &StateIndex, index: &StateIndex) -> usize {
     match index.segments.starts_with(&have.segments) {
         true => have.segments.len(),
         false => 0,
+    }
+}
+
+/// The barriers at which a partition writes a delta whatever compaction would say: every
+/// partition at a barrier that moves partitions (the moved ones wait for the whole checkpoint,
+/// so nobody writes a base then), and the partitions whose new owners are loading their state
+/// ahead of a move (what they load must stay a prefix of the chain). Set by the attempt's
+/// command task before it requests the checkpoint, read by the receivers at its barrier.
+#[derive(Default)]
+pub(crate) struct DeltaBarriers {
+    /// The newest checkpoint that moves partitions.
+    moves: AtomicU64,
+    /// The newest checkpoint triggered, and the partitions it keeps on their chains.
+    kept: std::sync::Mutex<(u64, Vec<usize>)>,
+}
+
+impl DeltaBarriers {
+    /// Checkpoint `id` is about to be requested: it moves partitions (`moves`), and keeps
+    /// `keep` on their chains.
+    pub(crate) fn set(&self, id: u64, moves: bool, keep: Vec<usize>) {
+        if moves {
+            self.moves.fetch_max(id, Ordering::AcqRel);
+        }
+        *self.kept.lock().unwrap_or_else(|e| e.into_inner()) = (id, keep);
+    }
+
+    /// Whether partition `q` writes a delta at barrier `id` whatever compaction would say.
+    pub(crate) fn deltas_only(&self, id: u64, q: usize) -> bool {
+        if self.moves.load(Ordering::Acquire) == id {
+            return true;
+        }
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.0 == id && kept.1.contains(&q)
     }
 }
 
@@ -300,6 +333,25 @@ mod tests {
             indexes.push(index);
         }
         indexes
+    }
+
+    #[test]
+    fn deltas_only_at_a_move_for_everyone_and_while_loading_ahead_for_the_kept() {
+        let barriers = DeltaBarriers::default();
+        barriers.set(5, false, vec![3]);
+        assert!(barriers.deltas_only(5, 3));
+        assert!(
+            !barriers.deltas_only(5, 2),
+            "only the partition being loaded ahead"
+        );
+        assert!(!barriers.deltas_only(4, 3), "only at that checkpoint");
+        barriers.set(6, true, Vec::new());
+        assert!(
+            barriers.deltas_only(6, 2) && barriers.deltas_only(6, 3),
+            "a move: everyone"
+        );
+        barriers.set(7, false, Vec::new());
+        assert!(!barriers.deltas_only(7, 3));
     }
 
     #[test]

@@ -196,10 +196,12 @@ impl Engine {
                 (_, None) => {}
                 (CheckpointAction::Trigger { id }, Some(attempt)) => {
                     let moves = self.moves_of(id.0);
+                    let keep_chains = self.keep_chains();
                     self.broadcast(CoordinatorMessage::TriggerCheckpoint {
                         attempt,
                         id: id.0,
                         moves,
+                        keep_chains,
                     });
                 }
                 (CheckpointAction::Complete { id, snapshots, .. }, Some(attempt)) => {

@@ -119,6 +119,15 @@ impl Engine {
         }
     }
 
+    /// The partitions of the move being prepared, whose chains must not start again with a new
+    /// base before the move's barrier (what their new owners load must stay a prefix).
+    pub(super) fn keep_chains(&self) -> Vec<usize> {
+        (self.moving.iter())
+            .filter(|m| m.preparing.is_some())
+            .flat_map(|m| m.partitions.iter().map(|(p, _, _)| *p))
+            .collect()
+    }
+
     /// Worker `worker` reports on partitions moving to it.
     pub(super) fn on_move_status(
         &mut self,

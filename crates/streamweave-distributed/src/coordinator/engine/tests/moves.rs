@@ -516,6 +516,19 @@ mod preparing {
     use crate::coordinator::engine::prepare::{PREPARE_TIMEOUT, RETRY_AFTER};
 
     impl World {
+        /// The `keep_chains` of each checkpoint triggered (to worker 1) since `from`.
+        fn kept_chains(&self, from: usize) -> Vec<Vec<usize>> {
+            (self.log[from..].iter())
+                .filter_map(|a| match a {
+                    Action::Send {
+                        conn: 1,
+                        message: CoordinatorMessage::TriggerCheckpoint { keep_chains, .. },
+                    } => Some(keep_chains.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+
         /// The `PreparePartitions` sent since `from`: (conn, checkpoint, partitions).
         fn preparations(&self, from: usize) -> Vec<(ConnId, u64, Vec<PartitionId>)> {
             self.log[from..]
@@ -621,6 +634,10 @@ mod preparing {
         );
         assert_eq!(world.e.owner[p].as_ref(), Some(&from));
         assert!(world.owned("w3").is_empty());
+        // Those checkpoints keep p on its chain: a new base would make w3 load it all again.
+        let kept = world.kept_chains(mark);
+        assert!(kept.len() >= 3, "{kept:?}");
+        assert!(kept.iter().all(|k| k == &vec![p]), "{kept:?}");
         // A report for another checkpoint, or from a worker that is not p's new owner, is
         // ignored.
         world.report_preload(3, checkpoint + 1, vec![p], MovePhase::Preloaded);
@@ -635,6 +652,10 @@ mod preparing {
         assert!(!moves.is_empty());
         assert_eq!(moves[0].1, vec![(p, "w3".to_string())]);
         let barrier = moves[0].0;
+        assert!(
+            world.kept_chains(ready).first().is_some_and(|k| k.is_empty()),
+            "the move's own barrier keeps none (every partition writes a delta there anyway)"
+        );
         // The barrier completes: w3 adopts p and reports it running; the pause is recorded
         // with the preparation's time.
         let adoptions = world.adoptions(ready);
