@@ -117,11 +117,12 @@ async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
         // SIGTERM: w3's partitions move back, then it exits.
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(w3.0.id() as i32, libc::SIGTERM) };
-        let _ = w3.0.wait();
+        // Polling meanwhile: an admin connection idle for 30 s is closed.
         wait(&mut client, "w3 gone", |s| {
             s.workers.iter().all(|w| w.id.as_str() != "w3")
         })
         .await;
+        let _ = w3.0.wait();
     }
     let moves = resumed(&data);
     let mut pause: Vec<f64> = moves.iter().map(|m| m.0).collect();

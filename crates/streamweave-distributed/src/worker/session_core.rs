@@ -32,7 +32,9 @@ use crate::types::{Generation, PartitionId};
 
 /// How long a worker leaving during a checkpointed job waits for its partitions to move away
 /// before it stops anyway (its partitions then recover from the last checkpoint elsewhere).
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Moves are one at a time and each loads the partition's state ahead (seconds per hundred MB
+/// on a busy machine), so a worker holding a few large partitions needs more than half a minute.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The first wait before retrying an unreachable coordinator; it doubles up to the configured cap.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);

@@ -10,7 +10,10 @@
 //!                         PreparePartitions{attempt, c, [(p, state file)]} to each new owner
 //!                         (checkpoints go on meanwhile)
 //! MoveStatus{c, [p], Preloaded} from p's new owner --> p no longer waiting; none waiting -->
-//!                         the move's checkpoint m is triggered (moves.rs)
+//!                         more than one checkpoint committed since c (a long load)?
+//!                           yes, under CATCH_UP_ROUNDS --> prepared again from the newest: the
+//!                               new owners load only the deltas since c (a shorter round)
+//!                           no --> the move's checkpoint m is triggered (moves.rs)
 //! PreloadFailed, the deadline, or a new owner gone --> abandoned: the old owners keep the
 //!                         partitions; no move is planned for RETRY_AFTER, then the next plan
 //! m committed, AdoptPartitions --> MoveStatus{m, [p], Resumed} --> ClusterEvent::Resumed with
@@ -35,6 +38,11 @@ pub(super) const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After a move was abandoned, how long before one is planned again.
 pub(super) const RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// Preparations again from the newest checkpoint when a load ends more than one checkpoint
+/// behind: each round loads what was committed during the previous one, so the deltas left for
+/// the move's pause shrink to about a checkpoint's worth.
+pub(super) const CATCH_UP_ROUNDS: u32 = 3;
+
 /// A move whose new owners are loading the partitions' state.
 #[derive(Clone, Debug)]
 pub(super) struct Preparing {
@@ -42,10 +50,12 @@ pub(super) struct Preparing {
     pub(super) checkpoint: u64,
     /// The partitions not reported loaded yet.
     pub(super) waiting: BTreeSet<PartitionId>,
-    /// When the preparation started.
+    /// When the preparation started (its first round).
     pub(super) started: Instant,
     /// When it is abandoned if not done.
     pub(super) deadline: Instant,
+    /// Catch-up rounds so far.
+    pub(super) round: u32,
 }
 
 /// A partition adopted by its new owner, until that owner reports it running.
@@ -70,6 +80,12 @@ impl Engine {
     /// The move just planned: its new owners load the state first when a committed checkpoint
     /// has it; otherwise its checkpoint is triggered at once.
     pub(super) fn prepare_move(&mut self, now: Instant) {
+        self.prepare_round(now, now, 0);
+    }
+
+    /// Sends a preparation of the planned move from the newest committed checkpoint: round
+    /// `round` of one that started at `started`.
+    fn prepare_round(&mut self, now: Instant, started: Instant, round: u32) {
         let (Some(attempt), Some(m)) = (
             self.job.as_ref().and_then(|j| j.running_attempt()),
             self.moving.as_ref(),
@@ -113,8 +129,9 @@ impl Engine {
             m.preparing = Some(Preparing {
                 checkpoint: committed.0,
                 waiting,
-                started: now,
+                started,
                 deadline: now + PREPARE_TIMEOUT,
+                round,
             });
         }
     }
@@ -166,9 +183,15 @@ impl Engine {
                     preparing.waiting.remove(p);
                 }
                 if preparing.waiting.is_empty() {
-                    let started = preparing.started;
+                    let (started, round) = (preparing.started, preparing.round);
                     m.preparing = None;
-                    m.preload_ms = Some(super::duration_ms(now.saturating_duration_since(started)));
+                    let newest = self.checkpoints.as_ref().and_then(|c| c.last_completed());
+                    if newest.is_some_and(|n| n.0 > checkpoint + 1) && round < CATCH_UP_ROUNDS {
+                        return self.prepare_round(now, started, round + 1);
+                    }
+                    if let Some(m) = self.moving.as_mut() {
+                        m.preload_ms = Some(super::duration_ms(now.saturating_duration_since(started)));
+                    }
                     self.trigger_move(now);
                 }
             }

@@ -677,6 +677,40 @@ mod preparing {
     }
 
     #[test]
+    fn a_load_that_ends_far_behind_catches_up_from_the_newest_checkpoint_before_the_barrier() {
+        let mut world = running_on_two(Gradual);
+        world.preloads = Preloads::Silent;
+        let mark = world.log.len();
+        world.join(3, "w3");
+        let (_, first, partitions) = world.preparations(mark)[0].clone();
+        let p = partitions[0];
+        // The load takes a while: checkpoints go on.
+        world.run(1_000);
+        let newest = world.committed();
+        assert!(newest > first + 1, "{newest} vs {first}");
+        let reported = world.log.len();
+        world.report_preload(3, first, vec![p], MovePhase::Preloaded);
+        // Not the barrier yet: a catch-up round from the newest committed checkpoint.
+        assert!(world.move_triggers(reported).is_empty());
+        let again = world.preparations(reported);
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!((again[0].0, again[0].1, again[0].2.clone()), (3, newest, vec![p]));
+        // That one ends at once: the barrier follows, with the whole preparation's time.
+        let ready = world.log.len();
+        world.report_preload(3, newest, vec![p], MovePhase::Preloaded);
+        let moves = world.move_triggers(ready);
+        assert_eq!(
+            moves.first().map(|m| m.1.clone()),
+            Some(vec![(p, "w3".to_string())])
+        );
+        let resumed = world.resumed(ready);
+        assert!(
+            resumed.first().is_some_and(|r| r.4.is_some_and(|ms| ms >= 1_000)),
+            "{resumed:?}"
+        );
+    }
+
+    #[test]
     fn a_failed_load_abandons_the_move_the_old_owner_keeps_it_and_it_is_tried_again_later() {
         let mut world = running_on_two(Gradual);
         world.preloads = Preloads::Fail;
