@@ -186,13 +186,14 @@ impl<K: Eq + Hash, A, X> Keyed<K, A, X> {
         self.cold.reserve(self.cold.len() / 8);
     }
 
-    /// A segment was taken: everything changed so far is clean.
+    /// A segment was taken: everything changed so far is clean. The smaller map moves into the
+    /// larger, so that when most keys changed (a state rewritten every interval) settling costs
+    /// the few that did not, not a rehash of the whole state.
     fn settle(&mut self) {
-        if self.cold.is_empty() {
+        if self.hot.len() > self.cold.len() {
             std::mem::swap(&mut self.hot, &mut self.cold);
-        } else {
-            self.cold.extend(self.hot.drain());
         }
+        self.cold.extend(self.hot.drain());
     }
 }
 
