@@ -109,12 +109,17 @@ mod tests {
         Batch::Encoded(postcard::to_stdvec(&pairs).unwrap())
     }
 
+    /// A word count into `sink` (its receivers are what the tests drive).
+    fn word_count(sink: &CollectorSink<(String, u64)>) -> crate::dataflow::Job {
+        Stream::from_source(CollectionSource::new(vec![String::new()]))
+            .count_keys::<String, str>(|line: &String, emit| line.split_whitespace().for_each(emit))
+            .sink(sink.clone())
+    }
+
     #[tokio::test]
     async fn records_applied_before_the_state_is_loaded_count_on_top_of_it() {
         let sink = CollectorSink::new();
-        let job = Stream::from_source(CollectionSource::new(vec![String::new()]))
-            .count_keys::<String, str>(|line: &String, emit| line.split_whitespace().for_each(emit))
-            .sink(sink.clone());
+        let job = word_count(&sink);
         let ctx = SinkContext {
             partition: 0,
             num_partitions: 1,
@@ -150,9 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_state_that_cannot_be_read_fails_the_partition_when_it_is_needed() {
-        let job = Stream::from_source(CollectionSource::new(vec![String::new()]))
-            .count_keys::<String, str>(|line: &String, emit| line.split_whitespace().for_each(emit))
-            .sink(CollectorSink::new());
+        let job = word_count(&CollectorSink::new());
         let ctx = SinkContext {
             partition: 0,
             num_partitions: 1,
