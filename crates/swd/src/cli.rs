@@ -178,6 +178,10 @@ pub struct FailureArgs {
     /// the attempt, which restarts from the last completed checkpoint.
     #[arg(long, default_value_t = 3)]
     pub tolerable_checkpoint_failures: u32,
+    /// With checkpoints: a checkpoint not complete after this long is aborted (Flink's
+    /// `execution.checkpointing.timeout`). Gigabytes of state on a busy machine may need more.
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s")]
+    pub checkpoint_timeout: Duration,
 }
 
 /// `swd worker`.
@@ -429,6 +433,14 @@ pub fn parse_address(s: &str) -> Result<SocketAddr, String> {
 /// Parses a human duration such as `100ms` or `2s`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 100ms or 2s)"))
+}
+
+/// Parses a duration that must be above zero.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be above zero".to_string()),
+        d => Ok(d),
+    }
 }
 
 /// Parses a storage URL: a path, `file:///path` or `s3://bucket/prefix`. `memory://` is refused:

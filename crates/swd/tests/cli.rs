@@ -65,6 +65,11 @@ fn bad_flags_are_refused_naming_the_flag() {
     assert!(stderr.contains("--heartbeat-timeout"), "{stderr}");
     let stderr = coordinator(&["--partitions", "0"]);
     assert!(stderr.contains("--partitions"), "{stderr}");
+    let stderr = coordinator(&["--checkpoint-timeout", "0s"]);
+    assert!(
+        stderr.contains("--checkpoint-timeout") && stderr.contains("above zero"),
+        "{stderr}"
+    );
     let stderr = coordinator(&["--rebalance", "sometimes"]);
     assert!(
         stderr.contains("--rebalance") && stderr.contains("sometimes"),

@@ -28,6 +28,7 @@ pub async fn run(args: CoordinatorArgs, registry: &JobRegistry) -> anyhow::Resul
         min_workers: args.min_workers,
         max_job_restarts: args.failures.max_restarts,
         tolerable_checkpoint_failures: args.failures.tolerable_checkpoint_failures,
+        checkpoint_timeout: args.failures.checkpoint_timeout,
         checkpoint_interval: args.checkpoint_interval,
         recovery_strategy: args.recovery,
         rebalance_strategy: args.rebalance,

@@ -167,6 +167,10 @@ async fn start_and_work(
             "--tolerable-checkpoint-failures",
             &args.failures.tolerable_checkpoint_failures.to_string(),
         ])
+        .args([
+            "--checkpoint-timeout",
+            &humantime::format_duration(args.failures.checkpoint_timeout).to_string(),
+        ])
         .arg("--secret-file")
         .arg(secret)
         .stdout(Stdio::piped());
