@@ -31,14 +31,20 @@ impl Engine {
         }
     }
 
-    /// A connection closed: its worker stays a member (with its partitions) until the timeout.
-    pub(super) fn on_disconnected(&mut self, conn: ConnId) {
-        if let Some(id) = self.conns.remove(&conn) {
-            if let Some(entry) = self.workers.get_mut(&id) {
-                entry.conn = None;
-                entry.info.state = WorkerState::Disconnected;
-            }
+    /// A connection closed: its worker stays a member (with its partitions) until the timeout,
+    /// unless it was leaving (then it is gone: `Departure::Abandoned`).
+    pub(super) fn on_disconnected(&mut self, conn: ConnId, now: Instant) {
+        let Some(id) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(entry) = self.workers.get_mut(&id) else {
+            return;
+        };
+        entry.conn = None;
+        if entry.info.state == WorkerState::Leaving {
+            return self.depart(&id, Departure::Abandoned, now);
         }
+        entry.info.state = WorkerState::Disconnected;
     }
 
     /// Every member not heard from within the heartbeat timeout at `now` departs as failed.
@@ -236,6 +242,9 @@ impl Engine {
                 Departure::Declared => CoordinatorMessage::Shutdown {
                     reason: "declared failed by an administrator".to_string(),
                 },
+                Departure::Abandoned => CoordinatorMessage::Shutdown {
+                    reason: "left before its partitions moved away".to_string(),
+                },
                 Departure::Fenced => CoordinatorMessage::Fenced {
                     reason: format!("a newer run of worker {id} registered"),
                 },
@@ -245,7 +254,9 @@ impl Engine {
         }
         self.out.push(Action::Event(match how {
             Departure::Left => ClusterEvent::Left { worker: id.clone() },
-            Departure::TimedOut | Departure::Declared => ClusterEvent::Failed { worker: id.clone() },
+            Departure::TimedOut | Departure::Declared | Departure::Abandoned => {
+                ClusterEvent::Failed { worker: id.clone() }
+            }
             Departure::Fenced => ClusterEvent::Fenced { worker: id.clone() },
         }));
         let mut orphans = owned_by(&self.owner, id);

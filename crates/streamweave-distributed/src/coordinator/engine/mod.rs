@@ -348,11 +348,18 @@ enum Departure {
     /// Declared failed by an admin (`handle_worker_failure`).
     Declared,
     Fenced,
+    /// A leaving worker whose connection closed before its partitions moved away (it stopped
+    /// anyway, after its drain timeout): gone for good, so its partitions recover at once as
+    /// after a failure, instead of every attempt failing on it until the heartbeat timeout.
+    Abandoned,
 }
 
 impl Departure {
     fn is_failure(self) -> bool {
-        matches!(self, Departure::TimedOut | Departure::Declared)
+        matches!(
+            self,
+            Departure::TimedOut | Departure::Declared | Departure::Abandoned
+        )
     }
 }
 
@@ -468,7 +475,7 @@ impl Engine {
                     self.on_leave(&id, now);
                 }
             }
-            Input::Disconnected { conn } => self.on_disconnected(conn),
+            Input::Disconnected { conn } => self.on_disconnected(conn, now),
             Input::Tick => {
                 self.detect_failures(now);
                 self.tick_checkpoints(now);

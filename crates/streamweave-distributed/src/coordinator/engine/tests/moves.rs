@@ -365,6 +365,36 @@ fn a_leaving_worker_keeps_its_partitions_until_they_moved_then_gets_its_ack() {
 }
 
 #[test]
+fn a_leaving_worker_that_goes_before_its_partitions_moved_is_failed_at_once() {
+    let mut world = running_on_two(Gradual);
+    world.join(3, "w3");
+    world.run(2_000);
+    assert_eq!(world.owned("w3").len(), 4);
+    // Its partitions cannot move away (the new owners never finish loading them)...
+    world.preloads = Preloads::Silent;
+    world.input(Input::Leave { conn: 3 });
+    world.run(100);
+    assert_eq!(world.owned("w3").len(), 4);
+    let mark = world.log.len();
+    // ... and it stops anyway: its connection closes, well within the heartbeat timeout.
+    world.input(Input::Disconnected { conn: 3 });
+    assert!(
+        world.log[mark..].contains(&Action::Event(ClusterEvent::Failed {
+            worker: WorkerId::new("w3")
+        })),
+        "w3 is gone at once"
+    );
+    assert!(world.owned("w3").is_empty());
+    assert_eq!(world.owned("w1").len() + world.owned("w2").len(), 12);
+    assert_eq!(world.stops(mark), 2, "the attempt stops on w1 and w2");
+    assert_eq!(
+        world.job().attempt,
+        2,
+        "and restarts from the last checkpoint, once"
+    );
+}
+
+#[test]
 fn a_move_whose_checkpoint_times_out_restarts_the_attempt_from_the_last_checkpoint() {
     let mut world = running_on_two(Gradual);
     let mark = world.log.len();
