@@ -1,8 +1,8 @@
 //! Incremental checkpoints against state size: a coordinator and two workers run `wordcount`
 //! (8 partitions, checkpoints every second) on an input whose first part holds `K` distinct
-//! words (the keyed state: about 20 bytes a key) and whose second part touches 1% of the keys
-//! per second (rate-limited lines of words drawn across the whole key space). Once the distinct
-//! words are in, every checkpoint committed is recorded from the status: the bytes it wrote
+//! words (the keyed state: 18 bytes a key as checkpointed) and whose second part touches 1% of
+//! the keys per second (rate-limited lines of words drawn across the whole key space). Once the
+//! distinct words are in, every checkpoint committed is recorded from the status: the bytes it wrote
 //! (`checkpoints.last_size_bytes`), the state it refers to (`checkpoints.state_bytes`) and its
 //! duration from trigger to last acknowledgement (`last_duration_ms`).
 //!

@@ -86,17 +86,12 @@ impl Preparation {
         let ids: Vec<usize> = partitions.iter().map(|p| p.partition).collect();
         let loading = {
             let map = Arc::clone(&map);
-            tokio::task::spawn_blocking(move || {
-                super::panics::guarded(|| {
-                    load_all(plan.as_ref(), checkpoints.as_ref(), &map, checkpoint, &partitions)
-                })
+            super::blocking::unpooled(move || {
+                load_all(plan.as_ref(), checkpoints.as_ref(), &map, checkpoint, &partitions)
             })
         };
         let outcome = tokio::select! {
-            joined = loading => joined.map_err(|e| match e.try_into_panic() {
-                Ok(payload) => super::panics::panicked(payload),
-                Err(_) => DataflowError::Cancelled,
-            }).and_then(|r| r),
+            outcome = loading => outcome,
             _ = cancel.cancelled() => return,
         };
         let phase = match outcome {

@@ -187,7 +187,6 @@ impl ReceiverTask {
             self.restore.clone(),
             self.preloaded.lock().unwrap_or_else(|e| e.into_inner()).take(),
         );
-        let plan_later = Arc::clone(&plan);
         let (receiver, opened) = blocking::run(move || {
             let q = ctx.partition;
             if checkpoints.is_some() {
@@ -219,7 +218,8 @@ impl ReceiverTask {
                 None => {
                     let mut receiver = plan.open_receiver(&ctx)?;
                     if receiver.merges_restored() {
-                        return Ok((receiver, Opened::Later(*id, file.clone())));
+                        let store = Arc::clone(&checkpoints.store);
+                        return Ok((receiver, Opened::Later(*id, file.clone(), store)));
                     }
                     let chain = state_writer::restore(checkpoints, *id, file, receiver.as_mut())?;
                     (receiver, chain, None)
@@ -235,18 +235,12 @@ impl ReceiverTask {
             Ok((receiver, Opened::Ready(chain)))
         })
         .await?;
-        Ok(match (opened, &self.checkpoints) {
-            (Opened::Later(id, file), Some(checkpoints)) => {
-                let load =
-                    BackgroundRestore::start(&plan_later, &checkpoints.store, self.ctx.partition, id, file);
+        Ok(match opened {
+            Opened::Later(id, file, store) => {
+                let load = BackgroundRestore::start(&self.plan, &store, self.ctx.partition, id, file);
                 (receiver, PartitionChain::new(ChainPolicy::default()), Some(load))
             }
-            (Opened::Later(..), None) => {
-                return Err(DataflowError::Exchange(
-                    "a restore without checkpoints".to_string(),
-                ))
-            }
-            (Opened::Ready(chain), _) => (receiver, chain, None),
+            Opened::Ready(chain) => (receiver, chain, None),
         })
     }
 
@@ -273,10 +267,10 @@ impl ReceiverTask {
 }
 
 /// How [`ReceiverTask::open`] left the partition's state: restored, with its chain, or to load
-/// beside the processing (from this checkpoint and state file).
+/// beside the processing (from this checkpoint and state file of this store).
 enum Opened {
     Ready(PartitionChain),
-    Later(u64, String),
+    Later(u64, String, Arc<dyn crate::checkpoint::CheckpointStore>),
 }
 
 /// Partition `q`'s state loaded beside the processing, merged into `receiver`: the receiver
