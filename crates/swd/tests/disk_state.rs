@@ -37,12 +37,12 @@ fn write_input(dir: &Path) -> BTreeMap<String, u64> {
     expected
 }
 
-/// Whether a database file (`*.redb`) is in `dir`.
+/// Whether a database (a `*.fjall` directory) is in `dir`.
 fn holds_a_database(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries
             .flatten()
-            .any(|e| e.path().extension().is_some_and(|x| x == "redb"))
+            .any(|e| e.path().extension().is_some_and(|x| x == "fjall"))
     })
 }
 

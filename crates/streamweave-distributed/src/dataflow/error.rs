@@ -21,7 +21,7 @@ pub enum DataflowError {
     DiskState {
         /// The database file.
         path: PathBuf,
-        /// What redb said.
+        /// What the database said.
         message: String,
     },
     /// The job's definition or parameters cannot work (missing input, unknown job, ...).

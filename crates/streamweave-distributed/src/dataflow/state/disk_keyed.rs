@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The cache holds only entries changed since the last flush and is emptied by each flush, so
-//! memory is bounded by its capacity and redb's page cache, not by the state. Segments have the
+//! memory is bounded by its capacity and the store's caches and write buffers, not by the state. Segments have the
 //! memory backend's bytes exactly (see `stage.rs`), so either backend restores the other's.
 
 use std::fmt;
@@ -155,6 +155,15 @@ fn write_sorted(
     Ok(())
 }
 
+/// A visitor of stored entries that appends them, encoded, to `body`.
+fn append(body: &mut Vec<u8>) -> impl FnMut(&[u8], &[u8]) -> Result<(), DataflowError> + '_ {
+    |k, v| {
+        body.extend_from_slice(k);
+        body.extend_from_slice(v);
+        Ok(())
+    }
+}
+
 /// A postcard collection length, as a map or sequence of `n` entries starts.
 fn length_prefix(n: u64) -> Result<Vec<u8>, DataflowError> {
     encode_state(&n)
@@ -169,17 +178,14 @@ where
     fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
         let records = unpack::<(K, X)>(batch)?;
         {
-            // One read transaction for the batch's misses, opened at the first; the cache is
-            // flushed only after it ends, so it sees every entry not in the cache.
+            // The cache is flushed only after the batch, so a miss finds every entry not in
+            // the cache in the store.
             let mut reader = None;
             for (k, x) in records {
                 let acc = match self.cache.remove(&k) {
                     Some(acc) => Some(acc),
                     None => {
-                        let reader = match &mut reader {
-                            Some(reader) => reader,
-                            None => reader.insert(self.store.reader(&self.tables)?),
-                        };
+                        let reader = reader.get_or_insert_with(|| self.store.reader(&self.tables));
                         let stored = reader.get(&encode_state(&k)?)?;
                         stored.map(|bytes| decode_state::<A>(&bytes)).transpose()?
                     }
@@ -221,28 +227,13 @@ where
 
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
         self.flush()?;
-        let bytes = match kind {
-            SegmentKind::Base => {
-                let mut out = length_prefix(self.store.len(&self.tables)?)?;
-                self.store.for_each(&self.tables, |k, v| {
-                    out.extend_from_slice(k);
-                    out.extend_from_slice(v);
-                    Ok(())
-                })?;
-                out
-            }
-            SegmentKind::Delta => {
-                let mut body = Vec::new();
-                let n = self.store.for_each_changed(&self.tables, |k, v| {
-                    body.extend_from_slice(k);
-                    body.extend_from_slice(v);
-                    Ok(())
-                })?;
-                let mut out = length_prefix(n)?;
-                out.extend(body);
-                out
-            }
+        let mut body = Vec::new();
+        let n = match kind {
+            SegmentKind::Base => self.store.for_each(&self.tables, append(&mut body))?,
+            SegmentKind::Delta => self.store.for_each_changed(&self.tables, append(&mut body))?,
         };
+        let mut bytes = length_prefix(n)?;
+        bytes.extend(body);
         // A changelog's barrier, right after, emits the changed keys and then forgets them.
         if !self.changelog {
             self.store.reset_changed(&self.tables)?;

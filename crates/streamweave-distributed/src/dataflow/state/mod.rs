@@ -1,5 +1,5 @@
-//! Where keyed state lives: in memory (hash maps inside the stages, the default) or on disk (a
-//! redb database per worker and job attempt), chosen per job by its `state.backend` parameter
+//! Where keyed state lives: in memory (hash maps inside the stages, the default) or on disk (an
+//! embedded LSM-tree database, fjall, per worker and job attempt), chosen per job by its `state.backend` parameter
 //! (`swd coordinator|local --state-backend memory|disk`).
 //!
 //! ```text
@@ -9,7 +9,7 @@
 //!
 //! Both backends take the same snapshots (a base is the map of every key's accumulator, a
 //! delta the keys changed since the previous segment), so a job checkpointed with one restores
-//! with the other. Files: `store.rs` (the redb database), `disk_keyed.rs` (the keyed stage on
+//! with the other. Files: `store.rs` (the database), `disk_keyed.rs` (the keyed stage on
 //! it), `plan.rs` (the plan that hands the attempt's backend to its stages).
 
 mod disk_keyed;
@@ -40,7 +40,7 @@ pub enum BackendKind {
     /// Hash maps in the stages.
     #[default]
     Memory,
-    /// A redb database per worker and attempt.
+    /// An embedded database per worker and attempt.
     Disk,
 }
 
@@ -92,7 +92,7 @@ where
 }
 
 /// One attempt's plan on one worker: `plan` with its keyed stages on the backend `spec` asks
-/// for. A disk backend's database is `WORKER.PID-N.JOB.aATTEMPT.redb` (names made safe; `N`
+/// for. A disk backend's database is the directory `WORKER.PID-N.JOB.aATTEMPT.fjall` (names made safe; `N`
 /// counts the databases of this process, so two jobs of one name never share one) in `dir`,
 /// where the worker's databases left by earlier processes are removed first, or in a
 /// temporary directory.
@@ -139,8 +139,8 @@ fn remove_stale(dir: &Path, prefix: &str, keep: &str) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(prefix) && !name.starts_with(keep) && name.ends_with(".redb") {
-            if let Err(e) = std::fs::remove_file(entry.path()) {
+        if name.starts_with(prefix) && !name.starts_with(keep) && name.ends_with(".fjall") {
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove old disk state");
             }
         }

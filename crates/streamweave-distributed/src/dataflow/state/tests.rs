@@ -192,7 +192,7 @@ fn a_restored_base_larger_than_a_load_batch_streams_into_the_store() {
 }
 
 #[test]
-fn a_dropped_stage_takes_its_tables_and_the_store_its_file() {
+fn a_dropped_stage_takes_its_keyspaces_and_the_store_its_directory() {
     let (dir, store) = store();
     let path = store.path().to_path_buf();
     let mut a = disk(&store, 0, 1);
@@ -209,10 +209,10 @@ fn a_dropped_stage_takes_its_tables_and_the_store_its_file() {
     drop(dir);
 
     let temporary = DiskStore::create(None, "scratch-test").unwrap();
-    let dir = temporary.path().parent().unwrap().to_path_buf();
-    assert!(dir.starts_with(std::env::temp_dir()));
+    let path = temporary.path().to_path_buf();
+    assert!(path.starts_with(std::env::temp_dir()) && path.exists());
     drop(temporary);
-    assert!(!dir.exists(), "the default directory goes with the store");
+    assert!(!path.exists(), "the default directory goes with the store");
 }
 
 #[test]
@@ -295,13 +295,11 @@ fn a_disk_attempt_removes_its_workers_databases_of_killed_processes_only() {
     use crate::dataflow::sources::CollectionSource;
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str| dir.path().join(name);
-    for stale in [
-        "w1.1-0.wordcount.a3.redb",
-        "w10.1-0.wordcount.a3.redb",
-        "w1.notes",
-    ] {
-        std::fs::write(file(stale), b"x").unwrap();
+    for stale in ["w1.1-0.wordcount.a3.fjall", "w10.1-0.wordcount.a3.fjall"] {
+        std::fs::create_dir(file(stale)).unwrap();
+        std::fs::write(file(stale).join("journal"), b"x").unwrap();
     }
+    std::fs::write(file("w1.notes"), b"x").unwrap();
     let job = crate::dataflow::Stream::from_source(CollectionSource::new(vec!["a".to_string()]))
         .count()
         .sink(CollectorSink::new());
@@ -314,12 +312,12 @@ fn a_disk_attempt_removes_its_workers_databases_of_killed_processes_only() {
         .collect();
     names.sort();
     let pid = std::process::id();
-    let ours = |n: &String| n.starts_with(&format!("w1.{pid}-")) && n.ends_with(".wordcount.a4.redb");
+    let ours = |n: &String| n.starts_with(&format!("w1.{pid}-")) && n.ends_with(".wordcount.a4.fjall");
     assert_eq!(names.len(), 3, "w1's database of process 1 removed: {names:?}");
     assert!(names.iter().any(ours), "this attempt's database: {names:?}");
     assert!(names.contains(&"w1.notes".to_string()), "not a database: kept");
     assert!(
-        names.contains(&"w10.1-0.wordcount.a3.redb".to_string()),
+        names.contains(&"w10.1-0.wordcount.a3.fjall".to_string()),
         "another worker's: kept"
     );
     drop(plan);
