@@ -2,7 +2,7 @@
 //! limit) with `--state-backend memory` and then `--state-backend disk` on the same input, and
 //! print the throughput (words per second, from the job's start to its end) and each run's
 //! peak worker RSS (`VmHWM`) side by side. Then a word count of distinct words only, whose
-//! keyed state is about `SWD_BENCH_STATE_GB` GB (about 20 bytes a key, as in checkpoint bytes),
+//! keyed state is about `SWD_BENCH_STATE_GB` GB (18 bytes a key, as in checkpoint bytes),
 //! runs on the disk backend: its workers' peak RSS against that state, and whether the output
 //! is exact (every word once, with count 1).
 //!
@@ -23,8 +23,6 @@ use streamweave_distributed::Client;
 
 const PARTITIONS: u64 = 8;
 const WORDS_PER_LINE: u64 = 10;
-/// Bytes of keyed state per key, roughly (a 13-byte word, its length and its count).
-const BYTES_PER_KEY: f64 = 20.0;
 
 /// Writes `PARTITIONS` files of lines of 10 words over `keys` distinct words, each `times`
 /// times, spread by a stride so that neighbouring words are far apart in the key space.
@@ -62,9 +60,24 @@ fn peak_rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The bytes of the files under `dir`, recursively.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    (entries.flatten())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 struct Run {
     seconds: f64,
     peak_rss: Vec<u64>,
+    /// The largest the workers' state directories grew, in all.
+    peak_disk: u64,
     finished: bool,
 }
 
@@ -85,12 +98,19 @@ async fn run(scratch: &Path, input: &Path, backend: &str, checkpoint: Option<&st
             c.args(["--checkpoint-interval", interval]);
         }
     });
-    let workers: Vec<Killed> = (1..=2)
-        .map(|i| {
-            let state = scratch.join(format!("state-{backend}-w{i}"));
-            start_worker(addr, &format!("w{i}"), &["--state-dir", &state.to_string_lossy()])
+    let states: Vec<_> = (1..=2)
+        .map(|i| scratch.join(format!("state-{backend}-w{i}")))
+        .collect();
+    let workers: Vec<Killed> = (states.iter().enumerate())
+        .map(|(i, state)| {
+            start_worker(
+                addr,
+                &format!("w{}", i + 1),
+                &["--state-dir", &state.to_string_lossy()],
+            )
         })
         .collect();
+    let mut peak_disk = 0;
     let mut client = Client::connect(addr, "default").await.expect("connect");
     let deadline = Instant::now() + Duration::from_secs(6 * 3600);
     let mut started = None;
@@ -104,6 +124,7 @@ async fn run(scratch: &Path, input: &Path, backend: &str, checkpoint: Option<&st
         for (p, w) in peak.iter_mut().zip(&workers) {
             *p = (*p).max(peak_rss(w.0.id()));
         }
+        peak_disk = peak_disk.max(states.iter().map(|d| dir_bytes(d)).sum());
         match job.map(|j| j.state) {
             Some(JobState::Finished) => break true,
             Some(JobState::Failed) => break false,
@@ -114,6 +135,7 @@ async fn run(scratch: &Path, input: &Path, backend: &str, checkpoint: Option<&st
     Run {
         seconds: started.map_or(0.0, |t| t.elapsed().as_secs_f64()),
         peak_rss: peak,
+        peak_disk,
         finished,
     }
 }
@@ -166,10 +188,11 @@ async fn main() {
     for backend in ["memory", "disk"] {
         let r = run(scratch.path(), &input, backend, None).await;
         println!(
-            "{backend:<6}: {keys} keys, {words} words in {:.2} s = {:.0} words/s, peak worker RSS {}{}",
+            "{backend:<6}: {keys} keys, {words} words in {:.2} s = {:.0} words/s, peak worker RSS {}, state on disk {} MiB{}",
             r.seconds,
             words as f64 / r.seconds.max(1e-9),
             mib(&r.peak_rss),
+            r.peak_disk >> 20,
             if r.finished {
                 ""
             } else {
@@ -181,17 +204,18 @@ async fn main() {
 
     let scratch = tempfile::tempdir().expect("scratch dir");
     let input = scratch.path().join("input");
-    let keys = (state_gb * 1e9 / BYTES_PER_KEY) as u64;
+    let keys = (state_gb * 1e9 / common::keyed_input::BYTES_PER_KEY as f64) as u64;
     write_input(&input, keys, 1);
     let r = run(scratch.path(), &input, "disk", checkpoint.as_deref()).await;
     let exact = r.finished && exact_distinct(&scratch.path().join("out-disk"), keys);
     println!(
-        "disk, {state_gb} GB of keyed state ({keys} keys){}: {:.1} s, peak worker RSS {}, output {}",
+        "disk, {state_gb} GB of keyed state ({keys} keys){}: {:.1} s, peak worker RSS {}, state on disk {} MiB at most, output {}",
         checkpoint
             .map(|c| format!(", checkpoints every {c}"))
             .unwrap_or_default(),
         r.seconds,
         mib(&r.peak_rss),
+        r.peak_disk >> 20,
         if exact { "exact" } else { "NOT exact" }
     );
 }

@@ -75,9 +75,20 @@ fn error_chain(error: &anyhow::Error) -> String {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The object store client logs every retry at info; its final error says what failed.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,object_store=warn"));
+    // The object store client logs every retry at info; its final error says what failed.
+    let mut spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "info,object_store=warn".to_string());
+    // The disk backend's database warns when a dropped keyspace's files went with its
+    // directory first (scratch space, nothing lost): quiet unless RUST_LOG names it.
+    for (name, directive) in [("fjall", "fjall=error"), ("lsm_tree", "lsm_tree=error")] {
+        if !spec.contains(name) {
+            spec = format!("{spec},{directive}");
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

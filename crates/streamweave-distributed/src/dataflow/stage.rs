@@ -23,6 +23,8 @@ use crate::checkpoint::SegmentKind;
 /// FxHash is not: its high bits collide for keys like `w123`, and probing then compares strings).
 /// Placement across processes uses the stable hash of the partitioner, never this one.
 pub(super) type FoldHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash set with the same hasher.
+pub(super) type FoldHashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The receiving half of a pipeline: consumes batches of the exchange type and emits `U`.
 pub trait Stage<U>: Send {

@@ -5,8 +5,9 @@
 //! (key, x) --cache hit--> acc = update(acc, x)                      (in memory)
 //!          --cache miss--> acc = update(store.get(key), x)          (one read transaction a batch)
 //! cache full (or barrier, end) --flush: one write transaction--> state table + changed marks
-//! barrier: base  = every stored entry            (streamed out of the table)
-//!          delta = the entries of the changed marks, which are then cleared
+//! barrier: base  = every stored entry            (streamed out of the store)
+//!          delta = the stored entries of the keys flushed since the last segment,
+//!                  remembered in memory up to CHANGED_KEYS (past that: a base)
 //! restore: base and deltas decoded entry by entry into the store, in batches
 //! ```
 //!
@@ -25,7 +26,7 @@ use serde::Serialize;
 use super::store::{DiskStore, Tables};
 use crate::checkpoint::SegmentKind;
 use crate::dataflow::plan::{unpack, Batch};
-use crate::dataflow::stage::{decode_state, encode_state, FoldHashMap, Stage, Update};
+use crate::dataflow::stage::{decode_state, encode_state, FoldHashMap, FoldHashSet, Stage, Update};
 use crate::dataflow::DataflowError;
 
 /// Entries changed since the last flush kept in memory per partition, by default.
@@ -33,6 +34,10 @@ pub const CACHE_ENTRIES: usize = 1 << 16;
 
 /// Entries written to the store per transaction on restore.
 const LOAD_BATCH: usize = 1 << 16;
+
+/// Changed keys remembered per partition between segments; past this, the next segment is a
+/// base (see [`Changes`]).
+pub(crate) const CHANGED_KEYS: usize = 1 << 18;
 
 /// See the module documentation.
 pub(crate) struct DiskKeyed<K, A, X> {
@@ -42,6 +47,8 @@ pub(crate) struct DiskKeyed<K, A, X> {
     /// Accumulators changed since the last flush (all of them dirty).
     cache: FoldHashMap<K, A>,
     capacity: usize,
+    /// The keys flushed since the last segment (not a changelog's: its marks are in the store).
+    changes: Changes,
     /// A changelog (see `changelog.rs`): each barrier emits the keys changed in its epoch, which
     /// are also the epoch's delta; the end emits those changed since the last barrier.
     changelog: bool,
@@ -65,6 +72,7 @@ where
             update: Arc::clone(update),
             cache: FoldHashMap::default(),
             capacity: capacity.max(1),
+            changes: Changes::new(CHANGED_KEYS),
             changelog: false,
         })
     }
@@ -96,10 +104,13 @@ where
             entries.push((encode_state(&k)?, encode_state(&a)?));
         }
         entries.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        if !self.changelog {
+            self.changes.note(entries.iter().map(|(k, _)| k.as_slice()));
+        }
         (self.store).put_all(
             &self.tables,
             entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-            true,
+            self.changelog,
         )
     }
 
@@ -227,17 +238,31 @@ where
 
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
         self.flush()?;
+        let kind = match self.changes.overflowed && !self.changelog {
+            true => SegmentKind::Base,
+            false => kind,
+        };
         let mut body = Vec::new();
-        let n = match kind {
-            SegmentKind::Base => self.store.for_each(&self.tables, append(&mut body))?,
-            SegmentKind::Delta => self.store.for_each_changed(&self.tables, append(&mut body))?,
+        let n = match (kind, self.changelog) {
+            (SegmentKind::Base, _) => self.store.for_each(&self.tables, append(&mut body))?,
+            (SegmentKind::Delta, true) => self.store.for_each_changed(&self.tables, append(&mut body))?,
+            (SegmentKind::Delta, false) => {
+                let reader = self.store.reader(&self.tables);
+                let mut add = append(&mut body);
+                let mut n = 0;
+                for k in self.changes.sorted() {
+                    if let Some(v) = reader.get(k)? {
+                        add(k, &v)?;
+                        n += 1;
+                    }
+                }
+                n
+            }
         };
         let mut bytes = length_prefix(n)?;
         bytes.extend(body);
         // A changelog's barrier, right after, emits the changed keys and then forgets them.
-        if !self.changelog {
-            self.store.reset_changed(&self.tables)?;
-        }
+        self.changes.clear();
         Ok((kind, bytes))
     }
 
@@ -248,6 +273,7 @@ where
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.cache.clear();
+        self.changes.clear();
         self.store.clear(&self.tables)?;
         self.load(bytes, true)
     }
@@ -297,6 +323,51 @@ impl<K, A, X> Drop for DiskKeyed<K, A, X> {
             Ok(runtime) => drop(runtime.spawn_blocking(drop_tables)),
             Err(_) => drop_tables(),
         }
+    }
+}
+
+/// The keys (encoded) changed since a stage's last segment, which its next delta holds. At
+/// most `limit` are remembered: a stage whose state changes wholesale between segments (a
+/// growing state, or a job without checkpoints) stops counting and takes a base next, which
+/// costs no more than that delta would have, instead of holding every key in memory or writing
+/// each twice to the store.
+struct Changes {
+    keys: FoldHashSet<Box<[u8]>>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Changes {
+    fn new(limit: usize) -> Changes {
+        Changes {
+            keys: FoldHashSet::default(),
+            limit,
+            overflowed: false,
+        }
+    }
+
+    fn note<'k>(&mut self, keys: impl ExactSizeIterator<Item = &'k [u8]>) {
+        if self.overflowed {
+            return;
+        }
+        if self.keys.len() + keys.len() > self.limit {
+            self.overflowed = true;
+            self.keys = FoldHashSet::default();
+            return;
+        }
+        self.keys.extend(keys.map(Box::from));
+    }
+
+    /// The keys in key order (neighbouring lookups in the store).
+    fn sorted(&self) -> Vec<&[u8]> {
+        let mut keys: Vec<&[u8]> = self.keys.iter().map(|k| &k[..]).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.overflowed = false;
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! state-pQ-gN:   encoded key -> encoded accumulator   (the partition's whole state)
-//! changed-pQ-gN: encoded key -> ()                    (keys written since the last segment)
+//! changed-pQ-gN: encoded key -> ()                    (a changelog's keys written since its
+//!                                                       last barrier)
 //! ```
 //!
 //! `N` is a generation number unique in the database: a partition that moves out and back in
@@ -37,7 +38,7 @@ pub const DISK_CACHE_BYTES: usize = 64 << 20;
 /// A partition's write buffer (memtable) for its state; the changed marks get a quarter.
 /// Several partitions share a worker, so this bounds memory where fjall's default (64 MiB)
 /// would not.
-const MEMTABLE_BYTES: u64 = 16 << 20;
+const MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// The journal's bound (fjall's smallest): a full journal flushes the oldest memtables.
 const JOURNAL_BYTES: u64 = 64 << 20;
@@ -51,7 +52,9 @@ pub struct DiskStore {
 
 impl std::fmt::Debug for DiskStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiskStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("DiskStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,8 +119,12 @@ impl DiskStore {
 
     /// Removes a stage's keyspaces (its partition left, or the stage ended).
     pub(crate) fn drop_tables(&self, tables: &Tables) -> Result<(), DataflowError> {
-        self.db.delete_keyspace(tables.state.clone()).map_err(|e| self.error(e))?;
-        self.db.delete_keyspace(tables.changed.clone()).map_err(|e| self.error(e))
+        self.db
+            .delete_keyspace(tables.state.clone())
+            .map_err(|e| self.error(e))?;
+        self.db
+            .delete_keyspace(tables.changed.clone())
+            .map_err(|e| self.error(e))
     }
 
     /// Empties a stage's keyspaces (before a restore).
