@@ -6,8 +6,8 @@
 //!          --cache miss--> acc = update(store.get(key), x)          (one read transaction a batch)
 //! cache full (or barrier, end) --flush: one write transaction--> state table + changed marks
 //! barrier: base  = every stored entry            (streamed out of the store)
-//!          delta = the stored entries of the keys flushed since the last segment,
-//!                  remembered in memory up to CHANGED_KEYS (past that: a base)
+//!          delta = the stored entries of the keys flushed since the last segment
+//!                  (`changes.rs`: in memory, spilled to the store, or a base instead)
 //! restore: base and deltas decoded entry by entry into the store, in batches
 //! ```
 //!
@@ -23,10 +23,11 @@ use std::sync::Arc;
 use serde::de::{DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 
+use super::changes::Changes;
 use super::store::{DiskStore, Tables};
 use crate::checkpoint::SegmentKind;
 use crate::dataflow::plan::{unpack, Batch};
-use crate::dataflow::stage::{decode_state, encode_state, FoldHashMap, FoldHashSet, Stage, Update};
+use crate::dataflow::stage::{decode_state, encode_state, FoldHashMap, Stage, Update};
 use crate::dataflow::DataflowError;
 
 /// Entries changed since the last flush kept in memory per partition, by default.
@@ -35,8 +36,7 @@ pub const CACHE_ENTRIES: usize = 1 << 16;
 /// Entries written to the store per transaction on restore.
 const LOAD_BATCH: usize = 1 << 16;
 
-/// Changed keys remembered per partition between segments; past this, the next segment is a
-/// base (see [`Changes`]).
+/// Changed keys kept in memory per partition between segments (see [`Changes`]).
 pub(crate) const CHANGED_KEYS: usize = 1 << 18;
 
 /// See the module documentation.
@@ -47,8 +47,10 @@ pub(crate) struct DiskKeyed<K, A, X> {
     /// Accumulators changed since the last flush (all of them dirty).
     cache: FoldHashMap<K, A>,
     capacity: usize,
-    /// The keys flushed since the last segment (not a changelog's: its marks are in the store).
+    /// The keys flushed since the last segment.
     changes: Changes,
+    /// About how many keys the state holds (new keys seen, or restored from a base).
+    keys: u64,
     /// A changelog (see `changelog.rs`): each barrier emits the keys changed in its epoch, which
     /// are also the epoch's delta; the end emits those changed since the last barrier.
     changelog: bool,
@@ -72,7 +74,8 @@ where
             update: Arc::clone(update),
             cache: FoldHashMap::default(),
             capacity: capacity.max(1),
-            changes: Changes::new(CHANGED_KEYS),
+            changes: Changes::new(CHANGED_KEYS, false),
+            keys: 0,
             changelog: false,
         })
     }
@@ -80,17 +83,18 @@ where
     /// The stage as a changelog (see the field).
     pub(crate) fn changelog(mut self) -> Self {
         self.changelog = true;
+        self.changes = Changes::new(CHANGED_KEYS, true);
         self
     }
 
     /// Emits the keys changed since the last barrier with their values, then forgets them.
     fn emit_changed(&mut self, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
         self.flush()?;
-        self.store.for_each_changed(&self.tables, |k, v| {
+        self.changes.for_each(&self.store, &self.tables, |k, v| {
             emit((decode_state(k)?, decode_state(v)?));
             Ok(())
         })?;
-        self.store.reset_changed(&self.tables)
+        self.changes.clear(&self.store, &self.tables)
     }
 
     /// Writes the cached entries to the store (sorted: neighbouring B-tree pages) and empties
@@ -104,19 +108,17 @@ where
             entries.push((encode_state(&k)?, encode_state(&a)?));
         }
         entries.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-        if !self.changelog {
-            self.changes.note(entries.iter().map(|(k, _)| k.as_slice()));
-        }
         (self.store).put_all(
             &self.tables,
             entries.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-            self.changelog,
-        )
+        )?;
+        let keys = entries.iter().map(|(k, _)| k.as_slice());
+        self.changes.note(&self.store, &self.tables, keys, self.keys)
     }
 
     /// Loads encoded entries (a base's map or a delta's sequence) into the store in batches.
     fn load(&mut self, bytes: &[u8], base: bool) -> Result<(), DataflowError> {
-        let mut batch = Vec::new();
+        let (mut batch, mut loaded) = (Vec::new(), 0);
         let mut failed = None;
         let (store, tables) = (&self.store, &self.tables);
         let mut put = |k: K, a: A| -> Result<(), String> {
@@ -125,6 +127,7 @@ where
                 return Err("cannot encode a restored entry".to_string());
             };
             batch.push((k, v));
+            loaded += 1;
             if batch.len() >= LOAD_BATCH {
                 write_sorted(store, tables, &mut batch).map_err(|e| {
                     let message = e.to_string();
@@ -147,7 +150,12 @@ where
             return Err(e);
         }
         decoded.map_err(|e| DataflowError::Encoding(format!("restore: {e}")))?;
-        write_sorted(&self.store, &self.tables, &mut batch)
+        write_sorted(&self.store, &self.tables, &mut batch)?;
+        // A delta's entries may be keys the state has: not counted.
+        if base {
+            self.keys = loaded;
+        }
+        Ok(())
     }
 }
 
@@ -157,11 +165,7 @@ fn write_sorted(
     batch: &mut Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<(), DataflowError> {
     batch.sort_unstable_by(|x, y| x.0.cmp(&y.0));
-    store.put_all(
-        tables,
-        batch.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
-        false,
-    )?;
+    store.put_all(tables, batch.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))?;
     batch.clear();
     Ok(())
 }
@@ -198,6 +202,9 @@ where
                     None => {
                         let reader = reader.get_or_insert_with(|| self.store.reader(&self.tables));
                         let stored = reader.get(&encode_state(&k)?)?;
+                        if stored.is_none() {
+                            self.keys += 1;
+                        }
                         stored.map(|bytes| decode_state::<A>(&bytes)).transpose()?
                     }
                 };
@@ -238,31 +245,23 @@ where
 
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
         self.flush()?;
-        let kind = match self.changes.overflowed && !self.changelog {
+        let kind = match self.changes.must_base() {
             true => SegmentKind::Base,
             false => kind,
         };
         let mut body = Vec::new();
-        let n = match (kind, self.changelog) {
-            (SegmentKind::Base, _) => self.store.for_each(&self.tables, append(&mut body))?,
-            (SegmentKind::Delta, true) => self.store.for_each_changed(&self.tables, append(&mut body))?,
-            (SegmentKind::Delta, false) => {
-                let reader = self.store.reader(&self.tables);
-                let mut add = append(&mut body);
-                let mut n = 0;
-                for k in self.changes.sorted() {
-                    if let Some(v) = reader.get(k)? {
-                        add(k, &v)?;
-                        n += 1;
-                    }
-                }
-                n
-            }
+        let n = match kind {
+            SegmentKind::Base => self.store.for_each(&self.tables, append(&mut body))?,
+            SegmentKind::Delta => self
+                .changes
+                .for_each(&self.store, &self.tables, append(&mut body))?,
         };
         let mut bytes = length_prefix(n)?;
         bytes.extend(body);
         // A changelog's barrier, right after, emits the changed keys and then forgets them.
-        self.changes.clear();
+        if !self.changelog {
+            self.changes.clear(&self.store, &self.tables)?;
+        }
         Ok((kind, bytes))
     }
 
@@ -273,7 +272,7 @@ where
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.cache.clear();
-        self.changes.clear();
+        self.changes.clear(&self.store, &self.tables)?;
         self.store.clear(&self.tables)?;
         self.load(bytes, true)
     }
@@ -323,51 +322,6 @@ impl<K, A, X> Drop for DiskKeyed<K, A, X> {
             Ok(runtime) => drop(runtime.spawn_blocking(drop_tables)),
             Err(_) => drop_tables(),
         }
-    }
-}
-
-/// The keys (encoded) changed since a stage's last segment, which its next delta holds. At
-/// most `limit` are remembered: a stage whose state changes wholesale between segments (a
-/// growing state, or a job without checkpoints) stops counting and takes a base next, which
-/// costs no more than that delta would have, instead of holding every key in memory or writing
-/// each twice to the store.
-struct Changes {
-    keys: FoldHashSet<Box<[u8]>>,
-    limit: usize,
-    overflowed: bool,
-}
-
-impl Changes {
-    fn new(limit: usize) -> Changes {
-        Changes {
-            keys: FoldHashSet::default(),
-            limit,
-            overflowed: false,
-        }
-    }
-
-    fn note<'k>(&mut self, keys: impl ExactSizeIterator<Item = &'k [u8]>) {
-        if self.overflowed {
-            return;
-        }
-        if self.keys.len() + keys.len() > self.limit {
-            self.overflowed = true;
-            self.keys = FoldHashSet::default();
-            return;
-        }
-        self.keys.extend(keys.map(Box::from));
-    }
-
-    /// The keys in key order (neighbouring lookups in the store).
-    fn sorted(&self) -> Vec<&[u8]> {
-        let mut keys: Vec<&[u8]> = self.keys.iter().map(|k| &k[..]).collect();
-        keys.sort_unstable();
-        keys
-    }
-
-    fn clear(&mut self) {
-        self.keys.clear();
-        self.overflowed = false;
     }
 }
 

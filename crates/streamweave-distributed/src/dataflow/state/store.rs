@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! state-pQ-gN:   encoded key -> encoded accumulator   (the partition's whole state)
-//! changed-pQ-gN: encoded key -> ()                    (a changelog's keys written since its
-//!                                                       last barrier)
+//! changed-pQ-gN: encoded key -> ()                    (changed keys spilled from memory,
+//!                                                       see `changes.rs`)
 //! ```
 //!
 //! `N` is a generation number unique in the database: a partition that moves out and back in
@@ -130,23 +130,27 @@ impl DiskStore {
     /// Empties a stage's keyspaces (before a restore).
     pub(crate) fn clear(&self, tables: &Tables) -> Result<(), DataflowError> {
         tables.state.clear().map_err(|e| self.error(e))?;
-        self.reset_changed(tables)
+        self.reset_marks(tables)
     }
 
-    /// Writes `entries` (encoded key, encoded value) in one batch; with `changed`, the keys go
-    /// into the next delta too (restored entries do not).
+    /// Writes `entries` (encoded key, encoded value) in one batch.
     pub(crate) fn put_all<'a>(
         &self,
         tables: &Tables,
         entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-        changed: bool,
     ) -> Result<(), DataflowError> {
         let mut batch = self.db.batch().durability(None);
         for (k, v) in entries {
             batch.insert(&tables.state, k, v);
-            if changed {
-                batch.insert(&tables.changed, k, &[][..]);
-            }
+        }
+        batch.commit().map_err(|e| self.error(e))
+    }
+
+    /// Marks `keys` as changed (see [`DiskStore::for_each_marked`]).
+    pub(crate) fn put_marks(&self, tables: &Tables, keys: Vec<&[u8]>) -> Result<(), DataflowError> {
+        let mut batch = self.db.batch().durability(None);
+        for k in keys {
+            batch.insert(&tables.changed, k, &[][..]);
         }
         batch.commit().map_err(|e| self.error(e))
     }
@@ -175,14 +179,14 @@ impl DiskStore {
         Ok(n)
     }
 
-    /// Forgets the keys written so far (a base holds them all).
-    pub(crate) fn reset_changed(&self, tables: &Tables) -> Result<(), DataflowError> {
+    /// Removes every mark.
+    pub(crate) fn reset_marks(&self, tables: &Tables) -> Result<(), DataflowError> {
         tables.changed.clear().map_err(|e| self.error(e))
     }
 
-    /// Calls `f` with every key written since the last [`DiskStore::reset_changed`] and its
-    /// value; returns how many there were.
-    pub(crate) fn for_each_changed(
+    /// Calls `f` with every key marked since the last [`DiskStore::reset_marks`] that is
+    /// stored, and its value; returns how many there were.
+    pub(crate) fn for_each_marked(
         &self,
         tables: &Tables,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), DataflowError>,
@@ -190,7 +194,6 @@ impl DiskStore {
         let mut n = 0;
         for entry in tables.changed.iter() {
             let k = entry.key().map_err(|e| self.error(e))?;
-            // Every marked key was written with its value in the same batch.
             if let Some(v) = tables.state.get(&k).map_err(|e| self.error(e))? {
                 f(&k, &v)?;
                 n += 1;
