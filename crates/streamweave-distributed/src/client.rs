@@ -88,12 +88,19 @@ pub enum ClientError {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// A coordinator closes an admin connection that stays idle for 30 seconds; the next request
+/// then connects again, so a client may be kept between far-apart requests.
 #[derive(Debug)]
 pub struct Client {
     addr: SocketAddr,
     connection: Connection<ClientRequest, ClientResponse>,
     /// The deadline of each request.
     timeout: Duration,
+    /// How to connect again (see [`Client::reconnect_if_closed`]).
+    cluster: String,
+    security: Security,
+    connect_timeout: Duration,
 }
 
 impl Client {
@@ -186,6 +193,23 @@ impl Client {
         timeout: Duration,
         security: &Security,
     ) -> Result<Client, ClientError> {
+        let connection = Self::open(addr, cluster, timeout, security).await?;
+        Ok(Client {
+            addr,
+            connection,
+            timeout,
+            cluster: cluster.to_string(),
+            security: security.clone(),
+            connect_timeout: timeout,
+        })
+    }
+
+    async fn open(
+        addr: SocketAddr,
+        cluster: &str,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Connection<ClientRequest, ClientResponse>, ClientError> {
         let transport = Transport::new(
             ConnectionPool::new()
                 .with_max_connections(1)
@@ -196,23 +220,41 @@ impl Client {
             role: Role::Client,
             cluster: cluster.to_string(),
         };
-        let connection = transport.connect(addr, &hello).await.map_err(|e| match e {
+        transport.connect(addr, &hello).await.map_err(|e| match e {
             NetworkError::Protocol(source) => ClientError::Protocol { addr, source },
             other => ClientError::Unreachable {
                 addr,
                 reason: other.reason(),
             },
-        })?;
-        Ok(Client {
-            addr,
-            connection,
-            timeout,
         })
+    }
+
+    /// Connects again if the coordinator closed the connection while it was idle (it answers
+    /// requests only, so anything readable between them is the close). A request is never
+    /// sent twice: this runs before sending, when the coordinator cannot have seen it.
+    async fn reconnect_if_closed(&mut self) -> Result<(), ClientError> {
+        use futures::FutureExt;
+        match self.connection.recv().now_or_never() {
+            None => Ok(()),
+            Some(Ok(Some(unasked))) => Err(ClientError::Unexpected(format!(
+                "the coordinator sent {unasked:?} unasked"
+            ))),
+            Some(Ok(None) | Err(_)) => {
+                tracing::debug!(addr = %self.addr, "admin connection closed while idle: connecting again");
+                self.connection =
+                    Self::open(self.addr, &self.cluster, self.connect_timeout, &self.security).await?;
+                Ok(())
+            }
+        }
     }
 
     async fn request(&mut self, request: ClientRequest) -> Result<ClientResponse, ClientError> {
         let (addr, after) = (self.addr, self.timeout);
-        tokio::time::timeout(after, self.exchange(request))
+        let attempt = async {
+            self.reconnect_if_closed().await?;
+            self.exchange(request).await
+        };
+        tokio::time::timeout(after, attempt)
             .await
             .map_err(|_| ClientError::TimedOut { addr, after })?
     }

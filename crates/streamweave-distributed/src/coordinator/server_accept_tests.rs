@@ -70,3 +70,21 @@ async fn an_admin_connection_without_requests_is_closed() {
     assert!(matches!(closed, Ok(Ok(None))), "{closed:?}");
     shutdown.cancel();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_idle_past_the_admin_timeout_connects_again_for_its_next_request() {
+    let (addr, shutdown, mut inbox) = listen(1).await;
+    let mut client = crate::Client::connect(addr, "default").await.unwrap();
+    // Paused time jumps past the coordinator's idle deadline: it closes the connection.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let asked = tokio::spawn(async move { client.status().await });
+    let command = tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await;
+    assert!(
+        matches!(command, Ok(Some(Command::Admin { .. }))),
+        "the request after the close reached the coordinator"
+    );
+    // The reply is dropped with the command: the request fails, but was not lost on the way.
+    drop(command);
+    assert!(asked.await.unwrap().is_err());
+    shutdown.cancel();
+}

@@ -27,6 +27,7 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use fjall::config::PartitioningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
 use crate::dataflow::DataflowError;
@@ -108,7 +109,15 @@ impl DiskStore {
     pub(crate) fn open_tables(&self, q: usize) -> Result<Tables, DataflowError> {
         let g = self.generations.fetch_add(1, Ordering::Relaxed);
         let open = |name: String, memtable: u64| {
-            let options = move || KeyspaceCreateOptions::default().max_memtable_size(memtable);
+            let options = move || {
+                // Partitioned filters and indexes at every level: a lookup then reads a few KB
+                // of a large table's filter and index, not all of it (MBs, read again each
+                // time they do not fit the cache).
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable)
+                    .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+                    .index_block_partitioning_policy(PartitioningPolicy::all(true))
+            };
             self.db.keyspace(&name, options).map_err(|e| self.error(e))
         };
         Ok(Tables {
