@@ -33,8 +33,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use crate::dataflow::DataflowError;
 
 /// The block cache per database: the store's share of a worker's memory, whatever the size
-/// of the state.
-pub const DISK_CACHE_BYTES: usize = 64 << 20;
+/// of the state. It holds the filters and indexes that a lookup reads (about 1.3 bytes a key
+/// at 10 bits a key), so lookups of a state of 100 M keys a worker stay in memory.
+pub const DISK_CACHE_BYTES: usize = 256 << 20;
 
 /// A partition's write buffer (memtable) for its state; the changed marks get a quarter.
 /// Several partitions share a worker, so this bounds memory where fjall's default (64 MiB)
@@ -90,6 +91,9 @@ impl DiskStore {
             .cache_size(DISK_CACHE_BYTES as u64)
             .manual_journal_persist(true)
             .max_journaling_size(JOURNAL_BYTES)
+            // One background thread for flushes and compactions: with more, an idle one
+            // passes a pending compaction on to the busy ones in a loop, a core spinning.
+            .worker_threads(1)
             .temporary(true)
             .open()
             .map_err(|e| disk_error(&path, e))?;
