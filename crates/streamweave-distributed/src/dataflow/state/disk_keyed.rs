@@ -2,18 +2,21 @@
 //! [`DiskStore`] instead of a hash map, so a partition's state may exceed memory.
 //!
 //! ```text
-//! (key, x) --cache hit--> acc = update(acc, x)                      (in memory)
-//!          --cache miss--> acc = update(store.get(key), x)          (one read transaction a batch)
-//! cache full (or barrier, end) --flush: one write transaction--> state table + changed marks
+//! (key, x) --in the cache--> acc = update(acc, x)                   (in memory)
+//!          --not cached---> acc = update(store.get(key), x)
+//! cache's dirty half full (or barrier, end) --flush: one write batch--> store; the flushed
+//!          entries become the clean half, the previous clean half is dropped
 //! barrier: base  = every stored entry            (streamed out of the store)
 //!          delta = the stored entries of the keys flushed since the last segment
 //!                  (`changes.rs`: in memory, spilled to the store, or a base instead)
 //! restore: base and deltas decoded entry by entry into the store, in batches
 //! ```
 //!
-//! The cache holds only entries changed since the last flush and is emptied by each flush, so
-//! memory is bounded by its capacity and the store's caches and write buffers, not by the state. Segments have the
-//! memory backend's bytes exactly (see `stage.rs`), so either backend restores the other's.
+//! The cache holds the entries changed since the last flush and those of the flush before, so
+//! memory is bounded by twice its capacity and the store's caches and write buffers, not by the
+//! state, while a key that keeps changing (a frequent word) is never looked up in the store.
+//! Segments have the memory backend's bytes exactly (see `stage.rs`), so either backend
+//! restores the other's.
 
 use std::fmt;
 use std::hash::Hash;
@@ -46,6 +49,8 @@ pub(crate) struct DiskKeyed<K, A, X> {
     update: Update<A, X>,
     /// Accumulators changed since the last flush (all of them dirty).
     cache: FoldHashMap<K, A>,
+    /// Accumulators written by the last flush and not changed since (as stored).
+    clean: FoldHashMap<K, A>,
     capacity: usize,
     /// The keys flushed since the last segment.
     changes: Changes,
@@ -73,6 +78,7 @@ where
             store: Arc::clone(store),
             update: Arc::clone(update),
             cache: FoldHashMap::default(),
+            clean: FoldHashMap::default(),
             capacity: capacity.max(1),
             changes: Changes::new(CHANGED_KEYS, false),
             keys: 0,
@@ -97,16 +103,16 @@ where
         self.changes.clear(&self.store, &self.tables)
     }
 
-    /// Writes the cached entries to the store (sorted: neighbouring B-tree pages) and empties
-    /// the cache.
+    /// Writes the dirty entries to the store (sorted) and keeps them as the clean ones.
     fn flush(&mut self) -> Result<(), DataflowError> {
         if self.cache.is_empty() {
             return Ok(());
         }
         let mut entries = Vec::with_capacity(self.cache.len());
-        for (k, a) in self.cache.drain() {
-            entries.push((encode_state(&k)?, encode_state(&a)?));
+        for (k, a) in &self.cache {
+            entries.push((encode_state(k)?, encode_state(a)?));
         }
+        self.clean = std::mem::take(&mut self.cache);
         entries.sort_unstable_by(|x, y| x.0.cmp(&y.0));
         (self.store).put_all(
             &self.tables,
@@ -194,10 +200,10 @@ where
         let records = unpack::<(K, X)>(batch)?;
         {
             // The cache is flushed only after the batch, so a miss finds every entry not in
-            // the cache in the store.
+            // the cache in the store (and a clean entry is the stored one).
             let mut reader = None;
             for (k, x) in records {
-                let acc = match self.cache.remove(&k) {
+                let acc = match self.cache.remove(&k).or_else(|| self.clean.remove(&k)) {
                     Some(acc) => Some(acc),
                     None => {
                         let reader = reader.get_or_insert_with(|| self.store.reader(&self.tables));
@@ -267,11 +273,14 @@ where
 
     fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.flush()?;
+        // The delta may overwrite cached keys: the store has them.
+        self.clean.clear();
         self.load(bytes, false)
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.cache.clear();
+        self.clean.clear();
         self.changes.clear(&self.store, &self.tables)?;
         self.store.clear(&self.tables)?;
         self.load(bytes, true)

@@ -33,14 +33,15 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use crate::dataflow::DataflowError;
 
 /// The block cache per database: the store's share of a worker's memory, whatever the size
-/// of the state. It holds the filters and indexes that a lookup reads (about 1.3 bytes a key
-/// at 10 bits a key), so lookups of a state of 100 M keys a worker stay in memory.
-pub const DISK_CACHE_BYTES: usize = 256 << 20;
+/// of the state. It holds the filters and indexes that a lookup reads (partitioned, about 1.3
+/// bytes a key at 10 bits a key) and the data blocks last read.
+pub const DISK_CACHE_BYTES: usize = 128 << 20;
 
 /// A partition's write buffer (memtable) for its state; the changed marks get a quarter.
-/// Several partitions share a worker, so this bounds memory where fjall's default (64 MiB)
-/// would not.
-const MEMTABLE_BYTES: u64 = 8 << 20;
+/// Several partitions share a worker, each with up to 4 sealed buffers waiting to be written
+/// out besides the active one, and a buffer takes several times its data in memory (a skip
+/// list of small entries), so this bounds memory where fjall's default (64 MiB) would not.
+const MEMTABLE_BYTES: u64 = 4 << 20;
 
 /// The journal's bound (fjall's smallest): a full journal flushes the oldest memtables.
 const JOURNAL_BYTES: u64 = 64 << 20;

@@ -74,6 +74,27 @@ fn values_merge_through_cache_flushes_and_reads_back_from_the_store() {
 }
 
 #[test]
+fn a_delta_applied_over_flushed_entries_wins_over_their_cached_copies() {
+    let (_dir, store) = store();
+    // A cache of 1: "a" is flushed and kept clean in memory.
+    let mut stage: Counting = Box::new(disk(&store, 0, 1));
+    feed(stage.as_mut(), &[("a", 1)]);
+    let mut source = memory();
+    feed(source.as_mut(), &[("a", 10)]);
+    segment(source.as_mut(), SegmentKind::Base);
+    feed(source.as_mut(), &[("a", 5)]);
+    stage
+        .apply_delta(&segment(source.as_mut(), SegmentKind::Delta))
+        .unwrap();
+    feed(stage.as_mut(), &[("a", 100)]);
+    assert_eq!(
+        finish(stage),
+        pairs(&[("a", 115)]),
+        "the delta's 15, not the cached 1"
+    );
+}
+
+#[test]
 fn a_full_cache_is_flushed_to_the_store_and_emptied() {
     let (_dir, store) = store();
     let mut stage = disk(&store, 0, 3);
