@@ -20,6 +20,17 @@ struct StatefulPlan {
     state: StateBackend,
 }
 
+impl Drop for StatefulPlan {
+    /// Closing a disk store's database waits for its background compaction to stop: not on
+    /// an async runtime's thread, whose other tasks (heartbeats) would wait too.
+    fn drop(&mut self) {
+        let state = std::mem::take(&mut self.state);
+        if let (StateBackend::Disk(_), Ok(runtime)) = (&state, tokio::runtime::Handle::try_current()) {
+            drop(runtime.spawn_blocking(move || drop(state)));
+        }
+    }
+}
+
 impl ErasedPlan for StatefulPlan {
     fn run_source(
         &self,
