@@ -185,6 +185,9 @@ fn append(body: &mut Vec<u8>) -> impl FnMut(&[u8], &[u8]) -> Result<(), Dataflow
     }
 }
 
+/// The longest postcard collection length (a varint of a u64).
+const PREFIX_ROOM: usize = 10;
+
 /// A postcard collection length, as a map or sequence of `n` entries starts.
 fn length_prefix(n: u64) -> Result<Vec<u8>, DataflowError> {
     encode_state(&n)
@@ -255,15 +258,19 @@ where
             true => SegmentKind::Base,
             false => kind,
         };
-        let mut body = Vec::new();
+        // The entries go after room for their count, which is known only at the end: the
+        // segment is built in place, not copied behind its prefix (a base is the whole state).
+        let mut bytes = vec![0; PREFIX_ROOM];
         let n = match kind {
-            SegmentKind::Base => self.store.for_each(&self.tables, append(&mut body))?,
+            SegmentKind::Base => self.store.for_each(&self.tables, append(&mut bytes))?,
             SegmentKind::Delta => self
                 .changes
-                .for_each(&self.store, &self.tables, append(&mut body))?,
+                .for_each(&self.store, &self.tables, append(&mut bytes))?,
         };
-        let mut bytes = length_prefix(n)?;
-        bytes.extend(body);
+        let prefix = length_prefix(n)?;
+        let start = PREFIX_ROOM - prefix.len();
+        bytes[start..PREFIX_ROOM].copy_from_slice(&prefix);
+        bytes.drain(..start);
         // A changelog's barrier, right after, emits the changed keys and then forgets them.
         if !self.changelog {
             self.changes.clear(&self.store, &self.tables)?;

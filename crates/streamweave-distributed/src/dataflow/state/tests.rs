@@ -95,6 +95,24 @@ fn a_delta_applied_over_flushed_entries_wins_over_their_cached_copies() {
 }
 
 #[test]
+fn a_segment_whose_count_takes_several_bytes_decodes_whole() {
+    let (_dir, store) = store();
+    let mut stage: Counting = Box::new(disk(&store, 0, 64));
+    let words: Vec<String> = (0..300).map(|i| format!("w{i}")).collect();
+    let fed: Vec<(&str, u64)> = words.iter().map(|w| (w.as_str(), 1)).collect();
+    feed(stage.as_mut(), &fed);
+    // 300 entries: a two-byte count before them.
+    let base: std::collections::BTreeMap<String, u64> =
+        decode_state(&segment(stage.as_mut(), SegmentKind::Base)).unwrap();
+    assert_eq!(base.len(), 300);
+    assert!(base.values().all(|&n| n == 1));
+    feed(stage.as_mut(), &fed[..200]);
+    let delta: Vec<(String, u64)> = decode_state(&segment(stage.as_mut(), SegmentKind::Delta)).unwrap();
+    assert_eq!(delta.len(), 200);
+    assert!(delta.iter().all(|(_, n)| *n == 2));
+}
+
+#[test]
 fn a_full_cache_is_flushed_to_the_store_and_emptied() {
     let (_dir, store) = store();
     let mut stage = disk(&store, 0, 3);
