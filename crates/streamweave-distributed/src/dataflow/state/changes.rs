@@ -14,8 +14,6 @@
 //! the state or more, a delta would cost what a base costs, so a plain stage stops counting
 //! and takes a base; a changelog, which must emit exactly its changed keys, always keeps them.
 
-use std::sync::Arc;
-
 use super::store::{DiskStore, Tables};
 use crate::dataflow::stage::FoldHashSet;
 use crate::dataflow::DataflowError;
@@ -56,7 +54,7 @@ impl Changes {
     /// Notes that `keys` changed, in a stage whose state holds about `state_keys` keys.
     pub(super) fn note<'k>(
         &mut self,
-        store: &Arc<DiskStore>,
+        store: &DiskStore,
         tables: &Tables,
         keys: impl ExactSizeIterator<Item = &'k [u8]>,
         state_keys: u64,
@@ -126,6 +124,8 @@ impl Changes {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn store() -> (tempfile::TempDir, Arc<DiskStore>, Tables) {
@@ -143,7 +143,7 @@ mod tests {
         ks.iter().map(|&k| [k]).collect()
     }
 
-    fn note(changes: &mut Changes, store: &Arc<DiskStore>, tables: &Tables, ks: &[u8], state_keys: u64) {
+    fn note(changes: &mut Changes, store: &DiskStore, tables: &Tables, ks: &[u8], state_keys: u64) {
         let ks = keys(ks);
         changes
             .note(store, tables, ks.iter().map(|k| &k[..]), state_keys)
