@@ -188,9 +188,17 @@ fn append(body: &mut Vec<u8>) -> impl FnMut(&[u8], &[u8]) -> Result<(), Dataflow
 /// The longest postcard collection length (a varint of a u64).
 const PREFIX_ROOM: usize = 10;
 
-/// A postcard collection length, as a map or sequence of `n` entries starts.
-fn length_prefix(n: u64) -> Result<Vec<u8>, DataflowError> {
-    encode_state(&n)
+/// A postcard map or sequence of the encoded entries that `fill` appends, returning how many:
+/// they go after room for their count, known only at the end, so the segment is built in place
+/// rather than copied behind its prefix (a base is the whole state).
+fn counted(fill: impl FnOnce(&mut Vec<u8>) -> Result<u64, DataflowError>) -> Result<Vec<u8>, DataflowError> {
+    let mut bytes = vec![0; PREFIX_ROOM];
+    let n = fill(&mut bytes)?;
+    let prefix = encode_state(&n)?;
+    let start = PREFIX_ROOM - prefix.len();
+    bytes[start..PREFIX_ROOM].copy_from_slice(&prefix);
+    bytes.drain(..start);
+    Ok(bytes)
 }
 
 impl<K, A, X> Stage<(K, A)> for DiskKeyed<K, A, X>
@@ -204,12 +212,11 @@ where
         {
             // The cache is flushed only after the batch, so a miss finds every entry not in
             // the cache in the store (and a clean entry is the stored one).
-            let mut reader = None;
+            let reader = self.store.reader(&self.tables);
             for (k, x) in records {
                 let acc = match self.cache.remove(&k).or_else(|| self.clean.remove(&k)) {
                     Some(acc) => Some(acc),
                     None => {
-                        let reader = reader.get_or_insert_with(|| self.store.reader(&self.tables));
                         let stored = reader.get(&encode_state(&k)?)?;
                         if stored.is_none() {
                             self.keys += 1;
@@ -233,23 +240,23 @@ where
         for (k, a) in &self.cache {
             cached.insert(encode_state(k)?, encode_state(a)?);
         }
-        let (mut body, mut n) = (Vec::new(), 0u64);
-        self.store.for_each(&self.tables, |k, v| {
-            if !cached.contains_key(k) {
+        counted(|body| {
+            let mut n = 0;
+            self.store.for_each(&self.tables, |k, v| {
+                if !cached.contains_key(k) {
+                    n += 1;
+                    body.extend_from_slice(k);
+                    body.extend_from_slice(v);
+                }
+                Ok(())
+            })?;
+            for (k, v) in &cached {
                 n += 1;
                 body.extend_from_slice(k);
                 body.extend_from_slice(v);
             }
-            Ok(())
-        })?;
-        for (k, v) in &cached {
-            n += 1;
-            body.extend_from_slice(k);
-            body.extend_from_slice(v);
-        }
-        let mut out = length_prefix(n)?;
-        out.extend(body);
-        Ok(out)
+            Ok(n)
+        })
     }
 
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
@@ -258,19 +265,10 @@ where
             true => SegmentKind::Base,
             false => kind,
         };
-        // The entries go after room for their count, which is known only at the end: the
-        // segment is built in place, not copied behind its prefix (a base is the whole state).
-        let mut bytes = vec![0; PREFIX_ROOM];
-        let n = match kind {
-            SegmentKind::Base => self.store.for_each(&self.tables, append(&mut bytes))?,
-            SegmentKind::Delta => self
-                .changes
-                .for_each(&self.store, &self.tables, append(&mut bytes))?,
-        };
-        let prefix = length_prefix(n)?;
-        let start = PREFIX_ROOM - prefix.len();
-        bytes[start..PREFIX_ROOM].copy_from_slice(&prefix);
-        bytes.drain(..start);
+        let bytes = counted(|body| match kind {
+            SegmentKind::Base => self.store.for_each(&self.tables, append(body)),
+            SegmentKind::Delta => self.changes.for_each(&self.store, &self.tables, append(body)),
+        })?;
         // A changelog's barrier, right after, emits the changed keys and then forgets them.
         if !self.changelog {
             self.changes.clear(&self.store, &self.tables)?;
