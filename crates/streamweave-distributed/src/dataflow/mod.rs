@@ -18,6 +18,7 @@ mod builtin_jobs;
 mod changelog;
 mod error;
 mod jetstream;
+mod key_counts;
 mod keyed;
 mod partitioner;
 // Public only as `crate::internals::plan` (unstable).

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::key_counts::KeyCounts;
 use super::plan::{pack, Batch, ExchangeOut, SourceControl, BATCH_RECORDS};
 use super::short_key::ShortKey;
 use super::stage::FoldHashMap;
@@ -122,25 +123,18 @@ where
     })
 }
 
-/// [`count_keys`] for string keys held as [`ShortKey`]s: short keys stay inline in the table.
+/// [`count_keys`] for string keys: counted in a [`KeyCounts`] (the keys' bytes in one buffer),
+/// routed as [`ShortKey`]s.
 pub(super) fn count_str_keys<T: Send + 'static>(
     run: Arc<RunFn<T>>,
     f: impl Fn(&T, &mut dyn FnMut(&str)) + Send + Sync + 'static,
 ) -> Arc<SendFn> {
     Arc::new(move |ctx, offset, control, out| {
-        let mut partial: FoldHashMap<ShortKey, u64> = FoldHashMap::default();
+        let mut partial = KeyCounts::default();
         let mut router: Router<'_, (ShortKey, u64)> = Router::new(out);
         let end = run(ctx, offset, control, &mut |x: T| {
-            f(&x, &mut |key: &str| {
-                let key = ShortKey::new(key);
-                match partial.get_mut(&key) {
-                    Some(n) => *n += 1,
-                    None => {
-                        partial.insert(key, 1);
-                    }
-                }
-            });
-            if partial.len() >= COMBINE_LIMIT {
+            f(&x, &mut |key: &str| partial.add(key));
+            if partial.is_full(COMBINE_LIMIT) {
                 return router.route_all(partial.drain(), &HashPartitioner);
             }
             Flow::Continue
