@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::plan::{unpack, unpack_local, Batch};
+use super::state::tracked::TrackedMap;
 use super::DataflowError;
 use crate::checkpoint::SegmentKind;
 
@@ -159,13 +160,11 @@ pub(super) type Update<A, X> = Arc<dyn Fn(Option<A>, X) -> A + Send + Sync>;
 /// that arrives, emitted when the input ends, snapshotted at checkpoints. Merging pre-aggregated
 /// partials (`reduce`, `count`) and folding raw records (`fold`) differ only in `update`.
 ///
-/// The keys changed since the previous segment live in a map of their own (`hot`), the rest in
-/// `cold`: a delta is the hot map, written and then moved into the cold one, so a checkpoint
-/// costs what changed, not the whole state (1% of a gigabyte changing per second is not a scan
-/// of a gigabyte per second). A key moves (no copy) on its first change after a segment.
+/// The table marks the keys changed since the previous segment (see `state/tracked.rs`): a
+/// delta is those entries, so a checkpoint costs what changed, not the whole state (1% of a
+/// gigabyte changing per second is not a scan of a gigabyte per second).
 pub(super) struct Keyed<K, A, X> {
-    hot: FoldHashMap<K, A>,
-    cold: FoldHashMap<K, A>,
+    state: TrackedMap<K, A>,
     update: Update<A, X>,
     /// How two accumulators of a key merge (`update` itself when records are accumulators:
     /// counts, reductions); with it, recovery applies records while the state loads.
@@ -175,27 +174,16 @@ pub(super) struct Keyed<K, A, X> {
 impl<K: Eq + Hash, A, X> Keyed<K, A, X> {
     pub(super) fn boxed(update: &Update<A, X>, combine: Option<&Update<A, A>>) -> Box<Self> {
         Box::new(Keyed {
-            hot: FoldHashMap::default(),
-            cold: FoldHashMap::default(),
+            state: TrackedMap::default(),
             update: Arc::clone(update),
             combine: combine.map(Arc::clone),
         })
     }
 
     /// A restored state is grown now (while it loads, beside the processing) rather than by the
-    /// first segment's settling, which would pause the partition while every entry is rehashed.
-    fn room_to_settle(&mut self) {
-        self.cold.reserve(self.cold.len() / 8);
-    }
-
-    /// A segment was taken: everything changed so far is clean. The smaller map moves into the
-    /// larger, so that when most keys changed (a state rewritten every interval) settling costs
-    /// the few that did not, not a rehash of the whole state.
-    fn settle(&mut self) {
-        if self.hot.len() > self.cold.len() {
-            std::mem::swap(&mut self.hot, &mut self.cold);
-        }
-        self.cold.extend(self.hot.drain());
+    /// first new keys, which would pause the partition while every entry moves.
+    fn room_to_grow(&mut self) {
+        self.state.reserve(self.state.len() / 8);
     }
 }
 
@@ -206,50 +194,44 @@ where
     X: Serialize + DeserializeOwned + Send + 'static,
 {
     fn on_batch(&mut self, batch: Batch, _emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
+        let update = &self.update;
         for (k, x) in unpack::<(K, X)>(batch)? {
-            let previous = match self.hot.remove(&k) {
-                Some(acc) => Some(acc),
-                None => self.cold.remove(&k),
-            };
-            let acc = (self.update)(previous, x);
-            self.hot.insert(k, acc);
+            self.state.update(k, |previous| update(previous, x));
         }
         Ok(())
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
-        encode_state(&Entries(&self.hot, &self.cold))
+        encode_state(&self.state.entries())
     }
 
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
         let bytes = match kind {
             SegmentKind::Base => self.snapshot()?,
-            SegmentKind::Delta => encode_state(&Changed(&self.hot))?,
+            SegmentKind::Delta => encode_state(&self.state.changed_entries())?,
         };
-        self.settle();
+        self.state.clear_changed();
         Ok((kind, bytes))
     }
 
     fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         let changed: Vec<(K, A)> = decode_state(bytes)?;
+        self.state.reserve(changed.len());
         for (k, acc) in changed {
-            self.hot.remove(&k);
-            self.cold.insert(k, acc);
+            self.state.insert_clean(k, acc);
         }
-        self.room_to_settle();
+        self.room_to_grow();
         Ok(())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
-        self.cold = decode_state(bytes)?;
-        self.hot.clear();
-        self.room_to_settle();
+        self.state = decode_state(bytes)?;
+        self.room_to_grow();
         Ok(())
     }
 
     fn finish(self: Box<Self>, emit: &mut dyn FnMut((K, A))) -> Result<(), DataflowError> {
-        let Keyed { hot, cold, .. } = *self;
-        hot.into_iter().chain(cold).for_each(emit);
+        self.state.into_entries().for_each(emit);
         Ok(())
     }
 
@@ -258,43 +240,23 @@ where
     }
 
     fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
-        self.settle();
-        Some(Box::new(std::mem::take(&mut self.cold)))
+        Some(Box::new(std::mem::take(&mut self.state)))
     }
 
     fn merge_restored(&mut self, restored: Box<dyn std::any::Any + Send>) -> Result<(), DataflowError> {
-        let (Some(combine), Ok(restored)) = (self.combine.clone(), restored.downcast::<FoldHashMap<K, A>>())
+        let (Some(combine), Ok(restored)) = (self.combine.clone(), restored.downcast::<TrackedMap<K, A>>())
         else {
             return Err(DataflowError::InvalidJob(
                 "restored state of another kind of stage".to_string(),
             ));
         };
         // Applied since the stage started empty: all changed since the checkpoint.
-        self.settle();
-        let applied = std::mem::replace(&mut self.cold, *restored);
-        for (k, acc) in applied {
-            let acc = combine(self.cold.remove(&k), acc);
-            self.hot.insert(k, acc);
+        let applied = std::mem::replace(&mut self.state, *restored);
+        self.state.reserve(applied.len());
+        for (k, acc) in applied.into_entries() {
+            self.state.update(k, |old| combine(old, acc));
         }
         Ok(())
-    }
-}
-
-/// Keyed state encoded as the map of its accumulators: the same bytes as a `HashMap<K, A>`.
-struct Entries<'a, K, A>(&'a FoldHashMap<K, A>, &'a FoldHashMap<K, A>);
-
-impl<K: Serialize, A: Serialize> Serialize for Entries<'_, K, A> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.0.iter().chain(self.1.iter()))
-    }
-}
-
-/// The changed entries of a delta: the same bytes as a `Vec<(K, A)>`.
-struct Changed<'a, K, A>(&'a FoldHashMap<K, A>);
-
-impl<K: Serialize, A: Serialize> Serialize for Changed<'_, K, A> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter())
     }
 }
 

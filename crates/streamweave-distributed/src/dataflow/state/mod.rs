@@ -10,12 +10,14 @@
 //! Both backends take the same snapshots (a base is the map of every key's accumulator, a
 //! delta the keys changed since the previous segment), so a job checkpointed with one restores
 //! with the other. Files: `store.rs` (the database), `disk_keyed.rs` (the keyed stage on
-//! it), `changes.rs` (the keys a delta holds), `plan.rs` (the plan that hands the attempt's backend to its stages).
+//! it), `changes.rs` (the keys a delta holds), `tracked.rs` (the memory backend's table, which marks the
+//! keys a delta holds), `plan.rs` (the plan that hands the attempt's backend to its stages).
 
 mod changes;
 mod disk_keyed;
 mod plan;
 mod store;
+pub(crate) mod tracked;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
