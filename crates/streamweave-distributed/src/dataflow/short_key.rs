@@ -11,6 +11,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thin_vec::ThinVec;
 use twox_hash::XxHash64;
 
 use super::StableHash;
@@ -28,13 +29,11 @@ pub(crate) enum ShortKey {
         len: u8,
         bytes: [u8; INLINE],
     },
-    /// Behind a thin pointer, so that the enum stays 16 bytes.
-    Heap(Box<LongKey>),
+    /// Behind a thin pointer, so that the enum stays 16 bytes; its length sits in the same
+    /// allocation as its bytes, so a comparison follows one pointer (a boxed `Box<[u8]>`
+    /// followed two, each a likely cache miss in a large table).
+    Heap(ThinVec<u8>),
 }
-
-/// The bytes of a key too long to keep inline.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LongKey(Box<[u8]>);
 
 impl ShortKey {
     /// The key for `s`.
@@ -49,7 +48,7 @@ impl ShortKey {
                 bytes,
             }
         } else {
-            ShortKey::Heap(Box::new(LongKey(source.into())))
+            ShortKey::Heap(ThinVec::from(source))
         }
     }
 
@@ -57,7 +56,7 @@ impl ShortKey {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             ShortKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            ShortKey::Heap(long) => &long.0,
+            ShortKey::Heap(long) => long,
         }
     }
 
@@ -65,7 +64,7 @@ impl ShortKey {
     pub(crate) fn into_string(self) -> String {
         let bytes = match self {
             ShortKey::Inline { len, bytes } => bytes[..usize::from(len)].to_vec(),
-            ShortKey::Heap(long) => long.0.into_vec(),
+            ShortKey::Heap(long) => long.to_vec(),
         };
         // Built from a `&str`, so always UTF-8; the lossy path only keeps this total.
         String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
