@@ -233,6 +233,12 @@ pub trait LoadedState: Send {
     fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError>;
     /// Applies a delta segment over the state loaded so far.
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError>;
+    /// Whether its receiver may apply batches before this state is in, merging it later (see
+    /// [`Receiver::merges_restored`]): a partition moved here then runs at once, the segments
+    /// written since this state was loaded applied beside it.
+    fn merges_restored(&self) -> bool {
+        false
+    }
     /// For [`ErasedPlan::open_loaded`], which knows the concrete type.
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }

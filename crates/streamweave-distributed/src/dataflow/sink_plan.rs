@@ -132,6 +132,10 @@ impl<U: Send + 'static> LoadedState for Loaded<U> {
         self.stage.apply_delta(stage)
     }
 
+    fn merges_restored(&self) -> bool {
+        self.stage.merges_restored()
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
         self
     }

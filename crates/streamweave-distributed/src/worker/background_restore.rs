@@ -1,12 +1,14 @@
-//! Recovery that does not wait for the state: a partition whose stage merges restored state
-//! (counts, reductions: [`Receiver::merges_restored`]) starts applying records to an empty
-//! state at once, while its checkpointed state loads on a blocking thread beside it; the two
-//! are merged at the first barrier (or the end of the input), which waits for the load if it
-//! has not finished. Records flow again after a failure without first reading every byte of
-//! state, and the state is exactly what a restore-then-apply would have built.
+//! Recovery and adoption that do not wait for the state: a partition whose stage merges
+//! restored state (counts, reductions: [`Receiver::merges_restored`]) starts applying records
+//! to an empty state at once, while its checkpointed state loads on a blocking thread beside
+//! it; the two are merged at the first barrier (or the end of the input), which waits for the
+//! load if it has not finished. Records flow again after a failure without first reading every
+//! byte of state, and the state is exactly what a restore-then-apply would have built. A
+//! partition moved here with its state loaded ahead (`preload.rs`) does the same with the
+//! segments written since that load, so its pause does not include applying them.
 //!
 //! ```text
-//! open: empty receiver --start--> load_state + base and deltas (a loading thread)
+//! open: empty receiver --start--> load_state (or the preloaded state) + base and deltas
 //! batches --> receiver (partial accumulators)
 //! first barrier / end --finish: await the load, merge_restored (blocking pool)--> receiver, chain
 //! ```
@@ -18,6 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::blocking;
+use super::preload::Preloaded;
 use super::state_writer;
 use crate::checkpoint::{ChainPolicy, CheckpointStore, PartitionChain, StateIndex};
 use crate::dataflow::plan::{ErasedPlan, LoadedState, Receiver};
@@ -39,22 +42,38 @@ pub(crate) struct BackgroundRestore {
 }
 
 impl BackgroundRestore {
-    /// Starts loading partition `partition`'s state file `file` of checkpoint `checkpoint`.
+    /// Starts loading partition `partition`'s state file `file` of checkpoint `checkpoint`: from
+    /// nothing, or on top of `preloaded` (only the segments it lacks are read).
     pub(crate) fn start(
         plan: &Arc<dyn ErasedPlan>,
         store: &Arc<dyn CheckpointStore>,
         partition: usize,
         checkpoint: u64,
         file: String,
+        preloaded: Option<Preloaded>,
     ) -> Self {
         let (plan, store, started) = (Arc::clone(plan), Arc::clone(store), Instant::now());
         let load = tokio::spawn(async move {
-            let _permit = LOADS.acquire().await.map_err(|_| DataflowError::Cancelled)?;
+            // State loaded ahead lacks a segment or two: that short read needs no turn among the
+            // full loads (it is what a moved partition's first barrier waits for).
+            let _permit = match preloaded {
+                Some(_) => None,
+                None => Some(LOADS.acquire().await.map_err(|_| DataflowError::Cancelled)?),
+            };
             blocking::unpooled(move || {
-                let mut state = plan.load_state(partition)?.ok_or_else(|| {
-                    DataflowError::InvalidJob("a job that merges restored state cannot load it".to_string())
-                })?;
-                let index = state_writer::load(store.as_ref(), checkpoint, &file, state.as_mut(), None)?;
+                let (mut state, known) = match preloaded {
+                    Some(loaded) => (loaded.state, Some(loaded.index)),
+                    None => {
+                        let state = plan.load_state(partition)?.ok_or_else(|| {
+                            DataflowError::InvalidJob(
+                                "a job that merges restored state cannot load it".to_string(),
+                            )
+                        })?;
+                        (state, None)
+                    }
+                };
+                let index =
+                    state_writer::load(store.as_ref(), checkpoint, &file, state.as_mut(), known.as_ref())?;
                 Ok((state, index, started.elapsed()))
             })
             .await
@@ -139,7 +158,7 @@ mod tests {
             .open_receiver(&SinkContext { attempt: 2, ..ctx })
             .unwrap();
         assert!(receiver.merges_restored());
-        let load = BackgroundRestore::start(&job.plan, &store, 0, 1, file);
+        let load = BackgroundRestore::start(&job.plan, &store, 0, 1, file, None);
         receiver.on_batch(counts(&[("a", 5), ("c", 1)])).unwrap();
         let (mut receiver, chain) = load.finish(receiver).await.unwrap();
         assert!(chain.has_chain(), "the chain goes on from the restored base");
@@ -154,6 +173,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_moved_partition_runs_at_once_and_its_preloaded_state_catches_up_beside_it() {
+        use crate::checkpoint::{index_name, segment_name};
+        use crate::checkpoint::{ChainPolicy, PartitionChain};
+
+        let sink = CollectorSink::new();
+        let job = word_count(&sink);
+        let ctx = SinkContext {
+            partition: 0,
+            num_partitions: 1,
+            attempt: 1,
+        };
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        // The old owner: a base at checkpoint 1 (a=2, b=1), a delta at 2 (a=3).
+        let mut old = job.plan.open_receiver(&ctx).unwrap();
+        let mut chain = PartitionChain::new(ChainPolicy::default());
+        old.on_batch(counts(&[("a", 2), ("b", 1)])).unwrap();
+        let (_, base) = old.snapshot_segment(SegmentKind::Base).unwrap();
+        let file = store
+            .put(CheckpointId(1), &state_writer::state_name(0), &base)
+            .unwrap();
+        chain.record(CheckpointId(1), SegmentKind::Base, file);
+        old.on_batch(counts(&[("a", 1)])).unwrap();
+        let (_, delta) = old.snapshot_segment(SegmentKind::Delta).unwrap();
+        let file = store.put(CheckpointId(2), &segment_name(0), &delta).unwrap();
+        let index = chain.record(CheckpointId(2), SegmentKind::Delta, file);
+        store
+            .put(CheckpointId(2), &index_name(0), &index.encode().unwrap())
+            .unwrap();
+
+        // The new owner loaded checkpoint 1 ahead; the move's barrier is checkpoint 2.
+        let mut state = job.plan.load_state(0).unwrap().unwrap();
+        let have = state_writer::load(
+            store.as_ref(),
+            1,
+            &state_writer::state_name(0),
+            state.as_mut(),
+            None,
+        )
+        .unwrap();
+        assert!(state.merges_restored());
+        let preloaded = Preloaded {
+            state,
+            index: have,
+            checkpoint: 1,
+        };
+        let mut receiver = job
+            .plan
+            .open_receiver(&SinkContext { attempt: 1, ..ctx })
+            .unwrap();
+        let load = BackgroundRestore::start(&job.plan, &store, 0, 2, index_name(0), Some(preloaded));
+        // Records apply before the delta of checkpoint 2 is in.
+        receiver.on_batch(counts(&[("a", 10), ("c", 1)])).unwrap();
+        let (mut receiver, chain) = load.finish(receiver).await.unwrap();
+        assert!(chain.has_chain());
+        // The merged entries are changed since checkpoint 2: the next delta holds them.
+        let (_, next) = receiver.snapshot_segment(SegmentKind::Delta).unwrap();
+        assert!(!next.is_empty());
+        assert_eq!(receiver.finish().unwrap(), 3);
+        let mut got = sink.collected();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("a".to_string(), 13), ("b".to_string(), 1), ("c".to_string(), 1)]
+        );
+    }
+
+    #[tokio::test]
     async fn a_state_that_cannot_be_read_fails_the_partition_when_it_is_needed() {
         let job = word_count(&CollectorSink::new());
         let ctx = SinkContext {
@@ -163,7 +249,7 @@ mod tests {
         };
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
         let receiver = job.plan.open_receiver(&ctx).unwrap();
-        let load = BackgroundRestore::start(&job.plan, &store, 0, 7, state_writer::state_name(0));
+        let load = BackgroundRestore::start(&job.plan, &store, 0, 7, state_writer::state_name(0), None);
         let error = load.finish(receiver).await.err().expect("no checkpoint 7");
         assert!(error.to_string().contains('7'), "{error}");
     }

@@ -176,7 +176,8 @@ impl ReceiverTask {
     /// it is final (idempotent), and the stage gets the checkpoint's state.
     ///
     /// State loaded ahead of a move here only needs the segments written since it was loaded;
-    /// a stage that merges restored state opens empty, its state loading beside it (returned).
+    /// a stage that merges restored state opens empty, its state loading (or, moved here,
+    /// catching up) beside it (returned).
     async fn open(
         &self,
     ) -> Result<(Box<dyn Receiver>, PartitionChain, Option<BackgroundRestore>), DataflowError> {
@@ -204,6 +205,11 @@ impl ReceiverTask {
                 ));
             };
             let (receiver, chain, preloaded) = match preloaded {
+                Some(loaded) if loaded.state.merges_restored() => {
+                    let store = Arc::clone(&checkpoints.store);
+                    let receiver = plan.open_receiver(&ctx)?;
+                    return Ok((receiver, Opened::Later(*id, file.clone(), store, Some(loaded))));
+                }
                 Some(mut loaded) => {
                     let store = checkpoints.store.as_ref();
                     let index =
@@ -219,7 +225,7 @@ impl ReceiverTask {
                     let mut receiver = plan.open_receiver(&ctx)?;
                     if receiver.merges_restored() {
                         let store = Arc::clone(&checkpoints.store);
-                        return Ok((receiver, Opened::Later(*id, file.clone(), store)));
+                        return Ok((receiver, Opened::Later(*id, file.clone(), store, None)));
                     }
                     let chain = state_writer::restore(checkpoints, *id, file, receiver.as_mut())?;
                     (receiver, chain, None)
@@ -236,8 +242,9 @@ impl ReceiverTask {
         })
         .await?;
         Ok(match opened {
-            Opened::Later(id, file, store) => {
-                let load = BackgroundRestore::start(&self.plan, &store, self.ctx.partition, id, file);
+            Opened::Later(id, file, store, preloaded) => {
+                let load =
+                    BackgroundRestore::start(&self.plan, &store, self.ctx.partition, id, file, preloaded);
                 (receiver, PartitionChain::new(ChainPolicy::default()), Some(load))
             }
             Opened::Ready(chain) => (receiver, chain, None),
@@ -267,10 +274,16 @@ impl ReceiverTask {
 }
 
 /// How [`ReceiverTask::open`] left the partition's state: restored, with its chain, or to load
-/// beside the processing (from this checkpoint and state file of this store).
+/// beside the processing (from this checkpoint and state file of this store, on top of the
+/// state loaded ahead of a move if there is one).
 enum Opened {
     Ready(PartitionChain),
-    Later(u64, String, Arc<dyn crate::checkpoint::CheckpointStore>),
+    Later(
+        u64,
+        String,
+        Arc<dyn crate::checkpoint::CheckpointStore>,
+        Option<Preloaded>,
+    ),
 }
 
 /// Partition `q`'s state loaded beside the processing, merged into `receiver`: the receiver
