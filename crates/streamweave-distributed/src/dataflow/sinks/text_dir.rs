@@ -5,8 +5,9 @@
 //! the partition's own hidden working directory.
 //!
 //! ```text
-//! open(q, attempt)  -> dir/.part-0000q.attempt-{attempt}.tmp     (hidden: not final output)
-//! write(line)       -> line + '\n' through a 256 KiB buffer
+//! open(q, attempt)  -> nothing yet
+//! write(line)       -> line + '\n' through a 256 KiB buffer into
+//!                      dir/.part-0000q.attempt-{attempt}.tmp (hidden: not final output)
 //! commit            -> flush, fsync, rename to dir/part-0000q (replacing an older attempt's),
 //!                      remove older attempts' leftover temporaries of partition q (from the
 //!                      sink's one listing)
@@ -229,7 +230,10 @@ impl Sink for TextDirSink {
         let temp = self
             .dir
             .join(format!("{}{}.tmp", temp_prefix(ctx.partition), ctx.attempt));
-        let file = File::create(&temp).map_err(|e| DataflowError::io(&temp, e))?;
+        // The temporary is created by the first write, not here: a partition moving here opens
+        // its writer (same attempt, same name) as soon as the move commits, while the old
+        // owner's writer may not be dropped yet, and dropping a writer that held a file removes
+        // it, which would take the new owner's file with it.
         Ok(Box::new(TextDirWriter {
             dir: self.dir.clone(),
             work: self.work_dir(ctx.partition),
@@ -238,7 +242,7 @@ impl Sink for TextDirSink {
             partition: ctx.partition,
             attempt: ctx.attempt,
             temp,
-            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            out: None,
             dirty: false,
         }))
     }
@@ -324,8 +328,8 @@ struct TextDirWriter {
     partition: usize,
     attempt: u64,
     temp: PathBuf,
-    /// The temporary being written; `None` after a pre-commit (until the next write) and once
-    /// committed.
+    /// The temporary being written; `None` until the first write, after a pre-commit (until the
+    /// next write) and once committed.
     out: Option<BufWriter<File>>,
     /// Whether anything was written since the last pre-commit.
     dirty: bool,

@@ -135,7 +135,8 @@ fn a_later_attempt_replaces_the_final_file_and_leftovers() {
     // Every attempt builds its own sink.
     let sink = TextDirSink::new(dir.path());
     let mut third = sink.open(&ctx(0, 3)).unwrap();
-    let fourth = sink.open(&ctx(0, 4)).unwrap(); // A newer, live attempt.
+    let mut fourth = sink.open(&ctx(0, 4)).unwrap(); // A newer, live attempt.
+    fourth.write("live".into()).unwrap();
     third.write("new".into()).unwrap();
     third.commit().unwrap();
     assert_eq!(
@@ -182,4 +183,25 @@ fn final_output_names() {
     assert!(is_final_output("part-00000"));
     assert!(!is_final_output(".swd"));
     assert!(!is_final_output("_SUCCESS"));
+}
+
+#[test]
+fn an_old_owner_that_wrote_nothing_leaves_the_new_owners_file_when_dropped_after_a_move() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("out");
+    let sink = TextDirSink::new(&dir);
+    // The old owner ran partition 3 in attempt 1 and wrote nothing this epoch (a keyed count
+    // emits at the end): its hand-over barrier pre-commits nothing.
+    let mut old = sink.open(&ctx(3, 1)).unwrap();
+    old.pre_commit(5).unwrap();
+    // The move commits; the new owner opens the same partition and attempt and writes, before
+    // the old owner's writer is dropped.
+    let mut new = sink.open(&ctx(3, 1)).unwrap();
+    new.write("word\t7".into()).unwrap();
+    drop(old);
+    new.pre_commit(u64::MAX).unwrap();
+    sink.commit_epochs(3, u64::MAX).unwrap();
+    let finals: Vec<String> = names(&dir).into_iter().filter(|n| is_final_output(n)).collect();
+    assert_eq!(finals.len(), 1, "{:?}", names(&dir));
+    assert_eq!(fs::read_to_string(dir.join(&finals[0])).unwrap(), "word\t7\n");
 }
