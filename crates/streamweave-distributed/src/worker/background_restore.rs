@@ -128,6 +128,15 @@ mod tests {
         Batch::Encoded(postcard::to_stdvec(&pairs).unwrap())
     }
 
+    /// The context of the one partition of a one-partition job, in `attempt`.
+    fn only_partition(attempt: u64) -> SinkContext {
+        SinkContext {
+            partition: 0,
+            num_partitions: 1,
+            attempt,
+        }
+    }
+
     /// A word count into `sink` (its receivers are what the tests drive).
     fn word_count(sink: &CollectorSink<(String, u64)>) -> crate::dataflow::Job {
         Stream::from_source(CollectionSource::new(vec![String::new()]))
@@ -139,11 +148,7 @@ mod tests {
     async fn records_applied_before_the_state_is_loaded_count_on_top_of_it() {
         let sink = CollectorSink::new();
         let job = word_count(&sink);
-        let ctx = SinkContext {
-            partition: 0,
-            num_partitions: 1,
-            attempt: 1,
-        };
+        let ctx = only_partition(1);
         // Checkpoint 1 holds a base: a=2, b=1.
         let mut before = job.plan.open_receiver(&ctx).unwrap();
         before.on_batch(counts(&[("a", 2), ("b", 1)])).unwrap();
@@ -153,10 +158,7 @@ mod tests {
         store.put(CheckpointId(1), &file, &base).unwrap();
 
         // The next attempt applies records while the state loads, then merges.
-        let mut receiver = job
-            .plan
-            .open_receiver(&SinkContext { attempt: 2, ..ctx })
-            .unwrap();
+        let mut receiver = job.plan.open_receiver(&only_partition(2)).unwrap();
         assert!(receiver.merges_restored());
         let load = BackgroundRestore::start(&job.plan, &store, 0, 1, file, None);
         receiver.on_batch(counts(&[("a", 5), ("c", 1)])).unwrap();
@@ -179,11 +181,7 @@ mod tests {
 
         let sink = CollectorSink::new();
         let job = word_count(&sink);
-        let ctx = SinkContext {
-            partition: 0,
-            num_partitions: 1,
-            attempt: 1,
-        };
+        let ctx = only_partition(1);
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
         // The old owner: a base at checkpoint 1 (a=2, b=1), a delta at 2 (a=3).
         let mut old = job.plan.open_receiver(&ctx).unwrap();
@@ -218,10 +216,7 @@ mod tests {
             index: have,
             checkpoint: 1,
         };
-        let mut receiver = job
-            .plan
-            .open_receiver(&SinkContext { attempt: 1, ..ctx })
-            .unwrap();
+        let mut receiver = job.plan.open_receiver(&ctx).unwrap();
         let load = BackgroundRestore::start(&job.plan, &store, 0, 2, index_name(0), Some(preloaded));
         // Records apply before the delta of checkpoint 2 is in.
         receiver.on_batch(counts(&[("a", 10), ("c", 1)])).unwrap();
@@ -242,11 +237,7 @@ mod tests {
     #[tokio::test]
     async fn a_state_that_cannot_be_read_fails_the_partition_when_it_is_needed() {
         let job = word_count(&CollectorSink::new());
-        let ctx = SinkContext {
-            partition: 0,
-            num_partitions: 1,
-            attempt: 2,
-        };
+        let ctx = only_partition(2);
         let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
         let receiver = job.plan.open_receiver(&ctx).unwrap();
         let load = BackgroundRestore::start(&job.plan, &store, 0, 7, state_writer::state_name(0), None);
