@@ -215,8 +215,9 @@ where
     }
 
     fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
+        // No reservation for the delta's length: its keys are mostly in the table already, and
+        // reserving for them could move a whole table for nothing (at an adoption, a pause).
         let changed: Vec<(K, A)> = decode_state(bytes)?;
-        self.state.reserve(changed.len());
         for (k, acc) in changed {
             self.state.insert_clean(k, acc);
         }
@@ -252,7 +253,6 @@ where
         };
         // Applied since the stage started empty: all changed since the checkpoint.
         let applied = std::mem::replace(&mut self.state, *restored);
-        self.state.reserve(applied.len());
         for (k, acc) in applied.into_entries() {
             self.state.update(k, |old| combine(old, acc));
         }

@@ -192,11 +192,13 @@ impl<K: Eq + Hash + Serialize, A: Serialize> Serialize for ChangedEntries<'_, K,
         let map = self.0;
         let mut seq = serializer.serialize_seq(Some(map.changed_len))?;
         for index in map.changed_indices() {
-            // A set bit always has an entry under it; a missing one is skipped rather than
-            // trusted, which the length would then report as an error.
-            if let Some((k, a)) = map.table.get_bucket(index) {
-                seq.serialize_element(&(k, a))?;
-            }
+            // A set bit always has an entry under it (entries leave only through `grow`, which
+            // rebuilds the bits). Were one missing, the length written above would be wrong, so
+            // that is an error, never a silently short delta.
+            let Some((k, a)) = map.table.get_bucket(index) else {
+                return Err(serde::ser::Error::custom("a changed mark without an entry"));
+            };
+            seq.serialize_element(&(k, a))?;
         }
         seq.end()
     }
