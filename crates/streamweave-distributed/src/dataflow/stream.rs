@@ -229,8 +229,10 @@ impl<T: Send + 'static> Stream<T> {
         counted(send, self.validate, self.source)
     }
 
-    /// [`Stream::count_keys`] for string keys, faster: the pre-aggregation table keeps short
-    /// keys inline (see `short_key.rs`), so counting a key already seen touches no other memory.
+    /// [`Stream::count_keys`] for string keys, faster: the pre-aggregation table keeps every
+    /// key's bytes in one buffer (see `key_counts.rs`), so counting a key already seen allocates
+    /// nothing and reads contiguous memory; through the exchange and in the receivers' table
+    /// short keys stay inline (see `short_key.rs`).
     /// Word count is `count_str_keys(|line, emit| line.split_whitespace().for_each(emit))`.
     ///
     /// ```
