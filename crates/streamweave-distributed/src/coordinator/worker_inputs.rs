@@ -35,6 +35,7 @@ pub(super) fn inputs_of(conn: ConnId, message: WorkerMessage) -> Vec<Input> {
             source_offset,
             source_exhausted,
             source_records,
+            ended_sources,
         } => {
             let snapshot = PartitionSnapshot {
                 state_file,
@@ -49,6 +50,7 @@ pub(super) fn inputs_of(conn: ConnId, message: WorkerMessage) -> Vec<Input> {
                 id,
                 partition,
                 snapshot,
+                ended_sources,
             })]
         }
         WorkerMessage::EpochsCommitted {

@@ -160,6 +160,10 @@ pub enum WorkerMessage {
         source_exhausted: bool,
         /// The records the partition's source had read by the barrier, over the whole job.
         source_records: u64,
+        /// A partition that left this worker at this barrier: the source partitions that had
+        /// ended before it, as its receiver counted them (their end-of-stream went here, so
+        /// the new owner must count them ended). Empty otherwise.
+        ended_sources: Vec<PartitionId>,
     },
     /// The sinks of these partitions committed their epochs up to `upto`.
     EpochsCommitted {
@@ -283,8 +287,12 @@ pub enum CoordinatorMessage {
         /// loaded stays a prefix of the chain (a new base would make the move load it all again).
         keep_chains: Vec<usize>,
     },
-    /// Checkpoint `checkpoint`, which moved these partitions here, is committed: restore each
-    /// from it and run its receiver and (unless exhausted) its source within the running attempt.
+    /// These partitions moved here through checkpoint `checkpoint`, and their old owners have
+    /// stored their state in it: restore each from it and run its receiver and (unless
+    /// exhausted) its source within the running attempt. Sent as soon as a partition's
+    /// acknowledgement arrives, possibly before the checkpoint is committed: its sink's epoch
+    /// `checkpoint` is then made final by [`CoordinatorMessage::CommitEpochs`], and if the
+    /// checkpoint is never committed the attempt restarts from the previous one.
     AdoptPartitions {
         /// The attempt.
         attempt: u64,
@@ -292,8 +300,8 @@ pub enum CoordinatorMessage {
         checkpoint: u64,
         /// The partitions and what each restores.
         partitions: Vec<Adoption>,
-        /// Source partitions that had ended at the barrier: their end-of-stream went to the
-        /// old owners, so the new receivers count them as ended.
+        /// Source partitions that had ended before the barrier: their end-of-stream went to
+        /// the old owners, so the new receivers count them as ended.
         ended_sources: Vec<PartitionId>,
     },
     /// Partitions about to move here inside the running attempt: load their state from committed

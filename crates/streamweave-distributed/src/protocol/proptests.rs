@@ -143,13 +143,14 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
                 any::<u64>(),
                 any::<u64>(),
                 any::<bool>(),
-                any::<u64>()
+                any::<u64>(),
+                partitions()
             )
         )
             .prop_map(
                 |(
                     (attempt, id, partition, state_crc32),
-                    (state_file, state_bytes, source_offset, source_exhausted, source_records),
+                    (state_file, state_bytes, source_offset, source_exhausted, source_records, ended_sources),
                 )| WorkerMessage::CheckpointAck {
                     attempt,
                     id,
@@ -160,6 +161,7 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
                     source_offset,
                     source_exhausted,
                     source_records,
+                    ended_sources,
                 }
             ),
         (any::<u64>(), any::<u64>(), partitions(), 0..3u8).prop_map(

@@ -113,6 +113,11 @@ impl Alignment {
         }
     }
 
+    /// The source partitions counted as ended so far, ascending.
+    pub(crate) fn ended(&self) -> Vec<usize> {
+        (0..self.num_sources).filter(|&s| self.ended.contains(s)).collect()
+    }
+
     /// A released message to take before the next one from the inbox.
     pub(crate) fn next_held(&mut self) -> Option<Inbound> {
         self.replay.pop_front()

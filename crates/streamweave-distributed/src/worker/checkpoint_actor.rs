@@ -179,9 +179,15 @@ impl CheckpointHandle {
         }
     }
 
-    /// Receiver `partition`'s state for checkpoint `id` is stored as `file`.
-    pub(crate) fn state_saved(&self, id: u64, partition: usize, file: StoredFile) {
-        self.event(CheckpointEvent::StateSaved { id, partition, file });
+    /// Receiver `partition`'s state for checkpoint `id` is stored as `file` (`ended_sources`:
+    /// a partition handed over at `id`, the sources it had counted ended).
+    pub(crate) fn state_saved(&self, id: u64, partition: usize, file: StoredFile, ended_sources: Vec<usize>) {
+        self.event(CheckpointEvent::StateSaved {
+            id,
+            partition,
+            file,
+            ended_sources,
+        });
     }
 }
 

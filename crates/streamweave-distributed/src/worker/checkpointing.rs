@@ -9,7 +9,7 @@
 //! ```text
 //!  command task: Connected, LeaveAt{p, id}, Trigger{id}, AdoptSource{p, ...}
 //!  source p:     SourceStarting, SourceReachedBarrier{offset}, SourceParked, SourceExhausted
-//!  receiver q:   ReceiverAligned{id}, StateSaved{id, file}
+//!  receiver q:   ReceiverAligned{id}, StateSaved{id, file, ended sources of a hand-over}
 //!        |
 //!        v
 //!  AttemptCheckpoints::on_event --> PauseSource(p)          running source: stop at next record
@@ -51,6 +51,8 @@ struct Halves {
     /// Offset, exhausted, records read.
     source: Option<(u64, bool, u64)>,
     state: Option<StoredFile>,
+    /// A partition handed over at the barrier: the sources its receiver counted ended.
+    ended_sources: Vec<usize>,
 }
 
 /// What happens to one attempt's checkpoints on this worker.
@@ -84,11 +86,13 @@ pub(crate) enum CheckpointEvent {
     },
     /// Receiver `partition` aligned barrier `id` (answered with [`CheckpointAction::Receiver`]).
     ReceiverAligned { partition: usize, id: u64 },
-    /// Receiver `partition`'s state for checkpoint `id` is stored as `file`.
+    /// Receiver `partition`'s state for checkpoint `id` is stored as `file`; a partition
+    /// handed over at `id` names the sources it had counted ended (for its new owner).
     StateSaved {
         id: u64,
         partition: usize,
         file: StoredFile,
+        ended_sources: Vec<usize>,
     },
     /// This worker takes over `partition`'s source from checkpoint `checkpoint`.
     AdoptSource {
@@ -231,8 +235,16 @@ impl AttemptCheckpoints {
                     hand_over: self.leaves_at(partition, id),
                 });
             }
-            CheckpointEvent::StateSaved { id, partition, file } => {
-                self.complete(id, partition, &mut actions, |h| h.state = Some(file));
+            CheckpointEvent::StateSaved {
+                id,
+                partition,
+                file,
+                ended_sources,
+            } => {
+                self.complete(id, partition, &mut actions, |h| {
+                    h.state = Some(file);
+                    h.ended_sources = ended_sources;
+                });
             }
             CheckpointEvent::AdoptSource {
                 partition,
@@ -410,6 +422,7 @@ impl AttemptCheckpoints {
         else {
             return;
         };
+        let ended_sources = std::mem::take(&mut entry.ended_sources);
         self.halves.remove(&(id, partition));
         // Older checkpoints' halves can never complete now.
         self.halves.retain(|(i, _), _| *i >= id);
@@ -423,6 +436,7 @@ impl AttemptCheckpoints {
             source_offset,
             source_exhausted,
             source_records,
+            ended_sources,
         }));
     }
 }

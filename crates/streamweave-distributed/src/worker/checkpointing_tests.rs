@@ -11,6 +11,17 @@ fn file(q: usize) -> StoredFile {
 }
 
 fn ack(id: u64, partition: usize, offset: u64, exhausted: bool, records: u64) -> CheckpointAction {
+    handed_over_ack(id, partition, offset, exhausted, records, Vec::new())
+}
+
+fn handed_over_ack(
+    id: u64,
+    partition: usize,
+    offset: u64,
+    exhausted: bool,
+    records: u64,
+    ended_sources: Vec<usize>,
+) -> CheckpointAction {
     let state = file(partition);
     CheckpointAction::Report(WorkerMessage::CheckpointAck {
         attempt: ATTEMPT,
@@ -22,6 +33,7 @@ fn ack(id: u64, partition: usize, offset: u64, exhausted: bool, records: u64) ->
         source_offset: offset,
         source_exhausted: exhausted,
         source_records: records,
+        ended_sources,
     })
 }
 
@@ -46,6 +58,7 @@ fn saved(id: u64, partition: usize) -> CheckpointEvent {
         id,
         partition,
         file: file(partition),
+        ended_sources: Vec::new(),
     }
 }
 
@@ -215,7 +228,17 @@ fn a_partition_leaving_at_a_barrier_acknowledges_then_stops_and_hands_over() {
         core.on_event(reached(1, 80, 8)),
         vec![SourceLeft(1), go(0, Some(2), false)]
     );
-    assert_eq!(core.on_event(saved(2, 1)), vec![ack(2, 1, 80, false, 8)]);
+    // Its acknowledgement names the sources its receiver had counted ended, for the new owner.
+    let handed_over = StateSaved {
+        id: 2,
+        partition: 1,
+        file: file(1),
+        ended_sources: vec![3, 5],
+    };
+    assert_eq!(
+        core.on_event(handed_over),
+        vec![handed_over_ack(2, 1, 80, false, 8, vec![3, 5])]
+    );
     // A later checkpoint no longer touches it, and a task starting for it does not read.
     assert_eq!(core.on_event(Trigger { id: 3 }), vec![PauseSource(0)]);
     assert_eq!(

@@ -9,7 +9,8 @@
 //! TriggerCheckpoint{id, moves} -> command task: (moves: routes to the new owners, leaving
 //!                                 partitions marked) then the checkpoint actor: sources pause
 //!                                 at a barrier; receivers align and snapshot
-//! AdoptPartitions{checkpoint}  -> command task: tasks of the partitions that moved here start
+//! AdoptPartitions{checkpoint}  -> the partitions join those whose epochs commit here, then
+//!                                 command task: tasks of the partitions that moved here start
 //! CommitEpochs{upto}           -> a commit task: the sinks of the partitions committed here
 //! StopJob{attempt} / a newer StartJob / StopAll -> core: Cancel -> tasks stop, inboxes are told
 //! a task of the runner ends    -> core: TaskEnded -> JobFailed if it failed or died (the session
@@ -349,7 +350,11 @@ impl JobRunner {
         );
     }
 
-    /// Partitions moved here through committed checkpoint `checkpoint`.
+    /// Partitions moved here through checkpoint `checkpoint` (stored, perhaps not committed
+    /// yet). They join the partitions whose sink epochs this worker commits at once, before the
+    /// command task starts them: the CommitEpochs of `checkpoint` may follow this message
+    /// before the command is carried out, and the old owner stopped committing them at the
+    /// move's barrier.
     pub(crate) fn adopt(
         &mut self,
         attempt: u64,
@@ -357,12 +362,28 @@ impl JobRunner {
         partitions: Vec<Adoption>,
         ended: Vec<usize>,
     ) {
-        self.command(
-            attempt,
-            Command::Adopt {
-                checkpoint,
-                partitions,
-                ended,
+        let mut command = Some(Command::Adopt {
+            checkpoint,
+            partitions,
+            ended,
+        });
+        self.run(
+            RunnerInput::ForAttempt { attempt },
+            |_, _| {},
+            |runner, _| {
+                let (Some(current), Some(command)) = (&runner.current, command.take()) else {
+                    return;
+                };
+                if let Command::Adopt { partitions, .. } = &command {
+                    let n = current.tasks.num_partitions();
+                    current
+                        .tasks
+                        .committing
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(partitions.iter().map(|a| a.partition).filter(|&p| p < n));
+                }
+                let _ = current.commands.send(command);
             },
         );
     }

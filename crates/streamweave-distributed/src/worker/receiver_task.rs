@@ -5,7 +5,8 @@
 //! commits and snapshot I/O go to the bounded blocking pool (`blocking.rs`).
 //!
 //! ```text
-//! start: discard sink output after the restored checkpoint, commit epochs <= it, open the
+//! start: discard sink output after the restored checkpoint, commit epochs <= it (< it when
+//!        adopted after a move: the move's checkpoint may not be committed yet), open the
 //!        receiver, restore its state                                     (blocking pool)
 //!        (a stage that merges restored state starts empty instead, its state loading beside
 //!        it and merged in at the first barrier: `background_restore.rs`)
@@ -134,7 +135,7 @@ impl ReceiverTask {
                             }
                             let kind = writer.hand_over_kind();
                             let (receiver, kind, state) = seal(receiver, id, kind).await?;
-                            let sealed = writer.sealed(id, kind, state);
+                            let sealed = writer.sealed(id, kind, state).handed_over(alignment.ended());
                             // Before the acknowledgement: the partition may come back once the
                             // move is committed, and must then find a fresh inbox.
                             inbox.close();
@@ -188,13 +189,18 @@ impl ReceiverTask {
             self.restore.clone(),
             self.preloaded.lock().unwrap_or_else(|e| e.into_inner()).take(),
         );
+        let adopted = self.resumed.is_some();
         let (receiver, opened) = blocking::run(move || {
             let q = ctx.partition;
             if checkpoints.is_some() {
                 let restored = restore.as_ref().map_or(0, |(id, _)| *id);
                 plan.discard_after(q, restored)?;
-                if restored > 0 {
-                    plan.commit_epochs(q, restored)?;
+                // A partition adopted after a move may open before the move's checkpoint is
+                // committed: its epoch `restored` (the old owner's last) is made final by the
+                // coordinator's CommitEpochs, never here.
+                let committed = if adopted { restored.saturating_sub(1) } else { restored };
+                if committed > 0 {
+                    plan.commit_epochs(q, committed)?;
                 }
             }
             let started = std::time::Instant::now();

@@ -156,6 +156,18 @@ pub(crate) struct Sealed {
     kind: SegmentKind,
     bytes: Vec<u8>,
     index: StateIndex,
+    /// A partition handed over at this barrier: the sources that had ended before it (they go
+    /// into the acknowledgement, for the new owner).
+    ended_sources: Vec<usize>,
+}
+
+impl Sealed {
+    /// The segment of a partition handed over at its barrier, whose receiver had counted
+    /// `ended` sources as ended.
+    pub(crate) fn handed_over(mut self, ended: Vec<usize>) -> Self {
+        self.ended_sources = ended;
+        self
+    }
 }
 
 /// See the module documentation.
@@ -212,6 +224,7 @@ impl StateWriter {
             kind,
             bytes,
             index,
+            ended_sources: Vec::new(),
         }
     }
 
@@ -285,7 +298,7 @@ fn store(checkpoints: &CheckpointHandle, q: usize, sealed: &Sealed) -> bool {
                 write_ms = started.elapsed().as_millis() as u64,
                 "state stored"
             );
-            checkpoints.state_saved(sealed.id, q, file);
+            checkpoints.state_saved(sealed.id, q, file, sealed.ended_sources.clone());
             true
         }
         Err(e) => {

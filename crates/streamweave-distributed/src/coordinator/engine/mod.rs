@@ -172,6 +172,9 @@ pub enum JobReport {
         partition: PartitionId,
         /// Its state file and where its source resumes.
         snapshot: PartitionSnapshot,
+        /// A partition that left the reporting worker at this checkpoint: the sources that had
+        /// ended before it (for its new owner).
+        ended_sources: Vec<PartitionId>,
     },
     /// Partitions moving to the reporting worker: loaded ahead, or running again.
     MoveStatus {

@@ -9,10 +9,17 @@
 //! no checkpoint in flight      --> TriggerCheckpoint{id, moves} to every worker: sources route
 //!                                  p's records to `to` after their barrier, `from` snapshots p at
 //!                                  the barrier and stops it
-//! checkpoint id committed      --> owner[p] = to (new generation, JobControl::moved),
-//!                                  AdoptPartitions{id} to `to`: p restores and resumes there
+//! CheckpointAck{id, p} of from --> AdoptPartitions{id} to `to`: p restores and resumes there
+//!                                  (the other partitions' acks and the commit are not awaited)
+//! checkpoint id committed      --> owner[p] = to (new generation, JobControl::moved); a partition
+//!                                  not adopted yet (its new owner was away) is adopted now
 //! checkpoint aborted / failed  --> the attempt restarts from the last checkpoint (the old way)
 //! ```
+//!
+//! Adopting before the commit is safe because nothing the new owner does becomes final before
+//! it: its sink output goes to epochs after `id`, made final only by later commits, and p's
+//! epoch `id` (the old owner's last) only by the commit of `id` itself. If `id` is never
+//! committed, the attempt restarts from the checkpoint before, as any failed move does.
 //!
 //! A worker that asks to leave while such a job runs is `Leaving`: it is no longer a placement
 //! target, its partitions move away like any others, and once it owns none it gets its
@@ -22,13 +29,13 @@
 //! is the next one every source sends. A partition whose receiver has finished stays where it
 //! is until the job ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::prepare::{Preparing, Resuming};
 use super::{Action, ClusterEvent, Departure, Engine, Note};
 use crate::coordinator::assignment::{balanced, owned_by};
-use crate::coordinator::checkpoint_tracker::CheckpointId;
+use crate::coordinator::checkpoint_tracker::{CheckpointId, PartitionSnapshot};
 use crate::coordinator::RebalanceStrategy;
 use crate::protocol::{Adoption, CoordinatorMessage, PartitionMove, PartitionOwner};
 use crate::types::{PartitionId, WorkerId, WorkerState};
@@ -46,6 +53,8 @@ pub(super) struct Move {
     pub(super) preparing: Option<Preparing>,
     /// How long the new owners took to load the state ahead (none: not loaded ahead).
     pub(super) preload_ms: Option<u64>,
+    /// Partitions already adopted by their new owners (on their old owner's acknowledgement).
+    pub(super) adopted: BTreeSet<PartitionId>,
 }
 
 impl Engine {
@@ -159,6 +168,7 @@ impl Engine {
             triggered_at: None,
             preparing: None,
             preload_ms: None,
+            adopted: BTreeSet::new(),
         });
         self.prepare_move(now);
     }
@@ -211,8 +221,57 @@ impl Engine {
         self.moving.as_ref().is_some_and(|m| m.checkpoint == Some(id))
     }
 
+    /// `worker` acknowledged partition `p` at checkpoint `id`. If that moves `p` away from
+    /// `worker`, its state is stored: the new owner adopts it now, so that its pause ends with
+    /// its own acknowledgement rather than the slowest partition's and the manifest's write.
+    pub(super) fn adopt_on_ack(
+        &mut self,
+        worker: &WorkerId,
+        attempt: u64,
+        id: u64,
+        p: PartitionId,
+        snapshot: &PartitionSnapshot,
+        ended_sources: Vec<PartitionId>,
+        now: Instant,
+    ) {
+        let Some(m) = self.moving.as_mut().filter(|m| m.checkpoint == Some(id)) else {
+            return;
+        };
+        let Some((_, _, to)) = m.partitions.iter().find(|(q, from, _)| *q == p && from == worker) else {
+            return;
+        };
+        let reachable = self
+            .workers
+            .get(to)
+            .filter(|e| e.info.state != WorkerState::Failed)
+            .and_then(|e| e.conn);
+        // Without a connection now, the commit adopts it (or fails the move if it is gone).
+        let Some(conn) = reachable.filter(|_| !m.adopted.contains(&p)) else {
+            return;
+        };
+        m.adopted.insert(p);
+        self.move_book.resuming.insert(
+            p,
+            Resuming {
+                worker: to.clone(),
+                checkpoint: id,
+                triggered_at: m.triggered_at.unwrap_or(now),
+                preload_ms: m.preload_ms,
+            },
+        );
+        self.out.push(Action::Send {
+            conn,
+            message: CoordinatorMessage::AdoptPartitions {
+                attempt,
+                checkpoint: id,
+                partitions: vec![adoption(p, snapshot)],
+                ended_sources,
+            },
+        });
+    }
+
     /// Checkpoint `id`, which carries the move under way, is committed: the partitions change
-    /// owner and their new owners adopt them.
+    /// owner; new owners that have not adopted theirs yet do now.
     pub(super) fn complete_move(&mut self, id: u64, now: Instant) {
         let Some(m) = self.moving.take() else { return };
         let snapshots = match self.checkpoints.as_ref().and_then(|c| c.restore_point()) {
@@ -270,6 +329,9 @@ impl Engine {
                 checkpoint: id,
                 duration_ms,
             }));
+            if m.adopted.contains(p) {
+                continue;
+            }
             self.move_book.resuming.insert(
                 *p,
                 Resuming {
@@ -279,13 +341,7 @@ impl Engine {
                     preload_ms: m.preload_ms,
                 },
             );
-            adoptions.entry(to.clone()).or_default().push(Adoption {
-                partition: *p,
-                state_file: snapshot.state_file.clone(),
-                source_offset: snapshot.source_offset.unwrap_or(0),
-                source_exhausted: snapshot.source_exhausted,
-                source_records: snapshot.source_records,
-            });
+            adoptions.entry(to.clone()).or_default().push(adoption(*p, snapshot));
         }
         self.generation = next;
         if let Some(job) = self.job.as_mut() {
@@ -336,5 +392,16 @@ impl Engine {
         let step = job.on_move_failed(format!("a partition move failed: {reason}"), now);
         self.execute_job_step(step, now);
         self.reconcile(now);
+    }
+}
+
+/// What partition `p`'s new owner restores from its `snapshot` in the move's checkpoint.
+fn adoption(p: PartitionId, snapshot: &PartitionSnapshot) -> Adoption {
+    Adoption {
+        partition: p,
+        state_file: snapshot.state_file.clone(),
+        source_offset: snapshot.source_offset.unwrap_or(0),
+        source_exhausted: snapshot.source_exhausted,
+        source_records: snapshot.source_records,
     }
 }

@@ -103,6 +103,7 @@ impl World {
                             source_exhausted: false,
                             source_records: *id,
                         },
+                        ended_sources: Vec::new(),
                     },
                 })
                 .collect(),

@@ -22,6 +22,8 @@ struct World {
     log: Vec<Action>,
     /// Whether checkpoints are acknowledged (off: they time out).
     acking: bool,
+    /// Only the moving partitions acknowledge a move's checkpoint (the others time out).
+    only_moved_ack: bool,
     /// How new owners answer `PreparePartitions`.
     preloads: Preloads,
 }
@@ -54,6 +56,7 @@ impl World {
             conns: BTreeMap::new(),
             log: Vec::new(),
             acking: true,
+            only_moved_ack: false,
             preloads: Preloads::Load,
         }
     }
@@ -87,12 +90,17 @@ impl World {
         }
         match action {
             // Broadcast to every worker: each owner snapshots its partitions, answered once
-            // (on the first connection it is sent to).
+            // (on the first connection it is sent to). A partition handed over names the
+            // sources its receiver had seen end (source 0's, exhausted).
             Action::Send {
                 conn,
-                message: CoordinatorMessage::TriggerCheckpoint { attempt, id, .. },
+                message: CoordinatorMessage::TriggerCheckpoint { attempt, id, moves, .. },
             } if self.acking && Some(conn) == self.conns.keys().next() => (0..P)
                 .filter_map(|p| {
+                    let moving = moves.iter().any(|m| m.partition == p);
+                    if self.only_moved_ack && !moves.is_empty() && !moving {
+                        return None;
+                    }
                     let owner = self.e.owner[p].clone()?;
                     let conn = self.conns.iter().find(|(_, w)| **w == owner)?.0;
                     Some(Input::Job {
@@ -109,6 +117,7 @@ impl World {
                                 source_exhausted: p == 0,
                                 source_records: 7,
                             },
+                            ended_sources: if moving { vec![0] } else { Vec::new() },
                         },
                     })
                 })
@@ -296,6 +305,59 @@ fn gradual_join_moves_one_partition_per_checkpoint_and_the_attempt_goes_on() {
     assert_eq!(world.stops(mark), 0, "the attempt was never stopped");
     let job = world.job();
     assert_eq!((job.state, job.attempt, job.restarts), (JobState::Running, 1, 0));
+}
+
+#[test]
+fn a_moved_partition_is_adopted_on_its_acknowledgement_before_the_checkpoint_is_written() {
+    let mut world = running_on_two(Gradual);
+    let mark = world.log.len();
+    world.join(3, "w3");
+    world.run(2_000);
+    let moves = world.move_triggers(mark);
+    assert_eq!(moves.len(), 4, "{moves:?}");
+    for (id, m) in &moves {
+        let adopted = world.log[mark..].iter().position(|a| {
+            matches!(a, Action::Send {
+                message: CoordinatorMessage::AdoptPartitions { checkpoint, partitions, .. }, ..
+            } if checkpoint == id && partitions.len() == 1 && partitions[0].partition == m[0].0)
+        });
+        let written = world.log[mark..]
+            .iter()
+            .position(|a| matches!(a, Action::WriteCheckpoint { id: w, .. } if w == id));
+        let (Some(adopted), Some(written)) = (adopted, written) else {
+            panic!("checkpoint {id}: adopted {adopted:?}, written {written:?}");
+        };
+        assert!(adopted < written, "checkpoint {id}: adopted after the manifest's write");
+        // Adopted once: the commit does not adopt it again.
+        let again = world.adoptions(mark).iter().filter(|(_, c, ..)| c == id).count();
+        assert_eq!(again, 1, "checkpoint {id}");
+    }
+    // Each resumed event comes from its adoption; the ownership changes at the commit.
+    let resumed = world.log[mark..]
+        .iter()
+        .filter(|a| matches!(a, Action::Event(ClusterEvent::Resumed { .. })))
+        .count();
+    assert_eq!(resumed, 4);
+    assert_eq!(world.owned("w3").len(), 4);
+}
+
+#[test]
+fn a_move_adopted_early_whose_checkpoint_never_commits_restarts_the_attempt() {
+    let mut world = running_on_two(Gradual);
+    let mark = world.log.len();
+    world.only_moved_ack = true;
+    world.join(3, "w3");
+    world.run(1_500);
+    // The moved partition was adopted on its acknowledgement, but the others never answered:
+    // the checkpoint timed out, so the move failed and the attempt restarted without it.
+    assert!(!world.adoptions(mark).is_empty(), "adopted before the commit");
+    assert!(world.stops(mark) >= 1, "the attempt was stopped");
+    assert!(world.job().attempt >= 2, "{:?}", world.job());
+    world.only_moved_ack = false;
+    world.run(2_000);
+    let job = world.job();
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(world.owned("w3").len(), 4, "the partitions moved the old way");
 }
 
 #[test]

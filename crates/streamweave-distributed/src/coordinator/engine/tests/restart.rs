@@ -123,6 +123,7 @@ fn ack_all(e: &mut Engine, attempt: u64, id: u64, now: Instant) -> Vec<Action> {
                 id,
                 partition: p,
                 snapshot: snapshot(p, id),
+                ended_sources: Vec::new(),
             };
             drive(e, Input::Job { conn: 1, report }, now)
         })
