@@ -16,8 +16,8 @@
 //!                           no --> the move's checkpoint m is triggered (moves.rs)
 //! PreloadFailed, the deadline, or a new owner gone --> abandoned: the old owners keep the
 //!                         partitions; no move is planned for RETRY_AFTER, then the next plan
-//! m committed, AdoptPartitions --> MoveStatus{m, [p], Resumed} --> ClusterEvent::Resumed with
-//!                         the partition's pause (from m's trigger) and its preload time
+//! p's old owner acks m, AdoptPartitions --> MoveStatus{m, [p], Resumed} --> ClusterEvent::Resumed
+//!                         with the partition's pause (from m's trigger) and its preload time
 //! ```
 //!
 //! Exactly-once does not depend on the preparation: loaded state is only a head start, the
