@@ -24,6 +24,11 @@ fn longest_words(spec: &JobSpec) -> Result<Job, DataflowError> {
         .sink(output))
 }
 
+/// The allocator `swd` itself runs on (see its `main.rs`): glibc's malloc stalls a worker's
+/// threads while it frees a large partition's state.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // The built-in jobs, plus ours.
     let mut registry = jobs::builtin();
