@@ -115,7 +115,9 @@ impl Alignment {
 
     /// The source partitions counted as ended so far, ascending.
     pub(crate) fn ended(&self) -> Vec<usize> {
-        (0..self.num_sources).filter(|&s| self.ended.contains(s)).collect()
+        (0..self.num_sources)
+            .filter(|&s| self.ended.contains(s))
+            .collect()
     }
 
     /// A released message to take before the next one from the inbox.

@@ -198,7 +198,11 @@ impl ReceiverTask {
                 // A partition adopted after a move may open before the move's checkpoint is
                 // committed: its epoch `restored` (the old owner's last) is made final by the
                 // coordinator's CommitEpochs, never here.
-                let committed = if adopted { restored.saturating_sub(1) } else { restored };
+                let committed = if adopted {
+                    restored.saturating_sub(1)
+                } else {
+                    restored
+                };
                 if committed > 0 {
                     plan.commit_epochs(q, committed)?;
                 }

@@ -123,7 +123,7 @@ impl Engine {
                 if job.running_attempt() != Some(attempt) {
                     return;
                 }
-                self.adopt_on_ack(&id, attempt, checkpoint, partition, &snapshot, ended_sources, now);
+                self.adopt_on_ack(&id, checkpoint, partition, &snapshot, ended_sources, now);
                 let actions = match self.checkpoints.as_mut() {
                     Some(c) => c.ack(CheckpointId(checkpoint), partition, snapshot, now),
                     None => Vec::new(),

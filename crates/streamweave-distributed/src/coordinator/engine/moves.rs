@@ -57,6 +57,19 @@ pub(super) struct Move {
     pub(super) adopted: BTreeSet<PartitionId>,
 }
 
+impl Move {
+    /// What the engine remembers of a partition adopted by `to` through checkpoint `id` until
+    /// it runs there (its pause counts from this move's trigger).
+    fn resuming(&self, to: &WorkerId, id: u64, now: Instant) -> Resuming {
+        Resuming {
+            worker: to.clone(),
+            checkpoint: id,
+            triggered_at: self.triggered_at.unwrap_or(now),
+            preload_ms: self.preload_ms,
+        }
+    }
+}
+
 impl Engine {
     /// Whether partitions move through checkpoints now: a job runs with checkpoints on.
     pub(super) fn moves_carry_state(&self) -> bool {
@@ -227,13 +240,15 @@ impl Engine {
     pub(super) fn adopt_on_ack(
         &mut self,
         worker: &WorkerId,
-        attempt: u64,
         id: u64,
         p: PartitionId,
         snapshot: &PartitionSnapshot,
         ended_sources: Vec<PartitionId>,
         now: Instant,
     ) {
+        let Some(attempt) = self.job.as_ref().and_then(|j| j.running_attempt()) else {
+            return;
+        };
         let Some(m) = self.moving.as_mut().filter(|m| m.checkpoint == Some(id)) else {
             return;
         };
@@ -250,15 +265,7 @@ impl Engine {
             return;
         };
         m.adopted.insert(p);
-        self.move_book.resuming.insert(
-            p,
-            Resuming {
-                worker: to.clone(),
-                checkpoint: id,
-                triggered_at: m.triggered_at.unwrap_or(now),
-                preload_ms: m.preload_ms,
-            },
-        );
+        self.move_book.resuming.insert(p, m.resuming(to, id, now));
         self.out.push(Action::Send {
             conn,
             message: CoordinatorMessage::AdoptPartitions {
@@ -332,16 +339,11 @@ impl Engine {
             if m.adopted.contains(p) {
                 continue;
             }
-            self.move_book.resuming.insert(
-                *p,
-                Resuming {
-                    worker: to.clone(),
-                    checkpoint: id,
-                    triggered_at: m.triggered_at.unwrap_or(now),
-                    preload_ms: m.preload_ms,
-                },
-            );
-            adoptions.entry(to.clone()).or_default().push(adoption(*p, snapshot));
+            self.move_book.resuming.insert(*p, m.resuming(to, id, now));
+            adoptions
+                .entry(to.clone())
+                .or_default()
+                .push(adoption(*p, snapshot));
         }
         self.generation = next;
         if let Some(job) = self.job.as_mut() {

@@ -94,7 +94,10 @@ impl World {
             // sources its receiver had seen end (source 0's, exhausted).
             Action::Send {
                 conn,
-                message: CoordinatorMessage::TriggerCheckpoint { attempt, id, moves, .. },
+                message:
+                    CoordinatorMessage::TriggerCheckpoint {
+                        attempt, id, moves, ..
+                    },
             } if self.acking && Some(conn) == self.conns.keys().next() => (0..P)
                 .filter_map(|p| {
                     let moving = moves.iter().any(|m| m.partition == p);
@@ -327,7 +330,10 @@ fn a_moved_partition_is_adopted_on_its_acknowledgement_before_the_checkpoint_is_
         let (Some(adopted), Some(written)) = (adopted, written) else {
             panic!("checkpoint {id}: adopted {adopted:?}, written {written:?}");
         };
-        assert!(adopted < written, "checkpoint {id}: adopted after the manifest's write");
+        assert!(
+            adopted < written,
+            "checkpoint {id}: adopted after the manifest's write"
+        );
         // Adopted once: the commit does not adopt it again.
         let again = world.adoptions(mark).iter().filter(|(_, c, ..)| c == id).count();
         assert_eq!(again, 1, "checkpoint {id}");
