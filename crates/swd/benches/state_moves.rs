@@ -55,12 +55,19 @@ fn owned(s: &ClusterStatus, id: &str) -> usize {
         .map_or(0, |w| w.partitions.len())
 }
 
-/// `(pause_ms, preload_ms)` of every `resumed` event in the data directory's event log.
-fn resumed(data: &Path) -> Vec<(f64, Option<f64>)> {
+/// The events of kind `kind` in the data directory's event log.
+fn events(data: &Path, kind: &str) -> Vec<serde_json::Value> {
     let log = std::fs::read_to_string(data.join("events.jsonl")).unwrap_or_default();
     log.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["event"] == "resumed")
+        .filter(|e| e["event"] == kind)
+        .collect()
+}
+
+/// `(pause_ms, preload_ms)` of every `resumed` event in the data directory's event log.
+fn resumed(data: &Path) -> Vec<(f64, Option<f64>)> {
+    events(data, "resumed")
+        .into_iter()
         .map(|e| {
             (
                 e["pause_ms"].as_f64().unwrap_or(f64::NAN),
@@ -124,6 +131,16 @@ async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
         .await;
         let _ = w3.0.wait();
     }
+    // A worker lost by itself (not the bench's kill) restarted the job: its moves' pauses
+    // include the restart, and the recovery below would wait for an attempt that never comes.
+    let lost: Vec<String> = events(&data, "failed")
+        .iter()
+        .map(|e| e["worker"].to_string())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "workers failed during the moves, before the bench's kill: {lost:?}"
+    );
     let moves = resumed(&data);
     let mut pause: Vec<f64> = moves.iter().map(|m| m.0).collect();
     let mut preload: Vec<f64> = moves.iter().filter_map(|m| m.1).collect();
