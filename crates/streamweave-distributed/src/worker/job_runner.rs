@@ -320,12 +320,19 @@ impl JobRunner {
     }
 
     fn command(&mut self, attempt: u64, command: Command) {
-        let mut command = Some(command);
+        self.command_after(attempt, command, |_| {});
+    }
+
+    /// [`JobRunner::command`], with `before` done on the attempt's tasks as the command is
+    /// queued (not when the command task gets to it).
+    fn command_after(&mut self, attempt: u64, command: Command, before: impl FnOnce(&AttemptTasks)) {
+        let mut queued = Some((command, before));
         self.run(
             RunnerInput::ForAttempt { attempt },
             |_, _| {},
             |runner, _| {
-                if let (Some(current), Some(command)) = (&runner.current, command.take()) {
+                if let (Some(current), Some((command, before))) = (&runner.current, queued.take()) {
+                    before(&current.tasks);
                     let _ = current.commands.send(command);
                 }
             },
@@ -362,30 +369,13 @@ impl JobRunner {
         partitions: Vec<Adoption>,
         ended: Vec<usize>,
     ) {
-        let mut command = Some(Command::Adopt {
+        let moved: Vec<usize> = partitions.iter().map(|a| a.partition).collect();
+        let command = Command::Adopt {
             checkpoint,
             partitions,
             ended,
-        });
-        self.run(
-            RunnerInput::ForAttempt { attempt },
-            |_, _| {},
-            |runner, _| {
-                let (Some(current), Some(command)) = (&runner.current, command.take()) else {
-                    return;
-                };
-                if let Command::Adopt { partitions, .. } = &command {
-                    let n = current.tasks.num_partitions();
-                    current
-                        .tasks
-                        .committing
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend(partitions.iter().map(|a| a.partition).filter(|&p| p < n));
-                }
-                let _ = current.commands.send(command);
-            },
-        );
+        };
+        self.command_after(attempt, command, |tasks| tasks.commit_here(&moved));
     }
 
     /// Partitions about to move here: load their state from committed checkpoint `checkpoint`.

@@ -301,11 +301,8 @@ impl AttemptRun {
                 exhausted = a.source_exhausted,
                 "adopting a partition"
             );
-            shared
-                .committing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(p);
+            // (It joined the partitions committed here when the adoption was queued:
+            // `JobRunner::adopt`.)
             let preloaded = shared.preloaded.take(p);
             let from = Some((checkpoint, a.state_file.clone()));
             self.spawn_receiver(p, from, ended.clone(), preloaded, true);
@@ -424,6 +421,15 @@ impl AttemptRun {
 impl AttemptTasks {
     pub(crate) fn num_partitions(&self) -> usize {
         self.controls.len()
+    }
+
+    /// `partitions` (those in range) join the partitions whose sink epochs this worker commits.
+    pub(crate) fn commit_here(&self, partitions: &[usize]) {
+        let n = self.num_partitions();
+        self.committing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(partitions.iter().copied().filter(|&p| p < n));
     }
 
     fn me(&self) -> &WorkerId {
