@@ -118,6 +118,19 @@ pub fn segment_name(partition: usize) -> String {
     format!("seg-p{partition:05}")
 }
 
+/// The name of a base of partition `partition` built apart from the barriers (compaction
+/// from the stored segments), in the checkpoint of the last segment it replaces. `nonce` makes
+/// it unique: a partition's old owner (or an attempt being cancelled) may still be compacting
+/// the same segments, and two files of the same name with different bytes would make one
+/// index's size and crc32 a lie.
+///
+/// ```
+/// assert_eq!(streamweave_distributed::checkpoint::compacted_name(3, 0xab), "base-p00003-00000000000000ab");
+/// ```
+pub fn compacted_name(partition: usize, nonce: u64) -> String {
+    format!("base-p{partition:05}-{nonce:016x}")
+}
+
 /// The name of partition `partition`'s state index in a checkpoint whose segment for it is a
 /// delta (a base is stored under the state file's usual name, `state-pNNNNN`, instead).
 pub fn index_name(partition: usize) -> String {
@@ -150,6 +163,11 @@ impl Default for ChainPolicy {
         }
     }
 }
+
+/// How far past the policy's bounds a chain may grow while its compaction runs apart from the
+/// barriers ([`PartitionChain::next_kind_apart`]) before a barrier takes a base itself: a
+/// compaction that cannot keep up must not let a restore read without bound.
+pub const COMPACTION_LAG: u64 = 4;
 
 /// The kind of segment a checkpoint writes for a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,10 +221,7 @@ impl PartitionChain {
         match &self.current {
             None => SegmentKind::Base,
             Some(index) => {
-                let deltas = index.segments.len().saturating_sub(1);
-                let base = index.segments.first().map_or(0, |s| s.file.size);
-                let heavy = index.delta_bytes() > base.saturating_mul(self.policy.max_delta_factor);
-                if deltas >= self.policy.max_deltas || heavy {
+                if self.past_bounds(index, 1) {
                     SegmentKind::Base
                 } else {
                     SegmentKind::Delta
@@ -229,6 +244,76 @@ impl PartitionChain {
         };
         self.current = Some(index.clone());
         index
+    }
+
+    /// With compaction apart from the barriers (a base built from the stored segments beside
+    /// the processing, [`PartitionChain::rebase`]): the kind of the next segment. A delta while
+    /// the chain stays within [`COMPACTION_LAG`] times the policy's bounds (a compaction is on
+    /// its way), a base without a chain, past those bounds, or when the last delta was over a
+    /// quarter of the base: then the barrier pays little more for the whole state than for the
+    /// delta, and a compaction apart would only cost a second copy of the work.
+    pub fn next_kind_apart(&self) -> SegmentKind {
+        let Some(index) = &self.current else {
+            return SegmentKind::Base;
+        };
+        let base = index.segments.first().map_or(0, |s| s.file.size);
+        let last_delta = index.segments.iter().skip(1).last().map_or(0, |s| s.file.size);
+        let past_lag = self.past_bounds(index, COMPACTION_LAG);
+        if past_lag || last_delta.saturating_mul(4) > base {
+            SegmentKind::Base
+        } else {
+            SegmentKind::Delta
+        }
+    }
+
+    /// Whether the chain is past the policy's bounds: what [`PartitionChain::next_kind`] would
+    /// compact at the barrier, compacted apart instead.
+    pub fn wants_compaction(&self) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|index| self.past_bounds(index, 1))
+    }
+
+    /// The chain as it is now (none before the first segment, or after [`PartitionChain::reset`]).
+    pub fn index(&self) -> Option<&StateIndex> {
+        self.current.as_ref()
+    }
+
+    /// A compaction apart turned the segments `replaced` (a prefix of the chain when it started)
+    /// into `base`, the same state as one file: the chain becomes `base` followed by the
+    /// segments after `replaced`. False, and nothing changes, when the chain no longer begins
+    /// with `replaced` (it was reset, or compacted otherwise meanwhile).
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::*;
+    /// let mut chain = PartitionChain::new(ChainPolicy::default());
+    /// chain.record(CheckpointId(1), SegmentKind::Base, StoredFile::of("state-p00000", b"base"));
+    /// let replaced = chain.record(CheckpointId(2), SegmentKind::Delta, StoredFile::of("seg-p00000", b"d2"));
+    /// chain.record(CheckpointId(3), SegmentKind::Delta, StoredFile::of("seg-p00000", b"d3"));
+    /// let base = Segment { checkpoint: CheckpointId(2), file: StoredFile::of("base-p00000-1", b"b2") };
+    /// assert!(chain.rebase(&replaced, base.clone()));
+    /// let index = chain.index().expect("a chain");
+    /// assert_eq!(index.segments[0], base);
+    /// assert_eq!(index.segments[1].checkpoint, CheckpointId(3));
+    /// assert!(!chain.rebase(&replaced, base), "already rebased");
+    /// ```
+    pub fn rebase(&mut self, replaced: &StateIndex, base: Segment) -> bool {
+        let Some(index) = &mut self.current else {
+            return false;
+        };
+        if replaced.segments.is_empty() || !index.segments.starts_with(&replaced.segments) {
+            return false;
+        }
+        index.segments.splice(..replaced.segments.len(), [base]);
+        true
+    }
+
+    fn past_bounds(&self, index: &StateIndex, times: u64) -> bool {
+        let deltas = index.segments.len().saturating_sub(1) as u64;
+        let base = index.segments.first().map_or(0, |s| s.file.size);
+        let factor = self.policy.max_delta_factor.saturating_mul(times);
+        deltas >= (self.policy.max_deltas as u64).saturating_mul(times)
+            || index.delta_bytes() > base.saturating_mul(factor)
     }
 
     /// Whether a delta could build on the chain (there is one), whatever the policy prefers.

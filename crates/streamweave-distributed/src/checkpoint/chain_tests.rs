@@ -324,3 +324,58 @@ mod tier2 {
         super::retention_keeps_what_retained_checkpoints_refer_to(&store);
     }
 }
+
+#[test]
+fn apart_a_barrier_takes_deltas_until_the_lag_then_a_base() {
+    let policy = ChainPolicy {
+        max_deltas: 3,
+        max_delta_factor: 100,
+    };
+    let mut chain = PartitionChain::new(policy);
+    assert_eq!(chain.next_kind_apart(), SegmentKind::Base, "no chain yet");
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 1000));
+    let bound = 3 * COMPACTION_LAG;
+    for id in 2..2 + bound {
+        assert_eq!(chain.next_kind_apart(), SegmentKind::Delta, "delta {id}");
+        chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 1));
+        assert_eq!(chain.wants_compaction(), id >= 4, "past 3 deltas at {id}");
+    }
+    assert_eq!(
+        chain.next_kind_apart(),
+        SegmentKind::Base,
+        "a compaction that never came: the barrier takes the base"
+    );
+}
+
+#[test]
+fn apart_a_delta_as_large_as_a_quarter_of_the_base_is_followed_by_a_base() {
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
+    chain.record(CheckpointId(2), SegmentKind::Delta, file("seg-p00000", 20));
+    assert_eq!(chain.next_kind_apart(), SegmentKind::Delta, "20 of 100");
+    chain.record(CheckpointId(3), SegmentKind::Delta, file("seg-p00000", 26));
+    assert_eq!(
+        chain.next_kind_apart(),
+        SegmentKind::Base,
+        "26 of 100: a base costs the barrier little more than the delta"
+    );
+}
+
+#[test]
+fn a_compacted_base_replaces_only_the_prefix_it_was_built_from() {
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
+    let replaced = chain.record(CheckpointId(2), SegmentKind::Delta, file("seg-p00000", 3));
+    let compacted = Segment {
+        checkpoint: CheckpointId(2),
+        file: file("base-p00000-0000000000000001", 101),
+    };
+    // The chain was reset (a failed write) and started again: the base belongs to no chain.
+    chain.reset();
+    assert!(!chain.rebase(&replaced, compacted.clone()));
+    chain.record(CheckpointId(3), SegmentKind::Base, file("state-p00000", 100));
+    assert!(!chain.rebase(&replaced, compacted.clone()));
+    assert_eq!(chain.index().unwrap().segments[0].checkpoint, CheckpointId(3));
+    // An empty replacement is never a prefix worth rebasing.
+    assert!(!chain.rebase(&StateIndex::default(), compacted));
+}

@@ -125,6 +125,13 @@ pub trait Receiver: Send {
         false
     }
 
+    /// Whether the partition's state may be compacted apart from the barriers: its segments
+    /// loaded into this plan's [`ErasedPlan::load_state`] and snapshotted there as a base (see
+    /// [`Stage::compacts_apart`](super::Stage::compacts_apart)).
+    fn compacts_apart(&self) -> bool {
+        false
+    }
+
     /// Takes `restored` (this plan's [`ErasedPlan::load_state`], brought to the checkpoint
     /// being recovered) as the state, with the batches applied since merged on top.
     fn merge_restored(&mut self, restored: Box<dyn LoadedState>) -> Result<(), DataflowError> {
@@ -238,6 +245,13 @@ pub trait LoadedState: Send {
     /// written since this state was loaded applied beside it.
     fn merges_restored(&self) -> bool {
         false
+    }
+    /// The state loaded so far as one snapshot, the bytes [`Receiver::snapshot`] would take of
+    /// it (a base built apart from the barriers, from a chain's segments).
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        Err(DataflowError::InvalidJob(
+            "this job's loaded state cannot be snapshotted".to_string(),
+        ))
     }
     /// For [`ErasedPlan::open_loaded`], which knows the concrete type.
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;

@@ -136,6 +136,13 @@ impl<U: Send + 'static> LoadedState for Loaded<U> {
         self.stage.merges_restored()
     }
 
+    /// As [`SinkReceiver`]'s snapshot: the records written, then the stage's state.
+    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+        let mut state = self.written.to_le_bytes().to_vec();
+        state.extend(self.stage.snapshot()?);
+        Ok(state)
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
         self
     }
@@ -227,6 +234,10 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
 
     fn merges_restored(&self) -> bool {
         self.stage.merges_restored()
+    }
+
+    fn compacts_apart(&self) -> bool {
+        self.stage.compacts_apart()
     }
 
     /// The output count goes on from the checkpoint's (a merging stage emits nothing before

@@ -82,6 +82,14 @@ pub trait Stage<U>: Send {
         false
     }
 
+    /// Whether the stage's state, restored from its segments into a second stage of the same
+    /// factory, can be snapshotted as a base beside the processing (compaction apart from the
+    /// barriers): true for in-memory keyed state. A stage on the disk backend says no: loading
+    /// its segments into memory would break its bound on memory.
+    fn compacts_apart(&self) -> bool {
+        false
+    }
+
     /// The stage's whole state, taken out (leaving it empty) for [`Stage::merge_restored`] of a
     /// stage built by the same factory; `None` for stages that do not merge restored state.
     fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
@@ -240,6 +248,10 @@ where
         self.combine.is_some()
     }
 
+    fn compacts_apart(&self) -> bool {
+        true
+    }
+
     fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
         Some(Box::new(std::mem::take(&mut self.state)))
     }
@@ -309,6 +321,10 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
 
     fn merges_restored(&self) -> bool {
         self.inner.merges_restored()
+    }
+
+    fn compacts_apart(&self) -> bool {
+        self.inner.compacts_apart()
     }
 
     fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {

@@ -118,31 +118,8 @@ impl BackgroundRestore {
 mod tests {
     use super::*;
     use crate::checkpoint::{CheckpointId, MemoryStore, SegmentKind};
-    use crate::dataflow::plan::Batch;
     use crate::dataflow::sinks::CollectorSink;
-    use crate::dataflow::sources::CollectionSource;
-    use crate::dataflow::{SinkContext, Stream};
-
-    fn counts(pairs: &[(&str, u64)]) -> Batch {
-        let pairs: Vec<(String, u64)> = pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect();
-        Batch::Encoded(postcard::to_stdvec(&pairs).unwrap())
-    }
-
-    /// The context of the one partition of a one-partition job, in `attempt`.
-    fn only_partition(attempt: u64) -> SinkContext {
-        SinkContext {
-            partition: 0,
-            num_partitions: 1,
-            attempt,
-        }
-    }
-
-    /// A word count into `sink` (its receivers are what the tests drive).
-    fn word_count(sink: &CollectorSink<(String, u64)>) -> crate::dataflow::Job {
-        Stream::from_source(CollectionSource::new(vec![String::new()]))
-            .count_keys::<String, str>(|line: &String, emit| line.split_whitespace().for_each(emit))
-            .sink(sink.clone())
-    }
+    use crate::worker::test_jobs::{counts, only_partition, word_count};
 
     #[tokio::test]
     async fn records_applied_before_the_state_is_loaded_count_on_top_of_it() {

@@ -18,6 +18,7 @@ mod background_restore;
 mod blocking;
 mod checkpoint_actor;
 mod checkpointing;
+mod compaction;
 mod config;
 pub(crate) mod coordinators;
 mod data_runtime;
@@ -37,6 +38,8 @@ mod session_core;
 mod session_events;
 mod source_task;
 mod state_writer;
+#[cfg(test)]
+mod test_jobs;
 mod worker_impl;
 
 pub use config::WorkerConfig;

@@ -28,6 +28,7 @@ use super::alignment::{Alignment, Step};
 use super::background_restore::BackgroundRestore;
 use super::blocking;
 use super::checkpoint_actor::Checkpoints;
+use super::compaction::Compactor;
 use super::exchange::DataPlane;
 use super::preload::Preloaded;
 use super::state_writer::{self, DeltaBarriers, StateWriter};
@@ -81,7 +82,7 @@ impl ReceiverTask {
                 phase: MovePhase::Resumed,
             });
         }
-        let mut writer = StateWriter::new(q, chain);
+        let mut writer = self.writer(chain, receiver.as_ref());
         let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
         // From the first barrier of an alignment to the snapshot (a debug figure).
         let mut aligning_since: Option<std::time::Instant> = None;
@@ -110,7 +111,9 @@ impl ReceiverTask {
                     Step::Cancelled => return Ok(free(receiver)),
                     Step::Aligned(id) => {
                         if let Some(load) = loading.take() {
-                            (receiver, writer) = restored(load, receiver, q).await?;
+                            let chain;
+                            (receiver, chain) = load.finish(receiver).await?;
+                            writer = self.writer(chain, receiver.as_ref());
                         }
                         if let Some(since) = aligning_since.take() {
                             tracing::debug!(
@@ -156,7 +159,7 @@ impl ReceiverTask {
                     }
                     Step::Finished => {
                         if let Some(load) = loading.take() {
-                            (receiver, _) = restored(load, receiver, q).await?;
+                            (receiver, _) = load.finish(receiver).await?;
                         }
                         let checkpointed = self.checkpoints.is_some();
                         return blocking::run(move || match checkpointed {
@@ -261,6 +264,22 @@ impl ReceiverTask {
         })
     }
 
+    /// The writer of the partition's chain `chain`, compacting it apart from the barriers when
+    /// `receiver`'s state allows (`compaction.rs`).
+    fn writer(&self, chain: PartitionChain, receiver: &dyn Receiver) -> StateWriter {
+        let q = self.ctx.partition;
+        let writer = StateWriter::new(q, chain);
+        match &self.checkpoints {
+            Some(checkpoints) if receiver.compacts_apart() => writer.compacting_apart(Compactor::new(
+                Arc::clone(&self.plan),
+                Arc::clone(&checkpoints.store),
+                q,
+                self.cancel.clone(),
+            )),
+            _ => writer,
+        }
+    }
+
     /// Barrier `id` aligned: seals the partition's state segment and sink output, then writes
     /// the segment and acknowledges beside the processing that goes on.
     async fn snapshot(
@@ -272,10 +291,7 @@ impl ReceiverTask {
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(receiver);
         };
-        let kind = match self.delta_barriers.deltas_only(id, self.ctx.partition) {
-            true => writer.hand_over_kind(),
-            false => writer.next_kind(),
-        };
+        let kind = writer.prepare(id, self.delta_barriers.deltas_only(id, self.ctx.partition));
         let (receiver, kind, state) = seal(receiver, id, kind).await?;
         let sealed = writer.sealed(id, kind, state);
         tokio::spawn(writer.write(checkpoints, sealed));
@@ -294,17 +310,6 @@ enum Opened {
         Arc<dyn crate::checkpoint::CheckpointStore>,
         Option<Preloaded>,
     ),
-}
-
-/// Partition `q`'s state loaded beside the processing, merged into `receiver`: the receiver
-/// and the writer of the restored chain.
-async fn restored(
-    load: BackgroundRestore,
-    receiver: Box<dyn Receiver>,
-    q: usize,
-) -> Result<(Box<dyn Receiver>, StateWriter), DataflowError> {
-    let (receiver, chain) = load.finish(receiver).await?;
-    Ok((receiver, StateWriter::new(q, chain)))
 }
 
 /// Frees a receiver's state on a blocking thread: every entry is an allocation, so freeing a

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::checkpoint_actor::CheckpointHandle;
+use super::compaction::Compactor;
 use crate::checkpoint::{
     index_name, parallel, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId,
     CheckpointStore, PartitionChain, Segment, SegmentKind, StateIndex, StateRead, StoredFile,
@@ -94,18 +95,32 @@ pub(crate) fn load<T: StateTarget + ?Sized>(
         }
         StateRead::Chain(index) => {
             let skip = have.map_or(0, |have| applied_prefix(have, &index));
-            let missing = &index.segments[skip..];
-            let read = parallel::map(missing, |s| store.get_listed(s.checkpoint, &s.file));
-            for (i, bytes) in (skip..).zip(read) {
-                let bytes = bytes.map_err(damaged)?;
-                match i {
-                    0 => target.restore(&bytes)?,
-                    _ => target.apply_delta(&bytes)?,
-                }
-            }
+            apply_segments(store, id, &index, skip, target)?;
             Ok(index)
         }
     }
+}
+
+/// Applies `index`'s segments from the `skip`-th on to `target` (the base as a restore, the
+/// rest as deltas), reading them in parallel (on an object store each is a round trip); `id`
+/// is the checkpoint being restored, for errors.
+pub(crate) fn apply_segments<T: StateTarget + ?Sized>(
+    store: &dyn CheckpointStore,
+    id: u64,
+    index: &StateIndex,
+    skip: usize,
+    target: &mut T,
+) -> Result<(), DataflowError> {
+    let missing = index.segments.get(skip..).unwrap_or_default();
+    let read = parallel::map(missing, |s| store.get_listed(s.checkpoint, &s.file));
+    for (i, bytes) in (skip..).zip(read) {
+        let bytes = bytes.map_err(|e| DataflowError::restoring(id, e))?;
+        match i {
+            0 => target.restore(&bytes)?,
+            _ => target.apply_delta(&bytes)?,
+        }
+    }
+    Ok(())
 }
 
 /// How many of `index`'s segments state holding `have` already reflects: all of `have`'s when
@@ -159,6 +174,8 @@ pub(crate) struct Sealed {
     /// A partition handed over at this barrier: the sources that had ended before it (they go
     /// into the acknowledgement, for the new owner).
     ended_sources: Vec<usize>,
+    /// The partition leaves with this segment: nothing is compacted after it here.
+    leaving: bool,
 }
 
 impl Sealed {
@@ -166,6 +183,7 @@ impl Sealed {
     /// `ended` sources as ended.
     pub(crate) fn handed_over(mut self, ended: Vec<usize>) -> Self {
         self.ended_sources = ended;
+        self.leaving = true;
         self
     }
 }
@@ -178,6 +196,9 @@ pub(crate) struct StateWriter {
     previous: Option<oneshot::Receiver<bool>>,
     /// Set by a failed write: the next segment is a base.
     broken: Arc<AtomicBool>,
+    /// Compacts the chain apart from the barriers (`compaction.rs`), for state that allows it;
+    /// without one, a barrier takes the base when the chain is past its bounds.
+    compactor: Option<Compactor>,
 }
 
 impl StateWriter {
@@ -188,7 +209,36 @@ impl StateWriter {
             chain,
             previous: None,
             broken: Arc::new(AtomicBool::new(false)),
+            compactor: None,
         }
+    }
+
+    /// The writer compacts apart from the barriers, with `compactor`.
+    pub(crate) fn compacting_apart(mut self, compactor: Compactor) -> Self {
+        self.compactor = Some(compactor);
+        self
+    }
+
+    /// The kind of segment to take at barrier `id`. `keep_chain`: the barrier must extend the
+    /// chain as it is (a move, or a new owner loading it ahead: see [`DeltaBarriers`]), so it
+    /// takes a delta whenever there is a chain and a base compacted apart waits for a later
+    /// barrier; otherwise such a base, if ready, becomes the chain's start first.
+    pub(crate) fn prepare(&mut self, id: u64, keep_chain: bool) -> SegmentKind {
+        if keep_chain {
+            return self.hand_over_kind();
+        }
+        if let Some(done) = self.compactor.as_ref().and_then(Compactor::take) {
+            let at = done.base.checkpoint;
+            if self.chain.rebase(&done.replaced, done.base) {
+                tracing::debug!(
+                    partition = self.q,
+                    checkpoint = id,
+                    base_at = at.0,
+                    "chain rebased on a compacted base"
+                );
+            }
+        }
+        self.next_kind()
     }
 
     /// The kind of segment to take at the next barrier.
@@ -196,7 +246,10 @@ impl StateWriter {
         if self.broken.swap(false, Ordering::AcqRel) {
             self.chain.reset();
         }
-        self.chain.next_kind()
+        match self.compactor {
+            Some(_) => self.chain.next_kind_apart(),
+            None => self.chain.next_kind(),
+        }
     }
 
     /// The kind of segment to take at a hand-over barrier (the partition moves away): a delta
@@ -225,6 +278,7 @@ impl StateWriter {
             bytes,
             index,
             ended_sources: Vec::new(),
+            leaving: false,
         }
     }
 
@@ -239,6 +293,10 @@ impl StateWriter {
         let (done, next) = oneshot::channel();
         self.previous = Some(next);
         let (broken, checkpoints, q) = (Arc::clone(&self.broken), checkpoints.clone(), self.q);
+        // Once this delta is stored, the chain it ends is compacted apart if it is past its bounds.
+        let compact = (self.compactor.clone())
+            .filter(|_| sealed.kind == SegmentKind::Delta && !sealed.leaving && self.chain.wants_compaction())
+            .map(|compactor| (compactor, sealed.index.clone()));
         let created = std::time::Instant::now();
         async move {
             let previous_ok = match previous {
@@ -269,6 +327,8 @@ impl StateWriter {
             };
             if !ok {
                 broken.store(true, Ordering::Release);
+            } else if let Some((compactor, index)) = compact {
+                compactor.start(index);
             }
             // The next write may have been dropped with its attempt.
             let _ = done.send(ok);

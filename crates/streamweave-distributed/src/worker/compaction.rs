@@ -1,0 +1,348 @@
+//! Compaction apart from the barriers: once a partition's chain is past its policy's bounds,
+//! a new base is built from the chain's stored segments beside the processing, and the next
+//! barrier's index starts from it. A barrier then only ever takes a delta of what changed, so a
+//! checkpoint's duration does not jump every sixteen checkpoints to the time of writing every
+//! partition's whole state, as it did when the barrier itself took the base.
+//!
+//! ```text
+//! delta stored, chain past its bounds --start--> (one compaction a process at a time)
+//!    load_state + base + deltas from the store --snapshot--> put chk-n/base-pQ-NONCE
+//!    (n: the checkpoint of the last segment replaced)          --> ready
+//! next barrier (not one that must keep the chain, see DeltaBarriers)
+//!    take ready --PartitionChain::rebase--> index = [base@n, deltas after n..., this delta]
+//! ```
+//!
+//! Why the file lives in checkpoint `n`: until the chain is rebased, every index written
+//! refers to `n`'s delta, so retention keeps `n`'s directory; from the rebase on the indexes refer
+//! to the base itself. A compaction whose chain moved on (reset, a base taken at a barrier,
+//! the partition handed over, the attempt cancelled) leaves a file nothing refers to, which
+//! retention deletes with its checkpoint.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::blocking;
+use super::state_writer;
+use crate::checkpoint::{compacted_name, CheckpointStore, Segment, StateIndex};
+use crate::dataflow::plan::ErasedPlan;
+use crate::dataflow::DataflowError;
+
+/// Compactions at once, process-wide: one. A compaction holds a second copy of a partition's
+/// state while it runs and takes a core from the processing; one at a time bounds both, and the
+/// chains only grow a little longer meanwhile (up to
+/// [`COMPACTION_LAG`](crate::checkpoint::COMPACTION_LAG) times their bounds).
+static COMPACTIONS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(1));
+
+/// A base built apart: it replaces the segments `replaced`, a prefix of the chain.
+#[derive(Debug)]
+pub(crate) struct Compacted {
+    pub(crate) replaced: StateIndex,
+    pub(crate) base: Segment,
+}
+
+/// Compacts one partition's chain apart from its barriers (see the module documentation).
+/// Cloned into the write of each segment, which starts a compaction once the segment is stored.
+#[derive(Clone)]
+pub(crate) struct Compactor {
+    plan: Arc<dyn ErasedPlan>,
+    store: Arc<dyn CheckpointStore>,
+    partition: usize,
+    cancel: CancellationToken,
+    /// A compaction of this partition is running or waiting for its turn.
+    running: Arc<AtomicBool>,
+    ready: Arc<Mutex<Option<Compacted>>>,
+}
+
+impl Compactor {
+    /// The compactor of partition `partition`, whose state `plan` loads, in `store`; nothing is
+    /// started or written once `cancel` is cancelled.
+    pub(crate) fn new(
+        plan: Arc<dyn ErasedPlan>,
+        store: Arc<dyn CheckpointStore>,
+        partition: usize,
+        cancel: CancellationToken,
+    ) -> Self {
+        Compactor {
+            plan,
+            store,
+            partition,
+            cancel,
+            running: Arc::new(AtomicBool::new(false)),
+            ready: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Starts compacting `index`, whose segments are all stored, unless a compaction of the
+    /// partition is already under way.
+    pub(crate) fn start(&self, index: StateIndex) {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_turn) = COMPACTIONS.acquire().await else {
+                this.running.store(false, Ordering::Release);
+                return;
+            };
+            if !this.cancel.is_cancelled() {
+                let (plan, store, q, cancel) = (
+                    Arc::clone(&this.plan),
+                    Arc::clone(&this.store),
+                    this.partition,
+                    this.cancel.clone(),
+                );
+                let replaced = index.clone();
+                let started = Instant::now();
+                match blocking::unpooled(move || {
+                    compact(plan.as_ref(), store.as_ref(), q, &replaced, &cancel)
+                })
+                .await
+                {
+                    Ok(Some(base)) => {
+                        tracing::debug!(
+                            partition = q,
+                            replaced = index.segments.len(),
+                            at = base.checkpoint.0,
+                            bytes = base.file.size,
+                            compact_ms = started.elapsed().as_millis() as u64,
+                            "state compacted apart"
+                        );
+                        let done = Compacted {
+                            replaced: index,
+                            base,
+                        };
+                        *this.ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(done);
+                    }
+                    Ok(None) => {}
+                    // The chain goes on growing; a barrier takes a base once it is too long.
+                    Err(e) => tracing::warn!(partition = q, error = %e, "cannot compact state apart"),
+                }
+            }
+            this.running.store(false, Ordering::Release);
+        });
+    }
+
+    /// The base built since the last call, if one is ready.
+    pub(crate) fn take(&self) -> Option<Compacted> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Builds the base that replaces `index`: its segments, read and applied to a state loaded by
+/// `plan`, snapshotted and stored in the checkpoint of the last of them. `None` when the attempt
+/// was cancelled before the write.
+fn compact(
+    plan: &dyn ErasedPlan,
+    store: &dyn CheckpointStore,
+    q: usize,
+    index: &StateIndex,
+    cancel: &CancellationToken,
+) -> Result<Option<Segment>, DataflowError> {
+    let Some(last) = index.segments.last() else {
+        return Ok(None);
+    };
+    let at = last.checkpoint;
+    let mut state = plan
+        .load_state(q)?
+        .ok_or_else(|| DataflowError::InvalidJob("this job cannot load partition state apart".to_string()))?;
+    state_writer::apply_segments(store, at.0, index, 0, state.as_mut())?;
+    let bytes = state.snapshot()?;
+    drop(state);
+    if cancel.is_cancelled() {
+        return Ok(None);
+    }
+    let name = compacted_name(q, nonce()?);
+    let file = (store.put(at, &name, &bytes)).map_err(|e| {
+        DataflowError::Exchange(format!("storing a compacted base in checkpoint {at:?}: {e}"))
+    })?;
+    Ok(Some(Segment { checkpoint: at, file }))
+}
+
+/// A random name suffix (see [`compacted_name`]).
+fn nonce() -> Result<u64, DataflowError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| DataflowError::Encoding("no randomness for a compacted base's name".to_string()))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{
+        index_name, segment_name, ChainPolicy, CheckpointId, MemoryStore, PartitionChain, SegmentKind,
+    };
+    use crate::dataflow::sinks::CollectorSink;
+    use crate::worker::test_jobs::{counts, only_partition, word_count};
+
+    /// A chain as a writer stores it: a base at checkpoint 1 (101 words), then a delta per
+    /// checkpoint 2..=`last`, each adding 1 to word `a` and a new word; the chain and the counts
+    /// a restore must give.
+    fn stored_chain(
+        job: &crate::dataflow::Job,
+        store: &dyn CheckpointStore,
+        last: u64,
+    ) -> (PartitionChain, Vec<(String, u64)>) {
+        let mut receiver = job.plan.open_receiver(&only_partition(1)).unwrap();
+        let mut chain = PartitionChain::new(ChainPolicy::default());
+        // A base much larger than a delta, as in a state where few keys change per interval.
+        let mut expected: Vec<(String, u64)> = (0..100).map(|i| (format!("base{i}"), i)).collect();
+        expected.push(("a".to_string(), 1));
+        let batch: Vec<(&str, u64)> = expected.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        receiver.on_batch(counts(&batch)).unwrap();
+        let a = expected.len() - 1;
+        for id in 1..=last {
+            if id > 1 {
+                let word = format!("w{id}");
+                receiver
+                    .on_batch(counts(&[("a", 1), (word.as_str(), id)]))
+                    .unwrap();
+                expected[a].1 += 1;
+                expected.push((word, id));
+            }
+            let kind = if id == 1 {
+                SegmentKind::Base
+            } else {
+                SegmentKind::Delta
+            };
+            let (kind, bytes) = receiver.snapshot_segment(kind).unwrap();
+            let name = match kind {
+                SegmentKind::Base => crate::worker::state_writer::state_name(0),
+                SegmentKind::Delta => segment_name(0),
+            };
+            let file = store.put(CheckpointId(id), &name, &bytes).unwrap();
+            let index = chain.record(CheckpointId(id), kind, file);
+            store
+                .put(CheckpointId(id), &index_name(0), &index.encode().unwrap())
+                .unwrap();
+        }
+        expected.sort();
+        (chain, expected)
+    }
+
+    /// What a receiver restored from `index` emits.
+    fn restored(
+        job: &crate::dataflow::Job,
+        sink: &CollectorSink<(String, u64)>,
+        store: &dyn CheckpointStore,
+        index: &StateIndex,
+    ) -> Vec<(String, u64)> {
+        let mut receiver = job.plan.open_receiver(&only_partition(2)).unwrap();
+        let at = index.segments.last().unwrap().checkpoint.0;
+        state_writer::apply_segments(store, at, index, 0, receiver.as_mut()).unwrap();
+        receiver.finish().unwrap();
+        let mut got = sink.collected();
+        got.sort();
+        got
+    }
+
+    async fn compacted(compactor: &Compactor) -> Compacted {
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(done) = compactor.take() {
+                return done;
+            }
+            assert!(Instant::now() < deadline, "no compaction within 30 s");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chain_past_its_bounds_is_compacted_apart_into_one_base_with_the_same_state() {
+        let sink = CollectorSink::new();
+        let job = word_count(&sink);
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let (mut chain, expected) = stored_chain(&job, store.as_ref(), 17);
+        assert!(chain.wants_compaction(), "16 deltas: past the default bounds");
+        assert_eq!(
+            chain.next_kind_apart(),
+            SegmentKind::Delta,
+            "the barrier still takes a delta"
+        );
+        let before = chain.index().unwrap().clone();
+
+        let compactor = Compactor::new(
+            Arc::clone(&job.plan),
+            Arc::clone(&store),
+            0,
+            CancellationToken::new(),
+        );
+        compactor.start(before.clone());
+        let done = compacted(&compactor).await;
+        assert_eq!(done.replaced, before);
+        assert_eq!(
+            done.base.checkpoint,
+            CheckpointId(17),
+            "stored with the last segment it replaces"
+        );
+        assert!(
+            done.base.file.name.starts_with("base-p00000-"),
+            "{}",
+            done.base.file.name
+        );
+        assert_eq!(
+            store.get_listed(CheckpointId(17), &done.base.file).unwrap().len() as u64,
+            done.base.file.size
+        );
+
+        // The next barrier's delta (checkpoint 18) builds on the compacted base.
+        assert!(chain.rebase(&done.replaced, done.base.clone()));
+        assert!(!chain.wants_compaction());
+        let index = chain.index().unwrap().clone();
+        assert_eq!(index.segments, vec![done.base.clone()]);
+        assert!(index.referenced_bytes() < before.referenced_bytes());
+        assert_eq!(
+            restored(&job, &sink, store.as_ref(), &index),
+            expected,
+            "the compacted base restores the same state"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_attempt_writes_no_compacted_base() {
+        let job = word_count(&CollectorSink::new());
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let (chain, _) = stored_chain(&job, store.as_ref(), 17);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let compactor = Compactor::new(Arc::clone(&job.plan), Arc::clone(&store), 0, cancel);
+        compactor.start(chain.index().unwrap().clone());
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while compactor.running.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the compaction never ended");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(compactor.take().is_none());
+        let names = store.get(CheckpointId(17), "base-p00000-0000000000000000");
+        assert!(names.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_segment_that_cannot_be_read_leaves_the_chain_as_it_is() {
+        let job = word_count(&CollectorSink::new());
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let (chain, _) = stored_chain(&job, store.as_ref(), 17);
+        store.delete_checkpoint(CheckpointId(5)).unwrap();
+        let compactor = Compactor::new(
+            Arc::clone(&job.plan),
+            Arc::clone(&store),
+            0,
+            CancellationToken::new(),
+        );
+        compactor.start(chain.index().unwrap().clone());
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while compactor.running.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the compaction never ended");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(compactor.take().is_none(), "nothing to rebase on");
+        // A later compaction may start again.
+        assert!(!compactor.running.load(Ordering::Acquire));
+    }
+}
