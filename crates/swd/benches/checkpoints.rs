@@ -20,8 +20,14 @@ use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::{Client, ClusterStatus};
 
 const PARTITIONS: u64 = 8;
-/// Seconds of the 1%-per-second phase.
-const CHANGE_SECONDS: u64 = 15;
+/// Seconds of the 1%-per-second phase (`SWD_BENCH_CHANGE_SECONDS`, default 15; past about 64
+/// seconds the chains are compacted apart from the barriers during it).
+fn change_seconds() -> u64 {
+    std::env::var("SWD_BENCH_CHANGE_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15)
+}
 
 struct Sample {
     written: u64,
@@ -32,7 +38,7 @@ struct Sample {
 async fn run(scratch: &Path, state_mb: u64) -> Vec<Sample> {
     let keys = state_mb * 1_000_000 / BYTES_PER_KEY;
     let input = scratch.join(format!("input-{state_mb}"));
-    let written = write_keyed_input(&input, keys, PARTITIONS, CHANGE_SECONDS);
+    let written = write_keyed_input(&input, keys, PARTITIONS, change_seconds());
     let rate = written.rate;
     let (output, data) = (
         scratch.join(format!("out-{state_mb}")),

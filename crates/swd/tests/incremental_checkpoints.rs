@@ -144,9 +144,9 @@ fn chains_compacted_apart_from_the_barriers_restore_exactly_after_a_sigkill() {
                 "2000",
                 "--min-workers",
                 "3",
-                // 16 deltas past a base in about 3 s: the hot phase compacts apart.
+                // 64 deltas past a base in about 7 s: the hot phase compacts apart.
                 "--checkpoint-interval",
-                "200ms",
+                "100ms",
             ],
         ),
         ..Opts::default()

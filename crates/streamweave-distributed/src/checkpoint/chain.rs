@@ -164,10 +164,17 @@ impl Default for ChainPolicy {
     }
 }
 
-/// How far past the policy's bounds a chain may grow while its compaction runs apart from the
-/// barriers ([`PartitionChain::next_kind_apart`]) before a barrier takes a base itself: a
-/// compaction that cannot keep up must not let a restore read without bound.
-pub const COMPACTION_LAG: u64 = 4;
+/// With compaction apart from the barriers, a chain is compacted once it holds this many times
+/// the policy's deltas (or its deltas outweigh its base by the policy's factor, as at a
+/// barrier). A compaction apart costs more than a base taken at a barrier (it reads and decodes
+/// the segments before it encodes the state), so it waits for read amplification rather than
+/// a count: small deltas make long chains that a restore still reads quickly.
+pub const APART_DELTAS: u64 = 4;
+
+/// How far past the bounds of a compaction apart a chain may grow while one runs
+/// ([`PartitionChain::next_kind_apart`]) before a barrier takes a base itself: a compaction that
+/// cannot keep up must not let a restore read without bound.
+pub const COMPACTION_LAG: u64 = 2;
 
 /// The kind of segment a checkpoint writes for a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,7 +228,7 @@ impl PartitionChain {
         match &self.current {
             None => SegmentKind::Base,
             Some(index) => {
-                if self.past_bounds(index, 1) {
+                if self.past_bounds(index, 1, 1) {
                     SegmentKind::Base
                 } else {
                     SegmentKind::Delta
@@ -248,30 +255,42 @@ impl PartitionChain {
 
     /// With compaction apart from the barriers (a base built from the stored segments beside
     /// the processing, [`PartitionChain::rebase`]): the kind of the next segment. A delta while
-    /// the chain stays within [`COMPACTION_LAG`] times the policy's bounds (a compaction is on
-    /// its way), a base without a chain, past those bounds, or when the last delta was over a
+    /// the chain stays within [`COMPACTION_LAG`] times the bounds of a compaction apart (one is
+    /// on its way); a base without a chain, past those bounds, or when the last delta was over a
     /// quarter of the base: then the barrier pays little more for the whole state than for the
     /// delta, and a compaction apart would only cost a second copy of the work.
     pub fn next_kind_apart(&self) -> SegmentKind {
         let Some(index) = &self.current else {
             return SegmentKind::Base;
         };
-        let base = index.segments.first().map_or(0, |s| s.file.size);
-        let last_delta = index.segments.iter().skip(1).last().map_or(0, |s| s.file.size);
-        let past_lag = self.past_bounds(index, COMPACTION_LAG);
-        if past_lag || last_delta.saturating_mul(4) > base {
+        let past_lag = self.past_bounds(index, APART_DELTAS * COMPACTION_LAG, COMPACTION_LAG);
+        if past_lag || Self::last_delta_large(index) {
             SegmentKind::Base
         } else {
             SegmentKind::Delta
         }
     }
 
-    /// Whether the chain is past the policy's bounds: what [`PartitionChain::next_kind`] would
-    /// compact at the barrier, compacted apart instead.
+    /// Whether the chain is past the bounds of a compaction apart: [`APART_DELTAS`] times the
+    /// policy's deltas, or its deltas outweighing its base by the policy's factor over at least
+    /// the policy's count of deltas. Fewer, larger deltas mean a state still growing fast: the
+    /// barriers go on with deltas until the lag and then take a base, as a compaction apart
+    /// would be overtaken and thrown away; so also when the last delta was large.
     pub fn wants_compaction(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|index| self.past_bounds(index, 1))
+        self.current.as_ref().is_some_and(|index| {
+            let deltas = index.segments.len().saturating_sub(1);
+            self.past_bounds(index, APART_DELTAS, 1)
+                && deltas >= self.policy.max_deltas
+                && !Self::last_delta_large(index)
+        })
+    }
+
+    /// Whether `index`'s last delta was over a quarter of its base: a barrier then pays little
+    /// more for the whole state than for the delta.
+    fn last_delta_large(index: &StateIndex) -> bool {
+        let base = index.segments.first().map_or(0, |s| s.file.size);
+        let last_delta = index.segments.iter().skip(1).last().map_or(0, |s| s.file.size);
+        last_delta.saturating_mul(4) > base
     }
 
     /// The chain as it is now (none before the first segment, or after [`PartitionChain::reset`]).
@@ -308,11 +327,13 @@ impl PartitionChain {
         true
     }
 
-    fn past_bounds(&self, index: &StateIndex, times: u64) -> bool {
+    /// Whether `index` holds `deltas_times` the policy's deltas, or deltas over `factor_times`
+    /// its factor times the base.
+    fn past_bounds(&self, index: &StateIndex, deltas_times: u64, factor_times: u64) -> bool {
         let deltas = index.segments.len().saturating_sub(1) as u64;
         let base = index.segments.first().map_or(0, |s| s.file.size);
-        let factor = self.policy.max_delta_factor.saturating_mul(times);
-        deltas >= (self.policy.max_deltas as u64).saturating_mul(times)
+        let factor = self.policy.max_delta_factor.saturating_mul(factor_times);
+        deltas >= (self.policy.max_deltas as u64).saturating_mul(deltas_times)
             || index.delta_bytes() > base.saturating_mul(factor)
     }
 

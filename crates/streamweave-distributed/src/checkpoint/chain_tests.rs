@@ -334,16 +334,71 @@ fn apart_a_barrier_takes_deltas_until_the_lag_then_a_base() {
     let mut chain = PartitionChain::new(policy);
     assert_eq!(chain.next_kind_apart(), SegmentKind::Base, "no chain yet");
     chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 1000));
-    let bound = 3 * COMPACTION_LAG;
-    for id in 2..2 + bound {
+    let (apart, lag) = (3 * APART_DELTAS, 3 * APART_DELTAS * COMPACTION_LAG);
+    for id in 2..2 + lag {
         assert_eq!(chain.next_kind_apart(), SegmentKind::Delta, "delta {id}");
         chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 1));
-        assert_eq!(chain.wants_compaction(), id >= 4, "past 3 deltas at {id}");
+        let deltas = id - 1;
+        assert_eq!(chain.wants_compaction(), deltas >= apart, "{deltas} deltas");
+        assert_eq!(
+            chain.next_kind(),
+            if deltas >= 3 {
+                SegmentKind::Base
+            } else {
+                SegmentKind::Delta
+            },
+            "at a barrier: compacted after 3 deltas"
+        );
     }
     assert_eq!(
         chain.next_kind_apart(),
         SegmentKind::Base,
         "a compaction that never came: the barrier takes the base"
+    );
+}
+
+#[test]
+fn apart_many_small_deltas_outweighing_the_base_want_a_compaction() {
+    let policy = ChainPolicy {
+        max_deltas: 4,
+        max_delta_factor: 1,
+    };
+    let mut chain = PartitionChain::new(policy);
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
+    for id in 2..=4 {
+        chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 20));
+    }
+    chain.record(CheckpointId(5), SegmentKind::Delta, file("seg-p00000", 41));
+    assert!(
+        !chain.wants_compaction(),
+        "101 of 100, but the last delta was over a quarter of the base"
+    );
+    let mut chain = PartitionChain::new(policy);
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
+    for id in 2..=4 {
+        chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 34));
+    }
+    assert!(
+        !chain.wants_compaction(),
+        "102 of 100 in three deltas: a state growing fast takes its base at a barrier"
+    );
+    assert_eq!(
+        chain.next_kind_apart(),
+        SegmentKind::Base,
+        "34 of 100: over a quarter"
+    );
+    let mut chain = PartitionChain::new(policy);
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
+    for id in 2..=5 {
+        chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 24));
+    }
+    assert!(!chain.wants_compaction(), "96 of 100");
+    chain.record(CheckpointId(6), SegmentKind::Delta, file("seg-p00000", 5));
+    assert!(chain.wants_compaction(), "101 of 100 over five deltas");
+    assert_eq!(
+        chain.next_kind_apart(),
+        SegmentKind::Delta,
+        "a compaction apart, not a base"
     );
 }
 
@@ -358,6 +413,11 @@ fn apart_a_delta_as_large_as_a_quarter_of_the_base_is_followed_by_a_base() {
         chain.next_kind_apart(),
         SegmentKind::Base,
         "26 of 100: a base costs the barrier little more than the delta"
+    );
+    chain.record(CheckpointId(4), SegmentKind::Delta, file("seg-p00000", 60));
+    assert!(
+        !chain.wants_compaction(),
+        "106 of 100, but the next barrier takes a base: no compaction apart to throw away"
     );
 }
 

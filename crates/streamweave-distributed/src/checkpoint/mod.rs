@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 pub use chain::{
     compacted_name, index_name, is_index_name, segment_name, ChainPolicy, PartitionChain, Segment,
-    SegmentKind, StateIndex, COMPACTION_LAG, INDEX_MAGIC, INDEX_VERSION,
+    SegmentKind, StateIndex, APART_DELTAS, COMPACTION_LAG, INDEX_MAGIC, INDEX_VERSION,
 };
 pub use error::CheckpointError;
 pub use incremental::{read_state, resolve_refs, StateRead};
