@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
@@ -60,33 +60,53 @@ fn incremental_after(s: &Value, after: u64) -> bool {
         .is_some_and(|(done, written, state)| done > after && state > 1_000_000 && written * 10 < state)
 }
 
-#[test]
-fn checkpoints_write_only_changed_state_and_a_sigkill_keeps_the_output_exact() {
+/// A word count of [`write_input`] at `--rate RATE` with a checkpoint every `interval`, on
+/// three workers (w1, w2, w3): the scratch directory, the cluster, the expected counts and the
+/// output directory.
+fn start_wordcount(
+    rate: &str,
+    interval: &str,
+) -> (tempfile::TempDir, Cluster, BTreeMap<String, u64>, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input");
     let expected = write_input(&input);
     let output = dir.path().join("out");
+    let flags = [
+        "--rate",
+        rate,
+        "--min-workers",
+        "3",
+        "--checkpoint-interval",
+        interval,
+    ];
     let opts = Opts {
         partitions: 8,
-        extra: job_flags(
-            "wordcount",
-            &input,
-            &output,
-            &[
-                "--rate",
-                "3000",
-                "--min-workers",
-                "3",
-                "--checkpoint-interval",
-                "1s",
-            ],
-        ),
+        extra: job_flags("wordcount", &input, &output, &flags),
         ..Opts::default()
     };
     let mut cluster = Cluster::start(opts);
     for id in ["w1", "w2", "w3"] {
         cluster.add_worker(id, &[]);
     }
+    (dir, cluster, expected, output)
+}
+
+/// Waits for the job to end and checks that it finished with exactly `expected` in `output`.
+fn assert_finished_exactly(cluster: &Cluster, expected: &BTreeMap<String, u64>, output: &Path) {
+    let finished = cluster.wait_for_long("the job to end", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    let mut want = String::new();
+    for (word, n) in expected {
+        want.push_str(&format!("{word}\t{n}\n"));
+    }
+    assert_eq!(output_lines(output), sorted_lines(want.as_bytes()));
+}
+
+#[test]
+fn checkpoints_write_only_changed_state_and_a_sigkill_keeps_the_output_exact() {
+    let (_dir, mut cluster, expected, output) = start_wordcount("3000", "1s");
     let before = cluster.wait_for("an incremental checkpoint", |s| incremental_after(s, 0));
     let (done, written, state) = checkpoint_sizes(&before).unwrap();
     eprintln!("before the kill: checkpoint {done} wrote {written} of {state} bytes");
@@ -98,16 +118,7 @@ fn checkpoints_write_only_changed_state_and_a_sigkill_keeps_the_output_exact() {
     });
     let (done_after, written, state) = checkpoint_sizes(&after).unwrap();
     eprintln!("after the restore: checkpoint {done_after} wrote {written} of {state} bytes");
-
-    let finished = cluster.wait_for_long("the job to end", |s| {
-        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
-    });
-    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
-    let mut want = String::new();
-    for (word, n) in &expected {
-        want.push_str(&format!("{word}\t{n}\n"));
-    }
-    assert_eq!(output_lines(&output), sorted_lines(want.as_bytes()));
+    assert_finished_exactly(&cluster, &expected, &output);
 }
 
 /// The newest committed checkpoint in `checkpoints` (a local store's directory), if its manifest
@@ -129,32 +140,8 @@ fn newest_refers_to_a_compacted_base(checkpoints: &Path) -> Option<u64> {
 
 #[test]
 fn chains_compacted_apart_from_the_barriers_restore_exactly_after_a_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input");
-    let expected = write_input(&input);
-    let output = dir.path().join("out");
-    let opts = Opts {
-        partitions: 8,
-        extra: job_flags(
-            "wordcount",
-            &input,
-            &output,
-            &[
-                "--rate",
-                "2000",
-                "--min-workers",
-                "3",
-                // 64 deltas past a base in about 7 s: the hot phase compacts apart.
-                "--checkpoint-interval",
-                "100ms",
-            ],
-        ),
-        ..Opts::default()
-    };
-    let mut cluster = Cluster::start(opts);
-    for id in ["w1", "w2", "w3"] {
-        cluster.add_worker(id, &[]);
-    }
+    // 64 deltas past a base in about 7 s: the hot phase compacts apart.
+    let (_dir, mut cluster, expected, output) = start_wordcount("2000", "100ms");
     let checkpoints = cluster.data_dir.path().join("checkpoints");
     let compacted = cluster.wait_for(
         "a committed checkpoint referring to a base compacted apart",
@@ -170,14 +157,5 @@ fn chains_compacted_apart_from_the_barriers_restore_exactly_after_a_sigkill() {
     });
     let from = restored["job"]["last_restored_checkpoint"].as_u64().unwrap_or(0);
     assert!(from >= at, "restored from checkpoint {from}, before {at}");
-
-    let finished = cluster.wait_for_long("the job to end", |s| {
-        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
-    });
-    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
-    let mut want = String::new();
-    for (word, n) in &expected {
-        want.push_str(&format!("{word}\t{n}\n"));
-    }
-    assert_eq!(output_lines(&output), sorted_lines(want.as_bytes()));
+    assert_finished_exactly(&cluster, &expected, &output);
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub use super::auth::HelloReply;
 use super::auth::{
     Authenticated, DialerHandshake, DialerMessage, DialerStep, KeyKind, ListenerHandshake, ListenerKeys,
-    ListenerStep, Nonce, SecretKey, NONCE_LEN,
+    ListenerStep, Nonce, SecretKey,
 };
 use super::codec::{decode_frame, encode_frame};
 use super::ProtocolError;
@@ -46,12 +46,8 @@ pub struct Hello {
 
 /// Fresh random bytes for one handshake.
 pub(crate) fn fresh_nonce() -> Result<Nonce, ProtocolError> {
-    use ring::rand::SecureRandom;
-    let mut nonce = [0u8; NONCE_LEN];
-    ring::rand::SystemRandom::new()
-        .fill(&mut nonce)
-        .map_err(|_| ProtocolError::Io(std::io::Error::other("the system random source failed")))?;
-    Ok(nonce)
+    crate::security::random_bytes()
+        .ok_or_else(|| ProtocolError::Io(std::io::Error::other("the system random source failed")))
 }
 
 /// Runs the dialer's side of the handshake on a fresh stream, without a secret.

@@ -235,12 +235,18 @@ impl PeerCredentials {
 /// A fresh random secret: 32 random bytes as 64 hex digits (what `swd local` writes for its
 /// processes; `openssl rand -hex 32` makes the same kind).
 pub fn generate_secret() -> Result<String, SecurityError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| SecurityError::Tls("the system random source failed".to_string()))?;
+    let bytes: [u8; 32] =
+        random_bytes().ok_or_else(|| SecurityError::Tls("the system random source failed".to_string()))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `N` bytes from the system's random source (ring's), or `None` if it failed: secrets,
+/// handshake nonces, job ids and file names that must not collide all take theirs here.
+pub(crate) fn random_bytes<const N: usize>() -> Option<[u8; N]> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; N];
+    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 fn read_secret(path: &Path) -> Result<SecretKey, SecurityError> {

@@ -197,11 +197,8 @@ fn lowest_priority() {}
 
 /// A random name suffix (see [`compacted_name`]).
 fn nonce() -> Result<u64, DataflowError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| DataflowError::Encoding("no randomness for a compacted base's name".to_string()))?;
+    let bytes = crate::security::random_bytes()
+        .ok_or_else(|| DataflowError::Encoding("no randomness for a compacted base's name".to_string()))?;
     Ok(u64::from_le_bytes(bytes))
 }
 

@@ -292,10 +292,7 @@ fn check_savepoint(savepoint: &str, store: &str, checkpoint: u64, name: &str) ->
 }
 
 fn random_u32() -> Result<u32, JobsError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 4];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| JobsError::Cannot("no randomness for a job id".to_string()))?;
+    let bytes = crate::security::random_bytes()
+        .ok_or_else(|| JobsError::Cannot("no randomness for a job id".to_string()))?;
     Ok(u32::from_be_bytes(bytes))
 }
