@@ -126,8 +126,8 @@ pub trait Receiver: Send {
     }
 
     /// Whether the partition's state may be compacted apart from the barriers: its segments
-    /// loaded into this plan's [`ErasedPlan::load_state`] and snapshotted there as a base (see
-    /// [`Stage::compacts_apart`](super::Stage::compacts_apart)).
+    /// merged into a base by this plan's [`ErasedPlan::load_state`]
+    /// ([`LoadedState::merge_segments`]; see [`Stage::compacts_apart`](super::Stage::compacts_apart)).
     fn compacts_apart(&self) -> bool {
         false
     }
@@ -246,11 +246,13 @@ pub trait LoadedState: Send {
     fn merges_restored(&self) -> bool {
         false
     }
-    /// The state loaded so far as one snapshot, the bytes [`Receiver::snapshot`] would take of
-    /// it (a base built apart from the barriers, from a chain's segments).
-    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
+    /// The bytes of one base holding the chain `segments` (a base, then deltas, as
+    /// [`Receiver::snapshot_segment`] took them), built without loading them (a compaction apart
+    /// from the barriers, for receivers that [compact apart](Receiver::compacts_apart)).
+    fn merge_segments(&self, segments: &[Vec<u8>]) -> Result<Vec<u8>, DataflowError> {
+        let _ = segments;
         Err(DataflowError::InvalidJob(
-            "this job's loaded state cannot be snapshotted".to_string(),
+            "this job's state is not compacted apart from the barriers".to_string(),
         ))
     }
     /// For [`ErasedPlan::open_loaded`], which knows the concrete type.

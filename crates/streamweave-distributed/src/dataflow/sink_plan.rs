@@ -136,10 +136,19 @@ impl<U: Send + 'static> LoadedState for Loaded<U> {
         self.stage.merges_restored()
     }
 
-    /// As [`SinkReceiver`]'s snapshot: the records written, then the stage's state.
-    fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
-        let mut state = self.written.to_le_bytes().to_vec();
-        state.extend(self.stage.snapshot()?);
+    /// The records written as of the newest segment, then the stage's segments merged.
+    fn merge_segments(&self, segments: &[Vec<u8>]) -> Result<Vec<u8>, DataflowError> {
+        let mut split = Vec::with_capacity(segments.len());
+        for segment in segments {
+            split.push(split_written(segment, "state segment")?);
+        }
+        let Some((&(_, base), deltas)) = split.split_first() else {
+            return Err(DataflowError::Encoding("no segments to compact".to_string()));
+        };
+        let written = split.last().map_or(0, |(written, _)| *written);
+        let deltas: Vec<&[u8]> = deltas.iter().map(|(_, delta)| *delta).collect();
+        let mut state = written.to_le_bytes().to_vec();
+        state.extend(self.stage.merge_segments(base, &deltas)?);
         Ok(state)
     }
 

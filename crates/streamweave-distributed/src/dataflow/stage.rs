@@ -82,12 +82,21 @@ pub trait Stage<U>: Send {
         false
     }
 
-    /// Whether the stage's state, restored from its segments into a second stage of the same
-    /// factory, can be snapshotted as a base beside the processing (compaction apart from the
-    /// barriers): true for in-memory keyed state. A stage on the disk backend says no: loading
-    /// its segments into memory would break its bound on memory.
+    /// Whether the stage's segments can be merged into one base beside the processing
+    /// ([`Stage::merge_segments`], a compaction apart from the barriers): true for in-memory
+    /// keyed state. A stage on the disk backend says no: its base is built from its own store.
     fn compacts_apart(&self) -> bool {
         false
+    }
+
+    /// The bytes of one base holding `base` (a segment of kind base) with `deltas` applied in
+    /// order, as [`Stage::snapshot`] would take of the state restored from them; for stages that
+    /// [compact apart](Stage::compacts_apart).
+    fn merge_segments(&self, base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError> {
+        let _ = (base, deltas);
+        Err(DataflowError::InvalidJob(
+            "this stage's state is not compacted apart from the barriers".to_string(),
+        ))
     }
 
     /// The stage's whole state, taken out (leaving it empty) for [`Stage::merge_restored`] of a
@@ -252,6 +261,10 @@ where
         true
     }
 
+    fn merge_segments(&self, base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError> {
+        super::state::merge_segments::<K, A>(base, deltas)
+    }
+
     fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
         Some(Box::new(std::mem::take(&mut self.state)))
     }
@@ -325,6 +338,10 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
 
     fn compacts_apart(&self) -> bool {
         self.inner.compacts_apart()
+    }
+
+    fn merge_segments(&self, base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError> {
+        self.inner.merge_segments(base, deltas)
     }
 
     fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {

@@ -5,9 +5,9 @@
 //! partition's whole state, as it did when the barrier itself took the base.
 //!
 //! ```text
-//! delta stored, chain past its bounds --start--> (one compaction a process at a time)
-//!    load_state + base + deltas from the store --snapshot--> put chk-n/base-pQ-NONCE
-//!    (n: the checkpoint of the last segment replaced)          --> ready
+//! delta stored, chain past its bounds --start--> (one compaction a process at a time, nice 19)
+//!    base + deltas read from the store --LoadedState::merge_segments--> put chk-n/base-pQ-NONCE
+//!    (n: the checkpoint of the last segment replaced)                     --> ready
 //! next barrier (not one that must keep the chain, see DeltaBarriers)
 //!    take ready --PartitionChain::rebase--> index = [base@n, deltas after n..., this delta]
 //! ```
@@ -134,9 +134,9 @@ impl Compactor {
     }
 }
 
-/// Builds the base that replaces `index`: its segments, read and applied to a state loaded by
-/// `plan`, snapshotted and stored in the checkpoint of the last of them. `None` when the attempt
-/// was cancelled before the write.
+/// Builds the base that replaces `index`: its segments, read and merged by the state `plan`
+/// loads (streamed, without a table of the whole state: `dataflow/state/merge.rs`), stored in
+/// the checkpoint of the last of them. `None` when the attempt was cancelled before the write.
 fn compact(
     plan: &dyn ErasedPlan,
     store: &dyn CheckpointStore,
@@ -148,12 +148,12 @@ fn compact(
         return Ok(None);
     };
     let at = last.checkpoint;
-    let mut state = plan
+    let state = plan
         .load_state(q)?
         .ok_or_else(|| DataflowError::InvalidJob("this job cannot load partition state apart".to_string()))?;
-    state_writer::apply_segments(store, at.0, index, 0, state.as_mut())?;
-    let bytes = state.snapshot()?;
-    drop(state);
+    let segments = state_writer::read_segments(store, at.0, index, 0)?;
+    let bytes = state.merge_segments(&segments)?;
+    drop(segments);
     if cancel.is_cancelled() {
         return Ok(None);
     }

@@ -111,16 +111,29 @@ pub(crate) fn apply_segments<T: StateTarget + ?Sized>(
     skip: usize,
     target: &mut T,
 ) -> Result<(), DataflowError> {
-    let missing = index.segments.get(skip..).unwrap_or_default();
-    let read = parallel::map(missing, |s| store.get_listed(s.checkpoint, &s.file));
-    for (i, bytes) in (skip..).zip(read) {
-        let bytes = bytes.map_err(|e| DataflowError::restoring(id, e))?;
+    for (i, bytes) in (skip..).zip(read_segments(store, id, index, skip)?) {
         match i {
             0 => target.restore(&bytes)?,
             _ => target.apply_delta(&bytes)?,
         }
     }
     Ok(())
+}
+
+/// The bytes of `index`'s segments from the `skip`-th on, read in parallel (on an object store
+/// each is a round trip) and checked against the index; `id` is the checkpoint being restored,
+/// for errors.
+pub(crate) fn read_segments(
+    store: &dyn CheckpointStore,
+    id: u64,
+    index: &StateIndex,
+    skip: usize,
+) -> Result<Vec<Vec<u8>>, DataflowError> {
+    let missing = index.segments.get(skip..).unwrap_or_default();
+    let read = parallel::map(missing, |s| store.get_listed(s.checkpoint, &s.file));
+    read.into_iter()
+        .map(|bytes| bytes.map_err(|e| DataflowError::restoring(id, e)))
+        .collect()
 }
 
 /// How many of `index`'s segments state holding `have` already reflects: all of `have`'s when

@@ -15,6 +15,7 @@
 
 mod changes;
 mod disk_keyed;
+mod merge;
 mod plan;
 mod store;
 pub(crate) mod tracked;
@@ -24,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use disk_keyed::CACHE_ENTRIES;
+pub(crate) use merge::merge_segments;
 use plan::with_state;
 pub use store::{DiskStore, DISK_CACHE_BYTES};
 
