@@ -1,5 +1,6 @@
-//! Move pause and recovery time against state size. A coordinator (Gradual, P = 8,
-//! checkpoints every second, heartbeat timeout 1 s) and two workers run `wordcount` on an input
+//! Move pause and recovery time against state size. A coordinator (Gradual, P = 8 unless
+//! `SWD_BENCH_PARTITIONS` says otherwise, checkpoints every second, heartbeat timeout 1 s) and
+//! two workers run `wordcount` on an input
 //! whose first part holds `K` distinct words (the keyed state: 18 bytes a key as checkpointed)
 //! and whose second part touches 1% of the keys per second. Once the state is loaded:
 //!   move     - each round a third worker joins (its share moves to it, one partition per
@@ -14,8 +15,11 @@
 //!
 //! Run: `cargo bench -p swd --bench state_moves` (state sizes in MB: `SWD_BENCH_STATE_MB`,
 //! default `10,100,1000`; rounds of moves: `SWD_BENCH_ROUNDS`, default 3; the 1000 MB case writes
-//! about 2 GB of input and needs a few GB of RAM). A measurement, not a test: it prints figures
-//! and asserts nothing about speed.
+//! about 2 GB of input and needs a few GB of RAM; `SWD_BENCH_PARTITIONS`, default 8, with at
+//! least 3 for a joining worker to take a partition: `SWD_BENCH_PARTITIONS=3
+//! SWD_BENCH_STATE_MB=3000` moves 1 GB partitions; `SWD_BENCH_CHANGE_SECONDS`, default 300, the
+//! length of the changing part, which must outlast the moves). A measurement, not a test: it
+//! prints figures and asserts nothing about speed.
 mod common;
 
 use std::net::SocketAddr;
@@ -27,9 +31,21 @@ use common::{print_ms, start_coordinator, start_worker, Killed};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::{Client, ClusterStatus};
 
-const PARTITIONS: u64 = 8;
-/// Seconds of the 1%-per-second phase: long enough for the moves and the kill.
-const CHANGE_SECONDS: u64 = 300;
+/// What the bench's environment sets.
+#[derive(Clone, Copy)]
+struct Knobs {
+    partitions: u64,
+    /// Seconds of the 1%-per-second phase: long enough for the moves and the kill.
+    change_seconds: u64,
+    rounds: usize,
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
 
 /// Polls the status until `done` holds (within an hour: loading 1 GB takes a while).
 async fn wait(
@@ -77,14 +93,19 @@ fn resumed(data: &Path) -> Vec<(f64, Option<f64>)> {
         .collect()
 }
 
-async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
+async fn run(scratch: &Path, state_mb: u64, knobs: &Knobs) {
+    let Knobs {
+        partitions,
+        change_seconds,
+        rounds,
+    } = *knobs;
     let keys = state_mb * 1_000_000 / BYTES_PER_KEY;
     let input = scratch.join("input");
-    let written = write_keyed_input(&input, keys, PARTITIONS, CHANGE_SECONDS);
+    let written = write_keyed_input(&input, keys, partitions, change_seconds);
     let rate = written.rate;
     let (output, data) = (scratch.join("out"), scratch.join("data"));
     let (_coordinator, addr): (Killed, SocketAddr) = start_coordinator(|c| {
-        c.args(["--partitions", &PARTITIONS.to_string(), "--min-workers", "2"])
+        c.args(["--partitions", &partitions.to_string(), "--min-workers", "2"])
             .args(["--heartbeat-timeout", "1s", "--health-check-interval", "50ms"])
             .args(["--rebalance", "gradual", "--job", "wordcount"])
             .args(["--checkpoint-interval", "1s", "--rate", &rate.to_string()])
@@ -118,7 +139,7 @@ async fn run(scratch: &Path, state_mb: u64, rounds: usize) {
     for _ in 0..rounds {
         let mut w3 = start_worker(addr, "w3", &[]);
         wait(&mut client, "w3's share moved in", |s| {
-            owned(s, "w3") >= (PARTITIONS / 3) as usize && s.moving.is_empty()
+            owned(s, "w3") >= (partitions / 3) as usize && s.moving.is_empty()
         })
         .await;
         // SIGTERM: w3's partitions move back, then it exits.
@@ -204,14 +225,22 @@ async fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let rounds: usize = std::env::var("SWD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+    let knobs = Knobs {
+        partitions: env_or("SWD_BENCH_PARTITIONS", 8),
+        change_seconds: env_or("SWD_BENCH_CHANGE_SECONDS", 300),
+        rounds: env_or("SWD_BENCH_ROUNDS", 3) as usize,
+    };
+    assert!(
+        knobs.partitions >= 3,
+        "SWD_BENCH_PARTITIONS: at least 3, or the joining worker takes no partition"
+    );
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("state_moves: wordcount, 2 workers (+1 joining), P=8, checkpoints every 1s, 1% of keys changed per second, {cores} cores");
+    println!(
+        "state_moves: wordcount, 2 workers (+1 joining), P={}, checkpoints every 1s, 1% of keys changed per second, {cores} cores",
+        knobs.partitions
+    );
     for state_mb in sizes {
         let scratch = tempfile::tempdir().expect("scratch dir");
-        run(scratch.path(), state_mb, rounds).await;
+        run(scratch.path(), state_mb, &knobs).await;
     }
 }

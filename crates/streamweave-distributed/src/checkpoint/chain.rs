@@ -27,6 +27,17 @@ pub const INDEX_MAGIC: [u8; 8] = *b"SWDCHAIN";
 /// The index format this build writes and reads.
 pub const INDEX_VERSION: u8 = 1;
 
+/// What a partition's keyed state holds at a barrier, counted by its stage: the entries changed
+/// since its last segment, of all its entries. It tells the barrier what a delta would cost
+/// against a base ([`PartitionChain::next_kind_apart`]) before either is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingChanges {
+    /// Entries changed since the last segment (a delta's entries).
+    pub changed: u64,
+    /// All entries (a base's).
+    pub entries: u64,
+}
+
 /// One segment of a partition's state: a file of the checkpoint that wrote it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
@@ -254,17 +265,36 @@ impl PartitionChain {
     }
 
     /// With compaction apart from the barriers (a base built from the stored segments beside
-    /// the processing, [`PartitionChain::rebase`]): the kind of the next segment. A delta while
-    /// the chain stays within [`COMPACTION_LAG`] times the bounds of a compaction apart (one is
-    /// on its way); a base without a chain, past those bounds, or when the last delta was over a
-    /// quarter of the base: then the barrier pays little more for the whole state than for the
-    /// delta, and a compaction apart would only cost a second copy of the work.
-    pub fn next_kind_apart(&self) -> SegmentKind {
+    /// the processing, [`PartitionChain::rebase`]): the kind of the next segment, given what the
+    /// stage holds at the barrier (`pending`, when it counts its changes). A delta while the
+    /// chain stays within [`COMPACTION_LAG`] times the bounds of a compaction apart (one is on
+    /// its way); a base without a chain, past those bounds, or when the delta would be at least
+    /// half the state: then the whole state costs the barrier at most twice the delta and starts
+    /// the chain afresh. A stage that does not count its changes is judged by its last delta,
+    /// over a quarter of the base.
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::*;
+    /// let mut chain = PartitionChain::new(ChainPolicy::default());
+    /// chain.record(CheckpointId(1), SegmentKind::Base, StoredFile::of("state-p00000", &[0; 100]));
+    /// chain.record(CheckpointId(2), SegmentKind::Delta, StoredFile::of("seg-p00000", &[0; 60]));
+    /// // The state doubled since its base, but only a tenth of it changed since the last delta.
+    /// let growing = PendingChanges { changed: 20, entries: 200 };
+    /// assert_eq!(chain.next_kind_apart(Some(growing)), SegmentKind::Delta);
+    /// let rewritten = PendingChanges { changed: 100, entries: 200 };
+    /// assert_eq!(chain.next_kind_apart(Some(rewritten)), SegmentKind::Base);
+    /// assert_eq!(chain.next_kind_apart(None), SegmentKind::Base, "60 of 100: the last delta");
+    /// ```
+    pub fn next_kind_apart(&self, pending: Option<PendingChanges>) -> SegmentKind {
         let Some(index) = &self.current else {
             return SegmentKind::Base;
         };
         let past_lag = self.past_bounds(index, APART_DELTAS * COMPACTION_LAG, COMPACTION_LAG);
-        if past_lag || Self::last_delta_large(index) {
+        let large = match pending {
+            Some(p) => p.changed.saturating_mul(2) >= p.entries && p.changed > 0,
+            None => Self::last_delta_large(index),
+        };
+        if past_lag || large {
             SegmentKind::Base
         } else {
             SegmentKind::Delta

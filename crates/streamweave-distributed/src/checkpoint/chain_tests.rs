@@ -332,11 +332,11 @@ fn apart_a_barrier_takes_deltas_until_the_lag_then_a_base() {
         max_delta_factor: 100,
     };
     let mut chain = PartitionChain::new(policy);
-    assert_eq!(chain.next_kind_apart(), SegmentKind::Base, "no chain yet");
+    assert_eq!(chain.next_kind_apart(None), SegmentKind::Base, "no chain yet");
     chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 1000));
     let (apart, lag) = (3 * APART_DELTAS, 3 * APART_DELTAS * COMPACTION_LAG);
     for id in 2..2 + lag {
-        assert_eq!(chain.next_kind_apart(), SegmentKind::Delta, "delta {id}");
+        assert_eq!(chain.next_kind_apart(None), SegmentKind::Delta, "delta {id}");
         chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 1));
         let deltas = id - 1;
         assert_eq!(chain.wants_compaction(), deltas >= apart, "{deltas} deltas");
@@ -351,7 +351,7 @@ fn apart_a_barrier_takes_deltas_until_the_lag_then_a_base() {
         );
     }
     assert_eq!(
-        chain.next_kind_apart(),
+        chain.next_kind_apart(None),
         SegmentKind::Base,
         "a compaction that never came: the barrier takes the base"
     );
@@ -383,7 +383,7 @@ fn apart_many_small_deltas_outweighing_the_base_want_a_compaction() {
         "102 of 100 in three deltas: a state growing fast takes its base at a barrier"
     );
     assert_eq!(
-        chain.next_kind_apart(),
+        chain.next_kind_apart(None),
         SegmentKind::Base,
         "34 of 100: over a quarter"
     );
@@ -396,7 +396,7 @@ fn apart_many_small_deltas_outweighing_the_base_want_a_compaction() {
     chain.record(CheckpointId(6), SegmentKind::Delta, file("seg-p00000", 5));
     assert!(chain.wants_compaction(), "101 of 100 over five deltas");
     assert_eq!(
-        chain.next_kind_apart(),
+        chain.next_kind_apart(None),
         SegmentKind::Delta,
         "a compaction apart, not a base"
     );
@@ -407,10 +407,10 @@ fn apart_a_delta_as_large_as_a_quarter_of_the_base_is_followed_by_a_base() {
     let mut chain = PartitionChain::new(ChainPolicy::default());
     chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
     chain.record(CheckpointId(2), SegmentKind::Delta, file("seg-p00000", 20));
-    assert_eq!(chain.next_kind_apart(), SegmentKind::Delta, "20 of 100");
+    assert_eq!(chain.next_kind_apart(None), SegmentKind::Delta, "20 of 100");
     chain.record(CheckpointId(3), SegmentKind::Delta, file("seg-p00000", 26));
     assert_eq!(
-        chain.next_kind_apart(),
+        chain.next_kind_apart(None),
         SegmentKind::Base,
         "26 of 100: a base costs the barrier little more than the delta"
     );
@@ -438,4 +438,46 @@ fn a_compacted_base_replaces_only_the_prefix_it_was_built_from() {
     assert_eq!(chain.index().unwrap().segments[0].checkpoint, CheckpointId(3));
     // An empty replacement is never a prefix worth rebasing.
     assert!(!chain.rebase(&StateIndex::default(), compacted));
+}
+
+#[test]
+fn apart_a_stage_counting_its_changes_takes_a_base_only_when_the_delta_is_half_the_state() {
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    let pending = |changed, entries| Some(PendingChanges { changed, entries });
+    assert_eq!(
+        chain.next_kind_apart(pending(10, 10)),
+        SegmentKind::Base,
+        "no chain yet"
+    );
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 100));
+    chain.record(CheckpointId(2), SegmentKind::Delta, file("seg-p00000", 60));
+    assert_eq!(
+        chain.next_kind_apart(None),
+        SegmentKind::Base,
+        "uncounted: the last delta, 60 of 100, decides"
+    );
+    assert_eq!(
+        chain.next_kind_apart(pending(16, 200)),
+        SegmentKind::Delta,
+        "a state that grew fast, then slower: the delta is what changed since"
+    );
+    assert_eq!(chain.next_kind_apart(pending(99, 200)), SegmentKind::Delta);
+    assert_eq!(
+        chain.next_kind_apart(pending(100, 200)),
+        SegmentKind::Base,
+        "half the state changed: the base costs at most twice the delta"
+    );
+    assert_eq!(
+        chain.next_kind_apart(pending(0, 0)),
+        SegmentKind::Delta,
+        "an empty state: an empty delta"
+    );
+    for id in 3..3 + ChainPolicy::default().max_deltas as u64 * APART_DELTAS * COMPACTION_LAG {
+        chain.record(CheckpointId(id), SegmentKind::Delta, file("seg-p00000", 0));
+    }
+    assert_eq!(
+        chain.next_kind_apart(pending(1, 200)),
+        SegmentKind::Base,
+        "past the lag of a compaction apart, counted or not"
+    );
 }

@@ -132,6 +132,12 @@ pub trait Receiver: Send {
         false
     }
 
+    /// What a delta of the partition's state would hold against a base (see
+    /// [`Stage::pending_changes`](super::Stage::pending_changes)).
+    fn pending_changes(&self) -> Option<crate::checkpoint::PendingChanges> {
+        None
+    }
+
     /// Takes `restored` (this plan's [`ErasedPlan::load_state`], brought to the checkpoint
     /// being recovered) as the state, with the batches applied since merged on top.
     fn merge_restored(&mut self, restored: Box<dyn LoadedState>) -> Result<(), DataflowError> {

@@ -249,6 +249,10 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         self.stage.compacts_apart()
     }
 
+    fn pending_changes(&self) -> Option<crate::checkpoint::PendingChanges> {
+        self.stage.pending_changes()
+    }
+
     /// The output count goes on from the checkpoint's (a merging stage emits nothing before
     /// the end of its input, so nothing was written meanwhile).
     fn merge_restored(&mut self, restored: Box<dyn LoadedState>) -> Result<(), DataflowError> {

@@ -18,7 +18,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::plan::{unpack, unpack_local, Batch};
 use super::state::tracked::TrackedMap;
 use super::DataflowError;
-use crate::checkpoint::SegmentKind;
+use crate::checkpoint::{PendingChanges, SegmentKind};
 
 /// In-process hash maps of keyed state: foldhash, fast and of good quality on short keys (which
 /// FxHash is not: its high bits collide for keys like `w123`, and probing then compares strings).
@@ -87,6 +87,13 @@ pub trait Stage<U>: Send {
     /// keyed state. A stage on the disk backend says no: its base is built from its own store.
     fn compacts_apart(&self) -> bool {
         false
+    }
+
+    /// What a delta would hold against a base, for a stage that counts its changed entries
+    /// (in-memory keyed state): the barrier chooses the segment's kind with it
+    /// ([`PartitionChain::next_kind_apart`](crate::checkpoint::PartitionChain::next_kind_apart)).
+    fn pending_changes(&self) -> Option<PendingChanges> {
+        None
     }
 
     /// The bytes of one base holding `base` (a segment of kind base) with `deltas` applied in
@@ -261,6 +268,13 @@ where
         true
     }
 
+    fn pending_changes(&self) -> Option<PendingChanges> {
+        Some(PendingChanges {
+            changed: self.state.changed_len() as u64,
+            entries: self.state.len() as u64,
+        })
+    }
+
     fn merge_segments(&self, base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError> {
         super::state::merge_segments::<K, A>(base, deltas)
     }
@@ -338,6 +352,10 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
 
     fn compacts_apart(&self) -> bool {
         self.inner.compacts_apart()
+    }
+
+    fn pending_changes(&self) -> Option<PendingChanges> {
+        self.inner.pending_changes()
     }
 
     fn merge_segments(&self, base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError> {

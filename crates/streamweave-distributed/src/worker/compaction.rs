@@ -295,7 +295,7 @@ mod tests {
             "64 small deltas: past the bounds of a compaction apart"
         );
         assert_eq!(
-            chain.next_kind_apart(),
+            chain.next_kind_apart(None),
             SegmentKind::Delta,
             "the barrier still takes a delta"
         );

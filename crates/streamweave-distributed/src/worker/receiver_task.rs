@@ -291,7 +291,8 @@ impl ReceiverTask {
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(receiver);
         };
-        let kind = writer.prepare(id, self.delta_barriers.deltas_only(id, self.ctx.partition));
+        let keep_chain = self.delta_barriers.deltas_only(id, self.ctx.partition);
+        let kind = writer.prepare(id, keep_chain, receiver.pending_changes());
         let (receiver, kind, state) = seal(receiver, id, kind).await?;
         let sealed = writer.sealed(id, kind, state);
         tokio::spawn(writer.write(checkpoints, sealed));

@@ -5,7 +5,7 @@
 //! ```text
 //! restore: state file --Whole--> restore                     chain = [that file]
 //!                     --Chain--> restore base, apply deltas  chain = the index
-//! barrier: kind = chain.next_kind() --seal--> segment bytes --chain.record--> index
+//! barrier: kind = chain.next_kind(pending) --seal--> segment bytes --chain.record--> index
 //!          write (beside the processing, after the previous write of this partition):
 //!            base:  put state-pQ = the base                 (one object, as before)
 //!            delta: put seg-pQ = the delta, put index-pQ = the index (the state file then)
@@ -24,7 +24,7 @@ use super::checkpoint_actor::CheckpointHandle;
 use super::compaction::Compactor;
 use crate::checkpoint::{
     index_name, parallel, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId,
-    CheckpointStore, PartitionChain, Segment, SegmentKind, StateIndex, StateRead, StoredFile,
+    CheckpointStore, PartitionChain, PendingChanges, Segment, SegmentKind, StateIndex, StateRead, StoredFile,
 };
 use crate::dataflow::plan::{LoadedState, Receiver};
 use crate::dataflow::DataflowError;
@@ -236,7 +236,12 @@ impl StateWriter {
     /// chain as it is (a move, or a new owner loading it ahead: see [`DeltaBarriers`]), so it
     /// takes a delta whenever there is a chain and a base compacted apart waits for a later
     /// barrier; otherwise such a base, if ready, becomes the chain's start first.
-    pub(crate) fn prepare(&mut self, id: u64, keep_chain: bool) -> SegmentKind {
+    pub(crate) fn prepare(
+        &mut self,
+        id: u64,
+        keep_chain: bool,
+        pending: Option<PendingChanges>,
+    ) -> SegmentKind {
         if keep_chain {
             return self.hand_over_kind();
         }
@@ -251,16 +256,16 @@ impl StateWriter {
                 );
             }
         }
-        self.next_kind()
+        self.next_kind(pending)
     }
 
-    /// The kind of segment to take at the next barrier.
-    pub(crate) fn next_kind(&mut self) -> SegmentKind {
+    /// The kind of segment to take at the next barrier, whose stage holds `pending`.
+    pub(crate) fn next_kind(&mut self, pending: Option<PendingChanges>) -> SegmentKind {
         if self.broken.swap(false, Ordering::AcqRel) {
             self.chain.reset();
         }
         match self.compactor {
-            Some(_) => self.chain.next_kind_apart(),
+            Some(_) => self.chain.next_kind_apart(pending),
             None => self.chain.next_kind(),
         }
     }
@@ -270,7 +275,7 @@ impl StateWriter {
     /// partition's pause lasts while it is written and its new owner has loaded the chain
     /// already; the new owner compacts later.
     pub(crate) fn hand_over_kind(&mut self) -> SegmentKind {
-        match (self.next_kind(), self.chain.has_chain()) {
+        match (self.next_kind(None), self.chain.has_chain()) {
             (SegmentKind::Base, true) => SegmentKind::Delta,
             (kind, _) => kind,
         }

@@ -52,7 +52,6 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
     }
 
     /// Entries changed since the last segment.
-    #[cfg(test)]
     pub(crate) fn changed_len(&self) -> usize {
         self.changed_len
     }
