@@ -44,6 +44,10 @@ struct Inner {
     records_out: Mutex<ByPartition>,
     backpressure_nanos: AtomicU64,
     attempts: AtomicU64,
+    compactions: AtomicU64,
+    compaction_failures: AtomicU64,
+    compacted_bytes: AtomicU64,
+    compaction_nanos: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -62,6 +66,21 @@ impl WorkerMetrics {
     pub(crate) fn add_backpressure(&self, waited: Duration) {
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.inner.backpressure_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Counts a compaction apart from the barriers that stored a base of `bytes` in `took`
+    /// (`worker/compaction.rs`).
+    pub(crate) fn compacted(&self, bytes: u64, took: Duration) {
+        let inner = &self.inner;
+        inner.compactions.fetch_add(1, Ordering::Relaxed);
+        inner.compacted_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        inner.compaction_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Counts a compaction apart that failed (its chain goes on growing).
+    pub(crate) fn compaction_failed(&self) {
+        self.inner.compaction_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a job attempt started here.
@@ -108,6 +127,40 @@ impl WorkerMetrics {
         let attempts: Counter = Counter::default();
         attempts.inc_by(self.inner.attempts.load(Ordering::Relaxed));
         registry.register("job_attempts", "Job attempts started on this worker", attempts);
+        let count = |registry: &mut Registry, name: &str, help: &str, value: &AtomicU64| {
+            let c: Counter = Counter::default();
+            c.inc_by(value.load(Ordering::Relaxed));
+            registry.register(name, help, c);
+        };
+        let inner = &self.inner;
+        count(
+            &mut registry,
+            "compactions",
+            "Partition state chains compacted into a base apart from the checkpoint barriers",
+            &inner.compactions,
+        );
+        count(
+            &mut registry,
+            "compaction_failures",
+            "Compactions apart that failed (the chain grows until a barrier takes a base)",
+            &inner.compaction_failures,
+        );
+        let bytes: Counter = Counter::default();
+        bytes.inc_by(inner.compacted_bytes.load(Ordering::Relaxed));
+        registry.register_with_unit(
+            "compacted",
+            "Bytes of the bases written by compactions apart from the barriers",
+            Unit::Bytes,
+            bytes,
+        );
+        let compacting: Counter<f64, AtomicU64> = Counter::default();
+        compacting.inc_by(inner.compaction_nanos.load(Ordering::Relaxed) as f64 / 1e9);
+        registry.register_with_unit(
+            "compaction",
+            "Time spent compacting state apart from the barriers (at the lowest CPU priority)",
+            Unit::Seconds,
+            compacting,
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
             let g: Gauge = Gauge::default();
             g.set(i64::try_from(value).unwrap_or(i64::MAX));
@@ -162,6 +215,9 @@ mod tests {
             .records_out("wordcount", 1)
             .fetch_add(7, Ordering::Relaxed);
         metrics.add_backpressure(Duration::from_millis(1500));
+        metrics.compacted(1 << 20, Duration::from_millis(250));
+        metrics.compacted(1 << 20, Duration::from_millis(250));
+        metrics.compaction_failed();
         let text = metrics.render(&WorkerSnapshot::default());
         assert!(
             text.contains("swd_worker_records_in_total{job=\"wordcount\",partition=\"3\"} 1034\n"),
@@ -176,5 +232,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE swd_worker_partitions gauge\n"), "{text}");
+        for line in [
+            "swd_worker_compactions_total 2\n",
+            "swd_worker_compaction_failures_total 1\n",
+            "swd_worker_compacted_bytes_total 2097152\n",
+            "swd_worker_compaction_seconds_total 0.5\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -58,6 +58,13 @@ fn gone() -> DataflowError {
 }
 
 impl CheckpointHandle {
+    /// A handle to `store` with no actor behind it, for tests that only read the store.
+    #[cfg(test)]
+    pub(crate) fn detached(store: Arc<dyn CheckpointStore>) -> Self {
+        let (requests, _) = mpsc::unbounded_channel();
+        CheckpointHandle { requests, store }
+    }
+
     fn send(&self, request: Request) {
         // The actor only stops with the attempt; then nothing is waiting for this.
         let _ = self.requests.send(request);

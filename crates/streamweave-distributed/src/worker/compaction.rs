@@ -29,6 +29,7 @@ use super::state_writer;
 use crate::checkpoint::{compacted_name, CheckpointStore, Segment, StateIndex};
 use crate::dataflow::plan::ErasedPlan;
 use crate::dataflow::DataflowError;
+use crate::observe::WorkerMetrics;
 
 /// Compactions at once, process-wide: one. A compaction holds a second copy of a partition's
 /// state while it runs and takes a core from the processing; one at a time bounds both, and the
@@ -54,16 +55,18 @@ pub(crate) struct Compactor {
     /// A compaction of this partition is running or waiting for its turn.
     running: Arc<AtomicBool>,
     ready: Arc<Mutex<Option<Compacted>>>,
+    metrics: WorkerMetrics,
 }
 
 impl Compactor {
     /// The compactor of partition `partition`, whose state `plan` loads, in `store`; nothing is
-    /// started or written once `cancel` is cancelled.
+    /// started or written once `cancel` is cancelled. Each compaction is counted in `metrics`.
     pub(crate) fn new(
         plan: Arc<dyn ErasedPlan>,
         store: Arc<dyn CheckpointStore>,
         partition: usize,
         cancel: CancellationToken,
+        metrics: WorkerMetrics,
     ) -> Self {
         Compactor {
             plan,
@@ -72,6 +75,7 @@ impl Compactor {
             cancel,
             running: Arc::new(AtomicBool::new(false)),
             ready: Arc::new(Mutex::new(None)),
+            metrics,
         }
     }
 
@@ -105,6 +109,7 @@ impl Compactor {
                     .await
                 {
                     Ok(Some(base)) => {
+                        this.metrics.compacted(base.file.size, started.elapsed());
                         tracing::debug!(
                             partition = q,
                             replaced = index.segments.len(),
@@ -121,7 +126,10 @@ impl Compactor {
                     }
                     Ok(None) => {}
                     // The chain goes on growing; a barrier takes a base once it is too long.
-                    Err(e) => tracing::warn!(partition = q, error = %e, "cannot compact state apart"),
+                    Err(e) => {
+                        this.metrics.compaction_failed();
+                        tracing::warn!(partition = q, error = %e, "cannot compact state apart");
+                    }
                 }
             }
             this.running.store(false, Ordering::Release);
@@ -205,57 +213,9 @@ fn nonce() -> Result<u64, DataflowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{
-        index_name, segment_name, ChainPolicy, CheckpointId, LocalDirStore, MemoryStore, PartitionChain,
-        SegmentKind,
-    };
+    use crate::checkpoint::{CheckpointId, LocalDirStore, MemoryStore, SegmentKind};
     use crate::dataflow::sinks::CollectorSink;
-    use crate::worker::test_jobs::{counts, only_partition, word_count};
-
-    /// A chain as a writer stores it: a base at checkpoint 1 (101 words), then a delta per
-    /// checkpoint 2..=`last`, each adding 1 to word `a` and a new word; the chain and the counts
-    /// a restore must give.
-    fn stored_chain(
-        job: &crate::dataflow::Job,
-        store: &dyn CheckpointStore,
-        last: u64,
-    ) -> (PartitionChain, Vec<(String, u64)>) {
-        let mut receiver = job.plan.open_receiver(&only_partition(1)).unwrap();
-        let mut chain = PartitionChain::new(ChainPolicy::default());
-        // A base much larger than a delta, as in a state where few keys change per interval.
-        let mut expected: Vec<(String, u64)> = (0..100).map(|i| (format!("base{i}"), i)).collect();
-        expected.push(("a".to_string(), 1));
-        let batch: Vec<(&str, u64)> = expected.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-        receiver.on_batch(counts(&batch)).unwrap();
-        let a = expected.len() - 1;
-        for id in 1..=last {
-            if id > 1 {
-                let word = format!("w{id}");
-                receiver
-                    .on_batch(counts(&[("a", 1), (word.as_str(), id)]))
-                    .unwrap();
-                expected[a].1 += 1;
-                expected.push((word, id));
-            }
-            let kind = if id == 1 {
-                SegmentKind::Base
-            } else {
-                SegmentKind::Delta
-            };
-            let (kind, bytes) = receiver.snapshot_segment(kind).unwrap();
-            let name = match kind {
-                SegmentKind::Base => crate::worker::state_writer::state_name(0),
-                SegmentKind::Delta => segment_name(0),
-            };
-            let file = store.put(CheckpointId(id), &name, &bytes).unwrap();
-            let index = chain.record(CheckpointId(id), kind, file);
-            store
-                .put(CheckpointId(id), &index_name(0), &index.encode().unwrap())
-                .unwrap();
-        }
-        expected.sort();
-        (chain, expected)
-    }
+    use crate::worker::test_jobs::{only_partition, stored_chain, word_count};
 
     /// What a receiver restored from `index` emits.
     fn restored(
@@ -301,14 +261,20 @@ mod tests {
         );
         let before = chain.index().unwrap().clone();
 
+        let metrics = WorkerMetrics::default();
         let compactor = Compactor::new(
             Arc::clone(&job.plan),
             Arc::clone(&store),
             0,
             CancellationToken::new(),
+            metrics.clone(),
         );
         compactor.start(before.clone());
         let done = compacted(&compactor).await;
+        let text = metrics.render(&crate::worker::WorkerSnapshot::default());
+        assert!(text.contains("swd_worker_compactions_total 1\n"), "{text}");
+        let bytes = format!("swd_worker_compacted_bytes_total {}\n", done.base.file.size);
+        assert!(text.contains(&bytes), "{text}");
         assert_eq!(done.replaced, before);
         assert_eq!(
             done.base.checkpoint,
@@ -373,7 +339,13 @@ mod tests {
         let (chain, _) = stored_chain(&job, store.as_ref(), 17);
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let compactor = Compactor::new(Arc::clone(&job.plan), Arc::clone(&store), 0, cancel);
+        let compactor = Compactor::new(
+            Arc::clone(&job.plan),
+            Arc::clone(&store),
+            0,
+            cancel,
+            WorkerMetrics::default(),
+        );
         compactor.start(chain.index().unwrap().clone());
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         while compactor.running.load(Ordering::Acquire) {
@@ -400,6 +372,7 @@ mod tests {
             Arc::clone(&store),
             0,
             CancellationToken::new(),
+            WorkerMetrics::default(),
         );
         compactor.start(chain.index().unwrap().clone());
         let deadline = Instant::now() + std::time::Duration::from_secs(10);

@@ -260,7 +260,6 @@ impl AttemptRun {
         let n = self.shared.num_partitions();
         let partitions: Vec<Preload> = partitions.into_iter().filter(|p| p.partition < n).collect();
         let shared = &self.shared;
-        shared.preloaded.keep_only(&partitions);
         let preparation = Preparation {
             attempt: shared.attempt,
             plan: Arc::clone(&shared.plan),
@@ -371,6 +370,7 @@ impl AttemptRun {
             preloaded: Mutex::new(preloaded),
             delta_barriers: Arc::clone(&shared.delta_barriers),
             resumed: adopted.then(|| shared.reports.clone()),
+            metrics: shared.metrics.clone(),
         };
         let (reports, records_out, attempt) = (
             shared.reports.clone(),

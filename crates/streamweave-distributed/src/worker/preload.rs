@@ -14,8 +14,14 @@
 //!
 //! A loaded state belongs to its attempt (dropped with it). A partition prepared again (a move
 //! abandoned, then planned anew) builds on what it loaded before where the chain allows.
+//! Preparations of an attempt take turns: a move abandoned because its load outlasted the
+//! coordinator's patience is planned again while that load still runs (a thread cannot be
+//! stopped), and the new preparation waits for it and brings its state forward instead of
+//! loading a second copy beside it (at a gigabyte a partition, copies piling up once ran a
+//! worker out of memory).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -39,25 +45,34 @@ pub(crate) struct Preloaded {
 }
 
 /// The loaded states of an attempt's partitions, by partition (taken at adoption; a small map,
-/// locked briefly, never across an await).
+/// locked briefly, never across an await), and the turn its preparations take.
 #[derive(Default)]
-pub(crate) struct PreloadMap(Mutex<HashMap<usize, Preloaded>>);
+pub(crate) struct PreloadMap {
+    loaded: Mutex<HashMap<usize, Preloaded>>,
+    /// Held by the preparation loading (see the module documentation).
+    turn: tokio::sync::Mutex<()>,
+    /// Preparations waiting for their turn.
+    queued: AtomicUsize,
+}
 
 impl PreloadMap {
     /// Takes partition `p`'s loaded state, if any.
     pub(crate) fn take(&self, p: usize) -> Option<Preloaded> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&p)
+        self.lock().remove(&p)
     }
 
     /// Drops what was loaded for partitions other than `keep`: one move is prepared at a time,
     /// so those belong to a move that was abandoned (or planned elsewhere since).
-    pub(crate) fn keep_only(&self, keep: &[Preload]) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|p, _| keep.iter().any(|k| k.partition == *p));
+    fn keep_only(&self, keep: &[Preload]) {
+        self.lock().retain(|p, _| keep.iter().any(|k| k.partition == *p));
     }
 
     fn put(&self, p: usize, loaded: Preloaded) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(p, loaded);
+        self.lock().insert(p, loaded);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Preloaded>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -84,6 +99,16 @@ impl Preparation {
             cancel,
         } = self;
         let ids: Vec<usize> = partitions.iter().map(|p| p.partition).collect();
+        map.queued.fetch_add(1, Ordering::AcqRel);
+        let turn = tokio::select! {
+            turn = map.turn.lock() => Some(turn),
+            _ = cancel.cancelled() => None,
+        };
+        map.queued.fetch_sub(1, Ordering::AcqRel);
+        let Some(_turn) = turn else {
+            return;
+        };
+        map.keep_only(&partitions);
         let loading = {
             let map = Arc::clone(&map);
             super::blocking::unpooled(move || {
@@ -155,4 +180,135 @@ fn load_all(
         map.put(p.partition, loaded);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Condvar;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::checkpoint::{
+        index_name, CheckpointError, CheckpointId, CheckpointStore, Listed, MemoryStore,
+    };
+    use crate::dataflow::sinks::CollectorSink;
+    use crate::worker::test_jobs::{stored_chain, word_count};
+
+    /// A store whose first read of a partition's base waits until [`Gated::open`] is called,
+    /// counting every such read.
+    #[derive(Debug, Default)]
+    struct Gated {
+        inner: MemoryStore,
+        base_reads: AtomicUsize,
+        open: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl Gated {
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    impl CheckpointStore for Gated {
+        fn write_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+            self.inner.write_object(id, name, bytes)
+        }
+        fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError> {
+            self.inner.create_object(id, name, bytes)
+        }
+        fn read_object(&self, id: CheckpointId, name: &str) -> Result<Vec<u8>, CheckpointError> {
+            if name.starts_with("state-p") && self.base_reads.fetch_add(1, Ordering::AcqRel) == 0 {
+                let open = self.open.lock().unwrap();
+                drop(self.opened.wait_while(open, |open| !*open).unwrap());
+            }
+            self.inner.read_object(id, name)
+        }
+        fn object_size(&self, id: CheckpointId, name: &str) -> Result<u64, CheckpointError> {
+            self.inner.object_size(id, name)
+        }
+        fn delete_object(&self, id: CheckpointId, name: &str) -> Result<(), CheckpointError> {
+            self.inner.delete_object(id, name)
+        }
+        fn delete_checkpoint(&self, id: CheckpointId) -> Result<(), CheckpointError> {
+            self.inner.delete_checkpoint(id)
+        }
+        fn list(&self) -> Result<Vec<Listed>, CheckpointError> {
+            self.inner.list()
+        }
+    }
+
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_move_prepared_again_while_its_first_load_runs_waits_and_builds_on_it() {
+        let job = word_count(&CollectorSink::new());
+        let gated = Arc::new(Gated::default());
+        let (chain, _) = stored_chain(&job, &gated.inner, 6);
+        let store: Arc<dyn CheckpointStore> = gated.clone();
+        let map = Arc::new(PreloadMap::default());
+        let (reports, mut reported) = mpsc::unbounded_channel();
+        let preparation = || Preparation {
+            attempt: 1,
+            plan: Arc::clone(&job.plan),
+            checkpoints: Some(CheckpointHandle::detached(Arc::clone(&store))),
+            map: Arc::clone(&map),
+            reports: reports.clone(),
+            cancel: CancellationToken::new(),
+        };
+        let preload = || {
+            vec![Preload {
+                partition: 0,
+                state_file: index_name(0),
+            }]
+        };
+        // The first load (checkpoint 4) is held in its read of the base; the move is abandoned
+        // and prepared again at checkpoint 6 meanwhile.
+        let first = tokio::spawn(preparation().run(4, preload()));
+        until("the first load reading the base", || {
+            gated.base_reads.load(Ordering::Acquire) == 1
+        })
+        .await;
+        // Opened however the test ends: a failed wait below must not leave a thread blocked.
+        struct OpenOnDrop(Arc<Gated>);
+        impl Drop for OpenOnDrop {
+            fn drop(&mut self) {
+                self.0.open();
+            }
+        }
+        let _open = OpenOnDrop(Arc::clone(&gated));
+        let second = tokio::spawn(preparation().run(6, preload()));
+        until("the second preparation queued", || {
+            map.queued.load(Ordering::Acquire) == 1
+        })
+        .await;
+        gated.open();
+        first.await.unwrap();
+        second.await.unwrap();
+        for checkpoint in [4, 6] {
+            match reported.recv().await {
+                Some(WorkerMessage::MoveStatus {
+                    checkpoint: c,
+                    phase: MovePhase::Preloaded,
+                    ..
+                }) => assert_eq!(c, checkpoint),
+                other => panic!("expected checkpoint {checkpoint} preloaded, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            gated.base_reads.load(Ordering::Acquire),
+            1,
+            "one copy of the state loaded: the second built on the first"
+        );
+        let loaded = map.take(0).expect("the partition loaded");
+        assert_eq!(loaded.checkpoint, 6);
+        assert_eq!(Some(&loaded.index), chain.index());
+    }
 }

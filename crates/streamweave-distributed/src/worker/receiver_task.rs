@@ -35,6 +35,7 @@ use super::state_writer::{self, DeltaBarriers, StateWriter};
 use crate::checkpoint::{ChainPolicy, PartitionChain, SegmentKind};
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, SinkContext};
+use crate::observe::WorkerMetrics;
 use crate::protocol::{MovePhase, WorkerMessage};
 
 /// The epoch under which a checkpointed job's final output is pre-committed.
@@ -65,6 +66,8 @@ pub(crate) struct ReceiverTask {
     /// Where the partition writes a delta whatever compaction would say
     /// (`AttemptTasks::delta_barriers`).
     pub(crate) delta_barriers: Arc<DeltaBarriers>,
+    /// Where compactions of the partition's state are counted.
+    pub(crate) metrics: WorkerMetrics,
 }
 
 impl ReceiverTask {
@@ -275,6 +278,7 @@ impl ReceiverTask {
                 Arc::clone(&checkpoints.store),
                 q,
                 self.cancel.clone(),
+                self.metrics.clone(),
             )),
             _ => writer,
         }
@@ -380,6 +384,7 @@ mod tests {
             preloaded: Mutex::new(None),
             resumed: None,
             delta_barriers: Arc::default(),
+            metrics: WorkerMetrics::default(),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(messages.len().max(1));
         for m in messages {
@@ -428,6 +433,7 @@ mod tests {
                 preloaded: Mutex::new(None),
                 resumed: None,
                 delta_barriers: Arc::default(),
+                metrics: WorkerMetrics::default(),
             };
             tasks.push(tokio::spawn(async move { receiver.run(&mut { rx }).await }));
         }

@@ -137,11 +137,22 @@ pub(crate) fn read_segments(
 }
 
 /// How many of `index`'s segments state holding `have` already reflects: all of `have`'s when
-/// they begin `index` (same base, same deltas), none otherwise.
+/// they begin `index` (same base, same deltas); when the chain was rebased since on a base
+/// compacted apart, every segment up to `have`'s last checkpoint (the state as of a checkpoint
+/// is the same whichever segments describe it, and each delta holds every key it changed since
+/// the segment before it, so the first one after that checkpoint brings the state on from
+/// there); none when `index` is older than `have` (another history) or begins after it (a
+/// base taken since).
 pub(crate) fn applied_prefix(have: &StateIndex, index: &StateIndex) -> usize {
-    match index.segments.starts_with(&have.segments) {
-        true => have.segments.len(),
-        false => 0,
+    if index.segments.starts_with(&have.segments) {
+        return have.segments.len();
+    }
+    let last = |i: &StateIndex| i.segments.last().map(|s| s.checkpoint);
+    match (last(have), last(index)) {
+        (Some(at), Some(newest)) if newest >= at => {
+            index.segments.iter().take_while(|s| s.checkpoint <= at).count()
+        }
+        _ => 0,
     }
 }
 
@@ -480,5 +491,33 @@ mod tests {
         let mut target = Applied(vec!["R:old base".into()]);
         load(&store, 3, &index_name(0), &mut target, Some(&other)).unwrap();
         assert_eq!(target.0, ["R:base", "D:d2", "D:d3"]);
+    }
+
+    #[test]
+    fn a_chain_rebased_since_the_load_on_a_compacted_base_applies_only_what_came_after() {
+        let store = MemoryStore::new();
+        let indexes = chain(&store, &[2, 3, 4, 5]);
+        let mut target = Applied::default();
+        let at_3 = load(&store, 3, &index_name(0), &mut target, None).unwrap();
+        assert_eq!(target.0, ["R:base", "D:d2", "D:d3"]);
+        // Compacted apart at 4 (base, d2, d3, d4 as one base in checkpoint 4), then d5.
+        let compacted = Segment {
+            checkpoint: CheckpointId(4),
+            file: store.put(CheckpointId(4), "base-p00000-7", b"b4").unwrap(),
+        };
+        let mut rebased = indexes[4].clone();
+        rebased.segments.splice(0..4, [compacted]);
+        store
+            .put(CheckpointId(5), &index_name(0), &rebased.encode().unwrap())
+            .unwrap();
+        assert_eq!(applied_prefix(&at_3, &rebased), 0, "the base holds d4");
+        // Loaded ahead at 4 instead: the compacted base is the state it holds.
+        assert_eq!(applied_prefix(&indexes[3], &rebased), 1);
+        let mut at_4 = Applied(vec!["R:base".into(), "D:d2".into(), "D:d3".into(), "D:d4".into()]);
+        load(&store, 5, &index_name(0), &mut at_4, Some(&indexes[3])).unwrap();
+        assert_eq!(at_4.0, ["R:base", "D:d2", "D:d3", "D:d4", "D:d5"]);
+        // Loaded at 3, the rebased chain is read in full.
+        load(&store, 5, &index_name(0), &mut target, Some(&at_3)).unwrap();
+        assert_eq!(target.0, ["R:b4", "D:d5"]);
     }
 }

@@ -32,8 +32,25 @@ use super::{Action, ClusterEvent, Engine, Note};
 use crate::protocol::{CoordinatorMessage, MovePhase, Preload};
 use crate::types::{PartitionId, WorkerId, WorkerState};
 
-/// How long new owners may take to load the state of the partitions moving to them.
+/// How long new owners may take to load the state of the partitions moving to them, at the
+/// least; more for large state ([`prepare_timeout`]).
 pub(super) const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The slowest rate at which a new owner is expected to load state beside the processing
+/// (126 MB partitions loaded at 9 MB/s on a busy 2-core machine).
+const SLOWEST_LOAD_BYTES_PER_SEC: u64 = 5_000_000;
+
+/// How long new owners may take to load `moving` of `partitions` partitions of a checkpoint
+/// referring to `state_bytes` of state: [`PREPARE_TIMEOUT`] plus their share of the state at
+/// the slowest expected rate. A deadline that ignored the state abandoned every move of a
+/// gigabyte partition, whose load takes over a minute here, and planned it again and again.
+///
+/// The deadline only catches a load that never reports (a new owner that goes is noticed at
+/// once).
+pub(super) fn prepare_timeout(state_bytes: Option<u64>, moving: usize, partitions: usize) -> Duration {
+    let share = state_bytes.unwrap_or(0).saturating_mul(moving as u64) / partitions.max(1) as u64;
+    PREPARE_TIMEOUT + Duration::from_secs(share / SLOWEST_LOAD_BYTES_PER_SEC)
+}
 
 /// After a move was abandoned, how long before one is planned again.
 pub(super) const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -54,6 +71,8 @@ pub(super) struct Preparing {
     pub(super) started: Instant,
     /// When it is abandoned if not done.
     pub(super) deadline: Instant,
+    /// The time it was given (see [`prepare_timeout`]).
+    pub(super) timeout: Duration,
     /// Catch-up rounds so far.
     pub(super) round: u32,
 }
@@ -125,12 +144,15 @@ impl Engine {
             checkpoint: committed.0,
         }));
         self.out.extend(sends);
+        let state_bytes = self.checkpoints.as_ref().and_then(|c| c.stats().state_bytes);
+        let timeout = prepare_timeout(state_bytes, waiting.len(), self.num_partitions());
         if let Some(m) = self.moving.as_mut() {
             m.preparing = Some(Preparing {
                 checkpoint: committed.0,
                 waiting,
                 started,
-                deadline: now + PREPARE_TIMEOUT,
+                deadline: now + timeout,
+                timeout,
                 round,
             });
         }
@@ -235,8 +257,8 @@ impl Engine {
                 }
                 if now >= preparing.deadline {
                     let reason = format!(
-                        "partitions {:?} not loaded within {PREPARE_TIMEOUT:?}",
-                        preparing.waiting
+                        "partitions {:?} not loaded within {:?}",
+                        preparing.waiting, preparing.timeout
                     );
                     return self.abandon_move(reason, now);
                 }

@@ -611,7 +611,7 @@ mod random {
 /// Moves prepared ahead of their barrier (`prepare.rs`): the new owner loads the state first.
 mod preparing {
     use super::*;
-    use crate::coordinator::engine::prepare::{PREPARE_TIMEOUT, RETRY_AFTER};
+    use crate::coordinator::engine::prepare::{prepare_timeout, PREPARE_TIMEOUT, RETRY_AFTER};
 
     impl World {
         /// The `keep_chains` of each checkpoint triggered (to worker 1) since `from`.
@@ -830,6 +830,20 @@ mod preparing {
         assert_eq!(world.owned("w3").len(), 4);
         assert_eq!(world.stops(mark), 0);
         assert_eq!(world.job().attempt, 1);
+    }
+
+    #[test]
+    fn a_load_is_given_time_for_its_share_of_the_state() {
+        assert_eq!(prepare_timeout(None, 1, 8), PREPARE_TIMEOUT);
+        assert_eq!(
+            prepare_timeout(Some(3_000_000_000), 1, 3),
+            PREPARE_TIMEOUT + std::time::Duration::from_secs(200),
+            "a gigabyte partition: 200 s more at 5 MB/s"
+        );
+        assert!(
+            prepare_timeout(Some(u64::MAX), 8, 8) > PREPARE_TIMEOUT,
+            "no overflow"
+        );
     }
 
     #[test]
