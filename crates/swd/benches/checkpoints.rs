@@ -100,7 +100,12 @@ async fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("checkpoints: wordcount, 2 workers, P=8, checkpoints every 1s, 1% of keys changed per second, {cores} cores");
+    let per_mille = common::keyed_input::change_per_mille();
+    println!(
+        "checkpoints: wordcount, 2 workers, P=8, checkpoints every 1s, {}.{}% of keys changed per second, {cores} cores",
+        per_mille / 10,
+        per_mille % 10
+    );
     for state_mb in sizes {
         let scratch = tempfile::tempdir().expect("scratch dir");
         let samples = run(scratch.path(), state_mb).await;

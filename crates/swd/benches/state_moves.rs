@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::keyed_input::{loaded, write_keyed_input, BYTES_PER_KEY};
+use common::keyed_input::{change_per_mille, loaded, write_keyed_input, BYTES_PER_KEY};
 use common::{print_ms, start_coordinator, start_worker, Killed};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::{Client, ClusterStatus};
@@ -137,7 +137,8 @@ async fn run(scratch: &Path, state_mb: u64, knobs: &Knobs) {
     .await;
     let state = s.checkpoints.as_ref().and_then(|c| c.state_bytes).unwrap_or(0);
     for _ in 0..rounds {
-        let mut w3 = start_worker(addr, "w3", &[]);
+        // Its partitions move back on SIGTERM, each loaded first: minutes at a gigabyte.
+        let mut w3 = start_worker(addr, "w3", &["--drain-timeout", "900s"]);
         wait(&mut client, "w3's share moved in", |s| {
             owned(s, "w3") >= (partitions / 3) as usize && s.moving.is_empty()
         })
@@ -236,8 +237,10 @@ async fn main() {
     );
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "state_moves: wordcount, 2 workers (+1 joining), P={}, checkpoints every 1s, 1% of keys changed per second, {cores} cores",
-        knobs.partitions
+        "state_moves: wordcount, 2 workers (+1 joining), P={}, checkpoints every 1s, {}.{}% of keys changed per second, {cores} cores",
+        knobs.partitions,
+        change_per_mille() / 10,
+        change_per_mille() % 10
     );
     for state_mb in sizes {
         let scratch = tempfile::tempdir().expect("scratch dir");

@@ -208,6 +208,11 @@ pub struct WorkerArgs {
     /// How many partitions this worker may run at once.
     #[arg(long, default_value_t = 128)]
     pub max_tasks: usize,
+    /// On SIGTERM while a checkpointed job runs: how long to keep running the partitions for
+    /// them to move away with their state before stopping anyway (each move first loads the
+    /// partition's state on its new owner: allow minutes for gigabytes a partition).
+    #[arg(long, value_parser = parse_positive_duration, default_value = "120s")]
+    pub drain_timeout: Duration,
     /// Source partitions of a bounded job read at once (default: one per core).
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub source_slots: usize,

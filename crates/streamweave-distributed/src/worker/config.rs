@@ -53,6 +53,11 @@ pub struct WorkerConfig {
     pub max_frame_size: usize,
     /// The longest wait between two attempts to reach a lost coordinator.
     pub max_reconnect_backoff: Duration,
+    /// How long a worker leaving while a checkpointed job runs keeps running its partitions
+    /// for them to move away with their state, before it stops them anyway (the job then
+    /// restarts them from the last checkpoint). Each move first loads the partition's state on
+    /// its new owner: with gigabytes a partition, that takes minutes on a busy machine.
+    pub drain_timeout: Duration,
     /// How many source partitions of a bounded job this worker reads at once (0: one per
     /// core). Fewer concurrent readers than partitions keeps their pre-aggregation state in
     /// cache; unbounded sources always run all at once.
@@ -81,6 +86,7 @@ impl Default for WorkerConfig {
             cluster_name: "default".to_string(),
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_reconnect_backoff: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(120),
             source_slots: 0,
             state_dir: None,
             security: crate::security::Security::none(),
@@ -127,6 +133,9 @@ impl WorkerConfig {
         if self.max_reconnect_backoff.is_zero() {
             return Err(ConfigError::new("max_reconnect_backoff", "must be above zero"));
         }
+        if self.drain_timeout.is_zero() {
+            return Err(ConfigError::new("drain_timeout", "must be above zero"));
+        }
         if let Some(advertise) = &self.advertise_address {
             let port = advertise
                 .rsplit_once(':')
@@ -171,6 +180,13 @@ mod tests {
                     ..ok.clone()
                 },
                 "communication_timeout",
+            ),
+            (
+                WorkerConfig {
+                    drain_timeout: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "drain_timeout",
             ),
             (
                 WorkerConfig {

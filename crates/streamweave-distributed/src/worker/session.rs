@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::coordinators::Coordinators;
 use super::job_runner::JobRunner;
 use super::partition_tasks::TaskSet;
-use super::session_core::{SessionCore, DRAIN_TIMEOUT};
+use super::session_core::SessionCore;
 use super::session_events::{SessionAction, SessionEnd, SessionInput, SessionNote, WorkerSnapshot};
 use super::{WorkerConfig, WorkerError};
 use crate::network::{Connection, ConnectionReader, ConnectionWriter, Transport};
@@ -392,7 +392,8 @@ impl Session {
             }
             SessionNote::DrainTimedOut => tracing::warn!(
                 %worker,
-                "leaving without the coordinator's acknowledgement: the partitions did not move away in {DRAIN_TIMEOUT:?}"
+                drain_timeout = ?self.config.drain_timeout,
+                "leaving without the coordinator's acknowledgement: the partitions did not move away within the drain timeout (--drain-timeout)"
             ),
             SessionNote::Left { acknowledged: true } => tracing::info!(%worker, "left the cluster"),
             SessionNote::Left { acknowledged: false } => {

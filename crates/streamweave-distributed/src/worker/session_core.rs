@@ -13,7 +13,7 @@
 //!                          |  +---------------- Registered ---- Connecting <- Tick: Connect
 //!                          |                               ConnectFailed: double, back to Retrying
 //!      LeaveRequested      |   Retrying longer than heartbeat_timeout with tasks: StopAll
-//!   carries state: Leave, Draining until LeaveAck or DRAIN_TIMEOUT, then StopAll, Exit(Left)
+//!   carries state: Leave, Draining until LeaveAck or the drain timeout, then StopAll, Exit(Left)
 //!   no state: StopAll, Leave, AwaitingLeaveAck until LeaveAck or communication_timeout, Exit(Left)
 //!   Fenced (any connected state but the last): StopAll, Exit(Fenced)
 //!   Connected and nothing heard (not even a HeartbeatAck) for twice the heartbeat timeout: the
@@ -29,12 +29,6 @@ use super::session_events::{
 };
 use crate::protocol::{CoordinatorMessage, WorkerMessage};
 use crate::types::{Generation, PartitionId};
-
-/// How long a worker leaving during a checkpointed job waits for its partitions to move away
-/// before it stops anyway (its partitions then recover from the last checkpoint elsewhere).
-/// Moves are one at a time and each loads the partition's state ahead (seconds per hundred MB
-/// on a busy machine), so a worker holding a few large partitions needs more than half a minute.
-pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The first wait before retrying an unreachable coordinator; it doubles up to the configured cap.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -289,7 +283,7 @@ impl SessionCore {
                     // until the coordinator's LeaveAck or the drain deadline.
                     self.state = State::Connected {
                         next_heartbeat,
-                        draining: Some(now + DRAIN_TIMEOUT),
+                        draining: Some(now + self.timing.drain_timeout),
                     };
                     actions.push(SessionAction::Log(SessionNote::Draining));
                     actions.push(SessionAction::Send(WorkerMessage::Leave));

@@ -6,6 +6,7 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const COMMUNICATION: Duration = Duration::from_secs(5);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -16,6 +17,7 @@ fn core() -> SessionCore {
         heartbeat_interval: HEARTBEAT,
         max_reconnect_backoff: MAX_BACKOFF,
         communication_timeout: COMMUNICATION,
+        drain_timeout: DRAIN_TIMEOUT,
         presumed_dead_after: Duration::from_secs(2),
     })
 }

@@ -27,6 +27,8 @@ pub(crate) struct SessionTiming {
     pub(crate) max_reconnect_backoff: Duration,
     /// How long a leave without carried state waits for the coordinator's `LeaveAck`.
     pub(crate) communication_timeout: Duration,
+    /// How long a leave that carries state runs its partitions for them to move away.
+    pub(crate) drain_timeout: Duration,
     /// After this long without the coordinator, until the coordinator tells us its own
     /// heartbeat timeout at registration.
     pub(crate) presumed_dead_after: Duration,

@@ -87,6 +87,7 @@ impl WorkerImpl {
                 heartbeat_interval: config.heartbeat_interval,
                 max_reconnect_backoff: config.max_reconnect_backoff,
                 communication_timeout: config.communication_timeout,
+                drain_timeout: config.drain_timeout,
                 // Until the coordinator tells its heartbeat timeout at registration.
                 presumed_dead_after: Duration::from_secs(2),
             }),

@@ -1,5 +1,7 @@
 //! The large-state benches' input: word count over `keys` distinct words, then lines that touch
-//! 1% of the keys per second under `--rate`.
+//! 1% of the keys per second under `--rate` (`SWD_BENCH_CHANGE_PER_MILLE`, default 10, changes
+//! the share: a state too large for the machine to change 1% of it a second would measure a
+//! backlog).
 //!
 //! The rate limits lines, not words, so the loading part is written as long lines
 //! (`LOAD_WORDS_PER_LINE` words) and goes by in about a second of rate, bounded by the job's
@@ -27,11 +29,22 @@ pub struct KeyedInput {
     pub rate: u64,
 }
 
+/// Thousandths of the keys changed per second (`SWD_BENCH_CHANGE_PER_MILLE`, default 10).
+pub fn change_per_mille() -> u64 {
+    std::env::var("SWD_BENCH_CHANGE_PER_MILLE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(10)
+}
+
 /// Writes `keys` distinct words, then `change_seconds` seconds (at the returned rate) of lines
-/// touching 1% of the keys per second, over `files` files named `part-NNN.txt`.
+/// touching [`change_per_mille`] thousandths of the keys per second, over `files` files named
+/// `part-NNN.txt`.
 pub fn write_keyed_input(dir: &Path, keys: u64, files: u64, change_seconds: u64) -> KeyedInput {
     std::fs::create_dir_all(dir).expect("input dir");
-    let rate = (keys / 100).max(WORDS_PER_LINE * files) / WORDS_PER_LINE / files;
+    let changed = keys.saturating_mul(change_per_mille()) / 1000;
+    let rate = changed.max(WORDS_PER_LINE * files) / WORDS_PER_LINE / files;
     let per_file = (keys / files).max(1);
     let load_per_file = per_file.div_ceil(LOAD_WORDS_PER_LINE);
     for f in 0..files {

@@ -138,6 +138,7 @@ fn flag_error(e: &ConfigError) -> anyhow::Error {
         "heartbeat_timeout" => "--heartbeat-timeout",
         "health_check_interval" => "--health-check-interval",
         "heartbeat_interval" => "--heartbeat-interval",
+        "drain_timeout" => "--drain-timeout",
         "max_workers" => "--max-workers",
         "checkpoint_interval" => "--checkpoint-interval",
         "checkpoint_store" => "--checkpoint-store",

@@ -21,6 +21,7 @@ pub async fn run(args: WorkerArgs, registry: JobRegistry) -> anyhow::Result<Exit
         advertise_address: args.advertise.clone(),
         heartbeat_interval: args.heartbeat_interval,
         max_concurrent_tasks: args.max_tasks,
+        drain_timeout: args.drain_timeout,
         source_slots: args.source_slots,
         assigned_partitions: args.partitions.unwrap_or_default(),
         cluster_name: args.cluster,
