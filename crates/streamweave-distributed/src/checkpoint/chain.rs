@@ -214,6 +214,15 @@ pub enum SegmentKind {
 pub struct PartitionChain {
     policy: ChainPolicy,
     current: Option<StateIndex>,
+    /// The entries of each segment of `current`, where its stage counted them
+    /// ([`PartitionChain::counted`]): the read amplification of a restore is then known in
+    /// entries, which the bytes only approximate (a state growing by new keys has deltas
+    /// outweighing its base and no amplification at all).
+    entries: Vec<Option<u64>>,
+    /// The entries the stage held at the last barrier that counted them.
+    live: Option<u64>,
+    /// What the stage holds at the barrier being taken, for [`PartitionChain::record`].
+    pending: Option<PendingChanges>,
 }
 
 impl PartitionChain {
@@ -222,6 +231,9 @@ impl PartitionChain {
         PartitionChain {
             policy,
             current: None,
+            entries: Vec::new(),
+            live: None,
+            pending: None,
         }
     }
 
@@ -229,8 +241,18 @@ impl PartitionChain {
     pub fn restored(policy: ChainPolicy, index: StateIndex) -> Self {
         PartitionChain {
             policy,
+            entries: vec![None; index.segments.len()],
             current: Some(index),
+            live: None,
+            pending: None,
         }
+    }
+
+    /// What the stage holds at the barrier about to be recorded (`None`: it does not count):
+    /// the segment [`PartitionChain::record`] records next holds `pending.changed` entries if a
+    /// delta, `pending.entries` if a base.
+    pub fn counted(&mut self, pending: Option<PendingChanges>) {
+        self.pending = pending;
     }
 
     /// The kind of the next segment: a base without a chain, or once the chain is past the
@@ -250,15 +272,25 @@ impl PartitionChain {
 
     /// Checkpoint `id` took a segment of `kind`, stored as `file`: the partition's index in it.
     pub fn record(&mut self, id: CheckpointId, kind: SegmentKind, file: StoredFile) -> StateIndex {
+        let counted = self.pending.take();
+        let entries = counted.map(|p| match kind {
+            SegmentKind::Base => p.entries,
+            SegmentKind::Delta => p.changed,
+        });
+        self.live = counted.map(|p| p.entries);
         let segment = Segment { checkpoint: id, file };
         let index = match (kind, self.current.take()) {
             (SegmentKind::Delta, Some(mut index)) => {
                 index.segments.push(segment);
+                self.entries.push(entries);
                 index
             }
-            _ => StateIndex {
-                segments: vec![segment],
-            },
+            _ => {
+                self.entries = vec![entries];
+                StateIndex {
+                    segments: vec![segment],
+                }
+            }
         };
         self.current = Some(index.clone());
         index
@@ -289,7 +321,8 @@ impl PartitionChain {
         let Some(index) = &self.current else {
             return SegmentKind::Base;
         };
-        let past_lag = self.past_bounds(index, APART_DELTAS * COMPACTION_LAG, COMPACTION_LAG);
+        let live = pending.map(|p| p.entries);
+        let past_lag = self.past_bounds_apart(index, live, APART_DELTAS * COMPACTION_LAG, COMPACTION_LAG);
         let large = match pending {
             Some(p) => p.changed.saturating_mul(2) >= p.entries && p.changed > 0,
             None => Self::last_delta_large(index),
@@ -306,13 +339,45 @@ impl PartitionChain {
     /// the policy's count of deltas. Fewer, larger deltas mean a state still growing fast: the
     /// barriers go on with deltas until the lag and then take a base, as a compaction apart
     /// would be overtaken and thrown away; so also when the last delta was large.
+    ///
+    /// Where the stage counts its entries, the deltas are weighed in entries against the state
+    /// instead ([`PartitionChain::counted`]): a state growing by new keys is compacted only at
+    /// the count, and a state whose deltas rewrite the same keys once they hold more entries
+    /// than it has.
     pub fn wants_compaction(&self) -> bool {
         self.current.as_ref().is_some_and(|index| {
             let deltas = index.segments.len().saturating_sub(1);
-            self.past_bounds(index, APART_DELTAS, 1)
+            let counted = self.delta_entries().is_some() && self.live.is_some();
+            self.past_bounds_apart(index, self.live, APART_DELTAS, 1)
                 && deltas >= self.policy.max_deltas
-                && !Self::last_delta_large(index)
+                && (counted || !Self::last_delta_large(index))
         })
+    }
+
+    /// The entries of the chain's deltas, if every one was counted.
+    fn delta_entries(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .skip(1)
+            .try_fold(0u64, |sum, n| n.map(|n| sum.saturating_add(n)))
+    }
+
+    /// [`PartitionChain::past_bounds`], with the deltas weighed in entries against `live`, the
+    /// state's entries, where both are known.
+    fn past_bounds_apart(
+        &self,
+        index: &StateIndex,
+        live: Option<u64>,
+        deltas_times: u64,
+        factor_times: u64,
+    ) -> bool {
+        let (Some(delta_entries), Some(live)) = (self.delta_entries(), live.or(self.live)) else {
+            return self.past_bounds(index, deltas_times, factor_times);
+        };
+        let deltas = index.segments.len().saturating_sub(1) as u64;
+        let factor = self.policy.max_delta_factor.saturating_mul(factor_times);
+        deltas >= (self.policy.max_deltas as u64).saturating_mul(deltas_times)
+            || delta_entries > live.saturating_mul(factor)
     }
 
     /// Whether `index`'s last delta was over a quarter of its base: a barrier then pays little
@@ -353,7 +418,20 @@ impl PartitionChain {
         if replaced.segments.is_empty() || !index.segments.starts_with(&replaced.segments) {
             return false;
         }
-        index.segments.splice(..replaced.segments.len(), [base]);
+        let n = replaced.segments.len();
+        index.segments.splice(..n, [base]);
+        // The compacted base holds at most the state's entries (or the replaced segments'): an
+        // upper bound keeps the amplification estimated on the safe side.
+        let replaced_entries = self
+            .entries
+            .iter()
+            .take(n)
+            .try_fold(0u64, |sum, e| e.map(|e| sum.saturating_add(e)));
+        let base_entries = match (replaced_entries, self.live) {
+            (Some(r), Some(live)) => Some(r.min(live)),
+            _ => None,
+        };
+        self.entries.splice(..n.min(self.entries.len()), [base_entries]);
         true
     }
 
@@ -376,6 +454,7 @@ impl PartitionChain {
     /// base.
     pub fn reset(&mut self) {
         self.current = None;
+        self.entries.clear();
     }
 }
 

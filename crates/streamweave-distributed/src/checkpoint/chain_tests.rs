@@ -481,3 +481,92 @@ fn apart_a_stage_counting_its_changes_takes_a_base_only_when_the_delta_is_half_t
         "past the lag of a compaction apart, counted or not"
     );
 }
+
+/// Records a segment of `bytes` taken when the stage held `pending`.
+fn record_counted(
+    chain: &mut PartitionChain,
+    id: u64,
+    kind: SegmentKind,
+    bytes: u64,
+    pending: PendingChanges,
+) {
+    chain.counted(Some(pending));
+    let name = match kind {
+        SegmentKind::Base => "state-p00000",
+        SegmentKind::Delta => "seg-p00000",
+    };
+    chain.record(CheckpointId(id), kind, file(name, bytes as usize));
+}
+
+#[test]
+fn apart_counted_a_state_growing_by_new_keys_is_not_amplified_however_its_deltas_outweigh_the_base() {
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    let grown = |entries| PendingChanges {
+        changed: 100,
+        entries,
+    };
+    record_counted(&mut chain, 1, SegmentKind::Base, 1000, grown(1000));
+    // Each checkpoint adds 100 new keys: deltas of new keys only, each as large as the base.
+    for id in 2..=40u64 {
+        let pending = grown(1000 + 100 * (id - 1));
+        assert_eq!(
+            chain.next_kind_apart(Some(pending)),
+            SegmentKind::Delta,
+            "checkpoint {id}: the deltas' bytes are {} times the base's, their entries new keys",
+            id - 2
+        );
+        record_counted(&mut chain, id, SegmentKind::Delta, 1000, pending);
+        assert!(!chain.wants_compaction(), "checkpoint {id}: no amplification");
+    }
+    // By bytes alone, the same chain is long past the lag.
+    assert_eq!(chain.next_kind_apart(None), SegmentKind::Base);
+    for id in 41..=65u64 {
+        record_counted(
+            &mut chain,
+            id,
+            SegmentKind::Delta,
+            1000,
+            grown(1000 + 100 * (id - 1)),
+        );
+    }
+    assert!(chain.wants_compaction(), "64 deltas: compacted at the count");
+}
+
+#[test]
+fn apart_counted_deltas_rewriting_the_same_keys_are_compacted_once_they_outnumber_the_state() {
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    let hot = PendingChanges {
+        changed: 100,
+        entries: 1000,
+    };
+    record_counted(&mut chain, 1, SegmentKind::Base, 10_000, hot);
+    for id in 2..=11u64 {
+        record_counted(&mut chain, id, SegmentKind::Delta, 1000, hot);
+    }
+    assert!(
+        !chain.wants_compaction(),
+        "1000 delta entries over 1000: not more, and fewer than 16 deltas"
+    );
+    for id in 12..=17u64 {
+        record_counted(&mut chain, id, SegmentKind::Delta, 1000, hot);
+    }
+    assert!(chain.wants_compaction(), "16 deltas, 1600 entries over 1000");
+    for id in 18..=22u64 {
+        assert_eq!(chain.next_kind_apart(Some(hot)), SegmentKind::Delta);
+        record_counted(&mut chain, id, SegmentKind::Delta, 1000, hot);
+    }
+    assert_eq!(
+        chain.next_kind_apart(Some(hot)),
+        SegmentKind::Base,
+        "2100 entries over 1000: the compaction fell behind, the barrier takes the base"
+    );
+    // A compacted base stands for the state's entries at most.
+    let replaced = chain.index().unwrap().clone();
+    let base = Segment {
+        checkpoint: CheckpointId(22),
+        file: file("base-p00000-1", 10_000),
+    };
+    assert!(chain.rebase(&replaced, base));
+    assert!(!chain.wants_compaction());
+    assert_eq!(chain.next_kind_apart(Some(hot)), SegmentKind::Delta);
+}

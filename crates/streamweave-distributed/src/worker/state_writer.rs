@@ -253,6 +253,7 @@ impl StateWriter {
         keep_chain: bool,
         pending: Option<PendingChanges>,
     ) -> SegmentKind {
+        self.chain.counted(pending);
         if keep_chain {
             return self.hand_over_kind();
         }
