@@ -340,30 +340,31 @@ impl PartitionChain {
     /// barriers go on with deltas until the lag and then take a base, as a compaction apart
     /// would be overtaken and thrown away; so also when the last delta was large.
     ///
-    /// Where the stage counts its entries, the deltas are weighed in entries against the state
+    /// Where the stage counts its entries, the chain is weighed in entries against the state
     /// instead ([`PartitionChain::counted`]): a state growing by new keys is compacted only at
-    /// the count, and a state whose deltas rewrite the same keys once they hold more entries
-    /// than it has.
+    /// the count, and a state whose deltas rewrite the same keys once a restore would read
+    /// twice its entries.
     pub fn wants_compaction(&self) -> bool {
         self.current.as_ref().is_some_and(|index| {
             let deltas = index.segments.len().saturating_sub(1);
-            let counted = self.delta_entries().is_some() && self.live.is_some();
+            let counted = self.chain_entries().is_some() && self.live.is_some();
             self.past_bounds_apart(index, self.live, APART_DELTAS, 1)
                 && deltas >= self.policy.max_deltas
                 && (counted || !Self::last_delta_large(index))
         })
     }
 
-    /// The entries of the chain's deltas, if every one was counted.
-    fn delta_entries(&self) -> Option<u64> {
+    /// The entries of the chain's segments, if every one was counted.
+    fn chain_entries(&self) -> Option<u64> {
         self.entries
             .iter()
-            .skip(1)
             .try_fold(0u64, |sum, n| n.map(|n| sum.saturating_add(n)))
     }
 
-    /// [`PartitionChain::past_bounds`], with the deltas weighed in entries against `live`, the
-    /// state's entries, where both are known.
+    /// [`PartitionChain::past_bounds`], with the chain weighed in entries against `live`, the
+    /// state's entries, where both are known: past the bounds when a restore would read more
+    /// than `1 + factor` times the state's entries (the bytes' rule, deltas over `factor` times
+    /// the base, reads as much when the base is the state).
     fn past_bounds_apart(
         &self,
         index: &StateIndex,
@@ -371,13 +372,13 @@ impl PartitionChain {
         deltas_times: u64,
         factor_times: u64,
     ) -> bool {
-        let (Some(delta_entries), Some(live)) = (self.delta_entries(), live.or(self.live)) else {
+        let (Some(read), Some(live)) = (self.chain_entries(), live.or(self.live)) else {
             return self.past_bounds(index, deltas_times, factor_times);
         };
         let deltas = index.segments.len().saturating_sub(1) as u64;
         let factor = self.policy.max_delta_factor.saturating_mul(factor_times);
         deltas >= (self.policy.max_deltas as u64).saturating_mul(deltas_times)
-            || delta_entries > live.saturating_mul(factor)
+            || read > live.saturating_mul(factor.saturating_add(1))
     }
 
     /// Whether `index`'s last delta was over a quarter of its base: a barrier then pays little
