@@ -428,9 +428,13 @@ impl PartitionChain {
             .iter()
             .take(n)
             .try_fold(0u64, |sum, e| e.map(|e| sum.saturating_add(e)));
+        // Keyed state never loses a key, so the state now holds at least the base's entries:
+        // a chain restored without counts (or begun before its stage counted) is counted again
+        // from its first compaction on.
         let base_entries = match (replaced_entries, self.live) {
             (Some(r), Some(live)) => Some(r.min(live)),
-            _ => None,
+            (None, Some(live)) => Some(live),
+            (_, None) => None,
         };
         self.entries.splice(..n.min(self.entries.len()), [base_entries]);
         true

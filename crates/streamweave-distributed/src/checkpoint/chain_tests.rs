@@ -570,3 +570,37 @@ fn apart_counted_deltas_rewriting_the_same_keys_are_compacted_once_they_outnumbe
     assert!(!chain.wants_compaction());
     assert_eq!(chain.next_kind_apart(Some(hot)), SegmentKind::Delta);
 }
+
+#[test]
+fn apart_a_restored_chain_is_counted_again_from_its_first_compaction() {
+    let mut restored_index = PartitionChain::new(ChainPolicy::default());
+    restored_index.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 1000));
+    restored_index.record(CheckpointId(2), SegmentKind::Delta, file("seg-p00000", 5000));
+    let index = restored_index.index().unwrap().clone();
+    let mut chain = PartitionChain::restored(ChainPolicy::default(), index.clone());
+    let growing = PendingChanges {
+        changed: 10,
+        entries: 1000,
+    };
+    record_counted(&mut chain, 3, SegmentKind::Delta, 50, growing);
+    assert_eq!(
+        chain.next_kind_apart(None),
+        SegmentKind::Base,
+        "uncounted segments: bytes decide, 5050 of 1000 is past the lag"
+    );
+    let base = Segment {
+        checkpoint: CheckpointId(2),
+        file: file("base-p00000-1", 1000),
+    };
+    assert!(chain.rebase(&index, base));
+    // Deltas of new keys as large in bytes as the base: past the lag by bytes, not by entries.
+    for id in 4..=6 {
+        record_counted(&mut chain, id, SegmentKind::Delta, 1000, growing);
+    }
+    assert_eq!(
+        chain.next_kind_apart(Some(growing)),
+        SegmentKind::Delta,
+        "counted again: 1040 entries read for 1000, though 3050 bytes of deltas over a 1000-byte base"
+    );
+    assert!(!chain.wants_compaction());
+}
