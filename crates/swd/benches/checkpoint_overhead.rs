@@ -20,18 +20,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::keyed_input::BYTES_PER_KEY;
-use common::{job_ended, print_ms, start_coordinator, start_worker};
+use common::{env_or, job_ended, print_ms, start_coordinator, start_worker};
 use streamweave_distributed::security::Security;
 
 const FILES: u64 = 8;
 const WORDS_PER_LINE: u64 = 10;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The hot keys of each file in the `hot` workload (the first 1%), and how often each is seen
 /// after the first pass.

@@ -26,10 +26,7 @@ const PARTITIONS: u64 = 8;
 /// Seconds of the 1%-per-second phase (`SWD_BENCH_CHANGE_SECONDS`, default 15; past about 64
 /// seconds the chains are compacted apart from the barriers during it).
 fn change_seconds() -> u64 {
-    std::env::var("SWD_BENCH_CHANGE_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15)
+    common::env_or("SWD_BENCH_CHANGE_SECONDS", 15)
 }
 
 struct Sample {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{job_ended, print_ms, start_coordinator, start_worker, swd};
+use common::{env_or, job_ended, print_ms, start_coordinator, start_worker, swd};
 use streamweave_distributed::security::{Security, SecurityFiles};
 use streamweave_distributed::Client;
 
@@ -103,15 +103,8 @@ impl Mode {
     }
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 async fn setup_cost(files: &Files) {
-    let connections = env_or("SWD_BENCH_CONNECTIONS", 200);
+    let connections: usize = env_or("SWD_BENCH_CONNECTIONS", 200);
     let modes = [Mode::Plain, Mode::Secret, Mode::TlsSecret];
     let mut clusters = Vec::new();
     for mode in modes {
@@ -227,7 +220,7 @@ fn sorted_output(dir: &Path) -> Vec<String> {
 }
 
 async fn wordcount(files: &Files, scratch: &Path) {
-    let rounds = env_or("SWD_BENCH_ROUNDS", 3);
+    let rounds: usize = env_or("SWD_BENCH_ROUNDS", 3);
     let corpus = corpus();
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for round in 0..rounds {

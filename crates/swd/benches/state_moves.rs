@@ -27,7 +27,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::keyed_input::{change_per_mille, loaded, write_keyed_input, BYTES_PER_KEY};
-use common::{print_ms, start_coordinator, start_worker, Killed};
+use common::{env_or, print_ms, start_coordinator, start_worker, Killed};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::{Client, ClusterStatus};
 
@@ -38,13 +38,6 @@ struct Knobs {
     /// Seconds of the 1%-per-second phase: long enough for the moves and the kill.
     change_seconds: u64,
     rounds: usize,
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
 }
 
 /// Polls the status until `done` holds (within an hour: loading 1 GB takes a while).
@@ -229,7 +222,7 @@ async fn main() {
     let knobs = Knobs {
         partitions: env_or("SWD_BENCH_PARTITIONS", 8),
         change_seconds: env_or("SWD_BENCH_CHANGE_SECONDS", 300),
-        rounds: env_or("SWD_BENCH_ROUNDS", 3) as usize,
+        rounds: env_or("SWD_BENCH_ROUNDS", 3),
     };
     assert!(
         knobs.partitions >= 3,

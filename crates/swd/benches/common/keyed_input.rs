@@ -31,11 +31,10 @@ pub struct KeyedInput {
 
 /// Thousandths of the keys changed per second (`SWD_BENCH_CHANGE_PER_MILLE`, default 10).
 pub fn change_per_mille() -> u64 {
-    std::env::var("SWD_BENCH_CHANGE_PER_MILLE")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(10)
+    match super::env_or("SWD_BENCH_CHANGE_PER_MILLE", 10) {
+        0 => 10,
+        per_mille => per_mille,
+    }
 }
 
 /// Writes `keys` distinct words, then `change_seconds` seconds (at the returned rate) of lines

@@ -1,5 +1,5 @@
 //! What the process benchmarks share: child processes killed on drop, the `swd` command,
-//! percentiles, and polling the coordinator's status.
+//! percentiles, polling the coordinator's status, and the knobs read from the environment.
 
 #![allow(dead_code)]
 
@@ -12,6 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use streamweave_distributed::{Client, ClusterStatus};
+
+/// The number in environment variable `name` (a bench's knob), or `default` when it is unset or
+/// not a number.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
 
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct Killed(pub Child);
