@@ -178,23 +178,25 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
         let split = committed.len().saturating_sub(keep);
         let (old, kept) = committed.split_at(split);
         let live = super::gc::live_files(self, kept)?;
-        let mut deleted = Vec::new();
+        // Every dropped manifest goes before any file: a dropped checkpoint's delta chain may
+        // rest on an older dropped one's base, and a reader (or a crash) between the two steps
+        // must never find a committed checkpoint whose files are gone.
+        let mut doomed = Vec::new();
         for l in &listed {
-            let names = if old.binary_search(&l.id).is_ok() {
-                // The manifest first: a crash half-way leaves an uncommitted leftover, never a
-                // committed checkpoint with missing files.
+            if old.binary_search(&l.id).is_ok() {
                 let names = super::gc::own_names(self, l.id);
                 self.delete_object(l.id, MANIFEST_NAME)?;
-                names
-            } else if l.committed || l.id > newest {
-                continue;
-            } else {
-                None
-            };
-            match live.get(&l.id) {
+                doomed.push((l.id, names));
+            } else if !l.committed && l.id < newest {
+                doomed.push((l.id, None));
+            }
+        }
+        let mut deleted = Vec::new();
+        for (id, names) in doomed {
+            match live.get(&id) {
                 None => {
-                    self.delete_checkpoint(l.id)?;
-                    deleted.push(l.id);
+                    self.delete_checkpoint(id)?;
+                    deleted.push(id);
                 }
                 // Still referred to: only its other files go (those its manifest named; an
                 // uncommitted leftover's stay until nothing refers to it).
@@ -204,7 +206,7 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
                         .flatten()
                         .filter(|n| !keep_names.contains(*n))
                         .collect();
-                    let deletes = super::parallel::map(&names, |name| self.delete_object(l.id, name));
+                    let deletes = super::parallel::map(&names, |name| self.delete_object(id, name));
                     deletes.into_iter().collect::<Result<Vec<()>, _>>()?;
                 }
             }
