@@ -11,6 +11,13 @@
 //!                                                   file a retained manifest refers to
 //! ```
 //!
+//! A base too large to hold encoded in memory (a disk-backed state's) is written in parts as it
+//! is encoded, `part-pQ-0000`, `part-pQ-0001`, ... in its checkpoint, each a map of some of its
+//! entries; its checkpoint's state file is then an index, and the parts are the index's first
+//! segments ([`StateIndex::base_parts`]). A restore reads them as a base and deltas: a part's
+//! entries are new keys, so applying it as a delta adds them, and a build that knows nothing
+//! of parts restores them all the same.
+//!
 //! [`PartitionChain`] is the worker's bookkeeping for one partition (plain code: which kind of
 //! segment comes next, the index after it); compaction is a new base, written when the chain
 //! has [`ChainPolicy::max_deltas`] deltas or its deltas outweigh its base, so a restore never
@@ -119,10 +126,67 @@ impl StateIndex {
         self.segments.iter().map(|s| s.file.size).sum()
     }
 
+    /// How many of the first segments make up the base: its parts when it was written in parts
+    /// (files named by [`part_name`], all in the first segment's checkpoint), else 1.
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::*;
+    /// let at = |c: u64, name: &str| Segment { checkpoint: CheckpointId(c), file: StoredFile::of(name, b"x") };
+    /// let index = StateIndex {
+    ///     segments: vec![at(4, &part_name(0, 0)), at(4, &part_name(0, 1)), at(5, &segment_name(0))],
+    /// };
+    /// assert_eq!(index.base_parts(), 2);
+    /// ```
+    pub fn base_parts(&self) -> usize {
+        let Some(first) = self.segments.first() else {
+            return 0;
+        };
+        if !is_part_name(&first.file.name) {
+            return 1;
+        }
+        1 + self.segments[1..]
+            .iter()
+            .take_while(|s| s.checkpoint == first.checkpoint && is_part_name(&s.file.name))
+            .count()
+    }
+
+    /// The deltas after the base.
+    pub fn deltas(&self) -> usize {
+        self.segments.len() - self.base_parts()
+    }
+
+    fn base_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .take(self.base_parts())
+            .map(|s| s.file.size)
+            .sum()
+    }
+
     fn delta_bytes(&self) -> u64 {
-        self.segments.iter().skip(1).map(|s| s.file.size).sum()
+        self.segments
+            .iter()
+            .skip(self.base_parts())
+            .map(|s| s.file.size)
+            .sum()
     }
 }
+
+/// The name of part `k` of a base of partition `partition` written in parts.
+///
+/// ```
+/// assert_eq!(streamweave_distributed::checkpoint::part_name(3, 1), "part-p00003-0001");
+/// ```
+pub fn part_name(partition: usize, k: usize) -> String {
+    format!("{PART_PREFIX}{partition:05}-{k:04}")
+}
+
+/// Whether state file `name` is a part of a base written in parts ([`part_name`]).
+pub fn is_part_name(name: &str) -> bool {
+    name.starts_with(PART_PREFIX)
+}
+
+const PART_PREFIX: &str = "part-p";
 
 /// The name of partition `partition`'s segment in the checkpoint that writes it.
 pub fn segment_name(partition: usize) -> String {
@@ -296,6 +360,37 @@ impl PartitionChain {
         index
     }
 
+    /// Checkpoint `id` took a base in parts, stored as `parts` (named by [`part_name`], in
+    /// order): the partition's index in it, a new chain.
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::*;
+    /// let mut chain = PartitionChain::new(ChainPolicy::default());
+    /// let parts = vec![StoredFile::of(&part_name(0, 0), b"ab"), StoredFile::of(&part_name(0, 1), b"c")];
+    /// let index = chain.record_parts(CheckpointId(3), parts);
+    /// assert_eq!((index.base_parts(), index.deltas()), (2, 0));
+    /// assert_eq!(chain.next_kind(), SegmentKind::Delta);
+    /// ```
+    pub fn record_parts(&mut self, id: CheckpointId, parts: Vec<StoredFile>) -> StateIndex {
+        let counted = self.pending.take();
+        self.live = counted.map(|p| p.entries);
+        // The whole base's entries on its first part: the chain's sum is what matters.
+        self.entries = (0..parts.len())
+            .map(|k| match k {
+                0 => counted.map(|p| p.entries),
+                _ => Some(0).filter(|_| counted.is_some()),
+            })
+            .collect();
+        let index = StateIndex {
+            segments: parts
+                .into_iter()
+                .map(|file| Segment { checkpoint: id, file })
+                .collect(),
+        };
+        self.current = Some(index.clone());
+        index
+    }
+
     /// With compaction apart from the barriers (a base built from the stored segments beside
     /// the processing, [`PartitionChain::rebase`]): the kind of the next segment, given what the
     /// stage holds at the barrier (`pending`, when it counts its changes). A delta while the
@@ -346,7 +441,7 @@ impl PartitionChain {
     /// twice its entries.
     pub fn wants_compaction(&self) -> bool {
         self.current.as_ref().is_some_and(|index| {
-            let deltas = index.segments.len().saturating_sub(1);
+            let deltas = index.deltas();
             let counted = self.chain_entries().is_some() && self.live.is_some();
             self.past_bounds_apart(index, self.live, APART_DELTAS, 1)
                 && deltas >= self.policy.max_deltas
@@ -375,7 +470,7 @@ impl PartitionChain {
         let (Some(read), Some(live)) = (self.chain_entries(), live.or(self.live)) else {
             return self.past_bounds(index, deltas_times, factor_times);
         };
-        let deltas = index.segments.len().saturating_sub(1) as u64;
+        let deltas = index.deltas() as u64;
         let factor = self.policy.max_delta_factor.saturating_mul(factor_times);
         deltas >= (self.policy.max_deltas as u64).saturating_mul(deltas_times)
             || read > live.saturating_mul(factor.saturating_add(1))
@@ -384,8 +479,13 @@ impl PartitionChain {
     /// Whether `index`'s last delta was over a quarter of its base: a barrier then pays little
     /// more for the whole state than for the delta.
     fn last_delta_large(index: &StateIndex) -> bool {
-        let base = index.segments.first().map_or(0, |s| s.file.size);
-        let last_delta = index.segments.iter().skip(1).last().map_or(0, |s| s.file.size);
+        let base = index.base_bytes();
+        let last_delta = index
+            .segments
+            .iter()
+            .skip(index.base_parts())
+            .last()
+            .map_or(0, |s| s.file.size);
         last_delta.saturating_mul(4) > base
     }
 
@@ -443,8 +543,8 @@ impl PartitionChain {
     /// Whether `index` holds `deltas_times` the policy's deltas, or deltas over `factor_times`
     /// its factor times the base.
     fn past_bounds(&self, index: &StateIndex, deltas_times: u64, factor_times: u64) -> bool {
-        let deltas = index.segments.len().saturating_sub(1) as u64;
-        let base = index.segments.first().map_or(0, |s| s.file.size);
+        let deltas = index.deltas() as u64;
+        let base = index.base_bytes();
         let factor = self.policy.max_delta_factor.saturating_mul(factor_times);
         deltas >= (self.policy.max_deltas as u64).saturating_mul(deltas_times)
             || index.delta_bytes() > base.saturating_mul(factor)

@@ -671,3 +671,46 @@ fn apart_a_restored_chain_is_counted_again_from_its_first_compaction() {
     );
     assert!(!chain.wants_compaction());
 }
+
+#[test]
+fn a_base_in_parts_counts_as_one_base_in_the_policy() {
+    let policy = ChainPolicy {
+        max_deltas: 3,
+        max_delta_factor: 1,
+    };
+    let mut chain = PartitionChain::new(policy);
+    let parts: Vec<StoredFile> = (0..10).map(|k| file(&part_name(0, k), 100)).collect();
+    let index = chain.record_parts(CheckpointId(4), parts);
+    assert_eq!((index.base_parts(), index.deltas()), (10, 0));
+    for id in 5..=7 {
+        assert_eq!(chain.next_kind(), SegmentKind::Delta, "ten parts are no deltas");
+        let index = chain.record(CheckpointId(id), SegmentKind::Delta, file(&segment_name(0), 300));
+        assert_eq!(index.base_parts(), 10);
+    }
+    assert_eq!(
+        chain.next_kind(),
+        SegmentKind::Base,
+        "three deltas of 300 bytes over a 1000-byte base: not yet past the factor, past the count"
+    );
+    // Parts of another checkpoint, or not leading the chain, are not the base's.
+    let stray = StateIndex {
+        segments: vec![
+            Segment {
+                checkpoint: CheckpointId(4),
+                file: file(&part_name(0, 0), 1),
+            },
+            Segment {
+                checkpoint: CheckpointId(5),
+                file: file(&part_name(0, 1), 1),
+            },
+        ],
+    };
+    assert_eq!(stray.base_parts(), 1);
+    let after_compaction = StateIndex {
+        segments: vec![Segment {
+            checkpoint: CheckpointId(4),
+            file: file("base-p00000-0000000000000001", 1),
+        }],
+    };
+    assert_eq!(after_compaction.base_parts(), 1);
+}

@@ -19,12 +19,21 @@ pub const HEADER_LEN: usize = 4 + 1 + 8 + 4;
 
 /// `payload` framed for storage.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame_pieces(&[payload])
+}
+
+/// The payload made of `pieces`, one after another, framed for storage: one copy, where
+/// joining the pieces first would make two.
+pub fn frame_pieces(pieces: &[&[u8]]) -> Vec<u8> {
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut crc = crc32fast::Hasher::new();
+    pieces.iter().for_each(|p| crc.update(p));
+    let mut out = Vec::with_capacity(HEADER_LEN + len);
     out.extend_from_slice(&MAGIC);
     out.push(FRAME_VERSION);
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    out.extend_from_slice(&(len as u64).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    pieces.iter().for_each(|p| out.extend_from_slice(p));
     out
 }
 

@@ -29,10 +29,22 @@ pub struct StoredFile {
 impl StoredFile {
     /// The description of `bytes` stored as `name`.
     pub fn of(name: &str, bytes: &[u8]) -> Self {
+        Self::of_pieces(name, &[bytes])
+    }
+
+    /// The description of the payload made of `pieces`, one after another, stored as `name`.
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::StoredFile;
+    /// assert_eq!(StoredFile::of_pieces("f", &[b"ab", b"c"]), StoredFile::of("f", b"abc"));
+    /// ```
+    pub fn of_pieces(name: &str, pieces: &[&[u8]]) -> Self {
+        let mut crc = crc32fast::Hasher::new();
+        pieces.iter().for_each(|p| crc.update(p));
         StoredFile {
             name: name.to_string(),
-            size: bytes.len() as u64,
-            crc32: crc32fast::hash(bytes),
+            size: pieces.iter().map(|p| p.len() as u64).sum(),
+            crc32: crc.finalize(),
         }
     }
 }

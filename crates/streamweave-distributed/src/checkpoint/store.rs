@@ -73,9 +73,20 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// Stores data file `name` of checkpoint `id` (framed with its length and crc32) and
     /// describes it for the manifest.
     fn put(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<StoredFile, CheckpointError> {
+        self.put_pieces(id, name, &[bytes])
+    }
+
+    /// [`put`](CheckpointStore::put) of the payload made of `pieces`, one after another: a
+    /// caller holding a header and a body stores them without joining them first.
+    fn put_pieces(
+        &self,
+        id: CheckpointId,
+        name: &str,
+        pieces: &[&[u8]],
+    ) -> Result<StoredFile, CheckpointError> {
         validate_name(name)?;
-        self.write_object(id, name, &frame::frame(bytes))?;
-        Ok(StoredFile::of(name, bytes))
+        self.write_object(id, name, &frame::frame_pieces(pieces))?;
+        Ok(StoredFile::of_pieces(name, pieces))
     }
 
     /// Data file `name` of checkpoint `id`; [`CheckpointError::Corrupt`] if it is torn,

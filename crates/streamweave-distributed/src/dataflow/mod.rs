@@ -56,6 +56,6 @@ pub use partitioner::{
 pub use registry::{JobRegistry, JobSpec};
 pub use sink::{Sink, SinkContext, SinkWriter};
 pub use source::{Flow, Source, SourceContext, SourceEnd, SourceOffset};
-pub use stage::Stage;
+pub use stage::{Encoded, PartSink, Stage};
 pub use stream::{Exchanged, Job, Stream};
 pub use text_io::{storage_url, TextInput, TextOutput};

@@ -112,6 +112,18 @@ pub trait Receiver: Send {
         kind: crate::checkpoint::SegmentKind,
     ) -> Result<(crate::checkpoint::SegmentKind, Vec<u8>), DataflowError>;
 
+    /// [`Receiver::snapshot_segment`], a large base going to `parts` as it is encoded (see
+    /// [`Stage::snapshot_segment_in_parts`](super::Stage::snapshot_segment_in_parts)).
+    fn snapshot_segment_in_parts(
+        &mut self,
+        kind: crate::checkpoint::SegmentKind,
+        parts: &mut dyn super::PartSink,
+    ) -> Result<(crate::checkpoint::SegmentKind, super::Encoded), DataflowError> {
+        let _ = parts;
+        let (kind, bytes) = self.snapshot_segment(kind)?;
+        Ok((kind, super::Encoded::Whole(bytes)))
+    }
+
     /// Recovery: applies a delta segment over the state restored so far.
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError>;
 

@@ -195,6 +195,20 @@ impl<U: Send + 'static> SinkReceiver<U> {
     }
 }
 
+/// A [`PartSink`](super::PartSink) that puts the records written so far before each part.
+struct Prefixed<'a> {
+    written: [u8; 8],
+    inner: &'a mut dyn super::PartSink,
+}
+
+impl super::PartSink for Prefixed<'_> {
+    fn put(&mut self, pieces: &[&[u8]]) -> Result<(), DataflowError> {
+        let mut all = vec![&self.written[..]];
+        all.extend_from_slice(pieces);
+        self.inner.put(&all)
+    }
+}
+
 impl<U: Send + 'static> Receiver for SinkReceiver<U> {
     fn on_batch(&mut self, batch: Batch) -> Result<(), DataflowError> {
         let (writer, written, failure) = (&mut self.writer, &mut self.written, &mut self.failure);
@@ -227,6 +241,26 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         let mut state = self.written.to_le_bytes().to_vec();
         state.extend(stage);
         Ok((kind, state))
+    }
+
+    /// Each part carries the records written so far, as a segment does.
+    fn snapshot_segment_in_parts(
+        &mut self,
+        kind: crate::checkpoint::SegmentKind,
+        parts: &mut dyn super::PartSink,
+    ) -> Result<(crate::checkpoint::SegmentKind, super::Encoded), DataflowError> {
+        let mut prefixed = Prefixed {
+            written: self.written.to_le_bytes(),
+            inner: parts,
+        };
+        match self.stage.snapshot_segment_in_parts(kind, &mut prefixed)? {
+            (kind, super::Encoded::Whole(stage)) => {
+                let mut state = self.written.to_le_bytes().to_vec();
+                state.extend(stage);
+                Ok((kind, super::Encoded::Whole(state)))
+            }
+            parted => Ok(parted),
+        }
     }
 
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {

@@ -27,6 +27,22 @@ pub(super) type FoldHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fa
 /// A hash set with the same hasher.
 pub(super) type FoldHashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
+/// Where a stage hands a base it encodes in parts ([`Stage::snapshot_segment_in_parts`]): each
+/// part is stored as it is handed over, so a base larger than memory is never whole in it.
+pub trait PartSink {
+    /// Stores the next part, whose bytes are `pieces` one after another.
+    fn put(&mut self, pieces: &[&[u8]]) -> Result<(), DataflowError>;
+}
+
+/// How a segment was encoded by [`Stage::snapshot_segment_in_parts`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Encoded {
+    /// In one piece, here.
+    Whole(Vec<u8>),
+    /// A base, all of it handed to the [`PartSink`] in parts.
+    Parts,
+}
+
 /// The receiving half of a pipeline: consumes batches of the exchange type and emits `U`.
 pub trait Stage<U>: Send {
     /// Applies a batch, emitting what can be emitted now.
@@ -53,6 +69,20 @@ pub trait Stage<U>: Send {
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
         let _ = kind;
         Ok((SegmentKind::Base, self.snapshot()?))
+    }
+
+    /// [`Stage::snapshot_segment`] for a state that may not fit in memory encoded: a large base
+    /// may go to `parts` in pieces as it is encoded, each a map of some of its entries
+    /// ([`Encoded::Parts`]; how large is the stage's choice). The default encodes the segment
+    /// whole.
+    fn snapshot_segment_in_parts(
+        &mut self,
+        kind: SegmentKind,
+        parts: &mut dyn PartSink,
+    ) -> Result<(SegmentKind, Encoded), DataflowError> {
+        let _ = parts;
+        let (kind, bytes) = self.snapshot_segment(kind)?;
+        Ok((kind, Encoded::Whole(bytes)))
     }
 
     /// Applies a delta taken by [`Stage::snapshot_segment`] over the restored state.
@@ -336,6 +366,14 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
 
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
         self.inner.snapshot_segment(kind)
+    }
+
+    fn snapshot_segment_in_parts(
+        &mut self,
+        kind: SegmentKind,
+        parts: &mut dyn PartSink,
+    ) -> Result<(SegmentKind, Encoded), DataflowError> {
+        self.inner.snapshot_segment_in_parts(kind, parts)
     }
 
     fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {

@@ -65,6 +65,15 @@ impl CheckpointHandle {
         CheckpointHandle { requests, store }
     }
 
+    /// [`CheckpointHandle::detached`], with what the handle sends (an acknowledgement is one).
+    #[cfg(test)]
+    pub(crate) fn detached_with_requests(
+        store: Arc<dyn CheckpointStore>,
+    ) -> (Self, mpsc::UnboundedReceiver<impl Sized>) {
+        let (requests, received) = mpsc::unbounded_channel::<Request>();
+        (CheckpointHandle { requests, store }, received)
+    }
+
     fn send(&self, request: Request) {
         // The actor only stops with the attempt; then nothing is waiting for this.
         let _ = self.requests.send(request);

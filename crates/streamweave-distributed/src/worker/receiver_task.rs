@@ -31,10 +31,10 @@ use super::checkpoint_actor::Checkpoints;
 use super::compaction::Compactor;
 use super::exchange::DataPlane;
 use super::preload::Preloaded;
-use super::state_writer::{self, DeltaBarriers, StateWriter};
+use super::state_writer::{self, DeltaBarriers, SealedState, StateWriter, StoreParts};
 use crate::checkpoint::{ChainPolicy, PartitionChain, SegmentKind};
 use crate::dataflow::plan::{ErasedPlan, Receiver};
-use crate::dataflow::{DataflowError, SinkContext};
+use crate::dataflow::{DataflowError, Encoded, SinkContext};
 use crate::observe::WorkerMetrics;
 use crate::protocol::{MovePhase, WorkerMessage};
 
@@ -140,7 +140,8 @@ impl ReceiverTask {
                                 )));
                             }
                             let kind = writer.hand_over_kind();
-                            let (receiver, kind, state) = seal(receiver, id, kind).await?;
+                            let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, q);
+                            let (receiver, kind, state) = seal(receiver, id, kind, parts).await?;
                             let sealed = writer.sealed(id, kind, state).handed_over(alignment.ended());
                             // Before the acknowledgement: the partition may come back once the
                             // move is committed, and must then find a fresh inbox.
@@ -297,7 +298,8 @@ impl ReceiverTask {
         };
         let keep_chain = self.delta_barriers.deltas_only(id, self.ctx.partition);
         let kind = writer.prepare(id, keep_chain, receiver.pending_changes());
-        let (receiver, kind, state) = seal(receiver, id, kind).await?;
+        let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, self.ctx.partition);
+        let (receiver, kind, state) = seal(receiver, id, kind, parts).await?;
         let sealed = writer.sealed(id, kind, state);
         tokio::spawn(writer.write(checkpoints, sealed));
         Ok(receiver)
@@ -326,17 +328,23 @@ fn free(receiver: Box<dyn Receiver>) -> Option<u64> {
 }
 
 /// Barrier `id`: a segment of the partition's state (of `kind`, or a base where the stage takes
-/// no deltas), with its sink's output pre-committed (the sink's pre-commit syncs files, so it
-/// runs in the blocking pool).
+/// no deltas; a large base of a disk-backed state stored in `parts` as it is encoded), with its
+/// sink's output pre-committed (the sink's pre-commit syncs files, so it runs in the blocking
+/// pool).
 async fn seal(
     mut receiver: Box<dyn Receiver>,
     id: u64,
     kind: SegmentKind,
-) -> Result<(Box<dyn Receiver>, SegmentKind, Vec<u8>), DataflowError> {
+    mut parts: StoreParts,
+) -> Result<(Box<dyn Receiver>, SegmentKind, SealedState), DataflowError> {
     let asked = std::time::Instant::now();
     blocking::run(move || {
         let started = std::time::Instant::now();
-        let (kind, state) = receiver.snapshot_segment(kind)?;
+        let (kind, encoded) = receiver.snapshot_segment_in_parts(kind, &mut parts)?;
+        let state = match encoded {
+            Encoded::Whole(bytes) => SealedState::Whole(bytes),
+            Encoded::Parts => parts.into_state(),
+        };
         let encoded = std::time::Instant::now();
         receiver.pre_commit(id)?;
         tracing::debug!(

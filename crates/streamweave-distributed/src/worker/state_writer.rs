@@ -9,6 +9,8 @@
 //!          write (beside the processing, after the previous write of this partition):
 //!            base:  put state-pQ = the base                 (one object, as before)
 //!            delta: put seg-pQ = the delta, put index-pQ = the index (the state file then)
+//!          a large disk-backed base: put part-pQ-K as the seal encodes it (StoreParts),
+//!            then the write puts index-pQ = the parts
 //! ```
 //!
 //! A delta is only good if everything it builds on was stored, so each write waits for the
@@ -23,11 +25,11 @@ use tokio::sync::oneshot;
 use super::checkpoint_actor::CheckpointHandle;
 use super::compaction::Compactor;
 use crate::checkpoint::{
-    index_name, parallel, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId,
+    index_name, parallel, part_name, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId,
     CheckpointStore, PartitionChain, PendingChanges, Segment, SegmentKind, StateIndex, StateRead, StoredFile,
 };
 use crate::dataflow::plan::{LoadedState, Receiver};
-use crate::dataflow::DataflowError;
+use crate::dataflow::{DataflowError, PartSink};
 
 /// The name of partition `q`'s state file (a base, or the index of its chain).
 pub(crate) fn state_name(q: usize) -> String {
@@ -102,8 +104,10 @@ pub(crate) fn load<T: StateTarget + ?Sized>(
 }
 
 /// Applies `index`'s segments from the `skip`-th on to `target` (the base as a restore, the
-/// rest as deltas), reading them in parallel (on an object store each is a round trip); `id`
-/// is the checkpoint being restored, for errors.
+/// rest as deltas, a base's later parts among them), reading them in parallel (on an object
+/// store each is a round trip) a window of at most [`READ_WINDOW`] bytes at a time, so that a
+/// state larger than memory (the disk backend's, in parts) is never read whole; `id` is the
+/// checkpoint being restored, for errors.
 pub(crate) fn apply_segments<T: StateTarget + ?Sized>(
     store: &dyn CheckpointStore,
     id: u64,
@@ -111,13 +115,36 @@ pub(crate) fn apply_segments<T: StateTarget + ?Sized>(
     skip: usize,
     target: &mut T,
 ) -> Result<(), DataflowError> {
-    for (i, bytes) in (skip..).zip(read_segments(store, id, index, skip)?) {
-        match i {
-            0 => target.restore(&bytes)?,
-            _ => target.apply_delta(&bytes)?,
+    let mut from = skip;
+    while from < index.segments.len() {
+        let until = read_window(index, from, READ_WINDOW);
+        for (i, bytes) in (from..).zip(read_these(store, id, &index.segments[from..until])?) {
+            match i {
+                0 => target.restore(&bytes)?,
+                _ => target.apply_delta(&bytes)?,
+            }
         }
+        from = until;
     }
     Ok(())
+}
+
+/// At most this many bytes of segments are read ahead of being applied.
+pub(crate) const READ_WINDOW: u64 = 64 << 20;
+
+/// The end of the window of `index`'s segments read together from the `from`-th: as many as fit
+/// in `limit` bytes, and at least one.
+fn read_window(index: &StateIndex, from: usize, limit: u64) -> usize {
+    let mut bytes = 0u64;
+    let mut until = from;
+    for s in &index.segments[from..] {
+        bytes = bytes.saturating_add(s.file.size);
+        if until > from && bytes > limit {
+            break;
+        }
+        until += 1;
+    }
+    until
 }
 
 /// The bytes of `index`'s segments from the `skip`-th on, read in parallel (on an object store
@@ -129,8 +156,16 @@ pub(crate) fn read_segments(
     index: &StateIndex,
     skip: usize,
 ) -> Result<Vec<Vec<u8>>, DataflowError> {
-    let missing = index.segments.get(skip..).unwrap_or_default();
-    let read = parallel::map(missing, |s| store.get_listed(s.checkpoint, &s.file));
+    read_these(store, id, index.segments.get(skip..).unwrap_or_default())
+}
+
+/// The bytes of `segments`, read in parallel and checked against the index.
+fn read_these(
+    store: &dyn CheckpointStore,
+    id: u64,
+    segments: &[Segment],
+) -> Result<Vec<Vec<u8>>, DataflowError> {
+    let read = parallel::map(segments, |s| store.get_listed(s.checkpoint, &s.file));
     read.into_iter()
         .map(|bytes| bytes.map_err(|e| DataflowError::restoring(id, e)))
         .collect()
@@ -189,11 +224,76 @@ impl DeltaBarriers {
     }
 }
 
+/// The parts of partition `q`'s base at barrier `id`, stored one by one as its stage encodes
+/// them (the stage's thread waits for each: the state is never whole in memory). After a failed
+/// put the rest are not stored, and the barrier is not acknowledged.
+pub(crate) struct StoreParts {
+    store: Arc<dyn CheckpointStore>,
+    id: u64,
+    q: usize,
+    stored: Vec<StoredFile>,
+    failed: Option<CheckpointError>,
+}
+
+impl StoreParts {
+    pub(crate) fn new(store: Arc<dyn CheckpointStore>, id: u64, q: usize) -> Self {
+        StoreParts {
+            store,
+            id,
+            q,
+            stored: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// What was stored, or why not.
+    pub(crate) fn into_state(self) -> SealedState {
+        match self.failed {
+            None => SealedState::Parts(self.stored),
+            Some(e) => SealedState::Failed(e),
+        }
+    }
+}
+
+impl PartSink for StoreParts {
+    fn put(&mut self, pieces: &[&[u8]]) -> Result<(), DataflowError> {
+        if self.failed.is_none() {
+            let name = part_name(self.q, self.stored.len());
+            match self.store.put_pieces(CheckpointId(self.id), &name, pieces) {
+                Ok(file) => self.stored.push(file),
+                Err(e) => self.failed = Some(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A partition's segment as its barrier sealed it.
+pub(crate) enum SealedState {
+    /// Encoded in one piece, to store.
+    Whole(Vec<u8>),
+    /// A base, stored in these parts already.
+    Parts(Vec<StoredFile>),
+    /// A base whose parts could not all be stored.
+    Failed(CheckpointError),
+}
+
+impl SealedState {
+    /// The segment's bytes.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            SealedState::Whole(bytes) => bytes.len() as u64,
+            SealedState::Parts(parts) => parts.iter().map(|p| p.size).sum(),
+            SealedState::Failed(_) => 0,
+        }
+    }
+}
+
 /// A segment sealed at a barrier, ready to be written.
 pub(crate) struct Sealed {
     id: u64,
     kind: SegmentKind,
-    bytes: Vec<u8>,
+    state: SealedState,
     index: StateIndex,
     /// A partition handed over at this barrier: the sources that had ended before it (they go
     /// into the acknowledgement, for the new owner).
@@ -295,17 +395,24 @@ impl StateWriter {
 
     /// Checkpoint `id` took a segment of `kind` (what the stage took, maybe a base where a delta
     /// was asked): records it in the chain.
-    pub(crate) fn sealed(&mut self, id: u64, kind: SegmentKind, bytes: Vec<u8>) -> Sealed {
-        let name = match kind {
-            SegmentKind::Base => state_name(self.q),
-            SegmentKind::Delta => segment_name(self.q),
+    pub(crate) fn sealed(&mut self, id: u64, kind: SegmentKind, state: SealedState) -> Sealed {
+        let index = match &state {
+            SealedState::Whole(bytes) => {
+                let name = match kind {
+                    SegmentKind::Base => state_name(self.q),
+                    SegmentKind::Delta => segment_name(self.q),
+                };
+                self.chain
+                    .record(CheckpointId(id), kind, StoredFile::of(&name, bytes))
+            }
+            SealedState::Parts(parts) => self.chain.record_parts(CheckpointId(id), parts.clone()),
+            // Not written, so the write fails and the next barrier takes a base.
+            SealedState::Failed(_) => StateIndex::default(),
         };
-        let file = StoredFile::of(&name, &bytes);
-        let index = self.chain.record(CheckpointId(id), kind, file);
         Sealed {
             id,
             kind,
-            bytes,
+            state,
             index,
             ended_sources: Vec::new(),
             leaving: false,
@@ -371,20 +478,28 @@ impl StateWriter {
 fn store(checkpoints: &CheckpointHandle, q: usize, sealed: &Sealed) -> bool {
     let id = CheckpointId(sealed.id);
     let started = std::time::Instant::now();
-    let stored = match sealed.kind {
-        SegmentKind::Base => checkpoints.store.put(id, &state_name(q), &sealed.bytes),
-        SegmentKind::Delta => checkpoints
+    let put_index = || {
+        let index = sealed.index.encode()?;
+        checkpoints.store.put(id, &index_name(q), &index)
+    };
+    let stored = match (&sealed.state, sealed.kind) {
+        (SealedState::Whole(bytes), SegmentKind::Base) => checkpoints.store.put(id, &state_name(q), bytes),
+        (SealedState::Whole(bytes), SegmentKind::Delta) => checkpoints
             .store
-            .put(id, &segment_name(q), &sealed.bytes)
-            .and_then(|_| sealed.index.encode())
-            .and_then(|index| checkpoints.store.put(id, &index_name(q), &index)),
+            .put(id, &segment_name(q), bytes)
+            .and_then(|_| put_index()),
+        (SealedState::Parts(_), _) => put_index(),
+        (SealedState::Failed(e), _) => {
+            tracing::warn!(checkpoint = sealed.id, partition = q, error = %e, "cannot store a part of a base");
+            return false;
+        }
     };
     match stored {
         Ok(file) => {
             tracing::debug!(
                 checkpoint = sealed.id,
                 partition = q,
-                bytes = sealed.bytes.len(),
+                bytes = sealed.state.len(),
                 write_ms = started.elapsed().as_millis() as u64,
                 "state stored"
             );
@@ -436,6 +551,64 @@ mod tests {
             indexes.push(index);
         }
         indexes
+    }
+
+    #[test]
+    fn a_base_stored_in_parts_is_written_as_an_index_and_loads_part_by_part() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let mut parts = StoreParts::new(Arc::clone(&store), 3, 0);
+        for part in ["p0", "p1", "p2"] {
+            parts.put(&[b"#", part.as_bytes()]).unwrap();
+        }
+        let mut writer = StateWriter::new(0, PartitionChain::new(ChainPolicy::default()));
+        let sealed = writer.sealed(3, SegmentKind::Base, parts.into_state());
+        assert_eq!(sealed.index.base_parts(), 3);
+        let (checkpoints, mut requests) = CheckpointHandle::detached_with_requests(Arc::clone(&store));
+        assert!(super::store(&checkpoints, 0, &sealed));
+        assert!(requests.try_recv().is_ok(), "acknowledged");
+        // A delta then builds on the parts.
+        assert_eq!(writer.next_kind(None), SegmentKind::Delta);
+        let mut target = Applied::default();
+        let index = load(store.as_ref(), 3, &index_name(0), &mut target, None).unwrap();
+        assert_eq!(index, sealed.index);
+        assert_eq!(target.0, ["R:#p0", "D:#p1", "D:#p2"]);
+    }
+
+    #[test]
+    fn a_base_whose_part_could_not_be_stored_is_not_acknowledged() {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let mut parts = StoreParts::new(Arc::clone(&store), 3, 0);
+        parts.put(&[b"p0"]).unwrap();
+        parts.failed = Some(CheckpointError::Encoding("disk full".into()));
+        parts.put(&[b"p1"]).unwrap();
+        let mut writer = StateWriter::new(0, PartitionChain::new(ChainPolicy::default()));
+        let sealed = writer.sealed(3, SegmentKind::Base, parts.into_state());
+        let (checkpoints, mut requests) = CheckpointHandle::detached_with_requests(Arc::clone(&store));
+        assert!(!super::store(&checkpoints, 0, &sealed));
+        assert!(requests.try_recv().is_err(), "nothing acknowledged");
+        assert!(
+            store.get(CheckpointId(3), &part_name(0, 1)).is_err(),
+            "nothing stored after the failure"
+        );
+    }
+
+    #[test]
+    fn segments_are_read_a_window_at_a_time() {
+        let segment = |size: usize| Segment {
+            checkpoint: CheckpointId(1),
+            file: StoredFile::of("x", &vec![0; size]),
+        };
+        let index = StateIndex {
+            segments: vec![segment(40), segment(40), segment(30), segment(200), segment(5)],
+        };
+        assert_eq!(
+            read_window(&index, 0, 100),
+            2,
+            "40 + 40, and 30 more would pass 100"
+        );
+        assert_eq!(read_window(&index, 2, 100), 3, "at least one");
+        assert_eq!(read_window(&index, 3, 100), 4, "one larger than the window");
+        assert_eq!(read_window(&index, 4, 100), 5);
     }
 
     #[test]

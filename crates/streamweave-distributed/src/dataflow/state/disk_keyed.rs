@@ -30,7 +30,7 @@ use super::changes::Changes;
 use super::store::{DiskStore, Tables};
 use crate::checkpoint::SegmentKind;
 use crate::dataflow::plan::{unpack, Batch};
-use crate::dataflow::stage::{decode_state, encode_state, FoldHashMap, Stage, Update};
+use crate::dataflow::stage::{decode_state, encode_state, Encoded, FoldHashMap, PartSink, Stage, Update};
 use crate::dataflow::DataflowError;
 
 /// Entries changed since the last flush kept in memory per partition, by default.
@@ -101,6 +101,25 @@ where
             Ok(())
         })?;
         self.changes.clear(&self.store, &self.tables)
+    }
+
+    /// Before a segment: the store gets every entry, and the kind to take is `kind` unless the
+    /// changed keys were forgotten (then a base).
+    fn begin_segment(&mut self, kind: SegmentKind) -> Result<SegmentKind, DataflowError> {
+        self.flush()?;
+        Ok(match self.changes.must_base() {
+            true => SegmentKind::Base,
+            false => kind,
+        })
+    }
+
+    /// After a segment: its changed keys are forgotten, except a changelog's, whose barrier
+    /// (right after) emits them first.
+    fn end_segment(&mut self) -> Result<(), DataflowError> {
+        match self.changelog {
+            true => Ok(()),
+            false => self.changes.clear(&self.store, &self.tables),
+        }
     }
 
     /// Writes the dirty entries to the store (sorted) and keeps them as the clean ones.
@@ -194,11 +213,27 @@ const PREFIX_ROOM: usize = 10;
 fn counted(fill: impl FnOnce(&mut Vec<u8>) -> Result<u64, DataflowError>) -> Result<Vec<u8>, DataflowError> {
     let mut bytes = vec![0; PREFIX_ROOM];
     let n = fill(&mut bytes)?;
+    let start = put_count(&mut bytes, n)?;
+    bytes.drain(..start);
+    Ok(bytes)
+}
+
+/// Hands `body`, the room for a count then `n` encoded entries, to `parts` as one part, and
+/// empties it for the next.
+fn hand_part(parts: &mut dyn PartSink, body: &mut Vec<u8>, n: u64) -> Result<(), DataflowError> {
+    let start = put_count(body, n)?;
+    parts.put(&[&body[start..]])?;
+    body.truncate(PREFIX_ROOM);
+    Ok(())
+}
+
+/// Writes count `n` at the end of the room before `bytes`' entries; returns where the encoded
+/// collection starts.
+fn put_count(bytes: &mut [u8], n: u64) -> Result<usize, DataflowError> {
     let prefix = encode_state(&n)?;
     let start = PREFIX_ROOM - prefix.len();
     bytes[start..PREFIX_ROOM].copy_from_slice(&prefix);
-    bytes.drain(..start);
-    Ok(bytes)
+    Ok(start)
 }
 
 impl<K, A, X> Stage<(K, A)> for DiskKeyed<K, A, X>
@@ -260,27 +295,68 @@ where
     }
 
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
-        self.flush()?;
-        let kind = match self.changes.must_base() {
-            true => SegmentKind::Base,
-            false => kind,
-        };
+        let kind = self.begin_segment(kind)?;
         let bytes = counted(|body| match kind {
             SegmentKind::Base => self.store.for_each(&self.tables, append(body)),
             SegmentKind::Delta => self.changes.for_each(&self.store, &self.tables, append(body)),
         })?;
-        // A changelog's barrier, right after, emits the changed keys and then forgets them.
-        if !self.changelog {
-            self.changes.clear(&self.store, &self.tables)?;
-        }
+        self.end_segment()?;
         Ok((kind, bytes))
+    }
+
+    /// A base goes to `parts` as it is read from the store, a part each time the entries
+    /// encoded reach the store's [`DiskStore::part_bytes`]: the state is never whole in memory. A base that
+    /// stays under that size, and a delta, are encoded whole.
+    fn snapshot_segment_in_parts(
+        &mut self,
+        kind: SegmentKind,
+        parts: &mut dyn PartSink,
+    ) -> Result<(SegmentKind, Encoded), DataflowError> {
+        let kind = self.begin_segment(kind)?;
+        if kind == SegmentKind::Delta {
+            let bytes = counted(|body| self.changes.for_each(&self.store, &self.tables, append(body)))?;
+            self.end_segment()?;
+            return Ok((kind, Encoded::Whole(bytes)));
+        }
+        let limit = self.store.part_bytes();
+        let mut body = vec![0; PREFIX_ROOM];
+        let (mut n, mut handed) = (0u64, false);
+        self.store.for_each(&self.tables, |k, v| {
+            body.extend_from_slice(k);
+            body.extend_from_slice(v);
+            n += 1;
+            if body.len() - PREFIX_ROOM >= limit {
+                hand_part(parts, &mut body, std::mem::take(&mut n))?;
+                handed = true;
+            }
+            Ok(())
+        })?;
+        let encoded = match (handed, n) {
+            (false, _) => {
+                let start = put_count(&mut body, n)?;
+                body.drain(..start);
+                Encoded::Whole(body)
+            }
+            (true, 0) => Encoded::Parts,
+            (true, n) => {
+                hand_part(parts, &mut body, n)?;
+                Encoded::Parts
+            }
+        };
+        self.end_segment()?;
+        Ok((kind, encoded))
     }
 
     fn apply_delta(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {
         self.flush()?;
         // The delta may overwrite cached keys: the store has them.
         self.clean.clear();
-        self.load(bytes, false)
+        self.load(bytes, false)?;
+        // A base's later parts come as deltas, of new keys: the count follows the store's
+        // estimate (which counts a key again per version not yet compacted: an upper bound, so
+        // a delta is taken rather than a base when in doubt).
+        self.keys = self.keys.max(self.store.approximate_len(&self.tables));
+        Ok(())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 pub use disk_keyed::CACHE_ENTRIES;
 pub(crate) use merge::merge_segments;
 use plan::with_state;
-pub use store::{DiskStore, DISK_CACHE_BYTES};
+pub use store::{DiskStore, DISK_CACHE_BYTES, PART_BYTES};
 
 use super::changelog::ChangelogCount;
 use super::plan::ErasedPlan;
@@ -38,6 +38,33 @@ use std::hash::Hash;
 
 /// The job parameter naming the backend (`memory` or `disk`).
 pub const STATE_BACKEND_PARAM: &str = "state.backend";
+
+/// The job parameter setting the size of the parts a disk-backed partition's checkpoint base
+/// is written in (bytes; default [`PART_BYTES`]).
+pub const PART_BYTES_PARAM: &str = "state.part_bytes";
+
+/// The part size `spec` asks for (see [`PART_BYTES_PARAM`]).
+///
+/// ```
+/// use streamweave_distributed::dataflow::{state::part_bytes, JobSpec};
+/// let mut spec = JobSpec::new("wordcount");
+/// assert_eq!(part_bytes(&spec).unwrap(), 16 << 20);
+/// spec.params.insert("state.part_bytes".into(), "65536".into());
+/// assert_eq!(part_bytes(&spec).unwrap(), 65536);
+/// spec.params.insert("state.part_bytes".into(), "0".into());
+/// assert!(part_bytes(&spec).unwrap_err().to_string().contains("state.part_bytes"));
+/// ```
+pub fn part_bytes(spec: &JobSpec) -> Result<usize, DataflowError> {
+    let Some(value) = spec.params.get(PART_BYTES_PARAM) else {
+        return Ok(PART_BYTES);
+    };
+    match value.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(DataflowError::InvalidJob(format!(
+            "{PART_BYTES_PARAM} must be a positive number of bytes, not {value:?}"
+        ))),
+    }
+}
 
 /// Which backend a job asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -119,7 +146,8 @@ pub(crate) fn attempt_plan(
             static DATABASES: AtomicU64 = AtomicU64::new(0);
             let n = DATABASES.fetch_add(1, Ordering::Relaxed);
             let name = format!("{this_process}{n}.{}.a{attempt}", safe_name(&spec.name));
-            StateBackend::Disk(Arc::new(DiskStore::create(dir, &name)?))
+            let store = DiskStore::create(dir, &name)?.with_part_bytes(part_bytes(spec)?);
+            StateBackend::Disk(Arc::new(store))
         }
     };
     Ok(with_state(plan, state))

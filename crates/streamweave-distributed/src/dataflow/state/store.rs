@@ -51,7 +51,13 @@ pub struct DiskStore {
     db: Database,
     path: PathBuf,
     generations: AtomicU64,
+    part_bytes: usize,
 }
+
+/// The default size of a part of a checkpoint's base ([`DiskStore::part_bytes`]): small enough
+/// that a worker sealing several partitions at once holds little (each part is encoded, then
+/// framed, before it is stored), large enough that an object store's requests stay few.
+pub const PART_BYTES: usize = 16 << 20;
 
 impl std::fmt::Debug for DiskStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,7 +108,21 @@ impl DiskStore {
             db,
             path,
             generations: AtomicU64::new(0),
+            part_bytes: PART_BYTES,
         })
+    }
+
+    /// The store, whose stages write a checkpoint's base in parts of about `bytes` encoded
+    /// bytes each (at least 1).
+    pub fn with_part_bytes(mut self, bytes: usize) -> Self {
+        self.part_bytes = bytes.max(1);
+        self
+    }
+
+    /// How many encoded bytes of a base a part holds: a base is written in parts of this
+    /// size as it is read (see `checkpoint/chain.rs`), so it is never whole in memory.
+    pub fn part_bytes(&self) -> usize {
+        self.part_bytes
     }
 
     /// The database's directory.
@@ -191,6 +211,12 @@ impl DiskStore {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// About how many entries a stage's state holds, from the tables' metadata (a key written
+    /// again and not yet compacted counts twice).
+    pub(crate) fn approximate_len(&self, tables: &Tables) -> u64 {
+        tables.state.approximate_len() as u64
     }
 
     /// Removes every mark.

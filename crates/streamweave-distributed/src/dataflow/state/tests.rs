@@ -366,3 +366,89 @@ fn a_disk_attempt_removes_its_workers_databases_of_killed_processes_only() {
         "the attempt's database goes with it"
     );
 }
+
+/// The parts a stage hands over, joined as stored.
+#[derive(Default)]
+struct Collected(Vec<Vec<u8>>);
+
+impl crate::dataflow::PartSink for Collected {
+    fn put(&mut self, pieces: &[&[u8]]) -> Result<(), DataflowError> {
+        self.0.push(pieces.concat());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_large_disk_base_goes_out_in_parts_that_restore_on_either_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    // Entries of 6-7 bytes ("w1234" and a count): about 100 of them a part.
+    let store = Arc::new(
+        DiskStore::create(Some(dir.path()), "parts")
+            .unwrap()
+            .with_part_bytes(600),
+    );
+    let mut stage: Counting = Box::new(disk(&store, 0, 64));
+    let words: Vec<String> = (0..1000).map(|i| format!("w{i}")).collect();
+    let fed: Vec<(&str, u64)> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.as_str(), i as u64 % 7 + 1))
+        .collect();
+    feed(stage.as_mut(), &fed);
+    let mut parts = Collected::default();
+    let (kind, encoded) = stage
+        .snapshot_segment_in_parts(SegmentKind::Base, &mut parts)
+        .unwrap();
+    assert_eq!(
+        (kind, encoded),
+        (SegmentKind::Base, crate::dataflow::Encoded::Parts)
+    );
+    assert!((9..=12).contains(&parts.0.len()), "{} parts", parts.0.len());
+    assert!(parts.0.iter().all(|p| p.len() <= 620), "each part near the limit");
+    // Each part is a map of its own entries; together, every entry once.
+    let mut seen = 0;
+    for part in &parts.0 {
+        let entries: std::collections::BTreeMap<String, u64> = decode_state(part).unwrap();
+        seen += entries.len();
+    }
+    assert_eq!(seen, 1000);
+    let mut expected = fed.iter().map(|(w, n)| (w.to_string(), *n)).collect::<Vec<_>>();
+    expected.sort();
+    // Restored as a base then deltas, on disk and in memory alike.
+    let (_other_dir, other) = self::store();
+    for mut restored in [Box::new(disk(&other, 1, 64)) as Counting, memory()] {
+        restored.restore(&parts.0[0]).unwrap();
+        for part in &parts.0[1..] {
+            restored.apply_delta(part).unwrap();
+        }
+        assert_eq!(finish(restored), expected);
+    }
+    // After a base in parts the stage takes deltas as before.
+    feed(stage.as_mut(), &[("w1", 1)]);
+    let delta: Vec<(String, u64)> = decode_state(&segment(stage.as_mut(), SegmentKind::Delta)).unwrap();
+    assert_eq!(delta, vec![("w1".to_string(), 3)]);
+}
+
+#[test]
+fn a_small_disk_base_and_a_delta_stay_whole() {
+    let (_dir, store) = store();
+    let mut stage: Counting = Box::new(disk(&store, 0, 64));
+    feed(stage.as_mut(), &[("a", 1), ("b", 2)]);
+    let mut parts = Collected::default();
+    let (kind, encoded) = stage
+        .snapshot_segment_in_parts(SegmentKind::Base, &mut parts)
+        .unwrap();
+    let crate::dataflow::Encoded::Whole(base) = encoded else {
+        panic!("a base under the part size is whole");
+    };
+    assert_eq!(kind, SegmentKind::Base);
+    assert!(parts.0.is_empty());
+    let base: Vec<(String, u64)> = decode_state(&base).unwrap();
+    assert_eq!(base, pairs(&[("a", 1), ("b", 2)]));
+    feed(stage.as_mut(), &[("a", 1)]);
+    let (kind, encoded) = stage
+        .snapshot_segment_in_parts(SegmentKind::Delta, &mut parts)
+        .unwrap();
+    assert_eq!(kind, SegmentKind::Delta);
+    assert!(matches!(encoded, crate::dataflow::Encoded::Whole(_)) && parts.0.is_empty());
+}
