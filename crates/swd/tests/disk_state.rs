@@ -54,32 +54,59 @@ fn checkpointed_state(s: &Value) -> Option<(u64, u64)> {
 #[test]
 fn a_disk_backed_word_count_survives_a_sigkill_with_exact_output() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("input");
+    survives_a_sigkill(dir.path(), &[]);
+}
+
+#[test]
+fn a_disk_backed_base_written_in_parts_survives_a_sigkill_with_exact_output() {
+    let dir = tempfile::tempdir().unwrap();
+    // Parts of 16 KiB: a partition's base (some 100-500 KB here) is written in several.
+    let cluster = survives_a_sigkill(dir.path(), &["--param", "state.part_bytes=16384"]);
+    let parts = files_named(&cluster.data_dir.path().join("checkpoints"), "part-p");
+    assert!(parts > 8, "bases were written in parts: {parts} part files in the store");
+}
+
+/// How many files under `dir` (at any depth) have names starting with `prefix`.
+fn files_named(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.path().is_dir() {
+            true => files_named(&e.path(), prefix),
+            false => usize::from(e.file_name().to_string_lossy().starts_with(prefix)),
+        })
+        .sum()
+}
+
+/// A checkpointed word count on the disk backend (with `extra` flags), three workers, one
+/// SIGKILLed once a checkpoint holds state: the job finishes with exact output. Returns the
+/// cluster, ended.
+fn survives_a_sigkill(dir: &Path, extra: &[&str]) -> Cluster {
+    let input = dir.join("input");
     let expected = write_input(&input);
-    let output = dir.path().join("out");
+    let output = dir.join("out");
+    let mut flags = vec![
+        "--state-backend",
+        "disk",
+        "--rate",
+        "500",
+        "--min-workers",
+        "3",
+        "--checkpoint-interval",
+        "1s",
+    ];
+    flags.extend_from_slice(extra);
     let opts = Opts {
         partitions: 8,
-        extra: job_flags(
-            "wordcount",
-            &input,
-            &output,
-            &[
-                "--state-backend",
-                "disk",
-                "--rate",
-                "500",
-                "--min-workers",
-                "3",
-                "--checkpoint-interval",
-                "1s",
-            ],
-        ),
+        extra: job_flags("wordcount", &input, &output, &flags),
         ..Opts::default()
     };
     let mut cluster = Cluster::start(opts);
     let state_dirs: Vec<_> = ["w1", "w2", "w3"]
         .iter()
-        .map(|id| dir.path().join(format!("state-{id}")))
+        .map(|id| dir.join(format!("state-{id}")))
         .collect();
     for (id, state) in ["w1", "w2", "w3"].iter().zip(&state_dirs) {
         cluster.add_worker(id, &["--state-dir", &state.to_string_lossy()]);
@@ -115,6 +142,7 @@ fn a_disk_backed_word_count_survives_a_sigkill_with_exact_output() {
         want.push_str(&format!("{word}\t{n}\n"));
     }
     assert_eq!(output_lines(&output), sorted_lines(want.as_bytes()));
+    cluster
 }
 
 #[test]
