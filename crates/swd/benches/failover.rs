@@ -46,10 +46,7 @@ fn settled(s: &ClusterStatus) -> bool {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let rounds: usize = std::env::var("SWD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(20);
+    let rounds: usize = common::env_or("SWD_BENCH_ROUNDS", 20);
     let mut owned_ms = Vec::new();
     let mut running_ms = Vec::new();
     for round in 0..rounds {

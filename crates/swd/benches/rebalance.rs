@@ -73,10 +73,7 @@ fn moves(data: &Path) -> Vec<(String, f64)> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let rounds: usize = std::env::var("SWD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+    let rounds: usize = common::env_or("SWD_BENCH_ROUNDS", 5);
     let scratch = tempfile::tempdir().expect("scratch dir");
     let input = scratch.path().join("input");
     write_input(&input, 40_000);

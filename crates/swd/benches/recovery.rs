@@ -45,10 +45,7 @@ fn start_cluster(input: &Path, output: &Path, data: &Path) -> (Killed, SocketAdd
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let rounds: usize = std::env::var("SWD_BENCH_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let rounds: usize = common::env_or("SWD_BENCH_ROUNDS", 10);
     let scratch = tempfile::tempdir().expect("scratch dir");
     let input = scratch.path().join("input");
     write_input(&input, 20_000);

@@ -170,14 +170,8 @@ fn mib(bytes: &[u64]) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let env = |name: &str, default: f64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(default)
-    };
-    let keys = env("SWD_BENCH_KEYS", 2_000_000.0) as u64;
-    let state_gb = env("SWD_BENCH_STATE_GB", 0.25);
+    let keys: u64 = common::env_or("SWD_BENCH_KEYS", 2_000_000);
+    let state_gb: f64 = common::env_or("SWD_BENCH_STATE_GB", 0.25);
     let checkpoint = std::env::var("SWD_BENCH_CHECKPOINT").ok();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("state backends: wordcount, 2 workers, P={PARTITIONS}, {cores} cores");

@@ -63,7 +63,10 @@ fn a_disk_backed_base_written_in_parts_survives_a_sigkill_with_exact_output() {
     // Parts of 16 KiB: a partition's base (some 100-500 KB here) is written in several.
     let cluster = survives_a_sigkill(dir.path(), &["--param", "state.part_bytes=16384"]);
     let parts = files_named(&cluster.data_dir.path().join("checkpoints"), "part-p");
-    assert!(parts > 8, "bases were written in parts: {parts} part files in the store");
+    assert!(
+        parts > 8,
+        "bases were written in parts: {parts} part files in the store"
+    );
 }
 
 /// How many files under `dir` (at any depth) have names starting with `prefix`.
