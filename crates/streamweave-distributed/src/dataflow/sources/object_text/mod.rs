@@ -6,18 +6,19 @@
 //! ```text
 //! list the prefix once per job build (one level, name order)
 //!   --plan_splits_min--> Vec<Split<ObjectPath>> per partition
-//!   --read_share over a RangedReader (ranged GETs, 8 MiB chunks, next one prefetched)--> lines
+//!   --a ShareReader over a RangedReader (ranged GETs, 8 MiB chunks, next one prefetched)--> lines
+//!   stopped (barrier, or the source slot given up): the reader is parked, and the next read
+//!   from its offset goes on with it (no new GETs for what it holds)
 //! ```
 //!
 //! Every worker lists the prefix itself: the input must not change while a job runs (as for a
 //! directory), or the workers' plans differ.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use object_store::path::Path as ObjectPath;
 
-use super::text_dir::reader::read_share;
+use super::text_dir::reader::ParkedShares;
 use super::{plan_splits_min, Split, SplitName, DEFAULT_MIN_SPLIT};
 use crate::dataflow::{DataflowError, Flow, Source, SourceContext, SourceEnd, SourceOffset};
 use crate::storage::list::{is_empty, list_level};
@@ -70,6 +71,8 @@ pub struct ObjectTextSource {
     /// The listing, taken when first needed and kept: one listing per job build serves every
     /// partition this worker reads.
     listing: Arc<Mutex<Option<Objects>>>,
+    /// Readers of shares that stopped, to go on from where they stopped.
+    parked: Arc<ParkedShares<ObjectPath, RangedReader>>,
 }
 
 /// The input objects with their sizes, in the store's order.
@@ -82,6 +85,7 @@ impl ObjectTextSource {
             location: url.open()?,
             min_split: DEFAULT_MIN_SPLIT,
             listing: Arc::default(),
+            parked: Arc::default(),
         })
     }
 
@@ -138,15 +142,18 @@ impl Source for ObjectTextSource {
         emit: &mut dyn FnMut(String) -> Flow,
     ) -> Result<SourceEnd, DataflowError> {
         super::check_context(ctx)?;
-        let plan = self.plan(ctx.num_partitions)?;
         let objects = self.objects()?;
-        let sizes: HashMap<&ObjectPath, u64> = objects.iter().map(|(key, size)| (key, *size)).collect();
-        let open = |split: &Split<ObjectPath>| {
-            let size = sizes.get(&split.path).copied().unwrap_or(split.end);
+        let mut open = |split: &Split<ObjectPath>| {
+            let size = objects
+                .iter()
+                .find(|(key, _)| *key == split.path)
+                .map(|(_, size)| *size);
+            let size = size.unwrap_or(split.end);
             let input = RangedReader::new(self.location.clone(), split.path.clone(), size, split.end);
             Ok((self.location.describe(&split.path), input))
         };
-        read_share(&plan[ctx.partition], offset, open, emit)
+        let share = || Ok(self.plan(ctx.num_partitions)?.swap_remove(ctx.partition));
+        self.parked.read(ctx, offset, share, &mut open, emit)
     }
 
     /// The prefix must hold objects: an empty or mistyped prefix, a missing bucket or an

@@ -1,5 +1,5 @@
 //! [`RangedReader`]: an object read as a seekable byte stream through ranged GETs, so that a
-//! split's reader ([`read_share`](super::super::text_dir::reader)) works on it as on a file.
+//! partition's share reader (`text_dir/reader.rs`) works on it as on a file.
 //!
 //! ```text
 //! read at pos, following on from the last chunk  --> GET [pos, pos + CHUNK) (up to the split's

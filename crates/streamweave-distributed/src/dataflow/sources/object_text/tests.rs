@@ -82,8 +82,16 @@ fn assert_same_shares(
             let SourceEnd::Stopped(at) = head.1 else {
                 panic!("{:?}", head.1)
             };
-            let rest = read_share(objects, p, num_partitions, at, None);
+            // Resumed by a source that never read it (the open reader is not there to go on
+            // with), then by the one that stopped (it goes on with its parked reader).
+            let fresh = ObjectTextSource {
+                parked: Arc::default(),
+                ..objects.clone()
+            };
+            let rest = read_share(&fresh, p, num_partitions, at, None);
             assert_eq!(rest, (lines[stop_after..].to_vec(), end), "resumed from {at:?}");
+            let rest = read_share(objects, p, num_partitions, at, None);
+            assert_eq!(rest, (lines[stop_after..].to_vec(), end), "went on from {at:?}");
         }
     }
 }

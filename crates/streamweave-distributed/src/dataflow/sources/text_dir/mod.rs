@@ -7,12 +7,14 @@
 //!   <  P files: byte ranges of ~total/P; a line belongs to the range holding its first byte
 //! ```
 //!
-//! `splits.rs` plans (pure), `reader.rs` reads one split; this file lists the directory and
-//! runs a partition's share from an offset.
+//! `splits.rs` plans (pure), `reader.rs` reads one split and a partition's share of them (and
+//! keeps the readers of shares that stopped, to go on with them); this file lists the directory
+//! and runs a partition's share from an offset.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::dataflow::{DataflowError, Flow, Source, SourceContext, SourceEnd, SourceOffset};
 
@@ -21,7 +23,7 @@ mod splits;
 #[cfg(test)]
 mod tests;
 
-use reader::read_share;
+use reader::ParkedShares;
 use splits::path_bytes;
 pub use splits::{plan_splits, plan_splits_min, Split, SplitName};
 
@@ -53,6 +55,8 @@ pub use splits::{plan_splits, plan_splits_min, Split, SplitName};
 pub struct TextDirSource {
     dir: PathBuf,
     min_split: u64,
+    /// Readers of shares that stopped, to go on from where they stopped.
+    parked: Arc<ParkedShares<PathBuf, File>>,
 }
 
 /// The smallest byte range a file is cut into by default: more, smaller ranges than this only
@@ -66,6 +70,7 @@ impl TextDirSource {
         Self {
             dir: dir.into(),
             min_split: DEFAULT_MIN_SPLIT,
+            parked: Arc::default(),
         }
     }
 
@@ -117,12 +122,15 @@ impl Source for TextDirSource {
         emit: &mut dyn FnMut(String) -> Flow,
     ) -> Result<SourceEnd, DataflowError> {
         super::check_context(ctx)?;
-        let plan = plan_splits_min(&self.list_files()?, ctx.num_partitions, self.min_split);
-        let open = |split: &Split| {
+        let share = || {
+            let mut plan = plan_splits_min(&self.list_files()?, ctx.num_partitions, self.min_split);
+            Ok(plan.swap_remove(ctx.partition))
+        };
+        let mut open = |split: &Split| {
             let file = File::open(&split.path).map_err(|e| DataflowError::io(&split.path, e))?;
             Ok((split.path.display().to_string(), file))
         };
-        read_share(&plan[ctx.partition], offset, open, emit)
+        self.parked.read(ctx, offset, share, &mut open, emit)
     }
 
     fn validate(&self) -> Result<(), DataflowError> {

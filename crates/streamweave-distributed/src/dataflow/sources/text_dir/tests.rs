@@ -2,12 +2,15 @@
 //! (every line read exactly once, whatever the partition count and offsets).
 
 use std::fs;
+use std::io;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use tempfile::tempdir;
 
+use super::reader::ParkedShares;
 use super::*;
+use crate::dataflow::SourceContext;
 
 fn split(path: &str, start: u64, end: u64) -> Split {
     Split {
@@ -250,6 +253,147 @@ fn stop_reports_the_offset_after_the_last_record() {
         (rest, end),
         (vec!["cd".to_string()], SourceEnd::Stopped(SourceOffset(6)))
     );
+}
+
+/// Two in-memory "files" and a share of both, opened through `open`, which counts its calls.
+struct TwoFiles {
+    files: Vec<(PathBuf, Vec<u8>)>,
+    opens: std::cell::Cell<usize>,
+}
+
+impl TwoFiles {
+    fn new() -> Self {
+        let lines = |name: &str| (1..=6).map(|i| format!("{name}{i}\n")).collect::<String>();
+        TwoFiles {
+            files: vec![
+                (PathBuf::from("a"), lines("a").into_bytes()),
+                (PathBuf::from("b"), lines("b").into_bytes()),
+            ],
+            opens: std::cell::Cell::new(0),
+        }
+    }
+
+    fn share(&self) -> Vec<Split> {
+        let sizes: Vec<(PathBuf, u64)> = self
+            .files
+            .iter()
+            .map(|(p, c)| (p.clone(), c.len() as u64))
+            .collect();
+        plan_splits(&sizes, 1).swap_remove(0)
+    }
+
+    /// Reads partition `partition`'s share (the same share for any partition: the test's
+    /// plan has one) from `offset` through `parked`, stopping after `stop_after` lines.
+    fn read(
+        &self,
+        parked: &ParkedShares<PathBuf, io::Cursor<Vec<u8>>>,
+        partition: usize,
+        offset: u64,
+        stop_after: Option<usize>,
+    ) -> (Vec<String>, SourceEnd) {
+        let ctx = SourceContext {
+            partition,
+            num_partitions: 16,
+        };
+        let mut open = |split: &Split| {
+            self.opens.set(self.opens.get() + 1);
+            let content = self
+                .files
+                .iter()
+                .find(|(p, _)| *p == split.path)
+                .map(|(_, c)| c.clone());
+            Ok((
+                split.path.display().to_string(),
+                io::Cursor::new(content.unwrap_or_default()),
+            ))
+        };
+        let mut lines = Vec::new();
+        let end = parked
+            .read(
+                &ctx,
+                SourceOffset(offset),
+                || Ok(self.share()),
+                &mut open,
+                &mut |line| {
+                    lines.push(line);
+                    if Some(lines.len()) == stop_after {
+                        Flow::Stop
+                    } else {
+                        Flow::Continue
+                    }
+                },
+            )
+            .unwrap();
+        (lines, end)
+    }
+}
+
+#[test]
+fn a_stopped_share_goes_on_without_opening_its_split_again() {
+    let files = TwoFiles::new();
+    let parked = ParkedShares::default();
+    let (all, all_end) = files.read(&parked, 0, 0, None);
+    assert_eq!((all.len(), files.opens.get(), parked.len()), (12, 2, 0));
+    files.opens.set(0);
+
+    // Stopped inside the first file, at its last line, and inside the second.
+    let mut got = Vec::new();
+    let mut offset = 0;
+    for (stop_after, opens) in [(2, 1), (4, 1), (3, 2)] {
+        let (lines, end) = files.read(&parked, 0, offset, Some(stop_after));
+        let SourceEnd::Stopped(at) = end else {
+            panic!("{end:?}")
+        };
+        assert_eq!(
+            files.opens.get(),
+            opens,
+            "a parked reader went on without opening"
+        );
+        assert_eq!(parked.len(), 1);
+        got.extend(lines);
+        offset = at.0;
+    }
+    let (rest, end) = files.read(&parked, 0, offset, None);
+    got.extend(rest);
+    assert_eq!((got, end), (all, all_end));
+    assert_eq!(
+        (files.opens.get(), parked.len()),
+        (2, 0),
+        "an exhausted reader is not kept"
+    );
+}
+
+#[test]
+fn only_a_read_from_the_offset_a_reader_stopped_at_takes_it() {
+    let files = TwoFiles::new();
+    let parked = ParkedShares::default();
+    let (_, end) = files.read(&parked, 3, 0, Some(2));
+    assert_eq!(end, SourceEnd::Stopped(SourceOffset(6)));
+    // Another offset, or another partition at the same offset, opens the split afresh.
+    let (lines, _) = files.read(&parked, 3, 3, Some(1));
+    assert_eq!((lines, files.opens.get()), (vec!["a2".to_string()], 2));
+    let (lines, _) = files.read(&parked, 4, 6, Some(1));
+    assert_eq!((lines, files.opens.get()), (vec!["a3".to_string()], 3));
+    // Each partition keeps only its newest reader: partition 3's from offset 6 went when its
+    // read from 3 stopped (at 6 again, and took its place).
+    assert_eq!(parked.len(), 2);
+    let (lines, _) = files.read(&parked, 3, 6, Some(1));
+    assert_eq!((lines, files.opens.get()), (vec!["a3".to_string()], 3));
+}
+
+#[test]
+fn parked_readers_are_bounded() {
+    let files = TwoFiles::new();
+    let parked = ParkedShares::default();
+    for partition in 0..12 {
+        files.read(&parked, partition, 0, Some(1));
+    }
+    assert_eq!(parked.len(), super::reader::PARKED);
+    // The oldest went first: partition 0 opens again, partition 11 does not.
+    files.read(&parked, 11, 3, Some(1));
+    assert_eq!(files.opens.get(), 12);
+    files.read(&parked, 0, 3, Some(1));
+    assert_eq!(files.opens.get(), 13);
 }
 
 #[test]
