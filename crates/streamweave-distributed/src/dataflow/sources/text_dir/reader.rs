@@ -129,6 +129,9 @@ pub fn read_share<N: Clone, R: Read + Seek>(
     ShareReader::new(splits.to_vec(), offset).read(&mut open, emit)
 }
 
+/// Opens the file or object of a split, named for errors.
+pub(crate) type OpenSplit<'a, N, R> = dyn FnMut(&Split<N>) -> Result<(String, R), DataflowError> + 'a;
+
 /// A partition's share being read: its splits in order, the one open now, and the bytes of the
 /// share consumed so far. [`read`](Self::read) emits lines until the share ends or `emit`
 /// asks to stop; a stopped reader goes on from the next line when read again.
@@ -162,7 +165,7 @@ impl<N: Clone, R: Read + Seek> ShareReader<N, R> {
     /// `emit` stopped at, `Exhausted` at the share's end.
     pub(crate) fn read(
         &mut self,
-        open: &mut dyn FnMut(&Split<N>) -> Result<(String, R), DataflowError>,
+        open: &mut OpenSplit<'_, N, R>,
         emit: &mut dyn FnMut(String) -> Flow,
     ) -> Result<SourceEnd, DataflowError> {
         let mut buf = Vec::new();
@@ -235,7 +238,7 @@ impl<N: Clone, R: Read + Seek> ParkedShares<N, R> {
         ctx: &SourceContext,
         offset: SourceOffset,
         plan: impl FnOnce() -> Result<Vec<Split<N>>, DataflowError>,
-        open: &mut dyn FnMut(&Split<N>) -> Result<(String, R), DataflowError>,
+        open: &mut OpenSplit<'_, N, R>,
         emit: &mut dyn FnMut(String) -> Flow,
     ) -> Result<SourceEnd, DataflowError> {
         let key = (ctx.partition, ctx.num_partitions, offset.0);
