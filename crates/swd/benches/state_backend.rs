@@ -10,7 +10,10 @@
 //! the throughput runs, default 2000000, each counted 5 times), `SWD_BENCH_STATE_GB` (default
 //! 0.25; the design goal is 4 GB of state under 1 GB RSS per worker: about 3.4 GB of input and
 //! several GB of database files), `SWD_BENCH_CHECKPOINT` (a checkpoint interval for the
-//! large-state run, e.g. `10s`; default none). A measurement: it asserts nothing about speed.
+//! large-state run, e.g. `10s`; default none), `SWD_BENCH_PART_BYTES` (comma-separated part
+//! sizes of the large-state run's checkpoint bases, `default` for the backend's own: one run
+//! each, side by side; e.g. `default,100000000000` compares parts with a base in one piece),
+//! `SWD_BENCH_KEYS=0` skips the throughput runs. A measurement: it asserts nothing about speed.
 mod common;
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -82,9 +85,17 @@ struct Run {
 }
 
 /// Runs word count over `input` on `backend` and returns its duration and the workers' peak RSS.
-async fn run(scratch: &Path, input: &Path, backend: &str, checkpoint: Option<&str>) -> Run {
+async fn run(
+    scratch: &Path,
+    input: &Path,
+    backend: &str,
+    checkpoint: Option<&str>,
+    params: &[String],
+) -> Run {
+    let _ = std::fs::remove_dir_all(scratch.join(format!("out-{backend}")));
     let output = scratch.join(format!("out-{backend}"));
     let data = scratch.join(format!("data-{backend}"));
+    let _ = std::fs::remove_dir_all(&data);
     let (_coordinator, addr) = start_coordinator(|c| {
         c.args(["--partitions", &PARTITIONS.to_string(), "--min-workers", "2"])
             .args(["--job", "wordcount", "--state-backend", backend])
@@ -97,10 +108,16 @@ async fn run(scratch: &Path, input: &Path, backend: &str, checkpoint: Option<&st
         if let Some(interval) = checkpoint {
             c.args(["--checkpoint-interval", interval]);
         }
+        for param in params {
+            c.args(["--param", param]);
+        }
     });
     let states: Vec<_> = (1..=2)
         .map(|i| scratch.join(format!("state-{backend}-w{i}")))
         .collect();
+    for state in &states {
+        let _ = std::fs::remove_dir_all(state);
+    }
     let workers: Vec<Killed> = (states.iter().enumerate())
         .map(|(i, state)| {
             start_worker(
@@ -173,14 +190,16 @@ async fn main() {
     let keys: u64 = common::env_or("SWD_BENCH_KEYS", 2_000_000);
     let state_gb: f64 = common::env_or("SWD_BENCH_STATE_GB", 0.25);
     let checkpoint = std::env::var("SWD_BENCH_CHECKPOINT").ok();
+
+    let part_bytes: String = common::env_or("SWD_BENCH_PART_BYTES", "default".to_string());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("state backends: wordcount, 2 workers, P={PARTITIONS}, {cores} cores");
 
     let scratch = tempfile::tempdir().expect("scratch dir");
     let input = scratch.path().join("input");
     let words = write_input(&input, keys, 5);
-    for backend in ["memory", "disk"] {
-        let r = run(scratch.path(), &input, backend, None).await;
+    for backend in ["memory", "disk"].into_iter().filter(|_| keys > 0) {
+        let r = run(scratch.path(), &input, backend, None, &[]).await;
         println!(
             "{backend:<6}: {keys} keys, {words} words in {:.2} s = {:.0} words/s, peak worker RSS {}, state on disk {} MiB{}",
             r.seconds,
@@ -200,16 +219,23 @@ async fn main() {
     let input = scratch.path().join("input");
     let keys = (state_gb * 1e9 / common::keyed_input::BYTES_PER_KEY as f64) as u64;
     write_input(&input, keys, 1);
-    let r = run(scratch.path(), &input, "disk", checkpoint.as_deref()).await;
-    let exact = r.finished && exact_distinct(&scratch.path().join("out-disk"), keys);
-    println!(
-        "disk, {state_gb} GB of keyed state ({keys} keys){}: {:.1} s, peak worker RSS {}, state on disk {} MiB at most, output {}",
-        checkpoint
-            .map(|c| format!(", checkpoints every {c}"))
-            .unwrap_or_default(),
-        r.seconds,
-        mib(&r.peak_rss),
-        r.peak_disk >> 20,
-        if exact { "exact" } else { "NOT exact" }
-    );
+    for parts in part_bytes.split(',').map(str::trim) {
+        let params = match parts {
+            "default" => Vec::new(),
+            bytes => vec![format!("state.part_bytes={bytes}")],
+        };
+        let r = run(scratch.path(), &input, "disk", checkpoint.as_deref(), &params).await;
+        let exact = r.finished && exact_distinct(&scratch.path().join("out-disk"), keys);
+        println!(
+            "disk, {state_gb} GB of keyed state ({keys} keys){}, parts of {parts} bytes: {:.1} s, peak worker RSS {}, state on disk {} MiB at most, output {}",
+            checkpoint
+                .as_ref()
+                .map(|c| format!(", checkpoints every {c}"))
+                .unwrap_or_default(),
+            r.seconds,
+            mib(&r.peak_rss),
+            r.peak_disk >> 20,
+            if exact { "exact" } else { "NOT exact" }
+        );
+    }
 }

@@ -297,6 +297,18 @@ fn cancel_ends_one_job_while_the_workers_keep_serving_the_other_and_bad_input_is
         &bad_name.iter().map(String::as_str).collect::<Vec<_>>(),
         "no-such-job",
     );
+    // A bad state parameter is refused when the job is given, naming the parameter.
+    for param in ["state.part_bytes=lots", "state.backend=rocksdb"] {
+        let bad = run_args(
+            &addr,
+            "wordcount",
+            &a.join("input"),
+            &dir.path().join("w"),
+            &["--param", param],
+        );
+        let name = param.split('=').next().unwrap_or(param);
+        swd_fails_naming(&bad.iter().map(String::as_str).collect::<Vec<_>>(), name);
+    }
     for savepoint in ["j-00000000:3", "nonsense"] {
         let bad = run_args(
             &addr,

@@ -102,7 +102,7 @@ fn job_spec_resuming(
         let param = streamweave_distributed::dataflow::state::STATE_BACKEND_PARAM;
         spec.params.insert(param.to_string(), name.to_string());
     }
-    streamweave_distributed::dataflow::state::BackendKind::of(&spec)?;
+    streamweave_distributed::dataflow::state::check_params(&spec)?;
     let job = registry.build(&spec)?;
     if resuming {
         job.validate_input()?;

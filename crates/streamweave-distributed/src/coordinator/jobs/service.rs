@@ -95,6 +95,8 @@ impl JobsService {
 
     async fn submit(&self, submit: SubmitJob) -> Result<String, JobsError> {
         let spec = JobSpec::from(submit.spec);
+        // Refused now, not by every worker as the attempt starts.
+        crate::dataflow::state::check_params(&spec).map_err(|e| JobsError::Cannot(e.to_string()))?;
         let interval = submit.checkpoint_interval_ms.map(Duration::from_millis);
         let base = &self.base;
         let mut inner = self.inner.lock().await;

@@ -66,6 +66,24 @@ pub fn part_bytes(spec: &JobSpec) -> Result<usize, DataflowError> {
     }
 }
 
+/// Checks the state parameters of `spec` ([`STATE_BACKEND_PARAM`], [`PART_BYTES_PARAM`]), so
+/// that a bad value is refused when the job is given, not when a worker starts it.
+///
+/// ```
+/// use streamweave_distributed::dataflow::{state::check_params, JobSpec};
+/// let mut spec = JobSpec::new("wordcount");
+/// spec.params.insert("state.backend".into(), "disk".into());
+/// assert!(check_params(&spec).is_ok());
+/// spec.params.insert("state.part_bytes".into(), "lots".into());
+/// assert!(check_params(&spec).unwrap_err().to_string().contains("state.part_bytes"));
+/// spec.params.insert("state.backend".into(), "rocksdb".into());
+/// assert!(check_params(&spec).unwrap_err().to_string().contains("state.backend"));
+/// ```
+pub fn check_params(spec: &JobSpec) -> Result<(), DataflowError> {
+    BackendKind::of(spec)?;
+    part_bytes(spec).map(|_| ())
+}
+
 /// Which backend a job asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendKind {
