@@ -233,51 +233,14 @@ fn retention_keeps_referenced_segments_in_a_directory() {
     retention_keeps_what_retained_checkpoints_refer_to(&LocalDirStore::new(dir.path()).unwrap());
 }
 
-/// A store that, before each deletion of a data file, checks that every committed checkpoint
-/// still has all the files it lists and refers to: what a reader (or a crash) in the middle of
-/// retention would find.
-#[derive(Debug, Default)]
-struct Watched {
-    inner: MemoryStore,
-    checks: std::sync::atomic::AtomicUsize,
-}
-
-impl Watched {
-    fn check_committed(&self) {
-        self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        for id in self.inner.completed().unwrap() {
-            if let Err(e) = self.inner.verify(id) {
-                panic!("mid-retention, committed checkpoint {id} is damaged: {e}");
-            }
+/// Checks that every committed checkpoint of `store` still has all the files it lists and
+/// refers to: what a reader (or a crash) in the middle of retention would find.
+fn check_committed(store: &MemoryStore, checks: &std::sync::atomic::AtomicUsize) {
+    checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for id in store.completed().unwrap() {
+        if let Err(e) = store.verify(id) {
+            panic!("mid-retention, committed checkpoint {id} is damaged: {e}");
         }
-    }
-}
-
-impl CheckpointStore for Watched {
-    fn write_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
-        self.inner.write_object(id, name, bytes)
-    }
-    fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError> {
-        self.inner.create_object(id, name, bytes)
-    }
-    fn read_object(&self, id: CheckpointId, name: &str) -> Result<Vec<u8>, CheckpointError> {
-        self.inner.read_object(id, name)
-    }
-    fn object_size(&self, id: CheckpointId, name: &str) -> Result<u64, CheckpointError> {
-        self.inner.object_size(id, name)
-    }
-    fn delete_object(&self, id: CheckpointId, name: &str) -> Result<(), CheckpointError> {
-        if name != MANIFEST_NAME {
-            self.check_committed();
-        }
-        self.inner.delete_object(id, name)
-    }
-    fn delete_checkpoint(&self, id: CheckpointId) -> Result<(), CheckpointError> {
-        self.check_committed();
-        self.inner.delete_checkpoint(id)
-    }
-    fn list(&self) -> Result<Vec<crate::checkpoint::Listed>, CheckpointError> {
-        self.inner.list()
     }
 }
 
@@ -285,7 +248,19 @@ impl CheckpointStore for Watched {
 fn retention_never_leaves_a_committed_checkpoint_without_its_files() {
     // Checkpoints 1-3 form one chain (2 and 3 rest on 1's base), 4 starts the next: keeping
     // one drops 1-3, and 3 must lose its manifest before 1 loses its base.
-    let store = Watched::default();
+    use crate::checkpoint::hooked::{Hooked, Op};
+    let (inner, checks) = (
+        MemoryStore::new(),
+        std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    );
+    // Before each deletion of a data file, every committed checkpoint must be whole.
+    let (watched, counted) = (inner.clone(), std::sync::Arc::clone(&checks));
+    let store = Hooked::new(&inner, move |op, _, name| {
+        if op == Op::DeleteCheckpoint || (op == Op::Delete && name != MANIFEST_NAME) {
+            check_committed(&watched, &counted);
+        }
+        Ok(())
+    });
     let mut chain = PartitionChain::new(ChainPolicy {
         max_deltas: 2,
         max_delta_factor: 100,
@@ -296,7 +271,7 @@ fn retention_never_leaves_a_committed_checkpoint_without_its_files() {
     checkpoint(&store, &mut chain, 4, &[4u8; 100]);
     let deleted = store.retain(1).unwrap();
     assert_eq!(deleted, vec![CheckpointId(1), CheckpointId(2), CheckpointId(3)]);
-    assert!(store.checks.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    assert!(checks.load(std::sync::atomic::Ordering::Relaxed) >= 3);
     assert_eq!(store.completed().unwrap(), vec![CheckpointId(4)]);
 }
 

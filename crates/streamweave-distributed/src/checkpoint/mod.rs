@@ -26,6 +26,8 @@ mod error;
 // Visible to the crate for `crate::fuzzing`.
 pub(crate) mod frame;
 mod gc;
+#[cfg(test)]
+pub(crate) mod hooked;
 mod incremental;
 mod local;
 mod manifest;

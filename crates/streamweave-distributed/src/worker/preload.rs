@@ -188,13 +188,12 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::checkpoint::{
-        index_name, CheckpointError, CheckpointId, CheckpointStore, Listed, MemoryStore,
-    };
+    use crate::checkpoint::hooked::{Hooked, Op};
+    use crate::checkpoint::{index_name, CheckpointStore, MemoryStore};
     use crate::dataflow::sinks::CollectorSink;
     use crate::worker::test_jobs::{stored_chain, word_count};
 
-    /// A store whose first read of a partition's base waits until [`Gated::open`] is called,
+    /// A gate the first read of a partition's base waits at until [`Gated::open`] is called,
     /// counting every such read.
     #[derive(Debug, Default)]
     struct Gated {
@@ -209,33 +208,18 @@ mod tests {
             *self.open.lock().unwrap() = true;
             self.opened.notify_all();
         }
-    }
 
-    impl CheckpointStore for Gated {
-        fn write_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
-            self.inner.write_object(id, name, bytes)
-        }
-        fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError> {
-            self.inner.create_object(id, name, bytes)
-        }
-        fn read_object(&self, id: CheckpointId, name: &str) -> Result<Vec<u8>, CheckpointError> {
-            if name.starts_with("state-p") && self.base_reads.fetch_add(1, Ordering::AcqRel) == 0 {
-                let open = self.open.lock().unwrap();
-                drop(self.opened.wait_while(open, |open| !*open).unwrap());
-            }
-            self.inner.read_object(id, name)
-        }
-        fn object_size(&self, id: CheckpointId, name: &str) -> Result<u64, CheckpointError> {
-            self.inner.object_size(id, name)
-        }
-        fn delete_object(&self, id: CheckpointId, name: &str) -> Result<(), CheckpointError> {
-            self.inner.delete_object(id, name)
-        }
-        fn delete_checkpoint(&self, id: CheckpointId) -> Result<(), CheckpointError> {
-            self.inner.delete_checkpoint(id)
-        }
-        fn list(&self) -> Result<Vec<Listed>, CheckpointError> {
-            self.inner.list()
+        /// The store behind the gate.
+        fn store(self: &Arc<Self>) -> Arc<dyn CheckpointStore> {
+            let gate = Arc::clone(self);
+            Arc::new(Hooked::new(&self.inner, move |op, _, name| {
+                let base = op == Op::Read && name.starts_with("state-p");
+                if base && gate.base_reads.fetch_add(1, Ordering::AcqRel) == 0 {
+                    let open = gate.open.lock().unwrap();
+                    drop(gate.opened.wait_while(open, |open| !*open).unwrap());
+                }
+                Ok(())
+            }))
         }
     }
 
@@ -252,7 +236,7 @@ mod tests {
         let job = word_count(&CollectorSink::new());
         let gated = Arc::new(Gated::default());
         let (chain, _) = stored_chain(&job, &gated.inner, 6);
-        let store: Arc<dyn CheckpointStore> = gated.clone();
+        let store = gated.store();
         let map = Arc::new(PreloadMap::default());
         let (reports, mut reported) = mpsc::unbounded_channel();
         let preparation = || Preparation {

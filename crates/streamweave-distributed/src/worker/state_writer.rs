@@ -224,15 +224,26 @@ impl DeltaBarriers {
     }
 }
 
-/// The parts of partition `q`'s base at barrier `id`, stored one by one as its stage encodes
-/// them (the stage's thread waits for each: the state is never whole in memory). After a failed
-/// put the rest are not stored, and the barrier is not acknowledged.
+/// The parts of partition `q`'s base at barrier `id`, stored as its stage encodes them: the
+/// stage's thread frames each part and hands it to a writer thread of the base's own through a
+/// queue of one, so encoding the next part overlaps storing (and syncing) the last, and at most
+/// three parts are in memory (being encoded, queued, being stored): the state is never whole.
+/// After a failed put the rest are not stored, and the barrier is not acknowledged.
 pub(crate) struct StoreParts {
     store: Arc<dyn CheckpointStore>,
     id: u64,
     q: usize,
+    /// The parts handed to the writer, in order.
     stored: Vec<StoredFile>,
     failed: Option<CheckpointError>,
+    /// Started at the first part.
+    writer: Option<PartWriter>,
+}
+
+/// The thread storing a base's parts, and the queue to it.
+struct PartWriter {
+    parts: std::sync::mpsc::SyncSender<(String, Vec<u8>)>,
+    thread: std::thread::JoinHandle<Result<(), CheckpointError>>,
 }
 
 impl StoreParts {
@@ -243,14 +254,59 @@ impl StoreParts {
             q,
             stored: Vec::new(),
             failed: None,
+            writer: None,
         }
     }
 
-    /// What was stored, or why not.
-    pub(crate) fn into_state(self) -> SealedState {
+    /// What was stored, or why not (after every part handed over is stored).
+    pub(crate) fn into_state(mut self) -> SealedState {
+        self.finish_writer();
         match self.failed {
             None => SealedState::Parts(self.stored),
             Some(e) => SealedState::Failed(e),
+        }
+    }
+
+    /// Hands a framed part to the writer (started on first use); false if it has stopped.
+    fn hand(&mut self, name: String, framed: Vec<u8>) -> bool {
+        if self.writer.is_none() {
+            let (parts, queue) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(1);
+            let (store, id) = (Arc::clone(&self.store), CheckpointId(self.id));
+            let spawned = std::thread::Builder::new()
+                .name("swd-parts".into())
+                .spawn(move || {
+                    queue
+                        .iter()
+                        .try_for_each(|(name, bytes)| store.write_object(id, &name, &bytes))
+                });
+            match spawned {
+                Ok(thread) => self.writer = Some(PartWriter { parts, thread }),
+                Err(e) => {
+                    self.failed = Some(CheckpointError::Encoding(format!(
+                        "cannot start a part writer: {e}"
+                    )));
+                    return false;
+                }
+            }
+        }
+        self.writer
+            .as_ref()
+            .is_some_and(|w| w.parts.send((name, framed)).is_ok())
+    }
+
+    /// Waits for the writer to store what it was handed; its failure, if any, is the base's.
+    fn finish_writer(&mut self) {
+        let Some(PartWriter { parts, thread }) = self.writer.take() else {
+            return;
+        };
+        drop(parts);
+        let failure = match thread.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(CheckpointError::Encoding("the part writer panicked".into())),
+        };
+        if let (None, Some(e)) = (&self.failed, failure) {
+            self.failed = Some(e);
         }
     }
 }
@@ -259,9 +315,12 @@ impl PartSink for StoreParts {
     fn put(&mut self, pieces: &[&[u8]]) -> Result<(), DataflowError> {
         if self.failed.is_none() {
             let name = part_name(self.q, self.stored.len());
-            match self.store.put_pieces(CheckpointId(self.id), &name, pieces) {
-                Ok(file) => self.stored.push(file),
-                Err(e) => self.failed = Some(e),
+            let file = StoredFile::of_pieces(&name, pieces);
+            if self.hand(name, crate::checkpoint::frame::frame_pieces(pieces)) {
+                self.stored.push(file);
+            } else {
+                // It stopped at a failed put: learn why, and store nothing more.
+                self.finish_writer();
             }
         }
         Ok(())
@@ -590,6 +649,33 @@ mod tests {
             store.get(CheckpointId(3), &part_name(0, 1)).is_err(),
             "nothing stored after the failure"
         );
+    }
+
+    #[test]
+    fn a_part_the_writer_thread_could_not_store_fails_the_base() {
+        use crate::checkpoint::hooked::{Hooked, Op};
+        let inner = MemoryStore::new();
+        let failing = part_name(0, 1);
+        let store = Hooked::new(&inner, move |op, _, name| match (op, name == failing) {
+            (Op::Write, true) => Err(CheckpointError::Encoding("disk full".into())),
+            _ => Ok(()),
+        });
+        let mut parts = StoreParts::new(Arc::new(store), 3, 0);
+        for part in 0..20u8 {
+            parts.put(&[&[part; 100]]).unwrap();
+        }
+        let state = parts.into_state();
+        assert!(matches!(&state, SealedState::Failed(e) if e.to_string().contains("disk full")));
+        assert!(
+            inner.get(CheckpointId(3), &part_name(0, 0)).is_ok(),
+            "the part before was stored"
+        );
+        for k in 2..20 {
+            assert!(
+                inner.get(CheckpointId(3), &part_name(0, k)).is_err(),
+                "part {k} stored after the failure"
+            );
+        }
     }
 
     #[test]
