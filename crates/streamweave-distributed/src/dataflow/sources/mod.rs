@@ -35,3 +35,18 @@ fn check_context(ctx: &SourceContext) -> Result<(), DataflowError> {
         )))
     }
 }
+
+/// A test's `emit`: collects lines into `lines`, asking to stop once it holds `stop_after`.
+#[cfg(test)]
+pub(crate) fn collect_until(
+    lines: &mut Vec<String>,
+    stop_after: Option<usize>,
+) -> impl FnMut(String) -> super::Flow + '_ {
+    move |line| {
+        lines.push(line);
+        match Some(lines.len()) == stop_after {
+            true => super::Flow::Stop,
+            false => super::Flow::Continue,
+        }
+    }
+}

@@ -41,14 +41,11 @@ fn read_share(
     };
     let mut lines = Vec::new();
     let end = source
-        .read(&ctx, offset, &mut |line| {
-            lines.push(line);
-            if Some(lines.len()) == stop_after {
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        })
+        .read(
+            &ctx,
+            offset,
+            &mut crate::dataflow::sources::collect_until(&mut lines, stop_after),
+        )
         .unwrap();
     (lines, end)
 }
@@ -314,14 +311,7 @@ impl TwoFiles {
                 SourceOffset(offset),
                 || Ok(self.share()),
                 &mut open,
-                &mut |line| {
-                    lines.push(line);
-                    if Some(lines.len()) == stop_after {
-                        Flow::Stop
-                    } else {
-                        Flow::Continue
-                    }
-                },
+                &mut crate::dataflow::sources::collect_until(&mut lines, stop_after),
             )
             .unwrap();
         (lines, end)
