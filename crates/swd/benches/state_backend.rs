@@ -92,10 +92,12 @@ async fn run(
     checkpoint: Option<&str>,
     params: &[String],
 ) -> Run {
-    let _ = std::fs::remove_dir_all(scratch.join(format!("out-{backend}")));
+    // A run per part size reuses the names: each starts with nothing from the one before.
     let output = scratch.join(format!("out-{backend}"));
     let data = scratch.join(format!("data-{backend}"));
-    let _ = std::fs::remove_dir_all(&data);
+    for dir in [&output, &data] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let (_coordinator, addr) = start_coordinator(|c| {
         c.args(["--partitions", &PARTITIONS.to_string(), "--min-workers", "2"])
             .args(["--job", "wordcount", "--state-backend", backend])
@@ -190,7 +192,6 @@ async fn main() {
     let keys: u64 = common::env_or("SWD_BENCH_KEYS", 2_000_000);
     let state_gb: f64 = common::env_or("SWD_BENCH_STATE_GB", 0.25);
     let checkpoint = std::env::var("SWD_BENCH_CHECKPOINT").ok();
-
     let part_bytes: String = common::env_or("SWD_BENCH_PART_BYTES", "default".to_string());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("state backends: wordcount, 2 workers, P={PARTITIONS}, {cores} cores");

@@ -36,6 +36,27 @@ fn check_context(ctx: &SourceContext) -> Result<(), DataflowError> {
     }
 }
 
+/// Reads `source`'s share of `partition` (of `num_partitions`) from `offset`, stopping after
+/// `stop_after` lines if given: the lines and how the read ended.
+#[cfg(test)]
+pub(crate) fn read_lines(
+    source: &dyn super::Source<Item = String>,
+    partition: usize,
+    num_partitions: usize,
+    offset: super::SourceOffset,
+    stop_after: Option<usize>,
+) -> (Vec<String>, super::SourceEnd) {
+    let ctx = SourceContext {
+        partition,
+        num_partitions,
+    };
+    let mut lines = Vec::new();
+    let end = source
+        .read(&ctx, offset, &mut collect_until(&mut lines, stop_after))
+        .expect("read a test share");
+    (lines, end)
+}
+
 /// A test's `emit`: collects lines into `lines`, asking to stop once it holds `stop_after`.
 #[cfg(test)]
 pub(crate) fn collect_until(

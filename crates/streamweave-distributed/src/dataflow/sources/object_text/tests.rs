@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use std::io::Seek;
 
 use super::*;
-use crate::dataflow::sources::TextDirSource;
+use crate::dataflow::sources::{read_lines, TextDirSource};
 use crate::storage::block_on;
 
 /// Writes `files` both into a fresh directory and under `url`; returns the directory.
@@ -28,29 +28,6 @@ fn put_both(url: &StorageUrl, files: &[(String, Vec<u8>)]) -> tempfile::TempDir 
     dir
 }
 
-/// Reads one share from `offset`, stopping after `stop_after` records if given.
-fn read_share(
-    source: &dyn Source<Item = String>,
-    partition: usize,
-    num_partitions: usize,
-    offset: SourceOffset,
-    stop_after: Option<usize>,
-) -> (Vec<String>, SourceEnd) {
-    let ctx = SourceContext {
-        partition,
-        num_partitions,
-    };
-    let mut lines = Vec::new();
-    let end = source
-        .read(
-            &ctx,
-            offset,
-            &mut crate::dataflow::sources::collect_until(&mut lines, stop_after),
-        )
-        .unwrap();
-    (lines, end)
-}
-
 /// Every share of both sources is the same, and so is a read stopped after `stop_fraction` of
 /// a share and resumed from the offset it reported.
 fn assert_same_shares(
@@ -63,18 +40,18 @@ fn assert_same_shares(
     let plan = objects.plan(num_partitions).unwrap();
     assert_eq!(empty, plan.iter().map(Vec::is_empty).collect::<Vec<_>>());
     for p in 0..num_partitions {
-        let (lines, end) = read_share(files, p, num_partitions, SourceOffset(0), None);
+        let (lines, end) = read_lines(files, p, num_partitions, SourceOffset(0), None);
         assert_eq!(
-            read_share(objects, p, num_partitions, SourceOffset(0), None),
+            read_lines(objects, p, num_partitions, SourceOffset(0), None),
             (lines.clone(), end),
             "partition {p} of {num_partitions}"
         );
         let stop_after = (lines.len() as f64 * stop_fraction) as usize + 1;
         if stop_after <= lines.len() {
-            let head = read_share(objects, p, num_partitions, SourceOffset(0), Some(stop_after));
+            let head = read_lines(objects, p, num_partitions, SourceOffset(0), Some(stop_after));
             assert_eq!(
                 head,
-                read_share(files, p, num_partitions, SourceOffset(0), Some(stop_after))
+                read_lines(files, p, num_partitions, SourceOffset(0), Some(stop_after))
             );
             let SourceEnd::Stopped(at) = head.1 else {
                 panic!("{:?}", head.1)
@@ -85,9 +62,9 @@ fn assert_same_shares(
                 parked: Arc::default(),
                 ..objects.clone()
             };
-            let rest = read_share(&fresh, p, num_partitions, at, None);
+            let rest = read_lines(&fresh, p, num_partitions, at, None);
             assert_eq!(rest, (lines[stop_after..].to_vec(), end), "resumed from {at:?}");
-            let rest = read_share(objects, p, num_partitions, at, None);
+            let rest = read_lines(objects, p, num_partitions, at, None);
             assert_eq!(rest, (lines[stop_after..].to_vec(), end), "went on from {at:?}");
         }
     }

@@ -10,6 +10,7 @@ use tempfile::tempdir;
 
 use super::reader::ParkedShares;
 use super::*;
+use crate::dataflow::sources::read_lines;
 use crate::dataflow::SourceContext;
 
 fn split(path: &str, start: u64, end: u64) -> Split {
@@ -27,32 +28,9 @@ fn listing(files: &[(&str, u64)]) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
-/// Reads one share from `offset`, stopping after `stop_after` records if given.
-fn read_share(
-    source: &TextDirSource,
-    partition: usize,
-    num_partitions: usize,
-    offset: SourceOffset,
-    stop_after: Option<usize>,
-) -> (Vec<String>, SourceEnd) {
-    let ctx = SourceContext {
-        partition,
-        num_partitions,
-    };
-    let mut lines = Vec::new();
-    let end = source
-        .read(
-            &ctx,
-            offset,
-            &mut crate::dataflow::sources::collect_until(&mut lines, stop_after),
-        )
-        .unwrap();
-    (lines, end)
-}
-
 fn read_everything(source: &TextDirSource, num_partitions: usize) -> Vec<Vec<String>> {
     (0..num_partitions)
-        .map(|p| read_share(source, p, num_partitions, SourceOffset(0), None).0)
+        .map(|p| read_lines(source, p, num_partitions, SourceOffset(0), None).0)
         .collect()
 }
 
@@ -162,7 +140,7 @@ fn lines_keep_cr_and_empty_lines_without_final_newline() {
     let dir = tempdir().unwrap();
     fs::write(dir.path().join("a"), "a\r\n\nb\n\nc").unwrap();
     let source = TextDirSource::new(dir.path()).with_min_split(1);
-    let (lines, end) = read_share(&source, 0, 1, SourceOffset(0), None);
+    let (lines, end) = read_lines(&source, 0, 1, SourceOffset(0), None);
     assert_eq!(lines, ["a\r", "", "b", "", "c"]);
     assert_eq!(end, SourceEnd::Exhausted(SourceOffset(8)));
 }
@@ -172,7 +150,7 @@ fn empty_files_and_empty_directories_yield_nothing() {
     let dir = tempdir().unwrap();
     let source = TextDirSource::new(dir.path()).with_min_split(1);
     assert_eq!(
-        read_share(&source, 1, 2, SourceOffset(0), None),
+        read_lines(&source, 1, 2, SourceOffset(0), None),
         (vec![], SourceEnd::Exhausted(SourceOffset(0)))
     );
     fs::write(dir.path().join("empty"), "").unwrap();
@@ -232,7 +210,7 @@ fn stop_reports_the_offset_after_the_last_record() {
     fs::write(dir.path().join("a"), "ab\ncd\n").unwrap();
     fs::write(dir.path().join("b"), "ef\n").unwrap();
     let source = TextDirSource::new(dir.path()).with_min_split(1);
-    let (head, end) = read_share(&source, 0, 1, SourceOffset(0), Some(2));
+    let (head, end) = read_lines(&source, 0, 1, SourceOffset(0), Some(2));
     assert_eq!(
         (head, end),
         (
@@ -240,12 +218,12 @@ fn stop_reports_the_offset_after_the_last_record() {
             SourceEnd::Stopped(SourceOffset(6))
         )
     );
-    let (rest, end) = read_share(&source, 0, 1, SourceOffset(6), None);
+    let (rest, end) = read_lines(&source, 0, 1, SourceOffset(6), None);
     assert_eq!(
         (rest, end),
         (vec!["ef".to_string()], SourceEnd::Exhausted(SourceOffset(9)))
     );
-    let (rest, end) = read_share(&source, 0, 1, SourceOffset(3), Some(1));
+    let (rest, end) = read_lines(&source, 0, 1, SourceOffset(3), Some(1));
     assert_eq!(
         (rest, end),
         (vec!["cd".to_string()], SourceEnd::Stopped(SourceOffset(6)))
@@ -457,18 +435,18 @@ proptest! {
         let source = TextDirSource::new(dir.path()).with_min_split(1);
         let mut all = Vec::new();
         for p in 0..num_partitions {
-            let (lines, end) = read_share(&source, p, num_partitions, SourceOffset(0), None);
+            let (lines, end) = read_lines(&source, p, num_partitions, SourceOffset(0), None);
             let SourceEnd::Exhausted(total) = end else { panic!("{end:?}") };
             let stop_after = (lines.len() as f64 * stop_fraction) as usize + 1;
             if stop_after <= lines.len() {
-                let (head, end) = read_share(&source, p, num_partitions, SourceOffset(0), Some(stop_after));
+                let (head, end) = read_lines(&source, p, num_partitions, SourceOffset(0), Some(stop_after));
                 prop_assert_eq!(&head[..], &lines[..stop_after]);
                 let SourceEnd::Stopped(at) = end else { panic!("{end:?}") };
-                let (rest, end) = read_share(&source, p, num_partitions, at, None);
+                let (rest, end) = read_lines(&source, p, num_partitions, at, None);
                 prop_assert_eq!(&rest[..], &lines[stop_after..]);
                 prop_assert_eq!(end, SourceEnd::Exhausted(total));
             }
-            let at_end = read_share(&source, p, num_partitions, total, None);
+            let at_end = read_lines(&source, p, num_partitions, total, None);
             prop_assert_eq!(at_end, (vec![], SourceEnd::Exhausted(total)));
             all.extend(lines);
         }
