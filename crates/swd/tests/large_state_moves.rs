@@ -5,6 +5,11 @@
 //! committed checkpoint before the move's barrier (the coordinator's `resumed` events say how
 //! long that took, and how long the partition's records waited), the attempt never restarts,
 //! and the output is exact.
+//!
+//! Recovery does not stop the checkpoints either: after a SIGKILL the survivors apply records
+//! while the dead worker's partitions' state loads, and the barriers meanwhile write overlays
+//! (the partial counts) on the restored chains; a second SIGKILL restores from such a chain,
+//! exactly.
 
 mod common;
 
@@ -121,4 +126,83 @@ fn partitions_moved_at_tens_of_mb_of_state_load_it_ahead_and_pause_briefly_with_
         );
     }
     assert_never_owned_twice(&events);
+}
+
+/// The newest committed checkpoint in `checkpoints` (a local store's directory), if its manifest
+/// refers to an overlay (an `over-p` file: partial state written while a recovery loaded).
+fn newest_refers_to_an_overlay(checkpoints: &Path) -> Option<u64> {
+    let newest = std::fs::read_dir(checkpoints)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("_MANIFEST").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
+        .max()?;
+    // Retention may delete it meanwhile: then the next poll looks again.
+    let manifest = std::fs::read(checkpoints.join(format!("chk-{newest:010}/_MANIFEST"))).ok()?;
+    manifest
+        .windows(b"over-p".len())
+        .any(|w| w == b"over-p")
+        .then_some(newest)
+}
+
+#[test]
+fn checkpoints_commit_while_a_recovery_loads_its_state_and_a_restore_from_them_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input");
+    let want = write_input(&input);
+    let output = dir.path().join("out");
+    let opts = Opts {
+        partitions: 8,
+        heartbeat_timeout: "2s",
+        extra: job_flags(
+            "wordcount",
+            &input,
+            &output,
+            &[
+                "--rate",
+                "3000",
+                "--min-workers",
+                "1",
+                "--checkpoint-interval",
+                "100ms",
+            ],
+        ),
+        ..Opts::default()
+    };
+    let mut cluster = Cluster::start(opts);
+    for id in ["w1", "w2", "w3"] {
+        cluster.add_worker(id, &[]);
+    }
+    let checkpoints = cluster.data_dir.path().join("checkpoints");
+    let grown = cluster.wait_for_long("the state to grow past 16 MB", |s| {
+        state_bytes(s) > JOIN_AT_BYTES || matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(grown["job"]["state"], "running", "{grown:#}");
+    cluster.take_worker("w3").signal(libc::SIGKILL);
+    // The survivors load w3's partitions' state (megabytes each) while the barriers go on.
+    let overlaid = cluster.wait_for_long("a committed checkpoint referring to overlays", |s| {
+        newest_refers_to_an_overlay(&checkpoints).is_some()
+            || matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(overlaid["job"]["state"], "running", "{overlaid:#}");
+    let at = newest_refers_to_an_overlay(&checkpoints).unwrap_or(0);
+    eprintln!("checkpoint {at} refers to overlays");
+
+    let attempt = overlaid["job"]["attempt"].as_u64().unwrap_or(0);
+    cluster.take_worker("w2").signal(libc::SIGKILL);
+    let restored = cluster.wait_for_long("a restore after the second kill", |s| {
+        (s["job"]["attempt"].as_u64() > Some(attempt)
+            && s["job"]["last_restored_checkpoint"].as_u64().is_some())
+            || matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    let from = restored["job"]["last_restored_checkpoint"].as_u64().unwrap_or(0);
+    assert!(
+        from >= at,
+        "restored from checkpoint {from}, before {at}: {restored:#}"
+    );
+    let finished = cluster.wait_for_long("the job to end", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    assert_eq!(output_lines(&output), want, "exact output");
 }

@@ -18,6 +18,23 @@
 //! entries are new keys, so applying it as a delta adds them, and a build that knows nothing
 //! of parts restores them all the same.
 //!
+//! A partition recovered while its state still loads (`worker/background_restore.rs`: a stage
+//! whose accumulators merge, counts and reductions) applies records to an empty state beside
+//! the load. Its barriers before the load ends write *overlays*, `over-pQ-T` (`T` the checkpoint
+//! the partial state started from): the partial state's entries changed since the previous
+//! overlay, appended to the restored chain. The overlays of one recovery form a run (the same
+//! file name in consecutive segments): a restore applies the run among itself as a base and
+//! deltas, then combines it with the state before it, key by key, as the recovery's merge did
+//! ([`StateIndex::overlay_run`]). A chain with overlays is written as index version 2, so an
+//! older build refuses it rather than mistake an overlay for a delta.
+//!
+//! ```text
+//! restored chain [4 base, 5 delta] | loading... barrier 6: over-p00003-5 (partial at 6)
+//!                                  | barrier 7: over-p00003-5 (partial changed since 6)
+//!                                  | loaded, merged; barrier 8: delta (merged keys, full values)
+//! restore of 8: base 4, delta 5 = T; run [6, 7] -> O; T combined with O; delta 8
+//! ```
+//!
 //! [`PartitionChain`] is the worker's bookkeeping for one partition (plain code: which kind of
 //! segment comes next, the index after it); compaction is a new base, written when the chain
 //! has [`ChainPolicy::max_deltas`] deltas or its deltas outweigh its base, so a restore never
@@ -31,8 +48,12 @@ use super::{CheckpointError, CheckpointId, StoredFile};
 /// partition's whole state and starts with its record count, never with these).
 pub const INDEX_MAGIC: [u8; 8] = *b"SWDCHAIN";
 
-/// The index format this build writes and reads.
+/// The index format this build writes for a chain of bases and deltas (and reads).
 pub const INDEX_VERSION: u8 = 1;
+
+/// The index format of a chain with overlays (written only then, so that a chain without any
+/// stays readable by builds that know nothing of them).
+pub const INDEX_VERSION_OVERLAYS: u8 = 2;
 
 /// What a partition's keyed state holds at a barrier, counted by its stage: the entries changed
 /// since its last segment, of all its entries. It tells the barrier what a delta would cost
@@ -80,7 +101,12 @@ impl StateIndex {
     /// The index as stored: magic, version, then the segments (postcard).
     pub fn encode(&self) -> Result<Vec<u8>, CheckpointError> {
         let mut out = INDEX_MAGIC.to_vec();
-        out.push(INDEX_VERSION);
+        let overlays = self.segments.iter().any(|s| is_overlay_name(&s.file.name));
+        out.push(if overlays {
+            INDEX_VERSION_OVERLAYS
+        } else {
+            INDEX_VERSION
+        });
         let body = postcard::to_stdvec(self).map_err(|e| CheckpointError::Encoding(e.to_string()))?;
         out.extend(body);
         Ok(out)
@@ -94,7 +120,7 @@ impl StateIndex {
         };
         let corrupt = |reason: String| CheckpointError::corrupt(id, name, reason);
         match rest.split_first() {
-            Some((&INDEX_VERSION, body)) => {
+            Some((&(INDEX_VERSION | INDEX_VERSION_OVERLAYS), body)) => {
                 let index: StateIndex =
                     postcard::from_bytes(body).map_err(|e| corrupt(format!("state index: {e}")))?;
                 if index.segments.is_empty() {
@@ -106,7 +132,7 @@ impl StateIndex {
                 id,
                 what: "state index",
                 version: u32::from(*version),
-                supported: u32::from(INDEX_VERSION),
+                supported: u32::from(INDEX_VERSION_OVERLAYS),
             }),
             None => Err(corrupt("state index without a version".to_string())),
         }
@@ -150,6 +176,47 @@ impl StateIndex {
             .count()
     }
 
+    /// The segments of the overlay run that segment `i` belongs to, `i..end` from its start:
+    /// `None` when segment `i` is not an overlay. A run is the overlays of one recovery, stored
+    /// under one name in consecutive checkpoints; each holds the partial state's entries changed
+    /// since the one before, so a run applies as a whole (among itself as a base and deltas,
+    /// then combined with the state before it), never from its middle.
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::*;
+    /// let at = |c: u64, name: &str| Segment { checkpoint: CheckpointId(c), file: StoredFile::of(name, b"x") };
+    /// let index = StateIndex {
+    ///     segments: vec![
+    ///         at(4, "state-p00000"),
+    ///         at(6, &overlay_name(0, 5)),
+    ///         at(7, &overlay_name(0, 5)),
+    ///         at(9, &overlay_name(0, 8)),
+    ///         at(10, &segment_name(0)),
+    ///     ],
+    /// };
+    /// assert_eq!(index.overlay_run(1), Some(1..3));
+    /// assert_eq!(index.overlay_run(2), Some(1..3));
+    /// assert_eq!(index.overlay_run(3), Some(3..4), "another recovery's");
+    /// assert_eq!(index.overlay_run(4), None);
+    /// ```
+    pub fn overlay_run(&self, i: usize) -> Option<std::ops::Range<usize>> {
+        let name = &self.segments.get(i)?.file.name;
+        if !is_overlay_name(name) {
+            return None;
+        }
+        let same = |s: &Segment| s.file.name == *name;
+        let start = i - self.segments[..i].iter().rev().take_while(|s| same(s)).count();
+        let end = i + self.segments[i..].iter().take_while(|s| same(s)).count();
+        Some(start..end)
+    }
+
+    /// Whether a state holding the first `n` segments can go on with the rest: false when `n`
+    /// cuts an overlay run (its first part is merged in already, and the rest of the run holds
+    /// the partial state, not what changed on top of that).
+    pub fn continues_after(&self, n: usize) -> bool {
+        n == 0 || self.overlay_run(n).is_none_or(|run| run.start == n)
+    }
+
     /// The deltas after the base.
     pub fn deltas(&self) -> usize {
         self.segments.len() - self.base_parts()
@@ -172,6 +239,57 @@ impl StateIndex {
     }
 }
 
+/// How a restore applies a stretch of a chain's segments ([`StateIndex::layers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Layer<'a> {
+    /// The chain's first segment: the state.
+    Base(&'a [u8]),
+    /// A delta (or a later part of a base): its entries replace the state's.
+    Delta(&'a [u8]),
+    /// An overlay run, oldest first: applied among itself as a base and deltas, then combined
+    /// with the state before it key by key.
+    Overlays(Vec<&'a [u8]>),
+}
+
+impl StateIndex {
+    /// `bytes` (the segments from the `from`-th on, as read) as a restore applies them: the
+    /// first segment as the base, overlay runs whole, everything else as deltas. `bytes` must
+    /// not end inside an overlay run ([`StateIndex::overlay_run`]).
+    ///
+    /// ```
+    /// use streamweave_distributed::checkpoint::*;
+    /// let at = |c: u64, name: &str| Segment { checkpoint: CheckpointId(c), file: StoredFile::of(name, b"x") };
+    /// let index = StateIndex {
+    ///     segments: vec![at(4, "state-p00000"), at(6, &overlay_name(0, 5)), at(7, &overlay_name(0, 5)), at(8, &segment_name(0))],
+    /// };
+    /// let bytes = vec![b"b".to_vec(), b"o6".to_vec(), b"o7".to_vec(), b"d".to_vec()];
+    /// assert_eq!(
+    ///     index.layers(0, &bytes),
+    ///     vec![Layer::Base(b"b"), Layer::Overlays(vec![b"o6", b"o7"]), Layer::Delta(b"d")],
+    /// );
+    /// ```
+    pub fn layers<'a>(&self, from: usize, bytes: &'a [Vec<u8>]) -> Vec<Layer<'a>> {
+        let mut layers = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let at = from + i;
+            match self.overlay_run(at) {
+                Some(run) => {
+                    let end = (run.end - from).min(bytes.len());
+                    layers.push(Layer::Overlays(bytes[i..end].iter().map(Vec::as_slice).collect()));
+                    i = end;
+                }
+                None => {
+                    let b = bytes[i].as_slice();
+                    layers.push(if at == 0 { Layer::Base(b) } else { Layer::Delta(b) });
+                    i += 1;
+                }
+            }
+        }
+        layers
+    }
+}
+
 /// The name of part `k` of a base of partition `partition` written in parts.
 ///
 /// ```
@@ -187,6 +305,25 @@ pub fn is_part_name(name: &str) -> bool {
 }
 
 const PART_PREFIX: &str = "part-p";
+
+/// The name of partition `partition`'s overlays written while its state restored from
+/// checkpoint `restored` loads (see the module documentation).
+///
+/// ```
+/// use streamweave_distributed::checkpoint::{is_overlay_name, overlay_name};
+/// assert_eq!(overlay_name(3, 0x1f), "over-p00003-1f");
+/// assert!(is_overlay_name(&overlay_name(3, 0x1f)));
+/// ```
+pub fn overlay_name(partition: usize, restored: u64) -> String {
+    format!("{OVERLAY_PREFIX}{partition:05}-{restored:x}")
+}
+
+/// Whether state file `name` is an overlay ([`overlay_name`]).
+pub fn is_overlay_name(name: &str) -> bool {
+    name.starts_with(OVERLAY_PREFIX)
+}
+
+const OVERLAY_PREFIX: &str = "over-p";
 
 /// The name of partition `partition`'s segment in the checkpoint that writes it.
 pub fn segment_name(partition: usize) -> String {

@@ -97,12 +97,40 @@ fn an_index_round_trips_and_a_whole_state_is_not_an_index() {
 }
 
 #[test]
+fn only_a_chain_with_overlays_is_written_as_version_two() {
+    let mut chain = PartitionChain::new(ChainPolicy::default());
+    chain.record(CheckpointId(1), SegmentKind::Base, file("state-p00000", 10));
+    let plain = chain.record(CheckpointId(2), SegmentKind::Delta, file(&segment_name(0), 1));
+    assert_eq!(
+        plain.encode().unwrap()[INDEX_MAGIC.len()],
+        INDEX_VERSION,
+        "older builds read it"
+    );
+    let overlaid = chain.record(CheckpointId(3), SegmentKind::Delta, file(&overlay_name(0, 2), 1));
+    let bytes = overlaid.encode().unwrap();
+    assert_eq!(
+        bytes[INDEX_MAGIC.len()],
+        INDEX_VERSION_OVERLAYS,
+        "older builds refuse it"
+    );
+    assert_eq!(
+        StateIndex::decode(CheckpointId(3), "index-p00000", &bytes).unwrap(),
+        Some(overlaid.clone())
+    );
+    assert!(overlaid.continues_after(2) && overlaid.continues_after(3));
+    // After a delta the chain is past the run: still version two, since the run is in it.
+    let after = chain.record(CheckpointId(4), SegmentKind::Delta, file(&segment_name(0), 1));
+    assert_eq!(after.encode().unwrap()[INDEX_MAGIC.len()], INDEX_VERSION_OVERLAYS);
+    assert_eq!(after.overlay_run(2), Some(2..3));
+}
+
+#[test]
 fn an_index_of_an_unknown_version_or_truncated_is_refused() {
     let mut bytes = INDEX_MAGIC.to_vec();
-    bytes.push(INDEX_VERSION + 1);
+    bytes.push(INDEX_VERSION_OVERLAYS + 1);
     let err = StateIndex::decode(CheckpointId(4), "state-p00000", &bytes).unwrap_err();
     assert!(
-        matches!(err, CheckpointError::UnsupportedVersion { version: 2, .. }),
+        matches!(err, CheckpointError::UnsupportedVersion { version: 3, .. }),
         "{err}"
     );
     assert!(!err.is_damage(), "a newer format is not damage");

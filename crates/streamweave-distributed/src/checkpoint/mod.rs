@@ -49,9 +49,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use chain::{
-    compacted_name, index_name, is_index_name, is_part_name, part_name, segment_name, ChainPolicy,
-    PartitionChain, PendingChanges, Segment, SegmentKind, StateIndex, APART_DELTAS, COMPACTION_LAG,
-    INDEX_MAGIC, INDEX_VERSION,
+    compacted_name, index_name, is_index_name, is_overlay_name, is_part_name, overlay_name, part_name,
+    segment_name, ChainPolicy, Layer, PartitionChain, PendingChanges, Segment, SegmentKind, StateIndex,
+    APART_DELTAS, COMPACTION_LAG, INDEX_MAGIC, INDEX_VERSION, INDEX_VERSION_OVERLAYS,
 };
 pub use error::CheckpointError;
 pub use incremental::{read_state, resolve_refs, StateRead};

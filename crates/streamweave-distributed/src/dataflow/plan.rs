@@ -131,6 +131,13 @@ pub trait Receiver: Send {
     /// but not yet final (phase one of the sink's two-phase commit).
     fn pre_commit(&mut self, epoch: u64) -> Result<(), DataflowError>;
 
+    /// Recovery: combines an overlay run (see [`Stage::apply_overlays`](super::Stage::apply_overlays))
+    /// with the state restored so far.
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        let _ = run;
+        Err(no_overlays())
+    }
+
     /// Whether recovery may apply batches before the restored state is in, merging it later
     /// with [`Receiver::merge_restored`] (see [`Stage::merges_restored`](super::Stage::merges_restored)).
     fn merges_restored(&self) -> bool {
@@ -258,23 +265,37 @@ pub trait LoadedState: Send {
     fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError>;
     /// Applies a delta segment over the state loaded so far.
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError>;
+    /// Combines an overlay run with the state loaded so far (see [`Receiver::apply_overlays`]).
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        let _ = run;
+        Err(no_overlays())
+    }
     /// Whether its receiver may apply batches before this state is in, merging it later (see
     /// [`Receiver::merges_restored`]): a partition moved here then runs at once, the segments
     /// written since this state was loaded applied beside it.
     fn merges_restored(&self) -> bool {
         false
     }
-    /// The bytes of one base holding the chain `segments` (a base, then deltas, as
-    /// [`Receiver::snapshot_segment`] took them), built without loading them (a compaction apart
-    /// from the barriers, for receivers that [compact apart](Receiver::compacts_apart)).
-    fn merge_segments(&self, segments: &[Vec<u8>]) -> Result<Vec<u8>, DataflowError> {
-        let _ = segments;
+    /// The bytes of one base holding the chain `layers` (a base, then deltas and overlay runs,
+    /// as [`Receiver::snapshot_segment`] took them: [`crate::checkpoint::StateIndex::layers`]),
+    /// built without loading them (a compaction apart from the barriers, for receivers that
+    /// [compact apart](Receiver::compacts_apart)).
+    fn merge_segments(&self, layers: &[crate::checkpoint::Layer<'_>]) -> Result<Vec<u8>, DataflowError> {
+        let _ = layers;
         Err(DataflowError::InvalidJob(
             "this job's state is not compacted apart from the barriers".to_string(),
         ))
     }
     /// For [`ErasedPlan::open_loaded`], which knows the concrete type.
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
+}
+
+/// A chain with overlays restored where they cannot be combined.
+fn no_overlays() -> DataflowError {
+    DataflowError::InvalidJob(
+        "this job's state cannot take overlays (written by a recovery of a job that merges restored state)"
+            .to_string(),
+    )
 }
 
 /// Records per batch: large enough to amortise channel and framing costs, small enough that

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use crate::checkpoint::Layer;
+
 use super::plan::{Batch, ErasedPlan, ExchangeOut, LoadedState, Receiver, SourceControl};
 use super::router::SendFn;
 use super::stage::{Stage, StageFactory};
@@ -136,20 +138,43 @@ impl<U: Send + 'static> LoadedState for Loaded<U> {
         self.stage.merges_restored()
     }
 
-    /// The records written as of the newest segment, then the stage's segments merged.
-    fn merge_segments(&self, segments: &[Vec<u8>]) -> Result<Vec<u8>, DataflowError> {
-        let mut split = Vec::with_capacity(segments.len());
-        for segment in segments {
-            split.push(split_written(segment, "state segment")?);
-        }
-        let Some((&(_, base), deltas)) = split.split_first() else {
-            return Err(DataflowError::Encoding("no segments to compact".to_string()));
+    /// The records written as of the newest segment (an overlay's count adds to the state's
+    /// before it, as the recovery's merge did), then the stage's segments merged.
+    fn merge_segments(&self, layers: &[Layer<'_>]) -> Result<Vec<u8>, DataflowError> {
+        let Some((Layer::Base(base), rest)) = layers.split_first() else {
+            return Err(DataflowError::Encoding("no base to compact".to_string()));
         };
-        let written = split.last().map_or(0, |(written, _)| *written);
-        let deltas: Vec<&[u8]> = deltas.iter().map(|(_, delta)| *delta).collect();
+        let (mut written, base) = split_written(base, "state segment")?;
+        let mut stage_layers = Vec::with_capacity(rest.len());
+        for layer in rest {
+            stage_layers.push(match layer {
+                Layer::Delta(delta) => {
+                    let (at, delta) = split_written(delta, "state segment")?;
+                    written = at;
+                    Layer::Delta(delta)
+                }
+                Layer::Overlays(run) => {
+                    let (added, run) = split_run(run)?;
+                    written += added;
+                    Layer::Overlays(run)
+                }
+                Layer::Base(_) => {
+                    return Err(DataflowError::Encoding(
+                        "a base after a chain's first segment".to_string(),
+                    ))
+                }
+            });
+        }
         let mut state = written.to_le_bytes().to_vec();
-        state.extend(self.stage.merge_segments(base, &deltas)?);
+        state.extend(self.stage.merge_segments(base, &stage_layers)?);
         Ok(state)
+    }
+
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        let (added, run) = split_run(run)?;
+        self.stage.apply_overlays(&run)?;
+        self.written += added;
+        Ok(())
     }
 
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
@@ -167,6 +192,19 @@ fn split_written<'a>(bytes: &'a [u8], what: &str) -> Result<(u64, &'a [u8]), Dat
         )));
     };
     Ok((u64::from_le_bytes(*written), stage))
+}
+
+/// An overlay run's segments without their record counts, and the records the run adds (its
+/// newest overlay's count: what the partial state had written as of then).
+fn split_run<'a>(run: &[&'a [u8]]) -> Result<(u64, Vec<&'a [u8]>), DataflowError> {
+    let mut added = 0;
+    let mut stage = Vec::with_capacity(run.len());
+    for overlay in run {
+        let (written, bytes) = split_written(overlay, "state overlay")?;
+        added = written;
+        stage.push(bytes);
+    }
+    Ok((added, stage))
 }
 
 /// A receiver task's pipeline: the stage, then the partition's sink writer.
@@ -285,6 +323,13 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
 
     fn pending_changes(&self) -> Option<crate::checkpoint::PendingChanges> {
         self.stage.pending_changes()
+    }
+
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        let (added, run) = split_run(run)?;
+        self.stage.apply_overlays(&run)?;
+        self.written += added;
+        Ok(())
     }
 
     /// The output count goes on from the checkpoint's (a merging stage emits nothing before

@@ -18,7 +18,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::plan::{unpack, unpack_local, Batch};
 use super::state::tracked::TrackedMap;
 use super::DataflowError;
-use crate::checkpoint::{PendingChanges, SegmentKind};
+use crate::checkpoint::{Layer, PendingChanges, SegmentKind};
 
 /// In-process hash maps of keyed state: foldhash, fast and of good quality on short keys (which
 /// FxHash is not: its high bits collide for keys like `w123`, and probing then compares strings).
@@ -126,14 +126,23 @@ pub trait Stage<U>: Send {
         None
     }
 
-    /// The bytes of one base holding `base` (a segment of kind base) with `deltas` applied in
-    /// order, as [`Stage::snapshot`] would take of the state restored from them; for stages that
-    /// [compact apart](Stage::compacts_apart).
-    fn merge_segments(&self, base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError> {
-        let _ = (base, deltas);
+    /// The bytes of one base holding `base` (a segment of kind base) with `layers` (its deltas
+    /// and overlay runs) applied in order, as [`Stage::snapshot`] would take of the state
+    /// restored from them; for stages that [compact apart](Stage::compacts_apart).
+    fn merge_segments(&self, base: &[u8], layers: &[Layer<'_>]) -> Result<Vec<u8>, DataflowError> {
+        let _ = (base, layers);
         Err(DataflowError::InvalidJob(
             "this stage's state is not compacted apart from the barriers".to_string(),
         ))
+    }
+
+    /// Recovery: combines an overlay run (the state a recovery applied records to while its
+    /// restored state loaded, as a base and deltas: see [`crate::checkpoint::StateIndex::overlay_run`])
+    /// with the state restored so far, key by key, as [`Stage::merge_restored`] does; for
+    /// stages that [merge restored state](Stage::merges_restored).
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        let _ = run;
+        Err(no_overlays())
     }
 
     /// The stage's whole state, taken out (leaving it empty) for [`Stage::merge_restored`] of a
@@ -151,6 +160,13 @@ pub trait Stage<U>: Send {
             "this stage restores its state before it applies records".to_string(),
         ))
     }
+}
+
+/// A chain with overlays restored into a stage that cannot combine them.
+fn no_overlays() -> DataflowError {
+    DataflowError::InvalidJob(
+        "state with overlays given to a stage whose accumulators do not merge".to_string(),
+    )
 }
 
 pub(super) fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, DataflowError> {
@@ -305,8 +321,21 @@ where
         })
     }
 
-    fn merge_segments(&self, base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError> {
-        super::state::merge_segments::<K, A>(base, deltas)
+    fn merge_segments(&self, base: &[u8], layers: &[Layer<'_>]) -> Result<Vec<u8>, DataflowError> {
+        let combine = self.combine.as_deref().map(|f| f as &dyn Fn(Option<A>, A) -> A);
+        super::state::merge_segments::<K, A>(base, layers, combine)
+    }
+
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        let Some(combine) = self.combine.clone() else {
+            return Err(no_overlays());
+        };
+        let partial = super::state::collapse_run::<K, A>(run)?;
+        for (k, acc) in partial {
+            self.state.update_clean(k, |old| combine(old, acc));
+        }
+        self.room_to_grow();
+        Ok(())
     }
 
     fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
@@ -396,8 +425,12 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
         self.inner.pending_changes()
     }
 
-    fn merge_segments(&self, base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError> {
-        self.inner.merge_segments(base, deltas)
+    fn merge_segments(&self, base: &[u8], layers: &[Layer<'_>]) -> Result<Vec<u8>, DataflowError> {
+        self.inner.merge_segments(base, layers)
+    }
+
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        self.inner.apply_overlays(run)
     }
 
     fn take_state(&mut self) -> Option<Box<dyn std::any::Any + Send>> {

@@ -3,20 +3,24 @@
 //! to an empty state at once, while its checkpointed state loads on a blocking thread beside
 //! it; the two are merged at the first barrier (or the end of the input), which waits for the
 //! load if it has not finished. Records flow again after a failure without first reading every
-//! byte of state, and the state is exactly what a restore-then-apply would have built. A
+//! byte of state, and the state is exactly what a restore-then-apply would have built.
+//! Barriers that come while the state still loads do not wait for it: each writes an overlay,
+//! the partial state's entries changed since the last, on the restored chain
+//! (`checkpoint/chain.rs`), so checkpoints go on committing during a long load. A
 //! partition moved here with its state loaded ahead (`preload.rs`) does the same with the
 //! segments written since that load, so its pause does not include applying them.
 //!
 //! ```text
 //! open: empty receiver --start--> load_state (or the preloaded state) + base and deltas
 //! batches --> receiver (partial accumulators)
-//! first barrier / end --finish: await the load, merge_restored (blocking pool)--> receiver, chain
+//! barrier, still loading --> overlay of the partial state on the restored chain (no wait)
+//! barrier once loaded / end --finish: await the load, merge_restored (blocking pool)--> receiver, chain
 //! ```
 
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::blocking;
@@ -37,6 +41,9 @@ type Loaded = (Box<dyn LoadedState>, StateIndex, std::time::Duration);
 /// A partition's state loading beside its receiver.
 pub(crate) struct BackgroundRestore {
     load: JoinHandle<Result<Loaded, DataflowError>>,
+    /// The partition's index in the checkpoint restored, once read (before its segments load);
+    /// the sender goes with the load.
+    index: watch::Receiver<Option<StateIndex>>,
     partition: usize,
     checkpoint: u64,
 }
@@ -53,6 +60,7 @@ impl BackgroundRestore {
         preloaded: Option<Preloaded>,
     ) -> Self {
         let (plan, store, started) = (Arc::clone(plan), Arc::clone(store), Instant::now());
+        let (read, index) = watch::channel(None);
         let load = tokio::spawn(async move {
             // State loaded ahead lacks a segment or two: that short read needs no turn among the
             // full loads (it is what a moved partition's first barrier waits for).
@@ -72,17 +80,42 @@ impl BackgroundRestore {
                         (state, None)
                     }
                 };
-                let index =
-                    state_writer::load(store.as_ref(), checkpoint, &file, state.as_mut(), known.as_ref())?;
+                let index = state_writer::load_telling(
+                    store.as_ref(),
+                    checkpoint,
+                    &file,
+                    state.as_mut(),
+                    known.as_ref(),
+                    |index| {
+                        read.send_replace(Some(index.clone()));
+                    },
+                )?;
                 Ok((state, index, started.elapsed()))
             })
             .await
         });
         BackgroundRestore {
             load,
+            index,
             partition,
             checkpoint,
         }
+    }
+
+    /// The checkpoint the state is restored from.
+    pub(crate) fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    /// While the state still loads: the partition's index in the checkpoint restored, for a
+    /// barrier to write an overlay on; waits for the index to be read (one small read) if need
+    /// be. `None` once loaded (or failed): the barrier then merges, or fails, at no wait.
+    pub(crate) async fn loading_on(&self) -> Option<StateIndex> {
+        if self.load.is_finished() {
+            return None;
+        }
+        let index = (self.index.clone().wait_for(Option::is_some).await).ok()?.clone();
+        index.filter(|_| !self.load.is_finished())
     }
 
     /// Waits for the load, then merges what `receiver` applied meanwhile on top of it: the

@@ -74,6 +74,33 @@ impl CheckpointHandle {
         (CheckpointHandle { requests, store }, received)
     }
 
+    /// A handle to `store` answered as the actor of an attempt that moves nothing answers a
+    /// receiver (no hand-over at any barrier), for tests that drive a receiver through its
+    /// barriers; the states it saves come out as (checkpoint, partition, file).
+    #[cfg(test)]
+    pub(crate) fn answering(
+        store: Arc<dyn CheckpointStore>,
+    ) -> (Self, mpsc::UnboundedReceiver<(u64, usize, StoredFile)>) {
+        let (requests, mut received) = mpsc::unbounded_channel::<Request>();
+        let (saved_tx, saved) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(request) = received.recv().await {
+                match request {
+                    Request::Ask(_, answer) => {
+                        let _ = answer.send(CheckpointAction::Receiver { hand_over: false });
+                    }
+                    Request::Event(CheckpointEvent::StateSaved {
+                        id, partition, file, ..
+                    }) => {
+                        let _ = saved_tx.send((id, partition, file));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        (CheckpointHandle { requests, store }, saved)
+    }
+
     fn send(&self, request: Request) {
         // The actor only stops with the attempt; then nothing is waiting for this.
         let _ = self.requests.send(request);

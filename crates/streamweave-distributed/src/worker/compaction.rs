@@ -160,7 +160,7 @@ fn compact(
         .load_state(q)?
         .ok_or_else(|| DataflowError::InvalidJob("this job cannot load partition state apart".to_string()))?;
     let segments = state_writer::read_segments(store, at.0, index, 0)?;
-    let bytes = state.merge_segments(&segments)?;
+    let bytes = state.merge_segments(&index.layers(0, &segments))?;
     drop(segments);
     if cancel.is_cancelled() {
         return Ok(None);

@@ -86,6 +86,9 @@ impl ReceiverTask {
             });
         }
         let mut writer = self.writer(chain, receiver.as_ref());
+        // Whether a barrier wrote an overlay while the state loaded (the writer's chain is then
+        // the restored one with the overlays, which the load's own chain lacks).
+        let mut overlaid = false;
         let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
         // From the first barrier of an alignment to the snapshot (a debug figure).
         let mut aligning_since: Option<std::time::Instant> = None;
@@ -113,11 +116,6 @@ impl ReceiverTask {
                     }
                     Step::Cancelled => return Ok(free(receiver)),
                     Step::Aligned(id) => {
-                        if let Some(load) = loading.take() {
-                            let chain;
-                            (receiver, chain) = load.finish(receiver).await?;
-                            writer = self.writer(chain, receiver.as_ref());
-                        }
                         if let Some(since) = aligning_since.take() {
                             tracing::debug!(
                                 partition = q,
@@ -130,6 +128,34 @@ impl ReceiverTask {
                             Some(checkpoints) => checkpoints.receiver_aligned(q, id).await?,
                             None => false,
                         };
+                        if let Some(load) = loading.take() {
+                            // Still loading: an overlay on the restored chain, without waiting
+                            // (not at a hand-over: the new owner gets the whole state).
+                            let restored = match hand_over {
+                                true => None,
+                                false => load.loading_on().await,
+                            };
+                            let overlay = match restored {
+                                Some(index) if !overlaid => {
+                                    let chain = PartitionChain::restored(ChainPolicy::default(), index);
+                                    writer = self.writer(chain, receiver.as_ref());
+                                    true
+                                }
+                                Some(_) => writer.can_overlay(),
+                                None => false,
+                            };
+                            if overlay {
+                                overlaid = true;
+                                loading = Some(load);
+                            } else {
+                                let chain;
+                                (receiver, chain) = load.finish(receiver).await?;
+                                // After overlays, the writer's chain is the restored one and them.
+                                if !overlaid {
+                                    writer = self.writer(chain, receiver.as_ref());
+                                }
+                            }
+                        }
                         if let Some(checkpoints) = self.checkpoints.as_ref().filter(|_| hand_over) {
                             if alignment.has_held() {
                                 // Every source routes to the new owner after this barrier, so
@@ -157,7 +183,10 @@ impl ReceiverTask {
                             );
                             return Ok(None);
                         }
-                        receiver = self.snapshot(receiver, &mut writer, id).await?;
+                        receiver = match &loading {
+                            Some(load) => self.overlay(receiver, &mut writer, id, load.checkpoint()).await?,
+                            None => self.snapshot(receiver, &mut writer, id).await?,
+                        };
                         step = alignment.snapshot_taken();
                         continue;
                     }
@@ -285,6 +314,39 @@ impl ReceiverTask {
         }
     }
 
+    /// Barrier `id` aligned while the state restored from checkpoint `restored` still loads:
+    /// seals the partial state's changes as an overlay on the chain and the sink's output, then
+    /// writes the overlay and acknowledges beside the processing that goes on.
+    async fn overlay(
+        &self,
+        receiver: Box<dyn Receiver>,
+        writer: &mut StateWriter,
+        id: u64,
+        restored: u64,
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(receiver);
+        };
+        let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, self.ctx.partition);
+        let (receiver, kind, state) = seal(receiver, id, SegmentKind::Delta, parts).await?;
+        let (SegmentKind::Delta, SealedState::Whole(bytes)) = (kind, state) else {
+            return Err(DataflowError::InvalidJob(format!(
+                "partition {} took a base where an overlay was asked at checkpoint {id}",
+                self.ctx.partition
+            )));
+        };
+        tracing::debug!(
+            partition = self.ctx.partition,
+            checkpoint = id,
+            restored,
+            bytes = bytes.len(),
+            "overlay while the state loads"
+        );
+        let sealed = writer.sealed_overlay(id, restored, bytes);
+        tokio::spawn(writer.write(checkpoints, sealed));
+        Ok(receiver)
+    }
+
     /// Barrier `id` aligned: seals the partition's state segment and sink output, then writes
     /// the segment and acknowledges beside the processing that goes on.
     async fn snapshot(
@@ -364,11 +426,15 @@ async fn seal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::{index_name, CheckpointId, CheckpointStore};
     use crate::dataflow::sinks::CollectorSink;
     use crate::dataflow::sources::CollectionSource;
     use crate::dataflow::Stream;
     use crate::types::WorkerId;
+    use crate::worker::checkpoint_actor::CheckpointHandle;
     use crate::worker::exchange::Inbound;
+    use crate::worker::test_jobs::only_partition;
+    use std::collections::BTreeMap;
 
     /// A receiver of partition 0 of 2, without checkpoints, fed `messages`.
     async fn receive(messages: Vec<Inbound>) -> Result<Option<u64>, DataflowError> {
@@ -400,6 +466,144 @@ mod tests {
         }
         drop(tx);
         receiver.run(&mut { rx }).await
+    }
+
+    /// The counts partition 0 of `job` holds when restored from checkpoint `id` of `store`.
+    fn restored_counts(
+        job: &crate::dataflow::Job,
+        store: &dyn CheckpointStore,
+        id: u64,
+    ) -> BTreeMap<String, u64> {
+        let sink = CollectorSink::new();
+        let plan = crate::worker::test_jobs::word_count(&sink).plan;
+        let _ = job;
+        let mut receiver = plan.open_receiver(&only_partition(9)).unwrap();
+        state_writer::load(store, id, &index_name(0), receiver.as_mut(), None).unwrap();
+        receiver.finish().unwrap();
+        sink.collected().into_iter().collect()
+    }
+
+    /// The counts partition 0 holds when its chain in checkpoint `id` is compacted into one base
+    /// (as a compaction apart does) and restored from it.
+    fn compacted_counts(store: &dyn CheckpointStore, id: u64) -> BTreeMap<String, u64> {
+        let sink = CollectorSink::new();
+        let plan = crate::worker::test_jobs::word_count(&sink).plan;
+        let index = match crate::checkpoint::read_state(store, CheckpointId(id), &index_name(0)).unwrap() {
+            crate::checkpoint::StateRead::Chain(index) => index,
+            crate::checkpoint::StateRead::Whole(_) => panic!("checkpoint {id} holds no chain"),
+        };
+        let segments = state_writer::read_segments(store, id, &index, 0).unwrap();
+        let state = plan.load_state(0).unwrap().unwrap();
+        let base = state.merge_segments(&index.layers(0, &segments)).unwrap();
+        let mut receiver = plan.open_receiver(&only_partition(9)).unwrap();
+        receiver.restore(&base).unwrap();
+        receiver.finish().unwrap();
+        sink.collected().into_iter().collect()
+    }
+
+    fn last_segment(store: &dyn CheckpointStore, id: u64) -> String {
+        match crate::checkpoint::read_state(store, CheckpointId(id), &index_name(0)).unwrap() {
+            crate::checkpoint::StateRead::Chain(index) => index.segments.last().unwrap().file.name.clone(),
+            crate::checkpoint::StateRead::Whole(_) => panic!("checkpoint {id} holds no chain"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn barriers_while_the_state_loads_write_overlays_and_every_checkpoint_restores_exactly() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::checkpoint::hooked::{Hooked, Op};
+        use crate::checkpoint::MemoryStore;
+        use crate::worker::exchange::CreditReturn;
+        use crate::worker::test_jobs::{counts, stored_chain};
+
+        let sink = CollectorSink::new();
+        let job = crate::worker::test_jobs::word_count(&sink);
+        let inner = MemoryStore::new();
+        let (_, restored) = stored_chain(&job, &inner, 2);
+        let mut expected: BTreeMap<String, u64> = restored.into_iter().collect();
+        // The restored chain's base (checkpoint 1) is held back until the test lets it through.
+        let open = Arc::new(AtomicBool::new(false));
+        let gate = Arc::clone(&open);
+        let store: Arc<dyn CheckpointStore> = Arc::new(Hooked::new(&inner, move |op, id, _| {
+            while op == Op::Read && id == CheckpointId(1) && !gate.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Ok(())
+        }));
+        let (handle, mut saved) = CheckpointHandle::answering(Arc::clone(&store));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let task = ReceiverTask {
+            plan: Arc::clone(&job.plan),
+            ctx: only_partition(2),
+            checkpoints: Some(handle),
+            restore: Some((2, index_name(0))),
+            ended: HashSet::new(),
+            cancel: CancellationToken::new(),
+            plane: DataPlane::start(listener, WorkerId::new("w1"), "test".into(), 1 << 20),
+            preloaded: Mutex::new(None),
+            resumed: None,
+            delta_barriers: Arc::default(),
+            metrics: WorkerMetrics::default(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let run = tokio::spawn(async move { task.run(&mut { rx }).await });
+        let batch = |pairs: &[(&str, u64)]| Inbound::Batch {
+            batch: counts(pairs),
+            credit: CreditReturn::Local(Arc::new(tokio::sync::Semaphore::new(0))),
+            from: 0,
+        };
+        let add = |expected: &mut BTreeMap<String, u64>, pairs: &[(&str, u64)]| {
+            for (k, n) in pairs {
+                *expected.entry(k.to_string()).or_insert(0) += n;
+            }
+            batch(pairs)
+        };
+        let mut at_barrier = BTreeMap::new();
+        // Two barriers while the base is held back: each is saved without waiting for it.
+        for (id, pairs) in [(3, &[("a", 5), ("c", 1)][..]), (4, &[("a", 1), ("base7", 2)][..])] {
+            tx.send(add(&mut expected, pairs)).await.unwrap();
+            tx.send(Inbound::Barrier { id, from: 0 }).await.unwrap();
+            let (saved_id, _, _) = saved.recv().await.unwrap();
+            assert_eq!(saved_id, id);
+            assert_eq!(last_segment(&inner, id), crate::checkpoint::overlay_name(0, 2));
+            at_barrier.insert(id, expected.clone());
+        }
+        // Once the state is in, a barrier merges it and writes a delta after the overlays.
+        open.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut id = 5;
+        loop {
+            tx.send(add(&mut expected, &[("d", 1)])).await.unwrap();
+            tx.send(Inbound::Barrier { id, from: 0 }).await.unwrap();
+            assert_eq!(saved.recv().await.unwrap().0, id);
+            at_barrier.insert(id, expected.clone());
+            if last_segment(&inner, id) == crate::checkpoint::segment_name(0) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the state never finished loading"
+            );
+            id += 1;
+        }
+        tx.send(Inbound::Eos { from: 0 }).await.unwrap();
+        assert!(run.await.unwrap().unwrap().is_some());
+        job.plan.commit_epochs(0, FINAL_EPOCH).unwrap();
+        let got: BTreeMap<String, u64> = sink.collected().into_iter().collect();
+        assert_eq!(got, expected, "the output counts the restored state once");
+        for (id, counts) in &at_barrier {
+            assert_eq!(
+                &restored_counts(&job, &inner, *id),
+                counts,
+                "restored from checkpoint {id}"
+            );
+            assert_eq!(
+                &compacted_counts(&inner, *id),
+                counts,
+                "compacted at checkpoint {id}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -25,8 +25,9 @@ use tokio::sync::oneshot;
 use super::checkpoint_actor::CheckpointHandle;
 use super::compaction::Compactor;
 use crate::checkpoint::{
-    index_name, parallel, part_name, read_state, segment_name, ChainPolicy, CheckpointError, CheckpointId,
-    CheckpointStore, PartitionChain, PendingChanges, Segment, SegmentKind, StateIndex, StateRead, StoredFile,
+    index_name, overlay_name, parallel, part_name, read_state, segment_name, ChainPolicy, CheckpointError,
+    CheckpointId, CheckpointStore, Layer, PartitionChain, PendingChanges, Segment, SegmentKind, StateIndex,
+    StateRead, StoredFile,
 };
 use crate::dataflow::plan::{LoadedState, Receiver};
 use crate::dataflow::{DataflowError, PartSink};
@@ -52,6 +53,16 @@ pub(crate) fn restore(
 pub(crate) trait StateTarget {
     fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError>;
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError>;
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError>;
+
+    /// Applies `layer` (see [`StateIndex::layers`]).
+    fn apply(&mut self, layer: &Layer<'_>) -> Result<(), DataflowError> {
+        match layer {
+            Layer::Base(state) => self.restore(state),
+            Layer::Delta(delta) => self.apply_delta(delta),
+            Layer::Overlays(run) => self.apply_overlays(run),
+        }
+    }
 }
 
 impl StateTarget for dyn Receiver + '_ {
@@ -61,6 +72,9 @@ impl StateTarget for dyn Receiver + '_ {
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
         Receiver::apply_delta(self, delta)
     }
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        Receiver::apply_overlays(self, run)
+    }
 }
 
 impl StateTarget for dyn LoadedState + '_ {
@@ -69,6 +83,9 @@ impl StateTarget for dyn LoadedState + '_ {
     }
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
         LoadedState::apply_delta(self, delta)
+    }
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        LoadedState::apply_overlays(self, run)
     }
 }
 
@@ -85,17 +102,33 @@ pub(crate) fn load<T: StateTarget + ?Sized>(
     target: &mut T,
     have: Option<&StateIndex>,
 ) -> Result<StateIndex, DataflowError> {
+    load_telling(store, id, name, target, have, |_| {})
+}
+
+/// [`load`], telling `read` the partition's index as soon as it is known, before the segments
+/// are applied (a recovery's barriers can build on it while the state loads).
+pub(crate) fn load_telling<T: StateTarget + ?Sized>(
+    store: &dyn CheckpointStore,
+    id: u64,
+    name: &str,
+    target: &mut T,
+    have: Option<&StateIndex>,
+    read: impl FnOnce(&StateIndex),
+) -> Result<StateIndex, DataflowError> {
     let damaged = |e: CheckpointError| DataflowError::restoring(id, e);
     match read_state(store, CheckpointId(id), name).map_err(damaged)? {
         StateRead::Whole(bytes) => {
-            target.restore(&bytes)?;
             let base = Segment {
                 checkpoint: CheckpointId(id),
                 file: StoredFile::of(name, &bytes),
             };
-            Ok(StateIndex { segments: vec![base] })
+            let index = StateIndex { segments: vec![base] };
+            read(&index);
+            target.restore(&bytes)?;
+            Ok(index)
         }
         StateRead::Chain(index) => {
+            read(&index);
             let skip = have.map_or(0, |have| applied_prefix(have, &index));
             apply_segments(store, id, &index, skip, target)?;
             Ok(index)
@@ -115,14 +148,17 @@ pub(crate) fn apply_segments<T: StateTarget + ?Sized>(
     skip: usize,
     target: &mut T,
 ) -> Result<(), DataflowError> {
+    if !index.continues_after(skip) {
+        return Err(DataflowError::Exchange(format!(
+            "applying partition state from the middle of an overlay run (segment {skip} of checkpoint {id})"
+        )));
+    }
     let mut from = skip;
     while from < index.segments.len() {
         let until = read_window(index, from, READ_WINDOW);
-        for (i, bytes) in (from..).zip(read_these(store, id, &index.segments[from..until])?) {
-            match i {
-                0 => target.restore(&bytes)?,
-                _ => target.apply_delta(&bytes)?,
-            }
+        let bytes = read_these(store, id, &index.segments[from..until])?;
+        for layer in index.layers(from, &bytes) {
+            target.apply(&layer)?;
         }
         from = until;
     }
@@ -133,13 +169,13 @@ pub(crate) fn apply_segments<T: StateTarget + ?Sized>(
 pub(crate) const READ_WINDOW: u64 = 64 << 20;
 
 /// The end of the window of `index`'s segments read together from the `from`-th: as many as fit
-/// in `limit` bytes, and at least one.
+/// in `limit` bytes, and at least one; never inside an overlay run (a run applies whole).
 fn read_window(index: &StateIndex, from: usize, limit: u64) -> usize {
     let mut bytes = 0u64;
     let mut until = from;
     for s in &index.segments[from..] {
         bytes = bytes.saturating_add(s.file.size);
-        if until > from && bytes > limit {
+        if until > from && bytes > limit && index.continues_after(until) {
             break;
         }
         until += 1;
@@ -178,16 +214,25 @@ fn read_these(
 /// the segment before it, so the first one after that checkpoint brings the state on from
 /// there); none when `index` is older than `have` (another history) or begins after it (a
 /// base taken since).
+///
+/// Also none when the prefix would end inside an overlay run: the rest of the run holds the
+/// partial state as of later barriers, not what changed on top of the part applied.
 pub(crate) fn applied_prefix(have: &StateIndex, index: &StateIndex) -> usize {
-    if index.segments.starts_with(&have.segments) {
-        return have.segments.len();
-    }
-    let last = |i: &StateIndex| i.segments.last().map(|s| s.checkpoint);
-    match (last(have), last(index)) {
-        (Some(at), Some(newest)) if newest >= at => {
-            index.segments.iter().take_while(|s| s.checkpoint <= at).count()
+    let prefix = if index.segments.starts_with(&have.segments) {
+        have.segments.len()
+    } else {
+        let last = |i: &StateIndex| i.segments.last().map(|s| s.checkpoint);
+        match (last(have), last(index)) {
+            (Some(at), Some(newest)) if newest >= at => {
+                index.segments.iter().take_while(|s| s.checkpoint <= at).count()
+            }
+            _ => 0,
         }
-        _ => 0,
+    };
+    if index.continues_after(prefix) {
+        prefix
+    } else {
+        0
     }
 }
 
@@ -359,6 +404,8 @@ pub(crate) struct Sealed {
     ended_sources: Vec<usize>,
     /// The partition leaves with this segment: nothing is compacted after it here.
     leaving: bool,
+    /// An overlay's name (the segment is the partial state of a recovery whose state loads).
+    overlay: Option<String>,
 }
 
 impl Sealed {
@@ -475,6 +522,36 @@ impl StateWriter {
             index,
             ended_sources: Vec::new(),
             leaving: false,
+            overlay: None,
+        }
+    }
+
+    /// Whether the next segment can be an overlay on the chain: there is one, and every write
+    /// it is made of was stored (else the chain is dropped, and the next segment must be a base
+    /// of the whole state).
+    pub(crate) fn can_overlay(&mut self) -> bool {
+        if self.broken.swap(false, Ordering::AcqRel) {
+            self.chain.reset();
+        }
+        self.chain.has_chain()
+    }
+
+    /// Checkpoint `id` took an overlay (`bytes`: the entries of the partial state of a recovery
+    /// from checkpoint `restored` changed since its last overlay, while the restored state
+    /// still loads): records it at the end of the chain.
+    pub(crate) fn sealed_overlay(&mut self, id: u64, restored: u64, bytes: Vec<u8>) -> Sealed {
+        self.chain.counted(None);
+        let name = overlay_name(self.q, restored);
+        let file = StoredFile::of(&name, &bytes);
+        let index = self.chain.record(CheckpointId(id), SegmentKind::Delta, file);
+        Sealed {
+            id,
+            kind: SegmentKind::Delta,
+            state: SealedState::Whole(bytes),
+            index,
+            ended_sources: Vec::new(),
+            leaving: false,
+            overlay: Some(name),
         }
     }
 
@@ -491,7 +568,8 @@ impl StateWriter {
         let (broken, checkpoints, q) = (Arc::clone(&self.broken), checkpoints.clone(), self.q);
         // Once this delta is stored, the chain it ends is compacted apart if it is past its bounds.
         let compact = (self.compactor.clone())
-            .filter(|_| sealed.kind == SegmentKind::Delta && !sealed.leaving && self.chain.wants_compaction())
+            .filter(|_| sealed.kind == SegmentKind::Delta && !sealed.leaving && sealed.overlay.is_none())
+            .filter(|_| self.chain.wants_compaction())
             .map(|compactor| (compactor, sealed.index.clone()));
         let created = std::time::Instant::now();
         async move {
@@ -543,10 +621,10 @@ fn store(checkpoints: &CheckpointHandle, q: usize, sealed: &Sealed) -> bool {
     };
     let stored = match (&sealed.state, sealed.kind) {
         (SealedState::Whole(bytes), SegmentKind::Base) => checkpoints.store.put(id, &state_name(q), bytes),
-        (SealedState::Whole(bytes), SegmentKind::Delta) => checkpoints
-            .store
-            .put(id, &segment_name(q), bytes)
-            .and_then(|_| put_index()),
+        (SealedState::Whole(bytes), SegmentKind::Delta) => {
+            let name = sealed.overlay.clone().unwrap_or_else(|| segment_name(q));
+            checkpoints.store.put(id, &name, bytes).and_then(|_| put_index())
+        }
         (SealedState::Parts(_), _) => put_index(),
         (SealedState::Failed(e), _) => {
             tracing::warn!(checkpoint = sealed.id, partition = q, error = %e, "cannot store a part of a base");
@@ -588,6 +666,11 @@ mod tests {
         }
         fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
             self.0.push(format!("D:{}", String::from_utf8_lossy(delta)));
+            Ok(())
+        }
+        fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+            let run: Vec<_> = run.iter().map(|o| String::from_utf8_lossy(o)).collect();
+            self.0.push(format!("O:{}", run.join(",")));
             Ok(())
         }
     }
@@ -695,6 +778,79 @@ mod tests {
         assert_eq!(read_window(&index, 2, 100), 3, "at least one");
         assert_eq!(read_window(&index, 3, 100), 4, "one larger than the window");
         assert_eq!(read_window(&index, 4, 100), 5);
+    }
+
+    /// An index of `names` (`o5`: an overlay of the recovery from checkpoint 5), the `i`-th
+    /// segment in checkpoint `i + 1`, each of `size` bytes.
+    fn named(names: &[&str], size: usize) -> StateIndex {
+        let segments = (names.iter().enumerate())
+            .map(|(i, name)| {
+                let name = match name.strip_prefix('o') {
+                    Some(tag) => overlay_name(0, tag.parse().unwrap()),
+                    None => name.to_string(),
+                };
+                Segment {
+                    checkpoint: CheckpointId(i as u64 + 1),
+                    file: StoredFile::of(&name, &vec![0; size]),
+                }
+            })
+            .collect();
+        StateIndex { segments }
+    }
+
+    #[test]
+    fn an_overlay_run_is_read_and_applied_whole() {
+        let index = named(&["state-p00000", "o1", "o1", "o1", "seg-p00000"], 40);
+        assert_eq!(
+            read_window(&index, 0, 100),
+            4,
+            "the window takes the run to its end"
+        );
+        assert_eq!(read_window(&index, 1, 50), 4);
+        assert_eq!(read_window(&index, 4, 50), 5);
+        // Two recoveries' runs side by side stay apart.
+        let store = MemoryStore::new();
+        let mut chain = PartitionChain::new(ChainPolicy::default());
+        let mut index = None;
+        for (id, name) in [
+            (1, "state-p00000".to_string()),
+            (3, overlay_name(0, 2)),
+            (4, overlay_name(0, 2)),
+            (6, overlay_name(0, 5)),
+        ] {
+            let file = store
+                .put(CheckpointId(id), &name, format!("{id}").as_bytes())
+                .unwrap();
+            index = Some(chain.record(CheckpointId(id), SegmentKind::Delta, file));
+        }
+        let index = index.unwrap();
+        store
+            .put(CheckpointId(6), &index_name(0), &index.encode().unwrap())
+            .unwrap();
+        let mut target = Applied::default();
+        load(&store, 6, &index_name(0), &mut target, None).unwrap();
+        assert_eq!(target.0, ["R:1", "O:3,4", "O:6"]);
+    }
+
+    #[test]
+    fn state_loaded_ahead_from_inside_an_overlay_run_is_loaded_again() {
+        let have = named(&["state-p00000", "o1"], 1);
+        let index = named(&["state-p00000", "o1", "o1", "seg-p00000"], 1);
+        assert_eq!(
+            applied_prefix(&have, &index),
+            0,
+            "the run's rest holds the partial state, not changes"
+        );
+        let have = named(&["state-p00000", "o1", "o1"], 1);
+        assert_eq!(
+            applied_prefix(&have, &index),
+            3,
+            "the run is whole: the delta after it applies"
+        );
+        let store = MemoryStore::new();
+        let mut target = Applied::default();
+        let error = apply_segments(&store, 4, &index, 2, &mut target).unwrap_err();
+        assert!(error.to_string().contains("overlay run"), "{error}");
     }
 
     #[test]

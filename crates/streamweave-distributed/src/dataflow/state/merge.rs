@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! deltas, oldest first --decode--> changes: key -> newest accumulator   (a small table)
+//!   an overlay run (collapsed) --> changes: key -> combined with the change before, or
+//!                                  "combine with the base's"
 //! base --streamed entry by entry--> (key, changes.remove(key) or acc) --encode--> out
 //! changes left (keys new since the base) --encode--> out;  out = count, then the entries
 //! ```
@@ -18,25 +20,55 @@ use std::hash::Hash;
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::Serialize;
 
+use crate::checkpoint::Layer;
 use crate::dataflow::stage::{decode_state, FoldHashMap};
 use crate::dataflow::DataflowError;
 
-/// The bytes of a base holding `base` with `deltas` applied in order (a key's accumulator in
-/// the newest delta that has it, else in the base).
-pub(crate) fn merge_segments<K, A>(base: &[u8], deltas: &[&[u8]]) -> Result<Vec<u8>, DataflowError>
+/// The bytes of a base holding `base` with `layers` applied in order: a key's accumulator in
+/// the newest delta that has it, else in the base, and an overlay run's (the run collapsed, its
+/// newest accumulator of each key) combined with it by `combine` (the stage's; overlays come
+/// only from stages that have one).
+pub(crate) fn merge_segments<K, A>(
+    base: &[u8],
+    layers: &[Layer<'_>],
+    combine: Option<&dyn Fn(Option<A>, A) -> A>,
+) -> Result<Vec<u8>, DataflowError>
 where
     K: Eq + Hash + Serialize + DeserializeOwned,
     A: Serialize + DeserializeOwned,
 {
-    let mut changes: FoldHashMap<K, A> = FoldHashMap::default();
-    for delta in deltas {
-        let changed: Vec<(K, A)> = decode_state(delta)?;
-        changes.extend(changed);
+    let mut changes: FoldHashMap<K, Change<A>> = FoldHashMap::default();
+    let mut layer_bytes = 0;
+    for layer in layers {
+        match layer {
+            Layer::Delta(delta) => {
+                layer_bytes += delta.len();
+                let changed: Vec<(K, A)> = decode_state(delta)?;
+                changes.extend(changed.into_iter().map(|(k, a)| (k, Change::Set(a))));
+            }
+            Layer::Overlays(run) => {
+                layer_bytes += run.iter().map(|o| o.len()).sum::<usize>();
+                let combine = combine.ok_or_else(no_combine)?;
+                for (k, a) in collapse_run::<K, A>(run)? {
+                    let next = match changes.remove(&k) {
+                        Some(Change::Set(u)) => Change::Set(combine(Some(u), a)),
+                        Some(Change::Add(u)) => Change::Add(combine(Some(u), a)),
+                        None => Change::Add(a),
+                    };
+                    changes.insert(k, next);
+                }
+            }
+            Layer::Base(_) => {
+                return Err(DataflowError::Encoding(
+                    "compacting a chain with a base after its first segment".to_string(),
+                ))
+            }
+        }
     }
-    let delta_bytes: usize = deltas.iter().map(|d| d.len()).sum();
     let mut merged = Merged {
         changes,
-        body: Vec::with_capacity(base.len() + delta_bytes),
+        combine,
+        body: Vec::with_capacity(base.len() + layer_bytes),
         count: 0,
     };
     let mut entries = postcard::Deserializer::from_bytes(base);
@@ -46,9 +78,11 @@ where
         changes,
         mut body,
         mut count,
+        ..
     } = merged;
-    for entry in changes {
-        body = postcard::to_extend(&entry, body).map_err(|e| DataflowError::Encoding(e.to_string()))?;
+    for (k, change) in changes {
+        let (Change::Set(acc) | Change::Add(acc)) = change;
+        body = postcard::to_extend(&(k, acc), body).map_err(|e| DataflowError::Encoding(e.to_string()))?;
         count += 1;
     }
     let mut out = postcard::to_stdvec(&count).map_err(|e| DataflowError::Encoding(e.to_string()))?;
@@ -56,14 +90,42 @@ where
     Ok(out)
 }
 
-/// The merge so far: the changes not met in the base yet, the entries written, their count.
-struct Merged<K, A> {
-    changes: FoldHashMap<K, A>,
+/// An overlay run's entries as one table: each key's accumulator in the newest overlay that has
+/// it (the partial state as of the run's last barrier).
+pub(crate) fn collapse_run<K, A>(run: &[&[u8]]) -> Result<FoldHashMap<K, A>, DataflowError>
+where
+    K: Eq + Hash + DeserializeOwned,
+    A: DeserializeOwned,
+{
+    let mut partial: FoldHashMap<K, A> = FoldHashMap::default();
+    for overlay in run {
+        let entries: Vec<(K, A)> = decode_state(overlay)?;
+        partial.extend(entries);
+    }
+    Ok(partial)
+}
+
+fn no_combine() -> DataflowError {
+    DataflowError::Encoding("an overlay in the chain of a stage whose accumulators do not merge".to_string())
+}
+
+/// What the layers after the base make of a key: its accumulator replaced, or the base's (none:
+/// nothing) combined with this one.
+enum Change<A> {
+    Set(A),
+    Add(A),
+}
+
+/// The merge so far: the changes not met in the base yet, how overlays combine, the entries
+/// written, their count.
+struct Merged<'c, K, A> {
+    changes: FoldHashMap<K, Change<A>>,
+    combine: Option<&'c dyn Fn(Option<A>, A) -> A>,
     body: Vec<u8>,
     count: usize,
 }
 
-impl<'de, K, A> Visitor<'de> for &mut Merged<K, A>
+impl<'de, K, A> Visitor<'de> for &mut Merged<'_, K, A>
 where
     K: Eq + Hash + Serialize + DeserializeOwned,
     A: Serialize + DeserializeOwned,
@@ -76,7 +138,16 @@ where
 
     fn visit_map<M: MapAccess<'de>>(self, mut access: M) -> Result<(), M::Error> {
         while let Some((key, acc)) = access.next_entry::<K, A>()? {
-            let acc = self.changes.remove(&key).unwrap_or(acc);
+            let acc = match self.changes.remove(&key) {
+                None => acc,
+                Some(Change::Set(newer)) => newer,
+                Some(Change::Add(partial)) => {
+                    let combine = self
+                        .combine
+                        .ok_or_else(|| serde::de::Error::custom(no_combine()))?;
+                    combine(Some(acc), partial)
+                }
+            };
             let body = std::mem::take(&mut self.body);
             self.body = postcard::to_extend(&(key, acc), body).map_err(serde::de::Error::custom)?;
             self.count += 1;
@@ -127,8 +198,8 @@ mod tests {
             live.clear_changed();
             segments.push(bytes);
         }
-        let deltas: Vec<&[u8]> = segments[1..].iter().map(Vec::as_slice).collect();
-        let merged = merge_segments::<String, u64>(&segments[0], &deltas).unwrap();
+        let deltas: Vec<Layer> = segments[1..].iter().map(|d| Layer::Delta(d)).collect();
+        let merged = merge_segments::<String, u64>(&segments[0], &deltas, None).unwrap();
         let restored: TrackedMap<String, u64> = decode_state(&merged).unwrap();
         let expected = vec![
             ("a".to_string(), 5),
@@ -141,11 +212,41 @@ mod tests {
     }
 
     #[test]
+    fn overlay_runs_combine_with_what_came_before_them_and_deltas_after_replace() {
+        let entries = |pairs: &[(&str, u64)]| {
+            let pairs: Vec<(String, u64)> = pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+            encode_state(&pairs).unwrap()
+        };
+        let base = entries(&[("a", 2), ("b", 1), ("c", 4)]);
+        let delta = entries(&[("b", 3)]);
+        // A recovery's partial counts: c and d at its first barrier, c again at its second.
+        let (first, second) = (entries(&[("c", 1), ("d", 1)]), entries(&[("c", 2)]));
+        // Another recovery's, right after (it never merged): a.
+        let other = entries(&[("a", 10), ("e", 1)]);
+        let after = entries(&[("d", 7)]);
+        let layers = [
+            Layer::Delta(&delta),
+            Layer::Overlays(vec![&first, &second]),
+            Layer::Overlays(vec![&other]),
+            Layer::Delta(&after),
+        ];
+        let add = |old: Option<u64>, n: u64| old.unwrap_or(0) + n;
+        let merged = merge_segments::<String, u64>(&base, &layers, Some(&add)).unwrap();
+        let restored: TrackedMap<String, u64> = decode_state(&merged).unwrap();
+        let expected = [("a", 12), ("b", 3), ("c", 6), ("d", 7), ("e", 1)];
+        let expected: Vec<(String, u64)> = expected.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        assert_eq!(counts(&restored), expected);
+        // Without a way to combine, an overlay is an error, not a replaced count.
+        let error = merge_segments::<String, u64>(&base, &layers, None).unwrap_err();
+        assert!(error.to_string().contains("overlay"), "{error}");
+    }
+
+    #[test]
     fn a_damaged_base_is_an_error_not_a_smaller_state() {
         let mut live: TrackedMap<String, u64> = TrackedMap::default();
         live.update("key".to_string(), |_| 3);
         let base = encode_state(&live.entries()).unwrap();
-        let error = merge_segments::<String, u64>(&base[..base.len() - 1], &[]).unwrap_err();
+        let error = merge_segments::<String, u64>(&base[..base.len() - 1], &[], None).unwrap_err();
         assert!(error.to_string().contains("compacting"), "{error}");
     }
 }

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use disk_keyed::CACHE_ENTRIES;
-pub(crate) use merge::merge_segments;
+pub(crate) use merge::{collapse_run, merge_segments};
 use plan::with_state;
 pub use store::{DiskStore, DISK_CACHE_BYTES, PART_BYTES};
 

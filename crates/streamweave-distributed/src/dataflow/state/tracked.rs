@@ -58,7 +58,20 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
 
     /// Sets `key`'s accumulator to `f` of the one it had (`None` for a new key), marked changed.
     pub(crate) fn update(&mut self, key: K, f: impl FnOnce(Option<A>) -> A) {
-        let index = match self.slot(key) {
+        let index = self.put(key, f);
+        self.mark(index);
+    }
+
+    /// Sets `key`'s accumulator to `f` of the one it had as restored state (an overlay merged
+    /// in on recovery): not marked changed (and no longer marked if it was).
+    pub(crate) fn update_clean(&mut self, key: K, f: impl FnOnce(Option<A>) -> A) {
+        let index = self.put(key, f);
+        self.unmark(index);
+    }
+
+    /// Sets `key`'s accumulator to `f` of the one it had: its bucket.
+    fn put(&mut self, key: K, f: impl FnOnce(Option<A>) -> A) -> usize {
+        match self.slot(key) {
             (Slot::Occupied(entry), _) => {
                 let index = entry.bucket_index();
                 // `f` takes the accumulator by value: the entry is taken out and put back (in
@@ -67,8 +80,7 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
                 index
             }
             (Slot::Vacant(entry), key) => entry.insert((key, f(None))).bucket_index(),
-        };
-        self.mark(index);
+        }
     }
 
     /// Sets `key`'s accumulator to `acc` as restored state: not marked changed (and no longer
@@ -81,6 +93,11 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
             }
             (Slot::Vacant(entry), key) => entry.insert((key, acc)).bucket_index(),
         };
+        self.unmark(index);
+    }
+
+    /// Bucket `index` is no longer marked changed.
+    fn unmark(&mut self, index: usize) {
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         if self.changed[word] & bit != 0 {
             self.changed[word] &= !bit;
