@@ -62,6 +62,14 @@ impl BackgroundRestore {
         let (plan, store, started) = (Arc::clone(plan), Arc::clone(store), Instant::now());
         let (read, index) = watch::channel(None);
         let load = tokio::spawn(async move {
+            // The index first (one small read), outside the turns among the loads: a barrier
+            // that comes meanwhile builds its overlay on it (`loading_on`).
+            let chain = {
+                let (store, file) = (Arc::clone(&store), file.clone());
+                blocking::unpooled(move || state_writer::read_chain(store.as_ref(), checkpoint, &file))
+                    .await?
+            };
+            read.send_replace(Some(chain.index().clone()));
             // State loaded ahead lacks a segment or two: that short read needs no turn among the
             // full loads (it is what a moved partition's first barrier waits for).
             let _permit = match preloaded {
@@ -80,16 +88,7 @@ impl BackgroundRestore {
                         (state, None)
                     }
                 };
-                let index = state_writer::load_telling(
-                    store.as_ref(),
-                    checkpoint,
-                    &file,
-                    state.as_mut(),
-                    known.as_ref(),
-                    |index| {
-                        read.send_replace(Some(index.clone()));
-                    },
-                )?;
+                let index = chain.apply(store.as_ref(), checkpoint, state.as_mut(), known.as_ref())?;
                 Ok((state, index, started.elapsed()))
             })
             .await
@@ -242,6 +241,32 @@ mod tests {
             got,
             vec![("a".to_string(), 13), ("b".to_string(), 1), ("c".to_string(), 1)]
         );
+    }
+
+    #[tokio::test]
+    async fn the_index_is_known_while_the_load_waits_for_its_turn() {
+        use crate::checkpoint::index_name;
+        use crate::worker::test_jobs::stored_chain;
+
+        let sink = CollectorSink::new();
+        let job = word_count(&sink);
+        let memory = MemoryStore::new();
+        let (chain, _) = stored_chain(&job, &memory, 3);
+        let store: Arc<dyn CheckpointStore> = Arc::new(memory);
+        // Every turn among the loads taken: a barrier still learns the chain to build on.
+        let turns = LOADS
+            .acquire_many(LOADS.available_permits() as u32)
+            .await
+            .unwrap();
+        let load = BackgroundRestore::start(&job.plan, &store, 0, 3, index_name(0), None);
+        let index = tokio::time::timeout(std::time::Duration::from_secs(10), load.loading_on())
+            .await
+            .expect("the index is read outside the turns");
+        assert_eq!(index.as_ref(), chain.index());
+        drop(turns);
+        let receiver = job.plan.open_receiver(&only_partition(2)).unwrap();
+        let (_, restored) = load.finish(receiver).await.unwrap();
+        assert_eq!(restored.index(), chain.index());
     }
 
     #[tokio::test]

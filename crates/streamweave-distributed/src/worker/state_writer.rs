@@ -102,36 +102,63 @@ pub(crate) fn load<T: StateTarget + ?Sized>(
     target: &mut T,
     have: Option<&StateIndex>,
 ) -> Result<StateIndex, DataflowError> {
-    load_telling(store, id, name, target, have, |_| {})
+    read_chain(store, id, name)?.apply(store, id, target, have)
 }
 
-/// [`load`], telling `read` the partition's index as soon as it is known, before the segments
-/// are applied (a recovery's barriers can build on it while the state loads).
-pub(crate) fn load_telling<T: StateTarget + ?Sized>(
+/// Reads partition state file `name` of checkpoint `id`: its index, before any segment (a whole
+/// state written before incremental checkpoints is read whole).
+pub(crate) fn read_chain(
     store: &dyn CheckpointStore,
     id: u64,
     name: &str,
-    target: &mut T,
-    have: Option<&StateIndex>,
-    read: impl FnOnce(&StateIndex),
-) -> Result<StateIndex, DataflowError> {
-    let damaged = |e: CheckpointError| DataflowError::restoring(id, e);
-    match read_state(store, CheckpointId(id), name).map_err(damaged)? {
+) -> Result<ReadChain, DataflowError> {
+    let read = read_state(store, CheckpointId(id), name).map_err(|e| DataflowError::restoring(id, e))?;
+    Ok(match read {
         StateRead::Whole(bytes) => {
             let base = Segment {
                 checkpoint: CheckpointId(id),
                 file: StoredFile::of(name, &bytes),
             };
-            let index = StateIndex { segments: vec![base] };
-            read(&index);
-            target.restore(&bytes)?;
-            Ok(index)
+            ReadChain::Whole(StateIndex { segments: vec![base] }, bytes)
         }
-        StateRead::Chain(index) => {
-            read(&index);
-            let skip = have.map_or(0, |have| applied_prefix(have, &index));
-            apply_segments(store, id, &index, skip, target)?;
-            Ok(index)
+        StateRead::Chain(index) => ReadChain::Chain(index),
+    })
+}
+
+/// A partition's state file as read by [`read_chain`], to [apply](ReadChain::apply).
+pub(crate) enum ReadChain {
+    /// A whole state: its index of one segment, and its bytes.
+    Whole(StateIndex, Vec<u8>),
+    /// A chain's index.
+    Chain(StateIndex),
+}
+
+impl ReadChain {
+    /// The partition's index.
+    pub(crate) fn index(&self) -> &StateIndex {
+        match self {
+            ReadChain::Whole(index, _) | ReadChain::Chain(index) => index,
+        }
+    }
+
+    /// Brings `target` to the state (see [`load`]); `id` is the checkpoint, for errors.
+    pub(crate) fn apply<T: StateTarget + ?Sized>(
+        self,
+        store: &dyn CheckpointStore,
+        id: u64,
+        target: &mut T,
+        have: Option<&StateIndex>,
+    ) -> Result<StateIndex, DataflowError> {
+        match self {
+            ReadChain::Whole(index, bytes) => {
+                target.restore(&bytes)?;
+                Ok(index)
+            }
+            ReadChain::Chain(index) => {
+                let skip = have.map_or(0, |have| applied_prefix(have, &index));
+                apply_segments(store, id, &index, skip, target)?;
+                Ok(index)
+            }
         }
     }
 }
