@@ -6,8 +6,9 @@
 //! ```text
 //! actor --DiskJob::Event / DiskJob::Commit--> writer thread (FIFO: commits never overtake)
 //!   ^                                            | events.jsonl append
-//!   |                                            | chk-n/_MANIFEST write, old checkpoints deleted
-//!   +---- Command::Input(CheckpointWritten) -----+
+//!   |                                            | chk-n/_MANIFEST write
+//!   +---- Command::Input(CheckpointWritten) -----+ then, once nothing is queued: old
+//!                                                  checkpoints deleted (retention)
 //! ```
 //!
 //! The manifest is built from the workers' acknowledgements (each carries its state file's
@@ -83,7 +84,25 @@ fn run(
     commands: &mpsc::Sender<Command>,
     fence: Option<&Fence>,
 ) {
-    while let Some(job) = queue.blocking_recv() {
+    // Retention owed by the last commit: it runs once nothing else waits (a commit or an event
+    // queued meanwhile goes first), so a slow listing of the store (seconds on an object store
+    // with long chains) never delays the next commit, and under a quick succession of commits
+    // one retention serves several.
+    let mut owed: Option<usize> = None;
+    loop {
+        let job = match queue.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if let (Some(keep), Some(store)) = (owed.take(), &store) {
+                    retain(store.as_ref(), keep);
+                }
+                match queue.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         match job {
             DiskJob::Event { generation, event } => {
                 if let Some(log) = &mut events {
@@ -99,7 +118,8 @@ fn run(
                 let result = match &store {
                     Some(_) if confirmed.is_err() => confirmed,
                     Some(store) => {
-                        commit(store.as_ref(), &manifest, retain).map(|(written_bytes, state_bytes)| {
+                        owed = Some(retain);
+                        commit(store.as_ref(), &manifest).map(|(written_bytes, state_bytes)| {
                             let sizes = Input::CheckpointSizes {
                                 id: id.0,
                                 written_bytes,
@@ -116,34 +136,45 @@ fn run(
             }
         }
     }
+    if let (Some(keep), Some(store)) = (owed, &store) {
+        retain(store.as_ref(), keep);
+    }
 }
 
-/// Writes the manifest (the commit point), then deletes what retention no longer needs; a
-/// failed deletion is only logged, the checkpoint being committed. This is the one place that
-/// decides which checkpoints stay: it lists the store itself, so it also removes aborted
-/// checkpoints and an earlier coordinator's leftovers, which the engine never hears of. The
-/// manifest is created only if absent: a second coordinator on the same store (a split brain)
-/// cannot commit the same checkpoint over the first one's, and learns so here.
+/// Deletes what retention no longer needs (keeping the newest `keep` committed checkpoints); a
+/// failure is only logged. It lists the store itself, so it also removes aborted checkpoints and
+/// an earlier coordinator's leftovers, which the engine never hears of.
+fn retain(store: &dyn CheckpointStore, keep: usize) {
+    let started = std::time::Instant::now();
+    match store.retain(keep) {
+        Ok(deleted) => tracing::debug!(
+            deleted = deleted.len(),
+            retain_ms = started.elapsed().as_millis() as u64,
+            "old checkpoints deleted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot delete old checkpoints"),
+    }
+}
+
+/// Writes the manifest (the commit point); retention follows apart ([`retain`], once the
+/// writer has nothing else queued), after the commit has been reported. The manifest is created
+/// only if absent: a second coordinator on the same store (a split brain) cannot commit the
+/// same checkpoint over the first one's, and learns so here.
 ///
 /// Before the commit, the partitions' state indexes are read (a few dozen bytes each) so that
 /// the manifest lists every state segment the checkpoint refers to: restore checks them and
 /// retention keeps them. Returns the bytes the checkpoint wrote and the bytes of state it refers to.
-fn commit(store: &dyn CheckpointStore, manifest: &Manifest, retain: usize) -> Result<(u64, u64), String> {
+fn commit(store: &dyn CheckpointStore, manifest: &Manifest) -> Result<(u64, u64), String> {
     let started = std::time::Instant::now();
     let mut manifest = manifest.clone();
     crate::checkpoint::resolve_refs(store, &mut manifest).map_err(|e| e.to_string())?;
     store.commit(&manifest).map_err(|e| e.to_string())?;
-    let commit_ms = started.elapsed().as_millis();
-    if let Err(e) = store.retain(retain) {
-        tracing::warn!(error = %e, "cannot delete old checkpoints");
-    }
     tracing::info!(
         checkpoint = %manifest.id,
         files = manifest.files.len(),
         written_bytes = manifest.written_bytes(),
         state_bytes = manifest.referenced_bytes(),
-        commit_ms,
-        retain_ms = started.elapsed().as_millis() - commit_ms,
+        commit_ms = started.elapsed().as_millis() as u64,
         "checkpoint committed"
     );
     Ok((manifest.written_bytes(), manifest.referenced_bytes()))
@@ -234,7 +265,7 @@ mod tests {
                 .unwrap();
         }
         let manifest = manifest_of(4, "wordcount".into(), 7, 0, 3, &snapshots);
-        commit(&store, &manifest, 2).unwrap();
+        commit(&store, &manifest).unwrap();
         // The worker's sizes and checksums match what it stored: the checkpoint verifies and
         // each state file reads back as the manifest describes it.
         let read = store.verify(CheckpointId(4)).unwrap();
@@ -244,9 +275,67 @@ mod tests {
         }
         // A second coordinator committing checkpoint 4 is refused; the first one's stands.
         let other = manifest_of(4, "wordcount".into(), 8, 0, 3, &snapshots);
-        let refused = commit(&store, &other, 2).unwrap_err();
+        let refused = commit(&store, &other).unwrap_err();
         assert!(refused.contains("already committed"), "{refused}");
         assert_eq!(store.manifest(CheckpointId(4)).unwrap().attempt, 7);
+    }
+
+    #[test]
+    fn a_commit_is_reported_before_its_retention_runs() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+        use crate::checkpoint::hooked::{Hooked, Op};
+        use crate::checkpoint::MemoryStore;
+
+        let inner = MemoryStore::new();
+        let snapshots: BTreeMap<_, _> = [(0, snapshot(0, b"s"))].into_iter().collect();
+        for id in 1..=4 {
+            inner.put(CheckpointId(id), "state-p00000", b"s").unwrap();
+        }
+        // Retention lists the store; the listing is held back until the test lets it go.
+        let (open, listings) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (gate, listed) = (Arc::clone(&open), Arc::clone(&listings));
+        let store: Arc<dyn CheckpointStore> = Arc::new(Hooked::new(&inner, move |op, _, _| {
+            if op == Op::List {
+                listed.fetch_add(1, Ordering::SeqCst);
+                while !gate.load(Ordering::Acquire) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            Ok(())
+        }));
+        let (commands, mut reports) = mpsc::channel(64);
+        let writer = DiskWriter::start(None, Some(store), commands, None).unwrap();
+        let commit = |id: u64| DiskJob::Commit {
+            manifest: Box::new(manifest_of(id, "wordcount".into(), 1, 0, 1, &snapshots)),
+            retain: 2,
+        };
+        let mut written = || loop {
+            match reports.blocking_recv() {
+                Some(Command::Input(Input::CheckpointWritten { id, result })) => return (id, result),
+                Some(_) => continue,
+                None => panic!("the writer stopped"),
+            }
+        };
+        assert!(writer.submit(commit(1)));
+        assert_eq!(written(), (1, Ok(())), "reported before retention");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while listings.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "retention never ran");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Retention is held back in its listing, yet commit 1 was reported already.
+        open.store(true, Ordering::Release);
+        for id in 2..=4 {
+            assert!(writer.submit(commit(id)));
+            assert_eq!(written(), (id, Ok(())));
+        }
+        writer.close().join().unwrap();
+        assert_eq!(
+            inner.completed().unwrap(),
+            vec![CheckpointId(3), CheckpointId(4)],
+            "the newest 2 kept"
+        );
     }
 
     #[test]
