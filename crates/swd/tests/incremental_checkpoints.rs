@@ -121,23 +121,6 @@ fn checkpoints_write_only_changed_state_and_a_sigkill_keeps_the_output_exact() {
     assert_finished_exactly(&cluster, &expected, &output);
 }
 
-/// The newest committed checkpoint in `checkpoints` (a local store's directory), if its manifest
-/// refers to a base compacted apart (a `base-pNNNNN-` file).
-fn newest_refers_to_a_compacted_base(checkpoints: &Path) -> Option<u64> {
-    let newest = std::fs::read_dir(checkpoints)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("_MANIFEST").exists())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
-        .max()?;
-    // Retention may delete it meanwhile: then the next poll looks again.
-    let manifest = std::fs::read(checkpoints.join(format!("chk-{newest:010}/_MANIFEST"))).ok()?;
-    manifest
-        .windows(b"base-p".len())
-        .any(|w| w == b"base-p")
-        .then_some(newest)
-}
-
 #[test]
 fn chains_compacted_apart_from_the_barriers_restore_exactly_after_a_sigkill() {
     // 64 deltas past a base in about 7 s: the hot phase compacts apart.
@@ -145,10 +128,10 @@ fn chains_compacted_apart_from_the_barriers_restore_exactly_after_a_sigkill() {
     let checkpoints = cluster.data_dir.path().join("checkpoints");
     let compacted = cluster.wait_for(
         "a committed checkpoint referring to a base compacted apart",
-        |s| s["job"]["state"] == "running" && newest_refers_to_a_compacted_base(&checkpoints).is_some(),
+        |s| s["job"]["state"] == "running" && newest_refers_to(&checkpoints, "base-p").is_some(),
     );
     assert_eq!(compacted["job"]["state"], "running");
-    let at = newest_refers_to_a_compacted_base(&checkpoints).unwrap_or(0);
+    let at = newest_refers_to(&checkpoints, "base-p").unwrap_or(0);
     eprintln!("checkpoint {at} refers to a compacted base");
 
     cluster.take_worker("w3").signal(libc::SIGKILL);

@@ -128,23 +128,6 @@ fn partitions_moved_at_tens_of_mb_of_state_load_it_ahead_and_pause_briefly_with_
     assert_never_owned_twice(&events);
 }
 
-/// The newest committed checkpoint in `checkpoints` (a local store's directory), if its manifest
-/// refers to an overlay (an `over-p` file: partial state written while a recovery loaded).
-fn newest_refers_to_an_overlay(checkpoints: &Path) -> Option<u64> {
-    let newest = std::fs::read_dir(checkpoints)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("_MANIFEST").exists())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
-        .max()?;
-    // Retention may delete it meanwhile: then the next poll looks again.
-    let manifest = std::fs::read(checkpoints.join(format!("chk-{newest:010}/_MANIFEST"))).ok()?;
-    manifest
-        .windows(b"over-p".len())
-        .any(|w| w == b"over-p")
-        .then_some(newest)
-}
-
 #[test]
 fn checkpoints_commit_while_a_recovery_loads_its_state_and_a_restore_from_them_is_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,11 +164,11 @@ fn checkpoints_commit_while_a_recovery_loads_its_state_and_a_restore_from_them_i
     cluster.take_worker("w3").signal(libc::SIGKILL);
     // The survivors load w3's partitions' state (megabytes each) while the barriers go on.
     let overlaid = cluster.wait_for_long("a committed checkpoint referring to overlays", |s| {
-        newest_refers_to_an_overlay(&checkpoints).is_some()
+        newest_refers_to(&checkpoints, "over-p").is_some()
             || matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
     });
     assert_eq!(overlaid["job"]["state"], "running", "{overlaid:#}");
-    let at = newest_refers_to_an_overlay(&checkpoints).unwrap_or(0);
+    let at = newest_refers_to(&checkpoints, "over-p").unwrap_or(0);
     eprintln!("checkpoint {at} refers to overlays");
 
     let attempt = overlaid["job"]["attempt"].as_u64().unwrap_or(0);

@@ -396,6 +396,24 @@ pub fn status_at(addr: SocketAddr) -> Value {
     serde_json::from_slice(&out.stdout).expect("status is JSON")
 }
 
+/// The newest committed checkpoint in `checkpoints` (a local store's directory), if its manifest
+/// refers to a file whose name starts with `prefix` (`base-p`: a base compacted apart; `over-p`:
+/// an overlay written while a recovery loaded). Retention may delete it meanwhile: then the next
+/// poll looks again.
+pub fn newest_refers_to(checkpoints: &Path, prefix: &str) -> Option<u64> {
+    let newest = std::fs::read_dir(checkpoints)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("_MANIFEST").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
+        .max()?;
+    let manifest = std::fs::read(checkpoints.join(format!("chk-{newest:010}/_MANIFEST"))).ok()?;
+    manifest
+        .windows(prefix.len())
+        .any(|w| w == prefix.as_bytes())
+        .then_some(newest)
+}
+
 pub fn read_events(dir: &Path) -> Vec<Value> {
     let path: PathBuf = dir.join("events.jsonl");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
