@@ -468,15 +468,10 @@ mod tests {
         receiver.run(&mut { rx }).await
     }
 
-    /// The counts partition 0 of `job` holds when restored from checkpoint `id` of `store`.
-    fn restored_counts(
-        job: &crate::dataflow::Job,
-        store: &dyn CheckpointStore,
-        id: u64,
-    ) -> BTreeMap<String, u64> {
+    /// The counts partition 0 of a word count holds when restored from checkpoint `id` of `store`.
+    fn restored_counts(store: &dyn CheckpointStore, id: u64) -> BTreeMap<String, u64> {
         let sink = CollectorSink::new();
         let plan = crate::worker::test_jobs::word_count(&sink).plan;
-        let _ = job;
         let mut receiver = plan.open_receiver(&only_partition(9)).unwrap();
         state_writer::load(store, id, &index_name(0), receiver.as_mut(), None).unwrap();
         receiver.finish().unwrap();
@@ -594,7 +589,7 @@ mod tests {
         assert_eq!(got, expected, "the output counts the restored state once");
         for (id, counts) in &at_barrier {
             assert_eq!(
-                &restored_counts(&job, &inner, *id),
+                &restored_counts(&inner, *id),
                 counts,
                 "restored from checkpoint {id}"
             );
