@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::*;
 
@@ -213,4 +214,71 @@ fn a_fenced_run_that_comes_back_does_not_take_over_from_the_new_run() {
     let events = cluster.events();
     assert_eq!(ended(&events), 1, "w2's sessions keep ending: {events:#?}");
     assert_exclusive_and_complete(&cluster.wait_settled(3));
+}
+
+/// A worker SIGKILLed while a checkpointed job runs, with a heartbeat timeout far longer than
+/// the test waits: its connection closes and its peers cannot reach it, so the coordinator
+/// declares it failed at once, and the job restarts once on the survivors (not over and over on
+/// the dead worker until the timeout) and finishes exactly.
+#[test]
+fn a_killed_worker_of_a_running_job_fails_at_once_and_costs_one_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 100_000, 8);
+    let output = dir.path().join("out");
+    // 8 sources of 1,250 lines at 100 lines/s: about 13 s of reading.
+    let flags = [
+        "--rate",
+        "100",
+        "--min-workers",
+        "3",
+        "--checkpoint-interval",
+        "300ms",
+    ];
+    let opts = Opts {
+        partitions: 8,
+        heartbeat_timeout: "60s",
+        extra: job_flags("wordcount", &corpus.join("input"), &output, &flags),
+        ..Opts::default()
+    };
+    let mut cluster = Cluster::start(opts);
+    for id in ["w1", "w2", "w3"] {
+        cluster.add_worker(id, &[]);
+    }
+    let before = cluster.wait_for_long("a committed checkpoint of the running job", |s| {
+        s["checkpoints"]["last_completed"].as_u64().is_some_and(|c| c > 0)
+            || matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(
+        before["job"]["state"], "running",
+        "not killed mid-run: {before:#}"
+    );
+    assert_eq!(before["job"]["restarts"], 0, "{before:#}");
+
+    let mut w3 = cluster.take_worker("w3");
+    w3.signal(libc::SIGKILL);
+    w3.wait_exit(DEADLINE);
+    // Well inside the 60 s heartbeat timeout.
+    let restarted = wait_status_at(
+        cluster.addr,
+        Duration::from_secs(20),
+        "w3 declared failed and the job running again on the survivors",
+        |s| {
+            !worker_ids(s).contains(&"w3".to_string())
+                && s["job"]["state"] == "running"
+                && s["job"]["last_restored_checkpoint"].as_u64().is_some()
+        },
+    );
+    assert_eq!(restarted["job"]["restarts"], 1, "{restarted:#}");
+    assert!(
+        cluster.events().iter().any(|e| is_event(e, "failed", "w3")),
+        "no failed event for w3"
+    );
+
+    let finished = cluster.wait_for_long("the job to end", |s| {
+        matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
+    });
+    assert_eq!(finished["job"]["state"], "finished", "{finished:#}");
+    assert_eq!(finished["job"]["restarts"], 1, "{finished:#}");
+    let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
+    assert_eq!(output_lines(&output), sorted_lines(&expected));
 }

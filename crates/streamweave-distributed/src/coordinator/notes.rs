@@ -38,6 +38,11 @@ pub(super) fn log(note: &Note) {
         Note::CheckpointAborted { checkpoint, reason } => {
             tracing::info!(checkpoint = %checkpoint, %reason, "checkpoint aborted")
         }
+        Note::WorkerUnreachable { worker, reporter } => tracing::warn!(
+            %worker,
+            %reporter,
+            "worker declared failed: its connection closed and a peer cannot reach it"
+        ),
         Note::FailingAttempt { attempt, reason } => tracing::warn!(attempt, %reason, "failing the attempt"),
         Note::CheckpointDamaged { checkpoint, error } => {
             tracing::warn!(checkpoint, %error, "a checkpoint is damaged; the job restores an older one")

@@ -96,11 +96,13 @@ pub(super) fn inputs_of(conn: ConnId, message: WorkerMessage) -> Vec<Input> {
             partition,
             error,
             damaged_checkpoint,
+            unreachable_peer,
         } => vec![job(JobReport::Failed {
             attempt,
             partition,
             error,
             damaged_checkpoint,
+            unreachable_peer,
         })],
         // Refused by the connection before it gets here; nothing for the engine.
         WorkerMessage::Register(_) => Vec::new(),

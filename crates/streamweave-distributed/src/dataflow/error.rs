@@ -36,6 +36,17 @@ pub enum DataflowError {
     /// A peer connection failed while the attempt was running.
     #[error("exchange: {0}")]
     Exchange(String),
+    /// The connection to peer worker `peer` could not be made or closed while the attempt
+    /// needed it: the peer may be gone. The coordinator hears whom (`JobFailed`'s
+    /// `unreachable_peer`) and, when that worker's own connection to it has closed too,
+    /// declares it failed at once instead of at the heartbeat timeout.
+    #[error("exchange: {reason}")]
+    PeerLost {
+        /// The peer.
+        peer: crate::types::WorkerId,
+        /// What failed, naming the peer.
+        reason: String,
+    },
     /// A request to a NATS JetStream server failed (connecting, reading a stream, publishing).
     #[error("nats {url}: {message}")]
     Nats {
@@ -101,6 +112,21 @@ impl DataflowError {
     pub fn damaged_checkpoint(&self) -> Option<u64> {
         match self {
             DataflowError::DamagedCheckpoint { checkpoint, .. } => Some(*checkpoint),
+            _ => None,
+        }
+    }
+
+    /// The peer worker this error could not reach, if that is what it is.
+    ///
+    /// ```
+    /// use streamweave_distributed::dataflow::DataflowError;
+    /// let lost = DataflowError::PeerLost { peer: "w3".into(), reason: "the connection to worker w3 closed".into() };
+    /// assert_eq!(lost.lost_peer().map(|w| w.as_str()), Some("w3"));
+    /// assert_eq!(DataflowError::Cancelled.lost_peer(), None);
+    /// ```
+    pub fn lost_peer(&self) -> Option<&crate::types::WorkerId> {
+        match self {
+            DataflowError::PeerLost { peer, .. } => Some(peer),
             _ => None,
         }
     }

@@ -19,7 +19,7 @@ use super::ProtocolError;
 /// The first four bytes of every connection.
 pub const MAGIC: [u8; 4] = *b"SWDP";
 /// The protocol version this build speaks. Peers must speak the same one.
-pub const PROTOCOL_VERSION: u16 = 10;
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// Handshakes are tiny; a larger frame at this stage is not our protocol.
 const MAX_HANDSHAKE_FRAME: usize = 4096;

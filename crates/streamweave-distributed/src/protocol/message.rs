@@ -186,6 +186,10 @@ pub enum WorkerMessage {
         /// damaged (a state file missing or corrupt): the coordinator then restores an older
         /// one instead of retrying this one.
         damaged_checkpoint: Option<u64>,
+        /// The peer worker the task could not reach (connecting, or its connection closed),
+        /// when that is the failure: with that worker's own connection to the coordinator
+        /// closed as well, the coordinator declares it failed at once.
+        unreachable_peer: Option<WorkerId>,
     },
     /// The worker applied the assignment of `generation`: these tasks are running, all others
     /// are stopped.

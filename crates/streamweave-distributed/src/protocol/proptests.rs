@@ -123,14 +123,18 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
             any::<u64>(),
             proptest::option::of(any::<usize>()),
             any::<String>(),
-            proptest::option::of(any::<u64>())
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(worker_id())
         )
             .prop_map(
-                |(attempt, partition, error, damaged_checkpoint)| WorkerMessage::JobFailed {
-                    attempt,
-                    partition,
-                    error,
-                    damaged_checkpoint
+                |(attempt, partition, error, damaged_checkpoint, unreachable_peer)| {
+                    WorkerMessage::JobFailed {
+                        attempt,
+                        partition,
+                        error,
+                        damaged_checkpoint,
+                        unreachable_peer,
+                    }
                 }
             ),
         (generation(), partitions())

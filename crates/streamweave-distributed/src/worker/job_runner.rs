@@ -474,16 +474,12 @@ impl JobRunner {
             Ok(Ended {
                 result: Err(died),
                 keep,
-            }) => (died.partition, TaskOutcome::Failed(died.error.to_string()), keep),
+            }) => (died.partition, TaskOutcome::Failed((&died.error).into()), keep),
             Err(e) if e.is_panic() => {
                 let error = super::panics::panicked(e.into_panic());
-                (None, TaskOutcome::Failed(error.to_string()), None)
+                (None, TaskOutcome::Failed((&error).into()), None)
             }
-            Err(_) => (
-                None,
-                TaskOutcome::Failed("the task was aborted".to_string()),
-                None,
-            ),
+            Err(_) => (None, TaskOutcome::Failed("the task was aborted".into()), None),
         };
         self.input(RunnerInput::TaskEnded {
             attempt: end.attempt,

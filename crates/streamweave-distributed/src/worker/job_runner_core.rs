@@ -21,7 +21,9 @@
 //! so the first start from a restarted coordinator replaces the attempt its predecessor left
 //! running here.
 
+use crate::dataflow::DataflowError;
 use crate::protocol::WorkerMessage;
+use crate::types::WorkerId;
 
 /// Which of an attempt's tasks owned by the runner ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +41,39 @@ pub(crate) enum AttemptTask {
 pub(crate) enum TaskOutcome {
     Done,
     /// It returned this error (job code's errors and panics are caught inside as errors).
-    Failed(String),
+    Failed(TaskError),
+}
+
+/// A task's error as the coordinator hears it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TaskError {
+    pub(crate) message: String,
+    /// The peer worker it could not reach, when that is why it failed.
+    pub(crate) unreachable_peer: Option<WorkerId>,
+}
+
+impl From<&DataflowError> for TaskError {
+    fn from(error: &DataflowError) -> Self {
+        TaskError {
+            message: error.to_string(),
+            unreachable_peer: error.lost_peer().cloned(),
+        }
+    }
+}
+
+impl From<String> for TaskError {
+    fn from(message: String) -> Self {
+        TaskError {
+            message,
+            unreachable_peer: None,
+        }
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
 }
 
 /// What happens to the job runner.
@@ -127,13 +161,13 @@ impl JobRunnerCore {
             RunnerInput::BuildFailed { attempt, error } => {
                 if let Some(current) = self.current.as_mut().filter(|c| c.attempt == attempt) {
                     current.running = false;
-                    actions.push(failed(attempt, None, error));
+                    actions.push(failed(attempt, None, error.into()));
                 }
             }
             RunnerInput::StoreFailed { attempt, error } => {
                 if let Some(current) = self.current.as_mut().filter(|c| c.attempt == attempt) {
                     current.checkpointed = false;
-                    actions.push(failed(attempt, None, error));
+                    actions.push(failed(attempt, None, error.into()));
                 }
             }
             RunnerInput::ForAttempt { attempt } => {
@@ -176,13 +210,14 @@ impl JobRunnerCore {
     }
 }
 
-fn failed(attempt: u64, partition: Option<usize>, error: String) -> RunnerAction {
+fn failed(attempt: u64, partition: Option<usize>, error: TaskError) -> RunnerAction {
     RunnerAction::Report(WorkerMessage::JobFailed {
         attempt,
         partition,
-        error,
+        error: error.message,
         // A task that died or an attempt that could not start: no checkpoint is blamed.
         damaged_checkpoint: None,
+        unreachable_peer: error.unreachable_peer,
     })
 }
 

@@ -14,6 +14,7 @@ fn start(attempt: u64) -> RunnerInput {
 fn job_failed(attempt: u64, partition: Option<usize>, error: &str) -> RunnerAction {
     RunnerAction::Report(WorkerMessage::JobFailed {
         damaged_checkpoint: None,
+        unreachable_peer: None,
         attempt,
         partition,
         error: error.to_string(),

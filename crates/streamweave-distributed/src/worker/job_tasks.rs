@@ -57,6 +57,7 @@ pub(crate) fn report_failure(
         partition,
         error: error.to_string(),
         damaged_checkpoint: error.damaged_checkpoint(),
+        unreachable_peer: error.lost_peer().cloned(),
     });
 }
 

@@ -34,6 +34,17 @@ impl Engine {
                 .all(|e| e.running == owned_by(&self.owner, &e.info.id))
     }
 
+    /// Every owner of a partition can be told to start an attempt: one whose connection closed
+    /// would miss the start and its peers would fail on it, so the attempt waits until it
+    /// reconnects or departs (a peer's report or the heartbeat timeout), instead of restarting
+    /// over and over on a dead worker, each restart counted against `max_restarts`.
+    fn owners_connected(&self) -> bool {
+        self.owner
+            .iter()
+            .flatten()
+            .all(|w| self.workers.get(w).is_some_and(|e| e.conn.is_some()))
+    }
+
     /// Why a worker cannot join this coordinator's job, if it cannot.
     pub(super) fn job_refusal(&self, request: &RegisterRequest) -> Option<String> {
         let job = self.job.as_ref()?;
@@ -88,6 +99,7 @@ impl Engine {
                 partition,
                 error,
                 damaged_checkpoint,
+                unreachable_peer,
             } => {
                 if let (Some(checkpoint), Some(c)) = (damaged_checkpoint, self.checkpoints.as_mut()) {
                     // Retrying it would fail the same way: the next attempt restores the one
@@ -105,7 +117,12 @@ impl Engine {
                     partition,
                     error: error.clone(),
                 }));
-                job.on_task_failed(attempt, &id, partition, &error, now)
+                let step = job.on_task_failed(attempt, &id, partition, &error, now);
+                if let Some(peer) = unreachable_peer {
+                    self.execute_job_step(step, now);
+                    return self.on_peer_unreachable(&id, peer, now);
+                }
+                step
             }
             JobReport::EpochsCommitted {
                 attempt,
@@ -264,7 +281,10 @@ impl Engine {
         // A manifest being written may become the checkpoint the next attempt restores: wait
         // for its outcome (the attempt would otherwise rewind past output it made final).
         let writing = self.checkpoints.as_ref().is_some_and(|c| c.awaiting_manifest());
-        let stable = self.stable() && !writing && (!first || self.workers.len() >= self.config.min_workers);
+        let stable = self.stable()
+            && !writing
+            && self.owners_connected()
+            && (!first || self.workers.len() >= self.config.min_workers);
         let generation = self.generation;
         let Some(job) = self.job.as_mut() else { return };
         let step = job.on_cluster(generation, stable, now);

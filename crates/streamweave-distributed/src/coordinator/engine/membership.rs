@@ -45,6 +45,42 @@ impl Engine {
             return self.depart(&id, Departure::Abandoned, now);
         }
         entry.info.state = WorkerState::Disconnected;
+        let timeout = self.config.heartbeat_timeout;
+        if let Some((_, reporter)) = self
+            .unreachable
+            .remove(&id)
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= timeout)
+        {
+            self.declare_unreachable(&id, reporter, now);
+        }
+    }
+
+    /// Peer `reporter` could not reach member `id` on the data plane (a connection refused or
+    /// closed). That alone may be the network between the two; with `id`'s own connection to
+    /// the coordinator closed as well, its process is gone, so it departs now instead of at
+    /// the heartbeat timeout (Flink's `heartbeat.rpc-failure-threshold` reasons alike). A
+    /// report while `id` is still connected is remembered for a heartbeat timeout, in case
+    /// its connection closes just after.
+    pub(super) fn on_peer_unreachable(&mut self, reporter: &WorkerId, id: WorkerId, now: Instant) {
+        let Some(entry) = self.workers.get(&id) else {
+            return;
+        };
+        if id == *reporter {
+            return;
+        }
+        if entry.conn.is_none() {
+            self.declare_unreachable(&id, reporter.clone(), now);
+        } else {
+            self.unreachable.insert(id, (now, reporter.clone()));
+        }
+    }
+
+    fn declare_unreachable(&mut self, id: &WorkerId, reporter: WorkerId, now: Instant) {
+        self.out.push(Action::Log(super::Note::WorkerUnreachable {
+            worker: id.clone(),
+            reporter,
+        }));
+        self.depart(id, Departure::Unreachable, now);
     }
 
     /// Every member not heard from within the heartbeat timeout at `now` departs as failed.
@@ -94,7 +130,9 @@ impl Engine {
         let mut requested = request.requested.clone();
         if let Some(existing) = self.workers.get_mut(&id) {
             if existing.incarnation == request.incarnation {
-                // The same run reconnecting: it keeps its session and partitions.
+                // The same run reconnecting: it keeps its session and partitions, and whatever
+                // a peer reported about it before is stale.
+                self.unreachable.remove(&id);
                 if let Some(old) = existing.conn.replace(conn) {
                     self.conns.remove(&old);
                     self.out.push(Action::Close { conn: old });
@@ -229,6 +267,7 @@ impl Engine {
         let Some(entry) = self.workers.remove(id) else {
             return;
         };
+        self.unreachable.remove(id);
         if let Some(conn) = entry.conn {
             self.conns.remove(&conn);
             let message = match how {
@@ -245,6 +284,9 @@ impl Engine {
                 Departure::Abandoned => CoordinatorMessage::Shutdown {
                     reason: "left before its partitions moved away".to_string(),
                 },
+                Departure::Unreachable => CoordinatorMessage::Shutdown {
+                    reason: "declared failed: its connection closed and a peer cannot reach it".to_string(),
+                },
                 Departure::Fenced => CoordinatorMessage::Fenced {
                     reason: format!("a newer run of worker {id} registered"),
                 },
@@ -254,7 +296,7 @@ impl Engine {
         }
         self.out.push(Action::Event(match how {
             Departure::Left => ClusterEvent::Left { worker: id.clone() },
-            Departure::TimedOut | Departure::Declared | Departure::Abandoned => {
+            Departure::TimedOut | Departure::Declared | Departure::Abandoned | Departure::Unreachable => {
                 ClusterEvent::Failed { worker: id.clone() }
             }
             Departure::Fenced => ClusterEvent::Fenced { worker: id.clone() },

@@ -161,6 +161,8 @@ pub enum JobReport {
         error: String,
         /// The checkpoint the task found damaged while restoring it, if that is the failure.
         damaged_checkpoint: Option<u64>,
+        /// The peer worker the task could not reach, if that is the failure.
+        unreachable_peer: Option<WorkerId>,
     },
     /// A partition snapshotted a checkpoint.
     CheckpointAck {
@@ -355,13 +357,16 @@ enum Departure {
     /// anyway, after its drain timeout): gone for good, so its partitions recover at once as
     /// after a failure, instead of every attempt failing on it until the heartbeat timeout.
     Abandoned,
+    /// Its connection closed and a peer could not reach it (`membership.rs`,
+    /// `on_peer_unreachable`): its process is gone, no need to wait for the heartbeat timeout.
+    Unreachable,
 }
 
 impl Departure {
     fn is_failure(self) -> bool {
         matches!(
             self,
-            Departure::TimedOut | Departure::Declared | Departure::Abandoned
+            Departure::TimedOut | Departure::Declared | Departure::Abandoned | Departure::Unreachable
         )
     }
 }
@@ -390,6 +395,9 @@ pub struct Engine {
     moving: Option<moves::Move>,
     /// What moves remember beyond the one under way (`moves.rs`).
     move_book: prepare::MoveBook,
+    /// Members a peer reported unreachable while their connection was still open: (when, who
+    /// reported). Should the connection close within a heartbeat timeout, they depart at once.
+    unreachable: BTreeMap<WorkerId, (Instant, WorkerId)>,
 }
 
 impl Engine {
@@ -429,6 +437,7 @@ impl Engine {
             job,
             moving: None,
             move_book: prepare::MoveBook::default(),
+            unreachable: BTreeMap::new(),
         }
     }
 

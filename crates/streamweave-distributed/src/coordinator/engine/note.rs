@@ -76,6 +76,14 @@ pub enum Note {
         /// What the worker found.
         error: String,
     },
+    /// A worker whose connection to the coordinator closed was also reported unreachable by a
+    /// peer: declared failed at once, without waiting for the heartbeat timeout (warning).
+    WorkerUnreachable {
+        /// The worker.
+        worker: WorkerId,
+        /// The peer that could not reach it.
+        reporter: WorkerId,
+    },
     /// Too many checkpoints timed out: the attempt fails (warning).
     FailingAttempt {
         /// The attempt.

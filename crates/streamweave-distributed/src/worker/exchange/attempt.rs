@@ -143,7 +143,10 @@ impl AttemptOut {
     ) -> Result<Option<OwnedSemaphorePermit>, DataflowError> {
         let never = CancellationToken::new();
         let closed = link.map_or(&never, |l| &l.closed);
-        let gone = || DataflowError::Exchange("the connection to a peer worker closed".to_string());
+        let gone = || match link {
+            Some(link) => lost(link),
+            None => DataflowError::Exchange("the connection to a peer worker closed".to_string()),
+        };
         // The receiver returns the credit by adding a permit, not by dropping this one. The
         // clock is read only when no credit is there at once (backpressure, counted).
         let took = match Arc::clone(&credits).try_acquire_owned() {
@@ -211,10 +214,23 @@ impl AttemptOut {
                 Destination::Remote(link) => link.send(remote(q)),
             };
             if !delivered && !self.cancel.is_cancelled() {
-                return Err(DataflowError::Exchange(format!("partition {q} is unreachable")));
+                return Err(match destination {
+                    Destination::Remote(link) => lost(link),
+                    Destination::Local { .. } => {
+                        DataflowError::Exchange(format!("partition {q} is unreachable"))
+                    }
+                });
             }
         }
         Ok(())
+    }
+}
+
+/// The connection to `link`'s peer closed under a sender.
+fn lost(link: &Link) -> DataflowError {
+    DataflowError::PeerLost {
+        peer: link.peer.clone(),
+        reason: format!("the connection to worker {} closed", link.peer),
     }
 }
 
@@ -269,10 +285,7 @@ impl ExchangeOut for AttemptOut {
                 if slot.is_some_and(|slot| link.send_batch(message, slot)) {
                     Ok(())
                 } else {
-                    Err(DataflowError::Exchange(format!(
-                        "the connection to worker {} closed",
-                        link.peer
-                    )))
+                    Err(lost(link))
                 }
             }
             (Destination::Remote(_), Batch::Local(_)) => Err(DataflowError::Exchange(

@@ -233,16 +233,24 @@ impl DataPlane {
                 role: Role::Peer,
                 cluster: self.inner.cluster.clone(),
             };
-            let mut connection: Connection<PeerMessage, PeerMessage> =
-                self.inner.transport.connect(addr, &hello).await.map_err(|e| {
-                    DataflowError::Exchange(format!("cannot reach worker {peer} at {address}: {e}"))
+            let mut connection: Connection<PeerMessage, PeerMessage> = self
+                .inner
+                .transport
+                .connect(addr, &hello)
+                .await
+                .map_err(|e| DataflowError::PeerLost {
+                    peer: peer.clone(),
+                    reason: format!("cannot reach worker {peer} at {address}: {e}"),
                 })?;
             connection
                 .send(PeerMessage::Hello {
                     worker: self.inner.me.clone(),
                 })
                 .await
-                .map_err(|e| DataflowError::Exchange(format!("worker {peer}: {e}")))?;
+                .map_err(|e| DataflowError::PeerLost {
+                    peer: peer.clone(),
+                    reason: format!("worker {peer}: {e}"),
+                })?;
             return Ok(self.add_link(peer.clone(), connection));
         }
         let deadline = tokio::time::Instant::now() + PEER_WAIT;
@@ -252,9 +260,10 @@ impl DataPlane {
                 return Ok(link);
             }
             if tokio::time::timeout_at(deadline, added).await.is_err() {
-                return Err(DataflowError::Exchange(format!(
-                    "worker {peer} did not connect within {PEER_WAIT:?}"
-                )));
+                return Err(DataflowError::PeerLost {
+                    peer: peer.clone(),
+                    reason: format!("worker {peer} did not connect within {PEER_WAIT:?}"),
+                });
             }
         }
     }

@@ -137,6 +137,7 @@ impl World {
                 partition: Some(3),
                 error: "panicked: poison record".to_string(),
                 damaged_checkpoint: None,
+                unreachable_peer: None,
             },
         });
     }

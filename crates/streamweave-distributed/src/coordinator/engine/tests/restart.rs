@@ -198,6 +198,7 @@ fn a_new_attempt_waits_for_the_manifest_being_written_and_restores_it() {
         partition: Some(0),
         error: "boom".to_string(),
         damaged_checkpoint: None,
+        unreachable_peer: None,
     };
     let log = drive(&mut e, Input::Job { conn: 2, report }, t1);
     assert!(log.iter().any(|a| matches!(
@@ -245,6 +246,7 @@ fn a_failed_manifest_write_lets_the_next_attempt_start_from_the_previous_checkpo
         partition: Some(0),
         error: "boom".to_string(),
         damaged_checkpoint: None,
+        unreachable_peer: None,
     };
     drive(&mut e, Input::Job { conn: 2, report }, t1);
     let later = t1 + Duration::from_secs(5);
@@ -278,6 +280,7 @@ fn a_checkpoint_a_worker_finds_damaged_is_passed_over_for_the_one_before() {
             partition: Some(1),
             error: "checkpoint 2 is damaged: crc32 mismatch".to_string(),
             damaged_checkpoint,
+            unreachable_peer: None,
         },
     };
     // An ordinary failure: the next attempt restores the newest checkpoint.
@@ -333,4 +336,119 @@ fn sinks_are_told_only_once_the_manifest_is_durable() {
         t2,
     );
     assert_eq!(commits(&log), 2, "each of the two workers told to commit epoch 1");
+}
+
+/// Two workers run attempt 1; w2's task on partition `partition` of w1 fails because it could
+/// not reach w2 (`unreachable`), or for another reason.
+fn peer_failure(unreachable: Option<&str>) -> Input {
+    Input::Job {
+        conn: 1,
+        report: JobReport::Failed {
+            attempt: 1,
+            partition: Some(0),
+            error: "exchange: the connection to worker w2 closed".to_string(),
+            damaged_checkpoint: None,
+            unreachable_peer: unreachable.map(WorkerId::new),
+        },
+    }
+}
+
+fn declared_unreachable(log: &[Action]) -> bool {
+    log.iter().any(|a| {
+        matches!(a, Action::Log(Note::WorkerUnreachable { worker, reporter })
+            if worker.as_str() == "w2" && reporter.as_str() == "w1")
+    }) && log.contains(&Action::Event(ClusterEvent::Failed {
+        worker: WorkerId::new("w2"),
+    }))
+}
+
+#[test]
+fn a_worker_whose_connection_closed_and_that_a_peer_cannot_reach_fails_at_once() {
+    // Either signal may come first; the heartbeat timeout (60 s) is never waited for.
+    for report_first in [true, false] {
+        let t = Instant::now();
+        let mut e = Engine::new(config());
+        assert_eq!(starts(&two_workers(&mut e, t)), [(1, None)]);
+        let t1 = t + Duration::from_millis(50);
+        let (first, second) = if report_first {
+            (peer_failure(Some("w2")), Input::Disconnected { conn: 2 })
+        } else {
+            (Input::Disconnected { conn: 2 }, peer_failure(Some("w2")))
+        };
+        let log = drive(&mut e, first, t1);
+        assert!(!declared_unreachable(&log), "one signal is not enough");
+        let log = drive(&mut e, second, t1);
+        assert!(declared_unreachable(&log), "report first: {report_first}");
+        // The survivor took every partition and the next attempt starts on it at once, after
+        // the one restart the failure cost.
+        assert_eq!(starts(&log), [(2, None)], "report first: {report_first}");
+        assert!(e.workers.keys().all(|w| w.as_str() == "w1"));
+        assert_eq!(e.status(t1).job.map(|j| j.restarts), Some(1));
+    }
+}
+
+#[test]
+fn no_attempt_starts_while_an_owner_is_disconnected_and_a_reconnection_starts_it() {
+    let t = Instant::now();
+    let mut e = Engine::new(config());
+    two_workers(&mut e, t);
+    // w2's connection closes; w1 fails for a reason that names no peer.
+    drive(&mut e, Input::Disconnected { conn: 2 }, t);
+    drive(&mut e, peer_failure(None), t);
+    // Past every restart delay, still within the heartbeat timeout: w2 could not be told to
+    // start, so nothing starts (and nothing more is counted against max_restarts).
+    let later = t + Duration::from_secs(10);
+    let log = drive(&mut e, Input::Tick, later);
+    assert!(starts(&log).is_empty());
+    assert!(!declared_unreachable(&log));
+    assert_eq!(e.status(later).job.map(|j| j.restarts), Some(1));
+    // The same run of w2 reconnects: the attempt starts on both.
+    let log = drive(
+        &mut e,
+        Input::Register {
+            conn: 3,
+            request: request("w2"),
+        },
+        later,
+    );
+    assert_eq!(starts(&log), [(2, None)]);
+    let told: BTreeSet<ConnId> = log
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                conn,
+                message: CoordinatorMessage::StartJob { .. },
+            } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, BTreeSet::from([1, 3]));
+}
+
+#[test]
+fn an_unreachable_report_alone_or_long_before_the_disconnection_declares_nothing() {
+    let t = Instant::now();
+    let mut e = Engine::new(config());
+    two_workers(&mut e, t);
+    // w2 is still connected: the data plane between the two may be what failed. The job
+    // restarts on both after its delay.
+    let log = drive(&mut e, peer_failure(Some("w2")), t);
+    assert!(!declared_unreachable(&log));
+    let log = drive(&mut e, Input::Tick, t + Duration::from_secs(1));
+    assert_eq!(starts(&log), [(2, None)]);
+    // Its connection closes more than a heartbeat timeout later: that report is stale.
+    let late = t + Duration::from_secs(61);
+    for conn in [1, 2] {
+        drive(
+            &mut e,
+            Input::Heartbeat {
+                conn,
+                running: Vec::new(),
+            },
+            late - Duration::from_secs(1),
+        );
+    }
+    let log = drive(&mut e, Input::Disconnected { conn: 2 }, late);
+    assert!(!declared_unreachable(&log));
+    assert!(e.workers.contains_key(&WorkerId::new("w2")));
 }
