@@ -25,6 +25,7 @@ pub(super) fn inputs_of(conn: ConnId, message: WorkerMessage) -> Vec<Input> {
             running,
         }],
         WorkerMessage::Leave => vec![Input::Leave { conn }],
+        WorkerMessage::PeerUnreachable { peer } => vec![Input::PeerUnreachable { conn, peer }],
         WorkerMessage::CheckpointAck {
             attempt,
             id,

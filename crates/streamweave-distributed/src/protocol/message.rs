@@ -201,6 +201,13 @@ pub enum WorkerMessage {
     },
     /// Graceful leave: move my partitions now.
     Leave,
+    /// The data connection to worker `peer` closed (the peer ended it, or it broke) while this
+    /// worker kept it: evidence that `peer` is gone, which the coordinator weighs with `peer`'s
+    /// own connection to it (see the engine's `on_peer_unreachable`).
+    PeerUnreachable {
+        /// The peer.
+        peer: WorkerId,
+    },
     /// Partitions moving here inside attempt `attempt`: where each stands (see [`MovePhase`]).
     MoveStatus {
         /// The attempt.

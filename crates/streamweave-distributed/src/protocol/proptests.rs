@@ -140,6 +140,7 @@ fn worker_message() -> impl Strategy<Value = WorkerMessage> {
         (generation(), partitions())
             .prop_map(|(generation, running)| WorkerMessage::Ack { generation, running }),
         Just(WorkerMessage::Leave),
+        worker_id().prop_map(|peer| WorkerMessage::PeerUnreachable { peer }),
         (
             (any::<u64>(), any::<u64>(), any::<usize>(), any::<u32>()),
             (

@@ -165,3 +165,29 @@ fn an_attempt_whose_store_cannot_open_runs_on_without_carrying_state() {
     });
     assert!(!plain.carries_state());
 }
+
+#[test]
+fn a_task_that_lost_a_peer_names_it_to_the_coordinator() {
+    let mut core = JobRunnerCore::default();
+    core.on_input(start(6));
+    let lost = DataflowError::PeerLost {
+        peer: WorkerId::new("w3"),
+        reason: "the connection to worker w3 closed".to_string(),
+    };
+    let out = core.on_input(ended(
+        6,
+        AttemptTask::Commands,
+        Some(2),
+        TaskOutcome::Failed((&lost).into()),
+    ));
+    assert_eq!(
+        out,
+        vec![RunnerAction::Report(WorkerMessage::JobFailed {
+            attempt: 6,
+            partition: Some(2),
+            error: "exchange: the connection to worker w3 closed".to_string(),
+            damaged_checkpoint: None,
+            unreachable_peer: Some(WorkerId::new("w3")),
+        })]
+    );
+}

@@ -242,6 +242,7 @@ impl Worker for WorkerImpl {
                 session.config.max_frame_size,
                 session.config.security.clone(),
             );
+            plane.report_lost_peers(reports.clone());
             let slots = session.config.effective_source_slots();
             session.jobs = Some(
                 JobRunner::new(self.registry.clone(), plane, reports, slots)

@@ -100,6 +100,13 @@ pub enum Input {
         /// The connection.
         conn: ConnId,
     },
+    /// A worker's data connection to `peer` closed under it.
+    PeerUnreachable {
+        /// The reporting worker's connection.
+        conn: ConnId,
+        /// The peer it lost.
+        peer: WorkerId,
+    },
     /// A worker reported on the job.
     Job {
         /// The connection.
@@ -488,6 +495,11 @@ impl Engine {
                 }
             }
             Input::Disconnected { conn } => self.on_disconnected(conn, now),
+            Input::PeerUnreachable { conn, peer } => {
+                if let Some(reporter) = self.conns.get(&conn).cloned() {
+                    self.on_peer_unreachable(&reporter, peer, now);
+                }
+            }
             Input::Tick => {
                 self.detect_failures(now);
                 self.tick_checkpoints(now);

@@ -11,14 +11,16 @@
 //!               Wait    -> hold this one message (a bounded byte budget), read nothing more
 //!                          from the peer until the attempt or the move is known here, or
 //!                          PEER_WAIT passes (close)
+//! read loop ends, the link neither replaced nor the worker stopping
+//!            -> PeerUnreachable{peer} to the coordinator (report_lost_peers)
 //! ```
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, Verdict};
@@ -27,7 +29,7 @@ use super::{InboxSender, Link};
 use crate::dataflow::plan::Batch;
 use crate::dataflow::DataflowError;
 use crate::network::{Connection, ConnectionPool, ConnectionReader, Transport};
-use crate::protocol::{Hello, PeerMessage, Role};
+use crate::protocol::{Hello, PeerMessage, Role, WorkerMessage};
 use crate::security::Security;
 use crate::types::WorkerId;
 
@@ -72,6 +74,8 @@ pub(super) struct Inner {
     connections: Arc<Semaphore>,
     /// Cancelled when the worker stops: the listener and every link close.
     shutdown: CancellationToken,
+    /// Where a link that closes under us is reported ([`DataPlane::report_lost_peers`]).
+    lost_peers: OnceLock<mpsc::UnboundedSender<WorkerMessage>>,
 }
 
 /// See the module documentation. Cloning shares it.
@@ -116,11 +120,21 @@ impl DataPlane {
             held: Arc::new(Semaphore::new(HELD_BYTES)),
             connections: Arc::new(Semaphore::new(MAX_DATA_CONNECTIONS)),
             shutdown: CancellationToken::new(),
+            lost_peers: OnceLock::new(),
         });
         let plane = DataPlane { inner };
         let accepting = plane.clone();
         tokio::spawn(async move { accepting.accept_loop(listener).await });
         plane
+    }
+
+    /// From now on, a link that closes while it is this plane's link to its peer (the peer
+    /// closed it, the connection broke, or the peer misbehaved), not because a newer connection
+    /// replaced it or the worker stops, is reported as [`WorkerMessage::PeerUnreachable`] on
+    /// `to`. Senders notice a closed link only when they next send, which a rate-limited source
+    /// may not do for a whole checkpoint interval; the coordinator hears it at once.
+    pub(crate) fn report_lost_peers(&self, to: mpsc::UnboundedSender<WorkerMessage>) {
+        let _ = self.inner.lost_peers.set(to);
     }
 
     async fn accept_loop(self, listener: TcpListener) {
@@ -303,7 +317,19 @@ impl DataPlane {
                 }
             }
         }
+        let current = {
+            let links = self.inner.links.lock().unwrap_or_else(|e| e.into_inner());
+            links.get(&link.peer).is_some_and(|l| Arc::ptr_eq(l, &link))
+        };
+        let replaced_or_stopping = !current || self.inner.shutdown.is_cancelled();
         link.closed.cancel();
+        if !replaced_or_stopping {
+            if let Some(to) = self.inner.lost_peers.get() {
+                let _ = to.send(WorkerMessage::PeerUnreachable {
+                    peer: link.peer.clone(),
+                });
+            }
+        }
     }
 
     /// One message from `link`'s peer; an error closes the connection.

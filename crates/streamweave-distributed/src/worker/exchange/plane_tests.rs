@@ -217,3 +217,49 @@ async fn credits_never_granted_close_the_connection() {
     .unwrap();
     assert!(closed(&mut w2, LONG).await);
 }
+
+#[tokio::test]
+async fn a_peer_that_cannot_be_reached_is_named_in_the_error() {
+    let (plane, _) = w1_in_attempt_5().await;
+    // Nothing listens there any more: the dial (w1 < w2, so w1 dials) is refused.
+    let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = gone.local_addr().unwrap().to_string();
+    drop(gone);
+    let error = plane
+        .connect(&WorkerId::new("w2"), &address)
+        .await
+        .err()
+        .expect("a refused dial fails");
+    assert_eq!(error.lost_peer(), Some(&WorkerId::new("w2")), "{error}");
+    assert!(error.to_string().contains("cannot reach worker w2"), "{error}");
+}
+
+#[tokio::test]
+async fn a_link_closed_under_us_is_reported_and_a_replaced_one_or_a_shutdown_is_not() {
+    let (plane, addr) = w1_in_attempt_5().await;
+    let (to, mut reported) = tokio::sync::mpsc::unbounded_channel();
+    plane.report_lost_peers(to);
+    let w2 = WorkerId::new("w2");
+    let w3 = WorkerId::new("w3");
+    // w3 connects twice: the second connection replaces the first, which is no loss.
+    let first = peer(addr, "w3").await;
+    assert!(eventually(|| plane.live_link(&w3).is_some()).await);
+    let first_link = plane.live_link(&w3).expect("w3's link");
+    let _second = peer(addr, "w3").await;
+    assert!(eventually(|| first_link.closed.is_cancelled()).await);
+    drop(first);
+    // w2 connects and goes away: reported.
+    let gone = peer(addr, "w2").await;
+    assert!(eventually(|| plane.live_link(&w2).is_some()).await);
+    drop(gone);
+    let report = tokio::time::timeout(LONG, reported.recv())
+        .await
+        .expect("a report");
+    assert_eq!(report, Some(WorkerMessage::PeerUnreachable { peer: w2 }));
+    // The worker stops: its links close without a report.
+    plane.shutdown();
+    assert!(
+        tokio::time::timeout(SHORT, reported.recv()).await.is_err(),
+        "nothing more"
+    );
+}

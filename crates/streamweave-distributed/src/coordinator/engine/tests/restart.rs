@@ -452,3 +452,29 @@ fn an_unreachable_report_alone_or_long_before_the_disconnection_declares_nothing
     assert!(!declared_unreachable(&log));
     assert!(e.workers.contains_key(&WorkerId::new("w2")));
 }
+
+#[test]
+fn a_lost_data_connection_reported_outside_any_task_failure_counts_the_same() {
+    let t = Instant::now();
+    let mut e = Engine::new(config());
+    assert_eq!(starts(&two_workers(&mut e, t)), [(1, None)]);
+    // w2 is killed: its connection closes, and w1's link to it closes before any of w1's tasks
+    // sends to it (a rate-limited source may not send for a while).
+    drive(&mut e, Input::Disconnected { conn: 2 }, t);
+    let lost = Input::PeerUnreachable {
+        conn: 1,
+        peer: WorkerId::new("w2"),
+    };
+    let log = drive(&mut e, lost, t);
+    assert!(declared_unreachable(&log));
+    // The assignment changed: attempt 1 is stopped and attempt 2 starts on w1 at once.
+    assert!(log.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            message: CoordinatorMessage::StopJob { attempt: 1 },
+            ..
+        }
+    )));
+    assert_eq!(starts(&log), [(2, None)]);
+    assert_eq!(e.status(t).job.map(|j| j.restarts), Some(1));
+}
