@@ -225,11 +225,9 @@ async fn a_peer_that_cannot_be_reached_is_named_in_the_error() {
     let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = gone.local_addr().unwrap().to_string();
     drop(gone);
-    let error = plane
-        .connect(&WorkerId::new("w2"), &address)
-        .await
-        .err()
-        .expect("a refused dial fails");
+    let Err(error) = plane.connect(&WorkerId::new("w2"), &address).await else {
+        panic!("a refused dial fails");
+    };
     assert_eq!(error.lost_peer(), Some(&WorkerId::new("w2")), "{error}");
     assert!(error.to_string().contains("cannot reach worker w2"), "{error}");
 }
