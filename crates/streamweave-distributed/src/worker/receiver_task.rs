@@ -86,8 +86,7 @@ impl ReceiverTask {
             });
         }
         let mut writer = self.writer(chain, receiver.as_ref());
-        // Whether a barrier wrote an overlay while the state loaded (the writer's chain is then
-        // the restored one with the overlays, which the load's own chain lacks).
+        // Whether a barrier wrote an overlay while the state loaded (`barrier_while_loading`).
         let mut overlaid = false;
         let mut alignment = Alignment::new(q, self.ctx.num_partitions, self.ended.iter().copied());
         // From the first barrier of an alignment to the snapshot (a debug figure).
@@ -129,34 +128,11 @@ impl ReceiverTask {
                             None => false,
                         };
                         if let Some(load) = loading.take() {
-                            // Still loading: an overlay on the restored chain, without waiting
-                            // (not at a hand-over: the new owner gets the whole state).
-                            let restored = match hand_over {
-                                true => None,
-                                false => load.loading_on().await,
-                            };
-                            let overlay = match restored {
-                                Some(index) if !overlaid => {
-                                    let chain = PartitionChain::restored(ChainPolicy::default(), index);
-                                    writer = self.writer(chain, receiver.as_ref());
-                                    true
-                                }
-                                Some(_) => writer.can_overlay(),
-                                None => false,
-                            };
-                            if overlay {
-                                overlaid = true;
-                                loading = Some(load);
-                            } else {
-                                let chain;
-                                (receiver, chain) = load.finish(receiver).await?;
-                                // After overlays, the writer's chain is the restored one and them.
-                                if !overlaid {
-                                    writer = self.writer(chain, receiver.as_ref());
-                                }
-                            }
+                            (receiver, loading) = self
+                                .barrier_while_loading(receiver, load, &mut writer, &mut overlaid, hand_over)
+                                .await?;
                         }
-                        if let Some(checkpoints) = self.checkpoints.as_ref().filter(|_| hand_over) {
+                        if hand_over {
                             if alignment.has_held() {
                                 // Every source routes to the new owner after this barrier, so
                                 // nothing can follow it here; if something did, fail rather
@@ -165,23 +141,9 @@ impl ReceiverTask {
                                     "partition {q} received records after its hand-over barrier {id}"
                                 )));
                             }
-                            let kind = writer.hand_over_kind();
-                            let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, q);
-                            let (receiver, kind, state) = seal(receiver, id, kind, parts).await?;
-                            let sealed = writer.sealed(id, kind, state).handed_over(alignment.ended());
-                            // Before the acknowledgement: the partition may come back once the
-                            // move is committed, and must then find a fresh inbox.
-                            inbox.close();
-                            self.plane.retire_inbox(self.ctx.attempt, q);
-                            writer.write(checkpoints, sealed).await;
-                            // After the acknowledgement, so the move's pause does not wait for it.
-                            free(receiver);
-                            tracing::debug!(
-                                partition = q,
-                                checkpoint = id,
-                                "partition handed over at a barrier"
-                            );
-                            return Ok(None);
+                            return self
+                                .hand_over(receiver, writer, alignment.ended(), inbox, id)
+                                .await;
                         }
                         receiver = match &loading {
                             Some(load) => self.overlay(receiver, &mut writer, id, load.checkpoint()).await?,
@@ -312,6 +274,79 @@ impl ReceiverTask {
             )),
             _ => writer,
         }
+    }
+
+    /// A barrier aligned while the partition's state still loads (`load`). Without waiting, it
+    /// writes an overlay on the restored chain when it can (the load goes on: returned); at a
+    /// hand-over (the new owner gets the whole state), or with a writer that cannot take an
+    /// overlay, it waits for the whole state. `overlaid`: whether a barrier wrote an overlay
+    /// already (the writer's chain is then the restored one with the overlays, which the
+    /// load's own chain lacks).
+    async fn barrier_while_loading(
+        &self,
+        receiver: Box<dyn Receiver>,
+        load: BackgroundRestore,
+        writer: &mut StateWriter,
+        overlaid: &mut bool,
+        hand_over: bool,
+    ) -> Result<(Box<dyn Receiver>, Option<BackgroundRestore>), DataflowError> {
+        let restored = match hand_over {
+            true => None,
+            false => load.loading_on().await,
+        };
+        let overlay = match restored {
+            Some(index) if !*overlaid => {
+                let chain = PartitionChain::restored(ChainPolicy::default(), index);
+                *writer = self.writer(chain, receiver.as_ref());
+                true
+            }
+            Some(_) => writer.can_overlay(),
+            None => false,
+        };
+        if overlay {
+            *overlaid = true;
+            return Ok((receiver, Some(load)));
+        }
+        let (receiver, chain) = load.finish(receiver).await?;
+        if !*overlaid {
+            *writer = self.writer(chain, receiver.as_ref());
+        }
+        Ok((receiver, None))
+    }
+
+    /// Barrier `id` hands the partition over to its new owner: seals its whole state (or what
+    /// the new owner lacks) and its sink's output, retires its inbox, writes and acknowledges
+    /// (with the sources that had `ended`), and ends the task. Without checkpoints there is no
+    /// hand-over.
+    async fn hand_over(
+        &self,
+        receiver: Box<dyn Receiver>,
+        mut writer: StateWriter,
+        ended: Vec<usize>,
+        inbox: &mut InboxRx,
+        id: u64,
+    ) -> Result<Option<u64>, DataflowError> {
+        let q = self.ctx.partition;
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(free(receiver));
+        };
+        let kind = writer.hand_over_kind();
+        let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, q);
+        let (receiver, kind, state) = seal(receiver, id, kind, parts).await?;
+        let sealed = writer.sealed(id, kind, state).handed_over(ended);
+        // Before the acknowledgement: the partition may come back once the move is committed,
+        // and must then find a fresh inbox.
+        inbox.close();
+        self.plane.retire_inbox(self.ctx.attempt, q);
+        writer.write(checkpoints, sealed).await;
+        // After the acknowledgement, so the move's pause does not wait for it.
+        free(receiver);
+        tracing::debug!(
+            partition = q,
+            checkpoint = id,
+            "partition handed over at a barrier"
+        );
+        Ok(None)
     }
 
     /// Barrier `id` aligned while the state restored from checkpoint `restored` still loads:

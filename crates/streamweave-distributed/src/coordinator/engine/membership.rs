@@ -1,12 +1,15 @@
 //! Membership: workers register (a new run fences the old one, an older run is fenced),
 //! heartbeat, acknowledge assignments, disconnect, and depart (leave, time out, declared failed,
-//! fenced). A departure orphans the worker's partitions and retargets them; every change ends in
-//! [`reconcile`](super::reconcile).
+//! unreachable, fenced). A departure orphans the worker's partitions and retargets them; every
+//! change ends in [`reconcile`](super::reconcile).
 //!
 //! ```text
 //! Register --> on_register --> join --> balanced target --> reconcile
 //! Ack      --> on_ack: release confirmed revocations, clear granted   --> reconcile
 //! Tick     --> detect_failures (FailureDetector) --> depart(TimedOut)  --> reconcile
+//! PeerUnreachable / JobFailed{unreachable_peer} --> on_peer_unreachable
+//!          --> its connection closed too (before, or within a heartbeat timeout after)
+//!          --> depart(Unreachable) --> reconcile
 //! ```
 
 use std::collections::BTreeSet;
