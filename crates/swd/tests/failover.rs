@@ -43,6 +43,38 @@ fn a_killed_workers_partitions_move_to_the_survivors() {
     assert_never_owned_twice(&events);
 }
 
+/// Without a job there are no data connections to notice a death: the coordinator dials the data
+/// port of a worker whose connection closed, and the refusal fails it at once, long before the
+/// 60 s heartbeat timeout.
+#[test]
+fn a_killed_worker_whose_data_port_refuses_is_failed_at_once() {
+    let opts = Opts {
+        heartbeat_timeout: "60s",
+        ..Opts::default()
+    };
+    let mut cluster = Cluster::with_workers(opts, 3);
+    let before = cluster.status();
+    let mut w2 = cluster.take_worker("w2");
+    w2.signal(libc::SIGKILL);
+    w2.wait_exit(DEADLINE);
+    let after = wait_status_at(
+        cluster.addr,
+        Duration::from_secs(20),
+        "w2 failed and its partitions owned by the survivors",
+        |s| !worker_ids(s).contains(&"w2".to_string()) && settled(s, 2),
+    );
+    assert_exclusive_and_complete(&after);
+    let gained: BTreeSet<u64> = ["w1", "w3"]
+        .iter()
+        .flat_map(|id| &partitions_of(&after, id) - &partitions_of(&before, id))
+        .collect();
+    assert_eq!(gained, partitions_of(&before, "w2"));
+    assert!(
+        cluster.events().iter().any(|e| is_event(e, "failed", "w2")),
+        "no failed event for w2"
+    );
+}
+
 #[test]
 fn a_worker_restarted_under_the_same_id_fences_its_old_session() {
     let mut cluster = Cluster::with_workers(Opts::default(), 3);

@@ -122,8 +122,9 @@ impl CoordinatorImpl {
             ),
             None => None,
         };
-        let actor =
-            Actor::new(engine, disk, self.config.health_check_interval).with_fence(self.fence.clone());
+        let actor = Actor::new(engine, disk, self.config.health_check_interval)
+            .with_fence(self.fence.clone())
+            .with_probes(commands.clone());
         let actor = tokio::spawn(actor.run(inbox, shutdown.clone()));
         let tracker = TaskTracker::new();
         let shared = Shared::new(

@@ -9,6 +9,8 @@
 //!                                          outboxes per connection
 //!                                          disk writer thread (disk.rs): event log, checkpoint
 //!                                          commits --> back to the actor as inputs
+//!                                          probes of a disconnected worker's data port
+//!                                          (probe.rs): refused --> back as an input
 //! ```
 //!
 //! Every decision is made by [`engine::Engine`], a synchronous state machine tested without
@@ -35,6 +37,7 @@ mod handle;
 pub(crate) mod job_control;
 mod jobs;
 mod notes;
+mod probe;
 mod server;
 #[cfg(test)]
 mod server_accept_tests;

@@ -43,6 +43,10 @@ pub(super) fn log(note: &Note) {
             %reporter,
             "worker declared failed: its connection closed and a peer cannot reach it"
         ),
+        Note::WorkerPortClosed { worker } => tracing::warn!(
+            %worker,
+            "worker declared failed: its connection closed and nothing listens on its data port"
+        ),
         Note::FailingAttempt { attempt, reason } => tracing::warn!(attempt, %reason, "failing the attempt"),
         Note::CheckpointDamaged { checkpoint, error } => {
             tracing::warn!(checkpoint, %error, "a checkpoint is damaged; the job restores an older one")

@@ -91,6 +91,8 @@ pub(crate) struct Actor {
     outboxes: HashMap<ConnId, mpsc::Sender<CoordinatorMessage>>,
     /// With high availability: the leadership this coordinator acts under.
     fence: Option<Fence>,
+    /// Where probes of workers' data ports report back (`probe.rs`); without it, none is made.
+    probes: Option<mpsc::Sender<Command>>,
 }
 
 impl Actor {
@@ -101,7 +103,15 @@ impl Actor {
             health_check_interval,
             outboxes: HashMap::new(),
             fence: None,
+            probes: None,
         }
+    }
+
+    /// Probes the data port of a worker whose connection closes, reporting on `commands` (the
+    /// actor's own channel).
+    pub(crate) fn with_probes(mut self, commands: mpsc::Sender<Command>) -> Self {
+        self.probes = Some(commands);
+        self
     }
 
     /// Acts only while `fence` holds (high availability).
@@ -233,6 +243,15 @@ impl Actor {
                             .engine
                             .handle(Input::CheckpointWritten { id, result }, Instant::now());
                         self.execute(actions);
+                    }
+                }
+                Action::ProbeWorker {
+                    worker,
+                    incarnation,
+                    address,
+                } => {
+                    if let Some(commands) = &self.probes {
+                        super::probe::spawn(commands.clone(), worker, incarnation, address);
                     }
                 }
                 Action::Log(note) => log(&note),

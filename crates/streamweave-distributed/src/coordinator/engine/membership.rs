@@ -10,6 +10,8 @@
 //! PeerUnreachable / JobFailed{unreachable_peer} --> on_peer_unreachable
 //!          --> its connection closed too (before, or within a heartbeat timeout after)
 //!          --> depart(Unreachable) --> reconcile
+//! Disconnected --> ProbeWorker (the shell dials its data port) --refused--> PortRefused
+//!          --> still disconnected, same run --> depart(Unreachable) --> reconcile
 //! ```
 
 use std::collections::BTreeSet;
@@ -48,13 +50,35 @@ impl Engine {
             return self.depart(&id, Departure::Abandoned, now);
         }
         entry.info.state = WorkerState::Disconnected;
+        let probe = Action::ProbeWorker {
+            worker: id.clone(),
+            incarnation: entry.incarnation,
+            address: entry.info.address.clone(),
+        };
         let timeout = self.config.heartbeat_timeout;
-        if let Some((_, reporter)) = self
+        match self
             .unreachable
             .remove(&id)
             .filter(|(at, _)| now.saturating_duration_since(*at) <= timeout)
         {
-            self.declare_unreachable(&id, reporter, now);
+            Some((_, reporter)) => self.declare_unreachable(&id, reporter, now),
+            // A worker process that died leaves nothing listening on its data port: a refused
+            // dial says so at once (as a standby asks of a leader, `ha/watch.rs`).
+            None => self.out.push(probe),
+        }
+    }
+
+    /// The data port of run `incarnation` of `id` refused the probe sent when its connection
+    /// closed. Still disconnected (not back meanwhile, not replaced by a newer run), it is gone.
+    pub(super) fn on_port_refused(&mut self, id: &WorkerId, incarnation: u64, now: Instant) {
+        let gone = self
+            .workers
+            .get(id)
+            .is_some_and(|e| e.incarnation == incarnation && e.conn.is_none());
+        if gone {
+            self.out
+                .push(Action::Log(super::Note::WorkerPortClosed { worker: id.clone() }));
+            self.depart(id, Departure::Unreachable, now);
         }
     }
 

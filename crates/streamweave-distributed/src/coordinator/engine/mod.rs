@@ -100,6 +100,14 @@ pub enum Input {
         /// The connection.
         conn: ConnId,
     },
+    /// The data port of run `incarnation` of `worker` refused a connection
+    /// ([`Action::ProbeWorker`]): nothing listens there.
+    PortRefused {
+        /// The worker.
+        worker: WorkerId,
+        /// The run probed.
+        incarnation: u64,
+    },
     /// A worker's data connection to `peer` closed under it.
     PeerUnreachable {
         /// The reporting worker's connection.
@@ -240,6 +248,16 @@ pub enum Action {
         /// How many completed checkpoints to keep.
         retain: usize,
     },
+    /// Dial `address`, the data port of run `incarnation` of `worker`, whose connection just
+    /// closed; report a refusal with [`Input::PortRefused`] (anything else: nothing).
+    ProbeWorker {
+        /// The worker.
+        worker: WorkerId,
+        /// Its run.
+        incarnation: u64,
+        /// Its data address.
+        address: String,
+    },
 }
 
 /// A change of membership or ownership, for the event log.
@@ -364,8 +382,9 @@ enum Departure {
     /// anyway, after its drain timeout): gone for good, so its partitions recover at once as
     /// after a failure, instead of every attempt failing on it until the heartbeat timeout.
     Abandoned,
-    /// Its connection closed and a peer could not reach it (`membership.rs`,
-    /// `on_peer_unreachable`): its process is gone, no need to wait for the heartbeat timeout.
+    /// Its connection closed and a peer could not reach it or its data port refused the
+    /// coordinator's probe (`membership.rs`): its process is gone, no need to wait for the
+    /// heartbeat timeout.
     Unreachable,
 }
 
@@ -495,6 +514,7 @@ impl Engine {
                 }
             }
             Input::Disconnected { conn } => self.on_disconnected(conn, now),
+            Input::PortRefused { worker, incarnation } => self.on_port_refused(&worker, incarnation, now),
             Input::PeerUnreachable { conn, peer } => {
                 if let Some(reporter) = self.conns.get(&conn).cloned() {
                     self.on_peer_unreachable(&reporter, peer, now);

@@ -84,6 +84,12 @@ pub enum Note {
         /// The peer that could not reach it.
         reporter: WorkerId,
     },
+    /// A worker whose connection to the coordinator closed refused the coordinator's probe of
+    /// its data port (nothing listens there): declared failed at once (warning).
+    WorkerPortClosed {
+        /// The worker.
+        worker: WorkerId,
+    },
     /// Too many checkpoints timed out: the attempt fails (warning).
     FailingAttempt {
         /// The attempt.

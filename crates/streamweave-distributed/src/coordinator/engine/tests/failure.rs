@@ -124,7 +124,10 @@ fn manual_failover_skips_workers_without_room() {
 fn a_disconnected_worker_keeps_its_partitions_until_the_timeout() {
     let mut e = three_workers(Gradual);
     let before = owners(&e);
-    assert_eq!(e.handle(Input::Disconnected { conn: 3 }, at(100)), vec![]);
+    assert_eq!(
+        e.handle(Input::Disconnected { conn: 3 }, at(100)),
+        vec![probe_w3()]
+    );
     heartbeat(&mut e, 1, at(1_500));
     heartbeat(&mut e, 2, at(1_500));
     assert_eq!(e.handle(Input::Tick, at(1_500)), vec![]);
@@ -141,4 +144,65 @@ fn a_disconnected_worker_keeps_its_partitions_until_the_timeout() {
         .iter()
         .any(|a| matches!(a, Action::Send { conn: 3, .. } | Action::Close { conn: 3 })));
     assert_eq!(granted_partitions(&out), BTreeSet::from([4, 5, 10, 11]));
+}
+
+/// What the engine asks of the shell when w3's connection closes: dial its data port.
+fn probe_w3() -> Action {
+    Action::ProbeWorker {
+        worker: w("w3"),
+        incarnation: 1,
+        address: "w3.local:9000".to_string(),
+    }
+}
+
+#[test]
+fn a_disconnected_worker_whose_data_port_refuses_fails_at_once() {
+    let mut e = three_workers(Gradual);
+    assert_eq!(
+        e.handle(Input::Disconnected { conn: 3 }, at(100)),
+        vec![probe_w3()]
+    );
+    let refused = Input::PortRefused {
+        worker: w("w3"),
+        incarnation: 1,
+    };
+    let out = e.handle(refused, at(150));
+    assert_eq!(out[0], Action::Log(Note::WorkerPortClosed { worker: w("w3") }));
+    assert_eq!(out[1], event(ClusterEvent::Failed { worker: w("w3") }));
+    assert_eq!(granted_partitions(&out), BTreeSet::from([4, 5, 10, 11]));
+    check_invariants(&e, at(150));
+}
+
+#[test]
+fn a_refusal_for_a_run_that_came_back_or_was_replaced_fails_nothing() {
+    // The same run reconnected before the refusal arrived: it stays.
+    let mut e = three_workers(Gradual);
+    e.handle(Input::Disconnected { conn: 3 }, at(100));
+    let back = request("w3", 1, AMPLE, &[]);
+    e.handle(
+        Input::Register {
+            conn: 4,
+            request: back,
+        },
+        at(120),
+    );
+    let refused = |incarnation| Input::PortRefused {
+        worker: w("w3"),
+        incarnation,
+    };
+    assert!(e.handle(refused(1), at(150)).is_empty());
+    assert!(e.workers.contains_key(&w("w3")));
+    // A newer run replaced the one probed: the refusal was about the old one.
+    e.handle(Input::Disconnected { conn: 4 }, at(200));
+    let newer = request("w3", 2, AMPLE, &[]);
+    e.handle(
+        Input::Register {
+            conn: 5,
+            request: newer,
+        },
+        at(220),
+    );
+    e.handle(Input::Disconnected { conn: 5 }, at(230));
+    assert!(e.handle(refused(1), at(250)).is_empty());
+    assert!(e.workers.contains_key(&w("w3")));
 }

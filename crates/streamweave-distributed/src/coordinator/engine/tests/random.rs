@@ -191,6 +191,14 @@ impl World {
                 }
                 Action::Event(_) | Action::Log(_) => {}
                 Action::WriteCheckpoint { .. } => unreachable!("no checkpoints in this simulation"),
+                Action::ProbeWorker {
+                    worker, incarnation, ..
+                } => {
+                    // A live process's data port answers; a gone one's refuses.
+                    if !self.procs.keys().any(|&i| Self::id(i) == worker) {
+                        self.input(Input::PortRefused { worker, incarnation });
+                    }
+                }
             }
         }
     }
