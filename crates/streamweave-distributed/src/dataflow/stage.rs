@@ -153,7 +153,9 @@ pub trait Stage<U>: Send {
 
     /// Takes `restored` (the state of a stage of the same factory brought to the checkpoint,
     /// from [`Stage::take_state`]) as the state, with what this stage applied since it started
-    /// empty merged on top, as changed since the checkpoint.
+    /// empty merged on top, as changed since the checkpoint: all of it, except entries stored
+    /// in a segment meanwhile (overlays on the restored chain) and unchanged since, which the
+    /// chain holds already.
     fn merge_restored(&mut self, restored: Box<dyn std::any::Any + Send>) -> Result<(), DataflowError> {
         let _ = restored;
         Err(DataflowError::InvalidJob(
@@ -349,10 +351,15 @@ where
                 "restored state of another kind of stage".to_string(),
             ));
         };
-        // Applied since the stage started empty: all changed since the checkpoint.
+        // Applied since the stage started empty, so all changed since the checkpoint, except
+        // what barriers stored as overlays meanwhile and has not changed since the last one:
+        // the restored chain with its overlays holds that already, the next delta need not.
         let applied = std::mem::replace(&mut self.state, *restored);
-        for (k, acc) in applied.into_entries() {
-            self.state.update(k, |old| combine(old, acc));
+        for (k, acc, changed) in applied.into_marked_entries() {
+            match changed {
+                true => self.state.update(k, |old| combine(old, acc)),
+                false => self.state.update_clean(k, |old| combine(old, acc)),
+            }
         }
         Ok(())
     }

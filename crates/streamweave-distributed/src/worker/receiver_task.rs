@@ -469,7 +469,7 @@ mod tests {
     use crate::worker::checkpoint_actor::CheckpointHandle;
     use crate::worker::exchange::Inbound;
     use crate::worker::test_jobs::only_partition;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     /// A receiver of partition 0 of 2, without checkpoints, fed `messages`.
     async fn receive(messages: Vec<Inbound>) -> Result<Option<u64>, DataflowError> {
@@ -536,6 +536,37 @@ mod tests {
             crate::checkpoint::StateRead::Chain(index) => index.segments.last().unwrap().file.name.clone(),
             crate::checkpoint::StateRead::Whole(_) => panic!("checkpoint {id} holds no chain"),
         }
+    }
+
+    /// The words in partition 0's last segment of checkpoint `id` (a delta), read alone.
+    fn last_delta_words(store: &dyn CheckpointStore, id: u64) -> BTreeSet<String> {
+        let sink = CollectorSink::new();
+        let plan = crate::worker::test_jobs::word_count(&sink).plan;
+        let index = match crate::checkpoint::read_state(store, CheckpointId(id), &index_name(0)).unwrap() {
+            crate::checkpoint::StateRead::Chain(index) => index,
+            crate::checkpoint::StateRead::Whole(_) => panic!("checkpoint {id} holds no chain"),
+        };
+        let segments = state_writer::read_segments(store, id, &index, 0).unwrap();
+        let delta = segments.last().expect("a segment");
+        let (_, empty) = plan
+            .open_receiver(&only_partition(9))
+            .unwrap()
+            .snapshot_segment(crate::checkpoint::SegmentKind::Base)
+            .unwrap();
+        let layers = [
+            crate::checkpoint::Layer::Base(&empty),
+            crate::checkpoint::Layer::Delta(delta),
+        ];
+        let base = plan
+            .load_state(0)
+            .unwrap()
+            .unwrap()
+            .merge_segments(&layers)
+            .unwrap();
+        let mut receiver = plan.open_receiver(&only_partition(9)).unwrap();
+        receiver.restore(&base).unwrap();
+        receiver.finish().unwrap();
+        sink.collected().into_iter().map(|(word, _)| word).collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,6 +640,9 @@ mod tests {
             assert_eq!(saved.recv().await.unwrap().0, id);
             at_barrier.insert(id, expected.clone());
             if last_segment(&inner, id) == crate::checkpoint::segment_name(0) {
+                // The delta after the overlays holds what changed since the last one, not
+                // everything the partition applied while its state loaded.
+                assert_eq!(last_delta_words(&inner, id), BTreeSet::from(["d".to_string()]));
                 break;
             }
             assert!(

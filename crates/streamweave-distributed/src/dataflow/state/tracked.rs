@@ -198,6 +198,22 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
     pub(crate) fn into_entries(self) -> impl Iterator<Item = (K, A)> {
         self.table.into_iter()
     }
+
+    /// Takes every entry out with whether it changed since the last segment: the changed ones
+    /// first, then the others, each in no particular order.
+    pub(crate) fn into_marked_entries(mut self) -> impl Iterator<Item = (K, A, bool)> {
+        let indices: Vec<usize> = self.changed_indices().collect();
+        let mut changed = Vec::with_capacity(indices.len());
+        for index in indices {
+            // Removing an entry leaves the other buckets where they are.
+            if let Ok(entry) = self.table.get_bucket_entry(index) {
+                let ((k, a), _) = entry.remove();
+                changed.push((k, a, true));
+            }
+        }
+        let clean = self.table.into_iter().map(|(k, a)| (k, a, false));
+        changed.into_iter().chain(clean)
+    }
 }
 
 /// [`TrackedMap::changed_entries`].
@@ -285,6 +301,30 @@ mod tests {
 
     fn all(map: TrackedMap<String, u64>) -> HashMap<String, u64> {
         map.into_entries().collect()
+    }
+
+    #[test]
+    fn entries_come_out_with_their_marks() {
+        let mut map = TrackedMap::default();
+        for i in 0..1_000u64 {
+            add(&mut map, &format!("k{i}"), i);
+        }
+        map.clear_changed();
+        for i in (0..1_000u64).step_by(3) {
+            add(&mut map, &format!("k{i}"), 1);
+        }
+        add(&mut map, "new", 7);
+        let mut seen = HashMap::new();
+        for (k, a, changed) in map.into_marked_entries() {
+            let i: Option<u64> = k.strip_prefix('k').and_then(|i| i.parse().ok());
+            let want = match i {
+                Some(i) => (i + u64::from(i % 3 == 0), i % 3 == 0),
+                None => (7, true),
+            };
+            assert_eq!((a, changed), want, "{k}");
+            assert!(seen.insert(k, a).is_none(), "each entry once");
+        }
+        assert_eq!(seen.len(), 1_001);
     }
 
     #[test]
