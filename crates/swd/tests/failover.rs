@@ -91,8 +91,8 @@ fn a_worker_restarted_under_the_same_id_fences_its_old_session() {
     assert_eq!(worker_ids(&after), ["w1", "w2", "w3"]);
     assert!(cluster.worker("w2").is_running(), "the new w2 is still running");
     let events = cluster.events();
-    // The old session ends (fenced by the new run, or failed if the timeout came first) before
-    // the new run joins.
+    // The old session ends (fenced by the new run, or failed if its refused data port or the
+    // timeout came first) before the new run joins.
     let first_join = events
         .iter()
         .position(|e| is_event(e, "joined", "w2"))
@@ -119,6 +119,27 @@ fn a_worker_restarted_under_the_same_id_fences_its_old_session() {
             "{id} lost partitions: before {before:#}, after {after:#}"
         );
     }
+}
+
+/// A worker killed, failed (its partitions taken over by the survivors), then started again
+/// under its id, as a supervisor would: it takes back what it had, and the survivors keep what
+/// they had before.
+#[test]
+fn a_failed_worker_started_again_takes_back_its_partitions() {
+    let mut cluster = Cluster::with_workers(Opts::default(), 3);
+    let before = cluster.status();
+    let mut old = cluster.take_worker("w2");
+    old.signal(libc::SIGKILL);
+    old.wait_exit(DEADLINE);
+    cluster.wait_for("w2 failed, its partitions on the survivors", |s| {
+        !worker_ids(s).contains(&"w2".to_string()) && settled(s, 2)
+    });
+    cluster.add_worker("w2", &[]);
+    let after = cluster.wait_for("w2 back with its partitions", |s| {
+        settled(s, 3) && ownership(s) == ownership(&before)
+    });
+    assert_exclusive_and_complete(&after);
+    assert_never_owned_twice(&cluster.events());
 }
 
 #[test]

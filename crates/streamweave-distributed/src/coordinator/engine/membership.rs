@@ -243,11 +243,20 @@ impl Engine {
                 given += 1;
             }
         }
+        // A worker failed a moment ago and back (restarted by its supervisor): what it owned
+        // then, taken over by the survivors, is what it takes back, rather than partitions the
+        // survivors had before (Kafka's sticky assignors keep owners alike).
+        let former = self.former.remove(id).unwrap_or_default();
         if self.config.rebalance_strategy != RebalanceStrategy::Manual {
             // Honoured requests count as owned so the balanced target keeps them where it can.
             let mut view = self.view();
             for (p, t) in self.target.iter().enumerate() {
                 if t.as_ref() == Some(id) && view[p].is_none() {
+                    view[p] = Some(id.clone());
+                }
+            }
+            for p in former {
+                if p < view.len() && !self.revoking.contains_key(&p) && !self.granting.contains_key(&p) {
                     view[p] = Some(id.clone());
                 }
             }
@@ -329,6 +338,9 @@ impl Engine {
             Departure::Fenced => ClusterEvent::Fenced { worker: id.clone() },
         }));
         let mut orphans = owned_by(&self.owner, id);
+        if how.is_failure() {
+            self.remember_former(id, &orphans);
+        }
         for &p in &orphans {
             self.owner[p] = None;
         }
@@ -359,6 +371,18 @@ impl Engine {
         }
         self.retarget_after_departure(id, &orphans, how);
         self.reconcile(now);
+    }
+
+    /// Keeps what a failed worker owned, for its return (`join`); a bounded memory: the
+    /// oldest-named entries go first beyond `max_workers`.
+    fn remember_former(&mut self, id: &WorkerId, owned: &[PartitionId]) {
+        if owned.is_empty() {
+            return;
+        }
+        self.former.insert(id.clone(), owned.to_vec());
+        while self.former.len() > self.config.max_workers.max(1) {
+            self.former.pop_first();
+        }
     }
 
     pub(super) fn retarget_after_departure(

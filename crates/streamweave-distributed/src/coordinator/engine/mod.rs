@@ -424,6 +424,9 @@ pub struct Engine {
     /// Members a peer reported unreachable while their connection was still open: (when, who
     /// reported). Should the connection close within a heartbeat timeout, they depart at once.
     unreachable: BTreeMap<WorkerId, (Instant, WorkerId)>,
+    /// What members that failed owned when they did: a worker that comes back takes those
+    /// partitions back first (`membership.rs`, `join`).
+    former: BTreeMap<WorkerId, Vec<PartitionId>>,
 }
 
 impl Engine {
@@ -464,6 +467,7 @@ impl Engine {
             moving: None,
             move_book: prepare::MoveBook::default(),
             unreachable: BTreeMap::new(),
+            former: BTreeMap::new(),
         }
     }
 

@@ -206,3 +206,29 @@ fn a_refusal_for_a_run_that_came_back_or_was_replaced_fails_nothing() {
     assert!(e.handle(refused(1), at(250)).is_empty());
     assert!(e.workers.contains_key(&w("w3")));
 }
+
+#[test]
+fn a_failed_worker_that_comes_back_takes_back_what_it_had_and_the_survivors_keep_theirs() {
+    for strategy in [Gradual, Immediate] {
+        let mut e = three_workers(strategy);
+        let before = owners(&e);
+        // w3 is killed: its data port refuses, its partitions go to the survivors.
+        e.handle(Input::Disconnected { conn: 3 }, at(100));
+        let refused = Input::PortRefused {
+            worker: w("w3"),
+            incarnation: 1,
+        };
+        let out = e.handle(refused, at(110));
+        ack_all(&mut e, out, at(110));
+        // Its supervisor starts it again: a new run, asking for nothing.
+        let out = register(&mut e, 4, "w3", AMPLE, &[], at(200));
+        // Gradual moves one partition at a time, each on the acknowledgement of the one before.
+        ack_all(&mut e, out, at(200));
+        assert!(
+            e.revoking.is_empty() && e.granting.is_empty(),
+            "{strategy:?}: still moving"
+        );
+        assert_eq!(owners(&e), before, "{strategy:?}");
+        check_invariants(&e, at(200));
+    }
+}
