@@ -165,7 +165,7 @@ pub trait Stage<U>: Send {
 }
 
 /// A chain with overlays restored into a stage that cannot combine them.
-fn no_overlays() -> DataflowError {
+pub(super) fn no_overlays() -> DataflowError {
     DataflowError::InvalidJob(
         "state with overlays given to a stage whose accumulators do not merge".to_string(),
     )

@@ -47,6 +47,9 @@ pub(crate) struct DiskKeyed<K, A, X> {
     store: Arc<DiskStore>,
     tables: Tables,
     update: Update<A, X>,
+    /// How two accumulators merge, for stages whose accumulators do (counts, reductions): a
+    /// restored chain's overlay runs combine with the state with it (`apply_overlays`).
+    combine: Option<Update<A, A>>,
     /// Accumulators changed since the last flush (all of them dirty).
     cache: FoldHashMap<K, A>,
     /// Accumulators written by the last flush and not changed since (as stored).
@@ -66,17 +69,20 @@ where
     K: Eq + Hash + Serialize + DeserializeOwned,
     A: Serialize + DeserializeOwned,
 {
-    /// Partition `q`'s stage, with new empty tables in `store` and a cache of `capacity` entries.
+    /// Partition `q`'s stage, with new empty tables in `store` and a cache of `capacity` entries;
+    /// `combine` merges two accumulators where they merge.
     pub(crate) fn open(
         store: &Arc<DiskStore>,
         q: usize,
         update: &Update<A, X>,
+        combine: Option<&Update<A, A>>,
         capacity: usize,
     ) -> Result<Self, DataflowError> {
         Ok(DiskKeyed {
             tables: store.open_tables(q)?,
             store: Arc::clone(store),
             update: Arc::clone(update),
+            combine: combine.map(Arc::clone),
             cache: FoldHashMap::default(),
             clean: FoldHashMap::default(),
             capacity: capacity.max(1),
@@ -357,6 +363,34 @@ where
         // a delta is taken rather than a base when in doubt).
         self.keys = self.keys.max(self.store.approximate_len(&self.tables));
         Ok(())
+    }
+
+    /// An overlay run of a restored chain (the state a recovery on the memory backend applied
+    /// records to while its state loaded): collapsed among itself, then combined key by key with
+    /// the stored state, as restored (no key counts as changed: the chain holds them).
+    fn apply_overlays(&mut self, run: &[&[u8]]) -> Result<(), DataflowError> {
+        let Some(combine) = self.combine.clone() else {
+            return Err(crate::dataflow::stage::no_overlays());
+        };
+        self.flush()?;
+        self.clean.clear();
+        let partial = super::merge::collapse_run::<K, A>(run)?;
+        let mut batch = Vec::with_capacity(partial.len());
+        {
+            let reader = self.store.reader(&self.tables);
+            for (k, acc) in partial {
+                let key = encode_state(&k)?;
+                let old = reader
+                    .get(&key)?
+                    .map(|bytes| decode_state::<A>(&bytes))
+                    .transpose()?;
+                if old.is_none() {
+                    self.keys += 1;
+                }
+                batch.push((key, encode_state(&combine(old, acc))?));
+            }
+        }
+        write_sorted(&self.store, &self.tables, &mut batch)
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), DataflowError> {

@@ -135,7 +135,7 @@ where
         StateBackend::Memory => Ok(ChangelogCount::<K>::boxed() as Box<dyn Stage<(K, u64)>>),
         StateBackend::Disk(store) => {
             let stage =
-                disk_keyed::DiskKeyed::<K, u64, u64>::open(store, ctx.partition, &add, CACHE_ENTRIES)?;
+                disk_keyed::DiskKeyed::<K, u64, u64>::open(store, ctx.partition, &add, None, CACHE_ENTRIES)?;
             Ok(Box::new(stage.changelog()) as Box<dyn Stage<(K, u64)>>)
         }
     })
@@ -223,7 +223,13 @@ where
             Ok(Keyed::<K, A, X>::boxed(&update, combine.as_ref()) as Box<dyn Stage<(K, A)>>)
         }
         StateBackend::Disk(store) => {
-            let stage = disk_keyed::DiskKeyed::<K, A, X>::open(store, ctx.partition, &update, CACHE_ENTRIES)?;
+            let stage = disk_keyed::DiskKeyed::<K, A, X>::open(
+                store,
+                ctx.partition,
+                &update,
+                combine.as_ref(),
+                CACHE_ENTRIES,
+            )?;
             Ok(Box::new(stage) as Box<dyn Stage<(K, A)>>)
         }
     })
