@@ -518,10 +518,7 @@ mod tests {
     fn compacted_counts(store: &dyn CheckpointStore, id: u64) -> BTreeMap<String, u64> {
         let sink = CollectorSink::new();
         let plan = crate::worker::test_jobs::word_count(&sink).plan;
-        let index = match crate::checkpoint::read_state(store, CheckpointId(id), &index_name(0)).unwrap() {
-            crate::checkpoint::StateRead::Chain(index) => index,
-            crate::checkpoint::StateRead::Whole(_) => panic!("checkpoint {id} holds no chain"),
-        };
+        let index = chain_index(store, id);
         let segments = state_writer::read_segments(store, id, &index, 0).unwrap();
         let state = plan.load_state(0).unwrap().unwrap();
         let base = state.merge_segments(&index.layers(0, &segments)).unwrap();
@@ -531,21 +528,23 @@ mod tests {
         sink.collected().into_iter().collect()
     }
 
-    fn last_segment(store: &dyn CheckpointStore, id: u64) -> String {
+    /// Partition 0's chain index in checkpoint `id`.
+    fn chain_index(store: &dyn CheckpointStore, id: u64) -> crate::checkpoint::StateIndex {
         match crate::checkpoint::read_state(store, CheckpointId(id), &index_name(0)).unwrap() {
-            crate::checkpoint::StateRead::Chain(index) => index.segments.last().unwrap().file.name.clone(),
+            crate::checkpoint::StateRead::Chain(index) => index,
             crate::checkpoint::StateRead::Whole(_) => panic!("checkpoint {id} holds no chain"),
         }
+    }
+
+    fn last_segment(store: &dyn CheckpointStore, id: u64) -> String {
+        chain_index(store, id).segments.last().unwrap().file.name.clone()
     }
 
     /// The words in partition 0's last segment of checkpoint `id` (a delta), read alone.
     fn last_delta_words(store: &dyn CheckpointStore, id: u64) -> BTreeSet<String> {
         let sink = CollectorSink::new();
         let plan = crate::worker::test_jobs::word_count(&sink).plan;
-        let index = match crate::checkpoint::read_state(store, CheckpointId(id), &index_name(0)).unwrap() {
-            crate::checkpoint::StateRead::Chain(index) => index,
-            crate::checkpoint::StateRead::Whole(_) => panic!("checkpoint {id} holds no chain"),
-        };
+        let index = chain_index(store, id);
         let segments = state_writer::read_segments(store, id, &index, 0).unwrap();
         let delta = segments.last().expect("a segment");
         let (_, empty) = plan

@@ -146,6 +146,14 @@ fn a_disconnected_worker_keeps_its_partitions_until_the_timeout() {
     assert_eq!(granted_partitions(&out), BTreeSet::from([4, 5, 10, 11]));
 }
 
+/// The shell's report that run `incarnation` of w3 refused the probe of its data port.
+fn w3_refused(incarnation: u64) -> Input {
+    Input::PortRefused {
+        worker: w("w3"),
+        incarnation,
+    }
+}
+
 /// What the engine asks of the shell when w3's connection closes: dial its data port.
 fn probe_w3() -> Action {
     Action::ProbeWorker {
@@ -162,11 +170,7 @@ fn a_disconnected_worker_whose_data_port_refuses_fails_at_once() {
         e.handle(Input::Disconnected { conn: 3 }, at(100)),
         vec![probe_w3()]
     );
-    let refused = Input::PortRefused {
-        worker: w("w3"),
-        incarnation: 1,
-    };
-    let out = e.handle(refused, at(150));
+    let out = e.handle(w3_refused(1), at(150));
     assert_eq!(out[0], Action::Log(Note::WorkerPortClosed { worker: w("w3") }));
     assert_eq!(out[1], event(ClusterEvent::Failed { worker: w("w3") }));
     assert_eq!(granted_partitions(&out), BTreeSet::from([4, 5, 10, 11]));
@@ -186,11 +190,7 @@ fn a_refusal_for_a_run_that_came_back_or_was_replaced_fails_nothing() {
         },
         at(120),
     );
-    let refused = |incarnation| Input::PortRefused {
-        worker: w("w3"),
-        incarnation,
-    };
-    assert!(e.handle(refused(1), at(150)).is_empty());
+    assert!(e.handle(w3_refused(1), at(150)).is_empty());
     assert!(e.workers.contains_key(&w("w3")));
     // A newer run replaced the one probed: the refusal was about the old one.
     e.handle(Input::Disconnected { conn: 4 }, at(200));
@@ -203,7 +203,7 @@ fn a_refusal_for_a_run_that_came_back_or_was_replaced_fails_nothing() {
         at(220),
     );
     e.handle(Input::Disconnected { conn: 5 }, at(230));
-    assert!(e.handle(refused(1), at(250)).is_empty());
+    assert!(e.handle(w3_refused(1), at(250)).is_empty());
     assert!(e.workers.contains_key(&w("w3")));
 }
 
@@ -214,11 +214,7 @@ fn a_failed_worker_that_comes_back_takes_back_what_it_had_and_the_survivors_keep
         let before = owners(&e);
         // w3 is killed: its data port refuses, its partitions go to the survivors.
         e.handle(Input::Disconnected { conn: 3 }, at(100));
-        let refused = Input::PortRefused {
-            worker: w("w3"),
-            incarnation: 1,
-        };
-        let out = e.handle(refused, at(110));
+        let out = e.handle(w3_refused(1), at(110));
         ack_all(&mut e, out, at(110));
         // Its supervisor starts it again: a new run, asking for nothing.
         let out = register(&mut e, 4, "w3", AMPLE, &[], at(200));
