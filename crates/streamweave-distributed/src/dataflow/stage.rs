@@ -175,6 +175,13 @@ pub(super) fn encode_state<S: Serialize>(state: &S) -> Result<Vec<u8>, DataflowE
     postcard::to_stdvec(state).map_err(|e| DataflowError::Encoding(format!("snapshot: {e}")))
 }
 
+/// [`encode_state`] into a buffer of `capacity` bytes to begin with (a large state's estimated
+/// size: no doubling on the way).
+pub(super) fn encode_state_into<S: Serialize>(state: &S, capacity: usize) -> Result<Vec<u8>, DataflowError> {
+    postcard::to_extend(state, Vec::with_capacity(capacity))
+        .map_err(|e| DataflowError::Encoding(format!("snapshot: {e}")))
+}
+
 pub(super) fn decode_state<S: DeserializeOwned>(bytes: &[u8]) -> Result<S, DataflowError> {
     postcard::from_bytes(bytes).map_err(|e| DataflowError::Encoding(format!("restore: {e}")))
 }
@@ -274,13 +281,17 @@ where
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, DataflowError> {
-        encode_state(&self.state.entries())
+        let capacity = self.state.encoded_capacity(self.state.len());
+        encode_state_into(&self.state.entries(), capacity)
     }
 
     fn snapshot_segment(&mut self, kind: SegmentKind) -> Result<(SegmentKind, Vec<u8>), DataflowError> {
         let bytes = match kind {
             SegmentKind::Base => self.snapshot()?,
-            SegmentKind::Delta => encode_state(&self.state.changed_entries())?,
+            SegmentKind::Delta => {
+                let capacity = self.state.encoded_capacity(self.state.changed_len());
+                encode_state_into(&self.state.changed_entries(), capacity)?
+            }
         };
         self.state.clear_changed();
         Ok((kind, bytes))
