@@ -200,12 +200,18 @@ impl Session {
         let mut link = Some(first.split());
         let mut leave_seen = false;
         let mut pending = VecDeque::new();
+        let mut held = VecDeque::new();
         loop {
             let input = match pending.pop_front() {
                 Some(input) => input,
                 None => {
-                    self.next_input(&mut link, &leave, &mut leave_seen, &mut reports)
-                        .await
+                    let sources = Sources {
+                        leave: &leave,
+                        leave_seen: &mut leave_seen,
+                        reports: &mut reports,
+                        held: &mut held,
+                    };
+                    self.next_input(&mut link, sources).await
                 }
             };
             for action in self.core.on_event(input, now()) {
@@ -227,16 +233,21 @@ impl Session {
 
     /// Waits for the next thing that happens; the leave request first, then the core's
     /// deadline, then reports and frames.
-    async fn next_input(
-        &mut self,
-        link: &mut Option<Link>,
-        leave: &CancellationToken,
-        leave_seen: &mut bool,
-        reports: &mut mpsc::UnboundedReceiver<WorkerMessage>,
-    ) -> SessionInput {
+    async fn next_input(&mut self, link: &mut Option<Link>, sources: Sources<'_>) -> SessionInput {
+        let Sources {
+            leave,
+            leave_seen,
+            reports,
+            held,
+        } = sources;
         let deadline = self.core.deadline();
-        // Reports wait in their channel while no coordinator listens.
+        // Reports made while no coordinator listened go first, in the order they were made.
         let connected = link.is_some();
+        if connected {
+            if let Some(report) = held.pop_front() {
+                return SessionInput::Report(report);
+            }
+        }
         loop {
             let reader = link.as_mut().map(|(reader, _)| reader);
             let input = tokio::select! {
@@ -247,7 +258,13 @@ impl Session {
                     Some(SessionInput::LeaveRequested { carries_state })
                 }
                 _ = sleep_until(deadline) => Some(SessionInput::Tick),
-                Some(report) = reports.recv(), if connected => Some(SessionInput::Report(report)),
+                Some(report) = reports.recv() => match connected {
+                    true => Some(SessionInput::Report(report)),
+                    false => {
+                        hold(held, report);
+                        None
+                    }
+                },
                 ended = self.tasks.next_ended() => Some(SessionInput::TaskEnded {
                     partition: ended.partition,
                     error: ended.error,
@@ -274,7 +291,46 @@ impl Session {
             }
         }
     }
+}
 
+/// Where [`Session::next_input`] takes its inputs from, beside the connection and the tasks.
+struct Sources<'a> {
+    leave: &'a CancellationToken,
+    leave_seen: &'a mut bool,
+    reports: &'a mut mpsc::UnboundedReceiver<WorkerMessage>,
+    /// Reports made while no coordinator listened, for the next one.
+    held: &'a mut VecDeque<WorkerMessage>,
+}
+
+/// Keeps a report made while no coordinator listens for the next one, without what would be
+/// stale by then: that a peer's connection closed says the peer was unreachable *then*, and the
+/// coordinator, which fails a worker at once on such a report while that worker's own
+/// connection is down, would take it as news about whatever run of that peer is disconnected
+/// when this worker gets through (meanwhile it has judged the peer by its own connection and
+/// the heartbeat timeout).
+fn hold(held: &mut VecDeque<WorkerMessage>, report: WorkerMessage) {
+    match report {
+        WorkerMessage::PeerUnreachable { peer } => {
+            tracing::debug!(%peer, "a lost peer not reported: no coordinator to tell");
+        }
+        WorkerMessage::JobFailed {
+            attempt,
+            partition,
+            error,
+            damaged_checkpoint,
+            unreachable_peer: _,
+        } => held.push_back(WorkerMessage::JobFailed {
+            attempt,
+            partition,
+            error,
+            damaged_checkpoint,
+            unreachable_peer: None,
+        }),
+        report => held.push_back(report),
+    }
+}
+
+impl Session {
     /// One registration attempt after a loss; the connection is kept if it succeeds.
     async fn reconnect(&mut self, link: &mut Option<Link>) -> SessionInput {
         match self.register_once().await {
@@ -450,5 +506,32 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::WorkerId;
+
+    #[test]
+    fn reports_held_for_the_next_coordinator_keep_their_order_but_not_lost_peers() {
+        let failed = |peer: Option<&str>| WorkerMessage::JobFailed {
+            attempt: 3,
+            partition: Some(1),
+            error: "peer w2 lost".to_string(),
+            damaged_checkpoint: None,
+            unreachable_peer: peer.map(WorkerId::new),
+        };
+        let mut held = VecDeque::new();
+        hold(
+            &mut held,
+            WorkerMessage::PeerUnreachable {
+                peer: WorkerId::new("w2"),
+            },
+        );
+        hold(&mut held, failed(Some("w2")));
+        hold(&mut held, WorkerMessage::Leave);
+        assert_eq!(held, VecDeque::from([failed(None), WorkerMessage::Leave]));
     }
 }
