@@ -5,7 +5,8 @@
 //! PREFIX/chk-0000000042/state-p00003
 //! PREFIX/chk-0000000042/_MANIFEST      created once (If-None-Match: *) when 42 is committed
 //!
-//! list:   LIST PREFIX/ with delimiter '/'  -> chk-* prefixes, then HEAD chk-n/_MANIFEST each
+//! list:   LIST PREFIX/ with delimiter '/'  -> chk-* prefixes, then HEAD chk-n/_MANIFEST of
+//!         each checkpoint this store has not learned about yet (see `Manifests`)
 //! verify: GET chk-n/_MANIFEST, HEAD each listed file (sizes only: no state is downloaded)
 //! ```
 //!
@@ -13,10 +14,13 @@
 //! synchronous and is called from blocking threads (the coordinator's disk writer, workers'
 //! blocking pool). A PUT of a whole object is atomic on S3, so no temporary names are needed.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
 use object_store::{PutMode, PutOptions, PutPayload};
 
 use super::{CheckpointError, CheckpointId, CheckpointStore, Listed, MANIFEST_NAME};
@@ -39,6 +43,25 @@ const DIR_PREFIX: &str = "chk-";
 #[derive(Clone)]
 pub struct ObjectCheckpointStore {
     location: Location,
+    /// Shared by clones: they are the same store.
+    settled: Arc<Settled>,
+}
+
+/// The checkpoints known to have no manifest for good: older than a committed one (which no
+/// coordinator commits after a newer one) or whose manifest this store deleted (retention drops
+/// a checkpoint's manifest first). With incremental state, such checkpoints stay while a
+/// retained one refers to their segments; remembering them, a listing asks only about the rest
+/// (the retained checkpoints and one being written), instead of listing every object of every
+/// checkpoint on each commit (thousands at a thousand partitions). Committed checkpoints are
+/// asked about each time: another store on the same prefix (a coordinator opens one to restore,
+/// another to retain) may have dropped their manifests since.
+#[derive(Default)]
+struct Settled(Mutex<BTreeSet<CheckpointId>>);
+
+impl Settled {
+    fn set(&self) -> std::sync::MutexGuard<'_, BTreeSet<CheckpointId>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl fmt::Debug for ObjectCheckpointStore {
@@ -51,9 +74,15 @@ impl ObjectCheckpointStore {
     /// Opens the store at `url` (`s3://` or `memory://`; a local path is an error: use
     /// [`LocalDirStore`](super::LocalDirStore), or [`open_store`](super::open_store) for either).
     pub fn open(url: &StorageUrl) -> Result<Self, CheckpointError> {
-        Ok(ObjectCheckpointStore {
-            location: url.open()?,
-        })
+        Ok(ObjectCheckpointStore::at(url.open()?))
+    }
+
+    /// The store at `location`, already opened.
+    pub(crate) fn at(location: Location) -> Self {
+        ObjectCheckpointStore {
+            location,
+            settled: Arc::default(),
+        }
     }
 
     /// The store's URL.
@@ -110,10 +139,13 @@ impl CheckpointStore for ObjectCheckpointStore {
             PutPayload::from(bytes.to_vec()),
         );
         block_on(async move { store.put(&k, payload).await })
-            .map(drop)
             // Not `self.error`: a missing object cannot be the reason a put fails (a missing
             // bucket can, and must not read as a missing checkpoint file).
-            .map_err(|e| self.location.error("put", &key, e).into())
+            .map_err(|e| self.location.error("put", &key, e))?;
+        if name == MANIFEST_NAME {
+            self.settled.set().remove(&id);
+        }
+        Ok(())
     }
 
     fn create_object(&self, id: CheckpointId, name: &str, bytes: &[u8]) -> Result<bool, CheckpointError> {
@@ -129,7 +161,12 @@ impl CheckpointStore for ObjectCheckpointStore {
                 .await
         });
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                if name == MANIFEST_NAME {
+                    self.settled.set().remove(&id);
+                }
+                Ok(true)
+            }
             // S3 answers 412 Precondition Failed to If-None-Match: *; object_store maps it.
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                 Ok(false)
@@ -158,7 +195,12 @@ impl CheckpointStore for ObjectCheckpointStore {
         let key = self.key(id, name);
         let (store, k) = (self.location.store.clone(), key.clone());
         match block_on(async move { store.delete(&k).await }) {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                if name == MANIFEST_NAME {
+                    self.settled.set().insert(id);
+                }
+                Ok(())
+            }
             Err(e) => Err(self.error("delete", id, name, &key, e)),
         }
     }
@@ -175,46 +217,222 @@ impl CheckpointStore for ObjectCheckpointStore {
         })
         .or_else(|e| match e {
             object_store::Error::NotFound { .. } => Ok(()),
-            e => Err(self.location.error("delete", &prefix, e).into()),
-        })
+            e => Err(self.location.error("delete", &prefix, e)),
+        })?;
+        self.settled.set().remove(&id);
+        Ok(())
     }
 
-    /// One recursive listing of the prefix (a page per thousand objects), rather than a size
-    /// query per checkpoint: with incremental state, older checkpoints stay while a retained
-    /// one refers to their segments, and retention lists on every commit.
+    /// The checkpoints' prefixes (one LIST with a delimiter: a page per thousand checkpoints,
+    /// whatever their files), then a HEAD of the manifest of each checkpoint not known to have
+    /// none for good ([`Settled`]), in parallel.
     fn list(&self) -> Result<Vec<Listed>, CheckpointError> {
         let prefix = self.location.prefix.clone();
         let (store, p) = (self.location.store.clone(), prefix.clone());
-        let objects: Vec<ObjectPath> = block_on(async move {
-            store
-                .list(Some(&p))
-                .map_ok(|meta| meta.location)
-                .try_collect()
-                .await
-        })
-        .map_err(|e| self.location.error("list", &prefix, e))?;
-        let mut committed: std::collections::BTreeMap<CheckpointId, bool> = Default::default();
-        for path in &objects {
-            let rest = match prefix.as_ref() {
-                "" => Some(path.as_ref()),
-                p => path.as_ref().strip_prefix(p).and_then(|r| r.strip_prefix('/')),
-            };
-            let Some((dir, name)) = rest.and_then(|r| r.split_once('/')) else {
-                continue;
-            };
-            if let Some(id) = parse_dir_name(dir) {
-                *committed.entry(id).or_default() |= name == MANIFEST_NAME;
-            }
+        let listing = block_on(async move { store.list_with_delimiter(Some(&p)).await })
+            .map_err(|e| self.location.error("list", &prefix, e))?;
+        let mut ids: Vec<CheckpointId> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|dir| dir.filename().and_then(parse_dir_name))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let asked: Vec<CheckpointId> = {
+            let mut settled = self.settled.set();
+            settled.retain(|id| ids.binary_search(id).is_ok());
+            ids.iter().copied().filter(|id| !settled.contains(id)).collect()
+        };
+        let answers = super::parallel::map(&asked, |&id| self.has_manifest(id));
+        let committed: BTreeSet<CheckpointId> = asked
+            .iter()
+            .zip(answers)
+            .filter_map(|(&id, answer)| answer.map(|has| has.then_some(id)).transpose())
+            .collect::<Result<_, _>>()?;
+        if let Some(&newest) = committed.last() {
+            let mut settled = self.settled.set();
+            settled.extend(
+                asked
+                    .iter()
+                    .filter(|&&id| id < newest && !committed.contains(&id)),
+            );
         }
-        Ok(committed
+        Ok(ids
             .into_iter()
-            .map(|(id, committed)| Listed { id, committed })
+            .map(|id| Listed {
+                id,
+                committed: committed.contains(&id),
+            })
             .collect())
+    }
+}
+
+impl ObjectCheckpointStore {
+    /// Whether checkpoint `id` has a manifest (one HEAD).
+    fn has_manifest(&self, id: CheckpointId) -> Result<bool, CheckpointError> {
+        let key = self.key(id, MANIFEST_NAME);
+        let (store, k) = (self.location.store.clone(), key.clone());
+        match block_on(async move { store.head(&k).await }) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.location.error("head", &key, e).into()),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult, Result,
+    };
+
+    use super::*;
+    use crate::checkpoint::tests::{checkpoint, ids};
+
+    /// An in-memory object store that counts what listings cost: HEADs, and objects listed one
+    /// by one (a recursive listing).
+    #[derive(Debug, Default)]
+    struct Counting {
+        inner: InMemory,
+        heads: AtomicUsize,
+        objects_listed: Arc<AtomicUsize>,
+    }
+
+    impl fmt::Display for Counting {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "Counting({})", self.inner)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Counting {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> Result<PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            if options.head {
+                self.heads.fetch_add(1, Ordering::Relaxed);
+            }
+            self.inner.get_opts(location, options).await
+        }
+        async fn delete(&self, location: &Path) -> Result<()> {
+            self.inner.delete(location).await
+        }
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            let counter = Arc::clone(&self.objects_listed);
+            self.inner
+                .list(prefix)
+                .inspect(move |_| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                })
+                .boxed()
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+            self.inner.copy(from, to).await
+        }
+        async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+            self.inner.copy_if_not_exists(from, to).await
+        }
+    }
+
+    fn counted_store(counting: &Arc<Counting>) -> ObjectCheckpointStore {
+        let store: Arc<dyn ObjectStore> = counting.clone();
+        ObjectCheckpointStore::at(Location {
+            url: StorageUrl::parse("memory://counting/ckpt").unwrap(),
+            store,
+            prefix: ObjectPath::from("ckpt"),
+        })
+    }
+
+    fn committed(store: &ObjectCheckpointStore) -> Vec<CheckpointId> {
+        let listed = store.list().unwrap();
+        listed.iter().filter(|l| l.committed).map(|l| l.id).collect()
+    }
+
+    #[test]
+    fn a_listing_asks_only_about_checkpoints_that_may_still_be_committed() {
+        let counting = Arc::new(Counting::default());
+        let store = counted_store(&counting);
+        // Ten checkpoints whose manifests retention dropped while newer ones still refer to
+        // their files, two committed ones, and one being written.
+        for n in 1..=12 {
+            checkpoint(&store, n);
+        }
+        for n in 1..=10 {
+            store.delete_object(CheckpointId(n), MANIFEST_NAME).unwrap();
+        }
+        store.put(CheckpointId(13), "state-p0000", b"in flight").unwrap();
+
+        // Another store on the same prefix (a restarted coordinator) knows nothing yet: it
+        // asks about every checkpoint once.
+        let other = counted_store(&counting);
+        counting.heads.store(0, Ordering::Relaxed);
+        assert_eq!(committed(&other), ids(&[11, 12]));
+        assert_eq!(counting.heads.load(Ordering::Relaxed), 13);
+        for lister in [&store, &other] {
+            counting.heads.store(0, Ordering::Relaxed);
+            let listed = lister.list().unwrap();
+            assert_eq!(listed.len(), 13);
+            assert_eq!(committed(lister), ids(&[11, 12]));
+            // Two listings: each asks about 11, 12 and 13 only.
+            assert_eq!(counting.heads.load(Ordering::Relaxed), 6);
+        }
+        assert_eq!(
+            counting.objects_listed.load(Ordering::Relaxed),
+            0,
+            "no recursive listing"
+        );
+
+        // What changes through the store shows: 13 committed, 11 dropped, 1 deleted.
+        store
+            .create_object(CheckpointId(13), MANIFEST_NAME, b"{}")
+            .unwrap();
+        store.delete_object(CheckpointId(11), MANIFEST_NAME).unwrap();
+        store.delete_checkpoint(CheckpointId(1)).unwrap();
+        let listed = store.list().unwrap();
+        assert_eq!(listed.first().map(|l| l.id), Some(CheckpointId(2)));
+        assert_eq!(committed(&store), ids(&[12, 13]));
+        // And through the other store, which asks about what it had not settled.
+        assert_eq!(committed(&other), ids(&[12, 13]));
+    }
+
+    #[test]
+    fn a_checkpoint_newer_than_every_committed_one_is_asked_about_until_committed() {
+        let counting = Arc::new(Counting::default());
+        let store = counted_store(&counting);
+        checkpoint(&store, 1);
+        store.put(CheckpointId(2), "state-p0000", b"in flight").unwrap();
+        // A second store commits 2 (the first one's settled set must not hide it).
+        let committer = counted_store(&counting);
+        assert_eq!(committed(&store), ids(&[1]));
+        committer
+            .create_object(CheckpointId(2), MANIFEST_NAME, b"{}")
+            .unwrap();
+        assert_eq!(committed(&store), ids(&[1, 2]));
+    }
     /// Needs the S3 server that `scripts/tier2.sh` starts.
     mod tier2 {
         use crate::checkpoint::{CheckpointError, CheckpointId, CheckpointStore, ObjectCheckpointStore};
