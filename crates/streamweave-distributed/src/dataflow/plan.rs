@@ -157,6 +157,15 @@ pub trait Receiver: Send {
         None
     }
 
+    /// The partition's state without its sink, brought back to what it was at the receiver's
+    /// last segment or restore (`back` 0) or the one before (`back` 1), for a later attempt of
+    /// the job on this worker to open around ([`ErasedPlan::open_loaded`]): local recovery.
+    /// `None` when it cannot be (the stage keeps no pre-images of its changes, or not that far).
+    fn roll_back(self: Box<Self>, back: usize) -> Result<Option<Box<dyn LoadedState>>, DataflowError> {
+        let _ = back;
+        Ok(None)
+    }
+
     /// Takes `restored` (this plan's [`ErasedPlan::load_state`], brought to the checkpoint
     /// being recovered) as the state, with the batches applied since merged on top.
     fn merge_restored(&mut self, restored: Box<dyn LoadedState>) -> Result<(), DataflowError> {

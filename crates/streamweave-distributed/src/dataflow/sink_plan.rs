@@ -56,6 +56,7 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
             writer: self.sink.open(ctx)?,
             written: 0,
             failure: None,
+            written_at: [Some(0), None],
         }))
     }
 
@@ -111,6 +112,7 @@ impl<U: Send + 'static, S: Sink<Item = U>> ErasedPlan for SinkPlan<U, S> {
             writer: self.sink.open(ctx)?,
             written: loaded.written,
             failure: None,
+            written_at: [Some(loaded.written), None],
         }))
     }
 }
@@ -213,9 +215,17 @@ struct SinkReceiver<U> {
     writer: Box<dyn SinkWriter<U>>,
     written: u64,
     failure: Option<DataflowError>,
+    /// The records written as of the last segment or restore, and the one before (what a
+    /// rollback to either restores).
+    written_at: [Option<u64>; 2],
 }
 
 impl<U: Send + 'static> SinkReceiver<U> {
+    /// A segment was taken: its record count is the last, the one before it the previous.
+    fn segment_taken(&mut self) {
+        self.written_at = [Some(self.written), self.written_at[0]];
+    }
+
     /// The input has ended: writes what the stage held back (keyed results); returns the writer
     /// (to commit or pre-commit) and the number of records written.
     fn emit_held(self) -> Result<(Box<dyn SinkWriter<U>>, u64), DataflowError> {
@@ -224,6 +234,7 @@ impl<U: Send + 'static> SinkReceiver<U> {
             mut writer,
             mut written,
             mut failure,
+            ..
         } = self;
         stage.finish(&mut |u| write(&mut writer, &mut written, &mut failure, u))?;
         match failure {
@@ -276,6 +287,7 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         kind: crate::checkpoint::SegmentKind,
     ) -> Result<(crate::checkpoint::SegmentKind, Vec<u8>), DataflowError> {
         let (kind, stage) = self.stage.snapshot_segment(kind)?;
+        self.segment_taken();
         let mut state = self.written.to_le_bytes().to_vec();
         state.extend(stage);
         Ok((kind, state))
@@ -291,7 +303,9 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
             written: self.written.to_le_bytes(),
             inner: parts,
         };
-        match self.stage.snapshot_segment_in_parts(kind, &mut prefixed)? {
+        let taken = self.stage.snapshot_segment_in_parts(kind, &mut prefixed)?;
+        self.segment_taken();
+        match taken {
             (kind, super::Encoded::Whole(stage)) => {
                 let mut state = self.written.to_le_bytes().to_vec();
                 state.extend(stage);
@@ -304,13 +318,30 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
     fn apply_delta(&mut self, delta: &[u8]) -> Result<(), DataflowError> {
         let (written, stage) = split_written(delta, "state delta")?;
         self.written = written;
+        self.written_at = [Some(written), None];
         self.stage.apply_delta(stage)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<(), DataflowError> {
         let (written, stage) = split_written(state, "snapshot")?;
         self.written = written;
+        self.written_at = [Some(written), None];
         self.stage.restore(stage)
+    }
+
+    fn roll_back(self: Box<Self>, back: usize) -> Result<Option<Box<dyn LoadedState>>, DataflowError> {
+        let SinkReceiver {
+            mut stage,
+            written_at,
+            ..
+        } = *self;
+        let Some(written) = written_at.get(back).copied().flatten() else {
+            return Ok(None);
+        };
+        if !stage.roll_back(back)? {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(Loaded { stage, written })))
     }
 
     fn merges_restored(&self) -> bool {
@@ -329,6 +360,7 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
         let (added, run) = split_run(run)?;
         self.stage.apply_overlays(&run)?;
         self.written += added;
+        self.written_at = [Some(self.written), None];
         Ok(())
     }
 
@@ -342,6 +374,7 @@ impl<U: Send + 'static> Receiver for SinkReceiver<U> {
             .ok_or_else(|| DataflowError::InvalidJob("a stage without mergeable state".to_string()))?;
         self.stage.merge_restored(state)?;
         self.written += loaded.written;
+        self.written_at = [None, None];
         Ok(())
     }
 

@@ -119,6 +119,15 @@ pub trait Stage<U>: Send {
         false
     }
 
+    /// Brings the state back to what it was at the stage's last segment or restore (`back` 0)
+    /// or the one before (`back` 1), for another attempt of the job on this worker (local
+    /// recovery); false, with nothing changed, when the stage cannot (the default: it keeps no
+    /// pre-images of its changes).
+    fn roll_back(&mut self, back: usize) -> Result<bool, DataflowError> {
+        let _ = back;
+        Ok(false)
+    }
+
     /// What a delta would hold against a base, for a stage that counts its changed entries
     /// (in-memory keyed state): the barrier chooses the segment's kind with it
     /// ([`PartitionChain::next_kind_apart`](crate::checkpoint::PartitionChain::next_kind_apart)).
@@ -293,7 +302,7 @@ where
                 encode_state_into(&self.state.changed_entries(), capacity)?
             }
         };
-        self.state.clear_changed();
+        self.state.segment_taken();
         Ok((kind, bytes))
     }
 
@@ -305,6 +314,7 @@ where
             self.state.insert_clean(k, acc);
         }
         self.room_to_grow();
+        self.state.restored_here();
         Ok(())
     }
 
@@ -348,6 +358,7 @@ where
             self.state.update_clean(k, |old| combine(old, acc));
         }
         self.room_to_grow();
+        self.state.restored_here();
         Ok(())
     }
 
@@ -372,7 +383,12 @@ where
                 false => self.state.update_clean(k, |old| combine(old, acc)),
             }
         }
+        self.state.no_rollback();
         Ok(())
+    }
+
+    fn roll_back(&mut self, back: usize) -> Result<bool, DataflowError> {
+        (self.state.roll_back(back)).map_err(|e| DataflowError::Encoding(format!("rollback: {e}")))
     }
 }
 
@@ -457,6 +473,10 @@ impl<U: 'static, V: 'static> Stage<V> for MapStage<U, V> {
 
     fn merge_restored(&mut self, restored: Box<dyn std::any::Any + Send>) -> Result<(), DataflowError> {
         self.inner.merge_restored(restored)
+    }
+
+    fn roll_back(&mut self, back: usize) -> Result<bool, DataflowError> {
+        self.inner.roll_back(back)
     }
 }
 

@@ -37,6 +37,7 @@ use super::checkpointing::AttemptCheckpoints;
 use super::exchange::{DataPlane, RouteChanges};
 use super::job_runner_core::{AttemptTask, JobRunnerCore, RunnerAction, RunnerInput, TaskOutcome};
 use super::job_tasks::{AttemptRun, AttemptTasks};
+use super::local_states::{self, Kept, LocalStates};
 use super::source_task::SourceSlots;
 use crate::checkpoint::{open_store, CheckpointStore};
 use crate::dataflow::plan::SourceControl;
@@ -53,6 +54,17 @@ pub(crate) fn open_attempt_store(plan: &CheckpointPlan) -> Result<Arc<dyn Checkp
     let store = StorageUrl::parse(&plan.store_dir).map_err(|e| DataflowError::InvalidJob(e.to_string()))?;
     open_store(&store)
         .map_err(|e| DataflowError::Exchange(format!("checkpoint store {}: {e}", plan.store_dir)))
+}
+
+/// Frees kept partition states on a blocking thread (a large state takes a while to free).
+fn free_kept(kept: Vec<Kept>) {
+    if kept.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(kept))),
+        Err(_) => drop(kept),
+    }
 }
 
 /// The shell's side of the current attempt (the core knows which one it is).
@@ -83,6 +95,8 @@ pub(crate) struct JobRunner {
     metrics: WorkerMetrics,
     /// Where a job on the disk state backend keeps its database (none: a temporary directory).
     state_dir: Option<std::path::PathBuf>,
+    /// The partition states attempts left, for the next attempt (`local_states.rs`).
+    local: Arc<LocalStates>,
 }
 
 impl JobRunner {
@@ -103,6 +117,7 @@ impl JobRunner {
             roles: HashMap::new(),
             metrics: WorkerMetrics::default(),
             state_dir: None,
+            local: Arc::default(),
         }
     }
 
@@ -227,6 +242,7 @@ impl JobRunner {
             Ok(Some(empty)) if empty.len() == owners.len() => empty,
             _ => Vec::new(),
         };
+        free_kept(self.local.started(attempt, &spec.name, &mine));
         let restore = checkpoint_plan.and_then(|c| c.restore.clone());
         let restored = restore.as_ref().map_or(0, |r| r.id);
         let offsets = restore.as_ref().map(|r| r.partitions.clone()).unwrap_or_default();
@@ -281,6 +297,7 @@ impl JobRunner {
             metrics: self.metrics.clone(),
             preloaded: Arc::default(),
             delta_barriers: Arc::default(),
+            local: Arc::clone(&self.local),
         });
         self.metrics.attempt_started();
         tracing::info!(attempt, job = %spec.name, partitions = ?mine, restore = restored, "starting job attempt");
@@ -425,14 +442,21 @@ impl JobRunner {
         self.roles.insert(id, (attempt, AttemptTask::Commit));
     }
 
-    /// Stops the attempt if it is `attempt` or older.
+    /// Stops the attempt if it is `attempt` or older. Its partitions' states stay a while
+    /// for the attempt that may follow (a restart stops the failed attempt first).
     pub(crate) fn stop(&mut self, attempt: u64) {
         self.input(RunnerInput::Stop { attempt });
+        let local = Arc::clone(&self.local);
+        tokio::spawn(async move {
+            tokio::time::sleep(local_states::KEEP_FOR).await;
+            free_kept(local.expire(attempt));
+        });
     }
 
-    /// Stops whatever runs.
+    /// Stops whatever runs, for good (the worker leaves).
     pub(crate) fn stop_all(&mut self) {
         self.input(RunnerInput::StopAll);
+        free_kept(self.local.clear());
     }
 
     fn cancel(&mut self, attempt: u64) {

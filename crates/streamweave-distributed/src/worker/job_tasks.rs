@@ -34,9 +34,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint_actor::Checkpoints;
 use super::exchange::{AttemptOut, DataPlane, Destination, RouteChanges};
+use super::local_states::LocalStates;
 use super::panics::guarded_async;
 use super::preload::{PreloadMap, Preloaded, Preparation};
-use super::receiver_task::{ReceiverTask, RestoreFrom};
+use super::receiver_task::{LocalRecovery, ReceiverTask, RestoreFrom};
 use super::source_task::{SourceSlots, SourceTask};
 use super::state_writer::DeltaBarriers;
 use crate::dataflow::plan::{ErasedPlan, SourceControl};
@@ -89,6 +90,8 @@ pub(crate) struct AttemptTasks {
     /// The barriers at which partitions write a delta whatever compaction would say (set
     /// before a checkpoint is requested here).
     pub(crate) delta_barriers: Arc<DeltaBarriers>,
+    /// The partition states attempts left on this worker (`local_states.rs`).
+    pub(crate) local: Arc<LocalStates>,
 }
 
 /// Why a task of an attempt failed it: a source or receiver task that died outside the guards
@@ -372,6 +375,10 @@ impl AttemptRun {
             delta_barriers: Arc::clone(&shared.delta_barriers),
             resumed: adopted.then(|| shared.reports.clone()),
             metrics: shared.metrics.clone(),
+            local: Some(LocalRecovery {
+                states: Arc::clone(&shared.local),
+                job: shared.job_name.clone(),
+            }),
         };
         let (reports, records_out, attempt) = (
             shared.reports.clone(),

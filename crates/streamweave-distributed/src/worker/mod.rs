@@ -29,6 +29,7 @@ mod job_runner;
 mod job_runner_core;
 mod job_sessions;
 mod job_tasks;
+mod local_states;
 mod panics;
 mod partition_tasks;
 mod preload;

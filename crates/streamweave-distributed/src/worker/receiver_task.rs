@@ -16,6 +16,9 @@
 //!                      state and the acknowledgement go on beside the processing; a partition
 //!                      leaving here (the checkpoint actor says) hands over and ends instead
 //!          Finished -> finish (commit, or pre-commit the final epoch)     (blocking pool)
+//! end:   cancelled (the attempt stopped) with the whole state in hand: kept for the next
+//!        attempt with the checkpoints it can roll back to (`local_states.rs`), which takes it
+//!        instead of reading the store when it restores one of them
 //! ```
 
 use std::collections::HashSet;
@@ -30,9 +33,10 @@ use super::blocking;
 use super::checkpoint_actor::Checkpoints;
 use super::compaction::Compactor;
 use super::exchange::DataPlane;
+use super::local_states::{self, Kept, LocalStates, Taken};
 use super::preload::Preloaded;
 use super::state_writer::{self, DeltaBarriers, SealedState, StateWriter, StoreParts};
-use crate::checkpoint::{ChainPolicy, PartitionChain, SegmentKind};
+use crate::checkpoint::{ChainPolicy, PartitionChain, SegmentKind, StateIndex};
 use crate::dataflow::plan::{ErasedPlan, Receiver};
 use crate::dataflow::{DataflowError, Encoded, SinkContext};
 use crate::observe::WorkerMetrics;
@@ -68,6 +72,30 @@ pub(crate) struct ReceiverTask {
     pub(crate) delta_barriers: Arc<DeltaBarriers>,
     /// Where compactions of the partition's state are counted.
     pub(crate) metrics: WorkerMetrics,
+    /// Where the state goes when the attempt stops, and comes from when it restores (none: it
+    /// is neither kept nor taken).
+    pub(crate) local: Option<LocalRecovery>,
+}
+
+/// A receiver's part in local recovery (`local_states.rs`).
+pub(crate) struct LocalRecovery {
+    pub(crate) states: Arc<LocalStates>,
+    /// The job's name: a state kept by another job's attempt is not taken.
+    pub(crate) job: String,
+}
+
+/// The checkpoints a receiver's state can roll back to, newest first: its last segment (or the
+/// checkpoint it restored) and the one before, with the partition's chain there (at most
+/// two: what its stage keeps pre-images for).
+#[derive(Default)]
+struct Points(Vec<(u64, StateIndex)>);
+
+impl Points {
+    /// A segment (or a restore) of checkpoint `id`, with the chain `index` there.
+    fn taken(&mut self, id: u64, index: StateIndex) {
+        self.0.insert(0, (id, index));
+        self.0.truncate(2);
+    }
 }
 
 impl ReceiverTask {
@@ -76,7 +104,13 @@ impl ReceiverTask {
     /// the partition left this worker at a barrier.
     pub(crate) async fn run(self, inbox: &mut InboxRx) -> Result<Option<u64>, DataflowError> {
         let q = self.ctx.partition;
+        // While this runs, a later attempt's receiver of the partition waits for what it keeps.
+        let _running = (self.local.as_ref()).map(|local| local.states.running(q, self.ctx.attempt));
         let (mut receiver, chain, mut loading) = self.open().await?;
+        let mut points = Points::default();
+        if let (Some((id, _)), Some(index), None) = (&self.restore, chain.index(), &loading) {
+            points.taken(*id, index.clone());
+        }
         if let (Some(reports), Some((checkpoint, _))) = (&self.resumed, &self.restore) {
             let _ = reports.send(WorkerMessage::MoveStatus {
                 attempt: self.ctx.attempt,
@@ -96,11 +130,11 @@ impl ReceiverTask {
                 Some(message) => message,
                 None => match inbox.recv().await {
                     Some(message) => message,
-                    None => return Ok(free(receiver)),
+                    None => return Ok(self.end(receiver, loading.is_some(), points)),
                 },
             };
             if self.cancel.is_cancelled() {
-                return Ok(free(receiver));
+                return Ok(self.end(receiver, loading.is_some(), points));
             }
             if matches!(message, super::exchange::Inbound::Barrier { .. }) && aligning_since.is_none() {
                 aligning_since = Some(std::time::Instant::now());
@@ -113,7 +147,7 @@ impl ReceiverTask {
                         receiver.on_batch(batch)?;
                         credit.release();
                     }
-                    Step::Cancelled => return Ok(free(receiver)),
+                    Step::Cancelled => return Ok(self.end(receiver, loading.is_some(), points)),
                     Step::Aligned(id) => {
                         if let Some(since) = aligning_since.take() {
                             tracing::debug!(
@@ -145,10 +179,12 @@ impl ReceiverTask {
                                 .hand_over(receiver, writer, alignment.ended(), inbox, id)
                                 .await;
                         }
-                        receiver = match &loading {
+                        let (taken, index) = match &loading {
                             Some(load) => self.overlay(receiver, &mut writer, id, load.checkpoint()).await?,
                             None => self.snapshot(receiver, &mut writer, id).await?,
                         };
+                        receiver = taken;
+                        points.taken(id, index);
                         step = alignment.snapshot_taken();
                         continue;
                     }
@@ -188,6 +224,10 @@ impl ReceiverTask {
             self.preloaded.lock().unwrap_or_else(|e| e.into_inner()).take(),
         );
         let adopted = self.resumed.is_some();
+        let local = match preloaded.is_none() && !adopted {
+            true => self.take_local().await,
+            false => None,
+        };
         let (receiver, opened) = blocking::run(move || {
             let q = ctx.partition;
             if checkpoints.is_some() {
@@ -212,16 +252,28 @@ impl ReceiverTask {
                     Opened::Ready(PartitionChain::new(ChainPolicy::default())),
                 ));
             };
+            // A state kept by the previous attempt here, rolled back to the checkpoint restored,
+            // is opened like one loaded ahead of a move: the load over it reads nothing more.
+            let (preloaded, local) = match (preloaded, local.and_then(|taken| roll_back(q, *id, taken))) {
+                (None, Some(rolled_back)) => (Some(rolled_back), true),
+                (preloaded, _) => (preloaded, false),
+            };
             let (receiver, chain, preloaded) = match preloaded {
-                Some(loaded) if loaded.state.merges_restored() => {
+                Some(loaded) if loaded.state.merges_restored() && !local => {
                     let store = Arc::clone(&checkpoints.store);
                     let receiver = plan.open_receiver(&ctx)?;
                     return Ok((receiver, Opened::Later(*id, file.clone(), store, Some(loaded))));
                 }
                 Some(mut loaded) => {
                     let store = checkpoints.store.as_ref();
-                    let index =
-                        state_writer::load(store, *id, file, loaded.state.as_mut(), Some(&loaded.index))?;
+                    let index = match local && is_this_base(store, &loaded.index, *id, file) {
+                        // The state file is the base itself: reading it to find that out would
+                        // read the whole state.
+                        true => loaded.index,
+                        false => {
+                            state_writer::load(store, *id, file, loaded.state.as_mut(), Some(&loaded.index))?
+                        }
+                    };
                     let receiver = plan.open_loaded(&ctx, loaded.state)?;
                     (
                         receiver,
@@ -242,6 +294,7 @@ impl ReceiverTask {
             tracing::info!(
                 partition = q,
                 checkpoint = id,
+                local,
                 preloaded_at = ?preloaded,
                 restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "partition state restored"
@@ -257,6 +310,22 @@ impl ReceiverTask {
             }
             Opened::Ready(chain) => (receiver, chain, None),
         })
+    }
+
+    /// The partition's state as the previous attempt here left it, if it can roll back to the
+    /// checkpoint restored (waiting a moment for that attempt's receiver to end).
+    async fn take_local(&self) -> Option<Taken> {
+        let (Some(local), Some((id, _)), Some(_)) = (&self.local, &self.restore, &self.checkpoints) else {
+            return None;
+        };
+        let (q, attempt) = (self.ctx.partition, self.ctx.attempt);
+        match (local.states)
+            .take(q, attempt, &local.job, *id, local_states::PATIENCE)
+            .await
+        {
+            Ok(taken) => taken,
+            Err(unusable) => free(unusable.receiver).and(None),
+        }
     }
 
     /// The writer of the partition's chain `chain`, compacting it apart from the barriers when
@@ -358,9 +427,9 @@ impl ReceiverTask {
         writer: &mut StateWriter,
         id: u64,
         restored: u64,
-    ) -> Result<Box<dyn Receiver>, DataflowError> {
+    ) -> Result<(Box<dyn Receiver>, StateIndex), DataflowError> {
         let Some(checkpoints) = &self.checkpoints else {
-            return Ok(receiver);
+            return Ok((receiver, StateIndex::default()));
         };
         let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, self.ctx.partition);
         let (receiver, kind, state) = seal(receiver, id, SegmentKind::Delta, parts).await?;
@@ -378,28 +447,56 @@ impl ReceiverTask {
             "overlay while the state loads"
         );
         let sealed = writer.sealed_overlay(id, restored, bytes);
+        let index = sealed.index.clone();
         tokio::spawn(writer.write(checkpoints, sealed));
-        Ok(receiver)
+        Ok((receiver, index))
     }
 
     /// Barrier `id` aligned: seals the partition's state segment and sink output, then writes
-    /// the segment and acknowledges beside the processing that goes on.
+    /// the segment and acknowledges beside the processing that goes on. Returns the receiver
+    /// and the partition's chain with the segment.
     async fn snapshot(
         &self,
         receiver: Box<dyn Receiver>,
         writer: &mut StateWriter,
         id: u64,
-    ) -> Result<Box<dyn Receiver>, DataflowError> {
+    ) -> Result<(Box<dyn Receiver>, StateIndex), DataflowError> {
         let Some(checkpoints) = &self.checkpoints else {
-            return Ok(receiver);
+            return Ok((receiver, StateIndex::default()));
         };
         let keep_chain = self.delta_barriers.deltas_only(id, self.ctx.partition);
         let kind = writer.prepare(id, keep_chain, receiver.pending_changes());
         let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, self.ctx.partition);
         let (receiver, kind, state) = seal(receiver, id, kind, parts).await?;
         let sealed = writer.sealed(id, kind, state);
+        let index = sealed.index.clone();
         tokio::spawn(writer.write(checkpoints, sealed));
-        Ok(receiver)
+        Ok((receiver, index))
+    }
+
+    /// The task ends without finishing (cancelled, or its inbox gone): keeps the state for the
+    /// next attempt when the attempt stopped with the whole state here and checkpoints to roll
+    /// back to, frees it otherwise. `None`, for the task's result.
+    fn end(&self, receiver: Box<dyn Receiver>, loading: bool, points: Points) -> Option<u64> {
+        let keep = self.cancel.is_cancelled() && self.checkpoints.is_some() && !loading;
+        let (Some(local), true, false) = (&self.local, keep, points.0.is_empty()) else {
+            return free(receiver);
+        };
+        let kept = Kept {
+            job: local.job.clone(),
+            attempt: self.ctx.attempt,
+            points: points.0,
+            receiver,
+        };
+        tracing::debug!(
+            partition = self.ctx.partition,
+            attempt = self.ctx.attempt,
+            "partition state kept for the next attempt"
+        );
+        match local.states.keep(self.ctx.partition, kept) {
+            Some(unwanted) => free(unwanted.receiver),
+            None => None,
+        }
     }
 }
 
@@ -414,6 +511,50 @@ enum Opened {
         Arc<dyn crate::checkpoint::CheckpointStore>,
         Option<Preloaded>,
     ),
+}
+
+/// Whether `index` is a lone base written by checkpoint `id` as its state file `file`, the
+/// size the store has for it (a HEAD, not a read): then the state it describes is all of that
+/// file.
+fn is_this_base(
+    store: &dyn crate::checkpoint::CheckpointStore,
+    index: &StateIndex,
+    id: u64,
+    file: &str,
+) -> bool {
+    let [base] = index.segments.as_slice() else {
+        return false;
+    };
+    let id = crate::checkpoint::CheckpointId(id);
+    let framed = crate::checkpoint::frame::HEADER_LEN as u64 + base.file.size;
+    base.checkpoint == id && base.file.name == file && store.object_size(id, file).ok() == Some(framed)
+}
+
+/// `taken` brought back to checkpoint `id` (on the blocking pool), as state loaded ahead with
+/// the chain there; `None` if it cannot be (the partition then loads from the store).
+fn roll_back(q: usize, id: u64, taken: Taken) -> Option<Preloaded> {
+    let started = std::time::Instant::now();
+    match taken.receiver.roll_back(taken.back) {
+        Ok(Some(state)) => {
+            tracing::info!(
+                partition = q,
+                checkpoint = id,
+                segments_back = taken.back,
+                rollback_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "partition state kept in memory, rolled back to the checkpoint"
+            );
+            Some(Preloaded {
+                state,
+                index: taken.index,
+                checkpoint: id,
+            })
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(partition = q, checkpoint = id, error = %e, "kept partition state could not roll back; loading it");
+            None
+        }
+    }
 }
 
 /// Frees a receiver's state on a blocking thread: every entry is an allocation, so freeing a
@@ -494,6 +635,7 @@ mod tests {
             resumed: None,
             delta_barriers: Arc::default(),
             metrics: WorkerMetrics::default(),
+            local: None,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(messages.len().max(1));
         for m in messages {
@@ -605,6 +747,7 @@ mod tests {
             resumed: None,
             delta_barriers: Arc::default(),
             metrics: WorkerMetrics::default(),
+            local: None,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let run = tokio::spawn(async move { task.run(&mut { rx }).await });
@@ -669,6 +812,120 @@ mod tests {
         }
     }
 
+    /// Attempt 1 of a word count's partition takes checkpoints 1 and 2, applies more and is
+    /// stopped; attempt 2 restores checkpoint `restore`, applies `e` and finishes. Returns the
+    /// output, what checkpoint `restore` held, and the state files attempt 2 read.
+    async fn restart_after(
+        restore: u64,
+        local: bool,
+    ) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, usize) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::checkpoint::hooked::{Hooked, Op};
+        use crate::checkpoint::MemoryStore;
+        use crate::worker::exchange::CreditReturn;
+        use crate::worker::test_jobs::counts;
+
+        let sink = CollectorSink::new();
+        let job = crate::worker::test_jobs::word_count(&sink);
+        let inner = MemoryStore::new();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&reads);
+        let store: Arc<dyn CheckpointStore> = Arc::new(Hooked::new(&inner, move |op, _, name| {
+            if op == Op::Read && !crate::checkpoint::is_index_name(name) {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }));
+        let states = Arc::new(LocalStates::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plane = DataPlane::start(listener, WorkerId::new("w1"), "test".into(), 1 << 20);
+        let task = |attempt: u64, restore: RestoreFrom, cancel: CancellationToken| {
+            let (handle, saved) = CheckpointHandle::answering(Arc::clone(&store));
+            let task = ReceiverTask {
+                plan: Arc::clone(&job.plan),
+                ctx: only_partition(attempt),
+                checkpoints: Some(handle),
+                restore,
+                ended: HashSet::new(),
+                cancel,
+                plane: plane.clone(),
+                preloaded: Mutex::new(None),
+                resumed: None,
+                delta_barriers: Arc::default(),
+                metrics: WorkerMetrics::default(),
+                local: local.then(|| LocalRecovery {
+                    states: Arc::clone(&states),
+                    job: "wordcount".to_string(),
+                }),
+            };
+            (task, saved)
+        };
+        let batch = |pairs: &[(&str, u64)]| Inbound::Batch {
+            batch: counts(pairs),
+            credit: CreditReturn::Local(Arc::new(tokio::sync::Semaphore::new(0))),
+            from: 0,
+        };
+        let mut expected = BTreeMap::new();
+        // By checkpoint: the counts, and the partition's state file.
+        let mut at = BTreeMap::new();
+        let cancel = CancellationToken::new();
+        let (first, mut saved) = task(1, None, cancel.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let run = tokio::spawn(async move { first.run(&mut { rx }).await });
+        let words: [&[(&str, u64)]; 3] = [
+            &[("a", 1), ("b", 2)],
+            &[("a", 1), ("c", 1)],
+            &[("a", 5), ("d", 1)],
+        ];
+        for (id, pairs) in (1..=3u64).zip(words) {
+            for (k, n) in pairs {
+                *expected.entry(k.to_string()).or_insert(0) += n;
+            }
+            tx.send(batch(pairs)).await.unwrap();
+            if id < 3 {
+                tx.send(Inbound::Barrier { id, from: 0 }).await.unwrap();
+                let (saved_id, _, file) = saved.recv().await.unwrap();
+                assert_eq!(saved_id, id);
+                at.insert(id, (expected.clone(), file.name));
+            }
+        }
+        // Stopped after applying what came after checkpoint 2.
+        cancel.cancel();
+        drop(tx);
+        assert_eq!(run.await.unwrap().unwrap(), None);
+
+        let before = reads.load(Ordering::SeqCst);
+        let (then, file) = at[&restore].clone();
+        let (second, _saved) = task(2, Some((restore, file)), CancellationToken::new());
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let run = tokio::spawn(async move { second.run(&mut { rx }).await });
+        tx.send(batch(&[("e", 1)])).await.unwrap();
+        tx.send(Inbound::Eos { from: 0 }).await.unwrap();
+        assert!(run.await.unwrap().unwrap().is_some());
+        job.plan.commit_epochs(0, FINAL_EPOCH).unwrap();
+        let got: BTreeMap<String, u64> = sink.collected().into_iter().collect();
+        let mut then = then;
+        then.insert("e".to_string(), 1);
+        (got, then, reads.load(Ordering::SeqCst) - before)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_attempt_rolls_the_kept_state_back_instead_of_reading_the_store() {
+        for restore in [2, 1] {
+            let (got, expected, reads) = restart_after(restore, true).await;
+            assert_eq!(got, expected, "restored from checkpoint {restore}, in memory");
+            assert_eq!(reads, 0, "checkpoint {restore}: no state segment read");
+            // The same restart without local recovery reads its segments.
+            let (got, expected, reads) = restart_after(restore, false).await;
+            assert_eq!(
+                got, expected,
+                "restored from checkpoint {restore}, from the store"
+            );
+            assert!(reads > 0, "checkpoint {restore} read from the store");
+        }
+    }
+
     #[tokio::test]
     async fn a_source_partition_out_of_range_fails_the_receiver_instead_of_ending_it() {
         let outcome = receive(vec![Inbound::Eos { from: 0 }, Inbound::Eos { from: 7 }]).await;
@@ -709,6 +966,7 @@ mod tests {
                 resumed: None,
                 delta_barriers: Arc::default(),
                 metrics: WorkerMetrics::default(),
+                local: None,
             };
             tasks.push(tokio::spawn(async move { receiver.run(&mut { rx }).await }));
         }

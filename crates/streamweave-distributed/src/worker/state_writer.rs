@@ -425,7 +425,7 @@ pub(crate) struct Sealed {
     id: u64,
     kind: SegmentKind,
     state: SealedState,
-    index: StateIndex,
+    pub(crate) index: StateIndex,
     /// A partition handed over at this barrier: the sources that had ended before it (they go
     /// into the acknowledgement, for the new owner).
     ended_sources: Vec<usize>,

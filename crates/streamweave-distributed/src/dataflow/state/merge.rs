@@ -195,7 +195,7 @@ mod tests {
                 SegmentKind::Base => encode_state(&live.entries()).unwrap(),
                 SegmentKind::Delta => encode_state(&live.changed_entries()).unwrap(),
             };
-            live.clear_changed();
+            live.segment_taken();
             segments.push(bytes);
         }
         let deltas: Vec<Layer> = segments[1..].iter().map(|d| Layer::Delta(d)).collect();

@@ -16,12 +16,21 @@
 //! indices hold only while the table keeps its size, so the table never grows on its own: before
 //! an insert that would resize it, [`TrackedMap`] moves the entries into a larger table itself,
 //! carrying each one's bit over.
+//!
+//! For local recovery the table also keeps, per interval between segments, each changed entry's
+//! accumulator as it was before its first change in the interval (encoded, by bucket; a new key
+//! has none), for the current interval and the one before: a worker whose job restarts from the
+//! last segment's checkpoint, or the one before if the last was not committed, brings its own
+//! partitions back from memory ([`TrackedMap::roll_back`]) instead of reading them from the
+//! store. The pre-images cost one encoded accumulator per first change in an interval; past a
+//! sixteenth of the entries (a state that mostly changes between checkpoints, where a rollback
+//! would save little) an interval keeps none.
 
 use std::hash::{BuildHasher, Hash};
 
 use hashbrown::hash_table::Entry as Slot;
 use hashbrown::HashTable;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 
 /// Keyed state: an accumulator per key, with the keys changed since the last segment marked.
@@ -32,6 +41,11 @@ pub(crate) struct TrackedMap<K, A> {
     /// Set bits in `changed`.
     changed_len: usize,
     hasher: foldhash::fast::RandomState,
+    /// Pre-images of the current interval's changes: `None` when not kept (past the bound, or
+    /// the state was written otherwise than by changes since the point it would roll back to).
+    undo: Option<PreImages>,
+    /// Pre-images of the interval before the last segment (`None`: not kept).
+    undo_before: Option<PreImages>,
 }
 
 impl<K, A> Default for TrackedMap<K, A> {
@@ -41,6 +55,46 @@ impl<K, A> Default for TrackedMap<K, A> {
             changed: Vec::new(),
             changed_len: 0,
             hasher: foldhash::fast::RandomState::default(),
+            undo: Some(PreImages::default()),
+            undo_before: None,
+        }
+    }
+}
+
+/// The accumulators of the entries changed in an interval, as they were before their first
+/// change in it.
+#[derive(Default)]
+struct PreImages {
+    /// `(bucket, start, len)`: the encoded accumulator is `bytes[start..start + len]`; a `len`
+    /// of [`PreImages::NEW`] marks an entry that did not exist.
+    entries: Vec<(usize, u32, u32)>,
+    bytes: Vec<u8>,
+}
+
+impl PreImages {
+    const NEW: u32 = u32::MAX;
+
+    /// Keeps `acc` (`None`: a new entry) as bucket `index`'s pre-image; false once past the
+    /// bound for a table of `len` entries.
+    fn keep<A: Serialize>(&mut self, index: usize, acc: Option<&A>, len: usize) -> bool {
+        if self.entries.len() > len / 16 + 4096 {
+            return false;
+        }
+        let Some(acc) = acc else {
+            self.entries.push((index, 0, Self::NEW));
+            return true;
+        };
+        let start = self.bytes.len();
+        let Ok(bytes) = postcard::to_extend(acc, std::mem::take(&mut self.bytes)) else {
+            return false;
+        };
+        self.bytes = bytes;
+        match (u32::try_from(start), u32::try_from(self.bytes.len() - start)) {
+            (Ok(start), Ok(len)) if len != Self::NEW => {
+                self.entries.push((index, start, len));
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -56,14 +110,51 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
         self.changed_len
     }
 
-    /// Sets `key`'s accumulator to `f` of the one it had (`None` for a new key), marked changed.
-    pub(crate) fn update(&mut self, key: K, f: impl FnOnce(Option<A>) -> A) {
-        let index = self.put(key, f);
+    /// Sets `key`'s accumulator to `f` of the one it had (`None` for a new key), marked changed
+    /// (its pre-image kept if this is its first change since the last segment).
+    pub(crate) fn update(&mut self, key: K, f: impl FnOnce(Option<A>) -> A)
+    where
+        A: Serialize,
+    {
+        self.make_room();
+        let len = self.table.len();
+        let hash = self.hasher.hash_one(&key);
+        let hasher = &self.hasher;
+        let slot = self
+            .table
+            .entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k));
+        let index = match slot {
+            Slot::Occupied(entry) => {
+                let index = entry.bucket_index();
+                if !is_marked(&self.changed, index) {
+                    if let Some(undo) = &mut self.undo {
+                        if !undo.keep(index, Some(&entry.get().1), len) {
+                            self.undo = None;
+                            self.undo_before = None;
+                        }
+                    }
+                }
+                let _ = entry.replace_entry_with(|(k, acc)| Some((k, f(Some(acc)))));
+                index
+            }
+            Slot::Vacant(entry) => {
+                let index = entry.insert((key, f(None))).bucket_index();
+                if let Some(undo) = &mut self.undo {
+                    if !undo.keep::<A>(index, None, len) {
+                        self.undo = None;
+                        self.undo_before = None;
+                    }
+                }
+                index
+            }
+        };
         self.mark(index);
     }
 
     /// Sets `key`'s accumulator to `f` of the one it had as restored state (an overlay merged
-    /// in on recovery): not marked changed (and no longer marked if it was).
+    /// in on recovery): not marked changed (and no longer marked if it was). Such writes happen
+    /// while a state is restored; [`TrackedMap::restored_here`] makes the result a point to roll
+    /// back to, or [`TrackedMap::no_rollback`] says there is none.
     pub(crate) fn update_clean(&mut self, key: K, f: impl FnOnce(Option<A>) -> A) {
         let index = self.put(key, f);
         self.unmark(index);
@@ -105,12 +196,17 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
         }
     }
 
-    /// The table's slot for `key` (and the key back, for a vacant one), after making room for
-    /// one more entry so that finding the slot never resizes the table.
-    fn slot(&mut self, key: K) -> (Slot<'_, (K, A)>, K) {
+    /// Makes room for one more entry, so that finding a slot never resizes the table.
+    fn make_room(&mut self) {
         if self.table.len() == self.table.capacity() {
             self.grow(self.table.len() + 1);
         }
+    }
+
+    /// The table's slot for `key` (and the key back, for a vacant one), after making room for
+    /// one more entry.
+    fn slot(&mut self, key: K) -> (Slot<'_, (K, A)>, K) {
+        self.make_room();
         let hash = self.hasher.hash_one(&key);
         let hasher = &self.hasher;
         let slot = self
@@ -135,6 +231,12 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
         let mut changed = vec![0u64; table.num_buckets().div_ceil(64)];
         let mut old = std::mem::replace(&mut self.table, HashTable::new());
         let hasher = &self.hasher;
+        // Where the buckets with pre-images went (the pre-images name entries by bucket).
+        let mut kept: std::collections::HashMap<usize, usize> = [&self.undo, &self.undo_before]
+            .into_iter()
+            .flatten()
+            .flat_map(|undo| undo.entries.iter().map(|&(index, _, _)| (index, index)))
+            .collect();
         for index in 0..old.num_buckets() {
             let Ok(entry) = old.get_bucket_entry(index) else {
                 continue;
@@ -146,13 +248,79 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
                 .is_some_and(|w| w & (1 << (index % 64)) != 0);
             let hash = hasher.hash_one(&key);
             let moved = table.insert_unique(hash, (key, acc), |(k, _)| hasher.hash_one(k));
+            let at = moved.bucket_index();
             if was_changed {
-                let at = moved.bucket_index();
                 changed[at / 64] |= 1 << (at % 64);
+            }
+            if let Some(to) = kept.get_mut(&index) {
+                *to = at;
             }
         }
         self.table = table;
         self.changed = changed;
+        for undo in [&mut self.undo, &mut self.undo_before].into_iter().flatten() {
+            for entry in &mut undo.entries {
+                entry.0 = kept.get(&entry.0).copied().unwrap_or(entry.0);
+            }
+        }
+    }
+
+    /// A segment was taken: every entry is clean again, the current interval's pre-images are
+    /// the previous interval's, and a new interval begins.
+    pub(crate) fn segment_taken(&mut self) {
+        self.clear_changed();
+        self.undo_before = self.undo.take();
+        self.undo = Some(PreImages::default());
+    }
+
+    /// The state is now exactly a restored checkpoint's (a base, its deltas and overlays
+    /// applied): the point a rollback returns to, with none before it. Pre-images are kept of
+    /// first changes, told by the changed marks, so with entries still marked (not a state
+    /// just restored) there is no such point until the next segment.
+    pub(crate) fn restored_here(&mut self) {
+        self.undo = (self.changed_len == 0).then(PreImages::default);
+        self.undo_before = None;
+    }
+
+    /// The state is no checkpoint's and was not reached by changes from one (a recovery's
+    /// partial state merged with the restored one): no rollback until the next segment.
+    pub(crate) fn no_rollback(&mut self) {
+        self.undo = None;
+        self.undo_before = None;
+    }
+
+    /// Brings the state back to what it was at the last segment (or restore), `back` 0, or at
+    /// the one before, `back` 1, from the pre-images kept, every entry clean; false, with
+    /// nothing changed, if they were not kept.
+    pub(crate) fn roll_back(&mut self, back: usize) -> Result<bool, postcard::Error>
+    where
+        A: DeserializeOwned,
+    {
+        let intervals = match (back, &self.undo, &self.undo_before) {
+            (0, Some(_), _) | (1, Some(_), Some(_)) => back + 1,
+            _ => return Ok(false),
+        };
+        let logs = [self.undo.take(), self.undo_before.take()];
+        for undo in logs.into_iter().take(intervals).flatten() {
+            for &(index, start, len) in &undo.entries {
+                let Ok(entry) = self.table.get_bucket_entry(index) else {
+                    continue;
+                };
+                if len == PreImages::NEW {
+                    entry.remove();
+                    continue;
+                }
+                let at = start as usize;
+                let Some(bytes) = undo.bytes.get(at..at + len as usize) else {
+                    return Err(postcard::Error::DeserializeUnexpectedEnd);
+                };
+                let mut entry = entry;
+                entry.get_mut().1 = postcard::from_bytes(bytes)?;
+            }
+        }
+        self.clear_changed();
+        self.restored_here();
+        Ok(true)
     }
 
     fn mark(&mut self, index: usize) {
@@ -163,8 +331,8 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
         }
     }
 
-    /// Every entry clean again (a segment was taken).
-    pub(crate) fn clear_changed(&mut self) {
+    /// Every entry clean again.
+    fn clear_changed(&mut self) {
         if self.changed_len > 0 {
             self.changed.iter_mut().for_each(|w| *w = 0);
             self.changed_len = 0;
@@ -240,6 +408,13 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
         let clean = self.table.into_iter().map(|(k, a)| (k, a, false));
         changed.into_iter().chain(clean)
     }
+}
+
+/// Whether bucket `index` is marked changed in `changed`.
+fn is_marked(changed: &[u64], index: usize) -> bool {
+    changed
+        .get(index / 64)
+        .is_some_and(|w| w & (1 << (index % 64)) != 0)
 }
 
 /// [`TrackedMap::changed_entries`].
@@ -335,7 +510,7 @@ mod tests {
         for i in 0..1_000u64 {
             add(&mut map, &format!("k{i}"), i);
         }
-        map.clear_changed();
+        map.segment_taken();
         for i in (0..1_000u64).step_by(3) {
             add(&mut map, &format!("k{i}"), 1);
         }
@@ -361,7 +536,7 @@ mod tests {
             add(&mut map, &format!("k{i}"), i);
             expected.insert(format!("k{i}"), i);
         }
-        map.clear_changed();
+        map.segment_taken();
         assert!(changed(&map).is_empty());
         // Change every 7th old key, then add enough new ones to grow the table several times.
         let mut delta = HashMap::new();
@@ -425,12 +600,92 @@ mod tests {
         let room = map.encoded_capacity(map.len());
         assert!(room >= base.len(), "{room} < {}", base.len());
         assert!(room < base.len() * 3 / 2, "{room}: more than half again too much");
-        map.clear_changed();
+        map.segment_taken();
         for i in 0..100u64 {
             add(&mut map, &format!("key-{i:08}"), 1);
         }
         let delta = postcard::to_stdvec(&map.changed_entries()).unwrap();
         assert!(map.encoded_capacity(map.changed_len()) >= delta.len());
+    }
+
+    fn counts(map: &TrackedMap<String, u64>) -> std::collections::BTreeMap<String, u64> {
+        map.table.iter().map(|(k, a)| (k.clone(), *a)).collect()
+    }
+
+    #[test]
+    fn a_rollback_returns_to_the_last_segment_or_the_one_before() {
+        let mut map = TrackedMap::default();
+        for i in 0..100u64 {
+            add(&mut map, &format!("k{i}"), 1);
+        }
+        map.segment_taken();
+        let first = counts(&map);
+        add(&mut map, "k1", 10);
+        add(&mut map, "new-a", 1);
+        map.segment_taken();
+        let second = counts(&map);
+        // Changed twice, new, and enough new keys to grow the table under the pre-images.
+        add(&mut map, "k1", 5);
+        add(&mut map, "k1", 5);
+        add(&mut map, "k2", 7);
+        add(&mut map, "new-a", 3);
+        for i in 0..3_000u64 {
+            add(&mut map, &format!("grown{i}"), 1);
+        }
+        assert!(map.roll_back(0).unwrap());
+        assert_eq!(counts(&map), second);
+        assert_eq!(map.changed_len(), 0, "rolled back: every entry clean");
+        // Once rolled back, the state is the point to return to, with none before it.
+        assert!(!map.roll_back(1).unwrap());
+        assert!(map.roll_back(0).unwrap());
+        assert_eq!(counts(&map), second);
+
+        // Two segments back, from a map in the same position.
+        let mut map = TrackedMap::default();
+        for i in 0..100u64 {
+            add(&mut map, &format!("k{i}"), 1);
+        }
+        map.segment_taken();
+        add(&mut map, "k1", 10);
+        add(&mut map, "new-a", 1);
+        map.segment_taken();
+        add(&mut map, "k2", 7);
+        for i in 0..3_000u64 {
+            add(&mut map, &format!("grown{i}"), 1);
+        }
+        assert!(map.roll_back(1).unwrap());
+        assert_eq!(counts(&map), first);
+    }
+
+    #[test]
+    fn no_rollback_past_the_bound_or_a_merge() {
+        let mut map = TrackedMap::default();
+        for i in 0..10_000u64 {
+            add(&mut map, &format!("k{i}"), 1);
+        }
+        map.segment_taken();
+        // More than a sixteenth of the entries plus the allowance change: nothing kept.
+        for i in 0..10_000u64 {
+            add(&mut map, &format!("k{i}"), 1);
+        }
+        let before = counts(&map);
+        assert!(!map.roll_back(0).unwrap());
+        assert_eq!(counts(&map), before, "a refused rollback changes nothing");
+        // The next segment starts keeping again, but has no interval before it to return to.
+        map.segment_taken();
+        add(&mut map, "k1", 1);
+        assert!(!map.roll_back(1).unwrap());
+        map.no_rollback();
+        assert!(!map.roll_back(0).unwrap());
+        // A restore point with changes still marked would miss their pre-images: none.
+        map.restored_here();
+        assert!(!map.roll_back(0).unwrap());
+        map.segment_taken();
+        map.restored_here();
+        add(&mut map, "k1", 1);
+        let at = counts(&map);
+        assert!(map.roll_back(0).unwrap());
+        assert_eq!(counts(&map)["k1"], at["k1"] - 1);
     }
 
     #[test]
