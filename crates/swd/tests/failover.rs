@@ -272,7 +272,8 @@ fn a_fenced_run_that_comes_back_does_not_take_over_from_the_new_run() {
 /// A worker SIGKILLed while a checkpointed job runs, with a heartbeat timeout far longer than
 /// the test waits: its connection closes and its peers cannot reach it, so the coordinator
 /// declares it failed at once, and the job restarts once on the survivors (not over and over on
-/// the dead worker until the timeout) and finishes exactly.
+/// the dead worker until the timeout) and finishes exactly. The survivors take the state of the
+/// partitions they keep from memory (local recovery), rolled back to the checkpoint restored.
 #[test]
 fn a_killed_worker_of_a_running_job_fails_at_once_and_costs_one_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,9 +295,11 @@ fn a_killed_worker_of_a_running_job_fails_at_once_and_costs_one_restart() {
         ..Opts::default()
     };
     let mut cluster = Cluster::start(opts);
-    for id in ["w1", "w2", "w3"] {
-        cluster.add_worker(id, &[]);
-    }
+    let metrics: Vec<String> = ["w1", "w2"]
+        .iter()
+        .map(|id| cluster.add_worker_with_metrics(id))
+        .collect();
+    cluster.add_worker("w3", &[]);
     let before = cluster.wait_for_long("a committed checkpoint of the running job", |s| {
         s["checkpoints"]["last_completed"].as_u64().is_some_and(|c| c > 0)
             || matches!(s["job"]["state"].as_str(), Some("finished" | "failed"))
@@ -334,4 +337,9 @@ fn a_killed_worker_of_a_running_job_fails_at_once_and_costs_one_restart() {
     assert_eq!(finished["job"]["restarts"], 1, "{finished:#}");
     let expected = std::fs::read(corpus.join("expected.tsv")).unwrap();
     assert_eq!(output_lines(&output), sorted_lines(&expected));
+    // w1 and w2 kept their 5 or 6 partitions of the 8 across the restart.
+    let local: f64 = (metrics.iter())
+        .map(|url| metric_sum(&http_get(url), "swd_worker_local_restores_total"))
+        .sum();
+    assert!(local >= 1.0, "no partition state taken from memory ({local})");
 }

@@ -48,6 +48,7 @@ struct Inner {
     compaction_failures: AtomicU64,
     compacted_bytes: AtomicU64,
     compaction_nanos: AtomicU64,
+    local_restores: AtomicU64,
 }
 
 impl WorkerMetrics {
@@ -81,6 +82,11 @@ impl WorkerMetrics {
     /// Counts a compaction apart that failed (its chain goes on growing).
     pub(crate) fn compaction_failed(&self) {
         self.inner.compaction_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a partition whose state a restarted attempt took from memory (local recovery).
+    pub(crate) fn restored_locally(&self) {
+        self.inner.local_restores.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a job attempt started here.
@@ -144,6 +150,12 @@ impl WorkerMetrics {
             "compaction_failures",
             "Compactions apart that failed (the chain grows until a barrier takes a base)",
             &inner.compaction_failures,
+        );
+        count(
+            &mut registry,
+            "local_restores",
+            "Partition states a restarted job attempt took from this worker's memory, rolled back to the checkpoint restored, instead of reading them from the checkpoint store (local recovery)",
+            &inner.local_restores,
         );
         let bytes: Counter = Counter::default();
         bytes.inc_by(inner.compacted_bytes.load(Ordering::Relaxed));

@@ -249,7 +249,7 @@ impl ReceiverTask {
             let (Some((id, file)), Some(checkpoints)) = (&restore, &checkpoints) else {
                 return Ok((
                     plan.open_receiver(&ctx)?,
-                    Opened::Ready(PartitionChain::new(ChainPolicy::default())),
+                    Opened::Ready(PartitionChain::new(ChainPolicy::default()), false),
                 ));
             };
             // A state kept by the previous attempt here, rolled back to the checkpoint restored,
@@ -299,7 +299,7 @@ impl ReceiverTask {
                 restore_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "partition state restored"
             );
-            Ok((receiver, Opened::Ready(chain)))
+            Ok((receiver, Opened::Ready(chain, local)))
         })
         .await?;
         Ok(match opened {
@@ -308,7 +308,12 @@ impl ReceiverTask {
                     BackgroundRestore::start(&self.plan, &store, self.ctx.partition, id, file, preloaded);
                 (receiver, PartitionChain::new(ChainPolicy::default()), Some(load))
             }
-            Opened::Ready(chain) => (receiver, chain, None),
+            Opened::Ready(chain, local) => {
+                if local {
+                    self.metrics.restored_locally();
+                }
+                (receiver, chain, None)
+            }
         })
     }
 
@@ -504,7 +509,8 @@ impl ReceiverTask {
 /// beside the processing (from this checkpoint and state file of this store, on top of the
 /// state loaded ahead of a move if there is one).
 enum Opened {
-    Ready(PartitionChain),
+    /// Restored (or fresh), with its chain; true if from the previous attempt's state here.
+    Ready(PartitionChain, bool),
     Later(
         u64,
         String,

@@ -251,6 +251,31 @@ impl Cluster {
         });
     }
 
+    /// Starts a worker process with this id serving its `/metrics` on an ephemeral port, and
+    /// returns that URL.
+    pub fn add_worker_with_metrics(&mut self, id: &str) -> String {
+        let mut child = swd()
+            .args(["worker", "--coordinator", &self.addr.to_string(), "--id", id])
+            .args(["--heartbeat-interval", self.opts.heartbeat_interval])
+            .args(["--metrics-bind", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn worker");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("metrics on ").map(str::to_string))
+            .unwrap_or_else(|| panic!("{id} printed no metrics URL"));
+        // Whatever it prints later must not fill the pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        self.workers.push(Proc {
+            name: id.to_string(),
+            child,
+        });
+        url
+    }
+
     pub fn worker(&mut self, id: &str) -> &mut Proc {
         self.workers
             .iter_mut()
@@ -625,4 +650,31 @@ pub fn job_flags(job: &str, input: &Path, output: &Path, more: &[&str]) -> Vec<S
     ];
     flags.extend(more.iter().map(|s| s.to_string()));
     flags
+}
+
+/// The body of `GET url` (`http://HOST:PORT/PATH`), read to the end of the connection.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let mut stream = std::net::TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_string())
+}
+
+/// The sum of every sample of metric `name` (any labels) in a Prometheus text exposition.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
