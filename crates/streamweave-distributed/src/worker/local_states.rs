@@ -9,8 +9,9 @@
 //!   --keep(p, Kept{job, points: its last two segments (checkpoint, chain index), receiver})
 //! attempt n+1's receiver of p, restoring checkpoint c:
 //!   take(p, n+1, job, c): waits a moment for attempt n's receiver to end, then
-//!   c is point k --> receiver.roll_back(k) --> the state as of c, with c's chain index: the
-//!   usual load over it (state_writer::load with that index) reads nothing more
+//!   c is point k --> receiver.roll_back(k) --> the state as of c, with c's chain: the usual
+//!   load over it (state_writer::load with that index) reads nothing more, and the writer
+//!   goes on with the chain as it was (its segments' entry counts too)
 //! ```
 //!
 //! A checkpoint is restored only once committed, and committed only once every partition's
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::checkpoint::StateIndex;
+use crate::checkpoint::PartitionChain;
 use crate::dataflow::plan::Receiver;
 
 /// How long a receiver that restores waits for the previous attempt's receiver of its
@@ -45,8 +46,9 @@ pub(crate) struct Kept {
     /// That attempt.
     pub(crate) attempt: u64,
     /// The checkpoints the state can go back to, newest first (its last segment, or the
-    /// checkpoint it was restored from, then the one before), with the partition's chain there.
-    pub(crate) points: Vec<(u64, StateIndex)>,
+    /// checkpoint it was restored from, then the one before), with the partition's chain there
+    /// as its writer had it.
+    pub(crate) points: Vec<(u64, PartitionChain)>,
     /// The receiver, as its attempt left it.
     pub(crate) receiver: Box<dyn Receiver>,
 }
@@ -56,7 +58,7 @@ pub(crate) struct Kept {
 pub(crate) struct Taken {
     pub(crate) receiver: Box<dyn Receiver>,
     pub(crate) back: usize,
-    pub(crate) index: StateIndex,
+    pub(crate) chain: PartitionChain,
 }
 
 /// The worker's kept states, shared by its attempts (see the module documentation).
@@ -182,15 +184,15 @@ impl LocalStates {
             notified.as_mut().enable();
             {
                 let mut inner = self.lock();
-                if let Some(kept) = inner.kept.remove(&partition) {
+                if let Some(mut kept) = inner.kept.remove(&partition) {
                     let back = kept.points.iter().position(|(id, _)| *id == checkpoint);
                     return match back {
                         Some(back) if kept.job == job => {
-                            let index = kept.points[back].1.clone();
+                            let chain = kept.points.swap_remove(back).1;
                             Ok(Some(Taken {
                                 receiver: kept.receiver,
                                 back,
-                                index,
+                                chain,
                             }))
                         }
                         _ => Err(kept),
@@ -226,7 +228,9 @@ mod tests {
         Kept {
             job: "wordcount".to_string(),
             attempt,
-            points: points.iter().map(|&id| (id, StateIndex::default())).collect(),
+            points: (points.iter())
+                .map(|&id| (id, PartitionChain::new(crate::checkpoint::ChainPolicy::default())))
+                .collect(),
             receiver,
         }
     }

@@ -86,14 +86,16 @@ pub(crate) struct LocalRecovery {
 
 /// The checkpoints a receiver's state can roll back to, newest first: its last segment (or the
 /// checkpoint it restored) and the one before, with the partition's chain there (at most
-/// two: what its stage keeps pre-images for).
+/// two: what its stage keeps pre-images for). The whole chain, not only its index: a chain
+/// restored from the store has lost the entries its segments counted, and would take its
+/// growth by new keys for read amplification and have the next barrier write a base.
 #[derive(Default)]
-struct Points(Vec<(u64, StateIndex)>);
+struct Points(Vec<(u64, PartitionChain)>);
 
 impl Points {
-    /// A segment (or a restore) of checkpoint `id`, with the chain `index` there.
-    fn taken(&mut self, id: u64, index: StateIndex) {
-        self.0.insert(0, (id, index));
+    /// A segment (or a restore) of checkpoint `id`, with the `chain` there.
+    fn taken(&mut self, id: u64, chain: PartitionChain) {
+        self.0.insert(0, (id, chain));
         self.0.truncate(2);
     }
 }
@@ -108,8 +110,8 @@ impl ReceiverTask {
         let _running = (self.local.as_ref()).map(|local| local.states.running(q, self.ctx.attempt));
         let (mut receiver, chain, mut loading) = self.open().await?;
         let mut points = Points::default();
-        if let (Some((id, _)), Some(index), None) = (&self.restore, chain.index(), &loading) {
-            points.taken(*id, index.clone());
+        if let (Some((id, _)), Some(_), None) = (&self.restore, chain.index(), &loading) {
+            points.taken(*id, chain.clone());
         }
         if let (Some(reports), Some((checkpoint, _))) = (&self.resumed, &self.restore) {
             let _ = reports.send(WorkerMessage::MoveStatus {
@@ -179,12 +181,11 @@ impl ReceiverTask {
                                 .hand_over(receiver, writer, alignment.ended(), inbox, id)
                                 .await;
                         }
-                        let (taken, index) = match &loading {
+                        receiver = match &loading {
                             Some(load) => self.overlay(receiver, &mut writer, id, load.checkpoint()).await?,
                             None => self.snapshot(receiver, &mut writer, id).await?,
                         };
-                        receiver = taken;
-                        points.taken(id, index);
+                        points.taken(id, writer.chain().clone());
                         step = alignment.snapshot_taken();
                         continue;
                     }
@@ -254,10 +255,12 @@ impl ReceiverTask {
             };
             // A state kept by the previous attempt here, rolled back to the checkpoint restored,
             // is opened like one loaded ahead of a move: the load over it reads nothing more.
-            let (preloaded, local) = match (preloaded, local.and_then(|taken| roll_back(q, *id, taken))) {
-                (None, Some(rolled_back)) => (Some(rolled_back), true),
-                (preloaded, _) => (preloaded, false),
+            let (preloaded, kept_chain) = match (preloaded, local.and_then(|taken| roll_back(q, *id, taken)))
+            {
+                (None, Some((rolled_back, chain))) => (Some(rolled_back), Some(chain)),
+                (preloaded, _) => (preloaded, None),
             };
+            let local = kept_chain.is_some();
             let (receiver, chain, preloaded) = match preloaded {
                 Some(loaded) if loaded.state.merges_restored() && !local => {
                     let store = Arc::clone(&checkpoints.store);
@@ -275,11 +278,11 @@ impl ReceiverTask {
                         }
                     };
                     let receiver = plan.open_loaded(&ctx, loaded.state)?;
-                    (
-                        receiver,
-                        PartitionChain::restored(ChainPolicy::default(), index),
-                        Some(loaded.checkpoint),
-                    )
+                    let chain = match kept_chain {
+                        Some(chain) if chain.index() == Some(&index) => chain,
+                        _ => PartitionChain::restored(ChainPolicy::default(), index),
+                    };
+                    (receiver, chain, Some(loaded.checkpoint))
                 }
                 None => {
                     let mut receiver = plan.open_receiver(&ctx)?;
@@ -432,9 +435,9 @@ impl ReceiverTask {
         writer: &mut StateWriter,
         id: u64,
         restored: u64,
-    ) -> Result<(Box<dyn Receiver>, StateIndex), DataflowError> {
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
         let Some(checkpoints) = &self.checkpoints else {
-            return Ok((receiver, StateIndex::default()));
+            return Ok(receiver);
         };
         let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, self.ctx.partition);
         let (receiver, kind, state) = seal(receiver, id, SegmentKind::Delta, parts).await?;
@@ -452,31 +455,28 @@ impl ReceiverTask {
             "overlay while the state loads"
         );
         let sealed = writer.sealed_overlay(id, restored, bytes);
-        let index = sealed.index.clone();
         tokio::spawn(writer.write(checkpoints, sealed));
-        Ok((receiver, index))
+        Ok(receiver)
     }
 
     /// Barrier `id` aligned: seals the partition's state segment and sink output, then writes
-    /// the segment and acknowledges beside the processing that goes on. Returns the receiver
-    /// and the partition's chain with the segment.
+    /// the segment and acknowledges beside the processing that goes on.
     async fn snapshot(
         &self,
         receiver: Box<dyn Receiver>,
         writer: &mut StateWriter,
         id: u64,
-    ) -> Result<(Box<dyn Receiver>, StateIndex), DataflowError> {
+    ) -> Result<Box<dyn Receiver>, DataflowError> {
         let Some(checkpoints) = &self.checkpoints else {
-            return Ok((receiver, StateIndex::default()));
+            return Ok(receiver);
         };
         let keep_chain = self.delta_barriers.deltas_only(id, self.ctx.partition);
         let kind = writer.prepare(id, keep_chain, receiver.pending_changes());
         let parts = StoreParts::new(Arc::clone(&checkpoints.store), id, self.ctx.partition);
         let (receiver, kind, state) = seal(receiver, id, kind, parts).await?;
         let sealed = writer.sealed(id, kind, state);
-        let index = sealed.index.clone();
         tokio::spawn(writer.write(checkpoints, sealed));
-        Ok((receiver, index))
+        Ok(receiver)
     }
 
     /// The task ends without finishing (cancelled, or its inbox gone): keeps the state for the
@@ -537,8 +537,9 @@ fn is_this_base(
 }
 
 /// `taken` brought back to checkpoint `id` (on the blocking pool), as state loaded ahead with
-/// the chain there; `None` if it cannot be (the partition then loads from the store).
-fn roll_back(q: usize, id: u64, taken: Taken) -> Option<Preloaded> {
+/// the chain there, and the chain as its writer had it; `None` if it cannot be (the partition
+/// then loads from the store).
+fn roll_back(q: usize, id: u64, taken: Taken) -> Option<(Preloaded, PartitionChain)> {
     let started = std::time::Instant::now();
     match taken.receiver.roll_back(taken.back) {
         Ok(Some(state)) => {
@@ -549,11 +550,13 @@ fn roll_back(q: usize, id: u64, taken: Taken) -> Option<Preloaded> {
                 rollback_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "partition state kept in memory, rolled back to the checkpoint"
             );
-            Some(Preloaded {
+            let index = taken.chain.index().cloned().unwrap_or_default();
+            let loaded = Preloaded {
                 state,
-                index: taken.index,
+                index,
                 checkpoint: id,
-            })
+            };
+            Some((loaded, taken.chain))
         }
         Ok(None) => None,
         Err(e) => {

@@ -425,7 +425,7 @@ pub(crate) struct Sealed {
     id: u64,
     kind: SegmentKind,
     state: SealedState,
-    pub(crate) index: StateIndex,
+    index: StateIndex,
     /// A partition handed over at this barrier: the sources that had ended before it (they go
     /// into the acknowledgement, for the new owner).
     ended_sources: Vec<usize>,
@@ -468,6 +468,11 @@ impl StateWriter {
             broken: Arc::new(AtomicBool::new(false)),
             compactor: None,
         }
+    }
+
+    /// The partition's chain as of the last segment recorded.
+    pub(crate) fn chain(&self) -> &PartitionChain {
+        &self.chain
     }
 
     /// The writer compacts apart from the barriers, with `compactor`.
