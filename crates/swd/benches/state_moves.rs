@@ -11,7 +11,8 @@
 //!              owner loading the state ahead, while the old owner still runs it);
 //!   recovery - a worker is SIGKILLed; from the kill: `restarted` (the attempt on the survivor
 //!              started, after the failure was detected), `flowing` (records read in it), and
-//!              `checkpointed` (its first checkpoint completed: every partition restored).
+//!              `checkpointed` (its first checkpoint completed), and how many partitions the
+//!              survivor took from its own memory (local recovery) rather than the store.
 //!
 //! Run: `cargo bench -p swd --bench state_moves` (state sizes in MB: `SWD_BENCH_STATE_MB`,
 //! default `10,100,1000`; rounds of moves: `SWD_BENCH_ROUNDS`, default 3; the 1000 MB case writes
@@ -27,7 +28,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::keyed_input::{change_per_mille, loaded, write_keyed_input, BYTES_PER_KEY};
-use common::{env_or, print_ms, start_coordinator, start_worker, Killed};
+use common::{env_or, print_ms, scrape, start_coordinator, start_worker, start_worker_with_metrics, Killed};
 use streamweave_distributed::protocol::JobState;
 use streamweave_distributed::{Client, ClusterStatus};
 
@@ -111,9 +112,8 @@ async fn run(scratch: &Path, state_mb: u64, knobs: &Knobs) {
             .arg("--data-dir")
             .arg(&data);
     });
-    let mut workers: Vec<Killed> = (1..=2)
-        .map(|i| start_worker(addr, &format!("w{i}"), &[]))
-        .collect();
+    let (w1, survivor_metrics) = start_worker_with_metrics(addr, "w1");
+    let mut workers: Vec<Killed> = vec![w1, start_worker(addr, "w2", &[])];
     let mut client = Client::connect(addr, "default").await.expect("connect");
     let (_, s) = wait(&mut client, "the state loaded", |s| {
         loaded(s.checkpoints.as_ref().and_then(|c| c.state_bytes), keys)
@@ -193,6 +193,7 @@ async fn run(scratch: &Path, state_mb: u64, knobs: &Knobs) {
             .is_some_and(|id| id > restored)
     })
     .await;
+    let local = scrape(&survivor_metrics, "swd_worker_local_restores_total");
     let ms = |t: Instant| (t - killed_at).as_secs_f64() * 1000.0;
     println!(
         "state {state_mb} MB ({state} B referenced by the checkpoint), {} moves:",
@@ -205,7 +206,7 @@ async fn run(scratch: &Path, state_mb: u64, knobs: &Knobs) {
         print_ms("  move preload", &mut preload);
     }
     println!(
-        "  recovery           kill -> restarted {:.0} ms, -> flowing {:.0} ms, -> checkpointed {:.0} ms",
+        "  recovery           kill -> restarted {:.0} ms, -> flowing {:.0} ms, -> checkpointed {:.0} ms, {local} partitions from the survivor's memory",
         ms(restarted),
         ms(flowing),
         ms(checkpointed)

@@ -86,6 +86,49 @@ pub fn start_worker(addr: SocketAddr, id: &str, extra: &[&str]) -> Killed {
     )
 }
 
+/// [`start_worker`] with the worker's `/metrics` on an ephemeral port; returns its URL too.
+#[allow(dead_code)]
+pub fn start_worker_with_metrics(addr: SocketAddr, id: &str) -> (Killed, String) {
+    let mut child = swd()
+        .args(["worker", "--coordinator", &addr.to_string(), "--id", id])
+        .args(["--heartbeat-interval", "100ms", "--metrics-bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn worker");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("metrics on ").map(str::to_string))
+        .expect("the worker's metrics URL");
+    std::thread::spawn(move || lines.for_each(drop));
+    (Killed(child), url)
+}
+
+/// The sum of the samples of metric `name` at `url` (a Prometheus text exposition).
+#[allow(dead_code)]
+pub fn scrape(url: &str, name: &str) -> f64 {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the metrics");
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Writes the jobs' input: 4 files of `lines` short lines each.
 pub fn write_input(dir: &Path, lines: usize) {
     std::fs::create_dir_all(dir).expect("input dir");
