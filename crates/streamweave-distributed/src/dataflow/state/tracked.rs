@@ -116,38 +116,7 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
     where
         A: Serialize,
     {
-        self.make_room();
-        let len = self.table.len();
-        let hash = self.hasher.hash_one(&key);
-        let hasher = &self.hasher;
-        let slot = self
-            .table
-            .entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k));
-        let index = match slot {
-            Slot::Occupied(entry) => {
-                let index = entry.bucket_index();
-                if !is_marked(&self.changed, index) {
-                    if let Some(undo) = &mut self.undo {
-                        if !undo.keep(index, Some(&entry.get().1), len) {
-                            self.undo = None;
-                            self.undo_before = None;
-                        }
-                    }
-                }
-                let _ = entry.replace_entry_with(|(k, acc)| Some((k, f(Some(acc)))));
-                index
-            }
-            Slot::Vacant(entry) => {
-                let index = entry.insert((key, f(None))).bucket_index();
-                if let Some(undo) = &mut self.undo {
-                    if !undo.keep::<A>(index, None, len) {
-                        self.undo = None;
-                        self.undo_before = None;
-                    }
-                }
-                index
-            }
-        };
+        let index = self.put(key, f, true);
         self.mark(index);
     }
 
@@ -155,23 +124,54 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
     /// in on recovery): not marked changed (and no longer marked if it was). Such writes happen
     /// while a state is restored; [`TrackedMap::restored_here`] makes the result a point to roll
     /// back to, or [`TrackedMap::no_rollback`] says there is none.
-    pub(crate) fn update_clean(&mut self, key: K, f: impl FnOnce(Option<A>) -> A) {
-        let index = self.put(key, f);
+    pub(crate) fn update_clean(&mut self, key: K, f: impl FnOnce(Option<A>) -> A)
+    where
+        A: Serialize,
+    {
+        let index = self.put(key, f, false);
         self.unmark(index);
     }
 
-    /// Sets `key`'s accumulator to `f` of the one it had: its bucket.
-    fn put(&mut self, key: K, f: impl FnOnce(Option<A>) -> A) -> usize {
-        match self.slot(key) {
-            (Slot::Occupied(entry), _) => {
+    /// Sets `key`'s accumulator to `f` of the one it had: its bucket. With `change`, the entry's
+    /// pre-image is kept if this is its first change since the last segment.
+    fn put(&mut self, key: K, f: impl FnOnce(Option<A>) -> A, change: bool) -> usize
+    where
+        A: Serialize,
+    {
+        self.make_room();
+        let len = self.table.len();
+        let hash = self.hasher.hash_one(&key);
+        let hasher = &self.hasher;
+        let slot = self
+            .table
+            .entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k));
+        let (index, kept) = match slot {
+            Slot::Occupied(entry) => {
                 let index = entry.bucket_index();
+                let kept = match &mut self.undo {
+                    Some(undo) if change && !is_marked(&self.changed, index) => {
+                        undo.keep(index, Some(&entry.get().1), len)
+                    }
+                    _ => true,
+                };
                 // `f` takes the accumulator by value: the entry is taken out and put back (in
                 // the same bucket; `replace_entry_with` only empties it if `f` returns None).
                 let _ = entry.replace_entry_with(|(k, acc)| Some((k, f(Some(acc)))));
-                index
+                (index, kept)
             }
-            (Slot::Vacant(entry), key) => entry.insert((key, f(None))).bucket_index(),
+            Slot::Vacant(entry) => {
+                let index = entry.insert((key, f(None))).bucket_index();
+                let kept = match &mut self.undo {
+                    Some(undo) if change => undo.keep::<A>(index, None, len),
+                    _ => true,
+                };
+                (index, kept)
+            }
+        };
+        if !kept {
+            self.no_rollback();
         }
+        index
     }
 
     /// Sets `key`'s accumulator to `acc` as restored state: not marked changed (and no longer
