@@ -242,8 +242,10 @@ impl JobRunner {
             Ok(Some(empty)) if empty.len() == owners.len() => empty,
             _ => Vec::new(),
         };
-        free_kept(self.local.started(attempt, &spec.name, &mine));
         let restore = checkpoint_plan.and_then(|c| c.restore.clone());
+        // States kept by earlier attempts serve only an attempt that restores a checkpoint.
+        let wanted = if restore.is_some() { &mine[..] } else { &[] };
+        free_kept(self.local.started(attempt, &spec.name, wanted));
         let restored = restore.as_ref().map_or(0, |r| r.id);
         let offsets = restore.as_ref().map(|r| r.partitions.clone()).unwrap_or_default();
         // A restored source goes on counting from what it had read by the checkpoint.

@@ -114,8 +114,9 @@ impl LocalStates {
         }
     }
 
-    /// Attempt `attempt` of `job` starts with `partitions` here: returns what was kept for other
-    /// partitions or another job, to free.
+    /// Attempt `attempt` of `job` starts and wants the states of `partitions` (those it runs
+    /// here, or none when it restores no checkpoint): returns what was kept for others or for
+    /// another job, to free.
     pub(crate) fn started(&self, attempt: u64, job: &str, partitions: &[usize]) -> Vec<Kept> {
         let mut inner = self.lock();
         let mine: BTreeSet<usize> = partitions.iter().copied().collect();
@@ -302,6 +303,10 @@ mod tests {
         assert!(states.keep(1, wc).is_none());
         assert!(states.expire(2).is_empty(), "attempt 3 started after 2 stopped");
         assert_eq!(states.expire(3).len(), 1);
+        // An attempt that restores no checkpoint wants none, and none kept late either.
+        assert!(states.keep(0, kept(4, &[5])).is_none());
+        assert_eq!(states.started(5, "wordcount", &[]).len(), 1);
+        assert!(states.keep(0, kept(4, &[5])).is_some());
         assert!(states.clear().is_empty());
     }
 }
