@@ -73,8 +73,10 @@ struct Inner {
     kept: HashMap<usize, Kept>,
     /// The receivers running, as (partition, attempt).
     running: BTreeSet<(usize, u64)>,
-    /// The newest attempt started here (or stopped: with no partitions), its job and its
-    /// partitions: a state kept by an older attempt for a partition not among them is dropped.
+    /// The newest attempt started here, its job and the partitions whose states it wants: a
+    /// state kept by an older attempt for another partition or job is dropped (an attempt's
+    /// own states are for the attempt after it). After a stop that expired, or the worker
+    /// leaving, an attempt past every one that ran, wanting nothing.
     latest: Option<(u64, String, BTreeSet<usize>)>,
 }
 
@@ -129,8 +131,7 @@ impl LocalStates {
     /// keeps nothing of the attempts so far.
     pub(crate) fn clear(&self) -> Vec<Kept> {
         let mut inner = self.lock();
-        let attempt = inner.latest.as_ref().map_or(u64::MAX, |(attempt, _, _)| *attempt);
-        inner.latest = Some((attempt, String::new(), BTreeSet::new()));
+        inner.latest = Some((u64::MAX, String::new(), BTreeSet::new()));
         inner.kept.drain().map(|(_, kept)| kept).collect()
     }
 
@@ -145,7 +146,7 @@ impl LocalStates {
         {
             return Vec::new();
         }
-        inner.latest = Some((attempt, String::new(), BTreeSet::new()));
+        inner.latest = Some((attempt.saturating_add(1), String::new(), BTreeSet::new()));
         take_where(&mut inner.kept, |_, kept| kept.attempt <= attempt)
     }
 
@@ -155,7 +156,7 @@ impl LocalStates {
     pub(crate) fn keep(&self, partition: usize, kept: Kept) -> Option<Kept> {
         let mut inner = self.lock();
         let unwanted = inner.latest.as_ref().is_some_and(|(latest, job, mine)| {
-            *latest >= kept.attempt && (!mine.contains(&partition) || *job != kept.job)
+            *latest > kept.attempt && (!mine.contains(&partition) || *job != kept.job)
         });
         let freed = match unwanted {
             true => Some(kept),
@@ -297,16 +298,23 @@ mod tests {
         // Another job's attempt wants none of it.
         assert_eq!(states.started(3, "repartition", &[0, 1]).len(), 1);
         // A stopped attempt's states expire unless another started since.
-        assert!(states.keep(1, kept(3, &[4])).is_some(), "another job's");
+        assert!(
+            states.keep(1, kept(2, &[4])).is_some(),
+            "an older attempt of another job"
+        );
         let mut wc = kept(3, &[4]);
         wc.job = "repartition".to_string();
         assert!(states.keep(1, wc).is_none());
         assert!(states.expire(2).is_empty(), "attempt 3 started after 2 stopped");
         assert_eq!(states.expire(3).len(), 1);
-        // An attempt that restores no checkpoint wants none, and none kept late either.
+        // An attempt that restores no checkpoint wants none, and none kept late either; its own
+        // states are kept, for the attempt after it.
         assert!(states.keep(0, kept(4, &[5])).is_none());
         assert_eq!(states.started(5, "wordcount", &[]).len(), 1);
         assert!(states.keep(0, kept(4, &[5])).is_some());
-        assert!(states.clear().is_empty());
+        assert!(states.keep(0, kept(5, &[6])).is_none());
+        // The worker leaves: everything goes, and nothing is kept after.
+        assert_eq!(states.clear().len(), 1);
+        assert!(states.keep(0, kept(6, &[7])).is_some());
     }
 }
