@@ -109,8 +109,10 @@ impl ReceiverTask {
         // While this runs, a later attempt's receiver of the partition waits for what it keeps.
         let _running = (self.local.as_ref()).map(|local| local.states.running(q, self.ctx.attempt));
         let (mut receiver, chain, mut loading) = self.open().await?;
+        // Only kept where a later attempt may take the state (a chain's clone per barrier).
         let mut points = Points::default();
-        if let (Some((id, _)), Some(_), None) = (&self.restore, chain.index(), &loading) {
+        let keeps_points = self.local.is_some() && self.checkpoints.is_some();
+        if let (true, Some((id, _)), Some(_), None) = (keeps_points, &self.restore, chain.index(), &loading) {
             points.taken(*id, chain.clone());
         }
         if let (Some(reports), Some((checkpoint, _))) = (&self.resumed, &self.restore) {
@@ -185,7 +187,9 @@ impl ReceiverTask {
                             Some(load) => self.overlay(receiver, &mut writer, id, load.checkpoint()).await?,
                             None => self.snapshot(receiver, &mut writer, id).await?,
                         };
-                        points.taken(id, writer.chain().clone());
+                        if keeps_points {
+                            points.taken(id, writer.chain().clone());
+                        }
                         step = alignment.snapshot_taken();
                         continue;
                     }
@@ -332,7 +336,10 @@ impl ReceiverTask {
             .await
         {
             Ok(taken) => taken,
-            Err(unusable) => free(unusable.receiver).and(None),
+            Err(unusable) => {
+                free(unusable.receiver);
+                None
+            }
         }
     }
 

@@ -242,10 +242,7 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
                 continue;
             };
             let ((key, acc), _) = entry.remove();
-            let was_changed = self
-                .changed
-                .get(index / 64)
-                .is_some_and(|w| w & (1 << (index % 64)) != 0);
+            let was_changed = is_marked(&self.changed, index);
             let hash = hasher.hash_one(&key);
             let moved = table.insert_unique(hash, (key, acc), |(k, _)| hasher.hash_one(k));
             let at = moved.bucket_index();
@@ -303,7 +300,7 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
         let logs = [self.undo.take(), self.undo_before.take()];
         for undo in logs.into_iter().take(intervals).flatten() {
             for &(index, start, len) in &undo.entries {
-                let Ok(entry) = self.table.get_bucket_entry(index) else {
+                let Ok(mut entry) = self.table.get_bucket_entry(index) else {
                     continue;
                 };
                 if len == PreImages::NEW {
@@ -314,7 +311,6 @@ impl<K: Eq + Hash, A> TrackedMap<K, A> {
                 let Some(bytes) = undo.bytes.get(at..at + len as usize) else {
                     return Err(postcard::Error::DeserializeUnexpectedEnd);
                 };
-                let mut entry = entry;
                 entry.get_mut().1 = postcard::from_bytes(bytes)?;
             }
         }
@@ -485,7 +481,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
 
     use super::*;
 
@@ -608,12 +604,16 @@ mod tests {
         assert!(map.encoded_capacity(map.changed_len()) >= delta.len());
     }
 
-    fn counts(map: &TrackedMap<String, u64>) -> std::collections::BTreeMap<String, u64> {
+    fn counts(map: &TrackedMap<String, u64>) -> BTreeMap<String, u64> {
         map.table.iter().map(|(k, a)| (k.clone(), *a)).collect()
     }
 
-    #[test]
-    fn a_rollback_returns_to_the_last_segment_or_the_one_before() {
+    /// A map after two segments, with its counts at the first and at the second.
+    fn two_segments() -> (
+        TrackedMap<String, u64>,
+        BTreeMap<String, u64>,
+        BTreeMap<String, u64>,
+    ) {
         let mut map = TrackedMap::default();
         for i in 0..100u64 {
             add(&mut map, &format!("k{i}"), 1);
@@ -624,6 +624,12 @@ mod tests {
         add(&mut map, "new-a", 1);
         map.segment_taken();
         let second = counts(&map);
+        (map, first, second)
+    }
+
+    #[test]
+    fn a_rollback_returns_to_the_last_segment_or_the_one_before() {
+        let (mut map, first, second) = two_segments();
         // Changed twice, new, and enough new keys to grow the table under the pre-images.
         add(&mut map, "k1", 5);
         add(&mut map, "k1", 5);
@@ -641,14 +647,7 @@ mod tests {
         assert_eq!(counts(&map), second);
 
         // Two segments back, from a map in the same position.
-        let mut map = TrackedMap::default();
-        for i in 0..100u64 {
-            add(&mut map, &format!("k{i}"), 1);
-        }
-        map.segment_taken();
-        add(&mut map, "k1", 10);
-        add(&mut map, "new-a", 1);
-        map.segment_taken();
+        let (mut map, _, _) = two_segments();
         add(&mut map, "k2", 7);
         for i in 0..3_000u64 {
             add(&mut map, &format!("grown{i}"), 1);
